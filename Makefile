@@ -1,0 +1,33 @@
+# pxm — the two set-up commands (README): `make demo` and `make test`.
+# Each creates the virtual environment it needs on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.pxm-installed
+
+.PHONY: demo demo-full test lint bench clean
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements-lock.txt -e ".[test]"
+	touch $(STAMP)
+
+## The main job: a whole simulated Bragg-ptychography beamtime on an embedded Tiled server.
+demo: $(STAMP)
+	$(VENV)/bin/pxm demo $(ARGS)
+
+## The seed's full 20 × 20 × 42 scan (long).
+demo-full: $(STAMP)
+	$(VENV)/bin/pxm demo --full $(ARGS)
+
+## The test suite (import contracts + pytest). .ci/run calls exactly this.
+test: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) pxm-data .pytest_cache

@@ -1,0 +1,419 @@
+"""HDF5 dataset and results files of pxm, and a CXI export (layout in ``docs/dataset-format.md``).
+
+* :func:`write_dataset` / :func:`read_dataset` — measured Bragg-ptychography frames with
+  per-frame rocking angle (deg) and stage position (m), detector mask, geometry and
+  sample/provenance metadata; reading validates and names the file and HDF5 key.
+* :func:`write_results` / :func:`read_results` — object, probe, background, strain
+  maps, metrics, parameters and timings of one reconstruction.
+* :func:`write_cxi` — a 2D/3D complex image (and probe) in the CXI convention
+  (``/cxi_version``, ``/entry_1/image_1/data``, ``/entry_1/instrument_1/...``, SI units).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from analysis.geometry import BraggGeometry, HC_KEV_M
+from analysis.strain import StrainMaps
+from analysis.xp import to_numpy
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "BraggDataset",
+    "validate_dataset",
+    "write_dataset",
+    "read_dataset",
+    "write_results",
+    "read_results",
+    "write_cxi",
+    "units_for",
+]
+
+FORMAT_NAME = "pxm-bragg-dataset"
+FORMAT_VERSION = "1.0"
+RESULTS_FORMAT_NAME = "pxm-bragg-results"
+_EV_J = 1.602176634e-19
+
+_SUFFIX_UNITS = (("_per_m", "1/m"), ("_kev", "keV"), ("_deg", "deg"), ("_rad", "rad"), ("_nm", "nm"),
+                 ("_um", "um"), ("_m", "m"), ("_s", "s"), ("_px", "pixel"))
+
+
+def units_for(name: str) -> str:
+    """Unit string implied by a pxm name suffix (``_m`` → ``m``, ``n_*`` and others → ``1``)."""
+    for suffix, unit in _SUFFIX_UNITS:
+        if name.endswith(suffix):
+            return unit
+    return "1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BraggDataset:
+    """A measured (or simulated) Bragg-ptychography scan.
+
+    Layout ``"grid"``: frames (POS, ANGLE, ROW, COL), angles (POS, ANGLE), stage
+    positions (POS, ANGLE, 3). Layout ``"flat"``: frames (FRAME, ROW, COL), angles
+    (FRAME,), positions (FRAME, 3), plus ``position_index``/``angle_index`` (FRAME,).
+    Frames are the detector crop of ``geometry`` (ROW = n_rows_px, COL = n_cols_px).
+    """
+
+    frames: np.ndarray = field(repr=False)
+    """Photon counts, float32 or unsigned/signed integers, finite and >= 0."""
+    rocking_angle_deg: np.ndarray = field(repr=False)
+    """Absolute rocking angle of every frame in degrees."""
+    stage_position_m: np.ndarray = field(repr=False)
+    """Sample stage (x, y, z) of every frame in metres."""
+    detector_mask: np.ndarray = field(repr=False)
+    """(ROW, COL) bool, True on live pixels (gaps, hot pixels False)."""
+    geometry: BraggGeometry
+    position_index: np.ndarray | None = field(default=None, repr=False)
+    """(FRAME,) int scan-position index (flat layout only)."""
+    angle_index: np.ndarray | None = field(default=None, repr=False)
+    """(FRAME,) int rocking-angle index (flat layout only)."""
+    sample: dict[str, Any] = field(default_factory=dict)
+    """Sample description (name, material, hkl, thickness_m, ...)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the data came from (beamline, scan id, simulator version, ...)."""
+
+    def __post_init__(self) -> None:
+        validate_dataset(self, source="BraggDataset")
+
+    @property
+    def layout(self) -> str:
+        """``"grid"`` (4D frames) or ``"flat"`` (3D frames with indices)."""
+        return "grid" if np.ndim(self.frames) == 4 else "flat"
+
+
+def _fail(source: str, key: str, msg: str) -> ValueError:
+    return ValueError(f"{source}: {key}: {msg}")
+
+
+def validate_dataset(ds: BraggDataset, *, source: str) -> None:
+    """Raise ValueError naming ``source`` and the HDF5 key for every inconsistency of ``ds``."""
+    f = np.asarray(ds.frames)
+    if f.ndim not in (3, 4):
+        raise _fail(source, "/data/frames", f"shape {f.shape}, expected (n_positions, n_angles, rows, cols) "
+                    "or flat (n_frames, rows, cols)")
+    if not (np.issubdtype(f.dtype, np.number) and not np.iscomplexobj(f)):
+        raise _fail(source, "/data/frames", f"dtype {f.dtype}, expected real counts (float or integer)")
+    if np.issubdtype(f.dtype, np.floating):
+        bad = ~np.isfinite(f)
+        if bad.any():
+            raise _fail(source, "/data/frames", f"{int(bad.sum())} NaN/inf values (first at index "
+                        f"{tuple(int(i) for i in np.argwhere(bad)[0])}); mask those pixels and store 0")
+    neg = f < 0
+    if neg.any():
+        raise _fail(source, "/data/frames", f"{int(neg.sum())} negative counts (first at index "
+                    f"{tuple(int(i) for i in np.argwhere(neg)[0])}, value {f[tuple(np.argwhere(neg)[0])]}); "
+                    "subtract dark/background without clipping below 0 or mask the pixels")
+    lead = f.shape[:-2]
+    checks = (("/data/rocking_angle_deg", ds.rocking_angle_deg, lead),
+              ("/data/stage_position_m", ds.stage_position_m, lead + (3,)))
+    for key, arr, shape in checks:
+        a = np.asarray(arr)
+        if a.shape != shape:
+            raise _fail(source, key, f"shape {a.shape}, expected {shape} to match /data/frames {f.shape}")
+        if not np.all(np.isfinite(a)):
+            raise _fail(source, key, "contains NaN or inf; every frame needs its angle and position")
+    m = np.asarray(ds.detector_mask)
+    if m.shape != f.shape[-2:] or m.dtype != bool:
+        raise _fail(source, "/data/detector_mask", f"shape {m.shape} dtype {m.dtype}, expected bool {f.shape[-2:]}")
+    g = ds.geometry
+    if not isinstance(g, BraggGeometry):
+        raise _fail(source, "/geometry", f"expected a BraggGeometry, found {type(g).__name__}")
+    if (g.n_rows_px, g.n_cols_px) != f.shape[-2:]:
+        raise _fail(source, "/geometry", f"n_rows_px × n_cols_px = {g.n_rows_px} × {g.n_cols_px} but frames are "
+                    f"{f.shape[-2]} × {f.shape[-1]}; store the detector crop the geometry describes")
+    if f.ndim == 4:
+        if f.shape[1] != g.n_angles:
+            raise _fail(source, "/data/frames", f"{f.shape[1]} angles but /geometry/n_angles = {g.n_angles}")
+        if ds.position_index is not None or ds.angle_index is not None:
+            raise _fail(source, "/data/position_index", "indices are only for the flat layout; drop them")
+    else:
+        for key, idx, upper in (("/data/position_index", ds.position_index, None),
+                                ("/data/angle_index", ds.angle_index, g.n_angles)):
+            if idx is None:
+                raise _fail(source, key, "missing; the flat layout needs position_index and angle_index per frame")
+            i = np.asarray(idx)
+            if i.shape != (f.shape[0],) or not np.issubdtype(i.dtype, np.integer):
+                raise _fail(source, key, f"shape {i.shape} dtype {i.dtype}, expected integer ({f.shape[0]},)")
+            if i.size and (i.min() < 0 or (upper is not None and i.max() >= upper)):
+                raise _fail(source, key, f"values in [{i.min()}, {i.max()}], expected [0, {upper or 'n_positions'})")
+
+
+# --------------------------------------------------------------------------- metadata helpers
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, complex):
+        return {"real": v.real, "imag": v.imag}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _jsonable(dataclasses.asdict(v))
+    return v
+
+
+def _write_dict_attrs(group: h5py.Group, d: dict[str, Any]) -> None:
+    """Whole dict as JSON in attr ``json``; scalar/str entries also as attributes (+ units)."""
+    d = _jsonable(d)
+    group.attrs["json"] = json.dumps(d)
+    for k, v in d.items():
+        if isinstance(v, (bool, int, float, str)) and v is not None:
+            group.attrs[k] = v
+            if units_for(k) != "1":
+                group.attrs[f"{k}@units"] = units_for(k)
+
+
+def _read_dict_attrs(group: h5py.Group) -> dict[str, Any]:
+    raw = group.attrs.get("json")
+    return json.loads(raw) if raw is not None else {}
+
+
+def _write_scalar(group: h5py.Group, name: str, value: Any) -> None:
+    ds = group.create_dataset(name, data=value)
+    ds.attrs["units"] = units_for(name)
+
+
+def _write_geometry(group: h5py.Group, geometry: BraggGeometry) -> None:
+    md = geometry.to_metadata()
+    derived = md.pop("derived")
+    for k, v in md.items():
+        if v is None:
+            continue
+        _write_scalar(group, k, np.asarray(v))
+    dg = group.create_group("derived")
+    for k, v in derived.items():
+        _write_scalar(dg, k, np.asarray(v))
+    group.attrs["description"] = "BraggGeometry.to_metadata(); each value carries a 'units' attribute"
+
+
+def _read_geometry(f: h5py.File, source: str) -> BraggGeometry:
+    if "geometry" not in f:
+        raise _fail(source, "/geometry", "group missing; write the BraggGeometry with write_dataset(geometry=...)")
+    g = f["geometry"]
+    md: dict[str, Any] = {}
+    for k, v in g.items():
+        if isinstance(v, h5py.Dataset):
+            val = v[()]
+            md[k] = val.item() if np.ndim(val) == 0 else val.tolist()
+            if isinstance(md[k], bytes):
+                md[k] = md[k].decode()
+    try:
+        return BraggGeometry.from_metadata(md)
+    except (ValueError, TypeError) as exc:
+        raise _fail(source, "/geometry", str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- dataset I/O
+def write_dataset(path: str | Path, dataset: BraggDataset, *, compression: str | None = "gzip") -> None:
+    """Write ``dataset`` to an HDF5 file (overwrites); layout in ``docs/dataset-format.md``."""
+    validate_dataset(dataset, source=str(path))
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["layout"] = dataset.layout
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        d = f.create_group("data")
+        frames = np.asarray(dataset.frames)
+        chunks = (1,) * (frames.ndim - 2) + frames.shape[-2:]
+        fr = d.create_dataset("frames", data=frames, chunks=chunks, compression=compression)
+        fr.attrs["units"] = "counts"
+        fr.attrs["axes"] = ("position,angle,row,col" if frames.ndim == 4 else "frame,row,col")
+        a = d.create_dataset("rocking_angle_deg", data=np.asarray(dataset.rocking_angle_deg, float))
+        a.attrs["units"] = "deg"
+        p = d.create_dataset("stage_position_m", data=np.asarray(dataset.stage_position_m, float))
+        p.attrs["units"] = "m"
+        p.attrs["axes"] = "x,y,z (lab frame, docs/geometry.md)"
+        mk = d.create_dataset("detector_mask", data=np.asarray(dataset.detector_mask, bool))
+        mk.attrs["meaning"] = "True = live pixel; False = gap/hot/dead pixel, left free in the reconstruction"
+        if dataset.layout == "flat":
+            d.create_dataset("position_index", data=np.asarray(dataset.position_index, np.int64))
+            d.create_dataset("angle_index", data=np.asarray(dataset.angle_index, np.int64))
+        _write_geometry(f.create_group("geometry"), dataset.geometry)
+        _write_dict_attrs(f.create_group("sample"), dataset.sample)
+        prov = {"software": "pxm", "format_version": FORMAT_VERSION, **dataset.provenance}
+        _write_dict_attrs(f.create_group("provenance"), prov)
+
+
+def read_dataset(path: str | Path) -> BraggDataset:
+    """Read and validate a file written by :func:`write_dataset`; errors name the file and key."""
+    source = str(path)
+    if not Path(path).is_file():
+        raise ValueError(f"{source}: no such file; check the path")
+    with h5py.File(path, "r") as f:
+        fmt = f.attrs.get("format")
+        if fmt is not None and fmt != FORMAT_NAME:
+            raise _fail(source, "/@format", f"{fmt!r}, expected {FORMAT_NAME!r}")
+        if "data" not in f:
+            raise _fail(source, "/data", "group missing; this is not a pxm dataset file")
+        d = f["data"]
+        for key in ("frames", "rocking_angle_deg", "stage_position_m", "detector_mask"):
+            if key not in d:
+                raise _fail(source, f"/data/{key}", "dataset missing")
+        geometry = _read_geometry(f, source)
+        kw: dict[str, Any] = dict(
+            frames=d["frames"][()], rocking_angle_deg=d["rocking_angle_deg"][()],
+            stage_position_m=d["stage_position_m"][()], detector_mask=d["detector_mask"][()].astype(bool),
+            position_index=d["position_index"][()] if "position_index" in d else None,
+            angle_index=d["angle_index"][()] if "angle_index" in d else None,
+            sample=_read_dict_attrs(f["sample"]) if "sample" in f else {},
+            provenance=_read_dict_attrs(f["provenance"]) if "provenance" in f else {},
+        )
+    ds = object.__new__(BraggDataset)
+    for k, v in {**kw, "geometry": geometry}.items():
+        object.__setattr__(ds, k, v)
+    validate_dataset(ds, source=source)
+    return ds
+
+
+# --------------------------------------------------------------------------- results
+def _write_strain(group: h5py.Group, maps: StrainMaps) -> None:
+    for name in ("eps_zz", "omega_x_rad", "omega_y_rad", "amplitude", "mask"):
+        ds = group.create_dataset(name, data=to_numpy(getattr(maps, name)))
+        ds.attrs["units"] = "1" if name in ("eps_zz", "amplitude", "mask") else "rad"
+    group.attrs["voxel_size_m"] = np.asarray(maps.voxel_size_m)
+    group.attrs["origin_m"] = np.asarray(maps.origin_m)
+    group.attrs["frame"] = maps.frame
+    group.attrs["axes"] = "e1,e2,e3" if maps.frame == "reconstruction" else "x,y,z"
+
+
+def write_results(path: str | Path, *, object: Any, probe: Any, voxel_size_m: Any,
+                  background: Any = None, strain: StrainMaps | dict[str, StrainMaps] | None = None,
+                  metrics: dict[str, Any] | None = None, parameters: dict[str, Any] | None = None,
+                  timings_s: dict[str, float] | None = None, error_history: Any = None,
+                  geometry: BraggGeometry | None = None, provenance: dict[str, Any] | None = None) -> None:
+    """Write one reconstruction's results to HDF5 (layout in ``docs/dataset-format.md``).
+
+    ``strain`` may be one :class:`StrainMaps` or a dict of them (e.g. reconstruction and
+    sample frames); ``parameters`` takes ``dataclasses.asdict(options)`` dicts or dataclasses.
+    """
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = RESULTS_FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        o = f.create_dataset("object", data=to_numpy(object))
+        o.attrs["voxel_size_m"] = np.broadcast_to(np.asarray(voxel_size_m, float), (np.ndim(o),))
+        o.attrs["axes"] = "e1,e2,e3 (reconstruction frame)" if o.ndim == 3 else "row,col"
+        f.create_dataset("probe", data=to_numpy(probe))
+        if background is not None:
+            f.create_dataset("background", data=to_numpy(background)).attrs["units"] = "counts"
+        if error_history is not None:
+            f.create_dataset("error_history", data=np.asarray(to_numpy(error_history), float))
+        if strain is not None:
+            sg = f.create_group("strain")
+            items = strain.items() if isinstance(strain, dict) else [(strain.frame, strain)]
+            for name, maps in items:
+                _write_strain(sg.create_group(name), maps)
+        _write_dict_attrs(f.create_group("metrics"), metrics or {})
+        _write_dict_attrs(f.create_group("parameters"), parameters or {})
+        tg = f.create_group("timings")
+        for k, v in (timings_s or {}).items():
+            tg.attrs[k] = float(v)
+        tg.attrs["units"] = "s"
+        if geometry is not None:
+            _write_geometry(f.create_group("geometry"), geometry)
+        _write_dict_attrs(f.create_group("provenance"), {"software": "pxm", **(provenance or {})})
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read a results file into a plain dict (arrays, StrainMaps, metadata dicts)."""
+    out: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != RESULTS_FORMAT_NAME:
+            raise ValueError(f"{path}: /@format is {f.attrs.get('format')!r}, expected {RESULTS_FORMAT_NAME!r}")
+        for k in ("object", "probe", "background", "error_history"):
+            if k in f:
+                out[k] = f[k][()]
+        out["voxel_size_m"] = tuple(float(v) for v in f["object"].attrs["voxel_size_m"])
+        if "strain" in f:
+            out["strain"] = {}
+            for name, g in f["strain"].items():
+                out["strain"][name] = StrainMaps(
+                    eps_zz=g["eps_zz"][()], omega_x_rad=g["omega_x_rad"][()], omega_y_rad=g["omega_y_rad"][()],
+                    amplitude=g["amplitude"][()], mask=g["mask"][()],
+                    voxel_size_m=tuple(float(v) for v in g.attrs["voxel_size_m"]),
+                    origin_m=tuple(float(v) for v in g.attrs["origin_m"]), frame=str(g.attrs["frame"]))
+        for k in ("metrics", "parameters", "provenance"):
+            out[k] = _read_dict_attrs(f[k])
+        out["timings_s"] = {k: float(v) for k, v in f["timings"].attrs.items() if k != "units"}
+        if "geometry" in f:
+            out["geometry"] = _read_geometry(f, str(path))
+    return out
+
+
+# --------------------------------------------------------------------------- CXI
+def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = None,
+              probe_pixel_size_m: Any = None, energy_kev: float | None = None,
+              detector_distance_m: float | None = None, detector_pixel_size_m: float | None = None,
+              title: str = "pxm reconstruction", data_type: str = "electron density",
+              process: dict[str, Any] | None = None) -> None:
+    """Export a 2D/3D complex image (and probe) as a CXI file (CXI 1.6 names, SI units).
+
+    Writes ``/cxi_version`` = 160, ``/entry_1/image_1/data`` (+ ``data_type``,
+    ``data_space`` = "real", ``image_size`` in m, ``is_fft_shifted``),
+    ``/entry_1/image_2`` for the probe, ``/entry_1/data_1/data`` (soft link),
+    ``/entry_1/instrument_1/source_1/energy`` (J), ``.../detector_1/{distance,
+    x_pixel_size, y_pixel_size}`` (m) and ``/entry_1/image_1/process_1/note`` (JSON).
+    """
+    img = to_numpy(image)
+    if img.ndim not in (2, 3):
+        raise ValueError(f"write_cxi: image has shape {img.shape}, expected a 2D or 3D array")
+    pix = np.broadcast_to(np.asarray(pixel_size_m, float), (img.ndim,))
+    with h5py.File(path, "w") as f:
+        f.create_dataset("cxi_version", data=160)
+        e = f.create_group("entry_1")
+        e.attrs["NX_class"] = "NXentry"
+        e.create_dataset("title", data=title)
+        e.create_dataset("start_time", data=_dt.datetime.now(_dt.timezone.utc).isoformat())
+
+        def image_group(name: str, arr: np.ndarray, px: np.ndarray, kind: str) -> h5py.Group:
+            g = e.create_group(name)
+            g.attrs["NX_class"] = "NXdata"
+            g.create_dataset("data", data=arr)
+            g.create_dataset("data_type", data=kind)
+            g.create_dataset("data_space", data="real")
+            g.create_dataset("image_size", data=np.asarray(arr.shape, float) * px)
+            g.create_dataset("pixel_size", data=np.asarray(px, float))
+            g.create_dataset("is_fft_shifted", data=0)
+            return g
+
+        g1 = image_group("image_1", img, pix, data_type)
+        pg = g1.create_group("process_1")
+        pg.create_dataset("note", data=json.dumps(_jsonable(process or {})))
+        pg.create_dataset("command", data="pxm analysis.dataset.write_cxi")
+        if probe is not None:
+            pr = to_numpy(probe)
+            ppx = np.broadcast_to(np.asarray(probe_pixel_size_m if probe_pixel_size_m is not None
+                                             else pix[-pr.ndim:], float), (pr.ndim,))
+            image_group("image_2", pr, ppx, "probe")
+        d1 = e.create_group("data_1")
+        d1.attrs["NX_class"] = "NXdata"
+        d1["data"] = h5py.SoftLink("/entry_1/image_1/data")
+        inst = e.create_group("instrument_1")
+        inst.attrs["NX_class"] = "NXinstrument"
+        if energy_kev is not None:
+            src = inst.create_group("source_1")
+            en = src.create_dataset("energy", data=float(energy_kev) * 1e3 * _EV_J)
+            en.attrs["units"] = "J"
+            wl = src.create_dataset("wavelength", data=HC_KEV_M / float(energy_kev))
+            wl.attrs["units"] = "m"
+        if detector_distance_m is not None or detector_pixel_size_m is not None:
+            det = inst.create_group("detector_1")
+            if detector_distance_m is not None:
+                det.create_dataset("distance", data=float(detector_distance_m)).attrs["units"] = "m"
+            if detector_pixel_size_m is not None:
+                det.create_dataset("x_pixel_size", data=float(detector_pixel_size_m)).attrs["units"] = "m"
+                det.create_dataset("y_pixel_size", data=float(detector_pixel_size_m)).attrs["units"] = "m"

@@ -1,0 +1,325 @@
+"""Bragg-ptychography reconstruction engine: recipes and an online ``Reconstruction`` (spec 2.3).
+
+The recipe follows the seed's Methods (Li et al., Nat. Commun. 12, 7059 (2021)): 1000
+ePIE-type sweeps then 500 ML iterations; α, β, γ, μ = 1, 0.5, 0.1, 0.02; probe frozen for
+5 sweeps; NA mask 1.5 × NA until sweep 1000; slab thickness 0.5/0.7/0.9 µm from sweeps
+0/100/200; shrink-wrap at 15 % every 5 sweeps from 300 to 500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.geometry import BraggGeometry
+from analysis.operators.probe import probe_na_mask, probe_width_along_p1_m
+from analysis.operators.scan import positions_to_voxels, view_grid
+from analysis.solvers import epie, ml
+from analysis.solvers.model import BraggData, BraggModel, BraggState
+from analysis.solvers.options import EpieOptions, MLOptions
+from analysis.solvers.support import shrink_wrap, slab_support
+from analysis.xp import COMPLEX, to_numpy
+
+__all__ = ["EpieOptions", "MLOptions", "SupportSchedule", "Recipe", "seed_recipe", "fixed_probe_baseline",
+           "Reconstruction", "ReconstructionResult"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupportSchedule:
+    """Tilted-slab thickness schedule and shrink-wrap (seed Methods)."""
+
+    thickness_schedule_m: tuple[tuple[int, float], ...] = ((0, 0.5e-6), (100, 0.7e-6), (200, 0.9e-6))
+    """(first sweep, slab thickness in metres) pairs, in increasing sweep order."""
+    tilt_x_deg: float = 5.5
+    """Slab tilt about x (right-handed), degrees."""
+    tilt_y_deg: float = -2.0
+    """Slab tilt about y (right-handed), degrees."""
+    shrinkwrap_start_iter: int = 300
+    """First sweep of shrink-wrap."""
+    shrinkwrap_stop_iter: int = 500
+    """Last sweep of shrink-wrap; S is fixed afterwards."""
+    shrinkwrap_every: int = 5
+    """Shrink-wrap every this many sweeps."""
+    shrinkwrap_threshold: float = 0.15
+    """S ← S ∧ (|ρ| ≥ threshold·max|ρ|)."""
+
+    def __post_init__(self) -> None:
+        if not self.thickness_schedule_m:
+            raise ValueError("SupportSchedule.thickness_schedule_m must hold at least one (sweep, thickness_m)")
+        its = [int(i) for i, _ in self.thickness_schedule_m]
+        if its != sorted(its) or its[0] != 0:
+            raise ValueError(f"SupportSchedule.thickness_schedule_m: sweeps {its} must increase and start at 0")
+        if any(not t > 0 for _, t in self.thickness_schedule_m):
+            raise ValueError("SupportSchedule.thickness_schedule_m: thicknesses must be > 0 m")
+        if self.shrinkwrap_every < 1 or not 0 <= self.shrinkwrap_threshold < 1:
+            raise ValueError("SupportSchedule: shrinkwrap_every must be >= 1 and threshold in [0, 1)")
+
+    def thickness_m(self, iteration: int) -> float:
+        """Slab thickness in force at ``iteration``."""
+        t = self.thickness_schedule_m[0][1]
+        for start, th in self.thickness_schedule_m:
+            if iteration >= start:
+                t = th
+        return float(t)
+
+    @property
+    def max_thickness_m(self) -> float:
+        """Largest scheduled thickness (used for the sampling check)."""
+        return float(max(t for _, t in self.thickness_schedule_m))
+
+    def shrinkwrap_due(self, iteration: int) -> bool:
+        """Whether shrink-wrap runs before sweep ``iteration``."""
+        return (self.shrinkwrap_start_iter <= iteration <= self.shrinkwrap_stop_iter
+                and (iteration - self.shrinkwrap_start_iter) % self.shrinkwrap_every == 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """The whole schedule: ePIE sweeps, ML iterations and support handling."""
+
+    n_epie_iterations: int = 1000
+    """Sweeps of the per-position update (spec 2.2)."""
+    n_ml_iterations: int = 500
+    """ML-CG iterations after the sweeps (spec 3)."""
+    epie: EpieOptions = field(default_factory=EpieOptions)
+    """Options of :func:`analysis.solvers.epie.step`."""
+    ml: MLOptions = field(default_factory=MLOptions)
+    """Options of :func:`analysis.solvers.ml.step`."""
+    support: SupportSchedule = field(default_factory=SupportSchedule)
+    """Thickness schedule and shrink-wrap."""
+    upsampling: int | None = None
+    """Angular up-sampling U; None keeps ``geometry.upsampling``."""
+    background_init: float = 0.1
+    """Initial background b on valid measured pixels (photons)."""
+    na_factor: float = 1.5
+    """NA-mask size in units of the probe NA."""
+    rng_seed: int = 0
+    """Seed of the position order and batch assignment."""
+
+    def __post_init__(self) -> None:
+        if self.n_epie_iterations < 0 or self.n_ml_iterations < 0:
+            raise ValueError("Recipe: iteration counts must be >= 0")
+        if self.upsampling is not None and self.upsampling < 1:
+            raise ValueError(f"Recipe.upsampling must be >= 1 or None, got {self.upsampling}")
+        if self.background_init < 0 or not self.na_factor > 0:
+            raise ValueError("Recipe: background_init must be >= 0 and na_factor > 0")
+
+    @property
+    def n_iterations(self) -> int:
+        """Total iterations of the recipe."""
+        return self.n_epie_iterations + self.n_ml_iterations
+
+
+def seed_recipe() -> Recipe:
+    """The seed's joint probe/object schedule (Methods; spec 2.3)."""
+    return Recipe()
+
+
+def fixed_probe_baseline() -> Recipe:
+    """Same procedure with the probe never updated and no up-sampling (U = 1)."""
+    r = seed_recipe()
+    return dataclasses.replace(r, upsampling=1, epie=dataclasses.replace(r.epie, update_probe=False),
+                               ml=dataclasses.replace(r.ml, update_probe=False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructionResult:
+    """Snapshot returned by :meth:`Reconstruction.result` (NumPy arrays)."""
+
+    object: np.ndarray = field(repr=False)
+    """(NO1, NO2, NO3) complex: ρ on the orthogonal r-grid."""
+    probe: np.ndarray = field(repr=False)
+    """(N2, N3) complex: oblique probe section P2."""
+    background: np.ndarray = field(repr=False)
+    """(ANGLE, N1, N2) float: background b on the measured planes."""
+    support: np.ndarray = field(repr=False)
+    """(NO1, NO2, NO3) bool: final support S."""
+    offsets_vox: np.ndarray = field(repr=False)
+    """(POS, 3) int: view offsets o_j."""
+    shifts_px: np.ndarray = field(repr=False)
+    """(POS, 2) float: sub-pixel probe shifts g_j."""
+    costs: tuple[float, ...]
+    """Cost per iteration (ePIE: normalised amplitude misfit; ML: the ML cost)."""
+    phases: tuple[str, ...]
+    """'epie' or 'ml' per iteration."""
+    timings_s: tuple[float, ...]
+    """Wall time per iteration, seconds."""
+    iterations: int
+    """Completed iterations."""
+    geometry: BraggGeometry
+    """Geometry actually used (U from the recipe)."""
+    recipe: dict[str, Any] = field(repr=False)
+    """``dataclasses.asdict(recipe)`` for metadata."""
+
+
+class Reconstruction:
+    """Online Bragg-ptychography reconstruction (cf. Tike's ``Reconstruction``).
+
+    Parameters
+    ----------
+    geometry : the BraggGeometry of the scan.
+    frames : (POS, ANGLE, N1, N2) float32 photon counts, ANGLE in rocking order.
+    mask : (N1, N2) or (ANGLE, N1, N2) bool, True on valid pixels.
+    stage_xyz_m : (POS, 3) sample translations in metres.
+    rocking_offsets_deg : (ANGLE,) rocking offsets from θ_B in degrees (steps of Δθ).
+    probe : (N2, N3) complex initial oblique section P2 on ``geometry.recon_shape``.
+    probe_na_rad : (NA_p1, NA_p2) for the NA mask; None disables it.
+    probe_width_m : W for the sampling check; None estimates it from ``probe``.
+    object_shape : fixed object grid; None sizes it from the positions plus ``margin_vox``.
+    """
+
+    def __init__(self, geometry: BraggGeometry, frames: np.ndarray, mask: np.ndarray, stage_xyz_m: np.ndarray,
+                 rocking_offsets_deg: np.ndarray, probe: np.ndarray, *, recipe: Recipe | None = None,
+                 probe_na_rad: tuple[float, float] | None = None, probe_width_m: float | None = None,
+                 object_shape: tuple[int, int, int] | None = None, margin_vox: int = 2,
+                 dtype: Any = COMPLEX, xp: Any = np) -> None:
+        recipe = seed_recipe() if recipe is None else recipe
+        if not isinstance(geometry, BraggGeometry):
+            raise ValueError(f"geometry: got {type(geometry).__name__}, expected a BraggGeometry; "
+                             "build one with analysis.geometry.BraggGeometry(...) or from_metadata()")
+        if recipe.upsampling is not None and recipe.upsampling != geometry.upsampling:
+            geometry = dataclasses.replace(geometry, upsampling=recipe.upsampling)
+        self.geometry = geometry
+        self.recipe = recipe
+        self._xp = xp
+        self._dtype = np.dtype(dtype)
+        n1, n2, nm = geometry.n_rows_px, geometry.n_cols_px, geometry.n_angles
+        frames = self._check_frames(frames)
+        stage = self._check_stage(stage_xyz_m, frames.shape[0])
+        offs = np.asarray(rocking_offsets_deg, float)
+        if offs.shape != (nm,) or not np.all(np.isfinite(offs)):
+            raise ValueError(f"rocking_offsets_deg: shape {offs.shape}, expected ({nm},) finite values in degrees")
+        if nm > 1 and not np.allclose(np.diff(offs), geometry.rocking_step_deg, rtol=0.02,
+                                      atol=1e-3 * abs(geometry.rocking_step_deg)):
+            raise ValueError(f"rocking_offsets_deg: steps {np.diff(offs)[:3]}... do not match "
+                             f"geometry.rocking_step_deg = {geometry.rocking_step_deg}; fix the geometry or the order")
+        m = np.asarray(mask)
+        if m.shape == (n1, n2):
+            m = np.broadcast_to(m[None], (nm, n1, n2))
+        if m.shape != (nm, n1, n2):
+            raise ValueError(f"mask: shape {m.shape}, expected ({n1}, {n2}) or ({nm}, {n1}, {n2})")
+        if geometry.rocking_step_deg < 0:
+            m = m[::-1]
+        self._mask = xp.asarray(np.ascontiguousarray(np.moveaxis(m.astype(bool), 0, -1)))
+        p2 = np.asarray(probe)
+        if p2.shape != geometry.recon_shape[1:]:
+            raise ValueError(f"probe: shape {p2.shape}, expected (N2, N3) = {geometry.recon_shape[1:]} "
+                             f"for U = {geometry.upsampling}")
+        if not np.all(np.isfinite(p2)) or not np.any(p2):
+            raise ValueError("probe: contains NaN/inf or is zero everywhere")
+        width = probe_width_along_p1_m(geometry, p2) if probe_width_m is None else float(probe_width_m)
+        geometry.check_sampling(width, recipe.support.max_thickness_m)
+        self._grid = view_grid(geometry, stage, margin_vox=margin_vox, object_shape=object_shape)
+        na = None
+        if probe_na_rad is not None:
+            na = probe_na_mask(geometry, probe_na_rad[0], probe_na_rad[1], recipe.na_factor)
+        self.op = BraggModel.from_geometry(geometry, self._grid.object_shape, na_mask=na)
+        nu = positions_to_voxels(geometry, stage) + self._grid.origin_vox[None, :]
+        self._slab_centre = nu.mean(axis=0)
+        self._stage = stage
+        self.data = BraggData(intensities=self._to_internal(frames), mask=self._mask,
+                              offsets_vox=self._grid.offsets_vox, shifts_px=self._grid.shifts_px)
+        sup = self._slab(0)
+        b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
+        self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype), probe=xp.asarray(p2, dtype=self._dtype),
+                                background=xp.asarray(b), support=xp.asarray(sup))
+        self._rng = np.random.default_rng(recipe.rng_seed)
+        self._costs: list[float] = []
+        self._phases: list[str] = []
+        self._times: list[float] = []
+        self._thickness = recipe.support.thickness_m(0)
+
+    # --- validation -------------------------------------------------------------------
+    def _check_frames(self, frames: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        f = np.asarray(frames)
+        want = (g.n_angles, g.n_rows_px, g.n_cols_px)
+        if f.ndim != 4 or f.shape[1:] != want:
+            raise ValueError(f"frames: shape {f.shape}, expected (n_positions, {want[0]}, {want[1]}, {want[2]}) "
+                             "= (POS, ANGLE, N1, N2) from the geometry; check the ROI and n_angles")
+        if not np.all(np.isfinite(f)):
+            raise ValueError("frames: contain NaN or inf; mask bad pixels with the mask instead")
+        if np.any(f < 0):
+            raise ValueError(f"frames: {int(np.sum(f < 0))} negative counts; subtract dark frames before and clip at 0")
+        return f
+
+    def _check_stage(self, stage_xyz_m: np.ndarray, n_pos: int) -> np.ndarray:
+        s = np.asarray(stage_xyz_m, float)
+        if s.shape != (n_pos, 3) or not np.all(np.isfinite(s)):
+            raise ValueError(f"stage_xyz_m: shape {s.shape}, expected ({n_pos}, 3) finite positions in metres")
+        return s
+
+    def _to_internal(self, frames: np.ndarray) -> Any:
+        f = np.moveaxis(frames, 1, -1)                  # (POS, N1, N2, NM)
+        if self.geometry.rocking_step_deg < 0:
+            f = f[..., ::-1]
+        return self._xp.asarray(np.ascontiguousarray(f), dtype=self._dtype.type(0).real.dtype)
+
+    def _slab(self, iteration: int) -> np.ndarray:
+        s = self.recipe.support
+        return slab_support(self.geometry, self._grid.object_shape, self._slab_centre, s.thickness_m(iteration),
+                            s.tilt_x_deg, s.tilt_y_deg)
+
+    # --- public API ----------------------------------------------------------------------
+    @property
+    def iteration(self) -> int:
+        """Completed iterations."""
+        return self.state.iteration
+
+    def add_frames(self, frames: np.ndarray, stage_xyz_m: np.ndarray) -> None:
+        """Append positions (POS_NEW, ANGLE, N1, N2) acquired live; they must fit the object grid."""
+        f = self._check_frames(frames)
+        s = self._check_stage(stage_xyz_m, f.shape[0])
+        vg = view_grid(self.geometry, s, object_shape=self._grid.object_shape, origin_vox=self._grid.origin_vox)
+        xp = self._xp
+        d = self.data
+        self.data = BraggData(intensities=xp.concatenate([d.intensities, self._to_internal(f)]), mask=d.mask,
+                              offsets_vox=np.concatenate([d.offsets_vox, vg.offsets_vox]),
+                              shifts_px=np.concatenate([d.shifts_px, vg.shifts_px]))
+        self._stage = np.concatenate([self._stage, s])
+
+    def _apply_support_schedule(self, it: int) -> None:
+        sched = self.recipe.support
+        xp = self._xp
+        th = sched.thickness_m(it)
+        if th != self._thickness and it < sched.shrinkwrap_start_iter:
+            self.state.support = xp.asarray(self._slab(it))
+            self._thickness = th
+        if sched.shrinkwrap_due(it):
+            self.state.support = shrink_wrap(self.state.object, self.state.support, sched.shrinkwrap_threshold)
+            self.state.object *= self.state.support
+
+    def iterate(self, n_iterations: int) -> "Reconstruction":
+        """Run ``n_iterations`` more iterations of the recipe (ePIE sweeps, then ML)."""
+        if n_iterations < 0:
+            raise ValueError(f"n_iterations must be >= 0, got {n_iterations}")
+        r = self.recipe
+        for _ in range(n_iterations):
+            it = self.state.iteration
+            t0 = time.perf_counter()
+            if it < r.n_epie_iterations:
+                self._apply_support_schedule(it)
+                self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng)
+                self._phases.append("epie")
+            else:
+                self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml)
+                self._phases.append("ml")
+            self._costs.append(float(stats.cost))
+            self._times.append(time.perf_counter() - t0)
+        return self
+
+    def result(self) -> ReconstructionResult:
+        """Current object, probe, background and histories as NumPy arrays."""
+        b = np.moveaxis(to_numpy(self.state.background), -1, 0)
+        if self.geometry.rocking_step_deg < 0:
+            b = b[::-1]
+        return ReconstructionResult(
+            object=to_numpy(self.state.object).copy(), probe=to_numpy(self.state.probe).copy(), background=b.copy(),
+            support=to_numpy(self.state.support).copy(), offsets_vox=self.data.offsets_vox.copy(),
+            shifts_px=self.data.shifts_px.copy(), costs=tuple(self._costs), phases=tuple(self._phases),
+            timings_s=tuple(self._times), iterations=self.state.iteration, geometry=self.geometry,
+            recipe=dataclasses.asdict(self.recipe))

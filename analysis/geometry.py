@@ -1,0 +1,404 @@
+"""Bragg-ptychography geometry: one definition for sim, plans (metadata) and analysis.
+
+Frames (``docs/geometry.md``; spec section 1.1). Lab/sample frame (x, y, z) at the
+central rocking angle: z ∥ Q_hkl (foil normal, symmetric reflection), x in the
+scattering plane, y ⟂ scattering plane (the rocking axis).
+
+* k̂_i = (cosθ, 0, −sinθ), k̂_f = (cosθ, 0, sinθ), Q = 2k sinθ ẑ.
+* Reconstruction frame (orthonormal, "detector-conjugated"): e3 = k̂_f,
+  e2 = ŷ, e1 = e2 × e3 = (sinθ, 0, −cosθ).
+* Detector rows run along +e1 (q1), columns along +e2 (q2); the rocking
+  direction is û = (sinθ, 0, cosθ) in the e-frame, i.e. +x in the lab frame.
+
+Sampling (seed Eq 2 and Eq 12, spec 1.2–1.4): Δq1 = Δq2 = kp/D, Δq3 = 2k sinθ δθ,
+Δr3 = λ / (2 N3 δθ sinθ cosθ), Δr1 = 2π/(N1' Δq1) with N1' ≥ N1 + N3 Δq3 u1/Δq1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.fft import next_fast_len
+
+HC_KEV_M = 12.398419843320026e-10
+"""Planck constant × speed of light, in keV·m (λ[m] = HC_KEV_M / E[keV])."""
+
+
+def wavelength_m_from_kev(energy_kev: float) -> float:
+    """X-ray wavelength in metres for a photon energy in keV."""
+    if not energy_kev > 0:
+        raise ValueError(f"energy_kev must be > 0, got {energy_kev!r}")
+    return HC_KEV_M / energy_kev
+
+
+def cubic_d_spacing_m(lattice_constant_m: float, hkl: tuple[int, int, int]) -> float:
+    """Interplanar spacing d_hkl = a / sqrt(h² + k² + l²) of a cubic lattice, in metres."""
+    h, k, l = hkl
+    n2 = h * h + k * k + l * l
+    if n2 == 0:
+        raise ValueError("hkl: (0, 0, 0) is not a reflection")
+    if not lattice_constant_m > 0:
+        raise ValueError(f"lattice_constant_m must be > 0, got {lattice_constant_m!r}")
+    return lattice_constant_m / math.sqrt(n2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorLayout:
+    """Pixel layout of a tiled area detector (default: Maxipix 2×2, 516 × 516 px of 55 µm).
+
+    Chips of ``chip_px`` pixels are separated by ``gap_px`` dead pixels; the
+    gaps are masked (``mask()`` is False there).
+    """
+
+    n_rows_px: int = 516
+    """Detector rows (along e1, in the scattering plane)."""
+    n_cols_px: int = 516
+    """Detector columns (along e2, the rocking axis)."""
+    pixel_size_m: float = 55e-6
+    """Pixel pitch in metres."""
+    chip_px: int = 256
+    """Pixels per chip along each axis."""
+    gap_px: int = 4
+    """Dead pixels between chips (masked)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_rows_px", "n_cols_px", "chip_px"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DetectorLayout.{name} must be >= 1, got {getattr(self, name)}")
+        if self.gap_px < 0:
+            raise ValueError(f"DetectorLayout.gap_px must be >= 0, got {self.gap_px}")
+        if not self.pixel_size_m > 0:
+            raise ValueError(f"DetectorLayout.pixel_size_m must be > 0, got {self.pixel_size_m}")
+
+    def _axis_valid(self, n: int) -> np.ndarray:
+        period = self.chip_px + self.gap_px
+        idx = np.arange(n)
+        return (idx % period) < self.chip_px
+
+    def mask(self) -> np.ndarray:
+        """Boolean (n_rows_px, n_cols_px) array: True on live pixels, False in chip gaps."""
+        return self._axis_valid(self.n_rows_px)[:, None] & self._axis_valid(self.n_cols_px)[None, :]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Roi:
+    """Rectangular region of interest on the detector, in pixels (half-open)."""
+
+    row0_px: int
+    col0_px: int
+    n_rows_px: int
+    n_cols_px: int
+
+    def __post_init__(self) -> None:
+        if self.n_rows_px < 1 or self.n_cols_px < 1:
+            raise ValueError(f"Roi: size must be >= 1 px, got {self.n_rows_px} × {self.n_cols_px}")
+        if self.row0_px < 0 or self.col0_px < 0:
+            raise ValueError(f"Roi: origin must be >= 0, got ({self.row0_px}, {self.col0_px})")
+
+    @classmethod
+    def centred(cls, layout: DetectorLayout, n_rows_px: int, n_cols_px: int,
+                centre_px: tuple[float, float] | None = None) -> "Roi":
+        """ROI of the given size centred on ``centre_px`` (default: detector centre)."""
+        cr, cc = centre_px if centre_px is not None else (layout.n_rows_px / 2, layout.n_cols_px / 2)
+        roi = cls(row0_px=int(round(cr - n_rows_px / 2)), col0_px=int(round(cc - n_cols_px / 2)),
+                  n_rows_px=n_rows_px, n_cols_px=n_cols_px)
+        roi.check_inside(layout)
+        return roi
+
+    def check_inside(self, layout: DetectorLayout) -> None:
+        """Raise ValueError if the ROI does not lie on the detector."""
+        if self.row0_px + self.n_rows_px > layout.n_rows_px or self.col0_px + self.n_cols_px > layout.n_cols_px:
+            raise ValueError(
+                f"Roi rows {self.row0_px}:{self.row0_px + self.n_rows_px}, cols "
+                f"{self.col0_px}:{self.col0_px + self.n_cols_px} leave the "
+                f"{layout.n_rows_px} × {layout.n_cols_px} detector; move or shrink the ROI"
+            )
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """(row slice, column slice) selecting the ROI from a full frame."""
+        return (slice(self.row0_px, self.row0_px + self.n_rows_px),
+                slice(self.col0_px, self.col0_px + self.n_cols_px))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_rows_px, n_cols_px)."""
+        return (self.n_rows_px, self.n_cols_px)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BraggGeometry:
+    """Symmetric Bragg geometry and the reconstruction grid it implies.
+
+    ``n_rows_px`` × ``n_cols_px`` is the detector crop used for the reconstruction
+    (N1 in the scattering plane × N2 along the rocking axis); ``n_angles`` measured
+    rocking angles of step ``rocking_step_deg``; ``upsampling`` U virtual planes per
+    measured step (seed Eq 13). ``bragg_angle_deg`` defaults to Bragg's law.
+    """
+
+    energy_kev: float
+    d_spacing_m: float
+    detector_distance_m: float
+    pixel_size_m: float = 55e-6
+    n_rows_px: int
+    n_cols_px: int
+    n_angles: int
+    rocking_step_deg: float
+    upsampling: int = 1
+    bragg_angle_deg: float | None = None
+    """Measured Bragg angle; None computes it from ``d_spacing_m`` and the energy."""
+    hkl: tuple[int, int, int] | None = None
+    """Reflection (metadata only)."""
+
+    def __post_init__(self) -> None:
+        positive = ("energy_kev", "d_spacing_m", "detector_distance_m", "pixel_size_m")
+        for name in positive:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"BraggGeometry.{name} must be a finite number > 0, got {v!r}")
+        for name in ("n_rows_px", "n_cols_px", "n_angles", "upsampling"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ValueError(f"BraggGeometry.{name} must be an integer >= 1, got {v!r}")
+        if not (math.isfinite(self.rocking_step_deg) and self.rocking_step_deg != 0):
+            raise ValueError(
+                f"BraggGeometry.rocking_step_deg must be finite and non-zero, got {self.rocking_step_deg!r}"
+            )
+        lam = wavelength_m_from_kev(self.energy_kev)
+        if self.bragg_angle_deg is None and lam >= 2 * self.d_spacing_m:
+            raise ValueError(
+                f"no Bragg reflection: λ = {lam:.4e} m >= 2d = {2 * self.d_spacing_m:.4e} m; "
+                "raise the energy or choose a reflection with a larger d-spacing"
+            )
+        if self.bragg_angle_deg is not None and not (0 < self.bragg_angle_deg < 90):
+            raise ValueError(f"BraggGeometry.bragg_angle_deg must lie in (0, 90), got {self.bragg_angle_deg}")
+
+    # --- basic quantities -------------------------------------------------
+    @property
+    def wavelength_m(self) -> float:
+        """λ in metres."""
+        return wavelength_m_from_kev(self.energy_kev)
+
+    @property
+    def k_per_m(self) -> float:
+        """k = 2π/λ in m⁻¹."""
+        return 2 * math.pi / self.wavelength_m
+
+    @property
+    def theta_bragg_rad(self) -> float:
+        """Bragg angle θ_B in radians."""
+        if self.bragg_angle_deg is not None:
+            return math.radians(self.bragg_angle_deg)
+        return math.asin(self.wavelength_m / (2 * self.d_spacing_m))
+
+    @property
+    def theta_bragg_deg(self) -> float:
+        """Bragg angle θ_B in degrees."""
+        return math.degrees(self.theta_bragg_rad)
+
+    @property
+    def q_bragg_per_m(self) -> float:
+        """|Q| = 2k sinθ_B in m⁻¹ (equals 2π/d when θ_B follows Bragg's law)."""
+        return 2 * self.k_per_m * math.sin(self.theta_bragg_rad)
+
+    @property
+    def n_planes(self) -> int:
+        """N3 = U · N_m planes along the rocking direction (measured + virtual)."""
+        return self.upsampling * self.n_angles
+
+    @property
+    def fine_step_rad(self) -> float:
+        """δθ = Δθ / U in radians (absolute value)."""
+        return abs(math.radians(self.rocking_step_deg)) / self.upsampling
+
+    @property
+    def dq_detector_per_m(self) -> float:
+        """Δq1 = Δq2 = k p / D in m⁻¹."""
+        return self.k_per_m * self.pixel_size_m / self.detector_distance_m
+
+    @property
+    def dq_rocking_per_m(self) -> float:
+        """Δq3 = 2k sinθ δθ per (up-sampled) plane, in m⁻¹ (Eq 12 sampling)."""
+        return 2 * self.k_per_m * math.sin(self.theta_bragg_rad) * self.fine_step_rad
+
+    @property
+    def rocking_direction(self) -> tuple[float, float, float]:
+        """û in the e-frame: (sinθ, 0, cosθ) (δq = |Q| δθ û)."""
+        t = self.theta_bragg_rad
+        return (math.sin(t), 0.0, math.cos(t))
+
+    # --- reconstruction grid ------------------------------------------------
+    @property
+    def n1_min(self) -> float:
+        """Smallest N1' that holds the sheared band: N1 + N3 Δq3 u1 / Δq1 (spec 1.2)."""
+        u1 = self.rocking_direction[0]
+        return self.n_rows_px + self.n_planes * self.dq_rocking_per_m * abs(u1) / self.dq_detector_per_m
+
+    @property
+    def recon_shape(self) -> tuple[int, int, int]:
+        """(N1', N2', N3): FFT-friendly orthogonal grid of the reconstruction frame."""
+        n1 = next_fast_len(int(math.ceil(self.n1_min - 1e-9)))
+        return (n1, self.n_cols_px, self.n_planes)
+
+    def _voxel(self, n1: float) -> tuple[float, float, float]:
+        dq = self.dq_detector_per_m
+        t = self.theta_bragg_rad
+        dr1 = 2 * math.pi / (n1 * dq)
+        dr2 = 2 * math.pi / (self.n_cols_px * dq)
+        dr3 = self.wavelength_m / (2 * self.n_planes * self.fine_step_rad * math.sin(t) * math.cos(t))
+        return (dr1, dr2, dr3)
+
+    @property
+    def voxel_size_m(self) -> tuple[float, float, float]:
+        """(Δr1, Δr2, Δr3) of the grid ``recon_shape``, in metres."""
+        return self._voxel(self.recon_shape[0])
+
+    @property
+    def voxel_size_nyquist_m(self) -> tuple[float, float, float]:
+        """(Δr1, Δr2, Δr3) at the minimal N1' (the seed's 13.6 × 24.6 × 42.3 nm)."""
+        return self._voxel(self.n1_min)
+
+    @property
+    def window_m(self) -> tuple[float, float, float]:
+        """(R1, R2, R3): real-space window of the grid; R1 = R2 = λD/p, R3 = N3 Δr3."""
+        lam_d_p = self.wavelength_m * self.detector_distance_m / self.pixel_size_m
+        return (lam_d_p, lam_d_p, self.n_planes * self.voxel_size_m[2])
+
+    # --- sampling condition (seed Eq 2, Eq 12) ------------------------------
+    def probe_width_limit_m(self, thickness_m: float) -> float:
+        """Largest probe width W along p1 that the fine rocking step samples (Eq 2).
+
+        W = λ / (2 δθ cos²θ) − T cos2θ / cosθ, with δθ = Δθ/U.
+        """
+        if thickness_m < 0:
+            raise ValueError(f"thickness_m must be >= 0, got {thickness_m}")
+        t = self.theta_bragg_rad
+        return (self.wavelength_m / (2 * self.fine_step_rad * math.cos(t) ** 2)
+                - thickness_m * math.cos(2 * t) / math.cos(t))
+
+    def max_rocking_step_deg(self, probe_width_m: float, thickness_m: float) -> float:
+        """Largest fine step δθ (deg) for a probe of width W across a slab of thickness T (Eq 12)."""
+        t = self.theta_bragg_rad
+        denom = 2 * math.cos(t) * (thickness_m * math.cos(2 * t) + probe_width_m * math.cos(t))
+        if denom <= 0:
+            raise ValueError("max_rocking_step_deg: probe width and thickness give a non-positive extent")
+        return math.degrees(self.wavelength_m / denom)
+
+    def footprint_x_m(self, probe_width_m: float, thickness_m: float) -> float:
+        """Field of view along x of a band of width W through a slab: W/sinθ + T/tanθ."""
+        t = self.theta_bragg_rad
+        return probe_width_m / math.sin(t) + thickness_m / math.tan(t)
+
+    def check_sampling(self, probe_width_m: float, thickness_m: float) -> None:
+        """Raise ValueError when the sampling condition (Eq 12) cannot hold."""
+        w_max = self.probe_width_limit_m(thickness_m)
+        if probe_width_m > w_max:
+            raise ValueError(
+                f"sampling condition (seed Eq 12) fails: probe width {probe_width_m * 1e6:.3f} µm > "
+                f"{w_max * 1e6:.3f} µm allowed by δθ = {math.degrees(self.fine_step_rad):.5f}° across "
+                f"T = {thickness_m * 1e6:.3f} µm; raise the up-sampling (now {self.upsampling}) or "
+                f"use a rocking step <= {self.max_rocking_step_deg(probe_width_m, thickness_m) * self.upsampling:.5f}°"
+            )
+
+    # --- frames ---------------------------------------------------------------
+    def lab_axes(self) -> dict[str, np.ndarray]:
+        """Unit vectors in lab (x, y, z): ``k_in``, ``k_out``, ``e1``, ``e2``, ``e3``, ``q_hat``."""
+        t = self.theta_bragg_rad
+        c, s = math.cos(t), math.sin(t)
+        return {
+            "k_in": np.array([c, 0.0, -s]),
+            "k_out": np.array([c, 0.0, s]),
+            "e1": np.array([s, 0.0, -c]),
+            "e2": np.array([0.0, 1.0, 0.0]),
+            "e3": np.array([c, 0.0, s]),
+            "q_hat": np.array([0.0, 0.0, 1.0]),
+        }
+
+    def detector_q_lab_per_m(self, row_px: np.ndarray, col_px: np.ndarray,
+                             rocking_offset_rad: float = 0.0) -> np.ndarray:
+        """Lab-frame q − Q (m⁻¹, shape (..., 3)) at detector offsets from the Bragg peak.
+
+        ``row_px``/``col_px`` are offsets in pixels from the pixel where the Bragg
+        peak lies at the central angle; flat-Ewald (paraxial) approximation.
+        """
+        ax = self.lab_axes()
+        dq = self.dq_detector_per_m
+        q = (np.asarray(row_px, float)[..., None] * dq * ax["e1"]
+             + np.asarray(col_px, float)[..., None] * dq * ax["e2"])
+        return q + rocking_offset_rad * self.q_bragg_per_m * np.array([1.0, 0.0, 0.0])
+
+    # --- metadata ------------------------------------------------------------
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain dict (JSON-safe) of the inputs plus derived numbers, for start documents."""
+        md: dict[str, Any] = {k: v for k, v in dataclasses.asdict(self).items()}
+        if self.hkl is not None:
+            md["hkl"] = list(self.hkl)
+        md["derived"] = {
+            "wavelength_m": self.wavelength_m,
+            "bragg_angle_deg": self.theta_bragg_deg,
+            "q_bragg_per_m": self.q_bragg_per_m,
+            "recon_shape": list(self.recon_shape),
+            "voxel_size_m": list(self.voxel_size_m),
+            "window_m": list(self.window_m),
+        }
+        return md
+
+    @classmethod
+    def from_metadata(cls, md: dict[str, Any]) -> "BraggGeometry":
+        """Rebuild from :meth:`to_metadata` output; raises ValueError naming missing keys."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in md]
+        if missing:
+            raise ValueError(f"geometry metadata is missing {missing}; expected the keys of BraggGeometry")
+        kw = {n: md[n] for n in names if n in md}
+        if kw.get("hkl") is not None:
+            kw["hkl"] = tuple(int(v) for v in kw["hkl"])
+        return cls(**kw)
+
+
+TUNGSTEN_LATTICE_M = 3.1652e-10
+"""bcc tungsten lattice constant at room temperature, metres."""
+
+
+def seed_geometry(*, upsampling: int = 3, n_angles: int = 42, rocking_step_deg: float = 0.005,
+                  n_rows_px: int = 200, n_cols_px: int = 160) -> BraggGeometry:
+    """Geometry of the seed's dataset: W(220) at 8 keV, θ_B = 43.9°, D = 1.4 m, 55 µm pixels."""
+    return BraggGeometry(
+        energy_kev=8.0,
+        d_spacing_m=cubic_d_spacing_m(TUNGSTEN_LATTICE_M, (2, 2, 0)),
+        detector_distance_m=1.4,
+        pixel_size_m=55e-6,
+        n_rows_px=n_rows_px,
+        n_cols_px=n_cols_px,
+        n_angles=n_angles,
+        rocking_step_deg=rocking_step_deg,
+        upsampling=upsampling,
+        bragg_angle_deg=43.9,
+        hkl=(2, 2, 0),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScanPositions:
+    """Per-frame stage positions and rocking angles of a scan (metres, degrees)."""
+
+    stage_xyz_m: np.ndarray = field(repr=False)
+    """(POS, 3) float64 sample translations (x, y, z) in metres."""
+    rocking_offsets_deg: np.ndarray = field(repr=False)
+    """(ANGLE,) float64 rocking-angle offsets from θ_B in degrees."""
+
+    def __post_init__(self) -> None:
+        s = np.asarray(self.stage_xyz_m, float)
+        a = np.asarray(self.rocking_offsets_deg, float)
+        if s.ndim != 2 or s.shape[1] != 3:
+            raise ValueError(f"stage_xyz_m: shape {s.shape}, expected (n_positions, 3)")
+        if a.ndim != 1 or a.size < 1:
+            raise ValueError(f"rocking_offsets_deg: shape {a.shape}, expected (n_angles,) with n_angles >= 1")
+        if not (np.all(np.isfinite(s)) and np.all(np.isfinite(a))):
+            raise ValueError("ScanPositions: positions or angles contain NaN or inf")

@@ -1,0 +1,418 @@
+"""Quality metrics against a known truth and resolution estimates (spec sections 4.5 and 5).
+
+* :func:`register_shift` / :func:`fourier_shift` — sub-voxel registration by an
+  up-sampled cross-correlation evaluated with matrix-multiply DFTs on a small
+  neighbourhood of the coarse peak (the idea of Guizar-Sicairos, Thurman & Fienup,
+  Opt. Lett. 33, 156 (2008), doi:10.1364/OL.33.000156), refined in zoom stages;
+* :func:`object_error` (E_ρ), :func:`probe_error` (E_P), :func:`strain_rmse`, :func:`r_factor`;
+* :func:`prtf` (Chapman et al., JOSA A 23, 1179 (2006)), :func:`fourier_shell_correlation`
+  with the ½-bit threshold (van Heel & Schatz, J. Struct. Biol. 151, 250 (2005));
+* :func:`binomial_split` — half-data sets that keep the full overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.strain import StrainMaps
+from analysis.xp import array_module, fft_module, ndimage_module, to_numpy
+
+__all__ = [
+    "register_shift",
+    "fourier_shift",
+    "AlignedError",
+    "object_error",
+    "probe_error",
+    "StrainError",
+    "strain_rmse",
+    "r_factor",
+    "ShellCurve",
+    "prtf",
+    "fourier_shell_correlation",
+    "half_bit_threshold",
+    "binomial_split",
+]
+
+
+# --------------------------------------------------------------------------- registration
+def _freqs(n: int, xp: Any) -> Any:
+    return xp.fft.fftfreq(n) * n  # integer frequencies k, DFT order
+
+
+def _local_cc(cross: Any, centre: np.ndarray, half_width: float, n_pts: int) -> tuple[Any, list[np.ndarray]]:
+    """Cross-correlation Σ_k X(k) e^{+2πi k·s/N} on a (n_pts)^d grid of shifts s around ``centre``."""
+    xp = array_module(cross)
+    grids = [centre[a] + np.linspace(-half_width, half_width, n_pts) for a in range(cross.ndim)]
+    out = cross
+    for a in range(cross.ndim):
+        n = cross.shape[a]
+        k = _freqs(n, xp)
+        kern = xp.exp(2j * math.pi * xp.asarray(grids[a])[:, None] * k[None, :] / n)  # (n_pts, N_a)
+        out = xp.moveaxis(xp.tensordot(out, kern, axes=([a], [1])), -1, a)
+    return out, grids
+
+
+def register_shift(reference: Any, moving: Any, *, precision_px: float = 1e-3) -> tuple[float, ...]:
+    """Sub-pixel shift s such that ``fourier_shift(moving, s)`` best matches ``reference``.
+
+    The integer peak of the FFT cross-correlation is refined by evaluating the
+    correlation on 21^d-point neighbourhoods (±1 px, then ±0.1 px, …) with
+    matrix-multiply DFTs until the step is below ``precision_px``. Works in any dimension.
+    """
+    xp = array_module(reference, moving)
+    if reference.shape != moving.shape:
+        raise ValueError(f"register_shift: shapes differ, reference {tuple(reference.shape)} vs moving "
+                         f"{tuple(moving.shape)}; crop or pad to a common grid first")
+    fft = fft_module(xp)
+    cross = fft.fftn(reference) * xp.conj(fft.fftn(moving))
+    cc = xp.abs(fft.ifftn(cross))
+    peak = np.array(np.unravel_index(int(xp.argmax(cc)), cc.shape), float)
+    shape = np.array(cross.shape)
+    peak = np.where(peak > shape // 2, peak - shape, peak)
+    half, n_pts = 1.0, 21
+    while True:
+        vals, grids = _local_cc(cross, peak, half, n_pts)
+        idx = np.unravel_index(int(xp.argmax(xp.abs(vals))), vals.shape)
+        peak = np.array([grids[a][idx[a]] for a in range(cross.ndim)])
+        step = 2 * half / (n_pts - 1)
+        if step <= precision_px:
+            break
+        half = step
+    return tuple(float(p) for p in peak)
+
+
+def fourier_shift(x: Any, shift_px: Any) -> Any:
+    """Shift ``x`` by ``shift_px`` voxels (x(r) → x(r − s)) with a Fourier phase ramp (periodic)."""
+    xp = array_module(x)
+    fft = fft_module(xp)
+    shift_px = tuple(float(s) for s in np.broadcast_to(np.asarray(shift_px, float), (x.ndim,)))
+    spec = fft.fftn(x)
+    for a, s in enumerate(shift_px):
+        if s == 0:
+            continue
+        n = x.shape[a]
+        sh = [1] * x.ndim
+        sh[a] = n
+        spec = spec * xp.exp(-2j * math.pi * _freqs(n, xp) * s / n).reshape(sh)
+    out = fft.ifftn(spec)
+    return out if np.iscomplexobj(x) else out.real
+
+
+# --------------------------------------------------------------------------- E_ρ, E_P
+@dataclass(frozen=True, kw_only=True)
+class AlignedError:
+    """Error after removing global scale/phase c, linear phase ramp κ and shift δ (spec 5)."""
+
+    error: float
+    """‖c e^{iκ·r} ρ̂(r−δ) − ρ_true‖_S / ‖ρ_true‖_S."""
+    amplitude_nrmse: float
+    """‖|ρ̂'| − |ρ_true|‖_S / ‖ρ_true‖_S."""
+    phase_rmse_rad: float
+    """|ρ_true|²-weighted RMS of arg(ρ̂' ρ_true*) on S."""
+    scale: complex
+    """c (Fienup 1997)."""
+    ramp_rad_per_px: tuple[float, ...]
+    """κ per array axis in rad/voxel."""
+    shift_px: tuple[float, ...]
+    """δ per array axis in voxels."""
+    aligned: Any = field(repr=False)
+    """c e^{iκ·r} ρ̂(r − δ) on the full grid."""
+
+
+def _ramp_grid(shape: tuple[int, ...], kappa: list[float], xp: Any) -> Any:
+    ph = 0
+    for a, (n, k) in enumerate(zip(shape, kappa)):
+        sh = [1] * len(shape)
+        sh[a] = n
+        ph = ph + k * (xp.arange(n) - n // 2).reshape(sh)
+    return xp.exp(1j * ph)
+
+
+def _aligned_error(estimate: Any, truth: Any, support: Any, *, remove_shift: bool, remove_ramp: bool,
+                   weights: Any = None, name: str) -> AlignedError:
+    xp = array_module(estimate, truth)
+    if estimate.shape != truth.shape:
+        raise ValueError(f"{name}: estimate shape {tuple(estimate.shape)} != truth shape {tuple(truth.shape)}; "
+                         "compare on a common grid")
+    est = xp.asarray(estimate, dtype=complex)
+    tru = xp.asarray(truth, dtype=complex)
+    if support is None:
+        support = xp.ones(tru.shape, dtype=bool)
+    support = xp.asarray(support, dtype=bool)
+    if support.shape != tru.shape:
+        raise ValueError(f"{name}: support shape {tuple(support.shape)} != truth shape {tuple(tru.shape)}")
+    if not bool(support.any()):
+        raise ValueError(f"{name}: support is empty")
+    w = support.astype(float) if weights is None else xp.asarray(weights, float) * support
+    shift = (0.0,) * est.ndim
+    if remove_shift:
+        shift = register_shift(xp.abs(tru), xp.abs(est))
+        est = fourier_shift(est, shift)
+    kappa = [0.0] * est.ndim
+    if remove_ramp:
+        for _ in range(2):
+            z = xp.conj(tru) * est * _ramp_grid(est.shape, kappa, xp).conj()
+            for a in range(est.ndim):
+                pair = xp.roll(z, -1, axis=a) * xp.conj(z)
+                ok = w * xp.roll(w, -1, axis=a)
+                edge = [slice(None)] * est.ndim
+                edge[a] = -1
+                ok[tuple(edge)] = 0
+                kappa[a] += float(xp.angle((ok * pair).sum()))
+        est = est * _ramp_grid(est.shape, kappa, xp).conj()
+    # c = Σ w ρ̂'* ρ_true / Σ w |ρ̂'|²  (Fienup, Appl. Opt. 36, 8352 (1997))
+    den = float((w * xp.abs(est) ** 2).sum())
+    if den == 0:
+        raise ValueError(f"{name}: the estimate is zero on the support; nothing to compare")
+    c = complex((w * xp.conj(est) * tru).sum()) / den
+    est = c * est
+    norm = float(math.sqrt(float((w * xp.abs(tru) ** 2).sum())))
+    err = math.sqrt(float((w * xp.abs(est - tru) ** 2).sum())) / norm
+    amp_err = math.sqrt(float((w * (xp.abs(est) - xp.abs(tru)) ** 2).sum())) / norm
+    wt = w * xp.abs(tru) ** 2
+    ph = xp.angle(est * xp.conj(tru))
+    ph_rms = math.sqrt(float((wt * ph**2).sum()) / max(float(wt.sum()), 1e-300))
+    return AlignedError(error=err, amplitude_nrmse=amp_err, phase_rmse_rad=ph_rms, scale=c,
+                        ramp_rad_per_px=tuple(kappa), shift_px=shift, aligned=est)
+
+
+def object_error(estimate: Any, truth: Any, *, support: Any = None, remove_shift: bool = True,
+                 remove_ramp: bool = True) -> AlignedError:
+    """Object error E_ρ = min_{c,κ,δ} ‖c e^{iκ·r} ρ̂(r−δ) − ρ_true‖_S/‖ρ_true‖_S (spec 5).
+
+    δ by up-sampled amplitude cross-correlation, κ from the weighted wrap-free phase
+    gradient of ρ_true*ρ̂ (as seed Eq 15), c by least squares. ``support`` is S′ (the
+    true support dilated by one voxel); default: the whole grid. Any dimension.
+    """
+    return _aligned_error(estimate, truth, support, remove_shift=remove_shift, remove_ramp=remove_ramp,
+                          name="object_error")
+
+
+def probe_error(estimate: Any, truth: Any, *, intensity_weighted: bool = False, remove_shift: bool = True,
+                remove_ramp: bool = True) -> AlignedError:
+    """Probe error E_P = min_{c,shift,κ} ‖c P̂ − P_true‖/‖P_true‖ over the whole probe array (spec 5).
+
+    With ``intensity_weighted`` the norm is weighted by |P_true|² (normalised to max 1).
+    """
+    xp = array_module(truth)
+    weights = None
+    if intensity_weighted:
+        a2 = xp.abs(xp.asarray(truth)) ** 2
+        weights = a2 / a2.max()
+    return _aligned_error(estimate, truth, None, remove_shift=remove_shift, remove_ramp=remove_ramp,
+                          weights=weights, name="probe_error")
+
+
+# --------------------------------------------------------------------------- strain RMSE
+@dataclass(frozen=True, kw_only=True)
+class StrainError:
+    """RMSE of strain and tilts on the eroded common mask; mean offsets reported separately."""
+
+    eps_zz_rmse: float
+    eps_zz_offset: float
+    """mean(ε̂ − ε_true): a global offset (reference choice), included in the RMSE."""
+    eps_zz_rmse_centred: float
+    """RMSE after removing the mean offset."""
+    omega_x_rmse_rad: float
+    omega_x_offset_rad: float
+    omega_y_rmse_rad: float
+    omega_y_offset_rad: float
+    n_voxels: int
+
+
+def strain_rmse(estimate: StrainMaps, truth: StrainMaps, *, erode_voxels: int = 2) -> StrainError:
+    """Strain/tilt RMSE on (estimate.mask ∧ truth.mask) eroded by ``erode_voxels`` (spec 5)."""
+    if estimate.eps_zz.shape != truth.eps_zz.shape or estimate.frame != truth.frame:
+        raise ValueError(f"strain_rmse: maps differ in grid ({tuple(estimate.eps_zz.shape)}, {estimate.frame}) vs "
+                         f"({tuple(truth.eps_zz.shape)}, {truth.frame}); compute both with the same operator and grid")
+    xp = array_module(estimate.eps_zz)
+    ndi = ndimage_module(xp)
+    m = estimate.mask & truth.mask
+    if erode_voxels > 0:
+        m = ndi.binary_erosion(m, iterations=erode_voxels)
+    n = int(m.sum())
+    if n == 0:
+        raise ValueError(f"strain_rmse: no voxel left after eroding the common mask by {erode_voxels}; "
+                         "lower erode_voxels or check the masks")
+
+    def stats(a: Any, b: Any) -> tuple[float, float, float]:
+        d = (a - b)[m]
+        mean = float(d.mean())
+        return float(xp.sqrt((d**2).mean())), mean, float(xp.sqrt(((d - mean) ** 2).mean()))
+
+    e = stats(estimate.eps_zz, truth.eps_zz)
+    wx = stats(estimate.omega_x_rad, truth.omega_x_rad)
+    wy = stats(estimate.omega_y_rad, truth.omega_y_rad)
+    return StrainError(eps_zz_rmse=e[0], eps_zz_offset=e[1], eps_zz_rmse_centred=e[2],
+                       omega_x_rmse_rad=wx[0], omega_x_offset_rad=wx[1], omega_y_rmse_rad=wy[0],
+                       omega_y_offset_rad=wy[1], n_voxels=n)
+
+
+# --------------------------------------------------------------------------- data side
+def r_factor(measured: Any, predicted: Any, *, mask: Any = None) -> float:
+    """R = Σω|√I − √h| / Σω√I over masked pixels (spec 5); ``mask`` broadcasts to the data."""
+    xp = array_module(measured, predicted)
+    if measured.shape != predicted.shape:
+        raise ValueError(f"r_factor: measured shape {tuple(measured.shape)} != predicted {tuple(predicted.shape)}")
+    w = xp.ones(measured.shape) if mask is None else xp.broadcast_to(xp.asarray(mask, float), measured.shape)
+    sm = xp.sqrt(xp.clip(measured, 0, None))
+    den = float((w * sm).sum())
+    if den == 0:
+        raise ValueError("r_factor: no counts under the mask")
+    return float((w * xp.abs(sm - xp.sqrt(xp.clip(predicted, 0, None)))).sum()) / den
+
+
+# --------------------------------------------------------------------------- shells
+@dataclass(frozen=True, kw_only=True)
+class ShellCurve:
+    """A curve over shells of spatial frequency, with its threshold and crossing."""
+
+    frequency: Any
+    """Shell centre frequencies (1/m if voxel sizes were given, else cycles/voxel or pixels)."""
+    value: Any
+    """PRTF or FSC per shell (NaN for empty shells)."""
+    threshold: Any
+    """Threshold per shell (½-bit for FSC, 1/e for PRTF)."""
+    n_voxels: Any
+    """Voxels per shell."""
+    crossing_frequency: float
+    """First frequency where value falls below threshold (linear interpolation); NaN if never."""
+
+    @property
+    def resolution(self) -> float:
+        """Full-period resolution 1/crossing_frequency (m when frequencies are in 1/m)."""
+        return 1.0 / self.crossing_frequency if self.crossing_frequency > 0 else math.nan
+
+
+def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bool, n_shells: int | None,
+                 xp: Any) -> tuple[Any, Any, float]:
+    """Integer shell index per voxel and shell centre frequencies for radius |k| with k_a in units of spacing."""
+    r2 = 0
+    for a, n in enumerate(shape):
+        k = (xp.arange(n) - n // 2) if centred else _freqs(n, xp)
+        sh = [1] * len(shape)
+        sh[a] = n
+        r2 = r2 + ((k * spacing[a]) ** 2).reshape(sh)
+    r = xp.sqrt(r2)
+    width = min(spacing)
+    nmax = min(n // 2 for n in shape)
+    n_sh = n_shells or nmax
+    width = width * nmax / n_sh
+    idx = xp.floor(r / width + 0.5).astype(int)
+    centres = np.arange(n_sh + 1) * width
+    return idx, centres, width
+
+
+def _crossing(freq: np.ndarray, value: np.ndarray, thr: np.ndarray) -> float:
+    ok = np.isfinite(value)
+    f, v, t = freq[ok], value[ok], thr[ok]
+    for i in range(1, len(f)):
+        if v[i] < t[i]:
+            d0, d1 = v[i - 1] - t[i - 1], v[i] - t[i]
+            return float(f[i - 1] + (f[i] - f[i - 1]) * d0 / (d0 - d1)) if d0 > 0 else float(f[i])
+    return math.nan
+
+
+def half_bit_threshold(n_voxels: Any) -> Any:
+    """½-bit threshold T(n) = (0.2071 + 1.9102/√n)/(1.2071 + 0.9102/√n), van Heel & Schatz (2005)."""
+    n = np.maximum(np.asarray(n_voxels, float), 1.0)
+    s = np.sqrt(n)
+    return (0.2071 + 1.9102 / s) / (1.2071 + 0.9102 / s)
+
+
+def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: Any = None,
+                              n_shells: int | None = None) -> ShellCurve:
+    """FSC(k) = Re Σ_shell A B* / √(Σ|A|² Σ|B|²) between two aligned reconstructions (spec 4.5).
+
+    ``a``, ``b`` must already be registered (shift, phase, ramp: see :func:`object_error`);
+    ``mask`` is a common (soft) mask applied to both. Frequencies in 1/m for voxel sizes
+    in m; ``resolution`` is the full period where FSC meets the ½-bit threshold.
+    """
+    xp = array_module(a, b)
+    if a.shape != b.shape:
+        raise ValueError(f"fourier_shell_correlation: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    fft = fft_module(xp)
+    vox = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_m, float), (a.ndim,)))
+    if mask is not None:
+        a, b = a * mask, b * mask
+    A, B = fft.fftn(a), fft.fftn(b)
+    dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox))
+    idx, centres, _ = _shell_index(a.shape, dk, False, n_shells, xp)
+    nb = len(centres)
+    flat = idx.ravel()
+    keep = flat < nb
+    fi = flat[keep]
+
+    def shell_sum(v: Any) -> np.ndarray:
+        return to_numpy(xp.bincount(fi, weights=v.ravel()[keep], minlength=nb))[:nb]
+
+    num = shell_sum((A * xp.conj(B)).real)
+    da = shell_sum(xp.abs(A) ** 2)
+    db = shell_sum(xp.abs(B) ** 2)
+    cnt = to_numpy(xp.bincount(fi, minlength=nb))[:nb].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fsc = num / np.sqrt(da * db)
+    fsc[cnt == 0] = np.nan
+    thr = half_bit_threshold(cnt)
+    return ShellCurve(frequency=centres, value=fsc, threshold=thr, n_voxels=cnt,
+                      crossing_frequency=_crossing(centres, fsc, thr))
+
+
+def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1.0,
+         n_shells: int | None = None) -> ShellCurve:
+    """Phase-retrieval transfer function ⟨|⟨Ψ^(k)⟩_k| / √I⟩ over shells (Chapman et al. 2006).
+
+    Parameters
+    ----------
+    far_fields : (K, ...) complex
+        Far fields of K phase-aligned runs for one frame/stack, centred like ``intensity``.
+    intensity : (...) float
+        Measured counts (zero frequency at the array centre).
+    mask : (...) bool, optional
+        True on measured pixels (gaps and virtual planes False).
+    dq_per_m : float or tuple
+        Pixel size in q per axis; frequencies are returned in these units (radius of q).
+    """
+    xp = array_module(far_fields, intensity)
+    if tuple(far_fields.shape[1:]) != tuple(intensity.shape):
+        raise ValueError(f"prtf: far_fields shape {tuple(far_fields.shape)} must be (K,) + intensity shape "
+                         f"{tuple(intensity.shape)}")
+    dq = tuple(float(v) for v in np.broadcast_to(np.asarray(dq_per_m, float), (intensity.ndim,)))
+    valid = intensity > 0
+    if mask is not None:
+        valid &= xp.asarray(mask, dtype=bool)
+    ratio = xp.where(valid, xp.abs(far_fields.mean(axis=0)) / xp.sqrt(xp.where(valid, intensity, 1.0)), 0.0)
+    idx, centres, _ = _shell_index(tuple(intensity.shape), dq, True, n_shells, xp)
+    nb = len(centres)
+    sel = valid.ravel() & (idx.ravel() < nb)
+    fi = idx.ravel()[sel]
+    s = to_numpy(xp.bincount(fi, weights=ratio.ravel()[sel], minlength=nb))[:nb]
+    cnt = to_numpy(xp.bincount(fi, minlength=nb))[:nb].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = s / cnt
+    thr = np.full(nb, 1 / math.e)
+    return ShellCurve(frequency=centres, value=val, threshold=thr, n_voxels=cnt,
+                      crossing_frequency=_crossing(centres, val, thr))
+
+
+# --------------------------------------------------------------------------- half data
+def binomial_split(counts: Any, *, rng: np.random.Generator) -> tuple[Any, Any]:
+    """Split photon counts into two halves I_A ~ Bin(I, ½), I_B = I − I_A (spec 4.5).
+
+    Both halves keep every scan position (full overlap). ``counts`` must be finite,
+    non-negative integers (any integer or float dtype holding integers).
+    """
+    xp = array_module(counts)
+    c = to_numpy(counts)
+    if not np.all(np.isfinite(c)):
+        raise ValueError("binomial_split: counts contain NaN or inf; clean the frames first")
+    if np.any(c < 0) or np.any(c != np.round(c)):
+        raise ValueError("binomial_split: counts must be non-negative integers (photon counts); "
+                         "convert ADU to photons before splitting")
+    ci = c.astype(np.int64)
+    a = rng.binomial(ci, 0.5)
+    return xp.asarray(a.astype(c.dtype)), xp.asarray((ci - a).astype(c.dtype))

@@ -1,0 +1,18 @@
+"""Linear operators of 3D Bragg ptychography (spec sections 1.2, 1.5, 1.6, 2.1)."""
+
+from analysis.operators.fourier import FoldedFourier3D, ShearedFourier3D, shear_per_index_rad
+from analysis.operators.probe import (
+    ProbeExtrusion,
+    SubpixelShift2D,
+    apply_fourier_mask_2d,
+    extrusion_slope_px,
+    probe_na_mask,
+    probe_width_along_p1_m,
+)
+from analysis.operators.scan import ViewGrid, positions_to_voxels, split_probe_position, view_grid
+
+__all__ = [
+    "FoldedFourier3D", "ShearedFourier3D", "shear_per_index_rad", "ProbeExtrusion", "SubpixelShift2D",
+    "apply_fourier_mask_2d", "extrusion_slope_px", "probe_na_mask", "probe_width_along_p1_m",
+    "ViewGrid", "positions_to_voxels", "split_probe_position", "view_grid",
+]

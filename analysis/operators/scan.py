@@ -1,0 +1,76 @@
+"""Stage positions → integer view offsets o_j and sub-pixel probe shifts g_j (spec 1.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.geometry import BraggGeometry
+from analysis.operators.probe import extrusion_slope_px
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViewGrid:
+    """Where each scan position's box sits in the object array."""
+
+    offsets_vox: np.ndarray = field(repr=False)
+    """(POS, 3) int64: box origin o_j in the object grid (voxels along e1, e2, e3)."""
+    shifts_px: np.ndarray = field(repr=False)
+    """(POS, 2) float64: sub-pixel P2 shift g_j along (r2, r3), pixels."""
+    object_shape: tuple[int, int, int]
+    """(NO1, NO2, NO3) object grid holding every box."""
+    origin_vox: np.ndarray = field(repr=False)
+    """(3,) float64: object-grid coordinates of the probe centre at zero stage position."""
+
+
+def positions_to_voxels(geometry: BraggGeometry, stage_xyz_m: np.ndarray) -> np.ndarray:
+    """ν_j = (e_a·r_j / Δr_a)_a with r_j = −s_j: probe position in voxels, (POS, 3) float64."""
+    s = np.asarray(stage_xyz_m, dtype=float)
+    if s.ndim != 2 or s.shape[1] != 3:
+        raise ValueError(f"stage_xyz_m: shape {s.shape}, expected (n_positions, 3) in metres")
+    ax = geometry.lab_axes()
+    e = np.stack([ax["e1"], ax["e2"], ax["e3"]])          # (3, 3) rows e_a in lab (x, y, z)
+    return (-s @ e.T) / np.asarray(geometry.voxel_size_m)[None, :]
+
+
+def split_probe_position(nu_vox: np.ndarray, slope_px: tuple[float, float],
+                         box_centre_vox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split probe-centre object coordinates into box offsets o_j and 2D shifts g_j.
+
+    The box origin o_j = round(ν_j − c_box); the fraction f = (f1, f2, f3) is moved along
+    k_i to cancel f1, leaving g = (f2, f3) − f1·d (P is invariant along k_i).
+    """
+    frac_target = np.asarray(nu_vox, float) - np.asarray(box_centre_vox, float)[None, :]
+    o = np.rint(frac_target).astype(np.int64)
+    f = frac_target - o
+    d = np.asarray(slope_px, float)
+    g = f[:, 1:] - f[:, :1] * d[None, :]
+    return o, g
+
+
+def view_grid(geometry: BraggGeometry, stage_xyz_m: np.ndarray, margin_vox: int = 0,
+              object_shape: tuple[int, int, int] | None = None,
+              origin_vox: np.ndarray | None = None) -> ViewGrid:
+    """Offsets and shifts for every position; size the object grid unless ``object_shape`` is given.
+
+    Raises ValueError when a box leaves a given ``object_shape``.
+    """
+    box = np.asarray(geometry.recon_shape)
+    nu = positions_to_voxels(geometry, stage_xyz_m)
+    c_box = box // 2
+    if origin_vox is None:
+        origin_vox = c_box + margin_vox - np.floor(nu.min(axis=0))
+    origin_vox = np.asarray(origin_vox, float)
+    o, g = split_probe_position(nu + origin_vox[None, :], extrusion_slope_px(geometry), c_box)
+    need = tuple(int(v) for v in (o.max(axis=0) + box))
+    if object_shape is None:
+        object_shape = tuple(int(v) + margin_vox for v in need)
+    object_shape = tuple(int(v) for v in object_shape)
+    bad = np.nonzero(np.any(o < 0, axis=1) | np.any(o + box[None, :] > np.asarray(object_shape)[None, :], axis=1))[0]
+    if bad.size:
+        raise ValueError(
+            f"scan positions {bad[:10].tolist()} put the {tuple(box)} view box outside the object grid "
+            f"{object_shape} (offsets {o[bad[0]].tolist()}); enlarge object_shape or drop those positions"
+        )
+    return ViewGrid(offsets_vox=o, shifts_px=g, object_shape=object_shape, origin_vox=origin_vox)

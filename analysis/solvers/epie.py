@@ -1,0 +1,183 @@
+"""Per-position ePIE-type update of 3D Bragg ptychography (spec 2.2, 2.4 A/B).
+
+References: Li et al., Nat. Commun. 12, 7059 (2021), doi:10.1038/s41467-021-27224-5,
+Eqs 5–11 and 13; Maiden & Rodenburg, Ultramicroscopy 109, 1256 (2009) (ePIE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from analysis.operators.probe import apply_fourier_mask_2d
+from analysis.solvers.model import BraggData, BraggModel, BraggState, normalise_scale
+from analysis.solvers.options import EpieOptions
+from analysis.xp import array_module
+
+_TINY = 1e-30
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepStats:
+    """Diagnostics of one sweep."""
+
+    cost: float
+    """Σ_j Σ ω (√h − √I)² / Σ ω I before each position's update (seed Eq 4 without μ)."""
+    probe_updated: bool
+    """Whether P2 was updated in this sweep."""
+
+
+def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tuple[Any, Any, float]:
+    """Eq 13: Ψ' − Ψ with virtual planes/gaps free, and the amplitude misfit.
+
+    Returns (Ψ' − Ψ ``(N1, N2, NM)``, h = |Ψ|² + b, Σ ω (√h − √I)²).
+    """
+    xp = array_module(psi_q)
+    amp2 = (psi_q.real ** 2 + psi_q.imag ** 2)
+    h = amp2 + background
+    sqrt_h = xp.sqrt(xp.maximum(h, _TINY))
+    a = xp.sqrt(intensity)
+    # Ψ' = (|Ψ| + ω(a − |Ψ|)) Ψ/√h; on ω = 0 we keep Ψ (b = 0 there, "left free")
+    factor = xp.where(mask, a / sqrt_h - 1.0, 0.0)
+    misfit = float(xp.sum(xp.where(mask, (sqrt_h - a) ** 2, 0.0)))
+    return psi_q * factor.astype(psi_q.real.dtype), h, misfit
+
+
+def update_background(background: Any, intensity: Any, h: Any, mask: Any, gamma: float) -> Any:
+    """Eq 11: b ← b ((1 − γ) + γ √(I/h))² on ω = 1 (uses the old h)."""
+    xp = array_module(background)
+    if gamma == 0.0:
+        return background
+    ratio = xp.sqrt(intensity / xp.maximum(h, _TINY))
+    new = background * ((1.0 - gamma) + gamma * ratio) ** 2
+    return xp.where(mask, new, background).astype(background.dtype)
+
+
+def _exit_wave_correction(state: BraggState, data: BraggData, op: BraggModel, j: int,
+                          gamma: float) -> tuple[Any, Any, Any, float]:
+    """ψ-space correction Δψ for position j; returns (V, P_j, Δψ, misfit). Updates b (Eq 11)."""
+    sl = op.view(data.offsets_vox[j])
+    v = state.object[sl].copy()
+    pj = op.probe_at(state.probe, data.shifts_px[j])
+    psi_q = op.fourier.forward(pj * v)
+    inten = data.intensities[j]
+    dpsi_q, h, misfit = modulus_update(psi_q, inten, state.background, data.mask)
+    dpsi = op.fourier.adjoint(dpsi_q)                       # = ψ' − ψ, replicated ×U (spec 2.1)
+    state.background = update_background(state.background, inten, h, data.mask, gamma)
+    return v, pj, dpsi, misfit
+
+
+def _probe_step(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: float) -> tuple[Any, Any]:
+    """Numerator and scalar/array denominator of Eqs 6, 8, 10 (projected with R)."""
+    xp = array_module(v)
+    v2 = v.real ** 2 + v.imag ** 2
+    vmax = float(xp.max(v2))
+    grad = xp.conj(v) * dpsi                                 # Eq 8
+    n1p = op.box_shape[0]
+    if alpha == 1.0:                                         # Eq 10 with α = 1: scalar, R first
+        return op.probe_adjoint(grad, shift) / n1p, vmax
+    lam = (1.0 - alpha) * v2 + alpha * vmax
+    return op.probe_adjoint(grad / xp.maximum(lam, _TINY), shift) / n1p, 1.0
+
+
+def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: EpieOptions,
+                order: np.ndarray, update_probe: bool) -> float:
+    xp = array_module(state.object)
+    total = 0.0
+    for j in order:
+        v, pj, dpsi, misfit = _exit_wave_correction(state, data, op, int(j), options.gamma)
+        total += misfit
+        p2abs = pj.real ** 2 + pj.imag ** 2
+        pmax = float(xp.max(p2abs))
+        sl = op.view(data.offsets_vox[j])
+        mu_j = options.mu * pmax
+        sbar = (~state.support[sl]).astype(p2abs.dtype)
+        lam = (1.0 - options.beta) * p2abs + options.beta * pmax + mu_j * sbar       # Eq 9
+        state.object[sl] = v + (xp.conj(pj) * dpsi - mu_j * sbar * v) / lam          # Eqs 5, 7
+        if update_probe:
+            num, den = _probe_step(op, v, dpsi, data.shifts_px[j], options.alpha)
+            state.probe += num / max(den, _TINY)                                     # Eq 6
+    return total
+
+
+def _batched(state: BraggState, data: BraggData, op: BraggModel, options: EpieOptions,
+             batches: list[np.ndarray], update_probe: bool) -> float:
+    xp = array_module(state.object)
+    total = 0.0
+    for batch in batches:
+        num = xp.zeros_like(state.object)
+        den = xp.zeros(state.object.shape, dtype=state.object.real.dtype)
+        pnum = xp.zeros_like(state.probe)
+        pden = 0.0
+        for j in batch:
+            v, pj, dpsi, misfit = _exit_wave_correction(state, data, op, int(j), options.gamma)
+            total += misfit
+            p2abs = pj.real ** 2 + pj.imag ** 2
+            pmax = float(xp.max(p2abs))
+            sl = op.view(data.offsets_vox[j])
+            mu_j = options.mu * pmax
+            sbar = (~state.support[sl]).astype(p2abs.dtype)
+            num[sl] += xp.conj(pj) * dpsi - mu_j * sbar * v
+            den[sl] += (1.0 - options.beta) * p2abs + options.beta * pmax + mu_j * sbar
+            if update_probe:
+                n, d = _probe_step(op, v, dpsi, data.shifts_px[j], options.alpha)
+                pnum += n * (d if options.alpha == 1.0 else 1.0)
+                pden += d if options.alpha == 1.0 else 1.0
+        touched = den > 0
+        state.object += xp.where(touched, num / xp.where(touched, den, 1.0), 0)
+        if update_probe:
+            state.probe += pnum / max(pden, _TINY)
+    return total
+
+
+def spread_batches(positions: np.ndarray, n_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split positions (POS, D) into ``n_batches`` batches whose members are far apart.
+
+    Greedy: visit positions in random order and put each in the non-full batch whose
+    nearest member is farthest (cf. Tike's spatially spread batches).
+    """
+    pos = np.asarray(positions, float)
+    n = pos.shape[0]
+    n_batches = max(1, min(int(n_batches), n))
+    cap = -(-n // n_batches)
+    members: list[list[int]] = [[] for _ in range(n_batches)]
+    for j in rng.permutation(n):
+        best, best_d = 0, -1.0
+        for b in range(n_batches):
+            if len(members[b]) >= cap:
+                continue
+            d = np.inf if not members[b] else float(np.min(np.sum((pos[members[b]] - pos[j]) ** 2, axis=1)))
+            if d > best_d:
+                best, best_d = b, d
+        members[best].append(int(j))
+    return [np.asarray(m, dtype=np.int64) for m in members if m]
+
+
+def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOptions,
+         rng: np.random.Generator | None = None) -> tuple[BraggState, SweepStats]:
+    """One sweep (iteration) of spec 2.2 over all positions in random order.
+
+    Object: Eqs 5, 7, 9 with the μ thickness-support term; probe: Eqs 6, 8, 10 through R
+    (from sweep ``probe_update_start_iter``); background: Eq 11; modulus: Eq 13 on the
+    folded measured planes. Afterwards the NA mask is applied to P2 and the ρ/P scale fixed.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    it = state.iteration
+    update_probe = options.update_probe and it >= options.probe_update_start_iter
+    if options.n_batches:
+        batches = spread_batches(data.offsets_vox.astype(float) + np.pad(data.shifts_px, ((0, 0), (1, 0))),
+                                 options.n_batches, rng)
+        cost = _batched(state, data, op, options, [batches[i] for i in rng.permutation(len(batches))],
+                        update_probe)
+    else:
+        cost = _sequential(state, data, op, options, rng.permutation(data.n_positions), update_probe)
+    if update_probe and op.na_mask is not None and it < options.na_mask_stop_iter:
+        state.probe = apply_fourier_mask_2d(state.probe, op.na_mask)
+    if options.normalise_scale:
+        state = normalise_scale(state)
+    xp = array_module(state.object)
+    norm = float(xp.sum(xp.where(data.mask[None], data.intensities, 0.0)))
+    state.iteration = it + 1
+    return state, SweepStats(cost=cost / max(norm, _TINY), probe_updated=update_probe)

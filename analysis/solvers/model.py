@@ -1,0 +1,124 @@
+"""Shared pieces of the Bragg solvers: the forward-model bundle, the data and the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.geometry import BraggGeometry
+from analysis.operators.fourier import FoldedFourier3D, _fft_kw
+from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
+from analysis.xp import array_module, fft_module
+
+
+class BraggModel:
+    """Bilinear forward model Ψ_j = F_meas(P_j · ρ[o_j + box]), P_j = B Shift_{g_j} P2 (spec 2.1).
+
+    Holds the folded transform, the extrusion and the optional NA mask; all shapes are
+    fixed here. Object ``(NO1, NO2, NO3)``, probe P2 ``(N2, N3)``, box ``(N1P, N2, N3)``,
+    measured field ``(N1, N2, NM)``.
+    """
+
+    def __init__(self, fourier: FoldedFourier3D, extrusion: ProbeExtrusion,
+                 object_shape: tuple[int, int, int], na_mask: np.ndarray | None = None) -> None:
+        if tuple(fourier.box_shape) != tuple(extrusion.box_shape):
+            raise ValueError(f"BraggModel: Fourier box {fourier.box_shape} != extrusion box {extrusion.box_shape}")
+        if extrusion.shift_px != (0.0, 0.0):
+            raise ValueError("BraggModel: pass an extrusion without shift; per-position shifts are applied here")
+        if any(o < b for o, b in zip(object_shape, fourier.box_shape)):
+            raise ValueError(f"BraggModel: object_shape {object_shape} smaller than the box {fourier.box_shape}")
+        self.fourier = fourier
+        self.extrusion = extrusion
+        self.box_shape = tuple(fourier.box_shape)
+        self.probe_shape = tuple(fourier.box_shape[1:])
+        self.data_shape = tuple(fourier.out_shape)
+        self.object_shape = tuple(int(v) for v in object_shape)
+        if na_mask is not None and tuple(na_mask.shape) != self.probe_shape:
+            raise ValueError(f"BraggModel: na_mask shape {na_mask.shape}, expected {self.probe_shape}")
+        self.na_mask = na_mask
+        self._f2 = np.fft.fftfreq(self.probe_shape[0])
+        self._f3 = np.fft.fftfreq(self.probe_shape[1])
+
+    @classmethod
+    def from_geometry(cls, geometry: BraggGeometry, object_shape: tuple[int, int, int],
+                      na_mask: np.ndarray | None = None) -> "BraggModel":
+        """Model on ``geometry.recon_shape`` with U = ``geometry.upsampling``."""
+        return cls(FoldedFourier3D.from_geometry(geometry),
+                   ProbeExtrusion(geometry.recon_shape, extrusion_slope_px(geometry)), object_shape, na_mask)
+
+    def view(self, offset: np.ndarray) -> tuple[slice, slice, slice]:
+        """Slices of the object array covered by the box at ``offset`` (3 ints)."""
+        return tuple(slice(int(o), int(o) + s) for o, s in zip(offset, self.box_shape))
+
+    def shift2d(self, p2: Any, shift_px: np.ndarray, inverse: bool = False) -> Any:
+        """Shift_g P2 (or Shift_{−g}) by a Fourier phase ramp; ``(N2, N3)`` → ``(N2, N3)``."""
+        if shift_px[0] == 0.0 and shift_px[1] == 0.0:
+            return p2
+        xp = array_module(p2)
+        fft = fft_module(xp)
+        sgn = 1.0 if inverse else -1.0
+        ph = np.exp(sgn * 2j * np.pi * self._f2 * shift_px[0])[:, None] * np.exp(
+            sgn * 2j * np.pi * self._f3 * shift_px[1])[None, :]
+        kw = _fft_kw(xp)
+        return fft.ifft2(fft.fft2(p2, **kw) * xp.asarray(ph, dtype=p2.dtype), overwrite_x=True, **kw)
+
+    def probe_at(self, p2: Any, shift_px: np.ndarray) -> Any:
+        """P_j = B Shift_g P2: ``(N2, N3)`` → ``(N1P, N2, N3)``."""
+        return self.extrusion.forward(self.shift2d(p2, shift_px))
+
+    def probe_adjoint(self, p3: Any, shift_px: np.ndarray) -> Any:
+        """Shift_{−g} B^H P3 (sum along k_i): ``(N1P, N2, N3)`` → ``(N2, N3)``."""
+        return self.shift2d(self.extrusion.adjoint(p3), shift_px, inverse=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BraggData:
+    """Measured intensities in the operator's layout and the scan bookkeeping."""
+
+    intensities: Any = field(repr=False)
+    """(POS, N1, N2, NM) float: photon counts I_j on the measured planes."""
+    mask: Any = field(repr=False)
+    """(N1, N2, NM) bool: ω, True on valid measured pixels."""
+    offsets_vox: np.ndarray = field(repr=False)
+    """(POS, 3) int64: view offsets o_j."""
+    shifts_px: np.ndarray = field(repr=False)
+    """(POS, 2) float64: sub-pixel probe shifts g_j."""
+
+    @property
+    def n_positions(self) -> int:
+        """Number of scan positions J."""
+        return int(self.intensities.shape[0])
+
+
+@dataclass(kw_only=True)
+class BraggState:
+    """Reconstruction variables; solvers return an updated state (arrays may be updated in place)."""
+
+    object: Any = field(repr=False)
+    """(NO1, NO2, NO3) complex: ρ on the orthogonal r-grid."""
+    probe: Any = field(repr=False)
+    """(N2, N3) complex: oblique probe section P2."""
+    background: Any = field(repr=False)
+    """(N1, N2, NM) float: incoherent background b (0 where ω = 0)."""
+    support: Any = field(repr=False)
+    """(NO1, NO2, NO3) bool: S, the thickness support (∧ shrink-wrap)."""
+    iteration: int = 0
+    """Number of completed sweeps / ML iterations."""
+    ml_memory: Any = field(default=None, repr=False)
+    """Conjugate-gradient memory of :mod:`analysis.solvers.ml` (None outside ML)."""
+
+
+def normalise_scale(state: BraggState) -> BraggState:
+    """Fix the ρ/P scale ambiguity: mean |ρ| on S = 1, P2 compensated (spec 2.2)."""
+    xp = array_module(state.object)
+    s = state.support
+    n = int(xp.count_nonzero(s))
+    if n == 0:
+        return state
+    m = float(xp.sum(xp.abs(state.object) * s)) / n
+    if m > 0:
+        state.object *= 1.0 / m
+        state.probe *= m
+    return state

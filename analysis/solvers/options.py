@@ -1,0 +1,66 @@
+"""Frozen option dataclasses of the Bragg solvers (seed Methods defaults, spec 2.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpieOptions:
+    """Per-position ePIE update of spec 2.2 (seed Eqs 5–11, 13)."""
+
+    alpha: float = 1.0
+    """α of Eq 10: probe step weight (1 → scalar max|ρ|² normalisation)."""
+    beta: float = 0.5
+    """β of Eq 9: object step weight between |P|² and max|P|²."""
+    gamma: float = 0.1
+    """γ of Eq 11: background multiplicative step (0 freezes b)."""
+    mu: float = 0.02
+    """μ of Eq 4/9: thickness-support penalty, μ_j = μ·max|P_j|²."""
+    update_probe: bool = True
+    """Update P2 at all (False = fixed-probe baseline)."""
+    probe_update_start_iter: int = 5
+    """First sweep (0-based) at which P2 is updated; earlier sweeps keep it frozen."""
+    na_mask_stop_iter: int = 1000
+    """Apply the NA mask to P2 after every sweep with probe_update_start_iter ≤ it < this."""
+    n_batches: int = 0
+    """0: sequential ePIE (variant A); B > 0: mini-batch with B spatially spread batches (variant B)."""
+    normalise_scale: bool = True
+    """Rescale so mean |ρ| on S = 1 after each sweep (P2 compensated)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"EpieOptions.alpha must lie in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"EpieOptions.beta must lie in [0, 1], got {self.beta}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"EpieOptions.gamma must lie in [0, 1], got {self.gamma}")
+        if self.mu < 0:
+            raise ValueError(f"EpieOptions.mu must be >= 0, got {self.mu}")
+        if self.probe_update_start_iter < 0 or self.na_mask_stop_iter < 0 or self.n_batches < 0:
+            raise ValueError("EpieOptions: iteration numbers and n_batches must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLOptions:
+    """Maximum-likelihood refinement of spec section 3 (Polak–Ribière CG, exact line search)."""
+
+    noise_model: Literal["amplitude", "poisson"] = "amplitude"
+    """Cost: amplitude-Gaussian (seed Eq 4) or Poisson."""
+    mu: float = 0.02
+    """Thickness-support penalty μ (μ_j = μ·max|P_j|², frozen when ML starts)."""
+    update_probe: bool = True
+    """Refine P2 together with ρ."""
+    probe_scale: float | None = None
+    """Preconditioner s on the probe gradient; None: ‖g_ρ‖²/‖g_P‖² at the first ML iteration."""
+    support_mask_gradient: bool = False
+    """Zero the object gradient outside S (hard support) instead of relying on μ only."""
+
+    def __post_init__(self) -> None:
+        if self.noise_model not in ("amplitude", "poisson"):
+            raise ValueError(f"MLOptions.noise_model must be 'amplitude' or 'poisson', got {self.noise_model!r}")
+        if self.mu < 0:
+            raise ValueError(f"MLOptions.mu must be >= 0, got {self.mu}")
+        if self.probe_scale is not None and not self.probe_scale > 0:
+            raise ValueError(f"MLOptions.probe_scale must be > 0 or None, got {self.probe_scale}")

@@ -1,0 +1,90 @@
+"""The one array-backend module: decides CuPy (GPU) or NumPy/SciPy (CPU).
+
+Nothing else in pxm imports ``cupy``. Functions take their array module from
+their inputs (:func:`array_module`), never from a global flag; the caller
+chooses the backend once, with :func:`backend`, when it creates the arrays.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+REAL = np.float32
+"""Default real dtype of reconstruction arrays."""
+COMPLEX = np.complex64
+"""Default complex dtype of reconstruction arrays (object, probe, exit waves)."""
+
+
+def cupy_available() -> bool:
+    """Return True when CuPy imports and sees at least one CUDA device."""
+    try:
+        cp = importlib.import_module("cupy")
+        return int(cp.cuda.runtime.getDeviceCount()) > 0
+    except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
+        return False
+
+
+def backend(name: str = "auto") -> ModuleType:
+    """Return the array module for ``name``: ``"numpy"``, ``"cupy"`` or ``"auto"``.
+
+    ``"auto"`` picks CuPy when a GPU is usable, NumPy otherwise. The environment
+    variable ``PXM_BACKEND`` overrides ``"auto"``.
+    """
+    if name == "auto":
+        name = os.environ.get("PXM_BACKEND", "auto")
+    if name == "auto":
+        name = "cupy" if cupy_available() else "numpy"
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        if not cupy_available():
+            raise RuntimeError(
+                "backend 'cupy' requested but CuPy is not installed or sees no CUDA device; "
+                "install pxm[gpu] on a GPU machine or use backend='numpy'"
+            )
+        return importlib.import_module("cupy")
+    raise ValueError(f"backend: unknown name {name!r}, expected 'auto', 'numpy' or 'cupy'")
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    for a in arrays:
+        if type(a).__module__.split(".")[0] == "cupy":
+            return importlib.import_module("cupy")
+    return np
+
+
+def fft_module(xp: ModuleType) -> ModuleType:
+    """Return the FFT module matching ``xp``: ``cupyx.scipy.fft`` or ``scipy.fft``."""
+    if xp is np:
+        return importlib.import_module("scipy.fft")
+    return importlib.import_module("cupyx.scipy.fft")
+
+
+def ndimage_module(xp: ModuleType) -> ModuleType:
+    """Return ``cupyx.scipy.ndimage`` or ``scipy.ndimage`` to match ``xp``."""
+    if xp is np:
+        return importlib.import_module("scipy.ndimage")
+    return importlib.import_module("cupyx.scipy.ndimage")
+
+
+def fft_workers() -> int:
+    """Number of CPU threads for ``scipy.fft`` (``PXM_FFT_WORKERS``, default all cores)."""
+    return int(os.environ.get("PXM_FFT_WORKERS", os.cpu_count() or 1))
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Return ``a`` as a NumPy array (copies from the GPU when needed)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
+    return np.asarray(a)
+
+
+def asarray(a: Any, xp: ModuleType, dtype: Any = None) -> Any:
+    """Move ``a`` to the backend ``xp`` (no copy when it is already there)."""
+    return xp.asarray(a, dtype=dtype)

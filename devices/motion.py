@@ -1,0 +1,68 @@
+"""Goniometer and piezo stage: EPICS classes and their soft (sim) twins.
+
+The EPICS and sim classes expose the same component names (``theta``, ``tth``;
+``x``, ``y``, ``z``), so plans cannot tell them apart. Angles are in degrees,
+stage positions in micrometres (``egu`` and ``describe()['units']`` say so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsMotor
+
+from devices.signals import SimAxis
+
+STAGE_UNITS = "um"
+"""Units of every PiezoStage axis (micrometres)."""
+ANGLE_UNITS = "deg"
+"""Units of every Goniometer axis (degrees)."""
+
+
+class Goniometer(Device):
+    """EPICS goniometer: rocking axis ``theta`` and detector arm ``tth`` (degrees)."""
+
+    theta = Cpt(EpicsMotor, "THETA")
+    tth = Cpt(EpicsMotor, "TTH")
+
+
+class PiezoStage(Device):
+    """EPICS piezo sample stage with axes ``x``, ``y``, ``z`` (micrometres, limits from the IOC)."""
+
+    x = Cpt(EpicsMotor, "X")
+    y = Cpt(EpicsMotor, "Y")
+    z = Cpt(EpicsMotor, "Z")
+
+
+class SimGoniometer(Device):
+    """Soft goniometer with the component names of :class:`Goniometer` (degrees)."""
+
+    theta = Cpt(SimAxis, egu=ANGLE_UNITS)
+    tth = Cpt(SimAxis, egu=ANGLE_UNITS)
+
+    def __init__(self, prefix: str = "", *, name: str,
+                 theta_limits_deg: tuple[float, float] = (-10.0, 100.0),
+                 tth_limits_deg: tuple[float, float] = (-5.0, 170.0),
+                 settle_time_s: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(prefix, name=name, **kwargs)
+        self.theta.set_limits(theta_limits_deg)
+        self.tth.set_limits(tth_limits_deg)
+        for axis in (self.theta, self.tth):
+            axis.set_settle_time(settle_time_s)
+
+
+class SimPiezoStage(Device):
+    """Soft piezo stage with the component names of :class:`PiezoStage` (micrometres)."""
+
+    x = Cpt(SimAxis, egu=STAGE_UNITS)
+    y = Cpt(SimAxis, egu=STAGE_UNITS)
+    z = Cpt(SimAxis, egu=STAGE_UNITS)
+
+    def __init__(self, prefix: str = "", *, name: str,
+                 limits_um: tuple[float, float] = (-100.0, 100.0), settle_time_s: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(prefix, name=name, **kwargs)
+        for axis in (self.x, self.y, self.z):
+            axis.set_limits(limits_um)
+            axis.set_settle_time(settle_time_s)

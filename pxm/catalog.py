@@ -1,0 +1,235 @@
+"""The embedded Tiled server: configuration, start/stop, and the pxm container layout.
+
+The server is a real ``tiled serve config`` process: SQLite catalog + files in a data
+folder by default, bound to 127.0.0.1, single-user API key. ``catalog_uri`` may point at
+PostgreSQL (``postgresql+asyncpg://user:pw@host/db``) for a facility deployment.
+
+Layout inside the server (``docs/tiled-layout.md``):
+
+* ``/raw``        — a ``CatalogOfBlueskyRuns``: one node per run uid (TiledWriter);
+* ``/processed``  — result containers, each with ``raw_uid`` in its metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RAW_CONTAINER = "raw"
+PROCESSED_CONTAINER = "processed"
+HEALTH_TIMEOUT_S = 60.0
+
+
+def check_api_key(api_key: str) -> str:
+    """Return ``api_key`` or raise ValueError: Tiled accepts only alphanumeric keys."""
+    if not api_key or not api_key.isalnum() or not api_key.isascii():
+        raise ValueError(
+            f"Tiled API key {api_key!r} is not usable: it must be non-empty ASCII letters and digits "
+            "only (Tiled rejects other characters and the server would fail to start)"
+        )
+    return api_key
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class TiledServerConfig:
+    """Where the embedded Tiled server keeps its catalog, data and detector files."""
+
+    data_dir: Path
+    """Folder for the catalog database, written arrays (zarr), tables and logs."""
+    raw_dir: Path | None = None
+    """Folder the detectors write HDF5 into; the server may serve files under it (default data_dir/raw)."""
+    catalog_uri: str | None = None
+    """SQLAlchemy URI of the catalog (default: SQLite in data_dir/catalog.db)."""
+    host: str = "127.0.0.1"
+    """Interface to bind; keep loopback unless the facility network is intended."""
+    port: int = 0
+    """TCP port; 0 picks a free one at start."""
+    api_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    """Single-user API key (alphanumeric)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
+        if self.raw_dir is not None:
+            object.__setattr__(self, "raw_dir", Path(self.raw_dir).resolve())
+        check_api_key(self.api_key)
+        if not (0 <= self.port < 65536):
+            raise ValueError(f"TiledServerConfig.port must be in [0, 65535], got {self.port}")
+
+    @property
+    def raw_path(self) -> Path:
+        """Folder for detector files (served as external assets)."""
+        return self.raw_dir if self.raw_dir is not None else self.data_dir / "raw"
+
+    @property
+    def resolved_catalog_uri(self) -> str:
+        """The catalog URI in use."""
+        return self.catalog_uri or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    def config_dict(self, port: int) -> dict[str, Any]:
+        """The ``tiled serve config`` configuration as a dict."""
+        return {
+            "authentication": {"single_user_api_key": self.api_key, "allow_anonymous_access": False},
+            "trees": [{
+                "path": "/",
+                "tree": "catalog",
+                "args": {
+                    "uri": self.resolved_catalog_uri,
+                    "writable_storage": [str(self.data_dir / "data"),
+                                         f"duckdb:///{self.data_dir / 'tables.duckdb'}"],
+                    "readable_storage": [str(self.raw_path)],
+                    "init_if_not_exists": True,
+                },
+            }],
+            # run.documents() (replay) needs the json-seq exporter registered on the server.
+            "media_types": {"BlueskyRun": {
+                "application/json-seq": "bluesky_tiled_plugins.exporters:json_seq_exporter"}},
+            "uvicorn": {"host": self.host, "port": port},
+        }
+
+
+class TiledService:
+    """A ``tiled serve`` process for the lifetime of a ``with`` block (or start()/stop()).
+
+    If ``stop()`` is not called the process is left running on purpose only when
+    ``detach=True`` (``pxm serve`` in the background); otherwise it is terminated.
+    """
+
+    def __init__(self, config: TiledServerConfig) -> None:
+        self.config = config
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._log_file: Any = None
+
+    @property
+    def uri(self) -> str:
+        """Base URL of the running server."""
+        if self._port is None:
+            raise RuntimeError("TiledService.uri: the server is not started; call start() first")
+        return f"http://{self.config.host}:{self._port}"
+
+    @property
+    def log_path(self) -> Path:
+        """Server log file (stdout and stderr of the process)."""
+        return self.config.data_dir / "tiled-server.log"
+
+    def start(self) -> "TiledService":
+        """Write the config, start the server and wait until /healthz answers."""
+        import yaml
+
+        cfg = self.config
+        for d in (cfg.data_dir, cfg.data_dir / "data", cfg.raw_path):
+            d.mkdir(parents=True, exist_ok=True)
+        self._port = cfg.port or free_port(cfg.host)
+        cfg_path = cfg.data_dir / "tiled-config.yml"
+        cfg_path.write_text(yaml.safe_dump(cfg.config_dict(self._port), sort_keys=False))
+        os.chmod(cfg_path, 0o600)  # holds the API key
+        self._log_file = open(self.log_path, "ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tiled", "serve", "config", str(cfg_path)],
+            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        with httpx.Client(trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self._proc is not None and self._proc.poll() is not None:
+                    raise RuntimeError(
+                        f"Tiled server exited with code {self._proc.returncode} during start-up; "
+                        f"last lines of {self.log_path}:\n{self._tail_log()}"
+                    )
+                try:
+                    if client.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(
+            f"Tiled server at {self.uri} did not answer /healthz within {HEALTH_TIMEOUT_S:.0f} s; "
+            f"see {self.log_path}:\n{self._tail_log()}"
+        )
+
+    def _tail_log(self, n_lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n_lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Terminate the server process (SIGTERM, then SIGKILL after ``timeout_s``)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def wait(self) -> int:
+        """Block until the server exits (``pxm serve``); return its exit code."""
+        if self._proc is None:
+            raise RuntimeError("TiledService.wait: the server is not started")
+        return self._proc.wait()
+
+    def client(self) -> Any:
+        """A Tiled client of the server root (authenticated with the API key)."""
+        return connect(self.uri, self.config.api_key)
+
+    def __enter__(self) -> "TiledService":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def connect(uri: str, api_key: str) -> Any:
+    """Connect a Tiled client to ``uri``; a down server gives a ConnectionError naming the URL."""
+    from tiled.client import from_uri
+
+    try:
+        return from_uri(uri, api_key=api_key)
+    except httpx.ConnectError as exc:
+        raise ConnectionError(
+            f"cannot reach the Tiled server at {uri} ({exc}); start it with `pxm serve` "
+            "or pass the right --tiled-uri"
+        ) from exc
+
+
+def ensure_layout(root: Any) -> tuple[Any, Any]:
+    """Create (if needed) and return the ``raw`` run catalog and the ``processed`` container."""
+    from tiled.structures.core import Spec
+
+    if RAW_CONTAINER not in root:
+        root.create_container(RAW_CONTAINER, specs=[Spec("CatalogOfBlueskyRuns", version="3.0")])
+    if PROCESSED_CONTAINER not in root:
+        root.create_container(PROCESSED_CONTAINER)
+    return root[RAW_CONTAINER], root[PROCESSED_CONTAINER]

@@ -1,0 +1,77 @@
+"""ML costs: Wirtinger gradients and line-search coefficients against finite differences."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analysis.solvers import MLOptions, ml
+from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem(upsampling=2, n_angles=6, n_side=2, seed=3)
+
+
+def _perturbed_state(p, rng):
+    st = initial_state(p, gaussian_probe(p.geometry, (1.6, 1.8), 0.05), background=0.5)
+    st.object = st.object * (1 + 0.3 * rng.standard_normal(st.object.shape)) * np.exp(
+        0.5j * rng.standard_normal(st.object.shape))
+    st.object *= np.sqrt(1e4 / 50)
+    return st
+
+
+@pytest.mark.parametrize("noise", ["amplitude", "poisson"])
+def test_gradients_match_finite_differences(problem, noise):
+    p = problem
+    rng = np.random.default_rng(7)
+    st = _perturbed_state(p, rng)
+    opts = MLOptions(noise_model=noise, mu=0.05)
+    w = ml.mu_weights(st, p.data, p.op, opts.mu)
+    c0, g_o, g_p = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w)
+    d_o = rng.standard_normal(st.object.shape) + 1j * rng.standard_normal(st.object.shape)
+    d_p = rng.standard_normal(st.probe.shape) + 1j * rng.standard_normal(st.probe.shape)
+    d_o *= 1e-3 * np.linalg.norm(st.object) / np.linalg.norm(d_o)
+    d_p *= 1e-3 * np.linalg.norm(st.probe) / np.linalg.norm(d_p)
+    for which, d, g in (("object", d_o, g_o), ("probe", d_p, g_p)):
+        eps = 1e-3
+
+        def at(t):
+            s = dataclasses.replace(st, object=st.object + t * d if which == "object" else st.object,
+                                    probe=st.probe + t * d if which == "probe" else st.probe)
+            return ml.cost(s, p.data, op=p.op, options=opts, weights=w)
+
+        fd = (at(eps) - at(-eps)) / (2 * eps)
+        an = 2 * np.vdot(g, d).real                        # dL = 2 Re⟨∇*, δ⟩
+        assert fd == pytest.approx(an, rel=1e-5), which
+    # line-search coefficients: L'(0) and L''(0) along a joint direction
+    d1, d2 = ml.line_coefficients(st, p.data, op=p.op, options=opts, weights=w, d_obj=d_o, d_probe=d_p)
+
+    def along(t):
+        s = dataclasses.replace(st, object=st.object + t * d_o, probe=st.probe + t * d_p)
+        return ml.cost(s, p.data, op=p.op, options=opts, weights=w)
+
+    h = 1e-2
+    fd1 = (along(h) - along(-h)) / (2 * h)
+    fd2 = (along(h) - 2 * c0 + along(-h)) / h ** 2
+    assert d1 == pytest.approx(2 * (np.vdot(g_o, d_o) + np.vdot(g_p, d_p)).real, rel=1e-8)
+    assert d1 == pytest.approx(fd1, rel=1e-4)
+    assert d2 == pytest.approx(fd2, rel=1e-3)
+
+
+def test_cg_decreases_cost(problem):
+    p = problem
+    rng = np.random.default_rng(8)
+    st = initial_state(p, p.true_probe * (1 + 0.05 * rng.standard_normal(p.true_probe.shape)))
+    st.object = p.true_object + 0.05 * np.abs(p.true_object).max() * p.support * rng.standard_normal(
+        p.true_object.shape)
+    opts = MLOptions(noise_model="amplitude")
+    costs = []
+    for _ in range(6):
+        st, stats = ml.step(st, p.data, op=p.op, options=opts)
+        costs.append(stats.cost)
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(costs, costs[1:]))
+    assert costs[-1] < 0.3 * costs[0]
