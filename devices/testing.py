@@ -81,3 +81,22 @@ class GaussianRockingSource:
         z = (rocking_offset_deg - self.centre_offset_deg) / self.sigma_deg
         v = self.background_counts + self.peak_counts * flux_scale * math.exp(-0.5 * z * z)
         return np.full(_roi_shape(roi, self.detector_shape), int(round(v)), dtype=np.uint32)
+
+
+class HookedFrameSource:
+    """Wraps a FrameSource and runs ``action(kwargs)`` during its ``k``-th acquisition.
+
+    Tests use it to pause the RunEngine, dump the beam or kill a server mid-exposure.
+    ``action`` may return replacement keyword arguments for that frame (None keeps them).
+    """
+
+    def __init__(self, source: object, k: int, action: object) -> None:
+        self.source, self.k, self.action, self.n = source, int(k), action, 0
+        self.detector_shape = source.detector_shape  # type: ignore[attr-defined]
+
+    def frame(self, **kw: object) -> np.ndarray:
+        """Delegate to the wrapped source, running the action on the k-th call."""
+        self.n += 1
+        if self.n == self.k:
+            kw = self.action(kw) or kw  # type: ignore[operator]
+        return self.source.frame(**kw)  # type: ignore[attr-defined]

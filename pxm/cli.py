@@ -1,4 +1,4 @@
-"""The ``pxm`` command line: ``pxm serve``, ``pxm demo``, ``pxm runs``.
+"""The ``pxm`` command line: ``serve``, ``demo``, ``runs``, ``export``, ``probe``, ``reconstruct``.
 
 Heavy imports sit inside the command functions so ``pxm --help`` stays fast.
 """
@@ -78,6 +78,113 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
 
 
+def _need_key(args: argparse.Namespace, cmd: str) -> str:
+    if not args.api_key:
+        raise ValueError(f"give --api-key or set ${API_KEY_ENV}")
+    return args.api_key
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a Bragg-ptychography run from Tiled to a dataset file."""
+    from pxm.export import export_run
+
+    ds = export_run(args.tiled_uri, _need_key(args, "export"), args.run, args.output)
+    print(f"wrote {args.output}: {ds.layout} layout, frames {tuple(ds.frames.shape)}, "
+          f"{int((~ds.detector_mask).sum())} masked pixels, sample {ds.sample.get('name')!r}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Forward ptychography of a spiral run → probe file for ``pxm reconstruct --probe-file``."""
+    from pxm.catalog import connect, ensure_layout
+    from pxm.export import find_run
+    from pxm.reconstruct import probe_from_spiral_run, write_probe_file
+
+    raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "probe")))
+    probe, px, md, err = probe_from_spiral_run(find_run(raw, args.run), n_iterations=args.iterations,
+                                               algorithm=args.algorithm)
+    md["tiled_uri"] = args.tiled_uri
+    write_probe_file(args.output, probe, pixel_size_m=px, metadata=md, error_history=err)
+    print(f"wrote {args.output}: probe {probe.shape}, pixel {px * 1e9:.2f} nm, final error {err[-1]:.4g}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """Reconstruct a dataset file or a Tiled run; write results (+ CXI, figures, Tiled)."""
+    import tempfile
+
+    import numpy as np
+
+    from analysis.dataset import read_dataset, read_results
+    from pxm.reconstruct import ReconstructOptions, reconstruct_dataset, recipe_by_name, write_outputs
+
+    if (args.dataset is None) == (args.run is None):
+        raise ValueError("give either DATASET.h5 or --run UID (not both)")
+    if args.publish and args.run is None:
+        raise ValueError("--publish needs --run UID (the raw run the result belongs to)")
+    recipe = recipe_by_name(args.recipe, n_epie_iterations=args.iterations, n_ml_iterations=args.ml)
+    raw = run = None
+    probe_file = args.probe_file
+    tmp = tempfile.TemporaryDirectory(prefix="pxm-reconstruct-")
+    try:
+        if args.run is not None or args.probe_run is not None:
+            from pxm.catalog import connect, ensure_layout
+
+            if not args.tiled_uri:
+                raise ValueError("--run and --probe-run need --tiled-uri")
+            raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "reconstruct")))
+        if args.run is not None:
+            from pxm.export import find_run, run_to_dataset
+
+            run = find_run(raw, args.run)
+            dataset = run_to_dataset(run, tiled_uri=args.tiled_uri)
+            source = f"{args.tiled_uri}/raw/{args.run}"
+        else:
+            if not Path(args.dataset).is_file():
+                raise ValueError(f"{args.dataset}: no such file")
+            dataset = read_dataset(args.dataset)
+            source = str(args.dataset)
+        if args.probe_run is not None:
+            from pxm.export import find_run
+            from pxm.reconstruct import probe_from_spiral_run, write_probe_file
+
+            probe, px, md, err = probe_from_spiral_run(find_run(raw, args.probe_run))
+            probe_file = Path(tmp.name) / "probe.h5"
+            write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
+        outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
+                                      options=ReconstructOptions(progress=not args.no_progress))
+        out = write_outputs(outcome, args.output, dataset=dataset, dataset_source=source, cxi_path=args.cxi,
+                            figures_dir=args.figures)
+    finally:
+        tmp.cleanup()
+    m = outcome.metrics
+    print(f"wrote {out['results']}: {m['n_iterations']} iterations, final cost {m['final_cost']:.4g}, "
+          f"{outcome.timings_s['iterations_s']:.1f} s")
+    if out["cxi"] is not None:
+        print(f"wrote {out['cxi']}")
+    for f in out["figures"]:
+        print(f"wrote {f}")
+    if args.publish:
+        from pxm.catalog import connect, ensure_layout
+        from pxm.publish import publish_results
+        from pxm.reconstruct import software_info
+
+        r = read_results(args.output)
+        maps = outcome.strain
+        _, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
+        res = publish_results(
+            processed, run.metadata["start"]["uid"],
+            {"object": r["object"], "probe": r["probe"], "background": r.get("background"),
+             "strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad, "omega_y": maps.omega_y_rad,
+             "error": np.asarray(outcome.result.costs, float),
+             "error_phase": np.asarray([p == "ml" for p in outcome.result.phases], np.int8),
+             "metrics": m, "timings_s": outcome.timings_s},
+            raw_run=run, raw_uri=getattr(run, "uri", None), parameters=r["parameters"],
+            software=software_info(), extra_metadata={"recipe": args.recipe, "probe_source": outcome.probe_source})
+        print(f"published {res.uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pxm``."""
     parser = argparse.ArgumentParser(prog="pxm", description="Coherent X-ray Bragg microscopy: scan to science.")
@@ -102,6 +209,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiled-uri", required=True)
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("export", help="export a Bragg-ptychography run from Tiled to a dataset file")
+    p.add_argument("run", metavar="RUN", help="run uid in /raw")
+    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset HDF5 file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("probe", help="forward ptychography of a spiral run → probe file")
+    p.add_argument("run", metavar="RUN_UID", help="uid of a spiral_probe_scan run in /raw")
+    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.add_argument("-o", "--output", type=Path, default=Path("probe.h5"), help="probe file (default probe.h5)")
+    p.add_argument("--iterations", type=int, default=100, help="ePIE sweeps (default 100, as in the seed)")
+    p.add_argument("--algorithm", choices=("epie", "mpie"), default="epie")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a dataset file or a Tiled run")
+    p.add_argument("dataset", metavar="DATASET.h5", nargs="?", type=Path, default=None)
+    p.add_argument("--run", default=None, metavar="UID", help="reconstruct this /raw run instead of a file")
+    p.add_argument("--tiled-uri", default=None)
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.add_argument("-o", "--output", type=Path, required=True, help="results HDF5 file to write")
+    p.add_argument("--recipe", choices=("seed", "quick", "baseline"), default="seed",
+                   help="seed: 1000 ePIE + 500 ML (hours); baseline: fixed probe, U = 1; quick: seconds (CI)")
+    p.add_argument("--iterations", type=int, default=None, help="ePIE sweeps (overrides the recipe)")
+    p.add_argument("--ml", type=int, default=None, help="ML iterations (overrides the recipe)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--probe-run", default=None, metavar="UID", help="spiral run: forward ptychography gives the probe")
+    g.add_argument("--probe-file", type=Path, default=None, metavar="F", help="probe file written by `pxm probe`")
+    p.add_argument("--cxi", type=Path, default=None, help="also export the object and probe as CXI")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
+    p.add_argument("--publish", action="store_true", help="publish the result to /processed (needs --run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reconstruct)
     return parser
 
 
@@ -110,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
-        print(f"pxm {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, ConnectionError, RuntimeError, TimeoutError, OSError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"pxm {args.command}: error: {msg}", file=sys.stderr)
         return 1
 
 

@@ -6,6 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from bluesky import RunEngine
+
+from analysis.geometry import BraggGeometry
+from devices.sim_beamline import make_sim_beamline
+from devices.testing import EncodingFrameSource
 
 # Fail fast instead of retrying for 45 s when a Tiled server is down (bluesky-tiled.md §1).
 os.environ.setdefault("TILED_RETRY_ATTEMPTS", "1")
@@ -52,3 +57,27 @@ def tiled_layout(tiled_service):
     root = tiled_service.client()
     raw, processed = ensure_layout(root)
     return root, raw, processed
+
+
+# --- RunEngine and a simulated beamline on a position-encoding frame source (devices, plans) ---
+@pytest.fixture
+def geometry() -> BraggGeometry:
+    """Small symmetric W(220)-like geometry: 16 × 16 px, 9 angles of 0.01°."""
+    return BraggGeometry(energy_kev=8.0, d_spacing_m=1.119e-10, detector_distance_m=1.4, n_rows_px=16,
+                         n_cols_px=16, n_angles=9, rocking_step_deg=0.01, bragg_angle_deg=43.9, hkl=(2, 2, 0))
+
+
+@pytest.fixture
+def RE():
+    """A real RunEngine; halted at teardown if a test left it paused."""
+    re = RunEngine({}, call_returns_result=True)
+    yield re
+    if re.state != "idle":
+        re.halt()
+
+
+@pytest.fixture
+def beamline(tmp_path, geometry):
+    """Sim gonio, stage, monitor and Maxipix on an EncodingFrameSource (16 × 16 px)."""
+    return make_sim_beamline(EncodingFrameSource((16, 16)), geometry=geometry, data_dir=tmp_path / "raw",
+                             exposure_s=0.001)

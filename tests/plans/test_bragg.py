@@ -7,7 +7,7 @@ from bluesky.suspenders import SuspendFloor
 from bluesky.utils import RunEngineInterrupted
 
 from devices.sim_beamline import make_sim_beamline
-from devices.testing import EncodingFrameSource
+from devices.testing import EncodingFrameSource, HookedFrameSource
 from plans.bragg import raster_rocking_scan
 from plans.patterns import raster_positions_um, rocking_angles_deg
 
@@ -56,25 +56,11 @@ def test_scan_frames_match_positions(RE, beamline, geometry, order):
     assert all("units" in v for v in desc["data_keys"].values())
 
 
-class _Hook:
-    """Wraps the frame source; runs ``action`` inside the k-th acquisition (during the exposure)."""
-
-    def __init__(self, source, k, action):
-        self.source, self.k, self.action, self.n = source, k, action, 0
-        self.detector_shape = source.detector_shape
-
-    def frame(self, **kw):
-        self.n += 1
-        if self.n == self.k:
-            kw = self.action(kw)
-        return self.source.frame(**kw)
-
-
 def test_pause_resume_mid_scan(RE, tmp_path, geometry):
     def pause(kw):
         RE.request_pause(defer=False)
         return kw
-    bl = make_sim_beamline(_Hook(EncodingFrameSource(), 7, pause), geometry=geometry, data_dir=tmp_path,
+    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource(), 7, pause), geometry=geometry, data_dir=tmp_path,
                            exposure_s=0.001)
     docs = DocCollector()
     RE.subscribe(docs)
@@ -94,7 +80,7 @@ def test_beam_dump_suspends_and_frames_stay_aligned(RE, tmp_path, geometry):
         threading.Timer(0.3, bl.monitor.refill).start()
         time.sleep(0.05)                        # the RE sees the dump while this exposure runs
         return {**kw, "flux_scale": 0.0}        # and this frame is taken without beam
-    bl = make_sim_beamline(_Hook(EncodingFrameSource(), 10, dump), geometry=geometry, data_dir=tmp_path,
+    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource(), 10, dump), geometry=geometry, data_dir=tmp_path,
                            exposure_s=0.001)
     RE.install_suspender(SuspendFloor(bl.monitor.current, 50, resume_thresh=150, sleep=0.05))
     docs = DocCollector()

@@ -19,7 +19,7 @@ from bluesky import RunEngineInterrupted
 
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi
 from devices.sim_beamline import make_sim_beamline
-from devices.testing import EncodingFrameSource, decode_frame
+from devices.testing import EncodingFrameSource, decode_frame, HookedFrameSource
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg, rocking_curve_align
 from pxm.runengine import BeamSuspenderOptions, make_run_engine
 
@@ -37,20 +37,6 @@ def raw_dir(tiled_service):
     d = tiled_service.config.raw_path / uuid.uuid4().hex[:8]
     d.mkdir(parents=True)
     return d
-
-
-class _Hook:
-    """FrameSource wrapper that runs ``action`` during the k-th acquisition (mid-exposure)."""
-
-    def __init__(self, source, k, action):
-        self.source, self.k, self.action, self.n = source, k, action, 0
-        self.detector_shape = source.detector_shape
-
-    def frame(self, **kw):
-        self.n += 1
-        if self.n == self.k:
-            kw = self.action(kw) or kw
-        return self.source.frame(**kw)
 
 
 def _scan(bl, geometry, n_raster, order="angle_outer"):
@@ -125,7 +111,7 @@ def test_pause_and_resume_keep_frames_aligned_in_tiled(tiled_layout, raw_dir, ge
     def pause(kw):
         holder["w"].RE.request_pause(defer=False)
 
-    bl = make_sim_beamline(_Hook(EncodingFrameSource((16, 16)), 40, pause), geometry=geometry,
+    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource((16, 16)), 40, pause), geometry=geometry,
                            data_dir=raw_dir, exposure_s=0.001)
     holder["w"] = w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs")
     plan, _, _ = _scan(bl, geometry, 3, order="raster_outer")
@@ -148,7 +134,7 @@ def test_beam_dump_suspends_and_tiled_serves_the_right_frames(tiled_layout, raw_
         time.sleep(0.05)
         return {**kw, "flux_scale": 0.0}             # this frame is taken without beam
 
-    bl = make_sim_beamline(_Hook(EncodingFrameSource((16, 16)), 30, dump), geometry=geometry,
+    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource((16, 16)), 30, dump), geometry=geometry,
                            data_dir=raw_dir, exposure_s=0.001)
     holder["bl"] = bl
     w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs", beam_signal=bl.monitor.current,
@@ -170,7 +156,7 @@ def test_tiled_down_mid_scan_loses_no_data(raw_dir, geometry, tmp_path):
     def kill(kw):
         service.stop()
 
-    bl = make_sim_beamline(_Hook(EncodingFrameSource((16, 16)), 5, kill), geometry=geometry, data_dir=raw_dir,
+    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource((16, 16)), 5, kill), geometry=geometry, data_dir=raw_dir,
                            exposure_s=0.001)
     w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs")
     plan, _, _ = _scan(bl, geometry, 2)

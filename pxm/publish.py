@@ -1,0 +1,83 @@
+"""Publish a finished reconstruction to Tiled (``/processed``), linked both ways to its raw run.
+
+Layout: one container per result,
+``/processed/<raw_uid[:8]>-recon-NNN`` with Spec ``BraggPtychoReconstruction`` 0.1 and
+metadata ``{raw_uid, raw_uri, algorithm, parameters, software, status: "complete", ...}``;
+arrays ``object`` (complex64), ``probe`` (complex64), ``background``, ``strain_zz``,
+``omega_x``, ``omega_y`` (float32, NaN off the support), ``error`` (float64 per iteration)
+and ``error_phase`` (0 = ePIE, 1 = ML). The raw run gets a back-link in its metadata
+``analysis`` list (``start`` is left intact). Live streaming is not done here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RESULT_SPEC", "RESULT_SPEC_VERSION", "next_result_key", "publish_results"]
+
+RESULT_SPEC = "BraggPtychoReconstruction"
+RESULT_SPEC_VERSION = "0.1"
+
+
+def next_result_key(processed: Any, raw_uid: str) -> str:
+    """``<raw_uid[:8]>-recon-NNN`` with NNN one above the highest already in ``processed``."""
+    prefix = f"{raw_uid[:8]}-recon-"
+    pat = re.compile(re.escape(prefix) + r"(\d{3,})$")
+    nums = [int(m.group(1)) for k in processed if (m := pat.match(str(k)))]
+    return f"{prefix}{max(nums, default=0) + 1:03d}"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw_run: Any = None,
+                    raw_uri: str | None = None, algorithm: str = "pxm Bragg ptychography (ePIE + ML)",
+                    parameters: dict[str, Any] | None = None, software: dict[str, Any] | None = None,
+                    extra_metadata: dict[str, Any] | None = None) -> Any:
+    """Write one result container under ``processed``; return its client.
+
+    ``result`` holds NumPy arrays: ``object``, ``probe`` (required), ``background``,
+    ``strain_zz``, ``omega_x``, ``omega_y``, ``error``, ``error_phase`` (optional), and
+    optionally ``metrics`` / ``timings_s`` dicts (stored in the metadata). ``raw_run``,
+    when given, receives the back-link ``metadata["analysis"]``.
+    """
+    from tiled.structures.core import Spec
+
+    for k in ("object", "probe"):
+        if result.get(k) is None:
+            raise ValueError(f"publish_results: result[{k!r}] is missing")
+    if raw_uri is None and raw_run is not None:
+        raw_uri = getattr(raw_run, "uri", None)
+    key = next_result_key(processed, raw_uid)
+    md = {"raw_uid": raw_uid, "raw_uri": raw_uri, "algorithm": algorithm, "parameters": parameters or {},
+          "software": software or {}, "status": "complete",
+          "metrics": result.get("metrics") or {}, "timings_s": result.get("timings_s") or {},
+          **(extra_metadata or {})}
+    res = processed.create_container(key, metadata=_jsonable(md), specs=[Spec(RESULT_SPEC, version=RESULT_SPEC_VERSION)])
+    obj = np.asarray(result["object"])
+    res.write_array(obj.astype(np.complex64), key="object", dims=["e1", "e2", "e3"][: obj.ndim])
+    res.write_array(np.asarray(result["probe"]).astype(np.complex64), key="probe")
+    for name, dtype in (("background", np.float32), ("strain_zz", np.float32), ("omega_x", np.float32),
+                        ("omega_y", np.float32), ("error", np.float64), ("error_phase", np.int8)):
+        v = result.get(name)
+        if v is not None:
+            res.write_array(np.ascontiguousarray(np.asarray(v).astype(dtype)), key=name)
+    if raw_run is not None:
+        links = list(raw_run.metadata.get("analysis") or [])
+        links.append({"key": key, "uri": getattr(res, "uri", None), "algorithm": algorithm, "status": "complete"})
+        raw_run.update_metadata(metadata={"analysis": links})
+    return res

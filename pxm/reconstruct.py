@@ -1,0 +1,371 @@
+"""``pxm reconstruct`` and ``pxm probe``: dataset → engine → results file, CXI and figures.
+
+* :func:`recipe_by_name` — ``seed`` (Methods: 1000 ePIE + 500 ML), ``baseline`` (fixed
+  probe, U = 1) and ``quick`` (a few iterations, for CI and smoke tests);
+* :func:`initial_probe` — P2 from a probe file written by ``pxm probe`` (forward
+  ptychography of the Siemens-star spiral) or from the KB rectangular-NA model;
+* :func:`reconstruct_dataset` — checks the dataset against the engine before iterating,
+  runs it with a tqdm bar, computes strain/tilt maps and metrics;
+* :func:`write_outputs` — results HDF5 (``docs/dataset-format.md`` §2), optional CXI and PNGs;
+* :func:`probe_from_spiral_run` / :func:`write_probe_file` — ``pxm probe``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.dataset import BraggDataset
+from analysis.engine import Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline, seed_recipe
+from analysis.geometry import BraggGeometry
+from analysis.strain import StrainMaps
+
+__all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
+           "ReconstructOptions", "ReconstructionOutcome", "engine_inputs", "initial_probe",
+           "reconstruct_dataset", "write_outputs", "software_info", "write_probe_file", "read_probe_file",
+           "probe_from_spiral_run"]
+
+RECIPES = ("seed", "quick", "baseline")
+KB_NA_V_RAD = 3.7e-4
+"""Vertical NA of the seed's KB mirrors (rad)."""
+KB_NA_H_RAD = 1.9e-4
+"""Horizontal NA of the seed's KB mirrors (rad)."""
+PROBE_FILE_FORMAT = "pxm-probe"
+
+
+def quick_recipe() -> Recipe:
+    """A few ePIE sweeps and one ML iteration on a fixed slab: seconds on a tiny dataset (CI)."""
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=10 ** 6,
+                            shrinkwrap_stop_iter=10 ** 6)
+    return Recipe(n_epie_iterations=3, n_ml_iterations=1, support=sched)
+
+
+def recipe_by_name(name: str, *, n_epie_iterations: int | None = None, n_ml_iterations: int | None = None) -> Recipe:
+    """``seed``, ``quick`` or ``baseline`` with optional iteration counts replaced."""
+    makers = {"seed": seed_recipe, "quick": quick_recipe, "baseline": fixed_probe_baseline}
+    if name not in makers:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    r = makers[name]()
+    kw: dict[str, int] = {}
+    if n_epie_iterations is not None:
+        kw["n_epie_iterations"] = n_epie_iterations
+    if n_ml_iterations is not None:
+        kw["n_ml_iterations"] = n_ml_iterations
+    return dataclasses.replace(r, **kw) if kw else r
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructOptions:
+    """Everything ``pxm reconstruct`` decides besides the recipe."""
+
+    na_v_rad: float = KB_NA_V_RAD
+    """Vertical NA for the model probe and the NA mask (rad)."""
+    na_h_rad: float = KB_NA_H_RAD
+    """Horizontal NA for the model probe and the NA mask (rad)."""
+    defocus_m: float = 0.0
+    """Defocus of the model probe (m)."""
+    use_na_mask: bool = True
+    """Constrain the probe's angular spectrum to na_factor × NA during ePIE."""
+    progress: bool = True
+    """Show a tqdm progress bar on stderr."""
+    scale_probe_to_data: bool = True
+    """Rescale the initial probe so the first view predicts the measured counts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructionOutcome:
+    """What one reconstruction produced."""
+
+    result: ReconstructionResult = field(repr=False)
+    strain: StrainMaps = field(repr=False)
+    metrics: dict[str, Any]
+    timings_s: dict[str, float]
+    recipe: Recipe
+    recipe_name: str
+    probe_source: str
+
+
+def software_info() -> dict[str, str]:
+    """pxm and key library versions."""
+    from importlib import metadata
+
+    out = {"name": "pxm"}
+    for pkg in ("pxm", "numpy", "scipy", "h5py"):
+        try:
+            out[pkg if pkg != "pxm" else "version"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg if pkg != "pxm" else "version"] = "unknown"
+    return out
+
+
+def engine_inputs(dataset: BraggDataset) -> dict[str, Any]:
+    """frames (POS, ANGLE, N1, N2) float32, mask, stage_xyz_m (POS, 3), rocking_offsets_deg (ANGLE,).
+
+    Raises ValueError for what the engine cannot take: a partial (flat) scan, positions that
+    change with the angle by more than 10 nm, angles that differ between positions.
+    """
+    if dataset.layout != "grid":
+        raise ValueError("dataset: flat layout (a partial scan); the reconstruction needs every position at every "
+                         "angle (grid layout)")
+    frames = np.asarray(dataset.frames, np.float32)
+    angles = np.asarray(dataset.rocking_angle_deg, float)
+    pos = np.asarray(dataset.stage_position_m, float)
+    stage = pos.mean(axis=1)
+    spread = float(np.abs(pos - stage[:, None]).max()) if pos.size else 0.0
+    if spread > 10e-9:
+        raise ValueError(f"dataset: /data/stage_position_m moves by {spread * 1e9:.1f} nm between angles of one "
+                         "position; the engine takes one position per raster point")
+    ang = angles.mean(axis=0)
+    g = dataset.geometry
+    if np.abs(angles - ang[None]).max() > 0.05 * abs(g.rocking_step_deg):
+        raise ValueError("dataset: /data/rocking_angle_deg differs between positions by more than 5 % of a step")
+    offsets = ang - g.theta_bragg_deg
+    # the grid of angles is what the engine needs; centre it on θ_B's index (absolute misalignment is harmless)
+    return dict(frames=frames, mask=np.asarray(dataset.detector_mask, bool), stage_xyz_m=stage,
+                rocking_offsets_deg=offsets)
+
+
+# ------------------------------------------------------------------------------------------ probe files
+def write_probe_file(path: str | Path, probe_vh: np.ndarray, *, pixel_size_m: float,
+                     metadata: dict[str, Any] | None = None, error_history: Any = None) -> None:
+    """HDF5 probe file: ``/probe`` (V, H) complex with attrs ``pixel_size_m``, ``axes``; ``/metadata`` JSON."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = PROBE_FILE_FORMAT
+        d = f.create_dataset("probe", data=np.asarray(probe_vh, np.complex128))
+        d.attrs["pixel_size_m"] = float(pixel_size_m)
+        d.attrs["axes"] = "p1 (vertical, V), p2 (horizontal, H); beam-plane probe"
+        if error_history is not None:
+            f.create_dataset("error_history", data=np.asarray(error_history, float))
+        f.attrs["metadata"] = json.dumps(metadata or {}, default=str)
+
+
+def read_probe_file(path: str | Path) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """(probe (V, H), pixel_size_m, metadata) from :func:`write_probe_file`; errors name the key."""
+    import json
+
+    import h5py
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such probe file")
+    with h5py.File(path, "r") as f:
+        if "probe" not in f:
+            raise ValueError(f"{path}: /probe: dataset missing; write it with `pxm probe`")
+        d = f["probe"]
+        if "pixel_size_m" not in d.attrs:
+            raise ValueError(f"{path}: /probe@pixel_size_m: attribute missing")
+        return d[()], float(d.attrs["pixel_size_m"]), json.loads(f.attrs.get("metadata", "{}"))
+
+
+def initial_probe(geometry: BraggGeometry, *, probe_file: str | Path | None = None,
+                  options: ReconstructOptions = ReconstructOptions()) -> tuple[np.ndarray, str]:
+    """(P2 on ``geometry.recon_shape[1:]``, description of its source)."""
+    from analysis.probe_init import ProbeInitOptions, model_probe, probe_from_perpendicular
+
+    if probe_file is not None:
+        p, px, md = read_probe_file(probe_file)
+        p2 = probe_from_perpendicular(p, px, geometry, options=ProbeInitOptions(recentre=True))
+        return p2, f"file:{probe_file}" + (f" (run {md['raw_uid']})" if "raw_uid" in md else "")
+    p2 = model_probe(geometry, na_v_rad=options.na_v_rad, na_h_rad=options.na_h_rad, defocus_m=options.defocus_m)
+    return p2, f"model: rectangular NA {options.na_v_rad:g} (V) × {options.na_h_rad:g} (H) rad"
+
+
+def _scale_probe(rec: Any) -> float:
+    """Scale the engine's probe so view 0 predicts the measured counts of position 0; return the factor."""
+    xp = np
+    st, d, op = rec.state, rec.data, rec.op
+    view = op.view(d.offsets_vox[0])
+    psi = op.fourier.forward(op.probe_at(st.probe, d.shifts_px[0]) * st.object[view])
+    mask = np.asarray(d.mask)
+    pred = float(xp.sum(np.abs(np.asarray(psi)) ** 2 * mask))
+    meas = float(xp.sum(np.asarray(d.intensities[0]) * mask))
+    if not (pred > 0 and meas > 0):
+        return 1.0
+    f = float(np.sqrt(meas / pred))
+    st.probe = st.probe * st.probe.dtype.type(f)
+    return f
+
+
+# ------------------------------------------------------------------------------------------ run
+def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: str = "custom",
+                        probe_file: str | Path | None = None,
+                        options: ReconstructOptions = ReconstructOptions()) -> ReconstructionOutcome:
+    """Validate, build the engine, iterate the whole recipe (tqdm), compute strain and metrics."""
+    from tqdm import tqdm
+
+    from analysis.engine import Reconstruction
+    from analysis.strain import strain_from_geometry
+
+    t0 = time.perf_counter()
+    inputs = engine_inputs(dataset)
+    geom = dataset.geometry
+    if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
+        geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
+    p2, source = initial_probe(geom, probe_file=probe_file, options=options)
+    na = (options.na_v_rad, options.na_h_rad) if options.use_na_mask else None
+    rec = Reconstruction(geom, inputs["frames"], inputs["mask"], inputs["stage_xyz_m"],
+                         inputs["rocking_offsets_deg"], p2, recipe=recipe, probe_na_rad=na)
+    scale = _scale_probe(rec) if options.scale_probe_to_data else 1.0
+    t_setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with tqdm(total=recipe.n_iterations, desc="pxm reconstruct", unit="it", disable=not options.progress,
+              dynamic_ncols=True) as bar:
+        for _ in range(recipe.n_iterations):
+            rec.iterate(1)
+            bar.update(1)
+            phase = "ML" if rec.iteration > recipe.n_epie_iterations else "ePIE"
+            bar.set_postfix_str(f"{phase} cost {rec.result().costs[-1]:.4g}" if rec.iteration % 10 == 0
+                                or rec.iteration == recipe.n_iterations else phase, refresh=False)
+    t_iter = time.perf_counter() - t1
+    res = rec.result()
+    t2 = time.perf_counter()
+    strain = strain_from_geometry(res.object, res.geometry, support=res.support)
+    t_strain = time.perf_counter() - t2
+    costs = np.asarray(res.costs, float)
+    phases = np.asarray(res.phases)
+    metrics: dict[str, Any] = {
+        "n_iterations": int(res.iterations),
+        "final_cost": float(costs[-1]) if costs.size else float("nan"),
+        "final_epie_cost": float(costs[phases == "epie"][-1]) if np.any(phases == "epie") else float("nan"),
+        "final_ml_cost": float(costs[phases == "ml"][-1]) if np.any(phases == "ml") else float("nan"),
+        "n_positions": int(inputs["frames"].shape[0]),
+        "n_angles": int(inputs["frames"].shape[1]),
+        "valid_strain_voxels": int(np.sum(np.asarray(strain.mask))),
+        "support_voxels": int(np.sum(res.support)),
+        "initial_probe_scale": scale,
+    }
+    timings = {"setup_s": t_setup, "iterations_s": t_iter, "strain_s": t_strain,
+               "per_iteration_mean_s": float(np.mean(res.timings_s)) if res.timings_s else 0.0}
+    return ReconstructionOutcome(result=res, strain=strain, metrics=metrics, timings_s=timings, recipe=recipe,
+                                 recipe_name=recipe_name, probe_source=source)
+
+
+def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset,
+                  dataset_source: str | None = None, cxi_path: str | Path | None = None,
+                  figures_dir: str | Path | None = None) -> dict[str, Any]:
+    """Results HDF5 (+ CXI, PNGs); returns {"results": path, "cxi": path|None, "figures": [paths]}."""
+    from analysis.dataset import write_cxi, write_results
+
+    res = outcome.result
+    g = res.geometry
+    vox = g.voxel_size_m
+    t0 = time.perf_counter()
+    provenance = {**dataset.provenance, "software": "pxm", "software_info": software_info(),
+                  "recipe_name": outcome.recipe_name, "probe_source": outcome.probe_source,
+                  "dataset": dataset_source, "sample_name": dataset.sample.get("name"),
+                  "phases": list(res.phases)}
+    provenance = {k: v for k, v in provenance.items() if v is not None}
+    timings = dict(outcome.timings_s)
+    write_results(results_path, object=res.object, probe=res.probe, voxel_size_m=vox, background=res.background,
+                  strain={"reconstruction": outcome.strain}, metrics=outcome.metrics,
+                  parameters=dataclasses.asdict(outcome.recipe), timings_s=timings, error_history=res.costs,
+                  geometry=g, provenance=provenance)
+    out: dict[str, Any] = {"results": Path(results_path), "cxi": None, "figures": []}
+    if cxi_path is not None:
+        write_cxi(cxi_path, res.object, pixel_size_m=vox, probe=res.probe, probe_pixel_size_m=vox[1:],
+                  energy_kev=g.energy_kev, detector_distance_m=g.detector_distance_m,
+                  detector_pixel_size_m=g.pixel_size_m, title=f"pxm Bragg ptychography {dataset.sample.get('name', '')}",
+                  process={"recipe": dataclasses.asdict(outcome.recipe), "provenance": provenance})
+        out["cxi"] = Path(cxi_path)
+    if figures_dir is not None:
+        out["figures"] = _figures(outcome, Path(figures_dir))
+    # the write time goes into the file as well
+    import h5py
+
+    with h5py.File(results_path, "a") as f:
+        f["timings"].attrs["write_s"] = time.perf_counter() - t0
+    return out
+
+
+def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
+    from analysis.figures import save_object_slices, save_probe, save_strain_slices
+
+    d.mkdir(parents=True, exist_ok=True)
+    res = outcome.result
+    vox = res.geometry.voxel_size_m
+    paths = [save_object_slices(d / "object.png", res.object, title="object ρ"),
+             save_probe(d / "probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)"),
+             save_strain_slices(d / "strain.png", outcome.strain)]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    costs = np.asarray(res.costs, float)
+    phases = np.asarray(res.phases)
+    it = np.arange(1, costs.size + 1)
+    for ph, colour in (("epie", "C0"), ("ml", "C1")):
+        sel = phases == ph
+        if sel.any():
+            ax.semilogy(it[sel], np.maximum(costs[sel], 1e-300), ".-", color=colour, label=ph)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(d / "convergence.png", dpi=90)
+    plt.close(fig)
+    paths.append(d / "convergence.png")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ pxm probe
+def probe_from_spiral_run(run: Any, *, n_iterations: int = 100, algorithm: str = "epie",
+                          detector_pixel_size_m: float = 55e-6) -> tuple[np.ndarray, float, dict[str, Any], Any]:
+    """Forward ptychography of a ``spiral_probe_scan`` run: (probe (V, H), pixel m, metadata, error history).
+
+    Stage x ↔ detector rows ↔ V and stage y ↔ columns ↔ H (``sim.TransmissionSimulator``);
+    the starting probe is the KB rectangular NA.
+    """
+    from analysis.forward_ptycho import (ForwardGeometry, ForwardPtychoOptions, forward_ptychography,
+                                         rectangular_na_probe)
+    from analysis.geometry import DetectorLayout, Roi
+
+    start = run.metadata.get("start") or {}
+    uid = start.get("uid", "?")
+    if start.get("plan_name") != "spiral_probe_scan":
+        raise ValueError(f"run {uid}: plan_name is {start.get('plan_name')!r}, expected 'spiral_probe_scan'")
+    gmd = start.get("geometry") or {}
+    for key in ("energy_kev", "detector_distance_m"):
+        if key not in gmd:
+            raise ValueError(f"run {uid}: metadata key 'start.geometry.{key}' is missing")
+    det = (start.get("detectors") or [None])[0]
+    if det is None:
+        raise ValueError(f"run {uid}: metadata key 'start.detectors' is missing")
+    stream = run["primary"]
+    frames = np.asarray(stream[f"{det}_image"][:], float)
+    axes = (start.get("pattern") or {}).get("axes", {})
+    xk, yk = axes.get("x"), axes.get("y")
+    x = np.asarray(stream[xk][:], float) if xk and xk in stream else None
+    y = np.asarray(stream[yk][:], float) if yk and yk in stream else None
+    if x is None or y is None:
+        pos = np.asarray((start.get("pattern") or {}).get("positions_um"), float)
+        if pos.ndim != 2:
+            raise ValueError(f"run {uid}: metadata key 'start.pattern.positions_um' is missing")
+        x, y = pos[:, 0], pos[:, 1]
+    positions_m = np.stack([x, y], axis=1) * 1e-6
+    cfg = dict(stream.metadata).get("configuration", {}).get(det, {}).get("data", {})
+    mask = None
+    if f"{det}_roi_row0_px" in cfg:
+        roi = Roi(row0_px=int(cfg[f"{det}_roi_row0_px"]), col0_px=int(cfg[f"{det}_roi_col0_px"]),
+                  n_rows_px=int(cfg[f"{det}_roi_n_rows_px"]), n_cols_px=int(cfg[f"{det}_roi_n_cols_px"]))
+        mask = DetectorLayout().mask()[roi.slices]
+    fg = ForwardGeometry(energy_kev=float(gmd["energy_kev"]), detector_distance_m=float(gmd["detector_distance_m"]),
+                         detector_pixel_size_m=detector_pixel_size_m)
+    n = frames.shape[1]
+    px = fg.object_pixel_size_m(n)
+    p0 = rectangular_na_probe(frames.shape[1:], pixel_size_m=px, wavelength_m=fg.wavelength_m,
+                              na_rows=KB_NA_V_RAD, na_cols=KB_NA_H_RAD)
+    out = forward_ptychography(frames, positions_m, pixel_size_m=px, initial_probe=p0, mask=mask,
+                               options=ForwardPtychoOptions(algorithm=algorithm, n_iterations=n_iterations))
+    md = {"raw_uid": uid, "plan_name": "spiral_probe_scan", "n_iterations": n_iterations, "algorithm": algorithm,
+          "energy_kev": fg.energy_kev, "detector_distance_m": fg.detector_distance_m}
+    return np.asarray(out.probe), px, md, out.error_history
