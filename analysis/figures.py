@@ -40,8 +40,12 @@ def _centre_slices(a: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return [(f"axis0={c[0]}", a[c[0]]), (f"axis1={c[1]}", a[:, c[1]]), (f"axis2={c[2]}", a[:, :, c[2]])]
 
 
-def save_object_slices(path: str | Path, rho: Any, *, title: str = "object", axis_labels: str = "e1,e2,e3") -> Path:
-    """Central slices of |ρ| and arg ρ (rows: amplitude, phase; one column per slice)."""
+def save_object_slices(path: str | Path, rho: Any, *, title: str = "object", axis_labels: str = "e1,e2,e3",
+                       phase_threshold: float = 0.1) -> Path:
+    """Central slices of |ρ| and arg ρ (rows: amplitude, phase; one column per slice).
+
+    The phase is blanked where |ρ| < ``phase_threshold`` × max|ρ| (it has no meaning there).
+    """
     a = to_numpy(rho)
     sl = _centre_slices(a)
     fig, axes = plt.subplots(2, len(sl), figsize=(4 * len(sl), 7), squeeze=False)
@@ -49,7 +53,9 @@ def save_object_slices(path: str | Path, rho: Any, *, title: str = "object", axi
         im = axes[0, j].imshow(np.abs(s), cmap="gray", origin="lower")
         axes[0, j].set_title(f"|ρ| {name}")
         fig.colorbar(im, ax=axes[0, j], shrink=0.8)
-        im = axes[1, j].imshow(np.angle(s), cmap="hsv", vmin=-np.pi, vmax=np.pi, origin="lower")
+        amp_max = float(np.abs(a).max()) or 1.0
+        phase = np.ma.masked_where(np.abs(s) < phase_threshold * amp_max, np.angle(s))
+        im = axes[1, j].imshow(phase, cmap="hsv", vmin=-np.pi, vmax=np.pi, origin="lower")
         axes[1, j].set_title(f"arg ρ (rad) {name}")
         fig.colorbar(im, ax=axes[1, j], shrink=0.8)
     fig.suptitle(f"{title} (axes {axis_labels})")
@@ -96,6 +102,25 @@ def save_probe(path: str | Path, probe: Any, *, pixel_size_m: float | tuple[floa
         ax.set_xlabel("µm")
         ax.set_ylabel("µm")
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_convergence(path: str | Path, costs: Any, phases: Any) -> Path:
+    """Cost per iteration, one panel per phase (ePIE error and ML cost have different units)."""
+    costs = np.asarray(costs, float)
+    phases = np.asarray(phases)
+    names = [ph for ph in dict.fromkeys(phases.tolist())]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.8), squeeze=False)
+    it = np.arange(1, costs.size + 1)
+    for ax, ph in zip(axes[0], names):
+        sel = phases == ph
+        ax.semilogy(it[sel], np.maximum(costs[sel], 1e-300), ".-")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("normalised error" if ph == "epie" else "cost")
+        ax.set_title(ph)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""The ``pxm`` command line: ``serve``, ``demo``, ``runs``, ``export``, ``probe``, ``reconstruct``.
+"""The ``pxm`` command line: ``serve``, ``demo``, ``runs``, ``export``, ``probe``, ``reconstruct``,
+``live-consumer`` and ``replay``.
 
 Heavy imports sit inside the command functions so ``pxm --help`` stays fast.
 """
@@ -74,7 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pxm.demo import DemoOptions, run_demo
 
     opts = DemoOptions(full=args.full, seed=args.seed, n_raster=args.raster, n_angles=args.angles,
-                       roi_px=tuple(args.roi))
+                       roi_px=tuple(args.roi), live=not args.no_live, live_iterations=args.live_iterations)
     return run_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
 
 
@@ -185,6 +186,99 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_callback(args: argparse.Namespace):
+    """A LiveReconstructionCallback publishing to ``args.tiled_uri`` (or nowhere without it)."""
+    from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
+
+    raw = processed = None
+    if args.tiled_uri:
+        from pxm.catalog import connect, ensure_layout
+
+        raw, processed = ensure_layout(connect(args.tiled_uri, _need_key(args, "live")))
+    opts = LiveOptions(recipe=live_recipe(args.iterations, args.ml), figures_dir=args.figures,
+                       reconstruct_live=not args.no_live_engine)
+    return LiveReconstructionCallback(processed=processed, raw=raw, options=opts), raw
+
+
+def _print_summaries(summaries: list) -> None:
+    for s in summaries:
+        m = s.get("metrics", {})
+        print(f"run {s['uid']}: {m.get('n_frames_used')} of {m.get('n_frames_measured')} frames used, "
+              f"{m.get('n_iterations')} iterations, final cost {m.get('final_cost')}; "
+              f"missing {s.get('missing_frames')}, duplicates {m.get('n_duplicates')}; "
+              f"result {s.get('final_key') or '(not published)'}", flush=True)
+
+
+def cmd_live_consumer(args: argparse.Namespace) -> int:
+    """Run the live reconstruction in this process, fed by a bluesky 0MQ proxy."""
+    import asyncio
+    import threading
+
+    from bluesky.callbacks.zmq import RemoteDispatcher
+
+    cb, _ = _live_callback(args)
+    dispatcher = RemoteDispatcher(args.zmq)
+    done: list = []
+
+    def finish_after_stop(name: str, doc: dict) -> None:
+        cb(name, doc)
+        if name == "stop" and cb.sessions and args.once and not done:
+            done.append(True)
+
+            def wait_and_quit() -> None:
+                try:
+                    _print_summaries(cb.wait(args.timeout))
+                except Exception as exc:  # reported on exit
+                    done.append(exc)
+                dispatcher.loop.call_soon_threadsafe(dispatcher._task.cancel)
+
+            threading.Thread(target=wait_and_quit, daemon=True).start()
+
+    dispatcher.subscribe(finish_after_stop)
+    print(f"pxm live-consumer: listening on {args.zmq}", flush=True)
+    try:
+        dispatcher.start()
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        pass
+    errors = [e for e in done if isinstance(e, BaseException)]
+    if errors:
+        raise RuntimeError(str(errors[0]))
+    if not args.once:
+        _print_summaries(cb.wait(args.timeout))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Push a recorded run (Tiled or JSONL) through the live callback; publish its final result."""
+    from pxm.live import jsonl_documents, replay_documents, tiled_documents
+
+    if (args.run is None) == (args.jsonl is None):
+        raise ValueError("give either RUN_UID (read from Tiled) or --jsonl FILE")
+    cb, raw = _live_callback(args)
+    if args.run is not None:
+        if raw is None:
+            raise ValueError("RUN_UID needs --tiled-uri and --api-key")
+        from pxm.export import find_run
+
+        docs = tiled_documents(find_run(raw, args.run))
+    else:
+        if not Path(args.jsonl).is_file():
+            raise ValueError(f"{args.jsonl}: no such file")
+        docs = jsonl_documents(args.jsonl)
+    _print_summaries(replay_documents(docs, cb, timeout_s=args.timeout))
+    return 0
+
+
+def _add_live_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiled-uri", default=None, help="publish previews and results to this Tiled server")
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.add_argument("--iterations", type=int, default=6, help="ePIE sweeps of the live recipe (default 6)")
+    p.add_argument("--ml", type=int, default=0, help="ML iterations of the live recipe (default 0)")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
+    p.add_argument("--no-live-engine", action="store_true", help="assemble only; reconstruct after the stop")
+    p.add_argument("--timeout", type=float, default=None, help="give up waiting for results after this many s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pxm``."""
     parser = argparse.ArgumentParser(prog="pxm", description="Coherent X-ray Bragg microscopy: scan to science.")
@@ -203,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", type=int, nargs=2, default=(64, 64), metavar=("ROWS", "COLS"),
                    help="detector region saved per frame (default 64 64)")
     p.add_argument("--seed", type=int, default=2021, help="random seed of the simulation")
+    p.add_argument("--no-live", action="store_true", help="no live reconstruction during the BP scan")
+    p.add_argument("--live-iterations", type=int, default=6, help="ePIE sweeps of the live recipe (default 6)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("runs", help="list runs in a Tiled server")
@@ -244,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish", action="store_true", help="publish the result to /processed (needs --run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("live-consumer", help="live reconstruction fed over 0MQ (bluesky proxy)")
+    p.add_argument("--zmq", required=True, metavar="HOST:PORT", help="the proxy's out address")
+    p.add_argument("--once", action="store_true", help="exit after the first Bragg run's final result")
+    _add_live_args(p)
+    p.set_defaults(func=cmd_live_consumer)
+
+    p = sub.add_parser("replay", help="push a recorded run through the live reconstruction")
+    p.add_argument("run", metavar="RUN_UID", nargs="?", default=None, help="run uid in /raw (needs --tiled-uri)")
+    p.add_argument("--jsonl", type=Path, default=None, metavar="FILE", help="replay this <uid>.jsonl instead")
+    _add_live_args(p)
+    p.set_defaults(func=cmd_replay)
     return parser
 
 

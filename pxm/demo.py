@@ -49,6 +49,10 @@ class DemoOptions:
     """Points of the Siemens-star spiral (seed: 513)."""
     seed: int = 2021
     """Random seed (raster jitter and Poisson noise)."""
+    live: bool = True
+    """Run the live reconstruction (pxm.live) during the BP scan and publish to /processed."""
+    live_iterations: int = 6
+    """ePIE sweeps of the live recipe (short, so the default demo stays fast)."""
 
     def __post_init__(self) -> None:
         for name in ("n_raster", "n_angles", "n_spiral", "upsampling"):
@@ -74,7 +78,7 @@ def demo_geometry(opts: DemoOptions) -> BraggGeometry:
 
 
 def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: DemoOptions,
-                 *, log: Any = print) -> dict[str, str]:
+                 *, log: Any = print, extra_callbacks: tuple[Any, ...] = ()) -> dict[str, str]:
     """Run alignment, the BP scan and the forward spiral; return {run name: uid}."""
     from devices.sim_beamline import make_sim_beamline
     from plans import (archimedean_spiral_um, raster_positions_um, raster_rocking_scan,
@@ -92,7 +96,7 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
     bl = make_sim_beamline(bragg, geometry=geom, data_dir=raw_dir, roi=roi, exposure_s=opts.exposure_s,
                            simulate_exposure=False, seed=opts.seed)
     wiring = make_run_engine(raw_catalog=raw_catalog, documents_dir=documents_dir,
-                             beam_signal=bl.monitor.current)
+                             beam_signal=bl.monitor.current, extra_callbacks=extra_callbacks)
     RE = wiring.RE
     uids: dict[str, str] = {}
     sample_md = {"name": "W-1Re foil, He-implanted (simulated)", "material": "W", "hkl": [2, 2, 0],
@@ -152,9 +156,17 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
         uri = tiled_uri
     try:
         root = connect(uri, server.api_key)
-        raw, _ = ensure_layout(root)
+        raw, processed = ensure_layout(root)
+        live = None
+        if opts.live:
+            from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
+
+            live = LiveReconstructionCallback(processed=processed, raw=raw, options=LiveOptions(
+                recipe=live_recipe(opts.live_iterations), figures_dir=server.data_dir / "figures"))
         t0 = time.perf_counter()
-        uids = run_beamtime(raw, server.raw_path, server.data_dir / "documents", opts)
+        uids = run_beamtime(raw, server.raw_path, server.data_dir / "documents", opts,
+                            extra_callbacks=(live,) if live is not None else ())
+        summaries = live.wait(600) if live is not None else []   # raises if the final result failed
         elapsed = time.perf_counter() - t0
         bp = raw[uids["bragg_ptychography"]]
         frames = bp["primary"][f"mpx_image"]
@@ -169,6 +181,14 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
         print(f"    from tiled.client import from_uri")
         print(f"    run = from_uri('{uri}', api_key='{server.api_key}')['raw']['{uids['bragg_ptychography']}']")
         print(f"    frames = run['primary']['mpx_image'][:]; run.start['pattern']")
+        for sm in summaries:
+            m = sm.get("metrics", {})
+            print(f"live reconstruction: {m.get('n_frames_used')} frames, {m.get('n_iterations')} iterations, "
+                  f"final cost {m.get('final_cost'):.4g}; result /processed/{sm.get('final_key')}")
+            print(f"    res = from_uri('{uri}', api_key='{server.api_key}')['processed']['{sm.get('final_key')}']")
+            print("    rho = res['object'][:]; strain = res['strain_zz'][:]; res.metadata['raw_uid']")
+            for f in sm.get("figures", []):
+                print(f"    figure: {f}")
         if service is not None:
             print(f"the server stops now; `pxm serve --data-dir {server.data_dir} --api-key {server.api_key}` "
                   "serves the same data again")

@@ -22,7 +22,7 @@ import numpy as np
 from analysis.dataset import BraggDataset
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi
 
-__all__ = ["ExportOptions", "find_run", "run_to_dataset", "export_run"]
+__all__ = ["ExportOptions", "find_run", "frame_indices", "roi_from_configuration", "run_to_dataset", "export_run"]
 
 BRAGG_PLAN = "raster_rocking_scan"
 
@@ -57,8 +57,23 @@ def find_run(raw: Any, uid: str) -> Any:
         raise ValueError(f"run {uid!r} is not in the raw catalog; list runs with `pxm runs`") from None
 
 
+def frame_indices(order: str, k: np.ndarray, n_pos: int, n_ang: int) -> tuple[np.ndarray, np.ndarray]:
+    """(position, angle) indices of events ``k`` (0-based) of a ``raster_rocking_scan`` in pattern ``order``."""
+    k = np.asarray(k)
+    if order == "angle_outer":
+        return k % n_pos, k // n_pos
+    if order == "raster_outer":
+        return k // n_ang, k % n_ang
+    raise ValueError(f"start.pattern.order is {order!r}, expected 'angle_outer' or 'raster_outer'")
+
+
 def _roi(stream_md: dict[str, Any], detector: str, where: str) -> Roi:
     cfg = stream_md.get("configuration", {}).get(detector, {}).get("data", {})
+    return roi_from_configuration(cfg, detector, where)
+
+
+def roi_from_configuration(cfg: dict[str, Any], detector: str, where: str) -> Roi:
+    """The detector ROI from a descriptor's ``configuration[detector]["data"]`` (keys ``<det>_roi_*``)."""
     vals = {}
     for name in ("row0_px", "col0_px", "n_rows_px", "n_cols_px"):
         key = f"{detector}_roi_{name}"
@@ -117,13 +132,10 @@ def run_to_dataset(run: Any, *, tiled_uri: str | None = None,
     if n_ang != geometry.n_angles:
         raise ValueError(f"run {where}: start.pattern.angles_deg has {n_ang} angles but geometry.n_angles = "
                          f"{geometry.n_angles}")
-    k = np.arange(n)
-    if order == "angle_outer":
-        pos_idx, ang_idx = k % n_pos, k // n_pos
-    elif order == "raster_outer":
-        pos_idx, ang_idx = k // n_ang, k % n_ang
-    else:
-        raise ValueError(f"run {where}: start.pattern.order is {order!r}, expected 'angle_outer' or 'raster_outer'")
+    try:
+        pos_idx, ang_idx = frame_indices(order, np.arange(n), n_pos, n_ang)
+    except ValueError as exc:
+        raise ValueError(f"run {where}: {exc}") from None
     if n > n_pos * n_ang:
         raise ValueError(f"run {where}: {n} frames but the pattern has only {n_pos} × {n_ang}")
 

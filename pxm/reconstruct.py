@@ -286,7 +286,7 @@ def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, d
 
 
 def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
-    from analysis.figures import save_object_slices, save_probe, save_strain_slices
+    from analysis.figures import save_convergence, save_object_slices, save_probe, save_strain_slices
 
     d.mkdir(parents=True, exist_ok=True)
     res = outcome.result
@@ -294,26 +294,7 @@ def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
     paths = [save_object_slices(d / "object.png", res.object, title="object ρ"),
              save_probe(d / "probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)"),
              save_strain_slices(d / "strain.png", outcome.strain)]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    costs = np.asarray(res.costs, float)
-    phases = np.asarray(res.phases)
-    it = np.arange(1, costs.size + 1)
-    for ph, colour in (("epie", "C0"), ("ml", "C1")):
-        sel = phases == ph
-        if sel.any():
-            ax.semilogy(it[sel], np.maximum(costs[sel], 1e-300), ".-", color=colour, label=ph)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("cost")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(d / "convergence.png", dpi=90)
-    plt.close(fig)
-    paths.append(d / "convergence.png")
+    paths.append(save_convergence(d / "convergence.png", res.costs, res.phases))
     return paths
 
 
