@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry
+from analysis.operators.fourier import measured_band_mask
 from analysis.operators.probe import probe_na_mask, probe_width_along_p1_m
 from analysis.operators.scan import positions_to_voxels, view_grid
 from analysis.solvers import epie, ml
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import EpieOptions, MLOptions
 from analysis.solvers.support import shrink_wrap, slab_support
-from analysis.xp import COMPLEX, to_numpy
+from analysis.xp import COMPLEX, fft_module, to_numpy
 
 __all__ = ["EpieOptions", "MLOptions", "SupportSchedule", "Recipe", "seed_recipe", "fixed_probe_baseline",
            "Reconstruction", "ReconstructionResult"]
@@ -99,6 +100,14 @@ class Recipe:
     """NA-mask size in units of the probe NA."""
     rng_seed: int = 0
     """Seed of the position order and batch assignment."""
+    band_limit_object: bool = False
+    """After every ePIE sweep, project ρ onto the measured sheared band |f1 − c f3| ≤ N1/(2N1')
+    (:func:`analysis.operators.fourier.measured_band_mask`): out-of-band frequencies along
+    r1 are never measured (N1' > N1), so this picks the minimum-norm object instead of
+    letting the support alone set them."""
+    match_initial_scale: bool = True
+    """Rescale the initial P2 so that Σ ω|Ψ|² equals Σ ω I over all positions (the ρ/P scale
+    is free, but ePIE and ML converge badly from a start that is off by orders of magnitude)."""
 
     def __post_init__(self) -> None:
         if self.n_epie_iterations < 0 or self.n_ml_iterations < 0:
@@ -227,11 +236,14 @@ class Reconstruction:
         b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
         self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype), probe=xp.asarray(p2, dtype=self._dtype),
                                 background=xp.asarray(b), support=xp.asarray(sup))
+        if recipe.match_initial_scale:
+            self.state.probe *= self._intensity_scale()
         self._rng = np.random.default_rng(recipe.rng_seed)
         self._costs: list[float] = []
         self._phases: list[str] = []
         self._times: list[float] = []
         self._thickness = recipe.support.thickness_m(0)
+        self._band: Any = None
 
     # --- validation -------------------------------------------------------------------
     def _check_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -258,6 +270,25 @@ class Reconstruction:
         if self.geometry.rocking_step_deg < 0:
             f = f[..., ::-1]
         return self._xp.asarray(np.ascontiguousarray(f), dtype=self._dtype.type(0).real.dtype)
+
+    def _band_limit(self, obj: Any) -> Any:
+        """ρ ← F⁻¹[M_band · F ρ] on the whole object grid (spec 1.2 band)."""
+        xp = self._xp
+        if self._band is None:
+            self._band = xp.asarray(measured_band_mask(self.geometry, self._grid.object_shape))
+        fft = fft_module(xp)
+        return fft.ifftn(fft.fftn(obj) * self._band).astype(obj.dtype)
+
+    def _intensity_scale(self) -> float:
+        """√(Σ ω I / Σ ω |F_meas(P_j ρ_j)|²) over all positions (1 if the model predicts nothing)."""
+        xp, op, d = self._xp, self.op, self.data
+        pred = 0.0
+        for j in range(d.n_positions):
+            pj = op.probe_at(self.state.probe, d.shifts_px[j])
+            psi = op.fourier.forward(pj * self.state.object[op.view(d.offsets_vox[j])])
+            pred += float(xp.sum(xp.where(d.mask, psi.real ** 2 + psi.imag ** 2, 0.0)))
+        meas = float(xp.sum(xp.where(d.mask[None], d.intensities, 0.0)))
+        return float(np.sqrt(meas / pred)) if pred > 0 and meas > 0 else 1.0
 
     def _slab(self, iteration: int) -> np.ndarray:
         s = self.recipe.support
@@ -304,6 +335,8 @@ class Reconstruction:
             if it < r.n_epie_iterations:
                 self._apply_support_schedule(it)
                 self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng)
+                if r.band_limit_object:
+                    self.state.object = self._band_limit(self.state.object)
                 self._phases.append("epie")
             else:
                 self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml)

@@ -40,6 +40,15 @@ def shear_per_index_rad(geometry: BraggGeometry, n1_padded: int | None = None) -
     return (dq3 * u1 * dr1, dq3 * u2 * dr2)
 
 
+def _crop_blocks(n_out: int, n_in: int) -> list[tuple[slice, slice]]:
+    """(output, input) slice pairs taking centred indices [−n_out//2, n_out − n_out//2) from FFT order."""
+    neg, pos = n_out // 2, n_out - n_out // 2
+    pairs = [(slice(neg, n_out), slice(0, pos))]
+    if neg:
+        pairs.append((slice(0, neg), slice(n_in - neg, n_in)))
+    return pairs
+
+
 class _ShearBase:
     """Shared index bookkeeping of the full and folded transforms."""
 
@@ -207,35 +216,86 @@ class FoldedFourier3D(_ShearBase):
     def _extra_consts(self) -> list[np.ndarray]:
         return [self._fold, self._c3]
 
+    def _fast_consts(self, xp: ModuleType, dtype: Any) -> tuple[Any, ...]:
+        """Ramps in FFT order along m3 and one combined centring phase on the crop (cached)."""
+        key = ("fast", xp.__name__, np.dtype(dtype).str)
+        if key not in self._cache:
+            inv = np.argsort(self._idxk)                     # FFT bin i ↔ centred plane inv[i]
+            r1 = self._ramp1[:, :, inv]
+            r2 = self._ramp2[:, :, inv] if self.shear_rad[1] != 0.0 else None
+            phase = self._c1[:, None, None] * self._c2[None, :, None] * self._c3[None, None, :]
+            n1p, n2p, _ = self.box_shape
+            axes = [_crop_blocks(self.crop_shape[0], n1p), _crop_blocks(self.crop_shape[1], n2p),
+                    _crop_blocks(self.n_measured, self.n_measured)]
+            blocks = tuple((b0[0], b1[0], b2[0]) + (b0[1], b1[1], b2[1])
+                           for b0 in axes[0] for b1 in axes[1] for b2 in axes[2])
+            self._cache[key] = (xp.asarray(r1, dtype=dtype), None if r2 is None else xp.asarray(r2, dtype=dtype),
+                                xp.asarray(phase, dtype=dtype), blocks, xp.asarray(self._fold, dtype=dtype))
+        return self._cache[key]
+
     def forward(self, x: Any) -> Any:
-        """Ψ_meas = F_meas ψ: ``(N1P, N2P, N3)`` → ``(N1, N2, NM)`` complex."""
+        """Ψ_meas = F_meas ψ: ``(N1P, N2P, N3)`` → ``(N1, N2, NM)`` complex.
+
+        Fold along n3, N_m-point FFT, shear ramp (in FFT order, in place), 2D FFT over
+        (n1, n2) in place, then one gather of the crop and one combined centring phase.
+        """
         self._check(x, self.box_shape, "forward")
         xp = array_module(x)
-        consts = self._consts(xp, x.dtype)
+        r1, r2, phase, gather, fold = self._fast_consts(xp, x.dtype)
         n1p, n2p, n3 = self.box_shape
         u, nm = self.upsampling, self.n_measured
         if self.m0:
-            x = x * consts[6][None, None, :]
+            x = x * fold[None, None, :]
         f = x.reshape(n1p, n2p, u, nm).sum(axis=2) if u > 1 else x   # r3 fold
         fft = fft_module(xp)
-        a = fft.fft(f, axis=2, **_fft_kw(xp))                           # N_m-point FFT
-        a = a[:, :, xp.asarray(self._idxk)] * consts[7][None, None, :]
-        return self._ramp_fft2_crop(a, consts)
+        kw = _fft_kw(xp)
+        a = fft.fft(f, axis=2, overwrite_x=f is not x, **kw)          # N_m-point FFT (new array)
+        a *= r1
+        if r2 is not None:
+            a *= r2
+        a = fft.fft2(a, axes=(0, 1), norm="ortho", overwrite_x=True, **kw)
+        out = xp.empty(self.out_shape, dtype=a.dtype)
+        for b in gather:                                   # centred crop: ≤ 8 strided block copies
+            out[b[:3]] = a[b[3:]]
+        out *= phase
+        return out
 
     def adjoint(self, y: Any) -> Any:
         """ψ = F_meas^H Ψ_meas: ``(N1, N2, NM)`` → ``(N1P, N2P, N3)`` complex (replicated ×U)."""
         self._check(y, self.out_shape, "adjoint")
         xp = array_module(y)
-        consts = self._consts(xp, y.dtype)
+        r1, r2, phase, gather, fold = self._fast_consts(xp, y.dtype)
         n1p, n2p, n3 = self.box_shape
         u, nm = self.upsampling, self.n_measured
-        a = self._pad_ifft2_deramp(y, consts)
-        a *= xp.conj(consts[7])[None, None, :]
-        b = xp.empty_like(a)
-        b[:, :, xp.asarray(self._idxk)] = a
+        a = xp.zeros((n1p, n2p, nm), dtype=y.dtype)
+        yc = y * xp.conj(phase)
+        for b in gather:
+            a[b[3:]] = yc[b[:3]]
         fft = fft_module(xp)
-        f = fft.ifft(b, axis=2, norm="forward", overwrite_x=True, **_fft_kw(xp))  # unnormalised inverse
+        kw = _fft_kw(xp)
+        a = fft.ifft2(a, axes=(0, 1), norm="ortho", overwrite_x=True, **kw)
+        a *= xp.conj(r1)
+        if r2 is not None:
+            a *= xp.conj(r2)
+        f = fft.ifft(a, axis=2, norm="forward", overwrite_x=True, **kw)   # unnormalised inverse
         out = xp.broadcast_to(f[:, :, None, :], (n1p, n2p, u, nm)).reshape(n1p, n2p, n3) if u > 1 else f
         if self.m0:
-            out = out * xp.conj(consts[6])[None, None, :]
+            out = out * xp.conj(fold)[None, None, :]
         return out
+
+
+def measured_band_mask(geometry: BraggGeometry, object_shape: tuple[int, int, int]) -> np.ndarray:
+    """Boolean (NO1, 1, NO3) mask in FFT order: the object frequencies that the crop measures.
+
+    A measured point q = m1Δq1 e1 + m3Δq3 û has, in cycles per voxel of the r-grid,
+    f1 = m1/N1' + c f3 with c = N3 Δq3 u1 Δr1 / 2π and f3 = m3/N3 (spec 1.2). The crop keeps
+    |m1| ≤ N1/2, so the band is |f1 − c f3| ≤ N1/(2 N1'). Along k_i ≈ e1 the probe carries no
+    frequencies, so object content outside this band is never measured (set only by the support).
+    """
+    n1p, _, n3 = geometry.recon_shape
+    if len(object_shape) != 3 or min(object_shape) < 1:
+        raise ValueError(f"measured_band_mask: object_shape {object_shape}, expected 3 positive sizes")
+    c = shear_per_index_rad(geometry)[0] * n3 / (2 * math.pi)
+    f1 = np.fft.fftfreq(object_shape[0])[:, None, None]
+    f3 = np.fft.fftfreq(object_shape[2])[None, None, :]
+    return np.abs(f1 - c * f3) <= geometry.n_rows_px / (2 * n1p)

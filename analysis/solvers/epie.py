@@ -89,13 +89,22 @@ def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: Epi
     for j in order:
         v, pj, dpsi, misfit = _exit_wave_correction(state, data, op, int(j), options.gamma)
         total += misfit
-        p2abs = pj.real ** 2 + pj.imag ** 2
-        pmax = float(xp.max(p2abs))
+        lam = pj.real ** 2
+        lam += pj.imag ** 2                                                         # |P_j|²
+        pmax = float(xp.max(lam))
         sl = op.view(data.offsets_vox[j])
         mu_j = options.mu * pmax
-        sbar = (~state.support[sl]).astype(p2abs.dtype)
-        lam = (1.0 - options.beta) * p2abs + options.beta * pmax + mu_j * sbar       # Eq 9
-        state.object[sl] = v + (xp.conj(pj) * dpsi - mu_j * sbar * v) / lam          # Eqs 5, 7
+        musbar = (~state.support[sl]).astype(lam.dtype)
+        musbar *= mu_j                                                              # μ_j S̄
+        lam *= 1.0 - options.beta
+        lam += options.beta * pmax
+        lam += musbar                                                               # Eq 9
+        num = xp.conj(pj)
+        num *= dpsi
+        num -= musbar * v
+        num /= lam
+        num += v
+        state.object[sl] = num                                                      # Eqs 5, 7
         if update_probe:
             num, den = _probe_step(op, v, dpsi, data.shifts_px[j], options.alpha)
             state.probe += num / max(den, _TINY)                                     # Eq 6

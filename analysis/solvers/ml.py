@@ -199,16 +199,18 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         d_p = -s * g_p if with_p else None
         d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights,
                                    d_obj=d_o, d_probe=d_p)
-    if d2 > 0 and d1 < 0:
-        t = -d1 / d2
-    else:                                      # Armijo backtracking fallback
-        t = mem.last_step or 1e-3
-        for _ in range(20):
-            trial = dataclasses.replace(state, object=state.object + t * d_o,
-                                        probe=state.probe + t * d_p if d_p is not None else state.probe)
-            if cost(trial, data, op=op, options=options, weights=mem.mu_weights) <= c0 + 1e-4 * t * min(d1, 0.0):
-                break
-            t *= 0.5
+    # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
+    # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
+    # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
+    t = -d1 / d2 if (d2 > 0 and d1 < 0) else (mem.last_step or 1e-3)
+    for _ in range(30):
+        trial = dataclasses.replace(state, object=state.object + t * d_o,
+                                    probe=state.probe + t * d_p if d_p is not None else state.probe)
+        if cost(trial, data, op=op, options=options, weights=mem.mu_weights) <= c0 + 1e-4 * t * min(d1, 0.0):
+            break
+        t *= 0.5
+    else:
+        t = 0.0
     state.object += t * d_o
     if d_p is not None:
         state.probe += t * d_p

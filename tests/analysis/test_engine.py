@@ -118,3 +118,20 @@ def test_online_reconstruction_runs_and_appends(problem):
                                     problem.geometry.n_cols_px)
     assert res.probe.shape == problem.true_probe.shape and np.all(np.isfinite(res.object))
     assert res.recipe["epie"]["beta"] == 0.5
+
+
+def test_initial_scale_matched_to_the_data(problem):
+    """A probe off by 10⁶ in amplitude is rescaled so Σω|Ψ|² = Σω I before the first sweep,
+    and the safeguarded ML line search never raises the cost."""
+    kw = _inputs(problem)
+    kw["probe"] = kw["probe"] * 1e6
+    rec = Reconstruction(**kw, recipe=_recipe())
+    d, op, st = rec.data, rec.op, rec.state
+    pred = sum(float(np.sum(np.abs(op.fourier.forward(op.probe_at(st.probe, d.shifts_px[j])
+                                                      * st.object[op.view(d.offsets_vox[j])])) ** 2 * d.mask))
+               for j in range(d.n_positions))
+    meas = float(np.sum(d.intensities * d.mask[None]))
+    assert abs(pred / meas - 1) < 1e-3
+    rec.iterate(6)
+    ml_costs = [c for c, ph in zip(rec.result().costs, rec.result().phases) if ph == "ml"]
+    assert rec.result().costs[0] < 1.0 and ml_costs[1] <= ml_costs[0]

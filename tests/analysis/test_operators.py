@@ -166,3 +166,17 @@ def test_view_grid_offsets_and_shifts_rebuild_the_position():
         assert np.all(vg.offsets_vox[j] + g.recon_shape <= vg.object_shape)
     with pytest.raises(ValueError, match="outside the object grid"):
         view_grid(g, stage, object_shape=tuple(g.recon_shape))
+
+
+def test_measured_band_mask_matches_the_sheared_band():
+    """The engine's band-limit projection keeps exactly the band of spec 1.2 (cf. bragg_problem.band_limit)."""
+    from analysis.operators.fourier import measured_band_mask
+    from tests.analysis.bragg_problem import band_limit, make_problem
+
+    p = make_problem()
+    o = p.true_object
+    m = measured_band_mask(p.geometry, o.shape)
+    assert np.allclose(np.fft.ifftn(np.fft.fftn(o) * m), band_limit(p, o))
+    assert 0.2 < m.mean() < 1.0
+    with pytest.raises(ValueError):
+        measured_band_mask(p.geometry, (4, 4))
