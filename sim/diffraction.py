@@ -20,10 +20,14 @@ is periodised with period λD/p (Poisson summation): we fold the exit field onto
 N1 × N2 grid with N = ``oversampling`` × (ROI size), i.e. δσ = λD/(p N1), finer than the
 reconstruction grid (Δr1 = λD/(p N1')). A carrier e^{−i q_c·r} centres the FFT band on
 the ROI. The probe is separable, P = p_V(p1·(r+s)) p_H(y + s_y), and p1·r is linear in
-(σ, z), so the z-sum is a batched matrix–vector product with the sample ρ(σ, y, z),
-which is cached per sampling. The probe rotates with the rocking angle relative to the
-sample (probe_axes). Slab/grain-boundary edges are averaged over each Δz step along
-the integration line (no staircase).
+(σ, z), so the z-sum is a batched matrix–vector product with the sample ρ(σ, y, z).
+ρ is sampled on a grid fixed to the sample (σ = n δσ, y = m δy, z = k Δz), so a stage
+move only changes which grid points the probe lights and the probe values (evaluated
+exactly at the shifted points); ρ is cached in lateral tiles, each holding only the
+slab's z-extent over its columns (ρ = 0 outside), and a scan evaluates each tile once.
+The probe rotates with the rocking angle relative to the sample (probe_axes).
+Slab/grain-boundary edges are averaged over each Δz step along the integration line
+(no staircase).
 
 Counts per pixel: flux × flux_scale × exposure × r_e² |F|²/V_cell² × |A|² × (p/D)²
 + background × flux_scale × exposure, then Poisson. Peak at ``centre_px`` (default the
@@ -35,9 +39,11 @@ absorption/refraction, point-sampled pixels, ρ sampled on a Δz grid (default 1
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.fft as sp_fft
 from scipy.fft import next_fast_len
 
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, wavelength_m_from_kev
@@ -108,6 +114,31 @@ def _to_counts(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- Bragg
+_TILE_TARGET_M = 0.4e-6
+"""Lateral edge of a cached ρ tile (rounded to a power of two of fine steps, 8..128)."""
+_CACHE_GROW_M = 0.5e-6
+"""Margin added around the cached tile region when it grows, so a scan does not regrow it each step."""
+_POINTS_PER_BLOCK = 2_000_000
+"""Sample points evaluated per vectorised block when filling tiles."""
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    """Fine sheared sampling of ρ (σ, y, z steps) and its tiling; the cache key.
+
+    Tile (tn, tm) holds ρ at σ = (tn·tile_n + i) d1, y = (tm·tile_m + l) d2,
+    z = (kbase(tn, tm) + j) dz for j < n_slices: only the slab's z-extent over the tile.
+    """
+
+    d1_m: float
+    d2_m: float
+    dz_m: float
+    tile_n: int
+    tile_m: int
+    n_slices: int
+    half_m: float
+
+
 class BraggSimulator:
     """Bragg-ptychography frames of ``sample`` under ``probe`` (FrameSource).
 
@@ -125,7 +156,8 @@ class BraggSimulator:
     max_step_m : upper bound on the lateral fine step δσ, δy (small ROIs would
         otherwise sample ρ too coarsely near dislocation cores); None: no bound
     centre_px : (row, col) of the Bragg peak at zero offsets (default detector centre)
-    cache_bytes : memory allowed for the cached sampled sample
+    cache_bytes : memory allowed for the cached sampled sample (complex64 tiles); a
+        scan whose whole region does not fit keeps the tiles around the current frame
     """
 
     def __init__(self, geometry: BraggGeometry, sample: CrystalSample, probe: KBProbe, *,
@@ -180,44 +212,109 @@ class BraggSimulator:
         self._cache: dict[str, Any] = {}
 
     # -- sampled sample ----------------------------------------------------------
-    def _rho_block(self, d1: float, d2: float, box: tuple[int, int, int, int, int, int]) -> np.ndarray:
-        n0, n1, m0, m1, k0, k1 = box
+    def _sampling(self, d1: float, d2: float) -> _Sampling:
+        """Fine (σ, y, z) steps and the tile layout of the cached ρ for these lateral steps."""
         dz = self.slice_step_m
-        sig = np.arange(n0, n1) * d1
-        y = np.arange(m0, m1) * d2
-        z = np.arange(k0, k1) * dz
-        out = np.empty((n1 - n0, m1 - m0, k1 - k0), np.complex64)
-        step = np.array([self._cos / self._sin * dz, 0.0, dz])
-        per = max(1, int(2_000_000 // max(1, out.shape[1] * out.shape[2])))
-        q = self.geometry.q_bragg_per_m
-        for i in range(0, out.shape[0], per):
-            s = sig[i:i + per, None, None]
-            zz = z[None, None, :]
-            x = (s + zz * self._cos) / self._sin
-            out[i:i + per] = self.sample.complex_density(x, y[None, :, None], zz, q_bragg_per_m=q,
-                                                         line_step_m=step)
-        return out
+        slab = self.sample.slab
+        half = slab.thickness_m / 2 + slab.edge_width_m + 2 * dz
+        n_vec = slab.normal
+        a_sig, a_y = n_vec[0] / self._sin, n_vec[1]
 
-    def _rho(self, d1: float, d2: float, box: tuple[int, int, int, int, int, int]) -> np.ndarray:
-        key = (d1, d2, self.slice_step_m)
-        n0, n1, m0, m1, k0, k1 = box
+        def tile(d: float) -> int:
+            return int(min(128, max(8, 2 ** round(math.log2(_TILE_TARGET_M / d)))))
+
+        tn, tm = tile(d1), tile(d2)
+        spread = (2 * half + abs(a_sig) * (tn - 1) * d1 + abs(a_y) * (tm - 1) * d2) / self._a_z
+        return _Sampling(d1_m=d1, d2_m=d2, dz_m=dz, tile_n=tn, tile_m=tm,
+                         n_slices=math.ceil(spread / dz) + 2, half_m=half)
+
+    def _kbase(self, smp: _Sampling, tn: np.ndarray, tm: np.ndarray) -> np.ndarray:
+        """First z index of each tile's slices: the slab (±half) over the tile's columns."""
+        n_vec = self.sample.slab.normal
+        a_sig, a_y = n_vec[0] / self._sin, n_vec[1]
+        nc_ = float(n_vec @ np.asarray(self.sample.slab.centre_m))
+        sig0, sig1 = tn * smp.tile_n * smp.d1_m, (tn * smp.tile_n + smp.tile_n - 1) * smp.d1_m
+        y0, y1 = tm * smp.tile_m * smp.d2_m, (tm * smp.tile_m + smp.tile_m - 1) * smp.d2_m
+        top = np.maximum(a_sig * sig0, a_sig * sig1) + np.maximum(a_y * y0, a_y * y1)
+        z_lo = (-smp.half_m - top + nc_) / self._a_z
+        return np.floor(z_lo / smp.dz_m).astype(np.int64)
+
+    def _eval_tiles(self, smp: _Sampling, tn: np.ndarray, tm: np.ndarray, out: np.ndarray) -> None:
+        """ρ(σ, y, z) of tiles (tn[i], tm[i]) into out[i] (shape tile_n × tile_m × n_slices)."""
+        bn, bm, K = smp.tile_n, smp.tile_m, smp.n_slices
+        dz = smp.dz_m
+        step = np.array([self._cos / self._sin * dz, 0.0, dz])
+        q = self.geometry.q_bragg_per_m
+        kb = self._kbase(smp, tn, tm)
+        per = max(1, _POINTS_PER_BLOCK // (bn * bm * K))
+        i_n, i_m, i_k = np.arange(bn), np.arange(bm), np.arange(K)
+        for i in range(0, len(tn), per):
+            sl = slice(i, i + per)
+            sig = ((tn[sl, None] * bn + i_n) * smp.d1_m)[:, :, None, None]
+            y = ((tm[sl, None] * bm + i_m) * smp.d2_m)[:, None, :, None]
+            zz = ((kb[sl, None] + i_k) * dz)[:, None, None, :]
+            x = (sig + zz * self._cos) / self._sin
+            out[sl] = self.sample.complex_density(x, y, zz, q_bragg_per_m=q, line_step_m=step)
+
+    def _rho_tiles(self, smp: _Sampling, tn0: int, tn1: int, tm0: int, tm1: int) -> tuple[np.ndarray, np.ndarray]:
+        """ρ on tiles [tn0, tn1) × [tm0, tm1) as (a, b, tile_n, tile_m, n_slices) and their kbase (a, b).
+
+        Tiles are cached in a rectangular tile region that grows (by ~0.5 µm) as the scan
+        moves; only tiles not yet evaluated are computed. Above ``cache_bytes`` the region
+        shrinks to the frame's own tiles, and without room even for those nothing is cached.
+        """
+        bn, bm, K = smp.tile_n, smp.tile_m, smp.n_slices
+        tile_bytes = bn * bm * K * np.dtype(np.complex64).itemsize
+        need = (tn0, tn1, tm0, tm1)
+        TN, TM = np.meshgrid(np.arange(tn0, tn1), np.arange(tm0, tm1), indexing="ij")
+        kbase = self._kbase(smp, TN, TM)
         c = self._cache
-        if c.get("key") == key:
-            b = c["box"]
-            if b[0] <= n0 and n1 <= b[1] and b[2] <= m0 and m1 <= b[3] and b[4] <= k0 and k1 <= b[5]:
-                return c["rho"][n0 - b[0]:n1 - b[0], m0 - b[2]:m1 - b[2], k0 - b[4]:k1 - b[4]]
-            union = (min(n0, b[0]), max(n1, b[1]), min(m0, b[2]), max(m1, b[3]), min(k0, b[4]), max(k1, b[5]))
-        else:
-            union = box
-        # grow by ~0.5 µm laterally so a scan does not rebuild at every position
-        gn, gm = int(0.5e-6 / d1), int(0.5e-6 / d2)
-        grown = (union[0] - gn, union[1] + gn, union[2] - gm, union[3] + gm, union[4] - 2, union[5] + 2)
-        size = (grown[1] - grown[0]) * (grown[3] - grown[2]) * (grown[5] - grown[4]) * 8
-        if size > self.cache_bytes:
-            return self._rho_block(d1, d2, box)
-        c.clear()
-        c.update(key=key, box=grown, rho=self._rho_block(d1, d2, grown))
-        return self._rho(d1, d2, box)
+        if c.get("sampling") != smp:
+            c.clear()
+        reg = c.get("region")
+
+        def inside(r: tuple[int, int, int, int] | None) -> bool:
+            return r is not None and r[0] <= tn0 and tn1 <= r[1] and r[2] <= tm0 and tm1 <= r[3]
+
+        def nbytes(r: tuple[int, int, int, int]) -> int:
+            return (r[1] - r[0]) * (r[3] - r[2]) * tile_bytes
+
+        if not inside(reg):
+            gn = math.ceil(_CACHE_GROW_M / (bn * smp.d1_m))
+            gm = math.ceil(_CACHE_GROW_M / (bm * smp.d2_m))
+            u = need if reg is None else (min(tn0, reg[0]), max(tn1, reg[1]), min(tm0, reg[2]), max(tm1, reg[3]))
+            new = None
+            for cand in ((u[0] - gn, u[1] + gn, u[2] - gm, u[3] + gm),
+                         (tn0 - gn, tn1 + gn, tm0 - gm, tm1 + gm), need):
+                if nbytes(cand) <= self.cache_bytes:
+                    new = cand
+                    break
+            if new is None:                                   # no room: evaluate this frame's tiles only
+                c.clear()
+                data = np.empty((tn1 - tn0, tm1 - tm0, bn, bm, K), np.complex64)
+                self._eval_tiles(smp, TN.ravel(), TM.ravel(), data.reshape(-1, bn, bm, K))
+                return data, kbase
+            data = np.empty((new[1] - new[0], new[3] - new[2], bn, bm, K), np.complex64)
+            done = np.zeros(data.shape[:2], bool)
+            if reg is not None:                                # keep the evaluated overlap
+                o = (max(new[0], reg[0]), min(new[1], reg[1]), max(new[2], reg[2]), min(new[3], reg[3]))
+                if o[0] < o[1] and o[2] < o[3]:
+                    dst = (slice(o[0] - new[0], o[1] - new[0]), slice(o[2] - new[2], o[3] - new[2]))
+                    src = (slice(o[0] - reg[0], o[1] - reg[0]), slice(o[2] - reg[2], o[3] - reg[2]))
+                    data[dst] = c["data"][src]
+                    done[dst] = c["done"][src]
+            c.clear()
+            c.update(sampling=smp, region=new, data=data, done=done)
+            reg = new
+        sel = (slice(tn0 - reg[0], tn1 - reg[0]), slice(tm0 - reg[2], tm1 - reg[2]))
+        data, done = c["data"][sel], c["done"][sel]
+        missing = np.nonzero(~done)
+        if missing[0].size:
+            block = np.empty((missing[0].size, bn, bm, K), np.complex64)
+            self._eval_tiles(smp, TN[missing], TM[missing], block)
+            data[missing] = block
+            done[missing] = True
+        return data, kbase
 
     # -- amplitude -----------------------------------------------------------------
     def amplitude(self, *, stage_xyz_m: tuple[float, float, float], rocking_offset_deg: float,
@@ -277,20 +374,29 @@ class BraggSimulator:
             z_lo, z_hi = z_range(s_lo, s_hi)
             s_lo, s_hi = sig_range(z_lo, z_hi)
         n0, n1 = math.floor(s_lo / d1) - 1, math.ceil(s_hi / d1) + 2
-        k0, k1 = math.floor(z_lo / dz), math.ceil(z_hi / dz) + 1
-        rho = self._rho(d1, d2, (n0, n1, m0, m1, k0, k1))            # (Nn, Nm, Nk)
-        sig = np.arange(n0, n1) * d1
-        y = np.arange(m0, m1) * d2
-        z = np.arange(k0, k1) * dz
+        smp = self._sampling(d1, d2)
+        bn, bm, K = smp.tile_n, smp.tile_m, smp.n_slices
+        tn0, tn1 = n0 // bn, -(-n1 // bn)
+        tm0, tm1 = m0 // bm, -(-m1 // bm)
+        rho, kbase = self._rho_tiles(smp, tn0, tn1, tm0, tm1)        # (a, b, bn, bm, K), (a, b)
+        a, b = kbase.shape
+        kmin = int(kbase.min())
+        sig = np.arange(tn0 * bn, tn1 * bn) * d1
+        y = np.arange(tm0 * bm, tm1 * bm) * d2
+        z = np.arange(kmin, int(kbase.max()) + K) * dz
         u = A_ * sig[None, :] + B_ * z[:, None] + C_                  # (Nk, Nn)
         x = (sig[None, :] + z[:, None] * cs) / sn
-        G = pr.field_v(u) * np.exp(-1j * (q3 * x + q1c * sig[None, :]))
-        G = G.astype(np.complex64)
-        U = np.matmul(rho, np.ascontiguousarray(G.T)[:, :, None])[:, :, 0]   # Σ_z ρ G  (Nn, Nm)
-        h = pr.field_h(y + s[1]) * np.exp(-1j * q2c * y)
-        psi = U * h[None, :].astype(np.complex64)
-        psi = _fold(_fold(psi, n0, N1, 0), m0, N2, 1)
-        F = np.fft.fft2(psi) * (dz / sn * d1 * d2)
+        G = (pr.field_v(u) * np.exp(-1j * (q3 * x + q1c * sig[None, :]))).astype(np.complex64)
+        # each tile's slices: G[kbase − kmin + j, n] → (a, b, bn, K)
+        idx_k = (kbase - kmin)[:, :, None, None] + np.arange(K)
+        idx_n = (np.arange(a)[:, None] * bn + np.arange(bn))[:, None, :, None]
+        Gt = G[idx_k, idx_n]
+        U = np.matmul(rho, Gt[..., None])[..., 0]                      # Σ_z ρ G  (a, b, bn, bm)
+        U = U.transpose(0, 2, 1, 3).reshape(a * bn, b * bm)
+        h = (pr.field_h(y + s[1]) * np.exp(-1j * q2c * y)).astype(np.complex64)
+        psi = U * h[None, :]
+        psi = _fold(_fold(psi, tn0 * bn, N1, 0), tm0 * bm, N2, 1)
+        F = sp_fft.fft2(psi, workers=-1) * np.float32(dz / sn * d1 * d2)
         rows = (np.arange(nr) - j1c) % N1
         cols = (np.arange(nc) - j2c) % N2
         return F[np.ix_(rows, cols)]

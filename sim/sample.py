@@ -170,8 +170,12 @@ class HomogeneousDisplacement:
                 raise ValueError(f"HomogeneousDisplacement.{name} = {getattr(self, name)} is not small "
                                  "(expected |value| <= 0.05); the kinematic model assumes small distortions")
 
+    def displacement(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """u_z only (m)."""
+        return self.strain * z + self.tilt_x_rad * y + self.tilt_y_rad * x
+
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
-        u = self.strain * z + self.tilt_x_rad * y + self.tilt_y_rad * x
+        u = self.displacement(x, y, z)
         one = np.ones_like(u)
         return u, self.tilt_y_rad * one, self.tilt_x_rad * one, self.strain * one
 
@@ -200,6 +204,13 @@ class ImplantedLayer:
         _finite("ImplantedLayer.z_ref_m", self.z_ref_m)
         _vec3("ImplantedLayer.surface_point_m", self.surface_point_m)
         _vec3("ImplantedLayer.surface_normal", self.surface_normal, unit=True)
+
+    def displacement(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """u_z only (m), same expression as :meth:`field`."""
+        n = _vec3("n", self.surface_normal, unit=True)
+        p = self.surface_point_m
+        d = n[0] * (p[0] - x) + n[1] * (p[1] - y) + n[2] * (p[2] - z)
+        return self.strain * 0.5 * erfc((d - self.depth_m) / self.edge_width_m) * (z - self.z_ref_m)
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
         n = _vec3("n", self.surface_normal, unit=True)
@@ -243,6 +254,20 @@ class SurfaceLayers:
         _finite("SurfaceLayers.top_depth_m", self.top_depth_m, positive=True)
         _finite("SurfaceLayers.bottom_depth_m", self.bottom_depth_m, positive=True)
         _finite("SurfaceLayers.edge_fraction", self.edge_fraction, positive=True)
+
+    def displacement_on(self, slab: Slab, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """u_z only (m), as in :meth:`field_on` with the constant terms evaluated once."""
+        n = slab.normal
+        t = slab.normal_coordinate_m(x, y, z)
+        half = slab.thickness_m / 2
+        wt = self.edge_fraction * self.top_depth_m
+        wb = self.edge_fraction * self.bottom_depth_m
+        c_half = np.full(1, half)
+        top_int = -(_erfc_step_integral(half - t, self.top_depth_m, wt)
+                    - _erfc_step_integral(c_half, self.top_depth_m, wt))
+        bot_int = (_erfc_step_integral(t + half, self.bottom_depth_m, wb)
+                   - _erfc_step_integral(c_half, self.bottom_depth_m, wb))
+        return (self.top_strain * top_int / 1.0 + self.bottom_strain * bot_int) / n[2]
 
     def field_on(self, slab: Slab, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
         n = slab.normal
@@ -308,6 +333,26 @@ class Dislocation:
             ex /= np.linalg.norm(ex)
         ey = np.cross(xi, ex)
         return xi, ex, ey, bs, be
+
+    def displacement(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """u_z only (m), same expressions as :meth:`field` without the derivatives."""
+        xi, ex, ey, bs, be = self._frame()
+        p = self.point_m
+        dx, dy, dz = x - p[0], y - p[1], z - p[2]
+        X = ex[0] * dx + ex[1] * dy + ex[2] * dz
+        Y = ey[0] * dx + ey[1] * dy + ey[2] * dz
+        nu = self.poisson_ratio
+        r2 = X * X + Y * Y + self.core_radius_m ** 2
+        th = np.arctan2(Y, X)
+        two_pi = 2 * math.pi
+        k1 = 1.0 / (2 * (1 - nu))
+        k2 = (1 - 2 * nu) / (4 * (1 - nu))
+        k3 = 1.0 / (4 * (1 - nu))
+        c = be / two_pi
+        us = bs / two_pi * th
+        uX = c * (th + k1 * X * Y / r2)
+        uY = -c * (k2 * np.log(r2) + k3 * (X * X - Y * Y) / r2)
+        return xi[2] * us + ex[2] * uX + ey[2] * uY
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
         xi, ex, ey, bs, be = self._frame()
@@ -410,8 +455,16 @@ class CrystalSample:
         return tuple(sum(p[i] for p in parts) for i in range(4))  # type: ignore[return-value]
 
     def displacement_z_m(self, x_m: np.ndarray, y_m: np.ndarray, z_m: np.ndarray) -> np.ndarray:
-        """u_z(r) in metres (component along Q)."""
-        return self._field(x_m, y_m, z_m)[0]
+        """u_z(r) in metres (component along Q); the sum of the parts' u_z, no derivatives."""
+        x, y, z = np.broadcast_arrays(*(np.asarray(a, float) for a in (x_m, y_m, z_m)))
+        u = self.homogeneous.displacement(x, y, z)
+        if self.implanted_layer is not None:
+            u = u + self.implanted_layer.displacement(x, y, z)
+        if self.surface_layers is not None:
+            u = u + self.surface_layers.displacement_on(self.slab, x, y, z)
+        for d in self.dislocations:
+            u = u + d.displacement(x, y, z)
+        return u
 
     def strain_zz(self, x_m: np.ndarray, y_m: np.ndarray, z_m: np.ndarray) -> np.ndarray:
         """ε_zz = ∂u_z/∂z (analytic)."""
@@ -429,9 +482,14 @@ class CrystalSample:
                         q_bragg_per_m: float, line_step_m: np.ndarray | None = None) -> np.ndarray:
         """ρ(r) = s(r) exp(−i |Q| u_z(r)) (complex128)."""
         _finite("q_bragg_per_m", q_bragg_per_m, positive=True)
-        s = self.occupancy(x_m, y_m, z_m, line_step_m=line_step_m)
-        u = self.displacement_z_m(x_m, y_m, z_m)
-        return s * np.exp(-1j * q_bragg_per_m * u)
+        x, y, z = np.broadcast_arrays(*(np.asarray(a, float) for a in (x_m, y_m, z_m)))
+        s = self.occupancy(x, y, z, line_step_m=line_step_m)
+        out = np.zeros(s.shape, complex)
+        inside = s != 0                                  # u_z only where the crystal is
+        if inside.any():
+            u = self.displacement_z_m(x[inside], y[inside], z[inside])
+            out[inside] = s[inside] * np.exp(-1j * q_bragg_per_m * u)
+        return out
 
 
 # ------------------------------------------------------------------- constructors

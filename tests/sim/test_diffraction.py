@@ -7,7 +7,8 @@ import pytest
 
 from analysis.geometry import DetectorLayout, Roi, seed_geometry
 from sim import (BraggSimulator, CrystalSample, Dislocation, HomogeneousDisplacement, KBProbe,
-                 SiemensStar, Slab, TransmissionSimulator, tilted_sample, uniform_strain_sample)
+                 SiemensStar, Slab, TransmissionSimulator, seed_sample, tilted_sample,
+                 uniform_strain_sample)
 
 GEOM = seed_geometry()
 Q = GEOM.q_bragg_per_m
@@ -219,3 +220,31 @@ def test_transmission_frames_sum_to_flux_times_exposure():
     assert g.sum() == pytest.approx(1e8 * transmitted, rel=0.02)
     frame = sim2.frame(stage_xyz_m=stage, exposure_s=1.0, flux_scale=1.0, roi=roi, rng=np.random.default_rng(1))
     assert frame.dtype == np.uint32 and frame.shape == (256, 256)
+
+
+def test_cached_and_uncached_frames_are_equal():
+    """The tiled ρ cache (grown, shrunk or absent) gives the same amplitudes to float32 rounding."""
+    smp = seed_sample()
+    probe = KBProbe(extent_v_m=2.0e-6, extent_h_m=2.5e-6)
+    roi = Roi.centred(NOGAP, 48, 40)
+    kw = dict(layout=NOGAP, slice_step_m=10e-9)
+    cached = BraggSimulator(GEOM, smp, probe, **kw)
+    small = BraggSimulator(GEOM, smp, probe, cache_bytes=40 * 2 ** 20, **kw)   # shrinks to the frame's tiles
+    uncached = BraggSimulator(GEOM, smp, probe, cache_bytes=0, **kw)
+    for stage, rock in [((0.0, 0.0, 0.0), 0.012), ((0.3e-6, -0.2e-6, 0.0), 0.03),
+                        ((-1.2e-6, 0.9e-6, 0.0), -0.01), ((0.05e-6, 0.0, 0.0), 0.0)]:
+        ref = uncached.amplitude(stage_xyz_m=stage, rocking_offset_deg=rock, roi=roi)
+        for sim in (cached, small):
+            got = sim.amplitude(stage_xyz_m=stage, rocking_offset_deg=rock, roi=roi)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_nearby_scan_point_reuses_the_cached_sample():
+    sim = BraggSimulator(GEOM, seed_sample(), KBProbe(extent_v_m=2.0e-6, extent_h_m=2.5e-6), layout=NOGAP)
+    roi = Roi.centred(NOGAP, 32, 32)
+    sim.amplitude(stage_xyz_m=(0.0, 0.0, 0.0), rocking_offset_deg=0.0, roi=roi)
+    calls = []
+    inner = sim._eval_tiles
+    sim._eval_tiles = lambda *a: (calls.append(a), inner(*a))
+    sim.amplitude(stage_xyz_m=(0.1e-6, -0.1e-6, 0.0), rocking_offset_deg=0.01, roi=roi)
+    assert calls == []

@@ -1,0 +1,259 @@
+"""FP-DFXM simulator: crystal exit fields, CRL pupil, diversity scans, noisy frames (spec §1.3–1.5, §1.8).
+
+Independent of ``analysis.fp_dfxm``: its own Zernike table, an analytic pupil evaluated on
+a finer grid than the reconstruction, continuous spectrum shifts applied as real-space
+phase ramps exp(2πi κ·x), and point sampling of the band-limited field on the coarse
+detector grid (no inverse crime). Only the numbers of ``analysis.dfxm_geometry`` are shared.
+
+Model (spec §1.5): I_j(x) = |F⁻¹{Õ(k − κ_j) P(k)}(x − s_j)|² + b, with Poisson noise;
+P(α) = exp(−|α−α_c|²/(4NA²)) · circ(|α−α_c| ≤ D/2d1) · exp(i Σ c_j Z_j((α−α_c)/α₀)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
+from analysis.geometry import wavelength_m_from_kev
+from analysis.xp import array_module, fft_module
+
+__all__ = [
+    "CrystalTruth",
+    "DiversityScan",
+    "crystal_exit_field",
+    "bars_exit_field",
+    "transmission_exit_field",
+    "diversity_scan",
+    "grid_shifts_rad",
+    "crl_pupil",
+    "simulate_frames",
+]
+
+
+# Noll Zernikes 1–11 written out in Cartesian form (x = columns, y = rows), independent of analysis.zernike.
+def _zernike_table(j: int, x: Any, y: Any) -> Any:
+    r2 = x * x + y * y
+    table = {
+        1: lambda: 1.0 + 0.0 * x,
+        2: lambda: 2.0 * x,
+        3: lambda: 2.0 * y,
+        4: lambda: math.sqrt(3) * (2 * r2 - 1),
+        5: lambda: math.sqrt(6) * 2 * x * y,
+        6: lambda: math.sqrt(6) * (x * x - y * y),
+        7: lambda: math.sqrt(8) * (3 * r2 - 2) * y,
+        8: lambda: math.sqrt(8) * (3 * r2 - 2) * x,
+        9: lambda: math.sqrt(8) * (3 * x * x * y - y**3),
+        10: lambda: math.sqrt(8) * (x**3 - 3 * x * y * y),
+        11: lambda: math.sqrt(5) * (6 * r2 * r2 - 6 * r2 + 1),
+    }
+    if j not in table:
+        raise ValueError(f"sim.dfxm: Zernike index {j} not tabulated; use Noll 1–11")
+    return table[j]()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrystalTruth:
+    """Ground truth of :func:`crystal_exit_field` on its own (fine) grid."""
+
+    exit_field: np.ndarray = field(repr=False)
+    """(ROW, COL) complex exit field O = A exp(i φ)."""
+    phase_rad: np.ndarray = field(repr=False)
+    """Unwrapped −G·u (plus structure-factor phase), same grid."""
+    strain: np.ndarray = field(repr=False)
+    """ε_GG (dimensionless)."""
+    tilt_rock_rad: np.ndarray = field(repr=False)
+    """Tilt about the rocking axis δφ (q_rock)."""
+    tilt_roll_rad: np.ndarray = field(repr=False)
+    """Tilt about the roll axis (q_roll)."""
+    pixel_size_m: float
+
+
+def _smooth_step(s: np.ndarray, width_px: float) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(s / max(width_px, 1e-9)))
+
+
+def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, energy_kev: float, *,
+                       strain_domains: tuple[float, ...] = (1.0e-4, -1.5e-4, 0.5e-4),
+                       tilt_roll_domains_rad: tuple[float, ...] = (-0.8e-4, 1.2e-4),
+                       tilt_rock_rad: float = 0.0,
+                       dislocations: tuple[tuple[float, float, int], ...] = ((0.3, 0.62, 1), (0.7, 0.35, -1)),
+                       wall_width_m: float = 30e-9, texture_amplitude: float = 0.25,
+                       seed: int = 0) -> CrystalTruth:
+    """Thin-film Bragg exit field with strain / tilt domains, domain walls and dislocations (spec §1.5, §1.8).
+
+    Strain domains are stripes along the rows (ε changes across horizontal walls), roll-tilt
+    domains stripes along the columns; each is integrated to a continuous phase
+    φ = |G|(∫q_2θ drow + ∫q_roll dcol), q_2θ = −sinθ q_rock + cosθ q_par, q_par = −ε
+    (spec §1.2). Dislocations ``(row_frac, col_frac, n)`` add phase vortices n·atan2 with a
+    dark core; walls dim the amplitude; a smooth random texture modulates A.
+    """
+    if not isinstance(reflection, Reflection):
+        raise ValueError("crystal_exit_field: reflection metadata (analysis.dfxm_geometry.Reflection) is required")
+    theta = reflection.bragg_angle_rad(energy_kev)
+    g = reflection.g_per_m
+    idx = np.arange(n_px)
+    rows = idx[:, None] * np.ones((1, n_px))
+    cols = np.ones((n_px, 1)) * idx[None, :]
+    w_px = wall_width_m / pixel_size_m
+
+    def domains(coord: np.ndarray, values: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+        edges = [n_px * (k + 1) / len(values) for k in range(len(values) - 1)]
+        v = np.full(coord.shape, values[0], float)
+        wall = np.zeros(coord.shape)
+        for e, (a, b) in zip(edges, zip(values[:-1], values[1:])):
+            v = v + (b - a) * _smooth_step(coord - e, w_px)
+            wall = wall + np.exp(-((coord - e) / (2 * max(w_px, 1.0))) ** 2)
+        return v, wall
+
+    strain, wall_r = domains(rows, strain_domains)
+    roll, wall_c = domains(cols, tilt_roll_domains_rad)
+    rock = np.full((n_px, n_px), float(tilt_rock_rad))
+    q_par = -strain
+    q_2theta = -math.sin(theta) * rock + math.cos(theta) * q_par
+    # φ(row, col) = |G| Δx (Σ_row q_2θ + Σ_col q_roll): q_2θ depends on rows only, q_roll on columns only.
+    phase = g * pixel_size_m * (np.cumsum(q_2theta, axis=0) + np.cumsum(roll, axis=1))
+    amp = 1.0 - 0.5 * np.clip(wall_r + wall_c, 0, 1)
+    for (rf, cf, charge) in dislocations:
+        dr, dc = rows - rf * n_px, cols - cf * n_px
+        phase = phase + charge * np.arctan2(dr, dc)
+        core = np.hypot(dr, dc) * pixel_size_m
+        amp = amp * (1 - np.exp(-(core / (2 * wall_width_m)) ** 2))
+    rng = np.random.default_rng(seed)
+    tex = rng.standard_normal((n_px, n_px))
+    k = np.fft.fftfreq(n_px, d=pixel_size_m)
+    kk = k[:, None] ** 2 + k[None, :] ** 2
+    tex = np.real(np.fft.ifft2(np.fft.fft2(tex) * np.exp(-kk * (80e-9) ** 2 * 2 * math.pi**2)))
+    tex = tex / (np.std(tex) + 1e-30)
+    amp = amp * (1 + texture_amplitude * np.tanh(tex))
+    return CrystalTruth(exit_field=amp * np.exp(1j * phase), phase_rad=phase, strain=strain, tilt_rock_rad=rock,
+                        tilt_roll_rad=roll, pixel_size_m=pixel_size_m)
+
+
+def bars_exit_field(n_px: int, pixel_size_m: float, *, period_m: float, orientation: str = "cols",
+                    phase_rad: float = 1.0, amplitude_contrast: float = 0.3) -> np.ndarray:
+    """Complex bars test object: square-wave phase and amplitude grating of ``period_m`` over the field.
+
+    ``orientation="cols"``: the bars vary along the columns. Choose ``period_m`` so the
+    field of view holds an integer number of periods.
+    """
+    x = np.arange(n_px) * pixel_size_m
+    s = (np.sin(2 * math.pi * x / period_m) >= 0).astype(float)
+    s = s[None, :] * np.ones((n_px, 1)) if orientation == "cols" else s[:, None] * np.ones((1, n_px))
+    return (1 - amplitude_contrast * s) * np.exp(1j * phase_rad * s)
+
+
+def transmission_exit_field(thickness_m: np.ndarray, *, energy_kev: float, delta: float = 3.0e-6,
+                            beta: float = 3.0e-9) -> np.ndarray:
+    """Transmission mode: T = exp(−k β t) exp(−i k δ t) of a thickness map (projection approximation)."""
+    k = 2 * math.pi / wavelength_m_from_kev(energy_kev)
+    t = np.asarray(thickness_m, float)
+    return np.exp(-k * beta * t) * np.exp(-1j * k * delta * t)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiversityScan:
+    """Spectrum shifts κ_j (angles) and image shifts s_j produced by a motor scan (spec §1.3)."""
+
+    shifts_rad: np.ndarray
+    """(FRAME, 2) (row, col) shift of the object spectrum relative to the pupil, radians."""
+    image_shifts_m: np.ndarray
+    """(FRAME, 2) (row, col) image shift in the object plane, metres."""
+
+
+def diversity_scan(kind: str, values: Any, geometry: FPDFXMGeometry) -> DiversityScan:
+    """Shifts for a motor scan (spec §1.3 table).
+
+    ``values`` is (FRAME,) for ``"rock"`` (thin film, δφ rad → 2δφ vertical), ``"roll"``
+    (δχ rad → 2 sinθ δχ horizontal), ``"two_theta"`` (Δ2θ rad → vertical), or (FRAME, 2)
+    (row, col) metres for ``"lens_translation"`` (Δy/d1, image moves by Δy(1 + 1/M)).
+    """
+    v = np.asarray(values, float)
+    n = v.shape[0]
+    shifts = np.zeros((n, 2))
+    img = np.zeros((n, 2))
+    if kind == "rock":
+        shifts[:, 0] = 2 * v
+    elif kind == "roll":
+        shifts[:, 1] = 2 * math.sin(geometry.bragg_angle_rad) * v
+    elif kind == "two_theta":
+        shifts[:, 0] = v
+    elif kind == "lens_translation":
+        if v.ndim != 2 or v.shape[1] != 2:
+            raise ValueError(f"diversity_scan: lens_translation values must be (FRAME, 2) metres, got {v.shape}")
+        shifts = v / geometry.objective.sample_distance_m
+        img = v * (1 + 1 / geometry.objective.magnification)
+    else:
+        raise ValueError(f"diversity_scan: kind {kind!r}, expected rock, roll, two_theta or lens_translation")
+    return DiversityScan(shifts_rad=shifts, image_shifts_m=img)
+
+
+def grid_shifts_rad(n_side: int, step_rad: float) -> np.ndarray:
+    """(n_side², 2) square grid of spectrum shifts centred on zero (e.g. 7×7 at 0.4 mrad, spec §1.6)."""
+    k = (np.arange(n_side) - (n_side - 1) / 2) * step_rad
+    rr, cc = np.meshgrid(k, k, indexing="ij")
+    return np.stack([rr.ravel(), cc.ravel()], axis=1)
+
+
+def crl_pupil(alpha_row_rad: Any, alpha_col_rad: Any, geometry: FPDFXMGeometry, *,
+              zernike_rad: dict[int, float] | None = None,
+              pupil_center_rad: tuple[float, float] = (0.0, 0.0)) -> Any:
+    """Complex CRL pupil P(α) of spec §1.4 at the given angles (Gaussian absorption × circ × exp(iW))."""
+    xp = array_module(alpha_row_rad, alpha_col_rad)
+    obj = geometry.objective
+    dr = alpha_row_rad - pupil_center_rad[0]
+    dc = alpha_col_rad - pupil_center_rad[1]
+    r2 = dr * dr + dc * dc
+    amp = xp.exp(-r2 / (4 * obj.na_rms_rad**2)) * (r2 <= obj.aperture_half_angle_rad**2)
+    w = 0.0 * r2
+    for j, c in (zernike_rad or {}).items():
+        w = w + c * _zernike_table(j, dc / geometry.alpha0_rad, dr / geometry.alpha0_rad)
+    return amp * xp.exp(1j * w)
+
+
+def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXMGeometry, shifts_rad: Any, *,
+                    image_shifts_m: Any = None, zernike_rad: dict[int, float] | None = None,
+                    pupil_center_rad: tuple[float, float] = (0.0, 0.0), photons_peak: float | None = 2e4,
+                    background_counts: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Far-field-filtered detector images (FRAME, n_px, n_px) of ``field`` (spec §1.5), Poisson noise.
+
+    ``exit_field`` covers the geometry's field of view n_px·Δx on a grid ``s`` times finer
+    (``field_pixel_size_m`` = Δx/s, s integer). The spectrum shift is a phase ramp
+    exp(2πi κ·x/λ); the pupil is evaluated analytically on the fine grid; the filtered field
+    is point-sampled on the detector grid. ``photons_peak`` scales the brightest frame's
+    brightest pixel before Poisson noise (``None``: noise-free expectation).
+    """
+    xp = array_module(exit_field)
+    fft = fft_module(xp)
+    n_f = exit_field.shape[0]
+    step = geometry.pixel_size_m / field_pixel_size_m
+    s = int(round(step))
+    if exit_field.shape != (n_f, n_f) or abs(step - s) > 1e-6 or n_f != s * geometry.n_px:
+        raise ValueError(f"simulate_frames: exit_field {exit_field.shape} at {field_pixel_size_m} m must cover n_px·Δx = "
+                         f"{geometry.n_px}×{geometry.pixel_size_m} m on an integer-finer square grid")
+    shifts = np.asarray(shifts_rad, float)
+    img = np.zeros_like(shifts) if image_shifts_m is None else np.asarray(image_shifts_m, float)
+    lam = geometry.wavelength_m
+    x = xp.asarray(np.arange(n_f) * field_pixel_size_m)
+    f = xp.asarray(np.fft.fftfreq(n_f, d=field_pixel_size_m))
+    a_row = lam * f[:, None] * xp.ones((1, n_f))
+    a_col = lam * xp.ones((n_f, 1)) * f[None, :]
+    pupil = crl_pupil(a_row, a_col, geometry, zernike_rad=zernike_rad, pupil_center_rad=pupil_center_rad)
+    frames = []
+    for (kr, kc), (sr, sc) in zip(shifts, img):
+        ramp = xp.exp(2j * math.pi * ((kr / lam) * x[:, None] + (kc / lam) * x[None, :]))
+        spec = fft.fft2(exit_field * ramp) * pupil
+        if sr or sc:
+            spec = spec * xp.exp(-2j * math.pi * (f[:, None] * sr + f[None, :] * sc))
+        psi = fft.ifft2(spec)[::s, ::s]
+        frames.append(xp.abs(psi) ** 2)
+    stack = np.asarray([np.asarray(fr) for fr in frames]) if xp is np else xp.stack(frames)
+    if photons_peak is None:
+        return stack + background_counts
+    scale = photons_peak / float(stack.max())
+    rng = np.random.default_rng(seed)
+    lam_counts = np.asarray(stack) * scale + background_counts
+    return rng.poisson(lam_counts).astype(np.float64)
