@@ -59,7 +59,8 @@ def jsonl_router(documents_dir: Path) -> RunRouter:
 
 def make_run_engine(*, raw_catalog: Any, documents_dir: Path, beam_signal: Any | None = None,
                     suspender: BeamSuspenderOptions | None = None,
-                    extra_callbacks: tuple[Callable[[str, dict], Any], ...] = ()) -> Wiring:
+                    extra_callbacks: tuple[Callable[[str, dict], Any], ...] = (),
+                    tiled_batch_size: int = 1) -> Wiring:
     """A RunEngine that writes every run into ``raw_catalog`` and to JSONL files.
 
     Parameters
@@ -70,11 +71,16 @@ def make_run_engine(*, raw_catalog: Any, documents_dir: Path, beam_signal: Any |
         Folder for the exact documents (``<uid>.jsonl``) and TiledWriter's backup.
     beam_signal
         Ring-current signal (mA); with it, a SuspendFloor pauses the scan during beam dumps.
+    tiled_batch_size
+        Events per TiledWriter write: 1 makes every frame visible in Tiled at once (~80 ms of
+        HTTP per frame on a 2-core machine); larger batches cut that cost for long scans.
     """
+    if tiled_batch_size < 1:
+        raise ValueError(f"tiled_batch_size must be >= 1, got {tiled_batch_size}")
     documents_dir = Path(documents_dir)
     (documents_dir / "tiled-backup").mkdir(parents=True, exist_ok=True)
     RE = RunEngine({})
-    writer = TiledWriter(raw_catalog, batch_size=1, backup_directory=str(documents_dir / "tiled-backup"))
+    writer = TiledWriter(raw_catalog, batch_size=tiled_batch_size, backup_directory=str(documents_dir / "tiled-backup"))
     tokens = {
         "tiled": RE.subscribe(writer),
         "jsonl": RE.subscribe(jsonl_router(documents_dir)),
