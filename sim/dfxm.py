@@ -82,14 +82,15 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
                        tilt_rock_rad: float = 0.0,
                        dislocations: tuple[tuple[float, float, int], ...] = ((0.3, 0.62, 1), (0.7, 0.35, -1)),
                        wall_width_m: float = 30e-9, texture_amplitude: float = 0.25,
-                       seed: int = 0) -> CrystalTruth:
+                       grain_fraction: float | None = 0.75, seed: int = 0) -> CrystalTruth:
     """Thin-film Bragg exit field with strain / tilt domains, domain walls and dislocations (spec §1.5, §1.8).
 
     Strain domains are stripes along the rows (ε changes across horizontal walls), roll-tilt
     domains stripes along the columns; each is integrated to a continuous phase
     φ = |G|(∫q_2θ drow + ∫q_roll dcol), q_2θ = −sinθ q_rock + cosθ q_par, q_par = −ε
     (spec §1.2). Dislocations ``(row_frac, col_frac, n)`` add phase vortices n·atan2 with a
-    dark core; walls dim the amplitude; a smooth random texture modulates A.
+    dark core; walls dim the amplitude; a smooth random texture modulates A. The grain
+    fills a soft-edged square of ``grain_fraction`` of the field (None: whole field) (dark outside, as in DFXM).
     """
     if not isinstance(reflection, Reflection):
         raise ValueError("crystal_exit_field: reflection metadata (analysis.dfxm_geometry.Reflection) is required")
@@ -129,6 +130,11 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
     tex = np.real(np.fft.ifft2(np.fft.fft2(tex) * np.exp(-kk * (80e-9) ** 2 * 2 * math.pi**2)))
     tex = tex / (np.std(tex) + 1e-30)
     amp = amp * (1 + texture_amplitude * np.tanh(tex))
+    if grain_fraction is not None:
+        half = grain_fraction * n_px / 2
+        edge = 2 * max(w_px, 1.0)
+        for coord in (rows, cols):
+            amp = amp * _smooth_step(half - np.abs(coord - n_px / 2), edge)
     return CrystalTruth(exit_field=amp * np.exp(1j * phase), phase_rad=phase, strain=strain, tilt_rock_rad=rock,
                         tilt_roll_rad=roll, pixel_size_m=pixel_size_m)
 

@@ -1,0 +1,144 @@
+"""FP-DFXM analysis: operator contract, Zernikes, geometry, bad input, strain known answer (spec §1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from analysis.dfxm_geometry import CRLObjective, FPDFXMGeometry, Reflection
+from analysis.fp_dfxm import (FPDFXMOperator, FPOptions, aberrated_pupil, check_overlap, phase_error_rms_rad,
+                              reconstruct_fp_dfxm, spectral_overlap, strain_tilt_from_phase)
+from analysis.zernike import noll_to_nm, zernike
+from tests.analysis.operator_contract import check_adjoint
+
+REFL = Reflection(hkl=(0, 0, 2), d_spacing_m=2.018e-10)
+
+
+def _geom(**kw):
+    base = dict(reflection=REFL, n_px=16, upsampling=3, pixel_size_m=40e-9)
+    base.update(kw)
+    return FPDFXMGeometry(**base)
+
+
+def _grid(geom, n_side=5, step_px=4):
+    k = (np.arange(n_side) - (n_side - 1) / 2) * step_px * geom.angle_per_freq_px_rad
+    rr, cc = np.meshgrid(k, k, indexing="ij")
+    return np.stack([rr.ravel(), cc.ravel()], axis=1)
+
+
+def test_crl_numbers_match_spec():
+    o = CRLObjective()
+    assert o.delta == pytest.approx(1.178e-6, rel=2e-3)
+    assert o.lenslet_focal_length_m == pytest.approx(21.2, rel=5e-3)
+    assert o.phi_rad == pytest.approx(8.684e-3, rel=2e-3)
+    assert o.focal_length_m == pytest.approx(0.192, rel=5e-3)
+    assert o.sample_distance_m == pytest.approx(0.208, rel=5e-3)
+    assert o.detector_distance_m == pytest.approx(4.72, rel=5e-3)
+    assert o.na_rms_rad == pytest.approx(0.296e-3, rel=2e-2)
+
+
+def test_overlap_formula():
+    assert spectral_overlap(0.0, 1.0) == pytest.approx(1.0)
+    assert spectral_overlap(0.64, 1.0) == pytest.approx(0.60, abs=0.01)     # spec §1.6
+    assert spectral_overlap(2.5, 1.0) == 0.0
+
+
+def test_zernike_noll_order_and_orthonormality():
+    assert [noll_to_nm(j) for j in (1, 2, 3, 4, 5, 6, 7, 8, 11)] == [
+        (0, 0), (1, 1), (1, -1), (2, 0), (2, -2), (2, 2), (3, -1), (3, 1), (4, 0)]
+    x = np.linspace(-1, 1, 401)
+    xx, yy = np.meshgrid(x, x)
+    m = xx**2 + yy**2 <= 1
+    zs = [zernike(j, xx, yy)[m] for j in range(1, 12)]
+    gram = np.array([[np.mean(a * b) for b in zs] for a in zs])
+    assert np.allclose(gram, np.eye(11), atol=0.02)
+
+
+def test_operator_adjoint_contract(xp):
+    geom = _geom()
+    pupil = xp.asarray(aberrated_pupil(geom, {4: 0.3, 7: 0.2}))
+    op = FPDFXMOperator(geom, _grid(geom), pupil, image_shifts_m=np.full((25, 2), 7e-9))
+    rtol = 1e-12 if xp is np else 1e-5
+    check_adjoint(op, op.in_shape, op.out_shape, xp=xp, rtol=rtol)
+
+
+def test_reconstruction_recovers_known_pupil_on_operator_data():
+    geom = _geom(n_px=32, upsampling=3)
+    rng = np.random.default_rng(0)
+    n = geom.hr_n_px
+    k = np.fft.fftfreq(n)
+    lp = np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / (2 * 0.08**2))
+    obj = np.exp(1j * 1.5 * np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, n))) * lp)) * 8)
+    obj *= 1 + 0.3 * np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, n))) * lp)) * 8
+    true = {4: 0.4, 6: -0.3, 8: 0.2}
+    shifts = _grid(geom, 5, 6)
+    op = FPDFXMOperator(geom, shifts, aberrated_pupil(geom, true))
+    frames = np.abs(op.forward(obj)) ** 2
+    res = reconstruct_fp_dfxm(frames, shifts, geom, options=FPOptions(n_iterations=120, zernike_indices=(4, 5, 6, 7, 8)))
+    for j, c in res.zernike_rad.items():
+        assert abs(c - true.get(j, 0.0)) < 0.05, res.zernike_rad
+    assert res.error_history[-1] < 0.1 * res.error_history[0]
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(frames_shape=(25, 16, 15)), "frames: shape"),
+    (dict(nan=True), "NaN"),
+    (dict(shifts_shape=(24, 2)), "shifts_rad: shape"),
+    (dict(step_px=20), "spectral overlap"),
+    (dict(off_grid=True), "off the grid"),
+])
+def test_bad_input_errors(change, match):
+    geom = _geom()
+    shifts = _grid(geom, 5, change.get("step_px", 3))
+    frames = np.ones(change.get("frames_shape", (25, 16, 16)))
+    if change.get("nan"):
+        frames[3, 2, 2] = np.nan
+    if "shifts_shape" in change:
+        shifts = shifts[:24]
+    if change.get("off_grid"):
+        shifts = shifts + 0.4 * geom.angle_per_freq_px_rad
+    with pytest.raises(ValueError, match=match):
+        reconstruct_fp_dfxm(frames, shifts, geom, options=FPOptions(n_iterations=1))
+
+
+def test_missing_reflection_and_bad_options():
+    with pytest.raises(ValueError, match="reflection metadata"):
+        FPDFXMGeometry(n_px=16)
+    g = FPDFXMGeometry(n_px=16, mode="transmission")
+    with pytest.raises(ValueError, match="no reflection metadata"):
+        strain_tilt_from_phase(np.ones((8, 8), complex), g, pixel_size_m=10e-9)
+    with pytest.raises(ValueError, match="zernike_indices"):
+        FPOptions(zernike_indices=(2, 4))
+    with pytest.raises(ValueError, match="n_px"):
+        dataclasses.replace(g, n_px=15)
+    with pytest.raises(ValueError, match="overlap"):
+        check_overlap(np.array([[0.0, 0.0], [5e-3, 0.0]]), g, min_overlap=0.6)
+
+
+def test_strain_and_tilt_known_answer():
+    """φ = |G|(q_2θ·row + q_roll·col)Δx → ε = −cosθ q_2θ, δφ = −sinθ q_2θ (spec §1.8, q_rock' = 0)."""
+    geom = _geom()
+    dx = 10e-9
+    q2t, qroll = -1.2e-4, 0.7e-4
+    r = np.arange(64)[:, None] * dx
+    c = np.arange(64)[None, :] * dx
+    obj = np.exp(1j * REFL.g_per_m * (q2t * r + qroll * c))
+    maps = strain_tilt_from_phase(obj, geom, pixel_size_m=dx)
+    th = REFL.bragg_angle_rad(17.0)
+    inner = (slice(1, -1), slice(1, -1))
+    assert np.allclose(maps.q_2theta[inner], q2t, rtol=1e-9)
+    assert np.allclose(maps.q_roll[inner], qroll, rtol=1e-9)
+    assert np.allclose(maps.strain[inner], -math.cos(th) * q2t, rtol=1e-9)
+    assert np.allclose(maps.tilt_rock_rad[inner], -math.sin(th) * q2t, rtol=1e-9)
+
+
+def test_phase_error_metric_ignores_global_phase_and_ramp():
+    r = np.arange(32)[:, None]
+    c = np.arange(32)[None, :]
+    truth = np.exp(1j * np.sin(r / 3.0) * np.cos(c / 5.0))
+    est = truth * np.exp(1j * (0.7 + 0.05 * r - 0.03 * c))
+    assert phase_error_rms_rad(est, truth) < 1e-9
+    assert phase_error_rms_rad(est, truth, remove_ramp=False) > 0.1
