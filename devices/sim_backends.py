@@ -1,4 +1,4 @@
-"""Sim backend of the Maxipix: positions from the (sim) motors, physics from a FrameSource.
+"""Sim backends of the Maxipix and the DFXM imaging camera: positions from the (sim) motors, physics from a FrameSource.
 
 This is the one module of ``devices`` that binds to ``sim`` (through the FrameSource
 protocol; ``sim.diffraction.BraggSimulator`` is the production source).
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry, Roi
+from devices.dfxm import DFXMFrameSource
 from devices.maxipix import FrameSource
 
 
@@ -64,3 +65,59 @@ class SimMaxipixBackend:
             frame = np.asarray(self.frame_source.frame(**inputs, rng=self._rng))
             self.calls.append({**inputs, "frame_sum": int(frame.sum(dtype=np.int64))})
         return frame
+
+
+class SimDFXMCameraBackend:
+    """Camera backend that reads the lens stage, DFXM goniometer and beam monitor and asks a DFXMFrameSource.
+
+    Offsets to the aligned instrument: δφ = theta − θ_B, δχ = chi − ``chi_ref_deg``,
+    Δ2θ = tth − 2θ_B (rad), lens translation (z, y) µm → m and focus x µm → m relative to
+    ``lens_ref_um`` (x, y, z); θ_B from the geometry's reflection. Lens tilts are read but
+    not modelled. ``flux_scale`` = current / nominal current. Every call is logged in :attr:`calls`.
+    """
+
+    def __init__(self, frame_source: Any, *, lens: Any, gonio: Any, monitor: Any, geometry: Any,
+                 chi_ref_deg: float = 0.0, lens_ref_um: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                 nominal_current_ma: float | None = None, seed: int = 0) -> None:
+        if not isinstance(frame_source, DFXMFrameSource):
+            raise TypeError(f"frame_source {type(frame_source).__name__} does not follow "
+                            "devices.dfxm.DFXMFrameSource (detector_shape, frame(...))")
+        if getattr(geometry, "reflection", None) is None:
+            raise ValueError("SimDFXMCameraBackend: geometry needs reflection metadata (θ_B); pass an "
+                             "FPDFXMGeometry with reflection=Reflection(...)")
+        nominal = nominal_current_ma if nominal_current_ma is not None else getattr(
+            monitor, "nominal_current_ma", None)
+        if nominal is None or not (math.isfinite(nominal) and nominal > 0):
+            raise ValueError(f"nominal_current_ma must be > 0 (or the monitor must define it), got {nominal!r}")
+        self.frame_source = frame_source
+        self.lens, self.gonio, self.monitor, self.geometry = lens, gonio, monitor, geometry
+        self.theta_bragg_deg = math.degrees(geometry.bragg_angle_rad)
+        self.chi_ref_deg = float(chi_ref_deg)
+        self.lens_ref_um = tuple(float(v) for v in lens_ref_um)
+        self.nominal_current_ma = float(nominal)
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self.calls: list[dict[str, Any]] = []
+        """One dict per acquisition: the DFXMFrameSource inputs and ``frame_sum``."""
+
+    @property
+    def detector_shape(self) -> tuple[int, int]:
+        """Full camera (rows, cols) of the frame source."""
+        return tuple(self.frame_source.detector_shape)
+
+    def acquire(self, *, exposure_s: float, roi: Roi) -> np.ndarray:
+        """Compute one frame at the current motor positions and beam current, cropped to ``roi``."""
+        lx, ly, lz = self.lens_ref_um
+        inputs = dict(
+            rock_rad=math.radians(self.gonio.theta.position - self.theta_bragg_deg),
+            roll_rad=math.radians(self.gonio.chi.position - self.chi_ref_deg),
+            two_theta_rad=math.radians(self.gonio.tth.position - 2 * self.theta_bragg_deg),
+            lens_translation_m=((self.lens.z.position - lz) * 1e-6, (self.lens.y.position - ly) * 1e-6),
+            lens_focus_m=(self.lens.x.position - lx) * 1e-6,
+            exposure_s=exposure_s,
+            flux_scale=float(self.monitor.current.get()) / self.nominal_current_ma,
+        )
+        with self._lock:   # the generator is not thread-safe
+            frame = np.asarray(self.frame_source.frame(**inputs, rng=self._rng))
+            self.calls.append({**inputs, "frame_sum": int(frame.sum(dtype=np.int64))})
+        return frame[roi.row0_px:roi.row0_px + roi.n_rows_px, roi.col0_px:roi.col0_px + roi.n_cols_px]

@@ -1,10 +1,15 @@
-"""Scan trajectories as pure functions (no messages): raster, Archimedean spiral, rocking angles."""
+"""Scan trajectories as pure functions (no messages): raster, Archimedean spiral, rocking angles, FP-DFXM diversity."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from analysis.dfxm_geometry import FPDFXMGeometry
 
 
 def _check_step(name: str, step: float) -> float:
@@ -66,3 +71,161 @@ def rocking_angles_deg(centre_deg: float, step_deg: float, n_angles: int) -> np.
     if not math.isfinite(centre_deg):
         raise ValueError(f"centre_deg must be finite, got {centre_deg!r}")
     return centre_deg + (np.arange(n) - (n - 1) / 2) * step
+
+
+# --- FP-DFXM diversity (spec §1.3) ---------------------------------------------------------------------
+FP_DIVERSITY_KINDS = ("rock_roll", "two_theta_roll", "lens_translation")
+"""How the FP diversity grid is driven: rows by rocking (thin film) or 2θ or lens z, columns by roll or lens y."""
+
+
+def fp_shifts_from_offsets(geometry: FPDFXMGeometry, *, rock_rad: Any = 0.0, roll_rad: Any = 0.0,
+                           two_theta_rad: Any = 0.0, lens_z_m: Any = 0.0,
+                           lens_y_m: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(FRAME, 2) (row, col) spectrum shifts (rad) and image shifts (m) of motor offsets (spec §1.3 table).
+
+    Rows (vertical, scattering plane): 2δφ (thin-film rocking) + Δ2θ + Δz/d1; columns
+    (horizontal): 2 sinθ δχ + Δy/d1. The lens translation also moves the image by
+    Δ(1 + 1/M). Offsets broadcast to one common length.
+    """
+    rock, roll, tth, lz, ly = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, float)) for v in
+                                                    (rock_rad, roll_rad, two_theta_rad, lens_z_m, lens_y_m)))
+    d1 = geometry.objective.sample_distance_m
+    s_row = 2 * rock + tth + lz / d1
+    s_col = 2 * math.sin(geometry.bragg_angle_rad) * roll + ly / d1
+    scale = 1 + 1 / geometry.objective.magnification
+    return np.stack([s_row, s_col], axis=1), np.stack([lz * scale, ly * scale], axis=1)
+
+
+def _frozen(a: Any) -> np.ndarray:
+    out = np.array(a, dtype=float)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FPDiversitySettings:
+    """Absolute motor targets of an FP-DFXM diversity scan, one row per frame, and the shifts they give.
+
+    Angles in degrees (goniometer ``theta`` rocking, ``chi`` roll, ``tth`` objective arm),
+    lens translations in µm (``z`` vertical, ``y`` horizontal). ``shifts_rad`` (FRAME, 2)
+    (row, col) and ``image_shifts_m`` follow from the offsets to the ``*_centre`` values
+    (:func:`fp_shifts_from_offsets`); ``step_px`` is the grid step in frequency pixels.
+    """
+
+    kind: str
+    n_side: int
+    step_px: int
+    theta_deg: np.ndarray
+    chi_deg: np.ndarray
+    tth_deg: np.ndarray
+    lens_z_um: np.ndarray
+    lens_y_um: np.ndarray
+    theta_centre_deg: float
+    chi_centre_deg: float
+    tth_centre_deg: float
+    lens_centre_um: tuple[float, float]
+    """(z, y) centre of the lens translation, µm."""
+    shifts_rad: np.ndarray
+    image_shifts_m: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        """Number of settings (frames)."""
+        return int(self.theta_deg.shape[0])
+
+    def to_metadata(self) -> dict[str, Any]:
+        """JSON-ready dict (the start document's ``pattern``)."""
+        return {"kind": "fp_diversity", "diversity": self.kind, "n_side": self.n_side, "step_px": self.step_px,
+                "theta_deg": self.theta_deg.tolist(), "chi_deg": self.chi_deg.tolist(),
+                "tth_deg": self.tth_deg.tolist(), "lens_z_um": self.lens_z_um.tolist(),
+                "lens_y_um": self.lens_y_um.tolist(), "theta_centre_deg": self.theta_centre_deg,
+                "chi_centre_deg": self.chi_centre_deg, "tth_centre_deg": self.tth_centre_deg,
+                "lens_centre_um": list(self.lens_centre_um), "shifts_rad": self.shifts_rad.tolist(),
+                "image_shifts_m": self.image_shifts_m.tolist(),
+                "units": {"angles": "deg", "lens": "um", "shifts": "rad", "image_shifts": "m"}}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, Any]) -> "FPDiversitySettings":
+        """Inverse of :meth:`to_metadata`; ValueError on missing keys or ragged lengths."""
+        keys = ("diversity", "n_side", "step_px", "theta_deg", "chi_deg", "tth_deg", "lens_z_um", "lens_y_um",
+                "theta_centre_deg", "chi_centre_deg", "tth_centre_deg", "lens_centre_um", "shifts_rad",
+                "image_shifts_m")
+        missing = [k for k in keys if k not in md]
+        if missing:
+            raise ValueError(f"FP diversity settings metadata lacks {missing}; build it with "
+                             "plans.patterns.fp_diversity_settings(...).to_metadata()")
+        out = cls(kind=str(md["diversity"]), n_side=int(md["n_side"]), step_px=int(md["step_px"]),
+                  theta_deg=_frozen(md["theta_deg"]), chi_deg=_frozen(md["chi_deg"]), tth_deg=_frozen(md["tth_deg"]),
+                  lens_z_um=_frozen(md["lens_z_um"]), lens_y_um=_frozen(md["lens_y_um"]),
+                  theta_centre_deg=float(md["theta_centre_deg"]), chi_centre_deg=float(md["chi_centre_deg"]),
+                  tth_centre_deg=float(md["tth_centre_deg"]),
+                  lens_centre_um=(float(md["lens_centre_um"][0]), float(md["lens_centre_um"][1])),
+                  shifts_rad=_frozen(md["shifts_rad"]), image_shifts_m=_frozen(md["image_shifts_m"]))
+        out.check()
+        return out
+
+    def check(self) -> None:
+        """ValueError unless every per-frame array has the same length (>= 2) and is finite."""
+        n = self.theta_deg.shape
+        arrays = {"theta_deg": self.theta_deg, "chi_deg": self.chi_deg, "tth_deg": self.tth_deg,
+                  "lens_z_um": self.lens_z_um, "lens_y_um": self.lens_y_um}
+        if len(n) != 1 or n[0] < 2 or any(a.shape != n for a in arrays.values()):
+            raise ValueError(f"FP diversity settings: per-frame arrays must be 1D of one length >= 2, got "
+                             f"{ {k: a.shape for k, a in arrays.items()} }")
+        if self.shifts_rad.shape != (n[0], 2) or self.image_shifts_m.shape != (n[0], 2):
+            raise ValueError(f"FP diversity settings: shifts must be ({n[0]}, 2), got {self.shifts_rad.shape}, "
+                             f"{self.image_shifts_m.shape}")
+        for k, a in {**arrays, "shifts_rad": self.shifts_rad, "image_shifts_m": self.image_shifts_m}.items():
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"FP diversity settings: {k} contains NaN or inf")
+
+
+def fp_diversity_settings(geometry: FPDFXMGeometry, *, n_side: int, step_px: int, kind: str = "rock_roll",
+                          theta_centre_deg: float | None = None, chi_centre_deg: float = 0.0,
+                          tth_centre_deg: float | None = None,
+                          lens_centre_um: tuple[float, float] = (0.0, 0.0)) -> FPDiversitySettings:
+    """``n_side × n_side`` square grid of pupil shifts, ``step_px`` frequency pixels apart, as motor targets.
+
+    The step is a whole number of frequency pixels λ/(n_px Δx) so the reconstruction's
+    integer spectrum grid holds exactly (spec §1.6: about 60% overlap, step ≈ 0.64·2NA_rms).
+    Rows (slow) are driven by rocking (``rock_roll``, thin film: δφ = s/2), 2θ
+    (``two_theta_roll``: Δ2θ = s) or the lens z (``lens_translation``: Δz = s·d1); columns
+    (fast) by roll (δχ = s / 2 sinθ) or lens y (Δy = s·d1). Centres default to θ_B and 2θ_B; the grid
+    is centred for odd ``n_side`` and one step off-centre for even ``n_side`` (offsets stay whole pixels).
+    """
+    n = _check_count("n_side", n_side)
+    step = _check_count("step_px", step_px)
+    if kind not in FP_DIVERSITY_KINDS:
+        raise ValueError(f"kind must be one of {FP_DIVERSITY_KINDS}, got {kind!r}")
+    if geometry.reflection is None:
+        raise ValueError("fp_diversity_settings: geometry has no reflection metadata (θ_B is needed); pass "
+                         "FPDFXMGeometry(reflection=Reflection(hkl=..., d_spacing_m=...))")
+    theta_b_deg = math.degrees(geometry.bragg_angle_rad)
+    theta_c = theta_b_deg if theta_centre_deg is None else float(theta_centre_deg)
+    tth_c = 2 * theta_b_deg if tth_centre_deg is None else float(tth_centre_deg)
+    for name, v in (("theta_centre_deg", theta_c), ("chi_centre_deg", chi_centre_deg), ("tth_centre_deg", tth_c),
+                    ("lens_centre_um", lens_centre_um[0]), ("lens_centre_um", lens_centre_um[1])):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+    k = (np.arange(n) - (n - 1) // 2) * step * geometry.angle_per_freq_px_rad   # on the integer grid for even n
+    s_row, s_col = (a.ravel() for a in np.meshgrid(k, k, indexing="ij"))
+    zeros = np.zeros_like(s_row)
+    d1 = geometry.objective.sample_distance_m
+    sin_t = math.sin(geometry.bragg_angle_rad)
+    rock = s_row / 2 if kind == "rock_roll" else zeros
+    tth = s_row if kind == "two_theta_roll" else zeros
+    roll = s_col / (2 * sin_t) if kind != "lens_translation" else zeros
+    lens_z = s_row * d1 if kind == "lens_translation" else zeros
+    lens_y = s_col * d1 if kind == "lens_translation" else zeros
+    shifts, image = fp_shifts_from_offsets(geometry, rock_rad=rock, roll_rad=roll, two_theta_rad=tth,
+                                           lens_z_m=lens_z, lens_y_m=lens_y)
+    out = FPDiversitySettings(kind=kind, n_side=n, step_px=step,
+                              theta_deg=_frozen(theta_c + np.degrees(rock)), chi_deg=_frozen(chi_centre_deg + np.degrees(roll)),
+                              tth_deg=_frozen(tth_c + np.degrees(tth)),
+                              lens_z_um=_frozen(lens_centre_um[0] + lens_z * 1e6),
+                              lens_y_um=_frozen(lens_centre_um[1] + lens_y * 1e6),
+                              theta_centre_deg=theta_c, chi_centre_deg=float(chi_centre_deg), tth_centre_deg=tth_c,
+                              lens_centre_um=(float(lens_centre_um[0]), float(lens_centre_um[1])),
+                              shifts_rad=_frozen(shifts), image_shifts_m=_frozen(image))
+    out.check()
+    return out

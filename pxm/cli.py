@@ -1,5 +1,5 @@
 """The ``pxm`` command line: ``serve``, ``demo``, ``runs``, ``export``, ``probe``, ``reconstruct``,
-``live-consumer`` and ``replay``.
+``live-consumer``, ``replay``, ``dfxm-demo`` and ``fp-reconstruct``.
 
 Heavy imports sit inside the command functions so ``pxm --help`` stays fast.
 """
@@ -186,6 +186,38 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dfxm_demo(args: argparse.Namespace) -> int:
+    """Simulated FP-DFXM acquisition into Tiled, reconstruction, publication to /processed."""
+    from pxm.dfxm import DFXMDemoOptions, run_dfxm_demo
+
+    opts = DFXMDemoOptions(n_px=args.n_px, n_side=args.grid, step_px=args.step_px, kind=args.kind,
+                           iterations=args.iterations, seed=args.seed)
+    return run_dfxm_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
+
+
+def cmd_fp_reconstruct(args: argparse.Namespace) -> int:
+    """Reconstruct a recorded fp_dfxm_scan run; publish to /processed unless --no-publish."""
+    from analysis.fp_dfxm import FPOptions
+    from pxm.catalog import connect, ensure_layout
+    from pxm.dfxm import publish_fp_run, reconstruct_fp_run
+    from pxm.export import find_run
+
+    raw, processed = ensure_layout(connect(args.tiled_uri, _need_key(args, "fp-reconstruct")))
+    run = find_run(raw, args.run)
+    out = reconstruct_fp_run(run, options=FPOptions(n_iterations=args.iterations,
+                                                    recover_pupil=not args.fixed_pupil))
+    m = out.misalignment
+    print(f"reconstructed {out.data.frames.shape[0]} frames in {out.elapsed_s:.1f} s, final error "
+          f"{out.result.error_history[-1]:.4g}")
+    print("Zernikes (rad): " + ", ".join(f"Z{j} {c:+.3f}" for j, c in out.result.zernike_rad.items()))
+    print(f"defocus {m.defocus_m * 1e6:+.2f} µm, astigmatism {m.astigmatism_rad}, coma {m.coma_rad}, "
+          f"spherical {m.spherical_rad:+.3f} rad")
+    if not args.no_publish:
+        res = publish_fp_run(processed, run, out)
+        print(f"published {res.uri}")
+    return 0
+
+
 def _live_callback(args: argparse.Namespace):
     """A LiveReconstructionCallback publishing to ``args.tiled_uri`` (or nowhere without it)."""
     from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
@@ -352,6 +384,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", type=Path, default=None, metavar="FILE", help="replay this <uid>.jsonl instead")
     _add_live_args(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("dfxm-demo", help="simulated FP-DFXM acquisition into Tiled, reconstruction, publication")
+    _add_server_args(p)
+    p.add_argument("--tiled-uri", default=None, help="use this running server instead of starting one")
+    p.add_argument("--n-px", type=int, default=32, help="camera frame size in pixels (default 32)")
+    p.add_argument("--grid", type=int, default=5, help="diversity grid n × n (default 5)")
+    p.add_argument("--step-px", type=int, default=6, help="grid step in frequency pixels (default 6: ~63%% overlap)")
+    p.add_argument("--kind", choices=("rock_roll", "two_theta_roll", "lens_translation"), default="rock_roll",
+                   help="which motors create the diversity (default rock_roll)")
+    p.add_argument("--iterations", type=int, default=150, help="Zernike-EPRY sweeps (default 150)")
+    p.add_argument("--seed", type=int, default=6, help="random seed of the simulation")
+    p.set_defaults(func=cmd_dfxm_demo)
+
+    p = sub.add_parser("fp-reconstruct", help="reconstruct a recorded FP-DFXM run and publish it")
+    p.add_argument("--run", required=True, metavar="UID", help="uid of an fp_dfxm_scan run in /raw")
+    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.add_argument("--iterations", type=int, default=150, help="Zernike-EPRY sweeps (default 150)")
+    p.add_argument("--fixed-pupil", action="store_true", help="do not refine the pupil aberrations")
+    p.add_argument("--no-publish", action="store_true", help="do not publish to /processed")
+    p.set_defaults(func=cmd_fp_reconstruct)
     return parser
 
 

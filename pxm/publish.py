@@ -7,6 +7,8 @@ arrays ``object`` (complex64), ``probe`` (complex64), ``background``, ``strain_z
 ``omega_x``, ``omega_y`` (float32, NaN off the support), ``error`` (float64 per iteration)
 and ``error_phase`` (0 = ePIE, 1 = ML). The raw run gets a back-link in its metadata
 ``analysis`` list (``start`` is left intact). Live streaming is not done here.
+FP-DFXM results use the same keys and links with Spec ``FPDFXMReconstruction`` 0.1
+(:func:`publish_fp_dfxm_results`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RESULT_SPEC", "RESULT_SPEC_VERSION", "next_result_key", "publish_results"]
+__all__ = ["FP_RESULT_SPEC", "FP_RESULT_SPEC_VERSION", "RESULT_SPEC", "RESULT_SPEC_VERSION", "next_result_key",
+           "publish_fp_dfxm_results", "publish_results"]
 
 RESULT_SPEC = "BraggPtychoReconstruction"
 RESULT_SPEC_VERSION = "0.1"
@@ -76,6 +79,45 @@ def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw
         v = result.get(name)
         if v is not None:
             res.write_array(np.ascontiguousarray(np.asarray(v).astype(dtype)), key=name)
+    if raw_run is not None:
+        links = list(raw_run.metadata.get("analysis") or [])
+        links.append({"key": key, "uri": getattr(res, "uri", None), "algorithm": algorithm, "status": "complete"})
+        raw_run.update_metadata(metadata={"analysis": links})
+    return res
+
+
+FP_RESULT_SPEC = "FPDFXMReconstruction"
+FP_RESULT_SPEC_VERSION = "0.1"
+
+
+def publish_fp_dfxm_results(processed: Any, raw_uid: str, arrays: dict[str, Any], *, metadata: dict[str, Any],
+                            raw_run: Any = None, raw_uri: str | None = None,
+                            algorithm: str = "pxm FP-DFXM (Zernike-EPRY)") -> Any:
+    """Write one FP-DFXM result container under ``processed``; return its client.
+
+    Same key scheme and two-way link as :func:`publish_results` (``<raw_uid[:8]>-recon-NNN``,
+    metadata ``raw_uid``/``raw_uri``, back-link in the raw run's ``analysis`` list), Spec
+    ``FPDFXMReconstruction``. ``arrays`` needs ``object`` and ``pupil`` (complex, stored as
+    complex64); any other NumPy array is stored as float32/float64 as given. ``metadata``
+    carries e.g. Zernike coefficients, the misalignment read-out and the options.
+    """
+    from tiled.structures.core import Spec
+
+    for k in ("object", "pupil"):
+        if arrays.get(k) is None:
+            raise ValueError(f"publish_fp_dfxm_results: arrays[{k!r}] is missing")
+    if raw_uri is None and raw_run is not None:
+        raw_uri = getattr(raw_run, "uri", None)
+    key = next_result_key(processed, raw_uid)
+    md = {"raw_uid": raw_uid, "raw_uri": raw_uri, "algorithm": algorithm, "status": "complete", **metadata}
+    res = processed.create_container(key, metadata=_jsonable(md),
+                                     specs=[Spec(FP_RESULT_SPEC, version=FP_RESULT_SPEC_VERSION)])
+    for name, value in arrays.items():
+        if value is None:
+            continue
+        a = np.asarray(value)
+        a = a.astype(np.complex64) if np.iscomplexobj(a) else a.astype(np.float64 if a.dtype == np.float64 else np.float32)
+        res.write_array(np.ascontiguousarray(a), key=name)
     if raw_run is not None:
         links = list(raw_run.metadata.get("analysis") or [])
         links.append({"key": key, "uri": getattr(res, "uri", None), "algorithm": algorithm, "status": "complete"})

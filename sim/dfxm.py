@@ -31,6 +31,9 @@ __all__ = [
     "grid_shifts_rad",
     "crl_pupil",
     "simulate_frames",
+    "setting_shifts",
+    "frame_for_setting",
+    "DFXMSimulator",
 ]
 
 
@@ -263,3 +266,93 @@ def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXM
     rng = np.random.default_rng(seed)
     lam_counts = np.asarray(stack) * scale + background_counts
     return rng.poisson(lam_counts).astype(np.float64)
+
+
+def setting_shifts(geometry: FPDFXMGeometry, *, rock_rad: float = 0.0, roll_rad: float = 0.0,
+                   two_theta_rad: float = 0.0,
+                   lens_translation_m: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) spectrum shift (rad) and image shift (m) of one combined motor setting (spec §1.3).
+
+    The contributions of rocking (thin film), roll, 2θ and the lens translation (row, col) =
+    (vertical, horizontal) of :func:`diversity_scan` add to first order.
+    """
+    shift = np.zeros(2)
+    image = np.zeros(2)
+    for kind, value in (("rock", [rock_rad]), ("roll", [roll_rad]), ("two_theta", [two_theta_rad]),
+                        ("lens_translation", [list(lens_translation_m)])):
+        d = diversity_scan(kind, value, geometry)
+        shift += d.shifts_rad[0]
+        image += d.image_shifts_m[0]
+    return shift, image
+
+
+def frame_for_setting(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXMGeometry, *,
+                      rock_rad: float = 0.0, roll_rad: float = 0.0, two_theta_rad: float = 0.0,
+                      lens_translation_m: tuple[float, float] = (0.0, 0.0),
+                      zernike_rad: dict[int, float] | None = None,
+                      pupil_center_rad: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Noise-free intensity (n_px, n_px) of one frame at a motor setting (spec §1.3, §1.5).
+
+    Same forward model as :func:`simulate_frames` (``photons_peak=None``) for the single
+    spectrum / image shift given by :func:`setting_shifts`.
+    """
+    shift, image = setting_shifts(geometry, rock_rad=rock_rad, roll_rad=roll_rad, two_theta_rad=two_theta_rad,
+                                  lens_translation_m=lens_translation_m)
+    out = simulate_frames(exit_field, field_pixel_size_m, geometry, shift[None, :], image_shifts_m=image[None, :],
+                          zernike_rad=zernike_rad, pupil_center_rad=pupil_center_rad, photons_peak=None)
+    return np.asarray(out[0])
+
+
+class DFXMSimulator:
+    """FP-DFXM frame source for a simulated imaging camera (physics of the sim backend).
+
+    Holds a crystal exit field on a grid ``s`` times finer than the geometry's high-resolution
+    grid, the CRL aberrations and the pupil centre. :meth:`frame` gives one Poisson frame
+    (uint32) for a motor setting. ``peak_rate_counts_per_s`` is the expected rate of the
+    brightest pixel of the unshifted, in-focus frame at nominal flux. A lens focus offset
+    ``lens_focus_m`` along the optical axis defocuses the sample by the same distance,
+    adding Z4 = Δz π α₀² / (2√3 λ) (inverse of ``FPDFXMGeometry.defocus_m_from_z4``).
+    """
+
+    def __init__(self, exit_field: np.ndarray, field_pixel_size_m: float, geometry: FPDFXMGeometry, *,
+                 zernike_rad: dict[int, float] | None = None,
+                 pupil_center_rad: tuple[float, float] = (0.0, 0.0),
+                 peak_rate_counts_per_s: float = 2e5, background_rate_counts_per_s: float = 0.0) -> None:
+        if not (math.isfinite(peak_rate_counts_per_s) and peak_rate_counts_per_s > 0):
+            raise ValueError(f"DFXMSimulator: peak_rate_counts_per_s must be > 0, got {peak_rate_counts_per_s!r}")
+        if not (math.isfinite(background_rate_counts_per_s) and background_rate_counts_per_s >= 0):
+            raise ValueError("DFXMSimulator: background_rate_counts_per_s must be >= 0, "
+                             f"got {background_rate_counts_per_s!r}")
+        self.exit_field = np.asarray(exit_field)
+        self.field_pixel_size_m = float(field_pixel_size_m)
+        self.geometry = geometry
+        self.zernike_rad = dict(zernike_rad or {})
+        self.pupil_center_rad = (float(pupil_center_rad[0]), float(pupil_center_rad[1]))
+        self.background_rate_counts_per_s = float(background_rate_counts_per_s)
+        ref = frame_for_setting(self.exit_field, self.field_pixel_size_m, geometry, zernike_rad=self.zernike_rad,
+                                pupil_center_rad=self.pupil_center_rad)
+        peak = float(ref.max())
+        if not peak > 0:
+            raise ValueError("DFXMSimulator: the unshifted frame is dark; check the exit field and pupil centre")
+        self.counts_scale_per_s = peak_rate_counts_per_s / peak
+        self.detector_shape = (geometry.n_px, geometry.n_px)
+
+    def z4_rad_from_defocus_m(self, defocus_m: float) -> float:
+        """Z4 coefficient of a sample defocus Δz (spec §1.4)."""
+        g = self.geometry
+        return defocus_m * math.pi * g.alpha0_rad**2 / (2 * math.sqrt(3) * g.wavelength_m)
+
+    def frame(self, *, rock_rad: float, roll_rad: float, two_theta_rad: float,
+              lens_translation_m: tuple[float, float], lens_focus_m: float, exposure_s: float,
+              flux_scale: float, rng: np.random.Generator) -> np.ndarray:
+        """One uint32 Poisson frame (n_px, n_px) at the given setting, exposure and relative flux."""
+        zern = dict(self.zernike_rad)
+        if lens_focus_m:
+            zern[4] = zern.get(4, 0.0) + self.z4_rad_from_defocus_m(lens_focus_m)
+        intensity = frame_for_setting(self.exit_field, self.field_pixel_size_m, self.geometry, rock_rad=rock_rad,
+                                      roll_rad=roll_rad, two_theta_rad=two_theta_rad,
+                                      lens_translation_m=lens_translation_m, zernike_rad=zern,
+                                      pupil_center_rad=self.pupil_center_rad)
+        lam = (intensity * self.counts_scale_per_s * max(flux_scale, 0.0)
+               + self.background_rate_counts_per_s) * exposure_s
+        return rng.poisson(np.maximum(lam, 0.0)).astype(np.uint32)
