@@ -179,13 +179,17 @@ class Reconstruction:
     probe_na_rad : (NA_p1, NA_p2) for the NA mask; None disables it.
     probe_width_m : W for the sampling check; None estimates it from ``probe``.
     object_shape : fixed object grid; None sizes it from the positions plus ``margin_vox``.
+    frame_valid : None (all frames measured), (POS, ANGLE) or (POS, ANGLE, N1, N2) bool, True
+        on measured frames/pixels. Invalid frames are left free (seed Eq 13, ω = 0) and may hold
+        anything (NaN included); positions with no valid frame are skipped. New data enters an
+        existing reconstruction through :meth:`update_frames`.
     """
 
     def __init__(self, geometry: BraggGeometry, frames: np.ndarray, mask: np.ndarray, stage_xyz_m: np.ndarray,
                  rocking_offsets_deg: np.ndarray, probe: np.ndarray, *, recipe: Recipe | None = None,
                  probe_na_rad: tuple[float, float] | None = None, probe_width_m: float | None = None,
                  object_shape: tuple[int, int, int] | None = None, margin_vox: int = 2,
-                 dtype: Any = COMPLEX, xp: Any = np) -> None:
+                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = np) -> None:
         recipe = seed_recipe() if recipe is None else recipe
         if not isinstance(geometry, BraggGeometry):
             raise ValueError(f"geometry: got {type(geometry).__name__}, expected a BraggGeometry; "
@@ -197,7 +201,8 @@ class Reconstruction:
         self._xp = xp
         self._dtype = np.dtype(dtype)
         n1, n2, nm = geometry.n_rows_px, geometry.n_cols_px, geometry.n_angles
-        frames = self._check_frames(frames)
+        fv = self._check_frame_valid(frame_valid, np.shape(frames))
+        frames = self._check_frames(frames, fv)
         stage = self._check_stage(stage_xyz_m, frames.shape[0])
         offs = np.asarray(rocking_offsets_deg, float)
         if offs.shape != (nm,) or not np.all(np.isfinite(offs)):
@@ -231,7 +236,8 @@ class Reconstruction:
         self._slab_centre = nu.mean(axis=0)
         self._stage = stage
         self.data = BraggData(intensities=self._to_internal(frames), mask=self._mask,
-                              offsets_vox=self._grid.offsets_vox, shifts_px=self._grid.shifts_px)
+                              offsets_vox=self._grid.offsets_vox, shifts_px=self._grid.shifts_px,
+                              frame_valid=self._valid_internal(fv))
         sup = self._slab(0)
         b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
         self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype), probe=xp.asarray(p2, dtype=self._dtype),
@@ -246,13 +252,37 @@ class Reconstruction:
         self._band: Any = None
 
     # --- validation -------------------------------------------------------------------
-    def _check_frames(self, frames: np.ndarray) -> np.ndarray:
+    def _check_frame_valid(self, frame_valid: np.ndarray | None, frames_shape: tuple[int, ...]) -> np.ndarray | None:
+        """(POS, ANGLE) or (POS, ANGLE, N1, N2) bool, or None; shape checked against the frames."""
+        if frame_valid is None:
+            return None
+        fv = np.asarray(frame_valid)
+        if fv.dtype != bool:
+            raise ValueError(f"frame_valid: dtype {fv.dtype}, expected bool (True on measured frames)")
+        if len(frames_shape) != 4 or fv.shape not in (tuple(frames_shape[:2]), tuple(frames_shape)):
+            raise ValueError(f"frame_valid: shape {fv.shape}, expected (POS, ANGLE) = {tuple(frames_shape[:2])} "
+                             f"or (POS, ANGLE, N1, N2) = {tuple(frames_shape)}")
+        return fv
+
+    def _valid_internal(self, fv: np.ndarray | None) -> Any:
+        """User-order validity → the solvers' (POS, NM) or (POS, N1, N2, NM) layout (None stays None)."""
+        if fv is None:
+            return None
+        v = fv if fv.ndim == 2 else np.moveaxis(fv, 1, -1)
+        if self.geometry.rocking_step_deg < 0:
+            v = v[..., ::-1]
+        return self._xp.asarray(np.ascontiguousarray(v))
+
+    def _check_frames(self, frames: np.ndarray, frame_valid: np.ndarray | None = None) -> np.ndarray:
         g = self.geometry
         f = np.asarray(frames)
         want = (g.n_angles, g.n_rows_px, g.n_cols_px)
         if f.ndim != 4 or f.shape[1:] != want:
             raise ValueError(f"frames: shape {f.shape}, expected (n_positions, {want[0]}, {want[1]}, {want[2]}) "
                              "= (POS, ANGLE, N1, N2) from the geometry; check the ROI and n_angles")
+        if frame_valid is not None:                     # invalid frames may hold anything: zero them
+            bad = ~frame_valid if frame_valid.ndim == 4 else ~frame_valid[:, :, None, None]
+            f = np.where(bad, np.zeros((), f.dtype), f)
         if not np.all(np.isfinite(f)):
             raise ValueError("frames: contain NaN or inf; mask bad pixels with the mask instead")
         if np.any(f < 0):
@@ -284,10 +314,12 @@ class Reconstruction:
         xp, op, d = self._xp, self.op, self.data
         pred = 0.0
         for j in range(d.n_positions):
+            if not d.has_data(j):
+                continue
             pj = op.probe_at(self.state.probe, d.shifts_px[j])
             psi = op.fourier.forward(pj * self.state.object[op.view(d.offsets_vox[j])])
-            pred += float(xp.sum(xp.where(d.mask, psi.real ** 2 + psi.imag ** 2, 0.0)))
-        meas = float(xp.sum(xp.where(d.mask[None], d.intensities, 0.0)))
+            pred += float(xp.sum(xp.where(d.mask_at(j), psi.real ** 2 + psi.imag ** 2, 0.0)))
+        meas = d.measured_sum()
         return float(np.sqrt(meas / pred)) if pred > 0 and meas > 0 else 1.0
 
     def _slab(self, iteration: int) -> np.ndarray:
@@ -301,17 +333,47 @@ class Reconstruction:
         """Completed iterations."""
         return self.state.iteration
 
-    def add_frames(self, frames: np.ndarray, stage_xyz_m: np.ndarray) -> None:
-        """Append positions (POS_NEW, ANGLE, N1, N2) acquired live; they must fit the object grid."""
-        f = self._check_frames(frames)
+    def add_frames(self, frames: np.ndarray, stage_xyz_m: np.ndarray, frame_valid: np.ndarray | None = None) -> None:
+        """Append positions (POS_NEW, ANGLE, N1, N2) acquired live; they must fit the object grid.
+
+        ``frame_valid`` as in the constructor, for the new positions only (None: all measured).
+        """
+        fv = self._check_frame_valid(frame_valid, np.shape(frames))
+        f = self._check_frames(frames, fv)
         s = self._check_stage(stage_xyz_m, f.shape[0])
         vg = view_grid(self.geometry, s, object_shape=self._grid.object_shape, origin_vox=self._grid.origin_vox)
         xp = self._xp
         d = self.data
+        old_fv, new_fv = d.frame_valid, self._valid_internal(fv)
+        valid = None
+        if old_fv is not None or new_fv is not None:
+            per_pixel = any(v is not None and v.ndim == 4 for v in (old_fv, new_fv))
+            shape = tuple(d.mask.shape) if per_pixel else (d.mask.shape[-1],)
+
+            def _expand(v: Any, n: int) -> Any:
+                if v is None:
+                    return xp.ones((n,) + shape, dtype=bool)
+                return xp.broadcast_to(v[:, None, None, :], (n,) + shape) if per_pixel and v.ndim == 2 else v
+
+            valid = xp.concatenate([_expand(old_fv, d.n_positions), _expand(new_fv, f.shape[0])])
         self.data = BraggData(intensities=xp.concatenate([d.intensities, self._to_internal(f)]), mask=d.mask,
                               offsets_vox=np.concatenate([d.offsets_vox, vg.offsets_vox]),
-                              shifts_px=np.concatenate([d.shifts_px, vg.shifts_px]))
+                              shifts_px=np.concatenate([d.shifts_px, vg.shifts_px]), frame_valid=valid)
         self._stage = np.concatenate([self._stage, s])
+
+    def update_frames(self, frames: np.ndarray, frame_valid: np.ndarray | None = None) -> None:
+        """Replace the data of the existing positions; object, probe, background and history carry over.
+
+        ``frames`` (POS, ANGLE, N1, N2) for the same positions as now, ``frame_valid`` as in the
+        constructor (None: every frame measured). Use it when frames arrive during the scan:
+        the not-yet-measured ones stay free (seed Eq 13, ω = 0) until they are valid.
+        """
+        fv = self._check_frame_valid(frame_valid, np.shape(frames))
+        f = self._check_frames(frames, fv)
+        if f.shape[0] != self.data.n_positions:
+            raise ValueError(f"update_frames: {f.shape[0]} positions, expected {self.data.n_positions} "
+                             "(the positions of this reconstruction; append new ones with add_frames)")
+        self.data = dataclasses.replace(self.data, intensities=self._to_internal(f), frame_valid=self._valid_internal(fv))
 
     def _apply_support_schedule(self, it: int) -> None:
         sched = self.recipe.support

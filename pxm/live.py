@@ -60,7 +60,8 @@ class LiveOptions:
     min_positions: int = 2
     """...and, for complete-position data, at least this many positions with every angle."""
     rebuild_growth: float = 0.25
-    """Rebuild the live engine when the usable frames grew by this fraction since the last build."""
+    """After a failed engine start, retry once the usable frames grew by this fraction (a running
+    engine takes every new frame in place, :meth:`analysis.engine.Reconstruction.update_frames`)."""
     preview_interval_s: float = 1.0
     """Least time between two preview writes."""
     publish_previews: bool = True
@@ -426,7 +427,8 @@ class _RunSession:
         return dict(geometry=geom, frames=frames, mask=mask, stage_xyz_m=g.stage_xyz_m(positions),
                     rocking_offsets_deg=g.angles_read_deg() - geom.theta_bragg_deg)
 
-    def _build(self, positions: np.ndarray, angles: np.ndarray, recipe: Recipe, probe: np.ndarray | None) -> Any:
+    def _build(self, positions: np.ndarray, angles: np.ndarray, recipe: Recipe, probe: np.ndarray | None,
+               frame_valid: np.ndarray | None = None) -> Any:
         from analysis.engine import Reconstruction
         from pxm.reconstruct import ReconstructOptions, initial_probe
 
@@ -439,30 +441,36 @@ class _RunSession:
             self.probe0, _ = initial_probe(geom, options=ropts)
         return Reconstruction(geom, inp["frames"], inp["mask"], inp["stage_xyz_m"], inp["rocking_offsets_deg"],
                               self.probe0 if probe is None else probe, recipe=recipe,
-                              probe_na_rad=(ropts.na_v_rad, ropts.na_h_rad))
+                              probe_na_rad=(ropts.na_v_rad, ropts.na_h_rad), frame_valid=frame_valid)
 
     def _maybe_rebuild(self) -> None:
+        """Start the engine once enough frames are usable; afterwards feed new frames in place.
+
+        The engine holds every pattern position and angle from the start; frames not yet
+        measured are invalid (left free, seed Eq 13 with ω = 0) and enter through
+        :meth:`analysis.engine.Reconstruction.update_frames`, so object and probe carry over.
+        """
         o, g = self.options, self.grid
+        if self.engine is not None:
+            if g.n_measured > self.engine_frames:
+                self.engine.update_frames(g.frames, frame_valid=g.measured.copy())
+                self.engine_frames = g.n_measured
+            return
         positions, angles, mode = select_usable(g.measured)
         n_usable = len(positions) * len(angles)
         total = g.n_positions * g.n_angles
         enough = (n_usable >= o.start_fraction * total
                   and (len(angles) >= o.min_angles if mode == "angle_layers" else len(positions) >= o.min_positions))
-        if not enough or n_usable < (1 + o.rebuild_growth) * self.engine_frames and self.engine is not None:
+        if not enough or n_usable < (1 + o.rebuild_growth) * self.engine_frames:
             return
-        probe = None if self.engine is None else self.engine.result().probe
         try:
-            try:
-                self.engine = self._build(positions, angles, self.options.recipe, probe)
-            except ValueError:
-                if probe is None:
-                    raise
-                self.engine = self._build(positions, angles, self.options.recipe, None)   # warm start refused
+            self.engine = self._build(np.arange(g.n_positions), np.arange(g.n_angles), self.options.recipe, None,
+                                      frame_valid=g.measured.copy())
         except ValueError as exc:
             log.warning("live %s: engine not started on %d frames: %s", self.info.uid[:8], n_usable, exc)
             self.engine_frames = n_usable
             return
-        self.engine_frames = n_usable
+        self.engine_frames = g.n_measured
         self.summary.setdefault("live_start_frames", n_usable)
         self.summary.setdefault("live_start_t", time.time() - self.timeline["start_t"])
         self.summary["live_mode"] = mode

@@ -99,7 +99,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
         sl = op.view(data.offsets_vox[j])
         v = state.object[sl]
         pj = op.probe_at(state.probe, data.shifts_px[j])
-        c, chi = _data_term(op.fourier.forward(pj * v), data.intensities[j], state.background, data.mask,
+        c, chi = _data_term(op.fourier.forward(pj * v), data.intensities[j], state.background, data.mask_at(j),
                             options.noise_model)
         total += c
         g = op.fourier.adjoint(chi)
@@ -119,7 +119,7 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     for j in range(data.n_positions):
         sl = op.view(data.offsets_vox[j])
         psi_q = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * state.object[sl])
-        total += _data_term(psi_q, data.intensities[j], state.background, data.mask, options.noise_model)[0]
+        total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j), options.noise_model)[0]
     w = _mu_map(state, data, op, weights)
     return total + float(xp.sum(w * (state.object.real ** 2 + state.object.imag ** 2)))
 
@@ -148,7 +148,7 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
         if p2 is not None:
             a2 = a2 + 2.0 * (xp.conj(p0) * p2).real
         inten = data.intensities[j].astype(np.float64)
-        m = data.mask
+        m = data.mask_at(j)
         if options.noise_model == "poisson":
             d1 += float(xp.sum(xp.where(m, a1 * (1.0 - inten / a0), 0.0)))
             d2 += float(xp.sum(xp.where(m, 2.0 * a2 * (1.0 - inten / a0) + inten * a1 ** 2 / a0 ** 2, 0.0)))

@@ -85,11 +85,46 @@ class BraggData:
     """(POS, 3) int64: view offsets o_j."""
     shifts_px: np.ndarray = field(repr=False)
     """(POS, 2) float64: sub-pixel probe shifts g_j."""
+    frame_valid: Any = field(default=None, repr=False)
+    """None (every frame measured), (POS, NM) bool per frame, or (POS, N1, N2, NM) bool per
+    pixel: False on frames not yet measured or missing, which are left free like virtual
+    planes (seed Eq 13 with ω = 0)."""
+
+    def __post_init__(self) -> None:
+        fv = self.frame_valid
+        if fv is None:
+            return
+        pos, n1, n2, nm = (int(v) for v in self.intensities.shape)
+        if tuple(fv.shape) not in ((pos, nm), (pos, n1, n2, nm)):
+            raise ValueError(f"BraggData.frame_valid: shape {tuple(fv.shape)}, expected ({pos}, {nm}) "
+                             f"or ({pos}, {n1}, {n2}, {nm})")
 
     @property
     def n_positions(self) -> int:
         """Number of scan positions J."""
         return int(self.intensities.shape[0])
+
+    def mask_at(self, j: int) -> Any:
+        """ω_j ``(N1, N2, NM)`` bool: the detector mask ∧ the validity of position j's frames (Eq 13)."""
+        fv = self.frame_valid
+        if fv is None:
+            return self.mask
+        if fv.ndim == 2:
+            return self.mask & fv[j][None, None, :]
+        return self.mask & fv[j]
+
+    def has_data(self, j: int) -> bool:
+        """Whether position j has at least one valid frame (positions without any are skipped)."""
+        fv = self.frame_valid
+        return fv is None or bool(fv[j].any())
+
+    def measured_sum(self) -> float:
+        """Σ_j Σ ω_j I_j: the normalisation of the amplitude misfit."""
+        xp = array_module(self.intensities)
+        if self.frame_valid is None:
+            return float(xp.sum(xp.where(self.mask[None], self.intensities, 0.0)))
+        return float(sum(float(xp.sum(xp.where(self.mask_at(j), self.intensities[j], 0.0)))
+                         for j in range(self.n_positions)))
 
 
 @dataclass(kw_only=True)
