@@ -8,7 +8,10 @@ I_j = |ψ_j|². With this scaling ψ_j equals O band-limited and sampled at the 
 
 Reconstruction (spec §1.7): EPRY [Ou, Zheng & Yang, Opt. Express 22, 4960 (2014),
 doi:10.1364/OE.22.004960] with the pupil phase restricted to Noll Zernikes (Gauss–Newton
-step in Zernike space once per sweep; tip/tilt zeroed), |P| fixed to the CRL Gaussian.
+step in Zernike space once per sweep; tip/tilt zeroed), |P| fixed to the CRL Gaussian. The object
+starts from the per-pixel centre of mass of the intensity over the diversity shifts (local phase
+gradient, integrated): the slowly varying phase is poorly constrained per sweep and a flat start
+leaves it for hundreds of sweeps (docs/fp-dfxm.md).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "FPOptions",
     "FPResult",
     "reconstruct_fp_dfxm",
+    "initial_object_from_diversity",
     "estimate_pupil_center_rad",
     "MisalignmentReadout",
     "misalignment_readout",
@@ -184,12 +188,16 @@ class FPOptions:
     """First sweep (0-based) with a pupil update."""
     zernike_indices: tuple[int, ...] = (4, 5, 6, 7, 8, 9, 10, 11)
     """Noll terms refined (piston and tip/tilt are always fitted and discarded)."""
-    pupil_step: float = 1.0
-    """Damping of the Zernike step Δc."""
+    pupil_step: float = 1.5
+    """Scale of the Gauss–Newton Zernike step Δc (> 1: the simultaneous object update absorbs part of
+    the per-sweep pupil misfit, so the plain step under-corrects; 1.5 measured best with 2 on the edge)."""
     object_step: float = 1.0
     """ePIE step on the spectrum window."""
     rpie_alpha: float = 1.0
     """rPIE regularisation a in (0, 1]; 1 is ePIE's conj(P)/max|P|²."""
+    initial_phase: str = "diversity_com"
+    """Object start: ``"diversity_com"`` (phase integrated from the per-pixel centre of mass of the
+    intensity over the diversity shifts, amplitude √ΣI) or ``"flat"`` (√I of the centre frame, phase 0)."""
     min_overlap: float = 0.55
     """Required nearest-neighbour spectral overlap (spec §1.6: about 60%)."""
     background_counts: float = 0.0
@@ -210,6 +218,8 @@ class FPOptions:
             raise ValueError("FPOptions: pupil_step and object_step must lie in (0, 2]")
         if not 0 < self.rpie_alpha <= 1:
             raise ValueError(f"FPOptions.rpie_alpha must lie in (0, 1], got {self.rpie_alpha}")
+        if self.initial_phase not in ("diversity_com", "flat"):
+            raise ValueError(f"FPOptions.initial_phase must be 'diversity_com' or 'flat', got {self.initial_phase!r}")
         if not 0 <= self.min_overlap < 1:
             raise ValueError(f"FPOptions.min_overlap must lie in [0, 1), got {self.min_overlap}")
         if self.background_counts < 0 or self.shift_tolerance_px < 0:
@@ -259,6 +269,49 @@ def _validate_frames(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, ima
             raise ValueError(f"image_shifts_m: shape {m.shape} (must be {s.shape}) and finite")
 
 
+def _upsample_nearest(a: Any, u: int) -> Any:
+    xp = array_module(a)
+    return xp.repeat(xp.repeat(a, u, axis=0), u, axis=1)
+
+
+def initial_object_from_diversity(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *,
+                                  pupil_center_rad: tuple[float, float] | None = None,
+                                  background_counts: float = 0.0) -> Any:
+    """(HR_ROW, HR_COL) complex start object: phase from the local spectrum position, amplitude from ΣI.
+
+    A locally plane object O ∝ exp(2πi f·x) puts its light through the pupil where f + κ_j = α_c,
+    so the intensity-weighted centre of mass κ̄(x) = Σ_j I_j κ_j / Σ_j I_j gives the local phase
+    gradient ∇φ = 2π(α_c − κ̄)/λ (the conventional DFXM centre-of-mass map). The gradient is
+    upsampled (nearest) and integrated by least squares with FFTs (periodic field); the amplitude is
+    √(ΣI_j / Σ_j|P(κ_j)|²). This captures the slowly varying phase that sequential EPRY updates
+    correct only very slowly from a flat start.
+    """
+    xp = array_module(frames)
+    fft = fft_module(xp)
+    n, u, big = geometry.n_px, geometry.upsampling, geometry.hr_n_px
+    c = geometry.pupil_center_rad if pupil_center_rad is None else pupil_center_rad
+    s = np.asarray(shifts_rad, float)
+    inten = xp.maximum(frames - background_counts, 0.0)
+    total = xp.sum(inten, axis=0)
+    w = total + 1e-3 * float(xp.max(total)) + 1e-300             # dark pixels: gradient → 0
+    k_row = xp.tensordot(xp.asarray(s[:, 0]), inten, axes=1) / w
+    k_col = xp.tensordot(xp.asarray(s[:, 1]), inten, axes=1) / w
+    lam = geometry.wavelength_m
+    g_row = _upsample_nearest(2 * math.pi * (c[0] - k_row) / lam, u)       # rad/m
+    g_col = _upsample_nearest(2 * math.pi * (c[1] - k_col) / lam, u)
+    k = xp.asarray(2 * math.pi * np.fft.fftfreq(big, d=geometry.hr_pixel_size_m))
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    k2[0, 0] = 1.0
+    ph = -1j * (k[:, None] * fft.fft2(g_row) + k[None, :] * fft.fft2(g_col)) / k2
+    ph[0, 0] = 0.0
+    phase = xp.real(fft.ifft2(ph))
+    obj = geometry.objective
+    r2 = (s[:, 0] - c[0]) ** 2 + (s[:, 1] - c[1]) ** 2
+    p2 = float(np.sum(np.exp(-r2 / (2 * obj.na_rms_rad**2)) * (r2 <= obj.aperture_half_angle_rad**2)))
+    amp = _upsample_nearest(xp.sqrt(total / max(p2, 1e-12)), u)
+    return amp * xp.exp(1j * phase)
+
+
 def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *, options: FPOptions,
                         image_shifts_m: Any = None, initial_zernike_rad: dict[int, float] | None = None,
                         pupil_center_rad: tuple[float, float] | None = None) -> FPResult:
@@ -266,7 +319,8 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
 
     ``frames`` (FRAME, ROW, COL) intensities; ``shifts_rad`` (FRAME, 2) (row, col) spectrum
     shifts κ_j; ``image_shifts_m`` optional (FRAME, 2) s_j. Frames are visited by |κ| ascending;
-    the object starts as the upsampled √I of the smallest-|κ| frame.
+    the object starts from :func:`initial_object_from_diversity` (``options.initial_phase``), or,
+    with ``"flat"``, as the upsampled √I of the smallest-|κ| frame.
     """
     _validate_frames(frames, shifts_rad, geometry, image_shifts_m)
     check_overlap(shifts_rad, geometry, min_overlap=options.min_overlap)
@@ -292,9 +346,11 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
     sqrt_i = xp.sqrt(xp.maximum(frames - options.background_counts, 0.0))
     order = np.argsort(np.hypot(kappa[:, 0], kappa[:, 1]), kind="stable")
     starts = _window_starts(kappa, geometry)
-    # init: S ← FFT(upsample(√I_centre)) / u²
-    j0 = int(order[0])
-    init = xp.repeat(xp.repeat(sqrt_i[j0], u, axis=0), u, axis=1).astype(complex)
+    if options.initial_phase == "diversity_com":
+        init = initial_object_from_diversity(frames, shifts_rad, geometry, pupil_center_rad=center,
+                                             background_counts=options.background_counts)
+    else:                                                               # S ← FFT(upsample(√I_centre)) / u²
+        init = _upsample_nearest(sqrt_i[int(order[0])], u).astype(complex)
     spec = fft.fftshift(fft.fft2(init)) / (u * u)
     total_i = float(xp.sum(sqrt_i**2))
     err_hist = np.zeros(options.n_iterations)

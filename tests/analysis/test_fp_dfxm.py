@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from analysis.dfxm_geometry import CRLObjective, FPDFXMGeometry, Reflection
-from analysis.fp_dfxm import (FPDFXMOperator, FPOptions, aberrated_pupil, check_overlap, phase_error_rms_rad,
+from analysis.fp_dfxm import (FPDFXMOperator, FPOptions, aberrated_pupil, check_overlap,
+                              initial_object_from_diversity, phase_error_rms_rad, pupil_amplitude,
                               reconstruct_fp_dfxm, spectral_overlap, strain_tilt_from_phase)
 from analysis.zernike import noll_to_nm, zernike
 from tests.analysis.operator_contract import check_adjoint
@@ -81,6 +82,22 @@ def test_reconstruction_recovers_known_pupil_on_operator_data():
     for j, c in res.zernike_rad.items():
         assert abs(c - true.get(j, 0.0)) < 0.05, res.zernike_rad
     assert res.error_history[-1] < 0.1 * res.error_history[0]
+
+
+def test_diversity_centre_of_mass_start_recovers_slow_phase():
+    """The per-pixel centre of mass over κ_j is the local phase gradient; integrated, it gives the slow phase."""
+    geom = _geom(n_px=32, upsampling=3)
+    shifts = _grid(geom, 5, 6)
+    x = np.arange(geom.hr_n_px) / geom.hr_n_px
+    obj = np.exp(1j * 4.0 * np.sin(2 * np.pi * x)[:, None] * np.cos(2 * np.pi * x)[None, :])   # ±4 rad, smooth
+    frames = np.abs(FPDFXMOperator(geom, shifts, pupil_amplitude(geom).astype(complex)).forward(obj)) ** 2
+    init = initial_object_from_diversity(frames, shifts, geom)
+    err_init = phase_error_rms_rad(init, obj)
+    err_flat = phase_error_rms_rad(np.ones_like(obj), obj)
+    assert err_init < 0.25 and err_init < 0.15 * err_flat, (err_init, err_flat)     # measured 0.20 vs 1.80
+    assert np.mean(np.abs(init)) == pytest.approx(1.0, rel=0.1)
+    with pytest.raises(ValueError, match="initial_phase"):
+        FPOptions(initial_phase="random")
 
 
 @pytest.mark.parametrize("change, match", [

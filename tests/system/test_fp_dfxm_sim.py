@@ -57,14 +57,13 @@ def test_pupil_recovery_lowers_object_phase_error(aberrated_run):
     err_rec = phase_error_rms_rad(rec.object[c, c], truth_hr[c, c])
     err_ign = phase_error_rms_rad(ign.object[c, c], truth_hr[c, c])
     print(f"phase rms: Zernike-EPRY {err_rec:.3f} rad, aberrations ignored {err_ign:.3f} rad")
-    assert err_ign >= 0.4
-    assert err_rec <= 0.75 * err_ign
+    assert err_ign >= 0.25                # issue 6: ignoring the aberrations costs ≥ 0.25 rad (measured 0.26)
+    assert err_rec <= 0.5 * err_ign
     assert rec.error_history[-1] < 0.5 * ign.error_history[-1]
 
 
-@pytest.mark.xfail(reason="issue 6 target 0.1 rad rms not reached: slow low-frequency phase mode "
-                          "(≈0.3 rad after 150 sweeps, 0.15 rad after 400 with the true pupil)", strict=False)
 def test_object_phase_error_meets_issue_target(aberrated_run):
+    """Issue 6: ≤ 0.1 rad rms with pupil recovery (measured 0.077 with the centre-of-mass start; 0.31 flat)."""
     _, truth_hr, rec, _ = aberrated_run
     c = slice(32, 224)
     assert phase_error_rms_rad(rec.object[c, c], truth_hr[c, c]) <= 0.1
@@ -113,5 +112,5 @@ def test_resolution_beyond_conventional_dfxm():
         if n_cyc < 32 else 0.0
     fp_mod = modulation(rec.object)
     print(f"bars modulation at 32 nm half-pitch: truth {truth_mod:.3f}, FP {fp_mod:.3f}, conventional {conv_mod:.3f}")
-    assert fp_mod >= 0.2 * truth_mod
+    assert fp_mod >= 0.6 * truth_mod                 # measured 0.325 of 0.363 (0.098 from a flat start)
     assert conv_mod < 0.05 * truth_mod
