@@ -311,6 +311,35 @@ def _add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, help="give up waiting for results after this many s")
 
 
+def cmd_polarization(args: argparse.Namespace) -> int:
+    """Strain maps of a results file -> polarization maps (file, and Tiled with --publish)."""
+    from analysis.dataset import read_results
+    from pxm.polarization import polarization_from_results, publish_polarization, summary, write_polarization
+
+    if not args.results.exists():
+        raise ValueError(f"results file {args.results} does not exist")
+    maps = polarization_from_results(args.results, material=args.material, hkl=tuple(args.hkl),
+                                     strain_frame=args.strain_frame)
+    group = write_polarization(args.results, maps)
+    info = summary(maps)
+    print(f"wrote {args.results}:{group}: {info['voxels']} voxels, mean |P| = {info['mean_abs_p_c_per_m2']:.4f} C/m², "
+          f"max {info['max_abs_p_c_per_m2']:.4f} C/m²; each P is one of {info['n_equivalent_values']} "
+          "symmetry-equivalent solutions (one reflection cannot tell them apart)")
+    if args.publish:
+        from pxm.catalog import connect, ensure_layout
+
+        if not (args.tiled_uri and args.api_key):
+            raise ValueError("--publish needs --tiled-uri and --api-key")
+        raw_uid = args.raw_uid or str(read_results(args.results)["provenance"].get("raw_uid") or "")
+        if not raw_uid:
+            raise ValueError("--publish: the results file records no raw run uid; pass --raw-uid")
+        raw, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
+        raw_run = raw[raw_uid] if raw_uid in raw else None
+        node = publish_polarization(processed, raw_uid, maps, raw_run=raw_run, source=str(args.results))
+        print(f"published {node.uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pxm``."""
     parser = argparse.ArgumentParser(prog="pxm", description="Coherent X-ray Bragg microscopy: scan to science.")
@@ -332,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true", help="no live reconstruction during the BP scan")
     p.add_argument("--live-iterations", type=int, default=6, help="ePIE sweeps of the live recipe (default 6)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("polarization", help="polarization maps from the strain maps of a results file (LGD)")
+    p.add_argument("results", type=Path, metavar="RESULTS.h5", help="results file of `pxm reconstruct`")
+    p.add_argument("--material", required=True, help="LGD coefficient set, e.g. BaTiO3, PbTiO3, SrTiO3")
+    p.add_argument("--hkl", type=float, nargs=3, required=True, metavar=("H", "K", "L"),
+                   help="the measured reflection in the parent cubic frame")
+    p.add_argument("--strain-frame", default=None, help="which /strain map to invert (default: the first)")
+    p.add_argument("--publish", action="store_true", help="also publish to /processed in Tiled")
+    p.add_argument("--raw-uid", default=None, help="raw run uid (default: from the results file)")
+    p.add_argument("--tiled-uri", default=None)
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.set_defaults(func=cmd_polarization)
 
     p = sub.add_parser("runs", help="list runs in a Tiled server")
     p.add_argument("--tiled-uri", required=True)

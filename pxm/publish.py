@@ -25,9 +25,9 @@ RESULT_SPEC = "BraggPtychoReconstruction"
 RESULT_SPEC_VERSION = "0.1"
 
 
-def next_result_key(processed: Any, raw_uid: str) -> str:
-    """``<raw_uid[:8]>-recon-NNN`` with NNN one above the highest already in ``processed``."""
-    prefix = f"{raw_uid[:8]}-recon-"
+def next_result_key(processed: Any, raw_uid: str, kind: str = "recon") -> str:
+    """``<raw_uid[:8]>-<kind>-NNN`` with NNN one above the highest already in ``processed``."""
+    prefix = f"{raw_uid[:8]}-{kind}-"
     pat = re.compile(re.escape(prefix) + r"(\d{3,})$")
     nums = [int(m.group(1)) for k in processed if (m := pat.match(str(k)))]
     return f"{prefix}{max(nums, default=0) + 1:03d}"
