@@ -150,25 +150,35 @@ def validate_dataset(ds: BraggDataset, *, source: str) -> None:
 
 
 # --------------------------------------------------------------------------- metadata helpers
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, complex):
-        return {"real": v.real, "imag": v.imag}
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return _jsonable(dataclasses.asdict(v))
-    return v
+def jsonable(v: Any, *, nonfinite_to_none: bool = False) -> Any:
+    """Plain JSON-ready copy of ``v``: arrays → lists, NumPy scalars → Python, dataclasses → dicts.
+
+    Complex numbers become ``{"real", "imag"}``; with ``nonfinite_to_none`` NaN/inf become None
+    (strict JSON, as Tiled metadata needs).
+    """
+    def conv(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): conv(y) for k, y in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [conv(y) for y in x]
+        if isinstance(x, np.ndarray):
+            return conv(x.tolist())
+        if isinstance(x, np.generic):
+            return conv(x.item())
+        if isinstance(x, complex):
+            return {"real": conv(x.real), "imag": conv(x.imag)}
+        if nonfinite_to_none and isinstance(x, float) and not np.isfinite(x):
+            return None
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return conv(dataclasses.asdict(x))
+        return x
+
+    return conv(v)
 
 
 def _write_dict_attrs(group: h5py.Group, d: dict[str, Any]) -> None:
     """Whole dict as JSON in attr ``json``; scalar/str entries also as attributes (+ units)."""
-    d = _jsonable(d)
+    d = jsonable(d)
     group.attrs["json"] = json.dumps(d)
     for k, v in d.items():
         if isinstance(v, (bool, int, float, str)) and v is not None:
@@ -392,7 +402,7 @@ def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = N
 
         g1 = image_group("image_1", img, pix, data_type)
         pg = g1.create_group("process_1")
-        pg.create_dataset("note", data=json.dumps(_jsonable(process or {})))
+        pg.create_dataset("note", data=json.dumps(jsonable(process or {})))
         pg.create_dataset("command", data="pxm analysis.dataset.write_cxi")
         if probe is not None:
             pr = to_numpy(probe)

@@ -19,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,32 @@ def ensure_layout(root: Any) -> tuple[Any, Any]:
     if PROCESSED_CONTAINER not in root:
         root.create_container(PROCESSED_CONTAINER)
     return root[RAW_CONTAINER], root[PROCESSED_CONTAINER]
+
+
+@dataclass(frozen=True)
+class TiledSession:
+    """A reachable server and its pxm containers (what :func:`tiled_session` yields)."""
+
+    uri: str
+    raw: Any
+    processed: Any
+    started_here: bool
+
+
+@contextmanager
+def tiled_session(server: TiledServerConfig, tiled_uri: str | None = None) -> Iterator[TiledSession]:
+    """Reach ``tiled_uri``, or start an embedded server from ``server`` for the block and stop it after."""
+    service = None
+    if tiled_uri is None:
+        print(f"starting Tiled (catalog {server.resolved_catalog_uri}) ...")
+        service = TiledService(server).start()
+        tiled_uri = service.uri
+    try:
+        raw, processed = ensure_layout(connect(tiled_uri, server.api_key))
+        yield TiledSession(uri=tiled_uri, raw=raw, processed=processed, started_here=service is not None)
+        if service is not None:
+            print(f"the server stops now; `pxm serve --data-dir {server.data_dir} --api-key {server.api_key}` "
+                  "serves the same data again")
+    finally:
+        if service is not None:
+            service.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, seed_geometry
-from pxm.catalog import TiledServerConfig, TiledService, connect, ensure_layout
+from pxm.catalog import TiledServerConfig, tiled_session
 from pxm.runengine import make_run_engine
 
 
@@ -151,16 +151,8 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
 
 def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | None = None) -> int:
     """Start (or reach) Tiled, run the simulated beamtime, print where the runs live."""
-    service = None
-    if tiled_uri is None:
-        print(f"starting Tiled (catalog {server.resolved_catalog_uri}) ...")
-        service = TiledService(server).start()
-        uri = service.uri
-    else:
-        uri = tiled_uri
-    try:
-        root = connect(uri, server.api_key)
-        raw, processed = ensure_layout(root)
+    with tiled_session(server, tiled_uri) as session:
+        uri, raw, processed = session.uri, session.raw, session.processed
         live = None
         if opts.live:
             from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
@@ -193,10 +185,4 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
             print("    rho = res['object'][:]; strain = res['strain_zz'][:]; res.metadata['raw_uid']")
             for f in sm.get("figures", []):
                 print(f"    figure: {f}")
-        if service is not None:
-            print(f"the server stops now; `pxm serve --data-dir {server.data_dir} --api-key {server.api_key}` "
-                  "serves the same data again")
-        return 0
-    finally:
-        if service is not None:
-            service.stop()
+    return 0

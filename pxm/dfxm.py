@@ -182,17 +182,10 @@ def publish_fp_run(processed: Any, raw_run: Any, out: FPRunResult) -> Any:
 
 def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None = None) -> int:
     """Start (or reach) Tiled, acquire, reconstruct and publish; print where everything lives."""
-    from pxm.catalog import TiledService, connect, ensure_layout
+    from pxm.catalog import tiled_session
 
-    service = None
-    if tiled_uri is None:
-        print(f"starting Tiled (catalog {server.resolved_catalog_uri}) ...")
-        service = TiledService(server).start()
-        uri = service.uri
-    else:
-        uri = tiled_uri
-    try:
-        raw, processed = ensure_layout(connect(uri, server.api_key))
+    with tiled_session(server, tiled_uri) as session:
+        uri, raw, processed = session.uri, session.raw, session.processed
         t0 = time.perf_counter()
         uid = run_fp_dfxm_acquisition(raw, server.raw_path, server.data_dir / "documents", opts)
         print(f"    acquired in {time.perf_counter() - t0:.1f} s; reconstructing ({opts.iterations} sweeps) ...")
@@ -208,11 +201,5 @@ def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None =
         print(f"defocus  : {m.defocus_m * 1e6:+.1f} µm; pupil centre {tuple(round(v * 1e3, 4) for v in m.pupil_center_rad)} mrad")
         print(f"published: /processed/{res.item['id'] if hasattr(res, 'item') else res.uri}")
         print(f"    res = from_uri('{uri}', api_key='{server.api_key}')['processed'].search(Key('raw_uid') == '{uid}')")
-        if service is not None:
-            print(f"the server stops now; `pxm serve --data-dir {server.data_dir} --api-key {server.api_key}` "
-                  "serves the same data again")
-        return 0
-    finally:
-        if service is not None:
-            service.stop()
+    return 0
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from analysis.dataset import jsonable
+
 __all__ = ["FP_RESULT_SPEC", "FP_RESULT_SPEC_VERSION", "RESULT_SPEC", "RESULT_SPEC_VERSION", "next_result_key",
            "publish_fp_dfxm_results", "publish_results"]
 
@@ -34,17 +36,8 @@ def next_result_key(processed: Any, raw_uid: str, kind: str = "recon") -> str:
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v
+    """Strict-JSON metadata for Tiled (NaN/inf → None)."""
+    return jsonable(v, nonfinite_to_none=True)
 
 
 def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw_run: Any = None,
