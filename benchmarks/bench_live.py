@@ -103,9 +103,11 @@ def bench_delays() -> dict[str, float]:
         t_scan = time.perf_counter() - t0
         (summary,) = cb.wait(300)
         delays = [v for v in cb.sessions[0].layer_preview_t.values() if v > 0]
+        pt = np.asarray(cb.sessions[0].preview_times_s).reshape(-1, 2)
     return {"scan_s": t_scan, "layers_previewed": len(delays), "layer_preview_mean_s": float(np.mean(delays)),
             "layer_preview_max_s": float(np.max(delays)), "stop_to_final_s": float(summary["final_delay_s"]),
-            "max_call_ms": 1e3 * max(cb.call_times_s)}
+            "max_call_ms": 1e3 * max(cb.call_times_s), "n_previews": len(pt),
+            "preview_compute_s": float(pt[:, 0].mean()), "preview_write_s": float(pt[:, 1].mean())}
 
 
 def main() -> None:
@@ -125,6 +127,8 @@ def main() -> None:
     print(f"| scan 3 × 3 × 5, 32 × 32 px, in Tiled | {dl['scan_s']:.1f} s |")
     print(f"| end of rocking layer → preview in Tiled ({dl['layers_previewed']} layers): mean / max | "
           f"{dl['layer_preview_mean_s']:.2f} s / {dl['layer_preview_max_s']:.2f} s |")
+    print(f"| one preview ({dl['n_previews']} written): compute / write to Tiled, mean | "
+          f"{dl['preview_compute_s']:.2f} s / {dl['preview_write_s']:.2f} s |")
     print(f"| stop document → final result in Tiled (6 ePIE sweeps) | {dl['stop_to_final_s']:.2f} s |")
     print(f"| max document call during the scan (engine running in-process) | {dl['max_call_ms']:.2f} ms |")
 

@@ -78,6 +78,9 @@ class LiveOptions:
     """...and farther than this fraction of a rocking step from every pattern angle."""
     strain_remove_ramp: bool = False
     """Remove a linear phase ramp before the strain (False keeps a uniform strain visible)."""
+    initial_probe_p2: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """(N2, N3) complex start of the probe section P2 (e.g. a known probe); None: the model probe of
+    :func:`pxm.reconstruct.initial_probe`."""
     detector_layout: DetectorLayout = field(default_factory=DetectorLayout)
     """Full-detector chip layout; the ROI's chip gaps are masked."""
     figures_dir: Path | None = None
@@ -315,9 +318,11 @@ class _RunSession:
         self.probe0: np.ndarray | None = None
         self.preview: Any = None
         self.preview_key: str | None = None
+        self.preview_nodes: dict[str, Any] = {}
         self.n_previews = 0
         self.last_preview_t = 0.0
         self.preview_errors: list[str] = []
+        self.preview_times_s: list[tuple[float, float]] = []    # (compute, Tiled write) per preview
         self.final_error: str | None = None
         self.final_exc: BaseException | None = None
         self.stop_doc: dict | None = None
@@ -437,6 +442,8 @@ class _RunSession:
         if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
             geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
         ropts = ReconstructOptions(progress=False)
+        if self.probe0 is None and self.options.initial_probe_p2 is not None:
+            self.probe0 = np.array(self.options.initial_probe_p2, dtype=np.complex128)
         if self.probe0 is None:
             self.probe0, _ = initial_probe(geom, options=ropts)
         return Reconstruction(geom, inp["frames"], inp["mask"], inp["stage_xyz_m"], inp["rocking_offsets_deg"],
@@ -490,7 +497,6 @@ class _RunSession:
         maps = strain_from_geometry(obj, res.geometry, support=res.support,
                                     options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
         out["strain_zz_mid_e2"] = np.take(np.asarray(maps.eps_zz), c[1], axis=1).astype(np.float32)
-        out["cost"] = np.asarray(res.costs, np.float64) if res.costs else np.zeros(1)
         return out
 
     def _publish_preview(self, force: bool = False) -> None:
@@ -501,31 +507,34 @@ class _RunSession:
             return
         self.last_preview_t = now
         try:
+            t0 = time.perf_counter()
             res = self.engine.result()
             arrays = self._preview_arrays(res)
+            t1 = time.perf_counter()
             md = {"raw_uid": self.info.uid, "kind": "live-preview", "status": "running",
                   "iteration": int(res.iterations), "n_frames_used": int(self.engine_frames),
                   "n_frames_measured": self.grid.n_measured,
                   "n_frames_total": self.grid.n_positions * self.grid.n_angles,
                   "mode": self.summary.get("live_mode"), "cost": float(res.costs[-1]) if res.costs else None,
-                  "n_previews": self.n_previews + 1, "updated_at": now}
+                  "costs": [float(c) for c in res.costs], "n_previews": self.n_previews + 1, "updated_at": now}
             if self.preview is None:
                 from tiled.structures.core import Spec
 
                 self.preview_key = _next_key(self.processed, f"{self.info.uid[:8]}-live-")
                 self.preview = self.processed.create_container(self.preview_key, metadata=md,
                                                                specs=[Spec(PREVIEW_SPEC, version="0.1")])
-            existing = set(self.preview)
-            for k, v in arrays.items():
+            for k, v in arrays.items():   # one request per array: the array clients are kept
                 v = np.ascontiguousarray(v)
-                if k in existing and tuple(self.preview[k].shape) == v.shape:
-                    self.preview[k].write(v)
+                node = self.preview_nodes.get(k)
+                if node is not None and tuple(node.shape) == v.shape:
+                    node.write(v)
                 else:
-                    if k in existing:
+                    if node is not None:
                         self.preview.delete_contents(k, external_only=False)
-                    self.preview.write_array(v, key=k)
+                    self.preview_nodes[k] = self.preview.write_array(v, key=k)
             self.preview.update_metadata(metadata=md)
             self.n_previews += 1
+            self.preview_times_s.append((t1 - t0, time.perf_counter() - t1))
             for a, t in list(self.layer_preview_t.items()):
                 if t < 0 and self.grid.measured[:, a].all() and a in set(_angles_in_engine(self)):
                     self.layer_preview_t[a] = time.time() + t      # delay from layer end to preview
@@ -570,7 +579,8 @@ class _RunSession:
                   "strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad, "omega_y": maps.omega_y_rad,
                   "error": costs, "error_phase": np.asarray([p == "ml" for p in res.phases], np.int8),
                   "metrics": metrics, "timings_s": {"reconstruction_s": t_rec}}
-        self.final_result = {**result, "strain_maps": maps, "geometry": res.geometry}
+        self.final_result = {**result, "strain_maps": maps, "geometry": res.geometry,
+                             "stage_xyz_m": g.stage_xyz_m(positions)}
         self.summary.update(metrics=metrics, missing_frames=missing, excluded_positions=excluded_pos,
                             masked_angles=masked_ang, final_mode=mode, rejected=list(g.rejected))
         if self.options.figures_dir is not None:
@@ -621,8 +631,10 @@ class _RunSession:
                 if o.reconstruct_live:
                     self._maybe_rebuild()
                     if self.engine is not None:
-                        self.engine.iterate(o.preview_iterations)
-                        self._publish_preview()
+                        # a rocking layer just completed: one sweep with it, then publish at once
+                        layer_due = any(t < 0 for t in self.layer_preview_t.values())
+                        self.engine.iterate(1 if layer_due else o.preview_iterations)
+                        self._publish_preview(force=layer_due)
             except Exception as exc:   # live previews are best effort
                 self.preview_errors.append(repr(exc))
                 log.warning("live %s: %s", self.info.uid[:8], traceback.format_exc())

@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, cubic_d_spacing_m
 from analysis.operators import view_grid
+from analysis.solvers.model import BraggModel
 from sim.diffraction import BraggSimulator
 from sim.probe import KBProbe, probe_axes
 from sim.sample import CrystalSample
@@ -104,17 +105,55 @@ class SimProblem:
         return self.simulator.truth_object(*self.lab_coordinates(shape, origin_vox))
 
 
+def make_simulator(sample: CrystalSample, *, geometry: BraggGeometry, probe: KBProbe,
+                   flux_ph_per_s: float = 1e9) -> tuple[BraggSimulator, DetectorLayout, Roi]:
+    """(simulator, gap-free 4N1 × 4N2 detector, ROI) with the Bragg peak on ROI pixel (N1//2, N2//2)."""
+    n1, n2 = geometry.n_rows_px, geometry.n_cols_px
+    layout = DetectorLayout(n_rows_px=4 * n1, n_cols_px=4 * n2, gap_px=0)
+    roi = Roi(row0_px=2 * n1 - n1 // 2, col0_px=2 * n2 - n2 // 2, n_rows_px=n1, n_cols_px=n2)
+    sim = BraggSimulator(geometry, sample, probe, layout=layout, flux_ph_per_s=flux_ph_per_s,
+                         oversampling=2, centre_px=(2.0 * n1, 2.0 * n2))
+    return sim, layout, roi
+
+
+def rocking_offsets_deg(geometry: BraggGeometry) -> np.ndarray:
+    """(ANGLE,) offsets (k − NM//2)·Δθ from θ_B of the engine's rocking index k (degrees)."""
+    return (np.arange(geometry.n_angles) - geometry.n_angles // 2) * geometry.rocking_step_deg
+
+
+def lit_regions(geometry: BraggGeometry, simulator: BraggSimulator, probe_p2: np.ndarray, stage_xyz_m: np.ndarray,
+                object_shape: tuple[int, int, int], *, margin_vox: int = 2
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """(ρ_true, S′ = true support dilated by 1, S′ ∧ Σ|P_j|² ≥ 20 % max, lab (x, y, z) in m) on the engine's grid.
+
+    The grid is the one :class:`analysis.engine.Reconstruction` builds for ``stage_xyz_m``
+    (``margin_vox`` as there); ``object_shape`` is checked against it.
+    """
+    from scipy.ndimage import binary_dilation
+
+    vg = view_grid(geometry, np.asarray(stage_xyz_m, float), margin_vox=margin_vox)
+    if tuple(vg.object_shape) != tuple(object_shape):
+        raise ValueError(f"object shape {tuple(object_shape)} is not the engine's grid {tuple(vg.object_shape)}")
+    op = BraggModel.from_geometry(geometry, tuple(object_shape))
+    r = [(np.arange(n) - o) * d for n, o, d in zip(object_shape, vg.origin_vox, geometry.voxel_size_m)]
+    ax = geometry.lab_axes()
+    r1, r2, r3 = np.meshgrid(*r, indexing="ij")
+    xyz = tuple(r1 * ax["e1"][i] + r2 * ax["e2"][i] + r3 * ax["e3"][i] for i in range(3))
+    tru = simulator.truth_object(*xyz)
+    s_prime = binary_dilation(np.abs(tru) > 0.5, iterations=1)
+    ill = np.zeros(tuple(object_shape))
+    for j in range(len(vg.offsets_vox)):
+        ill[op.view(vg.offsets_vox[j])] += np.abs(op.probe_at(probe_p2, vg.shifts_px[j])) ** 2
+    return tru, s_prime, s_prime & (ill >= 0.2 * ill.max()), xyz
+
+
 def simulate(sample: CrystalSample, *, geometry: BraggGeometry, probe: KBProbe, stage_xyz_m: np.ndarray,
              exposure_s: float = 0.2, flux_ph_per_s: float = 1e9, noise_seed: int | None = None,
              angle_stride: int = 1) -> SimProblem:
     """Frames (expected counts, or Poisson with ``noise_seed``) for every position and angle."""
     n1, n2, nm = geometry.n_rows_px, geometry.n_cols_px, geometry.n_angles
-    layout = DetectorLayout(n_rows_px=4 * n1, n_cols_px=4 * n2, gap_px=0)
-    centre = (2.0 * n1, 2.0 * n2)
-    roi = Roi(row0_px=2 * n1 - n1 // 2, col0_px=2 * n2 - n2 // 2, n_rows_px=n1, n_cols_px=n2)
-    sim = BraggSimulator(geometry, sample, probe, layout=layout, flux_ph_per_s=flux_ph_per_s,
-                         oversampling=2, centre_px=centre)
-    offs = (np.arange(nm) - nm // 2) * geometry.rocking_step_deg + sample.rocking_centre_offset_deg
+    sim, _, roi = make_simulator(sample, geometry=geometry, probe=probe, flux_ph_per_s=flux_ph_per_s)
+    offs = rocking_offsets_deg(geometry) + sample.rocking_centre_offset_deg
     rng = None if noise_seed is None else np.random.default_rng(noise_seed)
     frames = np.empty((stage_xyz_m.shape[0], nm, n1, n2), np.float64)
     for j, s in enumerate(stage_xyz_m):

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import binary_dilation, binary_erosion
+from scipy.ndimage import binary_erosion
 
 from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
 from analysis.metrics import object_error, probe_error
 from analysis.solvers.model import BraggModel
 from analysis.strain import StrainOptions, strain_from_geometry
 from sim.sample import D220_W_M, CrystalSample, Dislocation, HomogeneousDisplacement, ImplantedLayer, Slab
-from tests.system.bragg_sim_problem import SimProblem, gaussian_p2, raster, simulate, small_geometry, small_probe
+from tests.system.bragg_sim_problem import (SimProblem, gaussian_p2, lit_regions, raster, simulate, small_geometry,
+                                            small_probe)
 
 NO_SHRINKWRAP = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10**6,
                                 shrinkwrap_stop_iter=10**6)
@@ -63,15 +64,8 @@ def _run(p: SimProblem, probe0: np.ndarray, recipe: Recipe) -> Reconstruction:
 
 def _regions(p: SimProblem, r: Reconstruction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ρ_true on the object grid, S′ = true support dilated by 1, S′ ∧ Σ|P_j|² ≥ 20 % max)."""
-    res = r.result()
-    shape = res.object.shape
-    vg = r._grid  # noqa: SLF001 - the engine's own object grid
-    tru = p.truth_object(shape, vg.origin_vox)
-    s_prime = binary_dilation(np.abs(tru) > 0.5, iterations=1)
-    ill = np.zeros(shape)
-    for j in range(p.stage_xyz_m.shape[0]):
-        ill[r.op.view(res.offsets_vox[j])] += np.abs(r.op.probe_at(p.probe_p2, res.shifts_px[j])) ** 2
-    return tru, s_prime, s_prime & (ill >= 0.2 * ill.max())
+    tru, s_prime, lit, _ = lit_regions(p.geometry, p.simulator, p.probe_p2, p.stage_xyz_m, r.result().object.shape)
+    return tru, s_prime, lit
 
 
 def test_forward_model_conventions_match_simulator(geometry):
