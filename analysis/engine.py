@@ -26,7 +26,7 @@ from analysis.solvers.support import shrink_wrap, slab_support
 from analysis.xp import COMPLEX, fft_module, to_numpy
 
 __all__ = ["EpieOptions", "MLOptions", "SupportSchedule", "Recipe", "seed_recipe", "fixed_probe_baseline",
-           "Reconstruction", "ReconstructionResult"]
+           "scaled_recipe", "Reconstruction", "ReconstructionResult"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +126,40 @@ class Recipe:
 def seed_recipe() -> Recipe:
     """The seed's joint probe/object schedule (Methods; spec 2.3)."""
     return Recipe()
+
+
+def scaled_recipe(recipe: Recipe, *, n_epie_iterations: int, n_ml_iterations: int | None = None) -> Recipe:
+    """``recipe`` with its ePIE sweep count and every sweep breakpoint scaled (seed Methods schedule, spec 2.3).
+
+    With f = n_epie_iterations / recipe.n_epie_iterations, the thickness-schedule starts, the
+    shrink-wrap window and period, the first probe-update sweep and the NA-mask stop become
+    round(f·sweep). Breakpoints that were > 0 stay ≥ 1 (the probe stays frozen for at least one
+    sweep, shrink-wrap runs at most every sweep); thickness steps that collapse onto one sweep keep
+    the later thickness. ``n_ml_iterations`` None scales the ML count by f as well (at least 1 if
+    the recipe had any). E.g. ``scaled_recipe(seed_recipe(), n_epie_iterations=60, n_ml_iterations=20)``:
+    thickness 0.5/0.7/0.9 µm from sweeps 0/6/12, shrink-wrap every sweep in 18–30, probe from sweep 1.
+    """
+    if n_epie_iterations < 1 or recipe.n_epie_iterations < 1:
+        raise ValueError("scaled_recipe: both the recipe and n_epie_iterations need at least one ePIE sweep")
+    f = n_epie_iterations / recipe.n_epie_iterations
+
+    def sc(it: int) -> int:
+        return 0 if it <= 0 else max(1, int(round(f * it)))
+
+    sched = recipe.support
+    steps: dict[int, float] = {}
+    for start, th in sched.thickness_schedule_m:
+        steps[sc(int(start))] = float(th)
+    support = dataclasses.replace(sched, thickness_schedule_m=tuple(sorted(steps.items())),
+                                  shrinkwrap_start_iter=sc(sched.shrinkwrap_start_iter),
+                                  shrinkwrap_stop_iter=sc(sched.shrinkwrap_stop_iter),
+                                  shrinkwrap_every=max(1, int(round(f * sched.shrinkwrap_every))))
+    epie_opts = dataclasses.replace(recipe.epie, probe_update_start_iter=sc(recipe.epie.probe_update_start_iter),
+                                    na_mask_stop_iter=sc(recipe.epie.na_mask_stop_iter))
+    if n_ml_iterations is None:
+        n_ml_iterations = 0 if recipe.n_ml_iterations == 0 else max(1, int(round(f * recipe.n_ml_iterations)))
+    return dataclasses.replace(recipe, n_epie_iterations=int(n_epie_iterations), n_ml_iterations=int(n_ml_iterations),
+                               support=support, epie=epie_opts)
 
 
 def fixed_probe_baseline() -> Recipe:

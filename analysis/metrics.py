@@ -34,6 +34,7 @@ __all__ = [
     "prtf",
     "fourier_shell_correlation",
     "half_bit_threshold",
+    "shell_crossing",
     "binomial_split",
 ]
 
@@ -317,6 +318,11 @@ def _crossing(freq: np.ndarray, value: np.ndarray, thr: np.ndarray) -> float:
     return math.nan
 
 
+def shell_crossing(frequency: Any, value: Any, threshold: Any) -> float:
+    """First frequency where ``value`` falls below ``threshold`` (linear interpolation); NaN if never."""
+    return _crossing(np.asarray(frequency, float), np.asarray(value, float), np.asarray(threshold, float))
+
+
 def half_bit_threshold(n_voxels: Any) -> Any:
     """½-bit threshold T(n) = (0.2071 + 1.9102/√n)/(1.2071 + 0.9102/√n), van Heel & Schatz (2005)."""
     n = np.maximum(np.asarray(n_voxels, float), 1.0)
@@ -325,12 +331,15 @@ def half_bit_threshold(n_voxels: Any) -> Any:
 
 
 def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: Any = None,
-                              n_shells: int | None = None) -> ShellCurve:
+                              n_shells: int | None = None, cone_axis: Any = None,
+                              cone_half_angle_deg: float = 20.0) -> ShellCurve:
     """FSC(k) = Re Σ_shell A B* / √(Σ|A|² Σ|B|²) between two aligned reconstructions (spec 4.5).
 
     ``a``, ``b`` must already be registered (shift, phase, ramp: see :func:`object_error`);
     ``mask`` is a common (soft) mask applied to both. Frequencies in 1/m for voxel sizes
     in m; ``resolution`` is the full period where FSC meets the ½-bit threshold.
+    ``cone_axis`` (a vector in array-axis coordinates, e.g. (1, 0, 0)) restricts every shell to
+    the double cone within ``cone_half_angle_deg`` of ±axis: the resolution along that direction.
     """
     xp = array_module(a, b)
     if a.shape != b.shape:
@@ -345,6 +354,20 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
     nb = len(centres)
     flat = idx.ravel()
     keep = flat < nb
+    if cone_axis is not None:
+        u = np.asarray(cone_axis, float)
+        if u.shape != (a.ndim,) or not np.linalg.norm(u) > 0:
+            raise ValueError(f"fourier_shell_correlation: cone_axis must be a non-zero {a.ndim}-vector, got {cone_axis}")
+        u = u / np.linalg.norm(u)
+        dot, r2 = 0, 0
+        for ax_i, n in enumerate(a.shape):
+            sh = [1] * a.ndim
+            sh[ax_i] = n
+            k = (_freqs(n, xp) * dk[ax_i]).reshape(sh)
+            dot, r2 = dot + k * u[ax_i], r2 + k ** 2
+        cos_cone = math.cos(math.radians(cone_half_angle_deg))
+        in_cone = (xp.abs(dot) >= cos_cone * xp.sqrt(r2)) | (r2 == 0)
+        keep = keep & xp.broadcast_to(in_cone, a.shape).ravel()
     fi = flat[keep]
 
     def shell_sum(v: Any) -> np.ndarray:

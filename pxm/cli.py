@@ -153,7 +153,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             probe_file = Path(tmp.name) / "probe.h5"
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
-                                      options=ReconstructOptions(progress=not args.no_progress))
+                                      options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
+                                                                 fsc_split_seed=args.fsc_seed))
         out = write_outputs(outcome, args.output, dataset=dataset, dataset_source=source, cxi_path=args.cxi,
                             figures_dir=args.figures)
     finally:
@@ -412,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--publish", action="store_true", help="publish the result to /processed (needs --run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fsc", action="store_true",
+                   help="also reconstruct two binomial half-data sets: FSC/PRTF resolution into the results (3× time)")
+    p.add_argument("--fsc-seed", type=int, default=0, metavar="N", help="seed of the binomial photon split")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("live-consumer", help="live reconstruction fed over 0MQ (bluesky proxy)")

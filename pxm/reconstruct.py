@@ -23,10 +23,12 @@ import numpy as np
 from analysis.dataset import BraggDataset
 from analysis.engine import Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline, seed_recipe
 from analysis.geometry import BraggGeometry
+from analysis.metrics import ShellCurve
 from analysis.strain import StrainMaps
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
-           "ReconstructOptions", "ReconstructionOutcome", "engine_inputs", "initial_probe",
+           "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "engine_inputs", "initial_probe",
+           "half_data_resolution",
            "reconstruct_dataset", "write_outputs", "software_info", "write_probe_file", "read_probe_file",
            "probe_from_spiral_run"]
 
@@ -75,6 +77,42 @@ class ReconstructOptions:
     """Show a tqdm progress bar on stderr."""
     scale_probe_to_data: bool = True
     """Rescale the initial probe so the first view predicts the measured counts."""
+    fsc: bool = False
+    """Also reconstruct two half-data sets (binomial photon split, same recipe and seeds) and
+    estimate the resolution by FSC and PRTF (spec 4.5); triples the run time."""
+    fsc_split_seed: int = 0
+    """Seed of the binomial photon split."""
+    fsc_illumination_fraction: float = 0.1
+    """FSC mask: voxels in both supports where Σ_j |P_j|² ≥ this fraction of its maximum."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fsc_illumination_fraction < 1.0:
+            raise ValueError(f"ReconstructOptions.fsc_illumination_fraction must lie in (0, 1), "
+                             f"got {self.fsc_illumination_fraction}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolutionEstimate:
+    """Half-data resolution (spec 4.5): FSC of two binomial-split reconstructions and their PRTF."""
+
+    fsc: ShellCurve = field(repr=False)
+    """FSC over full shells, frequencies in 1/m; ``resolution`` at the ½-bit threshold (m)."""
+    fsc_directional: dict[str, ShellCurve] = field(repr=False)
+    """FSC in ±20° cones about the native axes ``e1``, ``e2`` (= y), ``e3`` (= k_out)."""
+    prtf: ShellCurve = field(repr=False)
+    """PRTF of the two halves' far fields on the measured planes, averaged over positions, q in 1/m."""
+    mask_voxels: int
+    """Voxels in the common FSC mask."""
+    split_seed: int
+    """Seed of the binomial split."""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalar summary for ``/metrics``: resolutions in metres (NaN when a curve never crosses)."""
+        out = {"fsc_resolution_m": float(self.fsc.resolution), "prtf_resolution_m": float(self.prtf.resolution),
+               "fsc_mask_voxels": int(self.mask_voxels), "fsc_split_seed": int(self.split_seed)}
+        for k, c in self.fsc_directional.items():
+            out[f"fsc_resolution_{k}_m"] = float(c.resolution)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +126,7 @@ class ReconstructionOutcome:
     recipe: Recipe
     recipe_name: str
     probe_source: str
+    resolution: ResolutionEstimate | None = None
 
 
 def software_info() -> dict[str, str]:
@@ -198,10 +237,11 @@ def _scale_probe(rec: Any) -> float:
 def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: str = "custom",
                         probe_file: str | Path | None = None,
                         options: ReconstructOptions = ReconstructOptions()) -> ReconstructionOutcome:
-    """Validate, build the engine, iterate the whole recipe (tqdm), compute strain and metrics."""
-    from tqdm import tqdm
+    """Validate, build the engine, iterate the whole recipe (tqdm), compute strain and metrics.
 
-    from analysis.engine import Reconstruction
+    With ``options.fsc`` two more reconstructions of a binomial photon split follow (same recipe,
+    probe and seeds) and their resolution goes into ``outcome.resolution`` and the metrics.
+    """
     from analysis.strain import strain_from_geometry
 
     t0 = time.perf_counter()
@@ -211,20 +251,25 @@ def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: s
         geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
     p2, source = initial_probe(geom, probe_file=probe_file, options=options)
     na = (options.na_v_rad, options.na_h_rad) if options.use_na_mask else None
-    rec = Reconstruction(geom, inputs["frames"], inputs["mask"], inputs["stage_xyz_m"],
-                         inputs["rocking_offsets_deg"], p2, recipe=recipe, probe_na_rad=na)
-    scale = _scale_probe(rec) if options.scale_probe_to_data else 1.0
+    rec, scale = _build_engine(geom, inputs, inputs["frames"], p2, recipe, na, options)
     t_setup = time.perf_counter() - t0
     t1 = time.perf_counter()
-    with tqdm(total=recipe.n_iterations, desc="pxm reconstruct", unit="it", disable=not options.progress,
-              dynamic_ncols=True) as bar:
-        for _ in range(recipe.n_iterations):
-            rec.iterate(1)
-            bar.update(1)
-            phase = "ML" if rec.iteration > recipe.n_epie_iterations else "ePIE"
-            bar.set_postfix_str(f"{phase} cost {rec.result().costs[-1]:.4g}" if rec.iteration % 10 == 0
-                                or rec.iteration == recipe.n_iterations else phase, refresh=False)
+    _iterate_with_bar(rec, recipe, options, "pxm reconstruct")
     t_iter = time.perf_counter() - t1
+    resolution = None
+    t_fsc = 0.0
+    if options.fsc:
+        from analysis.metrics import binomial_split
+
+        t3 = time.perf_counter()
+        half_a, half_b = binomial_split(inputs["frames"], rng=np.random.default_rng(options.fsc_split_seed))
+        halves = []
+        for name, frames in (("half A", half_a), ("half B", half_b)):
+            r_half, _ = _build_engine(geom, inputs, frames, p2, recipe, na, options)
+            halves.append(_iterate_with_bar(r_half, recipe, options, f"pxm reconstruct {name}"))
+        resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
+                                          illumination_fraction=options.fsc_illumination_fraction)
+        t_fsc = time.perf_counter() - t3
     res = rec.result()
     t2 = time.perf_counter()
     strain = strain_from_geometry(res.object, res.geometry, support=res.support)
@@ -244,8 +289,97 @@ def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: s
     }
     timings = {"setup_s": t_setup, "iterations_s": t_iter, "strain_s": t_strain,
                "per_iteration_mean_s": float(np.mean(res.timings_s)) if res.timings_s else 0.0}
+    if resolution is not None:
+        metrics.update(resolution.metrics())
+        timings["fsc_s"] = t_fsc
     return ReconstructionOutcome(result=res, strain=strain, metrics=metrics, timings_s=timings, recipe=recipe,
-                                 recipe_name=recipe_name, probe_source=source)
+                                 recipe_name=recipe_name, probe_source=source, resolution=resolution)
+
+
+def _build_engine(geom: BraggGeometry, inputs: dict[str, Any], frames: np.ndarray, p2: np.ndarray, recipe: Recipe,
+                  na: tuple[float, float] | None, options: ReconstructOptions) -> tuple[Any, float]:
+    """A Reconstruction on ``frames`` (the full data or one half) and the initial probe scale applied."""
+    from analysis.engine import Reconstruction
+
+    rec = Reconstruction(geom, frames, inputs["mask"], inputs["stage_xyz_m"], inputs["rocking_offsets_deg"], p2,
+                         recipe=recipe, probe_na_rad=na)
+    scale = _scale_probe(rec) if options.scale_probe_to_data else 1.0
+    return rec, scale
+
+
+def _iterate_with_bar(rec: Any, recipe: Recipe, options: ReconstructOptions, desc: str) -> Any:
+    """Iterate the whole recipe with a tqdm bar; returns ``rec``."""
+    from tqdm import tqdm
+
+    with tqdm(total=recipe.n_iterations, desc=desc, unit="it", disable=not options.progress,
+              dynamic_ncols=True) as bar:
+        for _ in range(recipe.n_iterations):
+            rec.iterate(1)
+            bar.update(1)
+            phase = "ML" if rec.iteration > recipe.n_epie_iterations else "ePIE"
+            bar.set_postfix_str(f"{phase} cost {rec.result().costs[-1]:.4g}" if rec.iteration % 10 == 0
+                                or rec.iteration == recipe.n_iterations else phase, refresh=False)
+    return rec
+
+
+def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumination_fraction: float = 0.1,
+                         cone_half_angle_deg: float = 20.0) -> ResolutionEstimate:
+    """FSC (½-bit) and PRTF (1/e) of two reconstructions of binomial half-data sets (spec 4.5).
+
+    The common mask is S_A ∧ S_B ∧ [Σ_j |P_j|² ≥ ``illumination_fraction`` · max] (never-lit voxels keep
+    the identical start object in both halves and would fake correlation), softened by a 1-voxel
+    Gaussian. B is registered to A (sub-voxel shift, phase ramp, complex scale; :func:`object_error`).
+    The PRTF uses √2·Ψ of each half (each fits half the photons) against the full counts I_A + I_B on
+    the measured planes, with B's far field phase-aligned to A's per position; shells of |q|, averaged
+    over positions. The native axes e1, e2, e3 are orthogonal, so voxel sizes give 1/m directly.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from analysis.metrics import fourier_shell_correlation, object_error, prtf, shell_crossing
+    from analysis.xp import to_numpy
+
+    ra, rb = rec_a.result(), rec_b.result()
+    op, data = rec_a.op, rec_a.data
+    ill = np.zeros(ra.object.shape)
+    for j in range(data.n_positions):
+        ill[op.view(ra.offsets_vox[j])] += np.abs(to_numpy(op.probe_at(rec_a.state.probe, data.shifts_px[j]))) ** 2
+    hard = ra.support & rb.support & (ill >= illumination_fraction * ill.max())
+    if not hard.any():
+        raise ValueError("half_data_resolution: the supports of the halves do not overlap on the illuminated region")
+    soft = gaussian_filter(hard.astype(float), 1.0)
+    b_aligned = object_error(rb.object, ra.object, support=hard).aligned
+    vox = ra.geometry.voxel_size_m
+    fsc = fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft)
+    cones = {name: fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft, cone_axis=axis,
+                                             cone_half_angle_deg=cone_half_angle_deg)
+             for name, axis in (("e1", (1, 0, 0)), ("e2", (0, 1, 0)), ("e3", (0, 0, 1)))}
+    n1p, n2, n3 = op.box_shape
+    g = ra.geometry
+    dq = (1.0 / (n1p * vox[0]), 1.0 / (n2 * vox[1]), g.upsampling / (n3 * vox[2]))
+    num = den = None
+    curve = None
+    for j in range(data.n_positions):
+        if not data.has_data(j):
+            continue
+        psi = []
+        for rec in (rec_a, rec_b):
+            v = rec.state.object[op.view(data.offsets_vox[j])]
+            psi.append(to_numpy(op.fourier.forward(op.probe_at(rec.state.probe, data.shifts_px[j]) * v)))
+        c = np.vdot(psi[1], psi[0])
+        psi[1] = psi[1] * (c / abs(c) if abs(c) > 0 else 1.0)
+        inten = to_numpy(rec_a.data.intensities[j]) + to_numpy(rec_b.data.intensities[j])
+        curve = prtf(np.sqrt(2.0) * np.stack(psi), inten, mask=to_numpy(data.mask_at(j)), dq_per_m=dq)
+        w = np.nan_to_num(curve.value) * curve.n_voxels
+        num = w if num is None else num + w
+        den = curve.n_voxels if den is None else den + curve.n_voxels
+    if curve is None:
+        raise ValueError("half_data_resolution: no position has measured frames")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = num / den
+    pr = ShellCurve(frequency=curve.frequency, value=val, threshold=curve.threshold, n_voxels=den,
+                    crossing_frequency=shell_crossing(np.asarray(curve.frequency), val, np.asarray(curve.threshold)))
+    return ResolutionEstimate(fsc=fsc, fsc_directional=cones, prtf=pr, mask_voxels=int(hard.sum()),
+                              split_seed=split_seed)
 
 
 def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset,
@@ -281,6 +415,8 @@ def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, d
     import h5py
 
     with h5py.File(results_path, "a") as f:
+        if outcome.resolution is not None:
+            _write_resolution(f, outcome.resolution)
         f["timings"].attrs["write_s"] = time.perf_counter() - t0
     return out
 
@@ -295,7 +431,56 @@ def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
              save_probe(d / "probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)"),
              save_strain_slices(d / "strain.png", outcome.strain)]
     paths.append(save_convergence(d / "convergence.png", res.costs, res.phases))
+    if outcome.resolution is not None:
+        paths.append(save_resolution(d / "resolution.png", outcome.resolution))
     return paths
+
+
+def _write_resolution(f: Any, est: ResolutionEstimate) -> None:
+    """``/resolution/{fsc, fsc_e1, fsc_e2, fsc_e3, prtf}``: curves and crossings (docs/dataset-format.md §2)."""
+    g = f.require_group("resolution")
+    g.attrs["method"] = "binomial photon split, two half-data reconstructions (spec 4.5)"
+    g.attrs["split_seed"] = int(est.split_seed)
+    g.attrs["mask_voxels"] = int(est.mask_voxels)
+    curves = {"fsc": est.fsc, **{f"fsc_{k}": c for k, c in est.fsc_directional.items()}, "prtf": est.prtf}
+    for name, c in curves.items():
+        h = g.create_group(name)
+        h.create_dataset("frequency_per_m", data=np.asarray(c.frequency, float))
+        h.create_dataset("value", data=np.asarray(c.value, float))
+        h.create_dataset("threshold", data=np.asarray(c.threshold, float))
+        h.create_dataset("n_voxels", data=np.asarray(c.n_voxels, float))
+        h.attrs["crossing_frequency_per_m"] = float(c.crossing_frequency)
+        h.attrs["resolution_m"] = float(c.resolution)
+        h.attrs["threshold_kind"] = "1/e" if name == "prtf" else "half-bit"
+
+
+def save_resolution(path: Path, est: ResolutionEstimate) -> Path:
+    """PNG: FSC (all shells and the e1/e2/e3 cones) with the ½-bit threshold, and the PRTF with 1/e."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, c, style in [("all shells", est.fsc, "-")] + [(k, c, "--") for k, c in est.fsc_directional.items()]:
+        res = f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else "no crossing"
+        a1.plot(np.asarray(c.frequency) * 1e-6, c.value, style, label=f"{name} ({res})")
+    a1.plot(np.asarray(est.fsc.frequency) * 1e-6, est.fsc.threshold, "k:", label="½-bit")
+    a1.set_xlabel("spatial frequency (1/µm)")
+    a1.set_ylabel("FSC")
+    a1.set_title("FSC of two half-data reconstructions")
+    a1.legend(fontsize=8)
+    p = est.prtf
+    a2.plot(np.asarray(p.frequency) * 1e-6, p.value, "-", label="PRTF")
+    a2.axhline(1 / np.e, color="k", ls=":", label="1/e")
+    a2.set_xlabel("|q| (1/µm)")
+    a2.set_ylabel("PRTF")
+    a2.set_title(f"PRTF (resolution {p.resolution * 1e9:.0f} nm)" if np.isfinite(p.resolution) else "PRTF")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------ pxm probe
