@@ -242,11 +242,31 @@ def _print_summaries(summaries: list) -> None:
               f"result {s.get('final_key') or '(not published)'}", flush=True)
 
 
+def _live_consumer_nats(args: argparse.Namespace) -> int:
+    """``live-consumer --nats``: every document of the JetStream stream, from its first, into the callback."""
+    from pxm.transport import consume_nats
+
+    cb, _ = _live_callback(args)
+
+    def bragg_run_stopped(stop: dict) -> bool:
+        return args.once and any(s.info.uid == stop.get("run_start") for s in cb.sessions)
+
+    print(f"pxm live-consumer: listening on {args.nats} (stream {args.stream}, {args.subject})", flush=True)
+    try:
+        consume_nats(args.nats, cb, subject=args.subject, stream=args.stream, until=bragg_run_stopped)
+    except KeyboardInterrupt:
+        pass
+    _print_summaries(cb.wait(args.timeout))
+    return 0
+
+
 def cmd_live_consumer(args: argparse.Namespace) -> int:
-    """Run the live reconstruction in this process, fed by a bluesky 0MQ proxy."""
+    """Run the live reconstruction in this process, fed by a bluesky 0MQ proxy or NATS JetStream."""
     import asyncio
     import threading
 
+    if args.nats:
+        return _live_consumer_nats(args)
     from bluesky.callbacks.zmq import RemoteDispatcher
 
     cb, _ = _live_callback(args)
@@ -418,8 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsc-seed", type=int, default=0, metavar="N", help="seed of the binomial photon split")
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("live-consumer", help="live reconstruction fed over 0MQ (bluesky proxy)")
-    p.add_argument("--zmq", required=True, metavar="HOST:PORT", help="the proxy's out address")
+    p = sub.add_parser("live-consumer", help="live reconstruction fed over 0MQ (bluesky proxy) or NATS JetStream")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--zmq", metavar="HOST:PORT", help="the proxy's out address")
+    src.add_argument("--nats", metavar="URL", help="NATS server (nats://HOST:PORT); reads the JetStream stream "
+                                                    "from its first document")
+    p.add_argument("--stream", default="bluesky", help="JetStream stream name (--nats; default bluesky)")
+    p.add_argument("--subject", default="events.>", help="subject filter (--nats; default events.>)")
     p.add_argument("--once", action="store_true", help="exit after the first Bragg run's final result")
     _add_live_args(p)
     p.set_defaults(func=cmd_live_consumer)
