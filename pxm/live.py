@@ -69,6 +69,9 @@ class LiveOptions:
     reconstruct_live: bool = True
     """Run the engine before the stop document (False: assemble only, reconstruct at stop)."""
     final: bool = True
+    resolution: bool = False
+    """At stop, also reconstruct two binomial half-data sets and publish FSC/PRTF resolutions
+    (spec 4.5; three times the final reconstruction time)."""
     """Reconstruct and publish the final result after the stop document."""
     frame_timeout_s: float = 30.0
     """At stop, wait this long for announced frames to appear in the HDF5 file before masking them."""
@@ -433,11 +436,13 @@ class _RunSession:
                     rocking_offsets_deg=g.angles_read_deg() - geom.theta_bragg_deg)
 
     def _build(self, positions: np.ndarray, angles: np.ndarray, recipe: Recipe, probe: np.ndarray | None,
-               frame_valid: np.ndarray | None = None) -> Any:
+               frame_valid: np.ndarray | None = None, frames: np.ndarray | None = None) -> Any:
         from analysis.engine import Reconstruction
         from pxm.reconstruct import ReconstructOptions, initial_probe
 
         inp = self._engine_inputs(positions, angles)
+        if frames is not None:                      # e.g. one half of a binomial photon split
+            inp["frames"] = frames
         geom = inp.pop("geometry")
         if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
             geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
@@ -568,17 +573,34 @@ class _RunSession:
         maps = strain_from_geometry(res.object, res.geometry, support=res.support,
                                     options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
         t_rec = time.perf_counter() - t0
+        resolution_md: dict[str, float] = {}
+        if self.options.resolution:
+            from analysis.metrics import binomial_split
+            from pxm.reconstruct import half_data_resolution
+
+            t_half = time.perf_counter()
+            full = self._engine_inputs(positions, angles)["frames"]
+            halves = []
+            for half in binomial_split(full, rng=np.random.default_rng(0)):
+                r_half = self._build(positions, angles, recipe, None, frames=half)
+                r_half.iterate(recipe.n_iterations)
+                halves.append(r_half)
+            resolution_md = half_data_resolution(halves[0], halves[1], split_seed=0).metrics()
+            resolution_md["resolution_s"] = time.perf_counter() - t_half
         excluded_pos = sorted(set(range(g.n_positions)) - set(int(p) for p in positions))
         masked_ang = sorted(set(range(g.n_angles)) - set(int(a) for a in angles))
         costs = np.asarray(res.costs, float)
         metrics = {"n_iterations": int(res.iterations), "final_cost": float(costs[-1]) if costs.size else None,
                    "n_frames_measured": g.n_measured, "n_frames_used": int(len(positions) * len(angles)),
                    "n_duplicates": g.n_duplicates, "n_missing": len(missing), "n_rejected": len(g.rejected),
-                   "valid_strain_voxels": int(np.sum(np.asarray(maps.mask)))}
+                   "valid_strain_voxels": int(np.sum(np.asarray(maps.mask))),
+                   **{k: v for k, v in resolution_md.items() if k != "resolution_s"}}
         result = {"object": res.object, "probe": res.probe, "background": res.background,
                   "strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad, "omega_y": maps.omega_y_rad,
                   "error": costs, "error_phase": np.asarray([p == "ml" for p in res.phases], np.int8),
-                  "metrics": metrics, "timings_s": {"reconstruction_s": t_rec}}
+                  "metrics": metrics, "timings_s": {"reconstruction_s": t_rec,
+                                                    **({"resolution_s": resolution_md["resolution_s"]}
+                                                       if resolution_md else {})}}
         self.final_result = {**result, "strain_maps": maps, "geometry": res.geometry,
                              "stage_xyz_m": g.stage_xyz_m(positions)}
         self.summary.update(metrics=metrics, missing_frames=missing, excluded_positions=excluded_pos,

@@ -316,3 +316,24 @@ def test_analysis_dies_mid_scan_and_replay_finishes(tiled_layout, tiled_service,
     node = _check_final(processed, raw, uid)
     assert node.metadata["metrics"]["n_frames_used"] == 45 and node.metadata["missing_frames"] == []
     _ = json  # (documents are JSON on disk as well: tests above)
+
+
+def test_live_final_result_carries_half_data_resolution(tiled_layout, raw_dir, geom, tmp_path):
+    """With ``LiveOptions(resolution=True)`` the final result in Tiled holds FSC/PRTF resolutions."""
+    _, raw, processed = tiled_layout
+    src, roi = _sim_source(geom)
+    bl = make_sim_beamline(src, geometry=geom, data_dir=raw_dir, roi=roi, exposure_s=0.2,
+                           simulate_exposure=False, seed=13)
+    cb = LiveReconstructionCallback(processed=processed, raw=raw, options=_options(reconstruct_live=False,
+                                                                                    resolution=True))
+    w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs", extra_callbacks=(cb,))
+    (uid,) = w.RE(_plan(bl, geom, "angle_outer"))
+    cb.wait(180)
+    metrics = _final_node(processed, uid).metadata["metrics"]
+    keys = {"fsc_resolution_m", "prtf_resolution_m", "fsc_resolution_e1_m", "fsc_resolution_e2_m",
+            "fsc_resolution_e3_m", "fsc_mask_voxels"}
+    assert keys <= set(metrics), sorted(metrics)
+    assert metrics["fsc_mask_voxels"] > 0
+    for k in keys - {"fsc_mask_voxels"}:          # a length in metres, or None (JSON NaN) if no crossing
+        assert metrics[k] is None or 0 < metrics[k] < 1e-5, (k, metrics[k])
+    print({k: metrics[k] for k in sorted(keys)})
