@@ -17,6 +17,14 @@ from devices.dfxm import DFXMFrameSource
 from devices.maxipix import FrameSource
 
 
+def _nominal_current_ma(nominal_current_ma: float | None, monitor: Any) -> float:
+    """The nominal ring current (mA): the argument, else the monitor's; ValueError unless > 0."""
+    nominal = nominal_current_ma if nominal_current_ma is not None else getattr(monitor, "nominal_current_ma", None)
+    if nominal is None or not (math.isfinite(nominal) and nominal > 0):
+        raise ValueError(f"nominal_current_ma must be > 0 (or the monitor must define it), got {nominal!r}")
+    return float(nominal)
+
+
 class SimMaxipixBackend:
     """MaxipixBackend that reads stage/goniometer/beam monitor and asks a FrameSource for a frame.
 
@@ -32,10 +40,7 @@ class SimMaxipixBackend:
                             "devices.maxipix.FrameSource (detector_shape, frame(...))")
         if not isinstance(geometry, BraggGeometry):
             raise TypeError(f"geometry must be analysis.geometry.BraggGeometry, got {type(geometry).__name__}")
-        nominal = nominal_current_ma if nominal_current_ma is not None else getattr(
-            monitor, "nominal_current_ma", None)
-        if nominal is None or not (math.isfinite(nominal) and nominal > 0):
-            raise ValueError(f"nominal_current_ma must be > 0 (or the monitor must define it), got {nominal!r}")
+        nominal = _nominal_current_ma(nominal_current_ma, monitor)
         self.frame_source = frame_source
         self.stage, self.gonio, self.monitor, self.geometry = stage, gonio, monitor, geometry
         self.nominal_current_ma = float(nominal)
@@ -85,10 +90,7 @@ class SimDFXMCameraBackend:
         if getattr(geometry, "reflection", None) is None:
             raise ValueError("SimDFXMCameraBackend: geometry needs reflection metadata (θ_B); pass an "
                              "FPDFXMGeometry with reflection=Reflection(...)")
-        nominal = nominal_current_ma if nominal_current_ma is not None else getattr(
-            monitor, "nominal_current_ma", None)
-        if nominal is None or not (math.isfinite(nominal) and nominal > 0):
-            raise ValueError(f"nominal_current_ma must be > 0 (or the monitor must define it), got {nominal!r}")
+        nominal = _nominal_current_ma(nominal_current_ma, monitor)
         self.frame_source = frame_source
         self.lens, self.gonio, self.monitor, self.geometry = lens, gonio, monitor, geometry
         self.theta_bragg_deg = math.degrees(geometry.bragg_angle_rad)

@@ -334,13 +334,18 @@ class Dislocation:
         ey = np.cross(xi, ex)
         return xi, ex, ey, bs, be
 
-    def displacement(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """u_z only (m), same expressions as :meth:`field` without the derivatives."""
+    def _local(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple:
+        """Dislocation frame and the in-plane coordinates (X, Y) of the points, metres."""
         xi, ex, ey, bs, be = self._frame()
         p = self.point_m
         dx, dy, dz = x - p[0], y - p[1], z - p[2]
         X = ex[0] * dx + ex[1] * dy + ex[2] * dz
         Y = ey[0] * dx + ey[1] * dy + ey[2] * dz
+        return xi, ex, ey, bs, be, X, Y
+
+    def displacement(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """u_z only (m), same expressions as :meth:`field` without the derivatives."""
+        xi, ex, ey, bs, be, X, Y = self._local(x, y, z)
         nu = self.poisson_ratio
         r2 = X * X + Y * Y + self.core_radius_m ** 2
         th = np.arctan2(Y, X)
@@ -355,11 +360,7 @@ class Dislocation:
         return xi[2] * us + ex[2] * uX + ey[2] * uY
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
-        xi, ex, ey, bs, be = self._frame()
-        p = self.point_m
-        dx, dy, dz = x - p[0], y - p[1], z - p[2]
-        X = ex[0] * dx + ex[1] * dy + ex[2] * dz
-        Y = ey[0] * dx + ey[1] * dy + ey[2] * dz
+        xi, ex, ey, bs, be, X, Y = self._local(x, y, z)
         nu = self.poisson_ratio
         r2 = X * X + Y * Y + self.core_radius_m ** 2
         th = np.arctan2(Y, X)

@@ -148,3 +148,16 @@ def probe_error(est: np.ndarray, truth: np.ndarray, remove_ramp: bool = True) ->
     """Intensity-weighted ‖c e^{iκ·r} P̂2 − P2‖ / ‖P2‖ after fitting c (and a 2D ramp κ)."""
     region = np.abs(truth) ** 2 >= 1e-3 * np.max(np.abs(truth) ** 2)
     return object_error(est[..., None], truth[..., None], region[..., None], remove_ramp)
+
+
+def engine_inputs(p: Problem, *, with_object_shape: bool = False) -> dict:
+    """Keyword arguments of ``analysis.engine.Reconstruction`` for a test problem."""
+    g = p.geometry
+    frames = np.moveaxis(p.data.intensities, -1, 1).astype(np.float32)       # (POS, ANGLE, N1, N2)
+    mask = np.moveaxis(p.data.mask, -1, 0)
+    offs = (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg
+    out = dict(geometry=g, frames=frames, mask=mask, stage_xyz_m=p.stage_xyz_m, rocking_offsets_deg=offs,
+               probe=p.true_probe)
+    if with_object_shape:
+        out["object_shape"] = p.op.object_shape
+    return out

@@ -15,7 +15,7 @@ from analysis.engine import (
     seed_recipe,
 )
 from analysis.solvers import EpieOptions, MLOptions
-from tests.analysis.bragg_problem import gaussian_probe, make_problem
+from tests.analysis.bragg_problem import engine_inputs, gaussian_probe, make_problem
 
 
 def test_seed_recipe_defaults():
@@ -54,12 +54,7 @@ def problem():
 
 
 def _inputs(p):
-    g = p.geometry
-    frames = np.moveaxis(p.data.intensities, -1, 1).astype(np.float32)       # (POS, ANGLE, N1, N2)
-    mask = np.moveaxis(p.data.mask, -1, 0)
-    offs = (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg
-    return dict(geometry=g, frames=frames, mask=mask, stage_xyz_m=p.stage_xyz_m, rocking_offsets_deg=offs,
-                probe=p.true_probe)
+    return engine_inputs(p)
 
 
 def _recipe():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analysis.engine import Recipe, Reconstruction, SupportSchedule
-from tests.analysis.bragg_problem import make_problem
+from tests.analysis.bragg_problem import engine_inputs, make_problem
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +16,7 @@ def problem():
 
 
 def _inputs(p):
-    g = p.geometry
-    frames = np.moveaxis(p.data.intensities, -1, 1).astype(np.float32)       # (POS, ANGLE, N1, N2)
-    mask = np.moveaxis(p.data.mask, -1, 0)
-    offs = (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg
-    return dict(geometry=g, frames=frames, mask=mask, stage_xyz_m=p.stage_xyz_m, rocking_offsets_deg=offs,
-                probe=p.true_probe, object_shape=p.op.object_shape)
+    return engine_inputs(p, with_object_shape=True)
 
 
 def _recipe(n_ml: int = 0) -> Recipe:

@@ -58,8 +58,8 @@ def raster(n_side: int, step_m: float, jitter: float = 0.15, seed: int = 0) -> n
     return s
 
 
-def truth_p2(geometry: BraggGeometry, probe: KBProbe) -> np.ndarray:
-    """The simulator's P⊥ sampled on the engine's oblique section P2 (N2, N3)."""
+def p2_section_probe_coords_m(geometry: BraggGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(p1, p2) in metres of every point of the engine's oblique probe section P2 (N2, N3)."""
     n1p, n2, n3 = geometry.recon_shape
     _, dr2, dr3 = geometry.voxel_size_m
     ax = geometry.lab_axes()
@@ -67,7 +67,12 @@ def truth_p2(geometry: BraggGeometry, probe: KBProbe) -> np.ndarray:
     b = ((np.arange(n2) - n2 // 2) * dr2)[:, None, None]
     c = ((np.arange(n3) - n3 // 2) * dr3)[None, :, None]
     r = b * ax["e2"][None, None, :] + c * ax["e3"][None, None, :]
-    return probe.field_perp(r @ pa["p1"], r @ pa["p2"]).astype(np.complex128)
+    return r @ pa["p1"], r @ pa["p2"]
+
+
+def truth_p2(geometry: BraggGeometry, probe: KBProbe) -> np.ndarray:
+    """The simulator's P⊥ sampled on the engine's oblique section P2 (N2, N3)."""
+    return probe.field_perp(*p2_section_probe_coords_m(geometry)).astype(np.complex128)
 
 
 @dataclass
@@ -168,11 +173,5 @@ def simulate(sample: CrystalSample, *, geometry: BraggGeometry, probe: KBProbe, 
 
 def gaussian_p2(geometry: BraggGeometry, sigma_m: float) -> np.ndarray:
     """A flat-phase Gaussian P⊥ of width ``sigma_m`` on the engine's P2 section (a wrong start)."""
-    n1p, n2, n3 = geometry.recon_shape
-    _, dr2, dr3 = geometry.voxel_size_m
-    ax = geometry.lab_axes()
-    pa = probe_axes(geometry.theta_bragg_rad)
-    b = ((np.arange(n2) - n2 // 2) * dr2)[:, None, None]
-    c = ((np.arange(n3) - n3 // 2) * dr3)[None, :, None]
-    r = b * ax["e2"][None, None, :] + c * ax["e3"][None, None, :]
-    return np.exp(-((r @ pa["p1"]) ** 2 + (r @ pa["p2"]) ** 2) / (2 * sigma_m ** 2)).astype(np.complex128)
+    p1, p2 = p2_section_probe_coords_m(geometry)
+    return np.exp(-(p1 ** 2 + p2 ** 2) / (2 * sigma_m ** 2)).astype(np.complex128)
