@@ -88,3 +88,38 @@ def to_numpy(a: Any) -> np.ndarray:
 def asarray(a: Any, xp: ModuleType, dtype: Any = None) -> Any:
     """Move ``a`` to the backend ``xp`` (no copy when it is already there)."""
     return xp.asarray(a, dtype=dtype)
+
+
+def cpu_kernels() -> ModuleType | None:
+    """The fused CPU kernels (:mod:`analysis.cpu_kernels`, Numba) and FFTW, or None if either is missing.
+
+    ``PXM_CPU_KERNELS=0`` turns them off (the plain NumPy/SciPy code then runs).
+    """
+    if os.environ.get("PXM_CPU_KERNELS", "1") == "0":
+        return None
+    # Numba's OpenMP workers spin after each kernel by default and starve the FFTW threads that
+    # follow on the same cores (measured: +9 ms per kernel → FFT hand-over on 2 cores); passive
+    # waiting unless the user chose otherwise. Read by libgomp when Numba first starts it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        importlib.import_module("pyfftw")
+        return importlib.import_module("analysis.cpu_kernels")
+    except ImportError:
+        return None
+
+
+def fftw_plan(input_array: np.ndarray, output_array: np.ndarray, axes: tuple[int, ...], *, inverse: bool,
+              threads: int | None = None, effort: str = "FFTW_MEASURE") -> Any:
+    """An FFTW plan (pyFFTW) on fixed buffers; call ``.execute()`` for an *unnormalised* transform.
+
+    Planning with ``FFTW_MEASURE`` overwrites the buffers: make plans before filling them.
+    """
+    pyfftw = importlib.import_module("pyfftw")
+    return pyfftw.FFTW(input_array, output_array, axes=axes, direction="FFTW_BACKWARD" if inverse else "FFTW_FORWARD",
+                       threads=fft_workers() if threads is None else threads,
+                       flags=(effort, "FFTW_DESTROY_INPUT"))
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised NumPy array aligned for SIMD FFTs (pyFFTW's allocator)."""
+    return importlib.import_module("pyfftw").empty_aligned(shape, dtype=dtype)

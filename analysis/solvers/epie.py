@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from analysis.operators.probe import apply_fourier_mask_2d
+from analysis.solvers.fused_cpu import FusedCpuSweep
 from analysis.solvers.model import BraggData, BraggModel, BraggState, normalise_scale
 from analysis.solvers.options import EpieOptions
 from analysis.xp import array_module
@@ -27,6 +28,8 @@ class SweepStats:
     """Σ_j Σ ω (√h − √I)² / Σ ω I before each position's update (seed Eq 4 without μ)."""
     probe_updated: bool
     """Whether P2 was updated in this sweep."""
+    kernels: str = "array"
+    """Which code ran the sweep: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
 
 
 def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tuple[Any, Any, float]:
@@ -165,8 +168,13 @@ def _batched(state: BraggState, data: BraggData, op: BraggModel, options: EpieOp
             den[sl] += (1.0 - options.beta) * p2abs + options.beta * pmax + mu_j * sbar
             if update_probe:
                 n, d = _probe_step(op, v, dpsi, data.shifts_px[j], options.alpha)
-                pnum += n * (d if options.alpha == 1.0 else 1.0)
-                pden += d if options.alpha == 1.0 else 1.0
+                if options.alpha == 1.0:                        # Σ R(ρ*Δψ) / Σ max|ρ|² (Eqs 6, 10)
+                    pnum += n
+                    pden += d
+                else:                                           # Σ m_j R(ρ*Δψ/λ_j) / Σ m_j, m_j = max|ρ_j|²
+                    m_j = float(xp.max(v.real ** 2 + v.imag ** 2))
+                    pnum += n * m_j
+                    pden += m_j
         touched = den > 0
         state.object += xp.where(touched, num / xp.where(touched, den, 1.0), 0)
         if update_probe:
@@ -213,12 +221,18 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
                                  options.n_batches, rng)
         cost = _batched(state, data, op, options, [batches[i] for i in rng.permutation(len(batches))],
                         update_probe)
+        kernels = "array"
     else:
-        cost = _sequential(state, data, op, options, rng.permutation(data.n_positions), update_probe)
+        order = rng.permutation(data.n_positions)
+        fused = FusedCpuSweep.for_model(op, state, options)
+        if fused is None:
+            cost, kernels = _sequential(state, data, op, options, order, update_probe), "array"
+        else:
+            cost, kernels = fused.sweep(state, data, options, order, update_probe), "fused-cpu"
     if update_probe and op.na_mask is not None and it < options.na_mask_stop_iter:
         state.probe = apply_fourier_mask_2d(state.probe, op.na_mask)
     if options.normalise_scale:
         state = normalise_scale(state)
     norm = data.measured_sum()
     state.iteration = it + 1
-    return state, SweepStats(cost=cost / max(norm, _TINY), probe_updated=update_probe)
+    return state, SweepStats(cost=cost / max(norm, _TINY), probe_updated=update_probe, kernels=kernels)

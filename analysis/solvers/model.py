@@ -38,6 +38,8 @@ class BraggModel:
         if na_mask is not None and tuple(na_mask.shape) != self.probe_shape:
             raise ValueError(f"BraggModel: na_mask shape {na_mask.shape}, expected {self.probe_shape}")
         self.na_mask = na_mask
+        self.fused_cpu: Any = None
+        """Buffers and FFTW plans of :mod:`analysis.solvers.fused_cpu`, made on first use."""
         self._f2 = np.fft.fftfreq(self.probe_shape[0])
         self._f3 = np.fft.fftfreq(self.probe_shape[1])
 
@@ -89,6 +91,7 @@ class BraggData:
     """None (every frame measured), (POS, NM) bool per frame, or (POS, N1, N2, NM) bool per
     pixel: False on frames not yet measured or missing, which are left free like virtual
     planes (seed Eq 13 with ω = 0)."""
+    _sum: list[float] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fv = self.frame_valid
@@ -119,7 +122,16 @@ class BraggData:
         return fv is None or bool(fv[j].any())
 
     def measured_sum(self) -> float:
-        """Σ_j Σ ω_j I_j: the normalisation of the amplitude misfit."""
+        """Σ_j Σ ω_j I_j: the normalisation of the amplitude misfit.
+
+        Computed once per instance: the arrays are treated as read-only (new frames make a new
+        BraggData with ``dataclasses.replace``, which starts a fresh cache).
+        """
+        if not self._sum:
+            self._sum.append(self._measured_sum())
+        return self._sum[0]
+
+    def _measured_sum(self) -> float:
         xp = array_module(self.intensities)
         if self.frame_valid is None:
             return float(xp.sum(xp.where(self.mask[None], self.intensities, 0.0)))

@@ -28,6 +28,9 @@ class EpieOptions:
     """0: sequential ePIE (variant A); B > 0: mini-batch with B spatially spread batches (variant B)."""
     normalise_scale: bool = True
     """Rescale so mean |ρ| on S = 1 after each sweep (P2 compensated)."""
+    cpu_fused: bool = True
+    """Sequential sweeps on NumPy complex64 run the fused CPU kernels (Numba + FFTW) when those
+    import and the geometry allows (:mod:`analysis.solvers.fused_cpu`); same numbers to float32 rounding."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

@@ -1,0 +1,211 @@
+"""Fused CPU kernels (Numba) of the per-position Bragg ePIE step (seed Eqs 5–11, 13; spec 2.1–2.2).
+
+Each kernel does in one parallel pass over the box what the array code in
+:mod:`analysis.solvers.epie` does with a chain of NumPy temporaries; the numbers agree to
+float32 rounding (``tests/analysis/test_fused_cpu.py``). Imported only through
+:func:`analysis.xp.cpu_kernels`, so Numba stays optional: without it the array code runs.
+
+Layouts: box ``(N1P, N2, N3)``, folded box ``(N1P, N2, NM)`` with N3 = U·NM, crop
+``(N1, N2, NM)`` in FFT order along every axis; measured data are stored centred and
+reached through the index maps ``rows``, ``cols``, ``planes`` (FFT-order → centred).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_TINY = 1e-30
+_FAST = {"nsz", "arcp", "contract", "reassoc"}
+"""LLVM fast-math flags that let loops vectorise; NaN/inf semantics are kept (no "nnan"/"ninf")."""
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def extrusion_spectrum(p2_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) -> None:
+    """out[n1, n2, f] = P̂2[n2, f] · e^{-2πi (n1 − c) d f}: B in r3-frequency space (spec 1.6)."""
+    n1p, n2, n3 = out.shape
+    for a in nb.prange(n1p):
+        for b in range(n2):
+            for f in range(n3):
+                out[a, b, f] = p2_hat[b, f] * slices[a, f]
+
+
+@nb.njit(cache=True, fastmath=True, error_model="numpy")
+def _fold_line(p: np.ndarray, v: np.ndarray, out: np.ndarray, first: bool) -> tuple[float, float]:
+    """out (+)= p·v on one line of NM planes; returns (max |p|², max |v|²).
+
+    Full fast-math (finite inputs assumed) so that the max reductions vectorise.
+    """
+    pm = np.float32(0.0)
+    vm = np.float32(0.0)
+    n = out.shape[0]
+    if first:
+        for k in range(n):
+            out[k] = p[k] * v[k]
+    else:
+        for k in range(n):
+            out[k] += p[k] * v[k]
+    for k in range(n):
+        x = p[k].real * p[k].real + p[k].imag * p[k].imag
+        y = v[k].real * v[k].real + v[k].imag * v[k].imag
+        pm = pm if pm > x else x
+        vm = vm if vm > y else y
+    return pm, vm
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tuple[float, float]:
+    """One r1 row of :func:`folded_exit_wave`; returns (max |P|², max |V|²) on it."""
+    n2, n3 = p3.shape[1], p3.shape[2]
+    nm = out.shape[2]
+    pm = 0.0
+    vm = 0.0
+    for b in range(n2):
+        for c0 in range(0, n3, nm):
+            lp, lv = _fold_line(p3[a, b, c0:c0 + nm], view[a, b, c0:c0 + nm], out[b, a], c0 == 0)
+            pm = max(pm, lp)
+            vm = max(vm, lv)
+    return pm, vm
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def folded_exit_wave(p3: np.ndarray, view: np.ndarray, out: np.ndarray, pmax_rows: np.ndarray,
+                     vmax_rows: np.ndarray) -> None:
+    """out[n2, n1, k] = Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3 (spec 2.1).
+
+    ``out`` is laid out (N2, N1P, NM): the long r1 transform then runs on the middle axis.
+
+    Also returns, per r1 row, max |P_j|² (for μ_j and β of Eq 9) and max |V|² (Eq 10).
+    """
+    for a in nb.prange(p3.shape[0]):
+        pmax_rows[a], vmax_rows[a] = _fold_row(p3, view, out, a)
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def apply_ramp(field: np.ndarray, ramp: np.ndarray, conjugate: bool) -> None:
+    """field[n2, n1, k] *= ramp[n1, k] (or its conjugate): the shear ramp of spec 1.2, in place."""
+    n2, n1p, nm = field.shape
+    for b in nb.prange(n2):
+        for a in range(n1p):
+            for k in range(nm):
+                r = ramp[a, k]
+                if conjugate:
+                    r = r.conjugate()
+                field[b, a, k] *= r
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _modulus_run(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                 background: np.ndarray, scale2: np.float32, gamma: np.float32) -> float:
+    """Eqs 13 and 11 on one contiguous run of planes (1D slices, float32, branch-free, vectorised)."""
+    acc = np.float32(0.0)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    tiny = np.float32(1e-30)
+    for k in range(field.shape[0]):
+        z = field[k]
+        on = mask[k] & plane_ok[k]
+        b_old = background[k]
+        sqrt_h = np.sqrt(max(scale2 * (z.real * z.real + z.imag * z.imag) + b_old, tiny))
+        amp = np.sqrt(max(intensity[k], zero))
+        amp = amp if on else sqrt_h                  # ω = 0: no misfit, Ψ kept, b kept (Eq 13)
+        d = sqrt_h - amp
+        acc += d * d
+        ratio = amp / sqrt_h
+        t = (one - gamma) + gamma * ratio
+        background[k] = b_old * t * t
+        field[k] = z * ((ratio - one) * scale2)
+    return acc
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _modulus_row(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                 background: np.ndarray, i: int, r: int, scale2: np.float32, gamma: np.float32) -> float:
+    """One crop row (FFT order along r2 and k, data centred): two contiguous runs per axis."""
+    n2, nm = field.shape[1], field.shape[2]
+    h2, hm = n2 - n2 // 2, nm - nm // 2        # FFT index < h ↔ m ≥ 0 ↔ centred index + N//2
+    row = 0.0
+    for j in range(n2):
+        q = j + n2 // 2 if j < h2 else j - h2
+        lo, hi = nm // 2, nm - hm                 # centred planes of FFT bins [0, hm) and [hm, nm)
+        row += _modulus_run(field[i, j, :hm], intensity[r, q, lo:], mask[r, q, lo:], plane_ok[lo:],
+                            background[r, q, lo:], scale2, gamma)
+        row += _modulus_run(field[i, j, hm:], intensity[r, q, :hi], mask[r, q, :hi], plane_ok[:hi],
+                            background[r, q, :hi], scale2, gamma)
+    return row
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def modulus_and_background(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                           background: np.ndarray, rows: np.ndarray, scale2: float, gamma: float) -> float:
+    """Eqs 13 and 11 on the unnormalised crop A (|Ψ|² = scale2·|A|²), in place.
+
+    field ← A·(√(I/h) − 1)·scale2 on ω = 1, 0 on ω = 0 (virtual planes and gaps left free);
+    b ← b((1 − γ) + γ√(I/h))² on ω = 1 (old h). Returns Σ ω (√h − √I)².
+    """
+    n1 = field.shape[0]
+    misfit_rows = np.zeros(n1)
+    s2, g32 = np.float32(scale2), np.float32(gamma)
+    for i in nb.prange(n1):
+        misfit_rows[i] = _modulus_row(field, intensity, mask, plane_ok, background, i, rows[i], s2, g32)
+    return misfit_rows.sum()
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _update_run(rho: np.ndarray, inside: np.ndarray, p: np.ndarray, dpsi: np.ndarray, beta: float, pmax: float,
+                mu_j: float, alpha: float, vmax: float, probe_gradient: bool) -> None:
+    """One box line of :func:`object_update` (NM planes, 1D contiguous slices, vectorised)."""
+    b_pmax = np.float32(beta * pmax)
+    one_m_beta = np.float32(1.0 - beta)
+    mu32 = np.float32(mu_j)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    w_one_m_alpha = np.float32(1.0 - alpha)
+    w_alpha_vmax = np.float32(alpha * vmax)
+    tiny = np.float32(1e-30)
+    for k in range(dpsi.shape[0]):
+        pk = p[k]
+        v = rho[k]
+        d = dpsi[k]
+        sbar = zero if inside[k] else mu32
+        lam = one_m_beta * (pk.real * pk.real + pk.imag * pk.imag) + b_pmax + sbar
+        rho[k] = v + (pk.conjugate() * d - sbar * v) * (one / lam)
+        if probe_gradient:
+            g = v.conjugate() * d
+            if alpha != 1.0:
+                g = g * (one / max(w_one_m_alpha * (v.real * v.real + v.imag * v.imag) + w_alpha_vmax, tiny))
+            p[k] = g
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def object_update(obj: np.ndarray, support: np.ndarray, offset: np.ndarray, p3: np.ndarray, dpsi: np.ndarray,
+                  beta: float, pmax: float, mu_j: float, alpha: float, vmax: float, probe_gradient: bool) -> None:
+    """Eqs 5, 7, 9 on the view at ``offset`` of ρ (in place) and, if asked, Eq 8's ρ*Δψ into ``p3``.
+
+    ρ ← ρ + (P*Δψ − μ_j S̄ ρ) / ((1 − β)|P|² + β max|P|² + μ_j S̄), with Δψ[n1, n2, c] = dpsi[n2, n1, c mod NM]
+    (the adjoint fold replicates the planes). With ``probe_gradient`` the old ρ gives
+    ρ*Δψ / ((1 − α)|ρ|² + α max|ρ|²) (α = 1: divided by max|ρ|² later, as a scalar).
+    ρ and S are the whole arrays (C order, so the inner loop has unit stride and vectorises).
+    """
+    n1p, n2, n3 = p3.shape
+    nm = dpsi.shape[2]
+    o1, o2, o3 = offset[0], offset[1], offset[2]
+    for a in nb.prange(n1p):
+        for b in range(n2):
+            for c0 in range(0, n3, nm):
+                _update_run(obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm], support[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm],
+                            p3[a, b, c0:c0 + nm], dpsi[b, a], beta, pmax, mu_j, alpha, vmax, probe_gradient)
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def projection_spectrum(g_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) -> None:
+    """out[n2, f] = Σ_n1 Ĝ[n1, n2, f] · conj(e^{-2πi (n1 − c) d f}): B^H in r3-frequency space."""
+    n1p, n2, n3 = g_hat.shape
+    for b in nb.prange(n2):
+        for f in range(n3):
+            out[b, f] = 0
+        for a in range(n1p):
+            for f in range(n3):
+                out[b, f] += g_hat[a, b, f] * slices[a, f].conjugate()

@@ -1,0 +1,78 @@
+"""The fused CPU sweep (Numba + FFTW) gives the array code's numbers (spec 2.2, variant A)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analysis.solvers import epie
+from analysis.solvers.fused_cpu import FusedCpuSweep
+from analysis.solvers.options import EpieOptions
+from analysis.xp import cpu_kernels
+from tests.analysis.bragg_problem import initial_state, make_problem
+
+pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW not installed (pip install .[fast])")
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("upsampling", [1, 3])
+@pytest.mark.parametrize("case", ["defaults", "alpha", "frames", "pixels", "frozen"])
+def test_fused_sweeps_equal_the_array_code(upsampling, case):
+    p = make_problem(upsampling=upsampling, n_angles=12 if upsampling == 1 else 4, n_side=3, dtype=np.complex64)
+    assert FusedCpuSweep.unsupported_reason(p.op) == ""
+    opts = EpieOptions(probe_update_start_iter=0, gamma=0.1, mu=0.05, beta=0.5)
+    data = p.data
+    rng = np.random.default_rng(3)
+    if case == "alpha":
+        opts = dataclasses.replace(opts, alpha=0.6, beta=0.8)
+    elif case == "frozen":
+        opts = dataclasses.replace(opts, update_probe=False)
+    elif case == "frames":
+        fv = rng.random((data.n_positions, data.intensities.shape[-1])) > 0.3
+        fv[1] = False                                       # a position with nothing measured yet
+        data = dataclasses.replace(data, frame_valid=fv)
+    elif case == "pixels":
+        data = dataclasses.replace(data, frame_valid=rng.random(data.intensities.shape) > 0.2)
+    start = initial_state(p, p.true_probe * 0.9, background=0.5)
+    start.object = start.object.astype(np.complex64)
+    start.probe = start.probe.astype(np.complex64)
+    start.background = start.background.astype(np.float32)
+    runs = {}
+    for fused in (False, True):
+        state = copy.deepcopy(start)
+        o = dataclasses.replace(opts, cpu_fused=fused)
+        stats = []
+        for _ in range(3):
+            state, s = epie.step(state, data, op=p.op, options=o, rng=np.random.default_rng(len(stats)))
+            stats.append(s)
+        assert {s.kernels for s in stats} == {"fused-cpu" if fused else "array"}
+        runs[fused] = (state, stats)
+    (a, sa), (f, sf) = runs[False], runs[True]
+    assert _rel(f.object, a.object) < 2e-4
+    assert _rel(f.probe, a.probe) < 2e-4
+    assert _rel(f.background, a.background) < 2e-4
+    assert np.allclose([s.cost for s in sf], [s.cost for s in sa], rtol=2e-4)
+    assert _rel(a.object, start.object) > 1e-2                  # the sweeps did change ρ
+
+
+def test_fused_path_declines_what_it_does_not_implement():
+    p = make_problem(dtype=np.complex128)
+    state = initial_state(p, p.true_probe)
+    assert FusedCpuSweep.for_model(p.op, state, EpieOptions()) is None          # complex128 → array code
+    p64 = make_problem(dtype=np.complex64)
+    s64 = initial_state(p64, p64.true_probe)
+    s64.object, s64.probe = s64.object.astype(np.complex64), s64.probe.astype(np.complex64)
+    assert FusedCpuSweep.for_model(p64.op, s64, EpieOptions(cpu_fused=False)) is None
+    assert isinstance(FusedCpuSweep.for_model(p64.op, s64, EpieOptions()), FusedCpuSweep)
+    ext = p64.op.extrusion
+    bent = type(ext)(ext.box_shape, (0.3, ext.slope_px[1]))
+    op2 = type(p64.op)(p64.op.fourier, bent, p64.op.object_shape)
+    assert "r2" in FusedCpuSweep.unsupported_reason(op2)
+    with pytest.raises(ValueError, match="extruded along r2"):
+        FusedCpuSweep(op2, cpu_kernels())
