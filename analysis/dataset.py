@@ -32,6 +32,9 @@ __all__ = [
     "validate_dataset",
     "write_dataset",
     "read_dataset",
+    "DatasetShare",
+    "read_dataset_share",
+    "scan_axes",
     "write_results",
     "read_results",
     "write_cxi",
@@ -258,22 +261,35 @@ def write_dataset(path: str | Path, dataset: BraggDataset, *, compression: str |
         _write_dict_attrs(f.create_group("provenance"), prov)
 
 
+def _open_data(f: h5py.File, source: str) -> h5py.Group:
+    """The checked ``/data`` group of an open dataset file."""
+    fmt = f.attrs.get("format")
+    if fmt is not None and fmt != FORMAT_NAME:
+        raise _fail(source, "/@format", f"{fmt!r}, expected {FORMAT_NAME!r}")
+    if "data" not in f:
+        raise _fail(source, "/data", "group missing; this is not a pxm dataset file")
+    d = f["data"]
+    for key in ("frames", "rocking_angle_deg", "stage_position_m", "detector_mask"):
+        if key not in d:
+            raise _fail(source, f"/data/{key}", "dataset missing")
+    return d
+
+
+def _unchecked_dataset(kw: dict[str, Any]) -> BraggDataset:
+    """A BraggDataset without running ``__post_init__`` (the caller validates with its source name)."""
+    ds = object.__new__(BraggDataset)
+    for k, v in kw.items():
+        object.__setattr__(ds, k, v)
+    return ds
+
+
 def read_dataset(path: str | Path) -> BraggDataset:
     """Read and validate a file written by :func:`write_dataset`; errors name the file and key."""
     source = str(path)
     if not Path(path).is_file():
         raise ValueError(f"{source}: no such file; check the path")
     with h5py.File(path, "r") as f:
-        fmt = f.attrs.get("format")
-        if fmt is not None and fmt != FORMAT_NAME:
-            raise _fail(source, "/@format", f"{fmt!r}, expected {FORMAT_NAME!r}")
-        if "data" not in f:
-            raise _fail(source, "/data", "group missing; this is not a pxm dataset file")
-        d = f["data"]
-        for key in ("frames", "rocking_angle_deg", "stage_position_m", "detector_mask"):
-            if key not in d:
-                raise _fail(source, f"/data/{key}", "dataset missing")
-        geometry = _read_geometry(f, source)
+        d = _open_data(f, source)
         kw: dict[str, Any] = dict(
             frames=d["frames"][()], rocking_angle_deg=d["rocking_angle_deg"][()],
             stage_position_m=d["stage_position_m"][()], detector_mask=d["detector_mask"][()].astype(bool),
@@ -281,12 +297,111 @@ def read_dataset(path: str | Path) -> BraggDataset:
             angle_index=d["angle_index"][()] if "angle_index" in d else None,
             sample=_read_dict_attrs(f["sample"]) if "sample" in f else {},
             provenance=_read_dict_attrs(f["provenance"]) if "provenance" in f else {},
+            geometry=_read_geometry(f, source),
         )
-    ds = object.__new__(BraggDataset)
-    for k, v in {**kw, "geometry": geometry}.items():
-        object.__setattr__(ds, k, v)
+    ds = _unchecked_dataset(kw)
     validate_dataset(ds, source=source)
     return ds
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetShare:
+    """The part of a grid-layout dataset file one MPI rank needs: its positions' frames only.
+
+    ``local`` is a valid :class:`BraggDataset` of the positions ``positions`` (frames, angles,
+    stage positions of those rows); the angles and stage positions of *every* position are kept
+    as well (a few bytes per frame: the object grid and the batches need all of them).
+    """
+
+    local: BraggDataset
+    """Grid-layout dataset of this rank's positions (rows in the order of ``positions``)."""
+    positions: np.ndarray = field(repr=False)
+    """(POS_LOCAL,) int64, increasing: global position index of each row of ``local``."""
+    rocking_angle_deg: np.ndarray = field(repr=False)
+    """(POS, ANGLE) rocking angle of every frame of the whole scan, degrees."""
+    stage_position_m: np.ndarray = field(repr=False)
+    """(POS, ANGLE, 3) stage position of every frame of the whole scan, metres."""
+
+    @property
+    def n_positions(self) -> int:
+        """Positions of the whole scan."""
+        return int(self.rocking_angle_deg.shape[0])
+
+    @property
+    def geometry(self) -> BraggGeometry:
+        """The scan geometry."""
+        return self.local.geometry
+
+    @property
+    def sample(self) -> dict[str, Any]:
+        """Sample metadata of the file."""
+        return self.local.sample
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Provenance metadata of the file."""
+        return self.local.provenance
+
+
+def read_dataset_share(path: str | Path, *, rank: int = 0, size: int = 1) -> DatasetShare:
+    """Read the frames of positions j ≡ ``rank`` (mod ``size``) only (grid layout; cf.
+    :func:`analysis.solvers.distributed.owned_positions`), plus every position's angles and stage
+    positions. Each position's frames are read with one HDF5 hyperslab, so a rank never holds
+    (or decompresses) the other ranks' frames. Errors name the file and key.
+    """
+    source = str(path)
+    if not 0 <= rank < size:
+        raise ValueError(f"read_dataset_share: rank {rank} outside [0, {size})")
+    if not Path(path).is_file():
+        raise ValueError(f"{source}: no such file; check the path")
+    with h5py.File(path, "r") as f:
+        d = _open_data(f, source)
+        fr = d["frames"]
+        if fr.ndim != 4:
+            raise _fail(source, "/data/frames", f"shape {fr.shape}: a flat (partial) scan cannot be split by "
+                        "position; the reconstruction needs the grid layout (POS, ANGLE, ROW, COL)")
+        angles = d["rocking_angle_deg"][()]
+        stage = d["stage_position_m"][()]
+        if angles.shape != fr.shape[:2] or stage.shape != fr.shape[:2] + (3,):
+            raise _fail(source, "/data/stage_position_m", f"angles {angles.shape} / positions {stage.shape} do "
+                        f"not match /data/frames {fr.shape}")
+        pos = np.arange(rank, fr.shape[0], size, dtype=np.int64)
+        frames = np.empty((pos.size,) + fr.shape[1:], dtype=fr.dtype)
+        for k, j in enumerate(pos):
+            fr.read_direct(frames, source_sel=np.s_[int(j)], dest_sel=np.s_[k])
+        kw: dict[str, Any] = dict(
+            frames=frames, rocking_angle_deg=angles[pos], stage_position_m=stage[pos],
+            detector_mask=d["detector_mask"][()].astype(bool), position_index=None, angle_index=None,
+            sample=_read_dict_attrs(f["sample"]) if "sample" in f else {},
+            provenance=_read_dict_attrs(f["provenance"]) if "provenance" in f else {},
+            geometry=_read_geometry(f, source),
+        )
+    local = _unchecked_dataset(kw)
+    validate_dataset(local, source=source)
+    if not (np.all(np.isfinite(angles)) and np.all(np.isfinite(stage))):
+        raise _fail(source, "/data/stage_position_m", "contains NaN or inf; every frame needs its angle and position")
+    return DatasetShare(local=local, positions=pos, rocking_angle_deg=angles, stage_position_m=stage)
+
+
+def scan_axes(rocking_angle_deg: np.ndarray, stage_position_m: np.ndarray,
+              geometry: BraggGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(stage_xyz_m (POS, 3), rocking_offsets_deg (ANGLE,)) of a grid scan, as the engine takes them.
+
+    Raises ValueError if a position moves by more than 10 nm between angles or the angles differ
+    between positions by more than 5 % of a step.
+    """
+    angles = np.asarray(rocking_angle_deg, float)
+    pos = np.asarray(stage_position_m, float)
+    stage = pos.mean(axis=1)
+    spread = float(np.abs(pos - stage[:, None]).max()) if pos.size else 0.0
+    if spread > 10e-9:
+        raise ValueError(f"dataset: /data/stage_position_m moves by {spread * 1e9:.1f} nm between angles of one "
+                         "position; the engine takes one position per raster point")
+    ang = angles.mean(axis=0)
+    if np.abs(angles - ang[None]).max() > 0.05 * abs(geometry.rocking_step_deg):
+        raise ValueError("dataset: /data/rocking_angle_deg differs between positions by more than 5 % of a step")
+    # the grid of angles is what the engine needs; absolute misalignment is harmless
+    return stage, ang - geometry.theta_bragg_deg
 
 
 # --------------------------------------------------------------------------- results

@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from analysis.dataset import DatasetShare, read_dataset_share, scan_axes
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import measured_band_mask
 from analysis.operators.probe import probe_na_mask, probe_width_along_p1_m
 from analysis.operators.scan import positions_to_voxels, view_grid
-from analysis.solvers import epie, ml
+from analysis.solvers import distributed, epie, ml
+from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunicator, owned_positions
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import EpieOptions, MLOptions
 from analysis.solvers.support import shrink_wrap, slab_support
@@ -217,14 +220,30 @@ class Reconstruction:
         on measured frames/pixels. Invalid frames are left free (seed Eq 13, ω = 0) and may hold
         anything (NaN included); positions with no valid frame are skipped. New data enters an
         existing reconstruction through :meth:`update_frames`.
+    comm : None (one process, the recipe as written) or a
+        :class:`~analysis.solvers.distributed.Communicator`: positions j ≡ rank (mod size) are this
+        rank's, the ePIE phase runs the batched update with all-reduced sums
+        (:func:`analysis.solvers.distributed.step`, ``recipe.epie.n_batches`` ≥ 1 batches, b fixed in
+        a batch) and the ML phase all-reduces its costs, gradients and line-search sums. ``frames``
+        and ``frame_valid`` then hold either every position (the rank keeps its own rows) or only
+        this rank's, in increasing order (:meth:`from_file` reads only those); ``stage_xyz_m``
+        always holds every position. Every rank ends with the same ρ, P2 and b. The 1-rank
+        reference of a run on R ranks is the same call with
+        :class:`~analysis.solvers.distributed.SerialCommunicator` (not ``comm=None``, whose
+        sequential ePIE cannot be split across ranks).
     """
 
     def __init__(self, geometry: BraggGeometry, frames: np.ndarray, mask: np.ndarray, stage_xyz_m: np.ndarray,
                  rocking_offsets_deg: np.ndarray, probe: np.ndarray, *, recipe: Recipe | None = None,
                  probe_na_rad: tuple[float, float] | None = None, probe_width_m: float | None = None,
                  object_shape: tuple[int, int, int] | None = None, margin_vox: int = 2,
-                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = np) -> None:
+                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = np,
+                 comm: Communicator | None = None) -> None:
         recipe = seed_recipe() if recipe is None else recipe
+        if comm is not None and recipe.epie.n_batches < 1 and recipe.n_epie_iterations > 0:
+            raise ValueError("Reconstruction: a communicator needs recipe.epie.n_batches >= 1 (mini-batch rPIE, "
+                             "spec 2.4 B; 1 = full batch); sequential ePIE (n_batches = 0) cannot be split across "
+                             "ranks")
         if not isinstance(geometry, BraggGeometry):
             raise ValueError(f"geometry: got {type(geometry).__name__}, expected a BraggGeometry; "
                              "build one with analysis.geometry.BraggGeometry(...) or from_metadata()")
@@ -235,9 +254,14 @@ class Reconstruction:
         self._xp = xp
         self._dtype = np.dtype(dtype)
         n1, n2, nm = geometry.n_rows_px, geometry.n_cols_px, geometry.n_angles
+        self._comm = comm
+        n_all = int(np.shape(stage_xyz_m)[0]) if np.ndim(stage_xyz_m) == 2 else -1
+        n_rows = int(np.shape(frames)[0]) if np.ndim(frames) else 0
+        self._rows = np.arange(n_rows) if comm is None else owned_positions(max(n_all, 0), comm)
+        frames, frame_valid = self._own_rows(frames, frame_valid, n_all)
         fv = self._check_frame_valid(frame_valid, np.shape(frames))
         frames = self._check_frames(frames, fv)
-        stage = self._check_stage(stage_xyz_m, frames.shape[0])
+        stage = self._check_stage(stage_xyz_m, frames.shape[0] if comm is None else n_all)
         offs = np.asarray(rocking_offsets_deg, float)
         if offs.shape != (nm,) or not np.all(np.isfinite(offs)):
             raise ValueError(f"rocking_offsets_deg: shape {offs.shape}, expected ({nm},) finite values in degrees")
@@ -270,8 +294,11 @@ class Reconstruction:
         self._slab_centre = nu.mean(axis=0)
         self._stage = stage
         self.data = BraggData(intensities=self._to_internal(frames), mask=self._mask,
-                              offsets_vox=self._grid.offsets_vox, shifts_px=self._grid.shifts_px,
+                              offsets_vox=self._grid.offsets_vox[self._rows],
+                              shifts_px=self._grid.shifts_px[self._rows],
                               frame_valid=self._valid_internal(fv))
+        self._share = ScanShare(global_index=self._rows, batch_coords_vox=distributed.batch_coords_vox(
+            self._grid.offsets_vox, self._grid.shifts_px))
         sup = self._slab(0)
         b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
         self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype), probe=xp.asarray(p2, dtype=self._dtype),
@@ -285,7 +312,53 @@ class Reconstruction:
         self._thickness = recipe.support.thickness_m(0)
         self._band: Any = None
 
+    @classmethod
+    def from_share(cls, share: DatasetShare, probe: np.ndarray, *, comm: Communicator | None = None,
+                   **kwargs: Any) -> "Reconstruction":
+        """Engine on one rank's :class:`~analysis.dataset.DatasetShare` (its positions' frames only).
+
+        ``share`` must hold the positions :func:`~analysis.solvers.distributed.owned_positions` gives
+        this rank; other keywords as in the constructor (``probe`` on the recipe's geometry).
+        """
+        want = owned_positions(share.n_positions, SerialCommunicator() if comm is None else comm)
+        if not np.array_equal(share.positions, want):
+            raise ValueError(f"from_share: the share holds positions {share.positions[:4]}... but rank "
+                             f"{0 if comm is None else comm.rank} of {1 if comm is None else comm.size} owns "
+                             f"{want[:4]}...; read it with read_dataset_share(path, rank=, size=)")
+        stage, offsets = scan_axes(share.rocking_angle_deg, share.stage_position_m, share.geometry)
+        return cls(share.geometry, np.asarray(share.local.frames, np.float32), share.local.detector_mask, stage,
+                   offsets, probe, comm=comm, **kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path, probe: np.ndarray, *, comm: Communicator | None = None,
+                  **kwargs: Any) -> "Reconstruction":
+        """Engine on a dataset file (grid layout); with ``comm`` each rank reads only its own positions' frames."""
+        c = SerialCommunicator() if comm is None else comm
+        return cls.from_share(read_dataset_share(path, rank=c.rank, size=c.size), probe, comm=comm, **kwargs)
+
+    @property
+    def comm(self) -> Communicator:
+        """The communicator (a :class:`SerialCommunicator` when none was given)."""
+        return SerialCommunicator() if self._comm is None else self._comm
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(POS_LOCAL,) global indices of the positions whose frames this rank holds (rows of ``data``)."""
+        return np.arange(self.data.n_positions) if self._comm is None else self._rows.copy()
+
     # --- validation -------------------------------------------------------------------
+    def _own_rows(self, frames: Any, frame_valid: Any, n_all: int) -> tuple[Any, Any]:
+        """This rank's rows of ``frames``/``frame_valid`` (unchanged without a communicator)."""
+        if self._comm is None:
+            return frames, frame_valid
+        n = int(np.shape(frames)[0]) if np.ndim(frames) else -1
+        if n == self._rows.size:
+            return frames, frame_valid
+        if n == n_all:
+            return np.asarray(frames)[self._rows], None if frame_valid is None else np.asarray(frame_valid)[self._rows]
+        raise ValueError(f"frames: {n} positions, expected every position ({n_all}, as stage_xyz_m) or this rank's "
+                         f"{self._rows.size} (j ≡ {self._comm.rank} mod {self._comm.size})")
+
     def _check_frame_valid(self, frame_valid: np.ndarray | None, frames_shape: tuple[int, ...]) -> np.ndarray | None:
         """(POS, ANGLE) or (POS, ANGLE, N1, N2) bool, or None; shape checked against the frames."""
         if frame_valid is None:
@@ -353,7 +426,8 @@ class Reconstruction:
             pj = op.probe_at(self.state.probe, d.shifts_px[j])
             psi = op.fourier.forward(pj * self.state.object[op.view(d.offsets_vox[j])])
             pred += float(xp.sum(xp.where(d.mask_at(j), psi.real ** 2 + psi.imag ** 2, 0.0)))
-        meas = d.measured_sum()
+        pred = self.comm.allreduce_scalar(pred)
+        meas = self.comm.allreduce_scalar(d.measured_sum())
         return float(np.sqrt(meas / pred)) if pred > 0 and meas > 0 else 1.0
 
     def _slab(self, iteration: int) -> np.ndarray:
@@ -371,7 +445,10 @@ class Reconstruction:
         """Append positions (POS_NEW, ANGLE, N1, N2) acquired live; they must fit the object grid.
 
         ``frame_valid`` as in the constructor, for the new positions only (None: all measured).
+        Not available with a communicator (the positions' split is fixed when the engine is built).
         """
+        if self._comm is not None:
+            raise ValueError("add_frames: not supported with a communicator; build the engine on the whole scan")
         fv = self._check_frame_valid(frame_valid, np.shape(frames))
         f = self._check_frames(frames, fv)
         s = self._check_stage(stage_xyz_m, f.shape[0])
@@ -400,8 +477,10 @@ class Reconstruction:
 
         ``frames`` (POS, ANGLE, N1, N2) for the same positions as now, ``frame_valid`` as in the
         constructor (None: every frame measured). Use it when frames arrive during the scan:
-        the not-yet-measured ones stay free (seed Eq 13, ω = 0) until they are valid.
+        the not-yet-measured ones stay free (seed Eq 13, ω = 0) until they are valid. With a
+        communicator, every position's or this rank's rows (as in the constructor).
         """
+        frames, frame_valid = self._own_rows(frames, frame_valid, self._share.n_positions)
         fv = self._check_frame_valid(frame_valid, np.shape(frames))
         f = self._check_frames(frames, fv)
         if f.shape[0] != self.data.n_positions:
@@ -430,12 +509,16 @@ class Reconstruction:
             t0 = time.perf_counter()
             if it < r.n_epie_iterations:
                 self._apply_support_schedule(it)
-                self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng)
+                if self._comm is None:
+                    self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng)
+                else:
+                    self.state, stats = distributed.step(self.state, self.data, op=self.op, options=r.epie,
+                                                         comm=self._comm, rng=self._rng, share=self._share)
                 if r.band_limit_object:
                     self.state.object = self._band_limit(self.state.object)
                 self._phases.append("epie")
             else:
-                self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml)
+                self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml, comm=self._comm)
                 self._phases.append("ml")
             self._costs.append(float(stats.cost))
             self._times.append(time.perf_counter() - t0)
@@ -448,7 +531,9 @@ class Reconstruction:
             b = b[::-1]
         return ReconstructionResult(
             object=to_numpy(self.state.object).copy(), probe=to_numpy(self.state.probe).copy(), background=b.copy(),
-            support=to_numpy(self.state.support).copy(), offsets_vox=self.data.offsets_vox.copy(),
-            shifts_px=self.data.shifts_px.copy(), costs=tuple(self._costs), phases=tuple(self._phases),
+            support=to_numpy(self.state.support).copy(),
+            offsets_vox=(self.data.offsets_vox if self._comm is None else self._grid.offsets_vox).copy(),
+            shifts_px=(self.data.shifts_px if self._comm is None else self._grid.shifts_px).copy(),
+            costs=tuple(self._costs), phases=tuple(self._phases),
             timings_s=tuple(self._times), iterations=self.state.iteration, geometry=self.geometry,
             recipe=dataclasses.asdict(self.recipe))

@@ -112,11 +112,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Reconstruct a dataset file or a Tiled run; write results (+ CXI, figures, Tiled)."""
+    import dataclasses
     import tempfile
 
     import numpy as np
 
-    from analysis.dataset import read_dataset, read_results
+    from analysis.dataset import read_dataset, read_dataset_share, read_results
     from pxm.reconstruct import ReconstructOptions, reconstruct_dataset, recipe_by_name, write_outputs
 
     if (args.dataset is None) == (args.run is None):
@@ -124,6 +125,21 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.publish and args.run is None:
         raise ValueError("--publish needs --run UID (the raw run the result belongs to)")
     recipe = recipe_by_name(args.recipe, n_epie_iterations=args.iterations, n_ml_iterations=args.ml)
+    if args.batches is not None:
+        if args.batches < 1:
+            raise ValueError(f"--batches must be >= 1, got {args.batches}")
+        recipe = dataclasses.replace(recipe, epie=dataclasses.replace(recipe.epie, n_batches=args.batches))
+    comm = None
+    if args.mpi:
+        if args.dataset is None or args.probe_run is not None or args.fsc:
+            raise ValueError("--mpi reconstructs a DATASET.h5 file (each rank reads its own positions); "
+                             "it does not take --run, --probe-run or --fsc")
+        if recipe.epie.n_batches < 1:
+            raise ValueError("--mpi needs --batches N (mini-batch rPIE, spec 2.4 B; e.g. 16-25 for a full scan): "
+                             "sequential ePIE cannot be split across ranks")
+        from analysis.solvers.distributed import mpi_communicator
+
+        comm = mpi_communicator()
     raw = run = None
     probe_file = args.probe_file
     tmp = tempfile.TemporaryDirectory(prefix="pxm-reconstruct-")
@@ -143,7 +159,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         else:
             if not Path(args.dataset).is_file():
                 raise ValueError(f"{args.dataset}: no such file")
-            dataset = read_dataset(args.dataset)
+            if comm is None:
+                dataset = read_dataset(args.dataset)
+            else:
+                dataset = read_dataset_share(args.dataset, rank=comm.rank, size=comm.size)
             source = str(args.dataset)
         if args.probe_run is not None:
             from pxm.export import find_run
@@ -154,7 +173,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
                                       options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
-                                                                 fsc_split_seed=args.fsc_seed))
+                                                                 fsc_split_seed=args.fsc_seed), comm=comm)
+        if comm is not None and comm.rank != 0:
+            return 0                                    # rank 0 holds the same result and writes it
         out = write_outputs(outcome, args.output, dataset=dataset, dataset_source=source, cxi_path=args.cxi,
                             figures_dir=args.figures)
     finally:
@@ -436,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsc", action="store_true",
                    help="also reconstruct two binomial half-data sets: FSC/PRTF resolution into the results (3× time)")
     p.add_argument("--fsc-seed", type=int, default=0, metavar="N", help="seed of the binomial photon split")
+    p.add_argument("--batches", type=int, default=None, metavar="N",
+                   help="mini-batch rPIE with N spatially spread batches instead of sequential ePIE (spec 2.4 B)")
+    p.add_argument("--mpi", action="store_true",
+                   help="split the positions across MPI ranks (run under mpirun -n R; needs mpi4py and --batches); "
+                        "each rank reads only its frames, rank 0 writes the results (docs/mpi.md)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("live-consumer", help="live reconstruction fed over 0MQ (bluesky proxy) or NATS JetStream")

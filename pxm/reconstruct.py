@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis.dataset import BraggDataset
+from analysis.dataset import BraggDataset, DatasetShare, scan_axes
 from analysis.engine import Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline, seed_recipe
 from analysis.geometry import BraggGeometry
 from analysis.metrics import ShellCurve
+from analysis.solvers.distributed import Communicator
 from analysis.strain import StrainMaps
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
@@ -127,6 +128,8 @@ class ReconstructionOutcome:
     recipe_name: str
     probe_source: str
     resolution: ResolutionEstimate | None = None
+    n_ranks: int = 1
+    """MPI ranks the positions were split across (1: one process)."""
 
 
 def software_info() -> dict[str, str]:
@@ -151,22 +154,9 @@ def engine_inputs(dataset: BraggDataset) -> dict[str, Any]:
     if dataset.layout != "grid":
         raise ValueError("dataset: flat layout (a partial scan); the reconstruction needs every position at every "
                          "angle (grid layout)")
-    frames = np.asarray(dataset.frames, np.float32)
-    angles = np.asarray(dataset.rocking_angle_deg, float)
-    pos = np.asarray(dataset.stage_position_m, float)
-    stage = pos.mean(axis=1)
-    spread = float(np.abs(pos - stage[:, None]).max()) if pos.size else 0.0
-    if spread > 10e-9:
-        raise ValueError(f"dataset: /data/stage_position_m moves by {spread * 1e9:.1f} nm between angles of one "
-                         "position; the engine takes one position per raster point")
-    ang = angles.mean(axis=0)
-    g = dataset.geometry
-    if np.abs(angles - ang[None]).max() > 0.05 * abs(g.rocking_step_deg):
-        raise ValueError("dataset: /data/rocking_angle_deg differs between positions by more than 5 % of a step")
-    offsets = ang - g.theta_bragg_deg
-    # the grid of angles is what the engine needs; centre it on θ_B's index (absolute misalignment is harmless)
-    return dict(frames=frames, mask=np.asarray(dataset.detector_mask, bool), stage_xyz_m=stage,
-                rocking_offsets_deg=offsets)
+    stage, offsets = scan_axes(dataset.rocking_angle_deg, dataset.stage_position_m, dataset.geometry)
+    return dict(frames=np.asarray(dataset.frames, np.float32), mask=np.asarray(dataset.detector_mask, bool),
+                stage_xyz_m=stage, rocking_offsets_deg=offsets)
 
 
 # ------------------------------------------------------------------------------------------ probe files
@@ -218,14 +208,20 @@ def initial_probe(geometry: BraggGeometry, *, probe_file: str | Path | None = No
 
 
 def _scale_probe(rec: Any) -> float:
-    """Scale the engine's probe so view 0 predicts the measured counts of position 0; return the factor."""
+    """Scale the engine's probe so view 0 predicts the measured counts of position 0; return the factor.
+
+    Under MPI the rank holding position 0 computes the sums and every rank gets them by all-reduce.
+    """
     xp = np
     st, d, op = rec.state, rec.data, rec.op
-    view = op.view(d.offsets_vox[0])
-    psi = op.fourier.forward(op.probe_at(st.probe, d.shifts_px[0]) * st.object[view])
-    mask = np.asarray(d.mask)
-    pred = float(xp.sum(np.abs(np.asarray(psi)) ** 2 * mask))
-    meas = float(xp.sum(np.asarray(d.intensities[0]) * mask))
+    pred = meas = 0.0
+    if rec.positions.size and rec.positions[0] == 0:            # this rank holds position 0 (as row 0)
+        view = op.view(d.offsets_vox[0])
+        psi = op.fourier.forward(op.probe_at(st.probe, d.shifts_px[0]) * st.object[view])
+        mask = np.asarray(d.mask)
+        pred = float(xp.sum(np.abs(np.asarray(psi)) ** 2 * mask))
+        meas = float(xp.sum(np.asarray(d.intensities[0]) * mask))
+    pred, meas = rec.comm.allreduce_scalar(pred), rec.comm.allreduce_scalar(meas)
     if not (pred > 0 and meas > 0):
         return 1.0
     f = float(np.sqrt(meas / pred))
@@ -234,24 +230,45 @@ def _scale_probe(rec: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------ run
-def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: str = "custom",
-                        probe_file: str | Path | None = None,
-                        options: ReconstructOptions = ReconstructOptions()) -> ReconstructionOutcome:
+def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe, recipe_name: str = "custom",
+                        probe_file: str | Path | None = None, options: ReconstructOptions = ReconstructOptions(),
+                        comm: Communicator | None = None) -> ReconstructionOutcome:
     """Validate, build the engine, iterate the whole recipe (tqdm), compute strain and metrics.
 
     With ``options.fsc`` two more reconstructions of a binomial photon split follow (same recipe,
     probe and seeds) and their resolution goes into ``outcome.resolution`` and the metrics.
+    With ``comm`` (MPI ranks, ``docs/mpi.md``) ``dataset`` is this rank's
+    :class:`~analysis.dataset.DatasetShare`, the recipe needs ``epie.n_batches`` ≥ 1 and every rank
+    returns the same result (the bar shows on rank 0 only); FSC is not available then.
     """
     from analysis.strain import strain_from_geometry
 
     t0 = time.perf_counter()
-    inputs = engine_inputs(dataset)
+    if comm is not None or isinstance(dataset, DatasetShare):
+        if not isinstance(dataset, DatasetShare):
+            raise ValueError("reconstruct_dataset: with a communicator, pass this rank's DatasetShare "
+                             "(analysis.dataset.read_dataset_share)")
+        if options.fsc:
+            raise ValueError("reconstruct_dataset: the FSC half-data runs are not available under MPI; drop --fsc")
+        if comm is None and dataset.positions.size != dataset.n_positions:
+            raise ValueError(f"reconstruct_dataset: the share holds {dataset.positions.size} of "
+                             f"{dataset.n_positions} positions; pass the communicator it was read for")
+        stage, offsets = scan_axes(dataset.rocking_angle_deg, dataset.stage_position_m, dataset.geometry)
+        inputs = dict(frames=np.asarray(dataset.local.frames, np.float32),
+                      mask=np.asarray(dataset.local.detector_mask, bool), stage_xyz_m=stage,
+                      rocking_offsets_deg=offsets)
+        options = dataclasses.replace(options, progress=options.progress and (comm is None or comm.rank == 0))
+    else:
+        inputs = engine_inputs(dataset)
     geom = dataset.geometry
     if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
         geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
     p2, source = initial_probe(geom, probe_file=probe_file, options=options)
     na = (options.na_v_rad, options.na_h_rad) if options.use_na_mask else None
-    rec, scale = _build_engine(geom, inputs, inputs["frames"], p2, recipe, na, options)
+    rec, scale = _build_engine(geom, inputs, inputs["frames"], p2, recipe, na, options, comm)
+    if isinstance(dataset, DatasetShare) and not np.array_equal(rec.positions, dataset.positions):
+        raise ValueError(f"reconstruct_dataset: the share holds positions {dataset.positions[:4]}... but this rank "
+                         f"owns {rec.positions[:4]}...; read it with read_dataset_share(path, rank=, size=)")
     t_setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     _iterate_with_bar(rec, recipe, options, "pxm reconstruct")
@@ -281,7 +298,7 @@ def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: s
         "final_cost": float(costs[-1]) if costs.size else float("nan"),
         "final_epie_cost": float(costs[phases == "epie"][-1]) if np.any(phases == "epie") else float("nan"),
         "final_ml_cost": float(costs[phases == "ml"][-1]) if np.any(phases == "ml") else float("nan"),
-        "n_positions": int(inputs["frames"].shape[0]),
+        "n_positions": int(res.offsets_vox.shape[0]),
         "n_angles": int(inputs["frames"].shape[1]),
         "valid_strain_voxels": int(np.sum(np.asarray(strain.mask))),
         "support_voxels": int(np.sum(res.support)),
@@ -293,16 +310,18 @@ def reconstruct_dataset(dataset: BraggDataset, *, recipe: Recipe, recipe_name: s
         metrics.update(resolution.metrics())
         timings["fsc_s"] = t_fsc
     return ReconstructionOutcome(result=res, strain=strain, metrics=metrics, timings_s=timings, recipe=recipe,
-                                 recipe_name=recipe_name, probe_source=source, resolution=resolution)
+                                 recipe_name=recipe_name, probe_source=source, resolution=resolution,
+                                 n_ranks=1 if comm is None else int(comm.size))
 
 
 def _build_engine(geom: BraggGeometry, inputs: dict[str, Any], frames: np.ndarray, p2: np.ndarray, recipe: Recipe,
-                  na: tuple[float, float] | None, options: ReconstructOptions) -> tuple[Any, float]:
+                  na: tuple[float, float] | None, options: ReconstructOptions,
+                  comm: Communicator | None = None) -> tuple[Any, float]:
     """A Reconstruction on ``frames`` (the full data or one half) and the initial probe scale applied."""
     from analysis.engine import Reconstruction
 
     rec = Reconstruction(geom, frames, inputs["mask"], inputs["stage_xyz_m"], inputs["rocking_offsets_deg"], p2,
-                         recipe=recipe, probe_na_rad=na)
+                         recipe=recipe, probe_na_rad=na, comm=comm)
     scale = _scale_probe(rec) if options.scale_probe_to_data else 1.0
     return rec, scale
 
@@ -382,7 +401,7 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
                               split_seed=split_seed)
 
 
-def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset,
+def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset | DatasetShare,
                   dataset_source: str | None = None, cxi_path: str | Path | None = None,
                   figures_dir: str | Path | None = None) -> dict[str, Any]:
     """Results HDF5 (+ CXI, PNGs); returns {"results": path, "cxi": path|None, "figures": [paths]}."""
@@ -395,7 +414,7 @@ def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, d
     provenance = {**dataset.provenance, "software": "pxm", "software_info": software_info(),
                   "recipe_name": outcome.recipe_name, "probe_source": outcome.probe_source,
                   "dataset": dataset_source, "sample_name": dataset.sample.get("name"),
-                  "phases": list(res.phases)}
+                  "phases": list(res.phases), "mpi_ranks": outcome.n_ranks}
     provenance = {k: v for k, v in provenance.items() if v is not None}
     timings = dict(outcome.timings_s)
     write_results(results_path, object=res.object, probe=res.probe, voxel_size_m=vox, background=res.background,

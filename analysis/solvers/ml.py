@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
 from analysis.xp import array_module
@@ -165,18 +166,37 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
     return d1, d2
 
 
+def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
+                  weights: np.ndarray, d_obj: Any, d_probe: Any) -> tuple[float, float]:
+    """:func:`line_coefficients` summed over ranks."""
+    d1, d2 = line_coefficients(state, data, op=op, options=options, weights=weights, d_obj=d_obj, d_probe=d_probe)
+    return comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
+
+
 def _rdot(a: Any, b: Any) -> float:
     xp = array_module(a)
     return float(xp.vdot(a, b).real)
 
 
-def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions) -> tuple[BraggState, MLStats]:
-    """One Polak–Ribière CG iteration with the exact quadratic line search (spec 3)."""
+def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
+         comm: Communicator | None = None) -> tuple[BraggState, MLStats]:
+    """One Polak–Ribière CG iteration with the exact quadratic line search (spec 3).
+
+    With ``comm`` each rank's ``data`` holds its own positions: the costs, the gradients and the
+    line-search coefficients are sums over positions, so each is all-reduced (the μ term is
+    linear in the per-position weights and reduces with them); the CG algebra then runs on the
+    same replicated arrays on every rank. None: one process, nothing reduced.
+    """
+    comm = SerialCommunicator() if comm is None else comm
     mem = state.ml_memory
     if not isinstance(mem, MLMemory):
         mem = MLMemory(mu_weights=mu_weights(state, data, op, options.mu), probe_scale=options.probe_scale)
     with_p = options.update_probe
     c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p)
+    c0 = comm.allreduce_scalar(c0)
+    g_o = comm.allreduce_sum(g_o)
+    if with_p:
+        g_p = comm.allreduce_sum(g_p)
     if options.support_mask_gradient:
         g_o = g_o * state.support
     if with_p and mem.probe_scale is None:
@@ -192,13 +212,12 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     d_p = None
     if with_p:
         d_p = -s * g_p + beta * mem.direction[1] if beta else -s * g_p
-    d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights, d_obj=d_o, d_probe=d_p)
+    d1, d2 = _reduced_line(comm, state, data, op, options, mem.mu_weights, d_o, d_p)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0
         d_o = -g_o
         d_p = -s * g_p if with_p else None
-        d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights,
-                                   d_obj=d_o, d_probe=d_p)
+        d1, d2 = _reduced_line(comm, state, data, op, options, mem.mu_weights, d_o, d_p)
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -206,7 +225,8 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     for _ in range(30):
         trial = dataclasses.replace(state, object=state.object + t * d_o,
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
-        if cost(trial, data, op=op, options=options, weights=mem.mu_weights) <= c0 + 1e-4 * t * min(d1, 0.0):
+        trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights))
+        if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break
         t *= 0.5
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from analysis.dataset import BraggDataset
 from analysis.geometry import BraggGeometry, cubic_d_spacing_m
 from analysis.operators import view_grid
 from analysis.solvers import BraggData, BraggModel, BraggState
@@ -161,3 +162,14 @@ def engine_inputs(p: Problem, *, with_object_shape: bool = False) -> dict:
     if with_object_shape:
         out["object_shape"] = p.op.object_shape
     return out
+
+
+def dataset_of(p: Problem) -> BraggDataset:
+    """The problem as a grid-layout :class:`analysis.dataset.BraggDataset` (what a dataset file holds)."""
+    kw = engine_inputs(p)
+    g = p.geometry
+    n_pos, n_ang = kw["frames"].shape[:2]
+    angles = np.broadcast_to(g.theta_bragg_deg + kw["rocking_offsets_deg"], (n_pos, n_ang)).copy()
+    stage = np.broadcast_to(p.stage_xyz_m[:, None, :], (n_pos, n_ang, 3)).copy()
+    return BraggDataset(frames=kw["frames"], rocking_angle_deg=angles, stage_position_m=stage,
+                        detector_mask=kw["mask"].all(axis=0), geometry=g, sample={"name": "bragg-problem"})
