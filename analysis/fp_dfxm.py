@@ -44,6 +44,7 @@ __all__ = [
     "estimate_pupil_center_rad",
     "MisalignmentReadout",
     "misalignment_readout",
+    "crl_tilt_from_pupil_center_rad",
     "StrainTiltMaps",
     "strain_tilt_from_phase",
     "phase_error_rms_rad",
@@ -641,13 +642,34 @@ class MisalignmentReadout:
     """(Z7, Z8): CRL tilt / decentering."""
     spherical_rad: float
     """Z11: lenslet figure error."""
+    crl_tilt_rad: tuple[float, float]
+    """(pitch, yaw) CRL tilt that would put the absorption aperture at ``pupil_center_rad`` (no decentering)."""
 
 
-def misalignment_readout(result: FPResult, geometry: FPDFXMGeometry) -> MisalignmentReadout:
+def crl_tilt_from_pupil_center_rad(pupil_center_rad: tuple[float, float], geometry: FPDFXMGeometry, *,
+                                   tilt_pivot_m: float | None = None) -> tuple[float, float]:
+    """(pitch, yaw) CRL tilt τ = α_c / (dα_c/dτ) from the Gaussian-aperture centre (docs/fp-dfxm.md, CRL tilt).
+
+    dα_c/dτ = Σh_n(z_n − z_p)/Σh_n² (:meth:`CRLObjective.pupil_shift_per_tilt`); a lens decentering
+    moves α_c too, so subtract a known decentering first. ValueError when the pivot makes τ unobservable.
+    """
+    k = geometry.objective.pupil_shift_per_tilt(tilt_pivot_m=tilt_pivot_m)
+    if abs(k) < 1e-6:
+        raise ValueError(f"crl_tilt_from_pupil_center_rad: a tilt about pivot {tilt_pivot_m!r} m moves the aperture "
+                         f"by only {k:.2e} rad/rad; the tilt is not observable from the pupil centre there")
+    return float(pupil_center_rad[0]) / k, float(pupil_center_rad[1]) / k
+
+
+def misalignment_readout(result: FPResult, geometry: FPDFXMGeometry, *,
+                         tilt_pivot_m: float | None = None) -> MisalignmentReadout:
     """Convert retrieved Zernikes and pupil centre to misalignment quantities (spec §1.4, §1.7)."""
     z = result.zernike_rad
     shifts = np.array([geometry.image_shift_m_from_tilt(float(t[0]), float(t[1])) for t in result.tip_tilt_rad])
-    return MisalignmentReadout(pupil_center_rad=result.pupil_center_rad, image_shift_m=shifts,
+    try:
+        tilt = crl_tilt_from_pupil_center_rad(result.pupil_center_rad, geometry, tilt_pivot_m=tilt_pivot_m)
+    except ValueError:
+        tilt = (math.nan, math.nan)
+    return MisalignmentReadout(pupil_center_rad=result.pupil_center_rad, image_shift_m=shifts, crl_tilt_rad=tilt,
                                defocus_m=geometry.defocus_m_from_z4(z.get(4, 0.0)),
                                astigmatism_rad=(z.get(5, 0.0), z.get(6, 0.0)), coma_rad=(z.get(7, 0.0), z.get(8, 0.0)),
                                spherical_rad=z.get(11, 0.0))
