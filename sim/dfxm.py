@@ -79,6 +79,16 @@ def _smooth_step(s: np.ndarray, width_px: float) -> np.ndarray:
     return 0.5 * (1 + np.tanh(s / max(width_px, 1e-9)))
 
 
+def _texture(n_px: int, pixel_size_m: float, seed: int) -> np.ndarray:
+    """Smooth unit-variance random texture (Gaussian-filtered white noise, 80 nm correlation)."""
+    rng = np.random.default_rng(seed)
+    tex = rng.standard_normal((n_px, n_px))
+    k = np.fft.fftfreq(n_px, d=pixel_size_m)
+    kk = k[:, None] ** 2 + k[None, :] ** 2
+    tex = np.real(np.fft.ifft2(np.fft.fft2(tex) * np.exp(-kk * (80e-9) ** 2 * 2 * math.pi**2)))
+    return tex / (np.std(tex) + 1e-30)
+
+
 def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, energy_kev: float, *,
                        strain_domains: tuple[float, ...] = (1.0e-4, -1.5e-4, 0.5e-4),
                        tilt_roll_domains_rad: tuple[float, ...] = (-0.8e-4, 1.2e-4),
@@ -126,13 +136,7 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
         phase = phase + charge * np.arctan2(dr, dc)
         core = np.hypot(dr, dc) * pixel_size_m
         amp = amp * (1 - np.exp(-(core / (2 * wall_width_m)) ** 2))
-    rng = np.random.default_rng(seed)
-    tex = rng.standard_normal((n_px, n_px))
-    k = np.fft.fftfreq(n_px, d=pixel_size_m)
-    kk = k[:, None] ** 2 + k[None, :] ** 2
-    tex = np.real(np.fft.ifft2(np.fft.fft2(tex) * np.exp(-kk * (80e-9) ** 2 * 2 * math.pi**2)))
-    tex = tex / (np.std(tex) + 1e-30)
-    amp = amp * (1 + texture_amplitude * np.tanh(tex))
+    amp = amp * (1 + texture_amplitude * np.tanh(_texture(n_px, pixel_size_m, seed)))
     if grain_fraction is not None:
         half = grain_fraction * n_px / 2
         edge = 2 * max(w_px, 1.0)
