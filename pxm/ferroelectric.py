@@ -72,8 +72,9 @@ class FerroelectricDemoOptions:
             raise ValueError(f"FerroelectricDemoOptions.hkl: the c/a demo needs a 00l reflection, got {self.hkl!r}")
         for v in (*self.variants, *self.scanned_variants):
             variant_direction(v)
-        if not self.scanned_variants:
-            raise ValueError("FerroelectricDemoOptions.scanned_variants: give at least one variant to scan")
+        if not self.scanned_variants or len(set(self.scanned_variants)) != len(self.scanned_variants):
+            raise ValueError("FerroelectricDemoOptions.scanned_variants: give each variant to scan once, got "
+                             f"{self.scanned_variants!r}")
         if not (self.parent_d_spacing_m > 0 and self.wall_width_m > 0 and 0 < self.bright_fraction < 1):
             raise ValueError("FerroelectricDemoOptions: parent_d_spacing_m and wall_width_m must be > 0 and "
                              f"bright_fraction in (0, 1); got {self.parent_d_spacing_m!r}, {self.wall_width_m!r}, "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from pxm.ferroelectric import (FerroelectricDemoOptions, VariantPolarization, classify_variant, combine_variant_maps,
-                               sample_truth, variant_reference_strain)
+                               polarization_from_fp_run, sample_truth, variant_reference_strain)
 from pxm.polarization import PolarizationMaps, ambiguity_report
 from sim.ferroelectric import VARIANT_A, VARIANT_C, VARIANT_NONE, ca_domain_pattern
 
@@ -36,6 +38,21 @@ def test_options_reject_what_the_chain_cannot_do():
         FerroelectricDemoOptions(scanned_variants=("c", "b"))
     with pytest.raises(ValueError, match="bright_fraction"):
         FerroelectricDemoOptions(bright_fraction=1.5)
+    with pytest.raises(ValueError, match="once"):
+        FerroelectricDemoOptions(scanned_variants=("c", "c"))
+
+
+def test_strain_without_a_parent_lattice_is_refused():
+    geom = FerroelectricDemoOptions().geometry(6.76e-3)
+    data = SimpleNamespace(uid="u" * 8, start={"sample": {"name": "no parent d"}}, geometry=geom)
+    out = SimpleNamespace(data=data, result=SimpleNamespace(object=np.ones((8, 8))),
+                          maps=SimpleNamespace(strain=np.zeros((8, 8))))
+    with pytest.raises(ValueError, match="parent_d_spacing_m"):
+        polarization_from_fp_run(out, material="BaTiO3")
+    vp = polarization_from_fp_run(out, material="BaTiO3", parent_d_spacing_m=2.0045e-10)   # zero relative strain
+    assert vp.strain_offset == pytest.approx(6.76e-3, rel=1e-6)
+    assert np.nanmax(np.abs(vp.maps.magnitude_c_per_m2 - 0.2600)) < 1e-3
+    assert (vp.maps.n_equivalent[vp.bright] == 2).all()
 
 
 def _maps(p: np.ndarray, n_eq: np.ndarray) -> PolarizationMaps:
@@ -51,10 +68,12 @@ def test_labels_merge_and_ambiguity_report():
     p_a = np.array([[[nan, nan, nan], [0.26, 0, 0]]])
     assert classify_variant(p_c).tolist() == [[VARIANT_C, VARIANT_NONE]]
     parts = [VariantPolarization(variant=v, uid=v * 8, strain_offset=0.0, bright=np.isfinite(p[..., 0]),
-                                 relative_amplitude=np.ones((1, 2)), maps=_maps(p, np.where(np.isfinite(p[..., 0]), k, 0)))
+                                 relative_amplitude=np.ones((1, 2)),
+                                 maps=_maps(p, np.where(np.isfinite(p[..., 0]), k, 0)))
              for v, p, k in (("c", p_c, 2), ("a", p_a, 4))]
     maps, source = combine_variant_maps(parts)
-    assert source.tolist() == [[1, 2]] and classify_variant(maps.polarization_c_per_m2).tolist() == [[VARIANT_C, VARIANT_A]]
+    assert source.tolist() == [[1, 2]]
+    assert classify_variant(maps.polarization_c_per_m2).tolist() == [[VARIANT_C, VARIANT_A]]
     rep = ambiguity_report(maps)
     assert rep["n_equivalent_counts"] == {"2": 1, "4": 1} and rep["n_small_gap"] == 0
     assert any("180°" in s for s in rep["undetermined"]) and any("x/y" in s for s in rep["undetermined"])
