@@ -115,12 +115,36 @@ class CRLObjective:
         m, d1 = self.ray_matrix(), self.sample_distance_m
         return -(m[0, 0] * d1 + m[0, 1]) / (m[1, 0] * d1 + m[1, 1])
 
+    def lenslet_ray_heights_m_per_rad(self) -> np.ndarray:
+        """(N,) height h_n = d1 cos nφ + f sinφ sin nφ per radian of object-side angle in lenslet n (spec §1.4)."""
+        f, phi, d1 = self.lenslet_focal_length_m, self.phi_rad, self.sample_distance_m
+        n = np.arange(1, self.n_lenslets + 1)
+        return d1 * np.cos(n * phi) + f * math.sin(phi) * np.sin(n * phi)
+
+    def lenslet_positions_m(self, *, tilt_pivot_m: float | None = None) -> np.ndarray:
+        """(N,) axial position z_n − z_p of lenslet centres relative to the tilt pivot (default: CRL centre).
+
+        ``tilt_pivot_m`` is measured from the entrance face; lenslet n (1-based) sits at (n − ½)T.
+        """
+        z = (np.arange(self.n_lenslets) + 0.5) * self.lenslet_pitch_m
+        pivot = 0.5 * self.n_lenslets * self.lenslet_pitch_m if tilt_pivot_m is None else float(tilt_pivot_m)
+        if not math.isfinite(pivot):
+            raise ValueError(f"tilt_pivot_m must be finite, got {tilt_pivot_m!r}")
+        return z - pivot
+
+    def pupil_shift_per_tilt(self, *, tilt_pivot_m: float | None = None) -> float:
+        """dα_c/dτ = Σh_n(z_n − z_p)/Σh_n² of the Gaussian absorption aperture (docs/fp-dfxm.md, CRL tilt).
+
+        A tilt τ moves lenslet n's axis by τ(z_n − z_p); the product of the shifted Gaussians
+        Π exp(−μ|αh_n − τ(z_n − z_p)|²/2R) is one Gaussian of unchanged width centred there.
+        """
+        h = self.lenslet_ray_heights_m_per_rad()
+        return float(np.sum(h * self.lenslet_positions_m(tilt_pivot_m=tilt_pivot_m)) / np.sum(h * h))
+
     @property
     def na_rms_rad(self) -> float:
         """Thick-lens Gaussian aperture NA_rms = √(R / (2μ Σₙ[d1 cos nφ + f sinφ sin nφ]²)) (spec §1.4)."""
-        f, phi, d1 = self.lenslet_focal_length_m, self.phi_rad, self.sample_distance_m
-        n = np.arange(1, self.n_lenslets + 1)
-        s = float(np.sum((d1 * np.cos(n * phi) + f * math.sin(phi) * np.sin(n * phi)) ** 2))
+        s = float(np.sum(self.lenslet_ray_heights_m_per_rad() ** 2))
         return math.sqrt(self.apex_radius_m / (2 * self.attenuation_per_m * s))
 
     @property

@@ -37,9 +37,14 @@ __all__ = [
     "FPResult",
     "reconstruct_fp_dfxm",
     "initial_object_from_diversity",
+    "DiversityStart",
+    "PhaseVortex",
+    "find_phase_vortices",
+    "vortex_phase_rad",
     "estimate_pupil_center_rad",
     "MisalignmentReadout",
     "misalignment_readout",
+    "crl_tilt_from_pupil_center_rad",
     "StrainTiltMaps",
     "strain_tilt_from_phase",
     "phase_error_rms_rad",
@@ -197,7 +202,9 @@ class FPOptions:
     """rPIE regularisation a in (0, 1]; 1 is ePIE's conj(P)/max|P|²."""
     initial_phase: str = "diversity_com"
     """Object start: ``"diversity_com"`` (phase integrated from the per-pixel centre of mass of the
-    intensity over the diversity shifts, amplitude √ΣI) or ``"flat"`` (√I of the centre frame, phase 0)."""
+    intensity over the diversity shifts, with dislocation vortices, amplitude √ΣI),
+    ``"diversity_support"`` (the same, integrated by weighted least squares over the bright pixels:
+    for a finite grain in a dark field) or ``"flat"`` (√I of the centre frame, phase 0)."""
     min_overlap: float = 0.55
     """Required nearest-neighbour spectral overlap (spec §1.6: about 60%)."""
     background_counts: float = 0.0
@@ -218,8 +225,9 @@ class FPOptions:
             raise ValueError("FPOptions: pupil_step and object_step must lie in (0, 2]")
         if not 0 < self.rpie_alpha <= 1:
             raise ValueError(f"FPOptions.rpie_alpha must lie in (0, 1], got {self.rpie_alpha}")
-        if self.initial_phase not in ("diversity_com", "flat"):
-            raise ValueError(f"FPOptions.initial_phase must be 'diversity_com' or 'flat', got {self.initial_phase!r}")
+        if self.initial_phase not in ("diversity_com", "diversity_support", "flat"):
+            raise ValueError("FPOptions.initial_phase must be 'diversity_com', 'diversity_support' or 'flat', "
+                             f"got {self.initial_phase!r}")
         if not 0 <= self.min_overlap < 1:
             raise ValueError(f"FPOptions.min_overlap must lie in [0, 1), got {self.min_overlap}")
         if self.background_counts < 0 or self.shift_tolerance_px < 0:
@@ -274,21 +282,184 @@ def _upsample_nearest(a: Any, u: int) -> Any:
     return xp.repeat(xp.repeat(a, u, axis=0), u, axis=1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PhaseVortex:
+    """A phase singularity of the Bragg exit field: a dislocation with G·b = 2π·winding (spec §1.5)."""
+
+    row_px: float
+    """Row of the core on the grid it was found on (pixel centres at integers)."""
+    col_px: float
+    """Column of the core."""
+    winding: int
+    """Winding number n of φ = n·atan2(row − row_px, col − col_px) around the core."""
+
+
+def _box_sum(a: np.ndarray, width_px: int) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(a, width_px, mode="constant") * width_px * width_px
+
+
+def _pick_vortices(circulation_rad: np.ndarray, allowed: np.ndarray, *, window_px: int,
+                   min_turns: float, max_vortices: int = 64) -> tuple[PhaseVortex, ...]:
+    """Vortices from a plaquette circulation map (ROW−1, COL−1): greedy peaks of its window sums.
+
+    Stokes: ∮∇φ·dl around a loop is 2π × (net winding inside), so the circulation summed over a
+    window of plaquettes counts the vortices in it even when the core itself is blurred.
+    """
+    circ = np.where(allowed, circulation_rad, 0.0)
+    half = window_px // 2
+    found: list[PhaseVortex] = []
+    for _ in range(max_vortices):
+        box = _box_sum(circ, window_px)
+        k = np.unravel_index(int(np.argmax(np.abs(box))), box.shape)
+        turns = float(box[k]) / (2 * math.pi)
+        if abs(turns) < min_turns:
+            break
+        sl = (slice(max(k[0] - half, 0), min(k[0] + half + 1, circ.shape[0])),
+              slice(max(k[1] - half, 0), min(k[1] + half + 1, circ.shape[1])))
+        wgt = np.maximum(np.sign(turns) * circ[sl], 0.0)
+        rr, cc = np.mgrid[sl]
+        norm = float(wgt.sum()) or 1.0
+        # plaquette (r, c) is centred at (r + ½, c + ½) of the pixel grid
+        found.append(PhaseVortex(row_px=float((wgt * rr).sum() / norm) + 0.5,
+                                 col_px=float((wgt * cc).sum() / norm) + 0.5, winding=int(round(turns))))
+        circ[sl] = 0.0
+    merged: list[PhaseVortex] = []                     # a core split into residues of both signs: one vortex
+    for v in found:
+        near = [m for m in merged if math.hypot(m.row_px - v.row_px, m.col_px - v.col_px) <= window_px]
+        if near:
+            m = near[0]
+            merged[merged.index(m)] = PhaseVortex(row_px=m.row_px, col_px=m.col_px, winding=m.winding + v.winding)
+        else:
+            merged.append(v)
+    return tuple(v for v in merged if v.winding != 0)
+
+
+def _plaquette_circulation(d_row: np.ndarray, d_col: np.ndarray) -> np.ndarray:
+    """∮ around each plaquette, path +col, +row, −col, −row; d_row (R−1, C), d_col (R, C−1) edge increments."""
+    return d_col[:-1, :] + d_row[:, 1:] - d_col[1:, :] - d_row[:, :-1]
+
+
+def _bright_plaquettes(weight: np.ndarray, *, fraction: float) -> np.ndarray:
+    from scipy.ndimage import binary_fill_holes
+
+    ok = binary_fill_holes(weight > fraction * float(np.percentile(weight, 99)))   # dark cores inside stay in
+    return ok[:-1, :-1] & ok[1:, :-1] & ok[:-1, 1:] & ok[1:, 1:]
+
+
+def find_phase_vortices(obj: Any, *, window_px: int = 9, amplitude_fraction: float = 0.2) -> tuple[PhaseVortex, ...]:
+    """Phase vortices (dislocation cores, spec §1.5) of a complex field (ROW, COL) from its phase residues.
+
+    Each plaquette's sum of wrapped phase differences is 2π × an integer (a residue); residues are
+    summed over ``window_px`` windows (noise dipoles cancel) inside the region where the amplitude
+    exceeds ``amplitude_fraction`` of its 99th percentile, holes (dark cores) filled; the dark exterior is excluded.
+    """
+    o = np.asarray(to_numpy(obj))
+    if o.ndim != 2 or not np.all(np.isfinite(o)):
+        raise ValueError(f"find_phase_vortices: expected a finite 2D complex array, got shape {o.shape}")
+    if not isinstance(window_px, int) or window_px < 3:
+        raise ValueError(f"find_phase_vortices: window_px must be an int >= 3, got {window_px!r}")
+    d_row = np.angle(o[1:, :] * np.conj(o[:-1, :]))
+    d_col = np.angle(o[:, 1:] * np.conj(o[:, :-1]))
+    allowed = _bright_plaquettes(np.abs(o), fraction=amplitude_fraction)
+    return _pick_vortices(_plaquette_circulation(d_row, d_col), allowed, window_px=window_px, min_turns=0.5)
+
+
+def vortex_phase_rad(shape: tuple[int, int], vortices: tuple[PhaseVortex, ...], *, scale: float = 1.0,
+                     xp: Any = np) -> Any:
+    """Σ n·atan2(row − s·row_px, col − s·col_px) on a (ROW, COL) grid ``scale`` times finer."""
+    rows = xp.arange(shape[0], dtype=float)[:, None]
+    cols = xp.arange(shape[1], dtype=float)[None, :]
+    phase = xp.zeros(shape)
+    for v in vortices:
+        phase = phase + v.winding * xp.arctan2(rows - scale * v.row_px, cols - scale * v.col_px)
+    return phase
+
+
+def _weighted_ls_phase(g_row: np.ndarray, g_col: np.ndarray, weight: np.ndarray, *, n_iter: int = 60,
+                       rtol: float = 1e-6) -> np.ndarray:
+    """φ minimising Σ w(Dφ − g)² over forward differences (non-periodic), by PCG with an FFT Poisson preconditioner.
+
+    Weighted least-squares integration of a measured gradient [Ghiglia & Romero, JOSA A 11, 107 (1994),
+    doi:10.1364/JOSAA.11.000107]: edges into dark pixels (outside the grain, dislocation cores) carry no
+    weight, so the phase there follows from the bright region (Neumann-like), not from a zero gradient.
+    """
+    n_r, n_c = weight.shape
+    w_r = np.minimum(weight[1:, :], weight[:-1, :])
+    w_c = np.minimum(weight[:, 1:], weight[:, :-1])
+    e_r = 0.5 * (g_row[1:, :] + g_row[:-1, :])
+    e_c = 0.5 * (g_col[:, 1:] + g_col[:, :-1])
+
+    def dt(a_r: np.ndarray, a_c: np.ndarray) -> np.ndarray:        # Dᵀ (negative divergence)
+        out = np.zeros((n_r, n_c))
+        out[1:, :] += a_r
+        out[:-1, :] -= a_r
+        out[:, 1:] += a_c
+        out[:, :-1] -= a_c
+        return out
+
+    def apply(p: np.ndarray) -> np.ndarray:
+        return dt(w_r * (p[1:, :] - p[:-1, :]), w_c * (p[:, 1:] - p[:, :-1]))
+
+    lap = (4 * np.sin(np.pi * np.fft.fftfreq(2 * n_r)) ** 2)[:, None] + (4 * np.sin(np.pi * np.fft.fftfreq(2 * n_c)) ** 2)[None, :]
+    lap[0, 0] = 1.0
+
+    def precondition(r: np.ndarray) -> np.ndarray:                  # Neumann Laplacian⁻¹ via an even extension
+        ext = np.concatenate([r, r[::-1]], axis=0)
+        ext = np.concatenate([ext, ext[:, ::-1]], axis=1)
+        z = np.fft.fft2(ext) / lap
+        z[0, 0] = 0.0
+        return np.real(np.fft.ifft2(z))[:n_r, :n_c]
+
+    b = dt(w_r * e_r, w_c * e_c)
+    phi = np.zeros((n_r, n_c))
+    r = b.copy()
+    z = precondition(r)
+    p = z.copy()
+    rz = float(np.sum(r * z))
+    b_norm = float(np.linalg.norm(b)) or 1.0
+    for _ in range(n_iter):
+        ap = apply(p)
+        alpha = rz / (float(np.sum(p * ap)) or 1e-300)
+        phi += alpha * p
+        r -= alpha * ap
+        if float(np.linalg.norm(r)) <= rtol * b_norm:
+            break
+        z = precondition(r)
+        rz_new = float(np.sum(r * z))
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return phi
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiversityStart:
+    """Start object of :func:`initial_object_from_diversity` and the vortices put into it."""
+
+    object: Any = field(repr=False)
+    """(HR_ROW, HR_COL) complex start object."""
+    vortices: tuple[PhaseVortex, ...]
+    """Vortices found in the centre-of-mass gradient, positions on the raw (n_px) grid."""
+
+
 def initial_object_from_diversity(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *,
                                   pupil_center_rad: tuple[float, float] | None = None,
-                                  background_counts: float = 0.0) -> Any:
-    """(HR_ROW, HR_COL) complex start object: phase from the local spectrum position, amplitude from ΣI.
+                                  background_counts: float = 0.0, vortex_window_px: int | None = 7,
+                                  vortex_min_turns: float = 0.6, support_weighted: bool = False) -> DiversityStart:
+    """Complex start object: phase from the local spectrum position (with vortices), amplitude from ΣI.
 
     A locally plane object O ∝ exp(2πi f·x) puts its light through the pupil where f + κ_j = α_c,
     so the intensity-weighted centre of mass κ̄(x) = Σ_j I_j κ_j / Σ_j I_j gives the local phase
-    gradient ∇φ = 2π(α_c − κ̄)/λ (the conventional DFXM centre-of-mass map). The gradient is
-    upsampled (nearest) and integrated by least squares with FFTs (periodic field); the amplitude is
-    √(ΣI_j / Σ_j|P(κ_j)|²). This captures the slowly varying phase that sequential EPRY updates
-    correct only very slowly from a flat start.
+    gradient ∇φ = 2π(α_c − κ̄)/λ (the conventional DFXM centre-of-mass map). Its circulation
+    ∮∇φ·dl = 2πn over ``vortex_window_px`` windows of bright plaquettes locates dislocation vortices
+    (|n| ≥ ``vortex_min_turns``; None: none sought), added as n·atan2. The rest is integrated by
+    least squares with FFTs (periodic field), or with ``support_weighted`` first by weighted least
+    squares over the bright pixels (finite grains in a dark field). Amplitude √(ΣI_j / Σ_j|P(κ_j)|²).
     """
     xp = array_module(frames)
     fft = fft_module(xp)
-    n, u, big = geometry.n_px, geometry.upsampling, geometry.hr_n_px
+    u, big = geometry.upsampling, geometry.hr_n_px
     c = geometry.pupil_center_rad if pupil_center_rad is None else pupil_center_rad
     s = np.asarray(shifts_rad, float)
     inten = xp.maximum(frames - background_counts, 0.0)
@@ -297,19 +468,48 @@ def initial_object_from_diversity(frames: Any, shifts_rad: Any, geometry: FPDFXM
     k_row = xp.tensordot(xp.asarray(s[:, 0]), inten, axes=1) / w
     k_col = xp.tensordot(xp.asarray(s[:, 1]), inten, axes=1) / w
     lam = geometry.wavelength_m
-    g_row = _upsample_nearest(2 * math.pi * (c[0] - k_row) / lam, u)       # rad/m
-    g_col = _upsample_nearest(2 * math.pi * (c[1] - k_col) / lam, u)
+    grad_row = 2 * math.pi * (c[0] - k_row) / lam                  # rad/m on the raw grid
+    grad_col = 2 * math.pi * (c[1] - k_col) / lam
+    gr = to_numpy(grad_row) * geometry.pixel_size_m                 # rad per raw pixel
+    gc = to_numpy(grad_col) * geometry.pixel_size_m
+    tot = to_numpy(total)
+    vortices: tuple[PhaseVortex, ...] = ()
+    if vortex_window_px is not None:
+        circ = _plaquette_circulation(0.5 * (gr[1:, :] + gr[:-1, :]), 0.5 * (gc[:, 1:] + gc[:, :-1]))
+        allowed = _bright_plaquettes(tot, fraction=0.04)           # intensity: 0.2 in amplitude
+        vortices = _pick_vortices(circ, allowed, window_px=vortex_window_px, min_turns=vortex_min_turns)
+    n = geometry.n_px
+    rows, cols = np.mgrid[0:n, 0:n].astype(float)
+    for v in vortices:                                               # remove ∇(n·atan2): curl-free remainder
+        rho2 = np.maximum((rows - v.row_px) ** 2 + (cols - v.col_px) ** 2, 1.0)
+        gr = gr - v.winding * (cols - v.col_px) / rho2
+        gc = gc + v.winding * (rows - v.row_px) / rho2
+    if support_weighted:
+        weight = np.clip(tot / (0.25 * float(np.percentile(tot, 99)) + 1e-300), 0.0, 1.0)
+        phase_raw = _weighted_ls_phase(gr, gc, weight)
+        # raw pixel i is HR pixel u·i (ψ_j samples the band-limited O there, module docstring)
+        from scipy.ndimage import map_coordinates
+
+        hr_r, hr_c = np.meshgrid(np.arange(big) / u, np.arange(big) / u, indexing="ij")
+        smooth = xp.asarray(map_coordinates(phase_raw, [hr_r, hr_c], order=3, mode="nearest"))
+        fit_r, fit_c = np.gradient(phase_raw)
+        gr, gc = weight * (gr - fit_r), weight * (gc - fit_c)     # detail left by the smooth fit, bright only
+    else:
+        smooth = 0.0
+    g_row = _upsample_nearest(xp.asarray(gr), u) / geometry.pixel_size_m        # rad/m on the HR grid
+    g_col = _upsample_nearest(xp.asarray(gc), u) / geometry.pixel_size_m
     k = xp.asarray(2 * math.pi * np.fft.fftfreq(big, d=geometry.hr_pixel_size_m))
     k2 = k[:, None] ** 2 + k[None, :] ** 2
     k2[0, 0] = 1.0
     ph = -1j * (k[:, None] * fft.fft2(g_row) + k[None, :] * fft.fft2(g_col)) / k2
     ph[0, 0] = 0.0
-    phase = xp.real(fft.ifft2(ph))
+    phase_hr = smooth + xp.real(fft.ifft2(ph))
+    phase = phase_hr + vortex_phase_rad((big, big), vortices, scale=u, xp=xp)
     obj = geometry.objective
     r2 = (s[:, 0] - c[0]) ** 2 + (s[:, 1] - c[1]) ** 2
     p2 = float(np.sum(np.exp(-r2 / (2 * obj.na_rms_rad**2)) * (r2 <= obj.aperture_half_angle_rad**2)))
     amp = _upsample_nearest(xp.sqrt(total / max(p2, 1e-12)), u)
-    return amp * xp.exp(1j * phase)
+    return DiversityStart(object=amp * xp.exp(1j * phase), vortices=vortices)
 
 
 def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *, options: FPOptions,
@@ -346,9 +546,10 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
     sqrt_i = xp.sqrt(xp.maximum(frames - options.background_counts, 0.0))
     order = np.argsort(np.hypot(kappa[:, 0], kappa[:, 1]), kind="stable")
     starts = _window_starts(kappa, geometry)
-    if options.initial_phase == "diversity_com":
+    if options.initial_phase != "flat":
         init = initial_object_from_diversity(frames, shifts_rad, geometry, pupil_center_rad=center,
-                                             background_counts=options.background_counts)
+                                             background_counts=options.background_counts,
+                                             support_weighted=options.initial_phase == "diversity_support").object
     else:                                                               # S ← FFT(upsample(√I_centre)) / u²
         init = _upsample_nearest(sqrt_i[int(order[0])], u).astype(complex)
     spec = fft.fftshift(fft.fft2(init)) / (u * u)
@@ -441,13 +642,34 @@ class MisalignmentReadout:
     """(Z7, Z8): CRL tilt / decentering."""
     spherical_rad: float
     """Z11: lenslet figure error."""
+    crl_tilt_rad: tuple[float, float]
+    """(pitch, yaw) CRL tilt that would put the absorption aperture at ``pupil_center_rad`` (no decentering)."""
 
 
-def misalignment_readout(result: FPResult, geometry: FPDFXMGeometry) -> MisalignmentReadout:
+def crl_tilt_from_pupil_center_rad(pupil_center_rad: tuple[float, float], geometry: FPDFXMGeometry, *,
+                                   tilt_pivot_m: float | None = None) -> tuple[float, float]:
+    """(pitch, yaw) CRL tilt τ = α_c / (dα_c/dτ) from the Gaussian-aperture centre (docs/fp-dfxm.md, CRL tilt).
+
+    dα_c/dτ = Σh_n(z_n − z_p)/Σh_n² (:meth:`CRLObjective.pupil_shift_per_tilt`); a lens decentering
+    moves α_c too, so subtract a known decentering first. ValueError when the pivot makes τ unobservable.
+    """
+    k = geometry.objective.pupil_shift_per_tilt(tilt_pivot_m=tilt_pivot_m)
+    if abs(k) < 1e-6:
+        raise ValueError(f"crl_tilt_from_pupil_center_rad: a tilt about pivot {tilt_pivot_m!r} m moves the aperture "
+                         f"by only {k:.2e} rad/rad; the tilt is not observable from the pupil centre there")
+    return float(pupil_center_rad[0]) / k, float(pupil_center_rad[1]) / k
+
+
+def misalignment_readout(result: FPResult, geometry: FPDFXMGeometry, *,
+                         tilt_pivot_m: float | None = None) -> MisalignmentReadout:
     """Convert retrieved Zernikes and pupil centre to misalignment quantities (spec §1.4, §1.7)."""
     z = result.zernike_rad
     shifts = np.array([geometry.image_shift_m_from_tilt(float(t[0]), float(t[1])) for t in result.tip_tilt_rad])
-    return MisalignmentReadout(pupil_center_rad=result.pupil_center_rad, image_shift_m=shifts,
+    try:
+        tilt = crl_tilt_from_pupil_center_rad(result.pupil_center_rad, geometry, tilt_pivot_m=tilt_pivot_m)
+    except ValueError:
+        tilt = (math.nan, math.nan)
+    return MisalignmentReadout(pupil_center_rad=result.pupil_center_rad, image_shift_m=shifts, crl_tilt_rad=tilt,
                                defocus_m=geometry.defocus_m_from_z4(z.get(4, 0.0)),
                                astigmatism_rad=(z.get(5, 0.0), z.get(6, 0.0)), coma_rad=(z.get(7, 0.0), z.get(8, 0.0)),
                                spherical_rad=z.get(11, 0.0))

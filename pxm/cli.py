@@ -75,7 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pxm.demo import DemoOptions, run_demo
 
     opts = DemoOptions(full=args.full, seed=args.seed, n_raster=args.raster, n_angles=args.angles,
-                       roi_px=tuple(args.roi), live=not args.no_live, live_iterations=args.live_iterations)
+                       roi_px=tuple(args.roi), live=not args.no_live, live_iterations=args.live_iterations,
+                       ferroelectric=args.ferroelectric)
     return run_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
 
 
@@ -214,6 +215,11 @@ def cmd_dfxm_demo(args: argparse.Namespace) -> int:
 
     opts = DFXMDemoOptions(n_px=args.n_px, n_side=args.grid, step_px=args.step_px, kind=args.kind,
                            iterations=args.iterations, seed=args.seed)
+    if args.ferroelectric:
+        from pxm.ferroelectric import FerroelectricDemoOptions, run_ferroelectric_demo
+
+        fe = FerroelectricDemoOptions(fp=opts, material=args.material, stress_bump_pa=args.stress_bump_mpa * 1e6)
+        return run_ferroelectric_demo(_server_config(args), fe, tiled_uri=args.tiled_uri)
     return run_dfxm_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
 
 
@@ -402,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2021, help="random seed of the simulation")
     p.add_argument("--no-live", action="store_true", help="no live reconstruction during the BP scan")
     p.add_argument("--live-iterations", type=int, default=6, help="ePIE sweeps of the live recipe (default 6)")
+    p.add_argument("--ferroelectric", action="store_true",
+                   help="also run the ferroelectric FP-DFXM chain (two scans → polarization maps, ~1 min)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("polarization", help="polarization maps from the strain maps of a results file (LGD)")
@@ -491,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which motors create the diversity (default rock_roll)")
     p.add_argument("--iterations", type=int, default=150, help="Zernike-EPRY sweeps (default 150)")
     p.add_argument("--seed", type=int, default=6, help="random seed of the simulation")
+    p.add_argument("--ferroelectric", action="store_true",
+                   help="c/a domain film: one FP scan per variant's 2θ, strain → polarization maps (LGD), published")
+    p.add_argument("--material", default="BaTiO3", help="LGD coefficient set of --ferroelectric (default BaTiO3)")
+    p.add_argument("--stress-bump-mpa", type=float, default=60.0,
+                   help="peak elastic stress along ĝ in the --ferroelectric film (default 60 MPa)")
     p.set_defaults(func=cmd_dfxm_demo)
 
     p = sub.add_parser("fp-reconstruct", help="reconstruct a recorded FP-DFXM run and publish it")

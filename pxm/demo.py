@@ -55,6 +55,8 @@ class DemoOptions:
     """ePIE sweeps of the live recipe (short, so the default demo stays fast)."""
     tiled_batch_size: int = 1
     """Events per TiledWriter write (1: every frame in Tiled at once; --full uses 25, ~60 ms/frame less)."""
+    ferroelectric: bool = False
+    """After the BP beamtime, run the ferroelectric FP-DFXM chain (``pxm.ferroelectric``) on the same server."""
 
     def __post_init__(self) -> None:
         for name in ("n_raster", "n_angles", "n_spiral", "upsampling"):
@@ -185,4 +187,11 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
             print("    rho = res['object'][:]; strain = res['strain_zz'][:]; res.metadata['raw_uid']")
             for f in sm.get("figures", []):
                 print(f"    figure: {f}")
+        if opts.ferroelectric:
+            from pxm.ferroelectric import FerroelectricDemoOptions, print_chain_summary, run_ferroelectric_chain
+
+            print("\nferroelectric FP-DFXM (c/a domains, one scan per variant) ...")
+            fe = run_ferroelectric_chain(raw, processed, server.raw_path, server.data_dir / "documents",
+                                         FerroelectricDemoOptions())
+            print_chain_summary(fe, uri=uri, api_key=server.api_key)
     return 0

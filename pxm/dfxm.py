@@ -22,7 +22,7 @@ from analysis.fp_dfxm import (FPOptions, FPResult, MisalignmentReadout, StrainTi
                               reconstruct_fp_dfxm, strain_tilt_from_phase)
 
 __all__ = ["DFXMDemoOptions", "FPRunData", "FPRunResult", "fp_run_data", "reconstruct_fp_run", "publish_fp_run",
-           "run_fp_dfxm_acquisition", "run_dfxm_demo"]
+           "run_fp_dfxm_acquisition", "acquire_fp_run", "run_dfxm_demo"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,9 +63,6 @@ class DFXMDemoOptions:
 def run_fp_dfxm_acquisition(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: DFXMDemoOptions, *,
                             log: Any = print) -> str:
     """Simulate the FP-DFXM instrument and run :func:`plans.fp_dfxm_scan` into ``raw_catalog``; return the uid."""
-    from devices.sim_beamline import make_sim_dfxm_beamline
-    from plans import fp_dfxm_scan, fp_diversity_settings
-    from pxm.runengine import make_run_engine
     from sim.dfxm import DFXMSimulator, crystal_exit_field
 
     geom = opts.geometry()
@@ -74,17 +71,31 @@ def run_fp_dfxm_acquisition(raw_catalog: Any, raw_dir: Path, documents_dir: Path
                                dislocations=(), grain_fraction=None, seed=opts.seed)
     source = DFXMSimulator(truth.exit_field, geom.hr_pixel_size_m / fine, geom, zernike_rad=opts.zernike_rad,
                            peak_rate_counts_per_s=opts.peak_rate_counts_per_s)
-    bl = make_sim_dfxm_beamline(source, geometry=geom, data_dir=raw_dir, exposure_s=opts.exposure_s,
-                                simulate_exposure=False, seed=opts.seed)
-    wiring = make_run_engine(raw_catalog=raw_catalog, documents_dir=documents_dir, beam_signal=bl.monitor.current)
-    settings = fp_diversity_settings(geom, n_side=opts.n_side, step_px=opts.step_px, kind=opts.kind)
-    log(f"FP-DFXM scan: {settings.n_frames} frames of {geom.n_px} × {geom.n_px} px ({opts.kind}, step "
-        f"{opts.step_px} px = {opts.step_px * geom.angle_per_freq_px_rad * 1e3:.3f} mrad) ...")
     sample = {"name": "BaTiO3 thin film (simulated)", "material": "BaTiO3", "simulated": True,
               "true_zernike_rad": {str(k): v for k, v in opts.zernike_rad.items()}}
-    (uid,) = wiring.RE(fp_dfxm_scan(bl.camera, bl.lens, bl.gonio, geometry=geom, settings=settings, sample=sample,
-                                    exposure_s=opts.exposure_s, monitors=[bl.monitor],
-                                    md={"purpose": "fp-dfxm"}))
+    return acquire_fp_run(raw_catalog, raw_dir, documents_dir, source, geom, opts, sample=sample,
+                          md={"purpose": "fp-dfxm"}, log=log)
+
+
+def acquire_fp_run(raw_catalog: Any, raw_dir: Path, documents_dir: Path, source: Any, geometry: FPDFXMGeometry,
+                   opts: DFXMDemoOptions, *, sample: dict[str, Any], md: dict[str, Any], log: Any = print) -> str:
+    """Run :func:`plans.fp_dfxm_scan` on the sim FP-DFXM beamline around ``source``; return the run uid.
+
+    ``source`` is a :class:`sim.dfxm.DFXMSimulator`; the goniometer starts at ``geometry``'s θ_B,
+    so the scan's 2θ is that of ``geometry.reflection`` (its reference lattice).
+    """
+    from devices.sim_beamline import make_sim_dfxm_beamline
+    from plans import fp_dfxm_scan, fp_diversity_settings
+    from pxm.runengine import make_run_engine
+
+    bl = make_sim_dfxm_beamline(source, geometry=geometry, data_dir=raw_dir, exposure_s=opts.exposure_s,
+                                simulate_exposure=False, seed=opts.seed)
+    wiring = make_run_engine(raw_catalog=raw_catalog, documents_dir=documents_dir, beam_signal=bl.monitor.current)
+    settings = fp_diversity_settings(geometry, n_side=opts.n_side, step_px=opts.step_px, kind=opts.kind)
+    log(f"FP-DFXM scan: {settings.n_frames} frames of {geometry.n_px} × {geometry.n_px} px ({opts.kind}, step "
+        f"{opts.step_px} px = {opts.step_px * geometry.angle_per_freq_px_rad * 1e3:.3f} mrad) ...")
+    (uid,) = wiring.RE(fp_dfxm_scan(bl.camera, bl.lens, bl.gonio, geometry=geometry, settings=settings, sample=sample,
+                                    exposure_s=opts.exposure_s, monitors=[bl.monitor], md=md))
     return uid
 
 
@@ -160,7 +171,8 @@ def publish_fp_run(processed: Any, raw_run: Any, out: FPRunResult) -> Any:
         "zernike_rad": {str(j): c for j, c in out.result.zernike_rad.items()},
         "misalignment": {"pupil_center_rad": list(m.pupil_center_rad), "defocus_m": m.defocus_m,
                          "astigmatism_rad": list(m.astigmatism_rad), "coma_rad": list(m.coma_rad),
-                         "spherical_rad": m.spherical_rad},
+                         "spherical_rad": m.spherical_rad, "crl_tilt_rad": list(m.crl_tilt_rad),
+                         "crl_tilt_assumes": "pivot at the CRL centre, no decentering"},
         "twin_and_ramp": out.result.twin_and_ramp,
         "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(out.options).items()},
         "geometry": fp_geometry_to_metadata(out.data.geometry),

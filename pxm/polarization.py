@@ -8,6 +8,7 @@ by ``pxm reconstruct``, writes ``/polarization/<frame>`` into it, and can publis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -80,26 +81,61 @@ def write_polarization(results_path: str | Path, maps: PolarizationMaps) -> str:
     return group
 
 
+def ambiguity_report(maps: PolarizationMaps, *, small_gap_j_per_m3: float = 1e5) -> dict[str, Any]:
+    """What one reflection leaves undetermined in ``maps`` (spec §2.3), as JSON-ready numbers and sentences.
+
+    ``n_equivalent_counts``: voxels per number of symmetry-equivalent P; ``branch_gap_j_per_m3``: min and
+    median of the gap to the best non-equivalent state; ``n_small_gap``: voxels whose gap is below
+    ``small_gap_j_per_m3`` (another polarization state fits ε_g almost as well there).
+    """
+    valid = np.isfinite(maps.magnitude_c_per_m2)
+    n_eq = np.asarray(maps.n_equivalent)[valid]
+    counts = {str(int(k)): int((n_eq == k).sum()) for k in np.unique(n_eq)}
+    gap = np.asarray(maps.branch_gap_j_per_m3, float)[valid]
+    finite_gap = gap[np.isfinite(gap)]
+    undetermined = ["the sign of P: e0(−P) = e0(P), so 180° domains are not separated by strain"]
+    if any(int(k) > 2 for k in counts):
+        undetermined.append(f"where n_equivalent > 2: the components of P perpendicular to ĝ = {list(maps.hkl)} "
+                            "(e.g. the x/y in-plane variant of a domains)")
+    return {"n_voxels": int(valid.sum()), "n_equivalent_counts": counts, "undetermined": undetermined,
+            "branch_gap_j_per_m3": {"min": float(finite_gap.min()) if finite_gap.size else None,
+                                    "median": float(np.median(finite_gap)) if finite_gap.size else None},
+            "small_gap_threshold_j_per_m3": small_gap_j_per_m3,
+            "n_small_gap": int((finite_gap < small_gap_j_per_m3).sum()),
+            "assumption": "one reflection: the unknown local stress is uniaxial along ĝ (spec §2.2)"}
+
+
 def publish_polarization(processed: Any, raw_uid: str, maps: PolarizationMaps, *, raw_run: Any = None,
-                         source: str | None = None) -> Any:
-    """Publish the maps to ``/processed/<uid8>-polarization-NNN``; return the container client."""
+                         source: str | None = None, extra_metadata: dict[str, Any] | None = None,
+                         extra_arrays: dict[str, np.ndarray] | None = None,
+                         also_link_runs: Sequence[Any] = ()) -> Any:
+    """Publish the maps to ``/processed/<uid8>-polarization-NNN``; return the container client.
+
+    The metadata always carries :func:`ambiguity_report` (``extra_metadata`` may replace it).
+    ``extra_arrays`` are written next to the maps; ``raw_run`` and every run in ``also_link_runs``
+    get a back-link in their ``analysis`` metadata.
+    """
     from tiled.structures.core import Spec
 
+    from analysis.dataset import jsonable
     from pxm.publish import next_result_key
 
     key = next_result_key(processed, raw_uid, kind="polarization")
     md = {"raw_uid": raw_uid, "raw_uri": getattr(raw_run, "uri", None), "status": "complete",
           "algorithm": "LGD one-reflection inversion (analysis.polarization)", "source_results": source,
           "material": maps.material, "hkl": list(maps.hkl), "strain_frame": maps.strain_frame,
-          "voxel_size_m": list(maps.voxel_size_m)}
-    node = processed.create_container(key, metadata=md, specs=[Spec(POLARIZATION_SPEC, version="0.1")])
+          "voxel_size_m": list(maps.voxel_size_m), "ambiguity": ambiguity_report(maps), **(extra_metadata or {})}
+    node = processed.create_container(key, metadata=jsonable(md, nonfinite_to_none=True),
+                                      specs=[Spec(POLARIZATION_SPEC, version="0.1")])
     for name in ("polarization_c_per_m2", "magnitude_c_per_m2", "stress_along_g_pa", "branch_gap_j_per_m3"):
         node.write_array(np.asarray(getattr(maps, name), np.float32), key=name)
     node.write_array(np.asarray(maps.n_equivalent, np.int16), key="n_equivalent")
-    if raw_run is not None:
-        links = list(raw_run.metadata.get("analysis", []) or [])
+    for name, value in (extra_arrays or {}).items():
+        node.write_array(np.ascontiguousarray(value), key=name)
+    for run in ([raw_run] if raw_run is not None else []) + list(also_link_runs):
+        links = list(run.metadata.get("analysis", []) or [])
         links.append({"key": key, "kind": "polarization", "uri": getattr(node, "uri", None)})
-        raw_run.update_metadata(metadata={"analysis": links})
+        run.update_metadata(metadata={"analysis": links})
     return node
 
 
@@ -113,5 +149,5 @@ def summary(maps: PolarizationMaps) -> dict[str, Any]:
             "n_equivalent_values": sorted({int(v) for v in np.asarray(maps.n_equivalent)[valid].ravel()})}
 
 
-__all__ = ["PolarizationMaps", "polarization_from_results", "publish_polarization", "summary",
+__all__ = ["PolarizationMaps", "ambiguity_report", "polarization_from_results", "publish_polarization", "summary",
            "write_polarization"]

@@ -79,6 +79,16 @@ def _smooth_step(s: np.ndarray, width_px: float) -> np.ndarray:
     return 0.5 * (1 + np.tanh(s / max(width_px, 1e-9)))
 
 
+def _texture(n_px: int, pixel_size_m: float, seed: int) -> np.ndarray:
+    """Smooth unit-variance random texture (Gaussian-filtered white noise, 80 nm correlation)."""
+    rng = np.random.default_rng(seed)
+    tex = rng.standard_normal((n_px, n_px))
+    k = np.fft.fftfreq(n_px, d=pixel_size_m)
+    kk = k[:, None] ** 2 + k[None, :] ** 2
+    tex = np.real(np.fft.ifft2(np.fft.fft2(tex) * np.exp(-kk * (80e-9) ** 2 * 2 * math.pi**2)))
+    return tex / (np.std(tex) + 1e-30)
+
+
 def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, energy_kev: float, *,
                        strain_domains: tuple[float, ...] = (1.0e-4, -1.5e-4, 0.5e-4),
                        tilt_roll_domains_rad: tuple[float, ...] = (-0.8e-4, 1.2e-4),
@@ -126,13 +136,7 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
         phase = phase + charge * np.arctan2(dr, dc)
         core = np.hypot(dr, dc) * pixel_size_m
         amp = amp * (1 - np.exp(-(core / (2 * wall_width_m)) ** 2))
-    rng = np.random.default_rng(seed)
-    tex = rng.standard_normal((n_px, n_px))
-    k = np.fft.fftfreq(n_px, d=pixel_size_m)
-    kk = k[:, None] ** 2 + k[None, :] ** 2
-    tex = np.real(np.fft.ifft2(np.fft.fft2(tex) * np.exp(-kk * (80e-9) ** 2 * 2 * math.pi**2)))
-    tex = tex / (np.std(tex) + 1e-30)
-    amp = amp * (1 + texture_amplitude * np.tanh(tex))
+    amp = amp * (1 + texture_amplitude * np.tanh(_texture(n_px, pixel_size_m, seed)))
     if grain_fraction is not None:
         half = grain_fraction * n_px / 2
         edge = 2 * max(w_px, 1.0)
@@ -207,16 +211,48 @@ def grid_shifts_rad(n_side: int, step_rad: float) -> np.ndarray:
     return np.stack([rr.ravel(), cc.ravel()], axis=1)
 
 
+def _tilted_crl_amplitude(dr: Any, dc: Any, geometry: FPDFXMGeometry, tilt_rad: tuple[float, float],
+                          tilt_pivot_m: float | None) -> Any:
+    """Π_n exp(−μ|αh_n − δ_n|²/2R), δ_n = τ(z_n − z_p): every lenslet absorbs about its own displaced axis.
+
+    A lenslet of thickness r²/R (two parabolic faces) at transverse distance r from its axis
+    transmits amplitude exp(−μr²/2R); the ray at object angle α crosses lenslet n at height αh_n
+    (spec §1.4), the tilt (pitch τ_row, yaw τ_col) displaces the axis by τ(z_n − z_p). The physical
+    aperture √(RT) is applied at the entrance lenslet (as in the spec's pupil). The prism term of the
+    displaced lenslets is a uniform image translation (same for all frames) and is left out.
+    """
+    xp = array_module(dr, dc)
+    obj = geometry.objective
+    h = obj.lenslet_ray_heights_m_per_rad()
+    z = obj.lenslet_positions_m(tilt_pivot_m=tilt_pivot_m)
+    k = obj.attenuation_per_m / (2 * obj.apex_radius_m)
+    log_amp = 0.0 * dr
+    for h_n, z_n in zip(h, z):
+        yr, yc = dr * h_n - tilt_rad[0] * z_n, dc * h_n - tilt_rad[1] * z_n
+        log_amp = log_amp - k * (yr * yr + yc * yc)
+    yr, yc = dr * h[0] - tilt_rad[0] * z[0], dc * h[0] - tilt_rad[1] * z[0]
+    inside = (yr * yr + yc * yc) <= obj.apex_radius_m * obj.lenslet_pitch_m
+    return xp.exp(log_amp) * inside
+
+
 def crl_pupil(alpha_row_rad: Any, alpha_col_rad: Any, geometry: FPDFXMGeometry, *,
               zernike_rad: dict[int, float] | None = None,
-              pupil_center_rad: tuple[float, float] = (0.0, 0.0)) -> Any:
-    """Complex CRL pupil P(α) of spec §1.4 at the given angles (Gaussian absorption × circ × exp(iW))."""
+              pupil_center_rad: tuple[float, float] = (0.0, 0.0),
+              crl_tilt_rad: tuple[float, float] = (0.0, 0.0), tilt_pivot_m: float | None = None) -> Any:
+    """Complex CRL pupil P(α) of spec §1.4 at the given angles (Gaussian absorption × circ × exp(iW)).
+
+    A CRL tilt (pitch, yaw) ``crl_tilt_rad`` about ``tilt_pivot_m`` (from the entrance; default the
+    centre) is simulated lenslet by lenslet (:func:`_tilted_crl_amplitude`).
+    """
     xp = array_module(alpha_row_rad, alpha_col_rad)
     obj = geometry.objective
     dr = alpha_row_rad - pupil_center_rad[0]
     dc = alpha_col_rad - pupil_center_rad[1]
     r2 = dr * dr + dc * dc
-    amp = xp.exp(-r2 / (4 * obj.na_rms_rad**2)) * (r2 <= obj.aperture_half_angle_rad**2)
+    if crl_tilt_rad[0] or crl_tilt_rad[1]:
+        amp = _tilted_crl_amplitude(dr, dc, geometry, crl_tilt_rad, tilt_pivot_m)
+    else:
+        amp = xp.exp(-r2 / (4 * obj.na_rms_rad**2)) * (r2 <= obj.aperture_half_angle_rad**2)
     w = 0.0 * r2
     for j, c in (zernike_rad or {}).items():
         w = w + c * _zernike_table(j, dc / geometry.alpha0_rad, dr / geometry.alpha0_rad)
@@ -226,7 +262,8 @@ def crl_pupil(alpha_row_rad: Any, alpha_col_rad: Any, geometry: FPDFXMGeometry, 
 def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXMGeometry, shifts_rad: Any, *,
                     image_shifts_m: Any = None, zernike_rad: dict[int, float] | None = None,
                     pupil_center_rad: tuple[float, float] = (0.0, 0.0), photons_peak: float | None = 2e4,
-                    background_counts: float = 0.0, seed: int = 0) -> np.ndarray:
+                    background_counts: float = 0.0, seed: int = 0, crl_tilt_rad: tuple[float, float] = (0.0, 0.0),
+                    tilt_pivot_m: float | None = None) -> np.ndarray:
     """Far-field-filtered detector images (FRAME, n_px, n_px) of ``field`` (spec §1.5), Poisson noise.
 
     ``exit_field`` covers the geometry's field of view n_px·Δx on a grid ``s`` times finer
@@ -250,7 +287,8 @@ def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXM
     f = xp.asarray(np.fft.fftfreq(n_f, d=field_pixel_size_m))
     a_row = lam * f[:, None] * xp.ones((1, n_f))
     a_col = lam * xp.ones((n_f, 1)) * f[None, :]
-    pupil = crl_pupil(a_row, a_col, geometry, zernike_rad=zernike_rad, pupil_center_rad=pupil_center_rad)
+    pupil = crl_pupil(a_row, a_col, geometry, zernike_rad=zernike_rad, pupil_center_rad=pupil_center_rad,
+                      crl_tilt_rad=crl_tilt_rad, tilt_pivot_m=tilt_pivot_m)
     frames = []
     for (kr, kc), (sr, sc) in zip(shifts, img):
         ramp = xp.exp(2j * math.pi * ((kr / lam) * x[:, None] + (kc / lam) * x[None, :]))
