@@ -23,8 +23,8 @@ from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_pro
 
 
 def sweep_time_s(n_positions: int = 11, n_angles: int = 20, n_px: int = 128, upsampling: int = 1,
-                 n_sweeps: int = 2) -> tuple[float, tuple[int, int, int]]:
-    """Median seconds per ePIE sweep (probe updated) and the box shape."""
+                 n_sweeps: int = 2, fused: bool = True) -> tuple[float, tuple[int, int, int]]:
+    """Median seconds per ePIE sweep (probe updated) and the box shape; ``fused``: CPU kernels or array code."""
     g = seed_geometry(upsampling=upsampling, n_angles=n_angles, n_rows_px=n_px, n_cols_px=n_px)
     xs = (np.arange(n_positions) - n_positions // 2) * 0.1e-6
     stage = np.stack([xs, 0.3 * xs, np.zeros(n_positions)], axis=1)
@@ -41,7 +41,7 @@ def sweep_time_s(n_positions: int = 11, n_angles: int = 20, n_px: int = 128, ups
         frames[j] = np.moveaxis(np.abs(psi) ** 2, -1, 0)
     sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=10 ** 6)
     recipe = Recipe(n_epie_iterations=n_sweeps + 1, n_ml_iterations=0, support=sched,
-                    epie=EpieOptions(probe_update_start_iter=0))
+                    epie=EpieOptions(probe_update_start_iter=0, cpu_fused=fused))
     rec = Reconstruction(g, frames, np.ones((n_px, n_px), bool), stage,
                          (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg, probe, recipe=recipe,
                          probe_width_m=1e-6)
@@ -70,15 +70,17 @@ def convergence(n_batches: int, n_sweeps: int = 12) -> tuple[float, float, float
 
 def main() -> None:
     """Print the two Markdown tables."""
-    print("| varied | positions | angles | frame | U | box | s / sweep |\n|---|---|---|---|---|---|---|")
+    print("| varied | positions | angles | frame | U | box | s / sweep, fused CPU | s / sweep, array code |\n"
+          "|---|---|---|---|---|---|---|---|")
     cases = [("base", {}), ("positions", {"n_positions": 5}), ("positions", {"n_positions": 21}),
              ("angles", {"n_angles": 10}), ("angles", {"n_angles": 40}), ("frame", {"n_px": 64}),
              ("frame", {"n_px": 256}), ("U", {"upsampling": 3})]
     for name, kw in cases:
         t, box = sweep_time_s(**kw)
+        t_array, _ = sweep_time_s(**kw, fused=False)
         a = {"n_positions": 11, "n_angles": 20, "n_px": 128, "upsampling": 1, **kw}
         print(f"| {name} | {a['n_positions']} | {a['n_angles']} | {a['n_px']}² | {a['upsampling']} | "
-              f"{' × '.join(map(str, box))} | {t:.3f} |", flush=True)
+              f"{' × '.join(map(str, box))} | {t:.3f} | {t_array:.3f} |", flush=True)
     print("\n| batches (16 positions) | cost ratio after 12 sweeps | s | decades / s |\n|---|---|---|---|")
     convergence(2, n_sweeps=2)                      # warm-up: FFT plans and operator caches
     for nb in (0, 1, 2, 4, 8, 16):

@@ -108,7 +108,7 @@ class FusedCpuSweep:
             return None
         cached = getattr(op, "fused_cpu", None)
         if cached is None:
-            cached = cls(op, kernels)
+            cached = cls(op, kernels, effort=options.fftw_effort)
             op.fused_cpu = cached
         return cached
 

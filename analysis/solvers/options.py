@@ -31,6 +31,8 @@ class EpieOptions:
     cpu_fused: bool = True
     """Sequential sweeps on NumPy complex64 run the fused CPU kernels (Numba + FFTW) when those
     import and the geometry allows (:mod:`analysis.solvers.fused_cpu`); same numbers to float32 rounding."""
+    fftw_effort: Literal["FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"] = "FFTW_MEASURE"
+    """FFTW planner effort of the fused CPU path (MEASURE: seconds of planning once per reconstruction)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -43,6 +45,9 @@ class EpieOptions:
             raise ValueError(f"EpieOptions.mu must be >= 0, got {self.mu}")
         if self.probe_update_start_iter < 0 or self.na_mask_stop_iter < 0 or self.n_batches < 0:
             raise ValueError("EpieOptions: iteration numbers and n_batches must be >= 0")
+        if self.fftw_effort not in ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"):
+            raise ValueError(f"EpieOptions.fftw_effort must be FFTW_ESTIMATE, FFTW_MEASURE or FFTW_PATIENT, "
+                             f"got {self.fftw_effort!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
