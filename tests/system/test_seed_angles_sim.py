@@ -4,11 +4,11 @@ Li et al. 2021 report that 7 angles at 0.03° with up-sampling U = 18 give an im
 angles at 0.005° without up-sampling (the fixed-probe "former strategy"). In our simulation (small
 problem of ``bragg_sim_problem``, known probe, noise-free) the reduction works when the probe's
 rocking spread NA_V/Δθ of the *reduced* step is ≳ 1.3 and fails at the seed's 0.7: here 21 angles with
-U = 6 (NA_V/Δθ = 1.9) against the 42-angle U = 1 scan they are taken from, and 7 angles with U = 18
-(0.64) failing. Scaled down from ``benchmarks/bench_seed_angles.py`` (16 instead of 36 positions, 40 + 10
+U = 6 (NA_V/Δθ = 1.9) against the 42-angle U = 1 scan they are taken from; 7 angles with U = 18
+(0.64) do not reach it (benchmark only). Scaled down from ``benchmarks/bench_seed_angles.py`` (16 instead of 36 positions, 40 + 10
 instead of 150 + 50 iterations), where E_ρ is 0.064 (21/U = 6), 0.167 (42/U = 1) and 0.292 (7/U = 18);
 at this size (2026-11-21): 0.287, 0.228 and 0.431, so the bounds below are looser than the benchmark's
-1.2× criterion. About 50 s on the 2-core sandbox.
+1.2× criterion. About 20 s on the 2-core sandbox.
 """
 
 from __future__ import annotations
@@ -65,13 +65,16 @@ def test_reduced_rocking_set_keeps_fine_step_and_range(full_scan) -> None:
 
 
 @pytest.mark.slow
-def test_half_the_angles_with_upsampling_match_the_full_scan_but_a_sixth_does_not(full_scan) -> None:
-    """21 angles, U = 6 stay within 1.35× the 42-angle E_ρ; 7 angles, U = 18 are ≥ 1.6× (NA_V/Δθ 1.9 vs 0.64)."""
+def test_half_the_angles_with_upsampling_match_the_full_scan(full_scan) -> None:
+    """21 angles with U = 6 (NA_V/Δθ 1.9) stay within 1.35× the E_ρ of the 42 angles they come from.
+
+    The 7-angle, U = 18 set (NA_V/Δθ 0.64, the seed's claim) is measured in
+    benchmarks/bench_seed_angles.py and docs/seed-angles.md, not asserted here: it is 1.7–1.9×
+    worse in every condition tried, and whether that is the physics or the solver is open.
+    """
     p42, probe = full_scan
     e42 = _object_error(p42)
     e21 = _object_error(reduced_rocking_set(p42, probe, n_angles=21, upsampling=6))
-    e7 = _object_error(reduced_rocking_set(p42, probe, n_angles=7, upsampling=18))
-    print(f"E_rho: 42/U=1 {e42:.3f}, 21/U=6 {e21:.3f}, 7/U=18 {e7:.3f}")
+    print(f"E_rho: 42/U=1 {e42:.3f}, 21/U=6 {e21:.3f}")
     assert e42 < 0.3
     assert e21 <= 1.35 * e42
-    assert e7 >= 1.6 * e42 and e7 >= 1.3 * e21
