@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 
-from analysis.engine import EpieOptions, Recipe, Reconstruction, SupportSchedule
+from synthetic_bragg import synthetic_frames, timing_reconstruction
+
+from analysis.engine import EpieOptions
 from analysis.geometry import seed_geometry
-from analysis.operators import view_grid
 from analysis.solvers import distributed, epie
-from analysis.solvers.model import BraggModel
 from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem
 
 
@@ -28,23 +28,9 @@ def sweep_time_s(n_positions: int = 11, n_angles: int = 20, n_px: int = 128, ups
     g = seed_geometry(upsampling=upsampling, n_angles=n_angles, n_rows_px=n_px, n_cols_px=n_px)
     xs = (np.arange(n_positions) - n_positions // 2) * 0.1e-6
     stage = np.stack([xs, 0.3 * xs, np.zeros(n_positions)], axis=1)
-    n2, n3 = g.recon_shape[1:]
-    b = (np.arange(n2) - n2 // 2)[:, None]
-    c = (np.arange(n3) - n3 // 2)[None, :]
-    probe = np.exp(-(b / (n_px / 32)) ** 2 - (c / (n3 / 7)) ** 2).astype(np.complex64)
-    vg = view_grid(g, stage, margin_vox=2)
-    op = BraggModel.from_geometry(g, vg.object_shape)
-    obj = np.ones(vg.object_shape, np.complex64)
-    frames = np.empty((n_positions, g.n_angles, n_px, n_px), np.float32)
-    for j in range(n_positions):
-        psi = op.fourier.forward(op.probe_at(probe, vg.shifts_px[j]) * obj[op.view(vg.offsets_vox[j])])
-        frames[j] = np.moveaxis(np.abs(psi) ** 2, -1, 0)
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=10 ** 6)
-    recipe = Recipe(n_epie_iterations=n_sweeps + 1, n_ml_iterations=0, support=sched,
-                    epie=EpieOptions(probe_update_start_iter=0, cpu_fused=fused))
-    rec = Reconstruction(g, frames, np.ones((n_px, n_px), bool), stage,
-                         (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg, probe, recipe=recipe,
-                         probe_width_m=1e-6)
+    frames, probe = synthetic_frames(g, stage, (n_px / 32, g.recon_shape[2] / 7))
+    rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1,
+                                epie=EpieOptions(probe_update_start_iter=0, cpu_fused=fused))
     rec.iterate(n_sweeps + 1)
     return float(np.median(rec.result().timings_s[1:])), g.recon_shape
 

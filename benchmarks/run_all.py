@@ -6,6 +6,7 @@ Pass script names (e.g. ``bench_sim_frames``) to run only those.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ def main(argv: list[str]) -> int:
     for script in scripts:
         print(f"=== {script.name}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, str(script)], cwd=here.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(here.parent), os.environ.get("PYTHONPATH")]))}
+        rc = subprocess.call([sys.executable, str(script)], cwd=here.parent, env=env)   # tests/ helpers importable
         print(f"=== {script.name}: exit {rc}, {time.perf_counter() - t0:.1f} s", flush=True)
         failed += rc != 0
     return failed
