@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.engine import ReconstructionResult
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, cubic_d_spacing_m
 from analysis.operators import view_grid
 from analysis.solvers.model import BraggModel
 from sim.diffraction import BraggSimulator
 from sim.probe import KBProbe, probe_axes
-from sim.sample import CrystalSample
+from sim.sample import CrystalSample, ImplantedLayer, Slab
 
 TUNGSTEN_A_M = 3.1652e-10
 
@@ -196,3 +197,94 @@ def gaussian_p2(geometry: BraggGeometry, sigma_m: float) -> np.ndarray:
     """A flat-phase Gaussian P⊥ of width ``sigma_m`` on the engine's P2 section (a wrong start)."""
     p1, p2 = p2_section_probe_coords_m(geometry)
     return np.exp(-(p1 ** 2 + p2 ** 2) / (2 * sigma_m ** 2)).astype(np.complex128)
+
+
+SEED_LIKE_SAMPLE = CrystalSample(slab=Slab(thickness_m=0.45e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
+                                 implanted_layer=ImplantedLayer(strain=3e-4, depth_m=1.8e-6, edge_width_m=50e-9))
+"""Seed-like phantom: 0.45 µm W(220) slab tilted 5.5° about x and −2° about y, 3e-4 implanted layer (edge at y = 0)."""
+
+
+def seed_like_problem(*, noise_seed: int | None = 1) -> SimProblem:
+    """The seed-schedule problem: :data:`SEED_LIKE_SAMPLE`, :func:`small_geometry`, aberrated KB probe (NA 6e-4),
+    4 × 4 jittered raster at 0.12 µm, 1e9 ph/s × 0.2 s (Poisson with ``noise_seed``)."""
+    return simulate(SEED_LIKE_SAMPLE, geometry=small_geometry(), probe=small_probe(), stage_xyz_m=raster(4, 0.12e-6),
+                    noise_seed=noise_seed)
+
+
+@dataclass(frozen=True)
+class ReconstructionScores:
+    """Errors of one reconstruction against the simulator truth (spec 5)."""
+
+    object_error: float
+    """E_ρ on the lit crystal S′ ∧ Σ|P_j|² ≥ 20 % max."""
+    phase_rmse_rad: float
+    """Phase RMSE of the aligned object on the same region (rad)."""
+    probe_error: float
+    """Intensity-weighted E_P of P2 against the truth."""
+    strain_rmse: float
+    """RMSE of ε_zz (Eq 15, no ramp removal) against the simulator's on the lit crystal interior."""
+    layer_step: float
+    """mean ε_zz(y > 0.1 µm) − mean ε_zz(y < −0.1 µm) on the same voxels (true 3e-4 for SEED_LIKE_SAMPLE)."""
+    n_strain_voxels: int
+    """Voxels of the strain region."""
+    support_voxels: int
+    """Voxels in the current support S."""
+    lit_crystal_kept: float
+    """Fraction of the lit crystal inside S."""
+
+
+def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: ReconstructionResult, op: BraggModel,
+                         origin_vox: np.ndarray) -> ReconstructionScores:
+    """E_ρ, phase RMSE, E_P, strain RMSE and layer step of ``result`` (a ReconstructionResult) against the truth.
+
+    ``op`` and ``origin_vox`` are the engine's model and object-grid origin (``r.op``,
+    ``r._grid.origin_vox``). Lit crystal: true support dilated by 1 voxel where Σ_j|P_j|² of the
+    true probe is ≥ 20 % of its maximum; strain region: lit ∧ |ρ_true| > 0.9, eroded by 1 voxel,
+    ∧ the strain mask (|ρ̂| ≥ 0.3 max).
+    """
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    from analysis.metrics import object_error, probe_error
+    from analysis.strain import StrainOptions, strain_from_geometry
+
+    shape = result.object.shape
+    tru = problem.truth_object(shape, origin_vox)
+    crystal = np.abs(tru) > 0.5
+    ill = np.zeros(shape)
+    for j in range(problem.stage_xyz_m.shape[0]):
+        ill[op.view(result.offsets_vox[j])] += np.abs(op.probe_at(problem.probe_p2, result.shifts_px[j])) ** 2
+    lit = binary_dilation(crystal, iterations=1) & (ill >= 0.2 * ill.max())
+    e = object_error(result.object, tru, support=lit)
+    pe = probe_error(result.probe, problem.probe_p2, intensity_weighted=True).error
+    maps = strain_from_geometry(result.object, problem.geometry,
+                                options=StrainOptions(remove_ramp=False, amplitude_threshold=0.3))
+    x, y, z = problem.lab_coordinates(shape, origin_vox)
+    reg = binary_erosion(lit & (np.abs(tru) > 0.9), iterations=1) & maps.mask
+    d = (maps.eps_zz - sample.strain_zz(x, y, z))[reg]
+    layer, bulk = reg & (y > 0.1e-6), reg & (y < -0.1e-6)
+    step = (float(np.mean(maps.eps_zz[layer]) - np.mean(maps.eps_zz[bulk])) if layer.any() and bulk.any()
+            else float("nan"))
+    return ReconstructionScores(
+        object_error=float(e.error), phase_rmse_rad=float(e.phase_rmse_rad), probe_error=float(pe),
+        strain_rmse=float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan"), layer_step=step,
+        n_strain_voxels=int(reg.sum()), support_voxels=int(result.support.sum()),
+        lit_crystal_kept=float((result.support & lit & crystal).sum() / (lit & crystal).sum()))
+
+
+
+def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: ReconstructionResult,
+                         origin_vox: np.ndarray) -> float:
+    """Σ_j Σ_q (√(s·|F(P_j ρ_true)|²) − √I_j)²: the amplitude-Gaussian data cost (seed Eq 4, b = 0) of the *true*
+    object and probe put through the engine's model ``op`` on ``result``'s grid, best global scale s.
+
+    The floor a solver should not go below on simulator data: a lower cost fits the discretisation
+    mismatch between the simulator and the engine's model (or the noise).
+    """
+    tru = problem.truth_object(result.object.shape, origin_vox)
+    pred = np.empty_like(problem.frames)
+    for j in range(problem.stage_xyz_m.shape[0]):
+        pj = op.probe_at(problem.probe_p2, result.shifts_px[j])
+        psi = op.fourier.forward(pj * tru[op.view(result.offsets_vox[j])])
+        pred[j] = np.moveaxis(np.abs(psi) ** 2, -1, 0)       # (N1, N2, NM) → (ANGLE, N1, N2)
+    scale = float((pred * problem.frames).sum() / (pred ** 2).sum())
+    return float(np.sum((np.sqrt(scale * pred) - np.sqrt(problem.frames)) ** 2))

@@ -11,23 +11,18 @@ Measured (2026-11-21): E_ρ 0.31 on the lit crystal (phase RMSE 0.24 rad), E_P 0
 E_ρ 0.149 (phase 0.13 rad): with only 6 sweeps per thickness step, the widened 0.7/0.9 µm slab lets
 amplitude spread along the slab normal (soft lower face, a tail 50–100 nm beyond the upper face)
 and 13 shrink-wrap passes at 15 % remove only part of it. The thresholds below are what this short
-schedule reaches, with margin, not the spec's targets.
+schedule reaches, with margin, not the spec's targets. The unscaled schedule (1000 + 500) on this problem:
+docs/seed-schedule.md (E_ρ 0.172 at sweep 100, 0.254 at 1000, then the ML phase fits the simulator/engine
+mismatch and E_ρ collapses to 1.0; ``benchmarks/bench_seed_schedule.py``).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from scipy.ndimage import binary_dilation, binary_erosion
 
 from analysis.engine import Reconstruction, scaled_recipe, seed_recipe
-from analysis.metrics import object_error, probe_error
-from analysis.strain import StrainOptions, strain_from_geometry
-from sim.sample import CrystalSample, ImplantedLayer, Slab
-from tests.system.bragg_sim_problem import gaussian_p2, raster, simulate, small_geometry, small_probe
+from tests.system.bragg_sim_problem import SEED_LIKE_SAMPLE, gaussian_p2, score_reconstruction, seed_like_problem
 
-SEED_LIKE_SAMPLE = CrystalSample(slab=Slab(thickness_m=0.45e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
-                                 implanted_layer=ImplantedLayer(strain=3e-4, depth_m=1.8e-6, edge_width_m=50e-9))
 MAX_OBJECT_ERROR = 0.45
 MAX_PROBE_ERROR = 0.06
 MAX_STRAIN_RMSE = 1e-4
@@ -49,8 +44,8 @@ def test_scaled_recipe_breakpoints():
 
 def test_seed_schedule_joint_probe_poisson():
     """Support schedule, shrink-wrap, frozen probe, NA mask and ML, end to end (≈ 15 s)."""
-    g = small_geometry()
-    p = simulate(SEED_LIKE_SAMPLE, geometry=g, probe=small_probe(), stage_xyz_m=raster(4, 0.12e-6), noise_seed=1)
+    p = seed_like_problem(noise_seed=1)
+    g = p.geometry
     recipe = scaled_recipe(seed_recipe(), n_epie_iterations=60, n_ml_iterations=20)
     r = Reconstruction(g, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, gaussian_p2(g, 0.06e-6),
                        recipe=recipe, probe_na_rad=(6e-4, 6e-4))
@@ -58,28 +53,13 @@ def test_seed_schedule_joint_probe_poisson():
     s_before = int(r.result().support.sum())
     r.iterate(recipe.n_iterations - r.iteration)
     res = r.result()
-    shape = res.object.shape
-    origin = r._grid.origin_vox  # noqa: SLF001 - the engine's own object grid
-    tru = p.truth_object(shape, origin)
-    crystal = np.abs(tru) > 0.5
-    ill = np.zeros(shape)
-    for j in range(p.stage_xyz_m.shape[0]):
-        ill[r.op.view(res.offsets_vox[j])] += np.abs(r.op.probe_at(p.probe_p2, res.shifts_px[j])) ** 2
-    lit = binary_dilation(crystal, iterations=1) & (ill >= 0.2 * ill.max())
-    e = object_error(res.object, tru, support=lit)
-    pe = probe_error(res.probe, p.probe_p2, intensity_weighted=True).error
-    maps = strain_from_geometry(res.object, g, options=StrainOptions(remove_ramp=False, amplitude_threshold=0.3))
-    x, y, z = p.lab_coordinates(shape, origin)
-    reg = binary_erosion(lit & (np.abs(tru) > 0.9), iterations=1) & maps.mask
-    d = (maps.eps_zz - SEED_LIKE_SAMPLE.strain_zz(x, y, z))[reg]
-    rmse = float(np.sqrt(np.mean(d ** 2)))
-    kept = float((res.support & lit & crystal).sum() / (lit & crystal).sum())
-    print(f"seed schedule 60+20: E_rho {e.error:.4f} (phase {e.phase_rmse_rad:.3f} rad), E_P {pe:.4f}, strain RMSE "
-          f"{rmse:.3g} on {int(reg.sum())} voxels; support {s_before} -> {int(res.support.sum())} voxels, "
-          f"lit crystal kept {kept:.3f}")
+    sc = score_reconstruction(p, SEED_LIKE_SAMPLE, res, r.op, r._grid.origin_vox)  # noqa: SLF001 - engine's grid
+    print(f"seed schedule 60+20: E_rho {sc.object_error:.4f} (phase {sc.phase_rmse_rad:.3f} rad), "
+          f"E_P {sc.probe_error:.4f}, strain RMSE {sc.strain_rmse:.3g} on {sc.n_strain_voxels} voxels; support "
+          f"{s_before} -> {sc.support_voxels} voxels, lit crystal kept {sc.lit_crystal_kept:.3f}")
     assert res.phases.count("epie") == 60 and res.phases.count("ml") == 20
     assert res.support.sum() < 0.8 * s_before            # shrink-wrap cut the 0.9 µm slab
-    assert kept > 0.85                                    # ... but not the lit crystal
-    assert e.error < MAX_OBJECT_ERROR
-    assert pe < MAX_PROBE_ERROR
-    assert reg.sum() > 300 and rmse < MAX_STRAIN_RMSE
+    assert sc.lit_crystal_kept > 0.85                     # ... but not the lit crystal
+    assert sc.object_error < MAX_OBJECT_ERROR
+    assert sc.probe_error < MAX_PROBE_ERROR
+    assert sc.n_strain_voxels > 300 and sc.strain_rmse < MAX_STRAIN_RMSE
