@@ -223,7 +223,8 @@ def test_select_usable_masks_unmeasured_angles():
 
 
 def test_replay_from_tiled_and_jsonl_equals_live(tiled_layout, tiled_service, raw_dir, geom, tmp_path):
-    """Same documents, same seed, the final result is computed from scratch: identical objects."""
+    """Same documents, same seed, the final result is computed from scratch: identical objects in one process,
+    equal to float32 rounding from another process (its own FFTW plans)."""
     _, raw, processed = tiled_layout
     src, roi = _sim_source(geom)
     bl = make_sim_beamline(src, geometry=geom, data_dir=raw_dir, roi=roi, exposure_s=0.2,
@@ -243,7 +244,12 @@ def test_replay_from_tiled_and_jsonl_equals_live(tiled_layout, tiled_service, ra
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
     node = _final_node(processed, uid)
-    np.testing.assert_array_equal(node["object"][:], live_obj.astype(np.complex64))
+    # another process plans its own FFTs: FFTW_MEASURE picks algorithms by timing, so the CLI's
+    # object equals the live one to float32 rounding, not bit for bit (in-process replay above is exact)
+    other = node["object"][:]
+    scale = float(np.abs(live_obj).max())
+    assert other.shape == live_obj.shape and scale > 0
+    assert float(np.abs(other - live_obj.astype(np.complex64)).max()) <= 1e-4 * scale
 
 
 def _proxy():
