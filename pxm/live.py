@@ -706,7 +706,7 @@ def _save_figures(d: Path, res: Any, maps: Any) -> list[Path]:
 
     d.mkdir(parents=True, exist_ok=True)
     vox = res.geometry.voxel_size_m
-    return [save_object_slices(d / "live_object.png", res.object, title="live: object ρ"),
+    return [save_object_slices(d / "live_object.png", res.object, title="live: object ρ", voxel_size_m=vox),
             save_probe(d / "live_probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="live: probe P2"),
             save_strain_slices(d / "live_strain.png", maps, title="live: strain")]
 

@@ -446,7 +446,7 @@ def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
     d.mkdir(parents=True, exist_ok=True)
     res = outcome.result
     vox = res.geometry.voxel_size_m
-    paths = [save_object_slices(d / "object.png", res.object, title="object ρ"),
+    paths = [save_object_slices(d / "object.png", res.object, title="object ρ", voxel_size_m=vox),
              save_probe(d / "probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)"),
              save_strain_slices(d / "strain.png", outcome.strain)]
     paths.append(save_convergence(d / "convergence.png", res.costs, res.phases))

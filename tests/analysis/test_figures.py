@@ -22,3 +22,20 @@ def test_figures_write_pngs(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rgb = complex_to_rgb(np.array([1.0, -1.0, 0.0]))
     assert rgb.shape == (3, 3) and np.allclose(rgb[2], 0)
+
+
+def test_slices_cut_the_crystal_and_colour_ignores_cores():
+    """Slices pass through the crystal's centre of mass, not the array middle; colour limit is robust."""
+    from analysis.figures import _centre_slices, _slice_centre, robust_limit
+
+    rho = np.zeros((20, 30, 40), complex)
+    rho[3:6, 20:26, 30:36] = 1.0                               # a small crystal far from the array centre
+    centre = _slice_centre(np.abs(rho) ** 2)
+    assert centre == [4, 22, 32]                               # (3+5)/2, (20+25)/2 = 22.5 → 22, (30+35)/2 = 32.5 → 32
+    (_, s0, ext0, _), (_, s1, _, _), _ = _centre_slices(rho, centre, voxel_size_m=(10e-9, 20e-9, 50e-9))
+    assert np.abs(s0).sum() == 36 and np.abs(s1).sum() == 18  # every slice cuts the crystal
+    assert ext0 == [0.0, 40 * 50e-3, 0.0, 30 * 20e-3]          # (e2, e3) plane in µm
+    strain = np.full(1000, 1e-4)
+    strain[:3] = 5e-2                                          # three dislocation-core voxels
+    assert robust_limit(np.r_[strain, np.nan]) == 1e-4
+    assert robust_limit(np.full(4, np.nan)) == 1.0
