@@ -72,11 +72,17 @@ def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw
         v = result.get(name)
         if v is not None:
             res.write_array(np.ascontiguousarray(np.asarray(v).astype(dtype)), key=name)
-    if raw_run is not None:
-        links = list(raw_run.metadata.get("analysis") or [])
-        links.append({"key": key, "uri": getattr(res, "uri", None), "algorithm": algorithm, "status": "complete"})
-        raw_run.update_metadata(metadata={"analysis": links})
+    _link_back(raw_run, key, res, algorithm)
     return res
+
+
+def _link_back(raw_run: Any, key: str, result_node: Any, algorithm: str) -> None:
+    """Append this result to the raw run's ``metadata["analysis"]`` list (no-op without a raw run)."""
+    if raw_run is None:
+        return
+    links = list(raw_run.metadata.get("analysis") or [])
+    links.append({"key": key, "uri": getattr(result_node, "uri", None), "algorithm": algorithm, "status": "complete"})
+    raw_run.update_metadata(metadata={"analysis": links})
 
 
 FP_RESULT_SPEC = "FPDFXMReconstruction"
@@ -111,8 +117,5 @@ def publish_fp_dfxm_results(processed: Any, raw_uid: str, arrays: dict[str, Any]
         a = np.asarray(value)
         a = a.astype(np.complex64) if np.iscomplexobj(a) else a.astype(np.float64 if a.dtype == np.float64 else np.float32)
         res.write_array(np.ascontiguousarray(a), key=name)
-    if raw_run is not None:
-        links = list(raw_run.metadata.get("analysis") or [])
-        links.append({"key": key, "uri": getattr(res, "uri", None), "algorithm": algorithm, "status": "complete"})
-        raw_run.update_metadata(metadata={"analysis": links})
+    _link_back(raw_run, key, res, algorithm)
     return res
