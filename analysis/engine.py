@@ -29,8 +29,8 @@ from analysis.solvers.options import EpieOptions, FreeDataOptions, MLOptions
 from analysis.solvers.support import shrink_wrap, slab_support
 from analysis.xp import COMPLEX, fft_module, to_numpy
 
-__all__ = ["EpieOptions", "MLOptions", "FreeDataOptions", "FreeCostHistory", "SupportSchedule", "Recipe", "seed_recipe", "fixed_probe_baseline",
-           "scaled_recipe", "Reconstruction", "ReconstructionResult"]
+__all__ = ["EpieOptions", "MLOptions", "FreeDataOptions", "FreeCostHistory", "SupportSchedule", "Recipe",
+           "seed_recipe", "fixed_probe_baseline", "scaled_recipe", "Reconstruction", "ReconstructionResult"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +237,12 @@ class Reconstruction:
         reference of a run on R ranks is the same call with
         :class:`~analysis.solvers.distributed.SerialCommunicator` (not ``comm=None``, whose
         sequential ePIE cannot be split across ranks).
+
+    With ``recipe.free.fraction`` > 0 a random part of the measured entries is held out
+    (:mod:`analysis.solvers.free`): ``data`` holds the fitted entries, ``held_out_data`` the others,
+    ``all_data`` both; the free cost is checked during :meth:`iterate` (its time counts in the
+    iteration's timing), which may end a phase early and return to the best state;
+    :attr:`remaining_iterations` says how many iterations the recipe still has.
     """
 
     def __init__(self, geometry: BraggGeometry, frames: np.ndarray, mask: np.ndarray, stage_xyz_m: np.ndarray,

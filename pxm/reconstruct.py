@@ -218,7 +218,7 @@ def _scale_probe(rec: Any) -> float:
     if rec.positions.size and rec.positions[0] == 0:            # this rank holds position 0 (as row 0)
         view = op.view(d.offsets_vox[0])
         psi = op.fourier.forward(op.probe_at(st.probe, d.shifts_px[0]) * st.object[view])
-        mask = np.asarray(d.mask)
+        mask = np.asarray(d.mask_at(0))                         # fitted entries only: held-out data stays unseen
         pred = float(xp.sum(np.abs(np.asarray(psi)) ** 2 * mask))
         meas = float(xp.sum(np.asarray(d.intensities[0]) * mask))
     pred, meas = rec.comm.allreduce_scalar(pred), rec.comm.allreduce_scalar(meas)

@@ -80,7 +80,8 @@ def amplitude_costs(state: BraggState, work: BraggData, free: BraggData, op: Bra
     for j in range(work.n_positions):
         if not (work.has_data(j) or free.has_data(j)):
             continue
-        psi = op.fourier.forward(op.probe_at(state.probe, work.shifts_px[j]) * state.object[op.view(work.offsets_vox[j])])
+        view = state.object[op.view(work.offsets_vox[j])]
+        psi = op.fourier.forward(op.probe_at(state.probe, work.shifts_px[j]) * view)   # Ψ_j, spec 2.1
         d = xp.sqrt(xp.maximum(psi.real ** 2 + psi.imag ** 2 + state.background, _TINY)) - xp.sqrt(work.intensities[j])
         d *= d
         m_work, m_free = work.mask_at(j), free.mask_at(j)

@@ -53,6 +53,10 @@ def test_selection_is_random_spread_and_disjoint(problem):
     # the documented rule: position j draws from default_rng((seed, j))
     want = np.random.default_rng((3, 1)).random(mask.shape) < 0.1
     assert np.array_equal(held[1], want & mask)
+    # a rank (or positions added later) draws the same rows as the whole scan
+    opts = _recipe().free
+    some = free_mod.held_out_rows(np.array([1, 3]), mask.shape, opts)
+    assert np.array_equal(some, free_mod.held_out_rows(np.arange(4), mask.shape, opts)[[1, 3]])
 
 
 @pytest.mark.parametrize("unit,fused", [("entry", True), ("entry", False), ("frame", True)])
