@@ -24,12 +24,13 @@ from analysis.operators.scan import positions_to_voxels, view_grid
 from analysis.solvers import distributed, epie, ml
 from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunicator, owned_positions
 from analysis.solvers.model import BraggData, BraggModel, BraggState
-from analysis.solvers.options import EpieOptions, MLOptions
+from analysis.solvers.free import FreeCostHistory, FreeDataMonitor, held_out_rows, split_data
+from analysis.solvers.options import EpieOptions, FreeDataOptions, MLOptions
 from analysis.solvers.support import shrink_wrap, slab_support
 from analysis.xp import COMPLEX, fft_module, to_numpy
 
-__all__ = ["EpieOptions", "MLOptions", "SupportSchedule", "Recipe", "seed_recipe", "fixed_probe_baseline",
-           "scaled_recipe", "Reconstruction", "ReconstructionResult"]
+__all__ = ["EpieOptions", "MLOptions", "FreeDataOptions", "FreeCostHistory", "SupportSchedule", "Recipe",
+           "seed_recipe", "fixed_probe_baseline", "scaled_recipe", "Reconstruction", "ReconstructionResult"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +112,9 @@ class Recipe:
     match_initial_scale: bool = True
     """Rescale the initial P2 so that Σ ω|Ψ|² equals Σ ω I over all positions (the ρ/P scale
     is free, but ePIE and ML converge badly from a start that is off by orders of magnitude)."""
+    free: FreeDataOptions = field(default_factory=FreeDataOptions)
+    """Held-out ("free") data: fraction kept out of every update, free-cost checks, patience stop
+    (:mod:`analysis.solvers.free`); the default (fraction 0) fits every entry, as the seed."""
 
     def __post_init__(self) -> None:
         if self.n_epie_iterations < 0 or self.n_ml_iterations < 0:
@@ -200,6 +204,8 @@ class ReconstructionResult:
     """Geometry actually used (U from the recipe)."""
     recipe: dict[str, Any] = field(repr=False)
     """``dataclasses.asdict(recipe)`` for metadata."""
+    free: FreeCostHistory | None = None
+    """Free (held-out) and work cost per check, best iteration, stopped phases; None without held-out data."""
 
 
 class Reconstruction:
@@ -231,6 +237,12 @@ class Reconstruction:
         reference of a run on R ranks is the same call with
         :class:`~analysis.solvers.distributed.SerialCommunicator` (not ``comm=None``, whose
         sequential ePIE cannot be split across ranks).
+
+    With ``recipe.free.fraction`` > 0 a random part of the measured entries is held out
+    (:mod:`analysis.solvers.free`): ``data`` holds the fitted entries, ``held_out_data`` the others,
+    ``all_data`` both; the free cost is checked during :meth:`iterate` (its time counts in the
+    iteration's timing), which may end a phase early and return to the best state;
+    :attr:`remaining_iterations` says how many iterations the recipe still has.
     """
 
     def __init__(self, geometry: BraggGeometry, frames: np.ndarray, mask: np.ndarray, stage_xyz_m: np.ndarray,
@@ -293,10 +305,13 @@ class Reconstruction:
         nu = positions_to_voxels(geometry, stage) + self._grid.origin_vox[None, :]
         self._slab_centre = nu.mean(axis=0)
         self._stage = stage
-        self.data = BraggData(intensities=self._to_internal(frames), mask=self._mask,
-                              offsets_vox=self._grid.offsets_vox[self._rows],
-                              shifts_px=self._grid.shifts_px[self._rows],
-                              frame_valid=self._valid_internal(fv))
+        self._held_out = (held_out_rows(self._rows, self._mask.shape, recipe.free) if recipe.free.enabled
+                          else None)
+        self._set_data(BraggData(intensities=self._to_internal(frames), mask=self._mask,
+                                 offsets_vox=self._grid.offsets_vox[self._rows],
+                                 shifts_px=self._grid.shifts_px[self._rows], frame_valid=self._valid_internal(fv)))
+        self._free_monitor = FreeDataMonitor(recipe.free, comm) if recipe.free.enabled else None
+        self._n_ml_done = 0
         self._share = ScanShare(global_index=self._rows, batch_coords_vox=distributed.batch_coords_vox(
             self._grid.offsets_vox, self._grid.shifts_px))
         sup = self._slab(0)
@@ -454,7 +469,7 @@ class Reconstruction:
         s = self._check_stage(stage_xyz_m, f.shape[0])
         vg = view_grid(self.geometry, s, object_shape=self._grid.object_shape, origin_vox=self._grid.origin_vox)
         xp = self._xp
-        d = self.data
+        d = self._all_data
         old_fv, new_fv = d.frame_valid, self._valid_internal(fv)
         valid = None
         if old_fv is not None or new_fv is not None:
@@ -467,9 +482,12 @@ class Reconstruction:
                 return xp.broadcast_to(v[:, None, None, :], (n,) + shape) if per_pixel and v.ndim == 2 else v
 
             valid = xp.concatenate([_expand(old_fv, d.n_positions), _expand(new_fv, f.shape[0])])
-        self.data = BraggData(intensities=xp.concatenate([d.intensities, self._to_internal(f)]), mask=d.mask,
-                              offsets_vox=np.concatenate([d.offsets_vox, vg.offsets_vox]),
-                              shifts_px=np.concatenate([d.shifts_px, vg.shifts_px]), frame_valid=valid)
+        if self._held_out is not None:
+            new_rows = np.arange(d.n_positions, d.n_positions + f.shape[0])
+            self._held_out = np.concatenate([self._held_out, held_out_rows(new_rows, d.mask.shape, self.recipe.free)])
+        self._set_data(BraggData(intensities=xp.concatenate([d.intensities, self._to_internal(f)]), mask=d.mask,
+                                 offsets_vox=np.concatenate([d.offsets_vox, vg.offsets_vox]),
+                                 shifts_px=np.concatenate([d.shifts_px, vg.shifts_px]), frame_valid=valid))
         self._stage = np.concatenate([self._stage, s])
 
     def update_frames(self, frames: np.ndarray, frame_valid: np.ndarray | None = None) -> None:
@@ -486,7 +504,32 @@ class Reconstruction:
         if f.shape[0] != self.data.n_positions:
             raise ValueError(f"update_frames: {f.shape[0]} positions, expected {self.data.n_positions} "
                              "(the positions of this reconstruction; append new ones with add_frames)")
-        self.data = dataclasses.replace(self.data, intensities=self._to_internal(f), frame_valid=self._valid_internal(fv))
+        self._set_data(dataclasses.replace(self._all_data, intensities=self._to_internal(f),
+                                           frame_valid=self._valid_internal(fv)))
+
+    def _set_data(self, data: BraggData) -> None:
+        """Keep ``data`` (every measured entry) and split it into the fitted and the held-out part."""
+        self._all_data = data
+        self.data, self._free_data = split_data(data, self._held_out)
+
+    @property
+    def all_data(self) -> BraggData:
+        """Every measured entry, held-out ones included (``data`` is what the solvers fit)."""
+        return self._all_data
+
+    @property
+    def held_out_data(self) -> BraggData | None:
+        """Only the held-out entries (``recipe.free``), or None when nothing is held out."""
+        return self._free_data
+
+    @property
+    def remaining_iterations(self) -> int:
+        """Iterations of the recipe still to run (0 once the free-data rule has stopped the ML phase)."""
+        r, mon = self.recipe, self._free_monitor
+        if mon is not None and mon.finished:
+            return 0
+        epie_left = 0 if mon is not None and mon.epie_stopped else max(0, r.n_epie_iterations - self.state.iteration)
+        return epie_left + max(0, r.n_ml_iterations - self._n_ml_done)
 
     def _apply_support_schedule(self, it: int) -> None:
         sched = self.recipe.support
@@ -504,10 +547,13 @@ class Reconstruction:
         if n_iterations < 0:
             raise ValueError(f"n_iterations must be >= 0, got {n_iterations}")
         r = self.recipe
+        mon = self._free_monitor
         for _ in range(n_iterations):
+            if mon is not None and mon.finished:
+                break                                   # the free-data rule ended ML: the best state is kept
             it = self.state.iteration
             t0 = time.perf_counter()
-            if it < r.n_epie_iterations:
+            if it < r.n_epie_iterations and not (mon is not None and mon.epie_stopped):
                 self._apply_support_schedule(it)
                 if self._comm is None:
                     self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng)
@@ -518,9 +564,18 @@ class Reconstruction:
                     self.state.object = self._band_limit(self.state.object)
                 self._phases.append("epie")
             else:
+                if mon is not None and not mon.has_checks:  # ML from the start: its first state is the baseline
+                    mon.evaluate(self.state, self.data, self._free_data, self.op, "ml")
                 self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml, comm=self._comm)
+                self._n_ml_done += 1
                 self._phases.append("ml")
             self._costs.append(float(stats.cost))
+            if mon is not None:
+                ph = self._phases[-1]
+                done, n = (self.state.iteration, r.n_epie_iterations) if ph == "epie" else (self._n_ml_done,
+                                                                                           r.n_ml_iterations)
+                self.state = mon.after_iteration(self.state, self.data, self._free_data, self.op, phase=ph,
+                                                 n_done=done, n_phase=n)
             self._times.append(time.perf_counter() - t0)
         return self
 
@@ -536,4 +591,5 @@ class Reconstruction:
             shifts_px=(self.data.shifts_px if self._comm is None else self._grid.shifts_px).copy(),
             costs=tuple(self._costs), phases=tuple(self._phases),
             timings_s=tuple(self._times), iterations=self.state.iteration, geometry=self.geometry,
-            recipe=dataclasses.asdict(self.recipe))
+            recipe=dataclasses.asdict(self.recipe),
+            free=None if self._free_monitor is None else self._free_monitor.history())

@@ -126,6 +126,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.publish and args.run is None:
         raise ValueError("--publish needs --run UID (the raw run the result belongs to)")
     recipe = recipe_by_name(args.recipe, n_epie_iterations=args.iterations, n_ml_iterations=args.ml)
+    if args.free_fraction:
+        from analysis.engine import FreeDataOptions
+
+        recipe = dataclasses.replace(recipe, free=FreeDataOptions(fraction=args.free_fraction, unit=args.free_unit))
     if args.batches is not None:
         if args.batches < 1:
             raise ValueError(f"--batches must be >= 1, got {args.batches}")
@@ -184,6 +188,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     m = outcome.metrics
     print(f"wrote {out['results']}: {m['n_iterations']} iterations, final cost {m['final_cost']:.4g}, "
           f"{outcome.timings_s['iterations_s']:.1f} s")
+    if "free_best_cost" in m:
+        print(f"held-out {m['free_fraction']:g} ({m['free_unit']}s): lowest free cost {m['free_best_cost']:.4g} per "
+              f"entry at iteration {m['free_best_iteration']}, stopped: {m['free_stopped_phases'] or 'none'}")
     if out["cxi"] is not None:
         print(f"wrote {out['cxi']}")
     for f in out["figures"]:
@@ -465,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsc", action="store_true",
                    help="also reconstruct two binomial half-data sets: FSC/PRTF resolution into the results (3× time)")
     p.add_argument("--fsc-seed", type=int, default=0, metavar="N", help="seed of the binomial photon split")
+    p.add_argument("--free-fraction", type=float, default=0.0, metavar="F",
+                   help="hold out this fraction of the measured data (0 <= F < 0.5, e.g. 0.05): its cost is tracked "
+                        "every 10 iterations, a phase stops after 5 checks without improvement and the state with "
+                        "the lowest held-out cost is kept (/free_cost in the results; docs/seed-schedule.md)")
+    p.add_argument("--free-unit", choices=("entry", "frame"), default="entry",
+                   help="hold out single detector-voxels (entry) or whole (position, angle) frames")
     p.add_argument("--batches", type=int, default=None, metavar="N",
                    help="mini-batch rPIE with N spatially spread batches instead of sequential ePIE (spec 2.4 B)")
     p.add_argument("--mpi", action="store_true",

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from analysis.dataset import BraggDataset, DatasetShare, scan_axes
-from analysis.engine import Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline, seed_recipe
+from analysis.engine import (FreeCostHistory, Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline,
+                             seed_recipe)
 from analysis.geometry import BraggGeometry
 from analysis.metrics import ShellCurve
 from analysis.solvers.distributed import Communicator
@@ -29,9 +30,8 @@ from analysis.strain import StrainMaps
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
            "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "engine_inputs", "initial_probe",
-           "half_data_resolution",
-           "reconstruct_dataset", "write_outputs", "software_info", "write_probe_file", "read_probe_file",
-           "probe_from_spiral_run"]
+           "half_data_resolution", "reconstruct_dataset", "free_cost_metrics", "write_outputs", "software_info",
+           "write_probe_file", "read_probe_file", "probe_from_spiral_run"]
 
 RECIPES = ("seed", "quick", "baseline")
 KB_NA_V_RAD = 3.7e-4
@@ -218,7 +218,7 @@ def _scale_probe(rec: Any) -> float:
     if rec.positions.size and rec.positions[0] == 0:            # this rank holds position 0 (as row 0)
         view = op.view(d.offsets_vox[0])
         psi = op.fourier.forward(op.probe_at(st.probe, d.shifts_px[0]) * st.object[view])
-        mask = np.asarray(d.mask)
+        mask = np.asarray(d.mask_at(0))                         # fitted entries only: held-out data stays unseen
         pred = float(xp.sum(np.abs(np.asarray(psi)) ** 2 * mask))
         meas = float(xp.sum(np.asarray(d.intensities[0]) * mask))
     pred, meas = rec.comm.allreduce_scalar(pred), rec.comm.allreduce_scalar(meas)
@@ -303,6 +303,7 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
         "valid_strain_voxels": int(np.sum(np.asarray(strain.mask))),
         "support_voxels": int(np.sum(res.support)),
         "initial_probe_scale": scale,
+        **free_cost_metrics(res),
     }
     timings = {"setup_s": t_setup, "iterations_s": t_iter, "strain_s": t_strain,
                "per_iteration_mean_s": float(np.mean(res.timings_s)) if res.timings_s else 0.0}
@@ -332,13 +333,25 @@ def _iterate_with_bar(rec: Any, recipe: Recipe, options: ReconstructOptions, des
 
     with tqdm(total=recipe.n_iterations, desc=desc, unit="it", disable=not options.progress,
               dynamic_ncols=True) as bar:
-        for _ in range(recipe.n_iterations):
+        while rec.remaining_iterations > 0:          # fewer than n_iterations when the free-data rule stops
             rec.iterate(1)
             bar.update(1)
-            phase = "ML" if rec.iteration > recipe.n_epie_iterations else "ePIE"
-            bar.set_postfix_str(f"{phase} cost {rec.result().costs[-1]:.4g}" if rec.iteration % 10 == 0
-                                or rec.iteration == recipe.n_iterations else phase, refresh=False)
+            res = rec.result()
+            phase = "ML" if res.phases[-1] == "ml" else "ePIE"
+            bar.set_postfix_str(f"{phase} cost {res.costs[-1]:.4g}" if rec.iteration % 10 == 0
+                                or rec.remaining_iterations == 0 else phase, refresh=False)
     return rec
+
+
+def free_cost_metrics(result: ReconstructionResult) -> dict[str, Any]:
+    """Scalar summary of the held-out (free) data checks for ``/metrics`` (empty without held-out data)."""
+    h = result.free
+    if h is None:
+        return {}
+    return {"free_fraction": float(h.fraction), "free_unit": h.unit, "free_entries": int(h.n_free_entries),
+            "free_best_cost": float(h.best_free_cost), "free_best_iteration": int(h.best_iteration or 0),
+            "free_final_cost": float(h.free_costs[-1]) if h.free_costs else float("nan"),
+            "free_stopped_phases": ",".join(h.stopped_phases)}
 
 
 def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumination_fraction: float = 0.1,
@@ -436,6 +449,8 @@ def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, d
     with h5py.File(results_path, "a") as f:
         if outcome.resolution is not None:
             _write_resolution(f, outcome.resolution)
+        if res.free is not None:
+            _write_free_cost(f, res.free)
         f["timings"].attrs["write_s"] = time.perf_counter() - t0
     return out
 
@@ -453,6 +468,21 @@ def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
     if outcome.resolution is not None:
         paths.append(save_resolution(d / "resolution.png", outcome.resolution))
     return paths
+
+
+def _write_free_cost(f: Any, h: FreeCostHistory) -> None:
+    """``/free_cost``: held-out (free) and work cost per check, per entry (docs/dataset-format.md §2)."""
+    g = f.require_group("free_cost")
+    g.attrs["method"] = "held-out data: seed Eq 4 amplitude cost on entries kept out of every update, per entry"
+    for k in ("fraction", "unit", "n_free_entries", "n_work_entries", "best_free_cost"):
+        g.attrs[k] = getattr(h, k)
+    g.attrs["best_iteration"] = -1 if h.best_iteration is None else int(h.best_iteration)
+    g.attrs["stopped_phases"] = ",".join(h.stopped_phases)
+    g.attrs["restored_phases"] = ",".join(h.restored_phases)
+    g.create_dataset("iteration", data=np.asarray(h.iterations, np.int64))
+    g.create_dataset("phase", data=np.asarray(h.phases, dtype="S4"))
+    g.create_dataset("free_cost", data=np.asarray(h.free_costs, float))
+    g.create_dataset("work_cost", data=np.asarray(h.work_costs, float))
 
 
 def _write_resolution(f: Any, est: ResolutionEstimate) -> None:

@@ -72,3 +72,48 @@ class MLOptions:
             raise ValueError(f"MLOptions.mu must be >= 0, got {self.mu}")
         if self.probe_scale is not None and not self.probe_scale > 0:
             raise ValueError(f"MLOptions.probe_scale must be > 0 or None, got {self.probe_scale}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreeDataOptions:
+    """Held-out ("free") data cross-validation: R_free of crystallography, PyNX's free-pixel mask.
+
+    A random fraction of the measured entries is held out of every update (ω = 0 there, seed
+    Eq 13: Ψ left free; the ML cost drops them); the seed's amplitude cost (Eq 4 data term) on
+    those entries alone, per entry, tracks whether the reconstruction still predicts data it
+    has not fitted. Over-fitting shows as a free cost that rises while the fitted cost falls.
+    """
+
+    fraction: float = 0.0
+    """Fraction of the measured entries (ω = 1) held out, in [0, 0.5); 0 = off (every entry fitted)."""
+    unit: Literal["entry", "frame"] = "entry"
+    """'entry': single (position, pixel, plane) detector-voxels drawn independently; 'frame': whole
+    (position, rocking angle) frames."""
+    seed: int = 0
+    """Seed of the selection; position j draws from (seed, global index of j), so the set does not
+    depend on the rank split or on when the position was added."""
+    check_interval: int = 10
+    """Iterations between free-cost evaluations (≥ 1); each phase's last iteration is checked too."""
+    patience: int | None = 5
+    """Stop the phase when the free cost has not improved for this many checks; None: never stop early."""
+    stop_phases: tuple[Literal["epie", "ml"], ...] = ("epie", "ml")
+    """Phases in which the patience rule may stop iterating."""
+    restore_best: bool = True
+    """At the end of each phase (stopped or complete) go back to the state with the lowest free cost."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 0.5:
+            raise ValueError(f"FreeDataOptions.fraction must lie in [0, 0.5), got {self.fraction}")
+        if self.unit not in ("entry", "frame"):
+            raise ValueError(f"FreeDataOptions.unit must be 'entry' or 'frame', got {self.unit!r}")
+        if self.check_interval < 1:
+            raise ValueError(f"FreeDataOptions.check_interval must be >= 1, got {self.check_interval}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"FreeDataOptions.patience must be >= 1 or None, got {self.patience}")
+        if any(p not in ("epie", "ml") for p in self.stop_phases):
+            raise ValueError(f"FreeDataOptions.stop_phases: {self.stop_phases}, expected a subset of ('epie', 'ml')")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any data is held out."""
+        return self.fraction > 0.0

@@ -184,3 +184,24 @@ def test_reconstruct_fsc_writes_resolution_curves_and_figure(dataset_file, tmp_p
             assert g["value"].shape == g["frequency_per_m"].shape == g["threshold"].shape
             assert "resolution_m" in g.attrs
     assert (figs / "resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reconstruct_free_fraction_records_free_cost(capsys, dataset_file, tmp_path):
+    """``--free-fraction``: held-out cost per check in /free_cost and /metrics; a bad fraction is one line."""
+    res = tmp_path / "results.h5"
+    rc = main(["reconstruct", str(dataset_file), "-o", str(res), "--recipe", "quick", "--free-fraction", "0.2",
+               "--free-unit", "frame", "--no-progress"])
+    assert rc == 0
+    assert "lowest free cost" in capsys.readouterr().out
+    r = read_results(res)
+    m = r["metrics"]
+    assert m["free_fraction"] == 0.2 and m["free_unit"] == "frame" and m["free_entries"] > 0
+    assert r["parameters"]["free"]["fraction"] == 0.2
+    with h5py.File(res, "r") as f:
+        g = f["free_cost"]
+        assert list(g["iteration"][()]) == [3, 4]           # last ePIE sweep, last ML iteration (quick: 3 + 1)
+        assert g["free_cost"].shape == g["work_cost"].shape == (2,) and np.all(np.isfinite(g["free_cost"][()]))
+        assert g.attrs["unit"] == "frame" and g.attrs["best_iteration"] in (3, 4)
+    err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--recipe",
+                                   "quick", "--free-fraction", "0.7", "--no-progress"])
+    assert "fraction" in err and "[0, 0.5)" in err
