@@ -56,7 +56,7 @@ def _fold_line(p: np.ndarray, v: np.ndarray, out: np.ndarray, first: bool) -> tu
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tuple[float, float]:
+def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int, accumulate: bool) -> tuple[float, float]:
     """One r1 row of :func:`folded_exit_wave`; returns (max |P|², max |V|²) on it."""
     n2, n3 = p3.shape[1], p3.shape[2]
     nm = out.shape[2]
@@ -64,7 +64,8 @@ def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tupl
     vm = 0.0
     for b in range(n2):
         for c0 in range(0, n3, nm):
-            lp, lv = _fold_line(p3[a, b, c0:c0 + nm], view[a, b, c0:c0 + nm], out[b, a], c0 == 0)
+            lp, lv = _fold_line(p3[a, b, c0:c0 + nm], view[a, b, c0:c0 + nm], out[b, a],
+                                c0 == 0 and not accumulate)
             pm = max(pm, lp)
             vm = max(vm, lv)
     return pm, vm
@@ -72,15 +73,16 @@ def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tupl
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def folded_exit_wave(p3: np.ndarray, view: np.ndarray, out: np.ndarray, pmax_rows: np.ndarray,
-                     vmax_rows: np.ndarray) -> None:
-    """out[n2, n1, k] = Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3 (spec 2.1).
+                     vmax_rows: np.ndarray, accumulate: bool = False) -> None:
+    """out[n2, n1, k] (+)= Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3 (spec 2.1).
 
     ``out`` is laid out (N2, N1P, NM): the long r1 transform then runs on the middle axis.
+    ``accumulate`` adds to ``out`` (a sum of products, e.g. P ΔV + ΔP V of the ML line search).
 
     Also returns, per r1 row, max |P_j|² (for μ_j and β of Eq 9) and max |V|² (Eq 10).
     """
     for a in nb.prange(p3.shape[0]):
-        pmax_rows[a], vmax_rows[a] = _fold_row(p3, view, out, a)
+        pmax_rows[a], vmax_rows[a] = _fold_row(p3, view, out, a, accumulate)
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
@@ -209,3 +211,138 @@ def projection_spectrum(g_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) 
         for a in range(n1p):
             for f in range(n3):
                 out[b, f] += g_hat[a, b, f] * slices[a, f].conjugate()
+
+
+# --- maximum-likelihood refinement (spec 3; seed Eq 4) ------------------------------------------
+# The crop A is the unnormalised F_meas(P_j V) in FFT order (|Ψ|² = scale2·|A|²); data are centred
+# and reached through rows/cols/planes (FFT-order → centred index). Elementwise math in float64.
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _data_term_row(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                   background: np.ndarray, i: int, r: int, cols: np.ndarray, planes: np.ndarray, scale2: float,
+                   poisson: bool, write_chi: bool) -> float:
+    """One crop row of :func:`ml_data_term`; returns its Σ ω ℓ."""
+    acc = 0.0
+    for j in range(field.shape[1]):
+        q = cols[j]
+        for k in range(field.shape[2]):
+            c = planes[k]
+            z = field[i, j, k]
+            h = max(scale2 * (z.real * z.real + z.imag * z.imag) + background[r, q, c], _TINY)
+            factor = 0.0
+            if mask[r, q, c] and plane_ok[c]:
+                inten = float(intensity[r, q, c])
+                if poisson:
+                    acc += h - inten * math.log(h)
+                    factor = 1.0 - inten / h
+                else:
+                    sqrt_h = math.sqrt(h)
+                    amp = math.sqrt(max(inten, 0.0))
+                    acc += (sqrt_h - amp) * (sqrt_h - amp)
+                    factor = 1.0 - amp / sqrt_h
+            if write_chi:
+                field[i, j, k] = z * np.float32(factor * scale2)
+    return acc
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def ml_data_term(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                 background: np.ndarray, rows: np.ndarray, cols: np.ndarray, planes: np.ndarray, scale2: float,
+                 poisson: bool, write_chi: bool) -> float:
+    """Σ ω ℓ(h, I) with h = |Ψ|² + b (spec 3): amplitude ℓ = (√h − √I)² (seed Eq 4) or Poisson h − I log h.
+
+    With ``write_chi``: field ← scale2·A·χ/Ψ, χ = ∂L/∂Ψ* = ω(1 − √I/√h)Ψ or ω(1 − I/h)Ψ, so that the
+    unnormalised adjoint of the crop is g = F^H χ.
+    """
+    n1 = field.shape[0]
+    cost_rows = np.zeros(n1)
+    for i in nb.prange(n1):
+        cost_rows[i] = _data_term_row(field, intensity, mask, plane_ok, background, i, rows[i], cols, planes,
+                                      scale2, poisson, write_chi)
+    return cost_rows.sum()
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _line_sums_row(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
+                   mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, i: int, r: int, cols: np.ndarray,
+                   planes: np.ndarray, scale2: float, poisson: bool) -> tuple[float, float]:
+    """One crop row of :func:`ml_line_sums`; returns its (L', L'') terms."""
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(psi0.shape[1]):
+        q = cols[j]
+        for k in range(psi0.shape[2]):
+            c = planes[k]
+            if not (mask[r, q, c] and plane_ok[c]):
+                continue
+            z0 = psi0[i, j, k]
+            z1 = psi1[i, j, k]
+            x0, y0, x1, y1 = float(z0.real), float(z0.imag), float(z1.real), float(z1.imag)
+            a0 = max(scale2 * (x0 * x0 + y0 * y0) + background[r, q, c], _TINY)
+            a1 = 2.0 * scale2 * (x0 * x1 + y0 * y1)
+            a2 = scale2 * (x1 * x1 + y1 * y1)
+            if has_psi2:
+                z2 = psi2[i, j, k]
+                a2 += 2.0 * scale2 * (x0 * float(z2.real) + y0 * float(z2.imag))
+            inten = float(intensity[r, q, c])
+            if poisson:
+                f = 1.0 - inten / a0
+                s1 += a1 * f
+                s2 += 2.0 * a2 * f + inten * (a1 / a0) * (a1 / a0)
+            else:
+                r0 = math.sqrt(a0)
+                res = r0 - math.sqrt(max(inten, 0.0))
+                da = a1 / (2.0 * r0)
+                dda = (a2 - a1 * a1 / (4.0 * a0)) / r0
+                s1 += 2.0 * res * da
+                s2 += 2.0 * (da * da + res * dda)
+    return s1, s2
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
+                 mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                 planes: np.ndarray, scale2: float, poisson: bool) -> tuple[float, float]:
+    """(L'(0), L''(0)) of the data term along Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3), float64 sums.
+
+    h(t) = A0 + A1 t + A2 t² + …: A0 = |Ψ0|² + b, A1 = 2Re(Ψ0*Ψ1), A2 = |Ψ1|² + 2Re(Ψ0*Ψ2).
+    Poisson: L' = Σω A1(1 − I/A0), L'' = Σω[2A2(1 − I/A0) + I(A1/A0)²]. Amplitude: a0 = √A0,
+    a' = A1/(2a0), a'' = (A2 − A1²/(4A0))/a0, L' = 2Σω(a0 − √I)a', L'' = 2Σω[a'² + (a0 − √I)a''].
+    ``psi2`` is read only when ``has_psi2`` (probe fixed: Ψ2 = 0).
+    """
+    n1 = psi0.shape[0]
+    d1_rows = np.zeros(n1)
+    d2_rows = np.zeros(n1)
+    for i in nb.prange(n1):
+        d1_rows[i], d2_rows[i] = _line_sums_row(psi0, psi1, psi2, has_psi2, intensity, mask, plane_ok, background,
+                                                i, rows[i], cols, planes, scale2, poisson)
+    return d1_rows.sum(), d2_rows.sum()
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _gradient_run(g_obj: np.ndarray, rho: np.ndarray, p: np.ndarray, g: np.ndarray, probe_gradient: bool) -> None:
+    """One box line of :func:`ml_gradient` (NM planes, 1D contiguous slices, vectorised)."""
+    for k in range(g.shape[0]):
+        d = g[k]
+        g_obj[k] += p[k].conjugate() * d
+        if probe_gradient:
+            p[k] = rho[k].conjugate() * d
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def ml_gradient(g_obj: np.ndarray, obj: np.ndarray, offset: np.ndarray, p3: np.ndarray, g_fold: np.ndarray,
+                probe_gradient: bool) -> None:
+    """∇ρ* L += scatter_{o_j}(P_j* g_j) (spec 3) and, if asked, p3 ← ρ_j* g_j (for ∇P2* = B^H of it).
+
+    g_j[n1, n2, c] = g_fold[n2, n1, c mod NM] (the adjoint fold replicates the planes);
+    ``g_obj`` and ρ are the whole arrays (C order).
+    """
+    n1p, n2, n3 = p3.shape
+    nm = g_fold.shape[2]
+    o1, o2, o3 = offset[0], offset[1], offset[2]
+    for a in nb.prange(n1p):
+        for b in range(n2):
+            for c0 in range(0, n3, nm):
+                _gradient_run(g_obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm], obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm],
+                              p3[a, b, c0:c0 + nm], g_fold[b, a], probe_gradient)

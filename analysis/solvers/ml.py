@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from analysis.solvers.distributed import Communicator, SerialCommunicator
+from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
 from analysis.xp import array_module
@@ -26,6 +27,11 @@ class MLMemory:
 
     mu_weights: np.ndarray
     """(POS,) μ_j = μ·max|P_j|², frozen when ML starts (keeps the cost differentiable)."""
+    mu_map: Any = None
+    """W = Σ_j μ_j S̄ on view j, (NO1, NO2, NO3) real: built once from the frozen weights, the
+    offsets and S (fixed during ML), rebuilt only when ``state.support`` is another array."""
+    mu_map_support: Any = None
+    """The support array ``mu_map`` was built from."""
     probe_scale: float | None = None
     """Preconditioner s on the probe gradient."""
     grad: tuple[Any, Any] | None = None
@@ -38,6 +44,16 @@ class MLMemory:
     """Previous step length t."""
 
 
+@dataclasses.dataclass(kw_only=True)
+class ExitWaves:
+    """Ψ0_j = F(P_j ρ_j) of every position, kept by :func:`cost_and_gradient` for :func:`line_coefficients`."""
+
+    kernels: str = ""
+    """Which code filled ``waves``: "array" (Ψ0_j per position) or "fused-cpu" (unnormalised crops)."""
+    waves: Any = None
+    """One crop set: a list of (N1, N2, NM) arrays, or the fused path's (POS, N1, N2, NM) buffer."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MLStats:
     """Diagnostics of one ML iteration."""
@@ -48,6 +64,8 @@ class MLStats:
     """Step length t along the search direction."""
     beta: float
     """Polak–Ribière β used (0 = restart)."""
+    kernels: str = "array"
+    """Which code ran the transforms: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
 
 
 def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) -> np.ndarray:
@@ -60,116 +78,177 @@ def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) ->
     return out
 
 
-def _mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Any:
-    """W = Σ_j μ_j S̄ restricted to view j: (NO1, NO2, NO3) real."""
+def build_mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Any:
+    """W = Σ_j μ_j S̄ restricted to view j: (NO1, NO2, NO3) real (the μ term of seed Eq 4 is Σ W|ρ|²)."""
     xp = array_module(state.object)
     w = xp.zeros(state.object.shape, dtype=state.object.real.dtype)
     for j in range(data.n_positions):
         if weights[j]:
             sl = op.view(data.offsets_vox[j])
             w[sl] += weights[j]
-    return w * (~state.support)
+    w *= ~state.support
+    return w
+
+
+def _mu_cost(obj: Any, w: Any) -> float:
+    """Σ W|ρ|², summed in float64."""
+    xp = array_module(obj)
+    return float(xp.sum(w * (obj.real ** 2 + obj.imag ** 2), dtype=np.float64))
 
 
 def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[float, Any]:
-    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position."""
+    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position (spec 3; amplitude ℓ: seed Eq 4)."""
     xp = array_module(psi_q)
     h = xp.maximum(psi_q.real ** 2 + psi_q.imag ** 2 + b, _TINY)
     if noise == "amplitude":
         sh = xp.sqrt(h)
         a = xp.sqrt(inten)
-        cost = float(xp.sum(xp.where(mask, (sh - a) ** 2, 0.0)))
+        cost = float(xp.sum(xp.where(mask, (sh - a) ** 2, 0.0), dtype=np.float64))
         chi = xp.where(mask, 1.0 - a / sh, 0.0)
     else:
-        cost = float(xp.sum(xp.where(mask, h - inten * xp.log(h), 0.0)))
+        cost = float(xp.sum(xp.where(mask, h - inten * xp.log(h), 0.0), dtype=np.float64))
         chi = xp.where(mask, 1.0 - inten / h, 0.0)
     return cost, psi_q * chi.astype(psi_q.real.dtype)
 
 
+def _fused(state: BraggState, op: BraggModel, options: MLOptions) -> FusedCpuML | None:
+    return FusedCpuML.for_model(op, state, options)
+
+
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-                      weights: np.ndarray, with_probe: bool = True) -> tuple[float, Any, Any]:
-    """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3).
+                      weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
+                      exit_waves: ExitWaves | None = None) -> tuple[float, Any, Any]:
+    """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3; seed Eq 4 with the μ term).
 
     ∇_ρ* = Σ_j scatter(P_j* F^H χ_j) + Σ_j μ_j S̄ ρ; ∇_{P2}* = Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j).
+    ``mu_map``: W of :func:`build_mu_map` (built from ``weights`` when None). ``exit_waves``: receives
+    Ψ0_j for :func:`line_coefficients`.
     """
     xp = array_module(state.object)
-    g_obj = xp.zeros_like(state.object)
-    g_pr = xp.zeros_like(state.probe)
-    total = 0.0
-    for j in range(data.n_positions):
-        sl = op.view(data.offsets_vox[j])
-        v = state.object[sl]
-        pj = op.probe_at(state.probe, data.shifts_px[j])
-        c, chi = _data_term(op.fourier.forward(pj * v), data.intensities[j], state.background, data.mask_at(j),
-                            options.noise_model)
-        total += c
-        g = op.fourier.adjoint(chi)
-        g_obj[sl] += xp.conj(pj) * g
-        if with_probe:
-            g_pr += op.probe_adjoint(xp.conj(v) * g, data.shifts_px[j])
-    w = _mu_map(state, data, op, weights)
-    total += float(xp.sum(w * (state.object.real ** 2 + state.object.imag ** 2)))
+    fused = _fused(state, op, options)
+    if fused is not None:
+        kept = fused.kept_waves(data.n_positions) if exit_waves is not None else None
+        total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept)
+        waves: Any = kept
+    else:
+        g_obj = xp.zeros_like(state.object)
+        g_pr = xp.zeros_like(state.probe)
+        total = 0.0
+        waves = [None] * data.n_positions
+        for j in range(data.n_positions):
+            if not data.has_data(j):
+                continue                                    # ω_j = 0 everywhere: no cost, χ_j = 0
+            sl = op.view(data.offsets_vox[j])
+            v = state.object[sl]
+            pj = op.probe_at(state.probe, data.shifts_px[j])
+            psi_q = op.fourier.forward(pj * v)
+            c, chi = _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j), options.noise_model)
+            if exit_waves is not None:
+                waves[j] = psi_q
+            total += c
+            g = op.fourier.adjoint(chi)
+            g_obj[sl] += xp.conj(pj) * g
+            if with_probe:
+                g_pr += op.probe_adjoint(xp.conj(v) * g, data.shifts_px[j])
+    if exit_waves is not None:
+        exit_waves.kernels, exit_waves.waves = ("array" if fused is None else "fused-cpu"), waves
+    w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
+    total += _mu_cost(state.object, w)
     g_obj += w * state.object
     return total, g_obj, g_pr
 
 
-def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray) -> float:
-    """L(ρ, P2) only (no gradients)."""
-    xp = array_module(state.object)
-    total = 0.0
-    for j in range(data.n_positions):
-        sl = op.view(data.offsets_vox[j])
-        psi_q = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * state.object[sl])
-        total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j), options.noise_model)[0]
-    w = _mu_map(state, data, op, weights)
-    return total + float(xp.sum(w * (state.object.real ** 2 + state.object.imag ** 2)))
+def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray,
+         mu_map: Any = None) -> float:
+    """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, spec 3)."""
+    fused = _fused(state, op, options)
+    if fused is not None:
+        total = fused.cost(state, data, options.noise_model == "poisson")
+    else:
+        total = 0.0
+        for j in range(data.n_positions):
+            if data.has_data(j):
+                sl = op.view(data.offsets_vox[j])
+                psi_q = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * state.object[sl])
+                total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j),
+                                    options.noise_model)[0]
+    w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
+    return total + _mu_cost(state.object, w)
+
+
+def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: str) -> tuple[float, float]:
+    """Data-term (L'(0), L''(0)) of one position from Ψ0, Ψ1, Ψ2 (spec 3).
+
+    Elementwise in the inputs' precision, summed in float64; the amplitude a'' is written
+    (A2 − A1²/(4A0))/a0 and the Poisson term I(A1/A0)², which neither overflow nor underflow in
+    float32 where A0 is tiny.
+    """
+    xp = array_module(p0)
+    a0 = xp.maximum(p0.real ** 2 + p0.imag ** 2 + b, _TINY)                 # A0 = h(0)
+    a1 = 2.0 * (p0.real * p1.real + p0.imag * p1.imag)                      # A1 = 2Re(Ψ0*Ψ1)
+    a2 = p1.real ** 2 + p1.imag ** 2                                        # A2 = |Ψ1|² + 2Re(Ψ0*Ψ2)
+    if p2 is not None:
+        a2 += 2.0 * (p0.real * p2.real + p0.imag * p2.imag)
+    if noise == "poisson":
+        f = 1.0 - inten / a0
+        e1 = a1 * f
+        e2 = 2.0 * a2 * f + inten * (a1 / a0) ** 2
+    else:
+        r0 = xp.sqrt(a0)
+        res = r0 - xp.sqrt(inten)
+        da = a1 / (2.0 * r0)
+        dda = (a2 - a1 ** 2 / (4.0 * a0)) / r0
+        e1 = 2.0 * res * da
+        e2 = 2.0 * (da ** 2 + res * dda)
+    return (float(xp.sum(xp.where(m, e1, 0.0), dtype=np.float64)),
+            float(xp.sum(xp.where(m, e2, 0.0), dtype=np.float64)))
 
 
 def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-                      weights: np.ndarray, d_obj: Any, d_probe: Any) -> tuple[float, float]:
-    """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3, float64 sums)."""
+                      weights: np.ndarray, d_obj: Any, d_probe: Any, mu_map: Any = None,
+                      exit_waves: ExitWaves | None = None) -> tuple[float, float]:
+    """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3, float64 sums).
+
+    Ψ1 = F(P_jΔρ_j + ΔP_jρ_j), Ψ2 = F(ΔP_jΔρ_j); Ψ0 from ``exit_waves`` (kept by
+    :func:`cost_and_gradient` on the same state and code path) or recomputed.
+    """
     xp = array_module(state.object)
-    d1 = d2 = 0.0
-    use_p = d_probe is not None
-    for j in range(data.n_positions):
-        sl = op.view(data.offsets_vox[j])
-        v, dv = state.object[sl], d_obj[sl]
-        pj = op.probe_at(state.probe, data.shifts_px[j])
-        p0 = op.fourier.forward(pj * v)
-        if use_p:
-            dpj = op.probe_at(d_probe, data.shifts_px[j])
-            p1 = op.fourier.forward(pj * dv + dpj * v)
-            p2 = op.fourier.forward(dpj * dv)
-        else:
-            p1 = op.fourier.forward(pj * dv)
+    fused = _fused(state, op, options)
+    kernels = "array" if fused is None else "fused-cpu"
+    kept = exit_waves.waves if exit_waves is not None and exit_waves.kernels == kernels else None
+    if fused is not None:
+        d1, d2 = fused.line_sums(state, data, options.noise_model == "poisson", d_obj, d_probe, kept)
+    else:
+        d1 = d2 = 0.0
+        for j in range(data.n_positions):
+            if not data.has_data(j):
+                continue
+            sl = op.view(data.offsets_vox[j])
+            v, dv = state.object[sl], d_obj[sl]
+            pj = op.probe_at(state.probe, data.shifts_px[j])
+            p0 = op.fourier.forward(pj * v) if kept is None else kept[j]
             p2 = None
-        a0 = xp.maximum(p0.real ** 2 + p0.imag ** 2 + state.background, _TINY).astype(np.float64)
-        a1 = (2.0 * (xp.conj(p0) * p1).real).astype(np.float64)
-        a2 = (p1.real ** 2 + p1.imag ** 2).astype(np.float64)
-        if p2 is not None:
-            a2 = a2 + 2.0 * (xp.conj(p0) * p2).real
-        inten = data.intensities[j].astype(np.float64)
-        m = data.mask_at(j)
-        if options.noise_model == "poisson":
-            d1 += float(xp.sum(xp.where(m, a1 * (1.0 - inten / a0), 0.0)))
-            d2 += float(xp.sum(xp.where(m, 2.0 * a2 * (1.0 - inten / a0) + inten * a1 ** 2 / a0 ** 2, 0.0)))
-        else:
-            r0 = xp.sqrt(a0)
-            amp = xp.sqrt(inten)
-            da = a1 / (2.0 * r0)
-            dda = a2 / r0 - a1 ** 2 / (4.0 * r0 ** 3)
-            d1 += 2.0 * float(xp.sum(xp.where(m, (r0 - amp) * da, 0.0)))
-            d2 += 2.0 * float(xp.sum(xp.where(m, da ** 2 + (r0 - amp) * dda, 0.0)))
-    w = _mu_map(state, data, op, weights)
-    d1 += 2.0 * float(xp.sum(w * (xp.conj(state.object) * d_obj).real))
-    d2 += 2.0 * float(xp.sum(w * (d_obj.real ** 2 + d_obj.imag ** 2)))
+            if d_probe is not None:
+                dpj = op.probe_at(d_probe, data.shifts_px[j])
+                p1 = op.fourier.forward(pj * dv + dpj * v)
+                p2 = op.fourier.forward(dpj * dv)
+            else:
+                p1 = op.fourier.forward(pj * dv)
+            e1, e2 = _line_terms(p0, p1, p2, data.intensities[j], state.background, data.mask_at(j),
+                                 options.noise_model)
+            d1 += e1
+            d2 += e2
+    w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
+    d1 += 2.0 * float(xp.sum(w * (xp.conj(state.object) * d_obj).real, dtype=np.float64))
+    d2 += 2.0 * _mu_cost(d_obj, w)
     return d1, d2
 
 
 def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
-                  weights: np.ndarray, d_obj: Any, d_probe: Any) -> tuple[float, float]:
+                  mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None) -> tuple[float, float]:
     """:func:`line_coefficients` summed over ranks."""
-    d1, d2 = line_coefficients(state, data, op=op, options=options, weights=weights, d_obj=d_obj, d_probe=d_probe)
+    d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights, d_obj=d_obj,
+                               d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves)
     return comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
 
 
@@ -186,13 +265,24 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     line-search coefficients are sums over positions, so each is all-reduced (the μ term is
     linear in the per-position weights and reduces with them); the CG algebra then runs on the
     same replicated arrays on every rank. None: one process, nothing reduced.
+
+    Transforms per position: gradient pass P_j, F, F^H, B^H; line search P_j, F(PΔρ + ΔPρ) and,
+    with the probe, ΔP_j and F(ΔPΔρ) (Ψ0 kept from the gradient pass, ``keep_exit_waves``);
+    Armijo check P_j(t), F. The μ map is built once per ML run (:attr:`MLMemory.mu_map`).
     """
     comm = SerialCommunicator() if comm is None else comm
     mem = state.ml_memory
     if not isinstance(mem, MLMemory):
         mem = MLMemory(mu_weights=mu_weights(state, data, op, options.mu), probe_scale=options.probe_scale)
+    if mem.mu_map is None or mem.mu_map_support is not state.support:
+        mem.mu_map = build_mu_map(state, data, op, mem.mu_weights)
+        mem.mu_map_support = state.support
     with_p = options.update_probe
-    c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p)
+    kept = ExitWaves() if options.keep_exit_waves else None
+    c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
+                                     mu_map=mem.mu_map, exit_waves=kept)
+    kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
+    mem.mu_map_support = state.support                      # the fused path may have made S contiguous
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)
     if with_p:
@@ -212,12 +302,13 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     d_p = None
     if with_p:
         d_p = -s * g_p + beta * mem.direction[1] if beta else -s * g_p
-    d1, d2 = _reduced_line(comm, state, data, op, options, mem.mu_weights, d_o, d_p)
+    d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0
         d_o = -g_o
         d_p = -s * g_p if with_p else None
-        d1, d2 = _reduced_line(comm, state, data, op, options, mem.mu_weights, d_o, d_p)
+        d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
+    kept = None                                # Ψ0 no longer needed: free the array path's crop set
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -225,7 +316,8 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     for _ in range(30):
         trial = dataclasses.replace(state, object=state.object + t * d_o,
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
-        trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights))
+        trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
+                                                 mu_map=mem.mu_map))
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break
         t *= 0.5
@@ -240,4 +332,4 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     mem.last_step = t
     state.ml_memory = mem
     state.iteration += 1
-    return state, MLStats(cost=c0, step=t, beta=beta)
+    return state, MLStats(cost=c0, step=t, beta=beta, kernels=kernels)
