@@ -278,7 +278,6 @@ class FusedCpuML:
         self.delta_probe = ProbeBox(t.op, t.k, t.effort)              # ΔP_j for the line search
         self._psi0 = np.empty_like(t.crop)                            # Ψ0 when not kept
         self._psi2 = np.empty_like(t.crop)                            # Ψ2 = F(ΔP ΔV)
-        self._kept: np.ndarray | None = None
         self._background = np.zeros(t.crop.shape, np.float32)         # b as float32 (set per pass)
 
     @classmethod
@@ -291,13 +290,12 @@ class FusedCpuML:
             op.fused_cpu["ml"] = cls(t)
         return op.fused_cpu["ml"]
 
-    def kept_waves(self, n_positions: int) -> np.ndarray:
-        """The (POS, N1, N2, NM) complex64 buffer of Ψ0 crops (allocated once, reused every iteration)."""
+    def kept_waves(self, n_positions: int, current: Any = None) -> np.ndarray:
+        """A (POS, N1, N2, NM) complex64 buffer for the Ψ crops: ``current`` if it is one, else a new one."""
         shape = (n_positions,) + self.t.crop.shape
-        if self._kept is None or self._kept.shape != shape:
-            self._kept = None
-            self._kept = np.empty(shape, np.complex64)
-        return self._kept
+        if isinstance(current, np.ndarray) and current.shape == shape and current.dtype == np.complex64:
+            return current
+        return np.empty(shape, np.complex64)
 
     def _data(self, data: BraggData, j: int) -> tuple[Any, ...]:
         """(I_j, ω_j, valid planes, b) as the kernels take them."""
@@ -308,16 +306,17 @@ class FusedCpuML:
         _contiguous_state(state)
         self._background = np.ascontiguousarray(state.background, dtype=np.float32)
 
-    def _data_term(self, state: BraggState, data: BraggData, j: int, poisson: bool, write_chi: bool) -> float:
+    def _data_term(self, data: BraggData, j: int, poisson: bool, write_chi: bool) -> float:
         t = self.t
         return float(self.k.ml_data_term(t.crop, *self._data(data, j), t.rows, t.cols, t.planes, t.scale2,
                                          poisson, write_chi))
 
     def cost_and_gradient(self, state: BraggState, data: BraggData, poisson: bool, with_probe: bool,
-                          kept: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray]:
+                          kept: np.ndarray | None, reuse: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
         """(Σ_j Σ ω ℓ, Σ_j scatter(P_j* F^H χ_j), Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j)) (spec 3, seed Eq 4).
 
-        ``kept`` (POS, N1, N2, NM): receives the unnormalised Ψ0 crops for :meth:`line_sums`.
+        ``kept`` (POS, N1, N2, NM): receives the unnormalised Ψ0 crops for :meth:`line_sums`, or with
+        ``reuse`` already holds them (kept by :meth:`cost` on this very state): F is then skipped.
         """
         self._prepare(state)
         t, k, op = self.t, self.k, self.op
@@ -329,25 +328,30 @@ class FusedCpuML:
                 continue                                    # ω_j = 0 everywhere: no cost, χ_j = 0
             view = state.object[op.view(data.offsets_vox[j])]
             p3 = t.probe.extrude(state.probe, data.shifts_px[j])
-            crop = t.forward(p3, view)
-            if kept is not None:
-                np.copyto(kept[j], crop)
-            total += self._data_term(state, data, j, poisson, True)          # crop ← scale2·A·χ/Ψ
+            if reuse and kept is not None:
+                np.copyto(t.crop, kept[j])
+            else:
+                t.forward(p3, view)
+                if kept is not None:
+                    np.copyto(kept[j], t.crop)
+            total += self._data_term(data, j, poisson, True)                  # crop ← scale2·A·χ/Ψ
             g = t.adjoint()                                                   # g_j = F^H χ_j, folded
             k.ml_gradient(g_obj, state.object, data.offsets_vox[j], p3, g, with_probe)
             if with_probe:
                 g_pr += t.probe.adjoint(data.shifts_px[j])
         return total, g_obj, g_pr
 
-    def cost(self, state: BraggState, data: BraggData, poisson: bool) -> float:
-        """Σ_j Σ ω ℓ(h_j, I_j), the data term of L (seed Eq 4 / Poisson)."""
+    def cost(self, state: BraggState, data: BraggData, poisson: bool, kept: np.ndarray | None = None) -> float:
+        """Σ_j Σ ω ℓ(h_j, I_j), the data term of L (seed Eq 4 / Poisson); Ψ_j crops into ``kept`` if given."""
         self._prepare(state)
         t = self.t
         total = 0.0
         for j in range(data.n_positions):
             if data.has_data(j):
                 t.forward(t.probe.extrude(state.probe, data.shifts_px[j]), state.object[self.op.view(data.offsets_vox[j])])
-                total += self._data_term(state, data, j, poisson, False)
+                if kept is not None:
+                    np.copyto(kept[j], t.crop)
+                total += self._data_term(data, j, poisson, False)
         return total
 
     def line_sums(self, state: BraggState, data: BraggData, poisson: bool, d_obj: np.ndarray,

@@ -8,6 +8,7 @@ doi:10.1364/OE.20.025914; seed Eq 4 (Li et al. 2021).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,22 @@ from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
-from analysis.xp import array_module
+from analysis.xp import array_module, to_numpy
 
 _TINY = 1e-30
+
+
+@dataclasses.dataclass(kw_only=True)
+class ExitWaves:
+    """Ψ0_j = F(P_j ρ_j) of every position, kept by :func:`cost_and_gradient` for :func:`line_coefficients`."""
+
+    kernels: str = ""
+    """Which code filled ``waves``: "array" (Ψ0_j per position) or "fused-cpu" (unnormalised crops)."""
+    waves: Any = None
+    """One crop set: a list of (N1, N2, NM) arrays, or the fused path's (POS, N1, N2, NM) buffer."""
+    state_key: bytes | None = None
+    """Set by :func:`cost`: :func:`state_key` of the state the waves were computed on. The accepted
+    Armijo trial is the next iteration's state, so its gradient pass reuses them (after checking the key)."""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -34,6 +48,8 @@ class MLMemory:
     """The support array ``mu_map`` was built from."""
     probe_scale: float | None = None
     """Preconditioner s on the probe gradient."""
+    exit_waves: ExitWaves | None = None
+    """Ψ_j kept from one pass to the next (``MLOptions.keep_exit_waves``)."""
     grad: tuple[Any, Any] | None = None
     """Previous (g_ρ, g_P)."""
     direction: tuple[Any, Any] | None = None
@@ -42,16 +58,6 @@ class MLMemory:
     """⟨z, g⟩ of the previous iteration (PR denominator)."""
     last_step: float = 0.0
     """Previous step length t."""
-
-
-@dataclasses.dataclass(kw_only=True)
-class ExitWaves:
-    """Ψ0_j = F(P_j ρ_j) of every position, kept by :func:`cost_and_gradient` for :func:`line_coefficients`."""
-
-    kernels: str = ""
-    """Which code filled ``waves``: "array" (Ψ0_j per position) or "fused-cpu" (unnormalised crops)."""
-    waves: Any = None
-    """One crop set: a list of (N1, N2, NM) arrays, or the fused path's (POS, N1, N2, NM) buffer."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,6 +121,16 @@ def _fused(state: BraggState, op: BraggModel, options: MLOptions) -> FusedCpuML 
     return FusedCpuML.for_model(op, state, options)
 
 
+def state_key(state: BraggState, data: BraggData) -> bytes:
+    """SHA-1 of ρ, P2, the scan (offsets, shifts) and which positions have data: identifies the state
+    that kept Ψ_j = F(P_j ρ_j) belong to."""
+    h = hashlib.sha1()
+    measured = np.array([data.has_data(j) for j in range(data.n_positions)])
+    for a in (state.object, state.probe, data.offsets_vox, data.shifts_px, measured):
+        h.update(np.ascontiguousarray(to_numpy(a)).data)
+    return h.digest()
+
+
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
                       weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
                       exit_waves: ExitWaves | None = None) -> tuple[float, Any, Any]:
@@ -122,36 +138,44 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
     ∇_ρ* = Σ_j scatter(P_j* F^H χ_j) + Σ_j μ_j S̄ ρ; ∇_{P2}* = Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j).
     ``mu_map``: W of :func:`build_mu_map` (built from ``weights`` when None). ``exit_waves``: receives
-    Ψ0_j for :func:`line_coefficients`.
+    Ψ0_j for :func:`line_coefficients`; if it already holds Ψ_j of this very state (kept by
+    :func:`cost`, :attr:`ExitWaves.state_key` checked), the forward transforms are skipped.
     """
     xp = array_module(state.object)
     fused = _fused(state, op, options)
+    kernels = "array" if fused is None else "fused-cpu"
+    kept = None
+    if exit_waves is not None:
+        kept = fused.kept_waves(data.n_positions, exit_waves.waves) if fused is not None else exit_waves.waves
+    reuse = (exit_waves is not None and exit_waves.state_key is not None and exit_waves.kernels == kernels
+             and exit_waves.waves is not None and (fused is None or exit_waves.waves is kept)
+             and exit_waves.state_key == state_key(state, data))
     if fused is not None:
-        kept = fused.kept_waves(data.n_positions) if exit_waves is not None else None
-        total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept)
-        waves: Any = kept
+        total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept,
+                                                     reuse)
     else:
         g_obj = xp.zeros_like(state.object)
         g_pr = xp.zeros_like(state.probe)
         total = 0.0
-        waves = [None] * data.n_positions
+        if exit_waves is not None and not reuse:
+            kept = [None] * data.n_positions
         for j in range(data.n_positions):
             if not data.has_data(j):
                 continue                                    # ω_j = 0 everywhere: no cost, χ_j = 0
             sl = op.view(data.offsets_vox[j])
             v = state.object[sl]
             pj = op.probe_at(state.probe, data.shifts_px[j])
-            psi_q = op.fourier.forward(pj * v)
+            psi_q = kept[j] if reuse else op.fourier.forward(pj * v)
             c, chi = _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j), options.noise_model)
-            if exit_waves is not None:
-                waves[j] = psi_q
+            if kept is not None:
+                kept[j] = psi_q
             total += c
             g = op.fourier.adjoint(chi)
             g_obj[sl] += xp.conj(pj) * g
             if with_probe:
                 g_pr += op.probe_adjoint(xp.conj(v) * g, data.shifts_px[j])
     if exit_waves is not None:
-        exit_waves.kernels, exit_waves.waves = ("array" if fused is None else "fused-cpu"), waves
+        exit_waves.kernels, exit_waves.waves, exit_waves.state_key = kernels, kept, None
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
     total += _mu_cost(state.object, w)
     g_obj += w * state.object
@@ -159,19 +183,32 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
 
 def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray,
-         mu_map: Any = None) -> float:
-    """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, spec 3)."""
+         mu_map: Any = None, exit_waves: ExitWaves | None = None) -> float:
+    """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, spec 3).
+
+    ``exit_waves``: receives Ψ_j and the state's key (for the next :func:`cost_and_gradient`).
+    """
     fused = _fused(state, op, options)
+    kept = None
+    if exit_waves is not None:
+        previous, exit_waves.waves = exit_waves.waves, None          # the array path drops the previous set first
+        kept = fused.kept_waves(data.n_positions, previous) if fused is not None else [None] * data.n_positions
+        previous = None
     if fused is not None:
-        total = fused.cost(state, data, options.noise_model == "poisson")
+        total = fused.cost(state, data, options.noise_model == "poisson", kept)
     else:
         total = 0.0
         for j in range(data.n_positions):
             if data.has_data(j):
                 sl = op.view(data.offsets_vox[j])
                 psi_q = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * state.object[sl])
+                if kept is not None:
+                    kept[j] = psi_q
                 total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j),
                                     options.noise_model)[0]
+    if exit_waves is not None:
+        exit_waves.kernels = "array" if fused is None else "fused-cpu"
+        exit_waves.waves, exit_waves.state_key = kept, state_key(state, data)
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
     return total + _mu_cost(state.object, w)
 
@@ -266,9 +303,11 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     linear in the per-position weights and reduces with them); the CG algebra then runs on the
     same replicated arrays on every rank. None: one process, nothing reduced.
 
-    Transforms per position: gradient pass P_j, F, F^H, B^H; line search P_j, F(PΔρ + ΔPρ) and,
-    with the probe, ΔP_j and F(ΔPΔρ) (Ψ0 kept from the gradient pass, ``keep_exit_waves``);
-    Armijo check P_j(t), F. The μ map is built once per ML run (:attr:`MLMemory.mu_map`).
+    Transforms per position: gradient pass P_j, F^H, B^H (Ψ0 = F(P_jρ_j) is the accepted Armijo
+    trial's, kept from the previous iteration; F only on the first iteration or when the state
+    changed in between); line search P_j, F(PΔρ + ΔPρ) and, with the probe, ΔP_j and F(ΔPΔρ)
+    (Ψ0 kept from the gradient pass); Armijo check P_j(t), F (kept for the next iteration).
+    ``keep_exit_waves=False`` recomputes Ψ0 in both places. The μ map is built once per ML run.
     """
     comm = SerialCommunicator() if comm is None else comm
     mem = state.ml_memory
@@ -278,7 +317,11 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         mem.mu_map = build_mu_map(state, data, op, mem.mu_weights)
         mem.mu_map_support = state.support
     with_p = options.update_probe
-    kept = ExitWaves() if options.keep_exit_waves else None
+    if not options.keep_exit_waves:
+        mem.exit_waves = None
+    elif mem.exit_waves is None:
+        mem.exit_waves = ExitWaves()
+    kept = mem.exit_waves
     c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
                                      mu_map=mem.mu_map, exit_waves=kept)
     kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
@@ -308,7 +351,6 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         d_o = -g_o
         d_p = -s * g_p if with_p else None
         d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
-    kept = None                                # Ψ0 no longer needed: free the array path's crop set
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -317,12 +359,14 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         trial = dataclasses.replace(state, object=state.object + t * d_o,
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
         trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
-                                                 mu_map=mem.mu_map))
+                                                 mu_map=mem.mu_map, exit_waves=kept))
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break
         t *= 0.5
     else:
         t = 0.0
+        if kept is not None:
+            kept.state_key = None              # the kept waves are a rejected trial's
     state.object += t * d_o
     if d_p is not None:
         state.probe += t * d_p

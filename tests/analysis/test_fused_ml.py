@@ -92,3 +92,36 @@ def test_fused_ml_steps_equal_the_array_code(upsampling):
     assert rel_error(f.probe, a.probe) < 1e-5
     assert rel_error(a.object, st.object) > 1e-2                  # the steps did change ρ
     assert sa[-1].cost < 0.9 * sa[0].cost
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kept_exit_waves_skip_transforms_and_change_no_number(fused, monkeypatch):
+    p, data, _, opts, _, _ = _setup(3, "frames", "amplitude")
+    opts = dataclasses.replace(opts, cpu_fused=fused)
+    start = near_truth_state(p, np.random.default_rng(8))
+    n_measured = sum(data.has_data(j) for j in range(data.n_positions))
+    calls = [0]
+    forward = p.op.fourier.forward
+
+    def counted(x):
+        calls[0] += 1
+        return forward(x)
+
+    monkeypatch.setattr(p.op.fourier, "forward", counted)
+    runs = {}
+    for keep in (False, True):
+        state = copy.deepcopy(start)
+        calls[0] = 0
+        o = dataclasses.replace(opts, keep_exit_waves=keep)
+        costs = []
+        for i in range(4):
+            state, s = ml.step(state, data, op=p.op, options=o)
+            costs.append(s.cost)
+            if i == 1:
+                state.object *= np.complex64(1.01)         # changed between iterations: the kept Ψ no longer apply
+        runs[keep] = (state, costs, calls[0])
+    (a, costs_a, n_a), (b, costs_b, n_b) = runs[False], runs[True]
+    assert costs_b == costs_a
+    assert np.array_equal(b.object, a.object) and np.array_equal(b.probe, a.probe)
+    if not fused:    # per measured position: Ψ0 of the line search every iteration, the gradient pass's F
+        assert n_a - n_b == n_measured * (1 + 2 + 1 + 2)    # in iterations 2 and 4 (3 follows the change)
