@@ -215,41 +215,54 @@ def projection_spectrum(g_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) 
 
 # --- maximum-likelihood refinement (spec 3; seed Eq 4) ------------------------------------------
 # The crop A is the unnormalised F_meas(P_j V) in FFT order (|Ψ|² = scale2·|A|²); data are centred
-# and reached through rows/cols/planes (FFT-order → centred index). Elementwise math in float64.
+# (rows: FFT-order → centred index along r1; along r2 and k two contiguous runs, as in
+# :func:`_modulus_row`). Elementwise math and sums in float64.
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _data_term_run(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                   background: np.ndarray, scale2: float, poisson: bool, write_chi: bool) -> float:
+    """:func:`ml_data_term` on one contiguous run of planes (1D slices, float64 math, branch-free)."""
+    acc = 0.0
+    for k in range(field.shape[0]):
+        z = field[k]
+        on = mask[k] & plane_ok[k]
+        h = max(scale2 * (float(z.real) * float(z.real) + float(z.imag) * float(z.imag)) + float(background[k]), _TINY)
+        inten = float(intensity[k])
+        if poisson:
+            term = h - inten * math.log(h)
+            factor = 1.0 - inten / h
+        else:
+            sqrt_h = math.sqrt(h)
+            amp = math.sqrt(max(inten, 0.0))
+            term = (sqrt_h - amp) * (sqrt_h - amp)
+            factor = 1.0 - amp / sqrt_h
+        acc += term if on else 0.0
+        if write_chi:
+            field[k] = z * np.float32(factor * scale2 if on else 0.0)
+    return acc
 
 
 @nb.njit(cache=True, error_model="numpy")
 def _data_term_row(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
-                   background: np.ndarray, i: int, r: int, cols: np.ndarray, planes: np.ndarray, scale2: float,
-                   poisson: bool, write_chi: bool) -> float:
-    """One crop row of :func:`ml_data_term`; returns its Σ ω ℓ."""
+                   background: np.ndarray, i: int, r: int, scale2: float, poisson: bool, write_chi: bool) -> float:
+    """One crop row of :func:`ml_data_term` (FFT order along r2 and k, data centred: two runs per line)."""
+    n2, nm = field.shape[1], field.shape[2]
+    h2, hm = n2 - n2 // 2, nm - nm // 2
+    lo, hi = nm // 2, nm - hm
     acc = 0.0
-    for j in range(field.shape[1]):
-        q = cols[j]
-        for k in range(field.shape[2]):
-            c = planes[k]
-            z = field[i, j, k]
-            h = max(scale2 * (z.real * z.real + z.imag * z.imag) + background[r, q, c], _TINY)
-            factor = 0.0
-            if mask[r, q, c] and plane_ok[c]:
-                inten = float(intensity[r, q, c])
-                if poisson:
-                    acc += h - inten * math.log(h)
-                    factor = 1.0 - inten / h
-                else:
-                    sqrt_h = math.sqrt(h)
-                    amp = math.sqrt(max(inten, 0.0))
-                    acc += (sqrt_h - amp) * (sqrt_h - amp)
-                    factor = 1.0 - amp / sqrt_h
-            if write_chi:
-                field[i, j, k] = z * np.float32(factor * scale2)
+    for j in range(n2):
+        q = j + n2 // 2 if j < h2 else j - h2
+        acc += _data_term_run(field[i, j, :hm], intensity[r, q, lo:], mask[r, q, lo:], plane_ok[lo:],
+                              background[r, q, lo:], scale2, poisson, write_chi)
+        acc += _data_term_run(field[i, j, hm:], intensity[r, q, :hi], mask[r, q, :hi], plane_ok[:hi],
+                              background[r, q, :hi], scale2, poisson, write_chi)
     return acc
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def ml_data_term(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
-                 background: np.ndarray, rows: np.ndarray, cols: np.ndarray, planes: np.ndarray, scale2: float,
-                 poisson: bool, write_chi: bool) -> float:
+                 background: np.ndarray, rows: np.ndarray, scale2: float, poisson: bool, write_chi: bool) -> float:
     """Σ ω ℓ(h, I) with h = |Ψ|² + b (spec 3): amplitude ℓ = (√h − √I)² (seed Eq 4) or Poisson h − I log h.
 
     With ``write_chi``: field ← scale2·A·χ/Ψ, χ = ∂L/∂Ψ* = ω(1 − √I/√h)Ψ or ω(1 − I/h)Ψ, so that the
@@ -258,52 +271,68 @@ def ml_data_term(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, pla
     n1 = field.shape[0]
     cost_rows = np.zeros(n1)
     for i in nb.prange(n1):
-        cost_rows[i] = _data_term_row(field, intensity, mask, plane_ok, background, i, rows[i], cols, planes,
-                                      scale2, poisson, write_chi)
+        cost_rows[i] = _data_term_row(field, intensity, mask, plane_ok, background, i, rows[i], scale2, poisson,
+                                      write_chi)
     return cost_rows.sum()
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _line_sums_run(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
+                   mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, scale2: float,
+                   poisson: bool) -> tuple[float, float]:
+    """:func:`ml_line_sums` on one contiguous run of planes (1D slices, float64, branch-free)."""
+    s1 = 0.0
+    s2 = 0.0
+    for k in range(psi0.shape[0]):
+        on = mask[k] & plane_ok[k]
+        x0, y0 = float(psi0[k].real), float(psi0[k].imag)
+        x1, y1 = float(psi1[k].real), float(psi1[k].imag)
+        a0 = max(scale2 * (x0 * x0 + y0 * y0) + float(background[k]), _TINY)
+        a1 = 2.0 * scale2 * (x0 * x1 + y0 * y1)
+        a2 = scale2 * (x1 * x1 + y1 * y1)
+        if has_psi2:
+            a2 += 2.0 * scale2 * (x0 * float(psi2[k].real) + y0 * float(psi2[k].imag))
+        inten = float(intensity[k])
+        if poisson:
+            f = 1.0 - inten / a0
+            e1 = a1 * f
+            e2 = 2.0 * a2 * f + inten * (a1 / a0) * (a1 / a0)
+        else:
+            r0 = math.sqrt(a0)
+            res = r0 - math.sqrt(max(inten, 0.0))
+            da = a1 / (2.0 * r0)
+            e1 = 2.0 * res * da
+            e2 = 2.0 * (da * da + res * (a2 - a1 * a1 / (4.0 * a0)) / r0)
+        s1 += e1 if on else 0.0
+        s2 += e2 if on else 0.0
+    return s1, s2
 
 
 @nb.njit(cache=True, error_model="numpy")
 def _line_sums_row(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
-                   mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, i: int, r: int, cols: np.ndarray,
-                   planes: np.ndarray, scale2: float, poisson: bool) -> tuple[float, float]:
-    """One crop row of :func:`ml_line_sums`; returns its (L', L'') terms."""
+                   mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, i: int, r: int, scale2: float,
+                   poisson: bool) -> tuple[float, float]:
+    """One crop row of :func:`ml_line_sums` (two runs per line, as :func:`_data_term_row`)."""
+    n2, nm = psi0.shape[1], psi0.shape[2]
+    h2, hm = n2 - n2 // 2, nm - nm // 2
+    lo, hi = nm // 2, nm - hm
     s1 = 0.0
     s2 = 0.0
-    for j in range(psi0.shape[1]):
-        q = cols[j]
-        for k in range(psi0.shape[2]):
-            c = planes[k]
-            if not (mask[r, q, c] and plane_ok[c]):
-                continue
-            z0 = psi0[i, j, k]
-            z1 = psi1[i, j, k]
-            x0, y0, x1, y1 = float(z0.real), float(z0.imag), float(z1.real), float(z1.imag)
-            a0 = max(scale2 * (x0 * x0 + y0 * y0) + background[r, q, c], _TINY)
-            a1 = 2.0 * scale2 * (x0 * x1 + y0 * y1)
-            a2 = scale2 * (x1 * x1 + y1 * y1)
-            if has_psi2:
-                z2 = psi2[i, j, k]
-                a2 += 2.0 * scale2 * (x0 * float(z2.real) + y0 * float(z2.imag))
-            inten = float(intensity[r, q, c])
-            if poisson:
-                f = 1.0 - inten / a0
-                s1 += a1 * f
-                s2 += 2.0 * a2 * f + inten * (a1 / a0) * (a1 / a0)
-            else:
-                r0 = math.sqrt(a0)
-                res = r0 - math.sqrt(max(inten, 0.0))
-                da = a1 / (2.0 * r0)
-                dda = (a2 - a1 * a1 / (4.0 * a0)) / r0
-                s1 += 2.0 * res * da
-                s2 += 2.0 * (da * da + res * dda)
+    for j in range(n2):
+        q = j + n2 // 2 if j < h2 else j - h2
+        a1, a2 = _line_sums_run(psi0[i, j, :hm], psi1[i, j, :hm], psi2[i, j, :hm], has_psi2, intensity[r, q, lo:],
+                                mask[r, q, lo:], plane_ok[lo:], background[r, q, lo:], scale2, poisson)
+        b1, b2 = _line_sums_run(psi0[i, j, hm:], psi1[i, j, hm:], psi2[i, j, hm:], has_psi2, intensity[r, q, :hi],
+                                mask[r, q, :hi], plane_ok[:hi], background[r, q, :hi], scale2, poisson)
+        s1 += a1 + b1
+        s2 += a2 + b2
     return s1, s2
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
-                 mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                 planes: np.ndarray, scale2: float, poisson: bool) -> tuple[float, float]:
+                 mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, rows: np.ndarray, scale2: float,
+                 poisson: bool) -> tuple[float, float]:
     """(L'(0), L''(0)) of the data term along Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3), float64 sums.
 
     h(t) = A0 + A1 t + A2 t² + …: A0 = |Ψ0|² + b, A1 = 2Re(Ψ0*Ψ1), A2 = |Ψ1|² + 2Re(Ψ0*Ψ2).
@@ -316,7 +345,7 @@ def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2:
     d2_rows = np.zeros(n1)
     for i in nb.prange(n1):
         d1_rows[i], d2_rows[i] = _line_sums_row(psi0, psi1, psi2, has_psi2, intensity, mask, plane_ok, background,
-                                                i, rows[i], cols, planes, scale2, poisson)
+                                                i, rows[i], scale2, poisson)
     return d1_rows.sum(), d2_rows.sum()
 
 

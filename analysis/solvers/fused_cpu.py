@@ -113,8 +113,6 @@ class FoldedTransform:
         n1c = np.arange(n1p) - n1p // 2
         self._ramp = np.exp(-1j * f.shear_rad[0] * n1c[:, None] * (u * kk)[None, :]).astype(c64)
         self.rows = _fft_order_to_centred(n1)
-        self.cols = _fft_order_to_centred(n2)
-        self.planes = _fft_order_to_centred(nm)
         self.scale2 = 1.0 / (n3 * n1p * n2p)
         self.pmax_rows = np.empty(n1p)
         self.vmax_rows = np.empty(n1p)
@@ -308,7 +306,7 @@ class FusedCpuML:
 
     def _data_term(self, data: BraggData, j: int, poisson: bool, write_chi: bool) -> float:
         t = self.t
-        return float(self.k.ml_data_term(t.crop, *self._data(data, j), t.rows, t.cols, t.planes, t.scale2,
+        return float(self.k.ml_data_term(t.crop, *self._data(data, j), t.rows, t.scale2,
                                          poisson, write_chi))
 
     def cost_and_gradient(self, state: BraggState, data: BraggData, poisson: bool, with_probe: bool,
@@ -382,7 +380,7 @@ class FusedCpuML:
             else:
                 psi1 = t.forward(p3, dv)
             s1, s2 = k.ml_line_sums(psi0, psi1, self._psi2, d_probe is not None, *self._data(data, j),
-                                    t.rows, t.cols, t.planes, t.scale2, poisson)
+                                    t.rows, t.scale2, poisson)
             d1 += s1
             d2 += s2
         return d1, d2
