@@ -125,3 +125,16 @@ def test_kept_exit_waves_skip_transforms_and_change_no_number(fused, monkeypatch
     assert np.array_equal(b.object, a.object) and np.array_equal(b.probe, a.probe)
     if not fused:    # per measured position: Ψ0 of the line search every iteration, the gradient pass's F
         assert n_a - n_b == n_measured * (1 + 2 + 1 + 2)    # in iterations 2 and 4 (3 follows the change)
+
+
+def test_fused_ml_declines_what_it_does_not_implement(monkeypatch):
+    p = make_problem(dtype=np.complex128)
+    st = perturbed_state(p, np.random.default_rng(1))
+    assert FusedCpuML.for_model(p.op, st, MLOptions()) is None                   # complex128 → array code
+    assert ml.step(st, p.data, op=p.op, options=MLOptions())[1].kernels == "array"
+    p64 = make_problem(dtype=np.complex64)
+    s64 = perturbed_state(p64, np.random.default_rng(1))
+    assert FusedCpuML.for_model(p64.op, s64, MLOptions(cpu_fused=False)) is None
+    assert isinstance(FusedCpuML.for_model(p64.op, s64, MLOptions()), FusedCpuML)
+    monkeypatch.setenv("PXM_CPU_KERNELS", "0")
+    assert FusedCpuML.for_model(p64.op, s64, MLOptions()) is None
