@@ -56,7 +56,7 @@ def _fold_line(p: np.ndarray, v: np.ndarray, out: np.ndarray, first: bool) -> tu
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tuple[float, float]:
+def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int, accumulate: bool) -> tuple[float, float]:
     """One r1 row of :func:`folded_exit_wave`; returns (max |P|², max |V|²) on it."""
     n2, n3 = p3.shape[1], p3.shape[2]
     nm = out.shape[2]
@@ -64,7 +64,8 @@ def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tupl
     vm = 0.0
     for b in range(n2):
         for c0 in range(0, n3, nm):
-            lp, lv = _fold_line(p3[a, b, c0:c0 + nm], view[a, b, c0:c0 + nm], out[b, a], c0 == 0)
+            lp, lv = _fold_line(p3[a, b, c0:c0 + nm], view[a, b, c0:c0 + nm], out[b, a],
+                                c0 == 0 and not accumulate)
             pm = max(pm, lp)
             vm = max(vm, lv)
     return pm, vm
@@ -72,15 +73,16 @@ def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int) -> tupl
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def folded_exit_wave(p3: np.ndarray, view: np.ndarray, out: np.ndarray, pmax_rows: np.ndarray,
-                     vmax_rows: np.ndarray) -> None:
-    """out[n2, n1, k] = Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3 (spec 2.1).
+                     vmax_rows: np.ndarray, accumulate: bool = False) -> None:
+    """out[n2, n1, k] (+)= Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3 (spec 2.1).
 
     ``out`` is laid out (N2, N1P, NM): the long r1 transform then runs on the middle axis.
+    ``accumulate`` adds to ``out`` (a sum of products, e.g. P ΔV + ΔP V of the ML line search).
 
     Also returns, per r1 row, max |P_j|² (for μ_j and β of Eq 9) and max |V|² (Eq 10).
     """
     for a in nb.prange(p3.shape[0]):
-        pmax_rows[a], vmax_rows[a] = _fold_row(p3, view, out, a)
+        pmax_rows[a], vmax_rows[a] = _fold_row(p3, view, out, a, accumulate)
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
@@ -209,3 +211,167 @@ def projection_spectrum(g_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) 
         for a in range(n1p):
             for f in range(n3):
                 out[b, f] += g_hat[a, b, f] * slices[a, f].conjugate()
+
+
+# --- maximum-likelihood refinement (spec 3; seed Eq 4) ------------------------------------------
+# The crop A is the unnormalised F_meas(P_j V) in FFT order (|Ψ|² = scale2·|A|²); data are centred
+# (rows: FFT-order → centred index along r1; along r2 and k two contiguous runs, as in
+# :func:`_modulus_row`). Elementwise math and sums in float64.
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _data_term_run(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                   background: np.ndarray, scale2: float, poisson: bool, write_chi: bool) -> float:
+    """:func:`ml_data_term` on one contiguous run of planes (1D slices, float64 math, branch-free)."""
+    acc = 0.0
+    for k in range(field.shape[0]):
+        z = field[k]
+        on = mask[k] & plane_ok[k]
+        h = max(scale2 * (float(z.real) * float(z.real) + float(z.imag) * float(z.imag)) + float(background[k]), _TINY)
+        inten = float(intensity[k])
+        if poisson:
+            term = h - inten * math.log(h)
+            factor = 1.0 - inten / h
+        else:
+            sqrt_h = math.sqrt(h)
+            amp = math.sqrt(max(inten, 0.0))
+            term = (sqrt_h - amp) * (sqrt_h - amp)
+            factor = 1.0 - amp / sqrt_h
+        acc += term if on else 0.0
+        if write_chi:
+            field[k] = z * np.float32(factor * scale2 if on else 0.0)
+    return acc
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _data_term_row(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                   background: np.ndarray, i: int, r: int, scale2: float, poisson: bool, write_chi: bool) -> float:
+    """One crop row of :func:`ml_data_term` (FFT order along r2 and k, data centred: two runs per line)."""
+    n2, nm = field.shape[1], field.shape[2]
+    h2, hm = n2 - n2 // 2, nm - nm // 2
+    lo, hi = nm // 2, nm - hm
+    acc = 0.0
+    for j in range(n2):
+        q = j + n2 // 2 if j < h2 else j - h2
+        acc += _data_term_run(field[i, j, :hm], intensity[r, q, lo:], mask[r, q, lo:], plane_ok[lo:],
+                              background[r, q, lo:], scale2, poisson, write_chi)
+        acc += _data_term_run(field[i, j, hm:], intensity[r, q, :hi], mask[r, q, :hi], plane_ok[:hi],
+                              background[r, q, :hi], scale2, poisson, write_chi)
+    return acc
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def ml_data_term(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
+                 background: np.ndarray, rows: np.ndarray, scale2: float, poisson: bool, write_chi: bool) -> float:
+    """Σ ω ℓ(h, I) with h = |Ψ|² + b (spec 3): amplitude ℓ = (√h − √I)² (seed Eq 4) or Poisson h − I log h.
+
+    With ``write_chi``: field ← scale2·A·χ/Ψ, χ = ∂L/∂Ψ* = ω(1 − √I/√h)Ψ or ω(1 − I/h)Ψ, so that the
+    unnormalised adjoint of the crop is g = F^H χ.
+    """
+    n1 = field.shape[0]
+    cost_rows = np.zeros(n1)
+    for i in nb.prange(n1):
+        cost_rows[i] = _data_term_row(field, intensity, mask, plane_ok, background, i, rows[i], scale2, poisson,
+                                      write_chi)
+    return cost_rows.sum()
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _line_sums_run(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
+                   mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, scale2: float,
+                   poisson: bool) -> tuple[float, float]:
+    """:func:`ml_line_sums` on one contiguous run of planes (1D slices, float64, branch-free)."""
+    s1 = 0.0
+    s2 = 0.0
+    for k in range(psi0.shape[0]):
+        on = mask[k] & plane_ok[k]
+        x0, y0 = float(psi0[k].real), float(psi0[k].imag)
+        x1, y1 = float(psi1[k].real), float(psi1[k].imag)
+        a0 = max(scale2 * (x0 * x0 + y0 * y0) + float(background[k]), _TINY)
+        a1 = 2.0 * scale2 * (x0 * x1 + y0 * y1)
+        a2 = scale2 * (x1 * x1 + y1 * y1)
+        if has_psi2:
+            a2 += 2.0 * scale2 * (x0 * float(psi2[k].real) + y0 * float(psi2[k].imag))
+        inten = float(intensity[k])
+        if poisson:
+            f = 1.0 - inten / a0
+            e1 = a1 * f
+            e2 = 2.0 * a2 * f + inten * (a1 / a0) * (a1 / a0)
+        else:
+            r0 = math.sqrt(a0)
+            res = r0 - math.sqrt(max(inten, 0.0))
+            da = a1 / (2.0 * r0)
+            e1 = 2.0 * res * da
+            e2 = 2.0 * (da * da + res * (a2 - a1 * a1 / (4.0 * a0)) / r0)
+        s1 += e1 if on else 0.0
+        s2 += e2 if on else 0.0
+    return s1, s2
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _line_sums_row(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
+                   mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, i: int, r: int, scale2: float,
+                   poisson: bool) -> tuple[float, float]:
+    """One crop row of :func:`ml_line_sums` (two runs per line, as :func:`_data_term_row`)."""
+    n2, nm = psi0.shape[1], psi0.shape[2]
+    h2, hm = n2 - n2 // 2, nm - nm // 2
+    lo, hi = nm // 2, nm - hm
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(n2):
+        q = j + n2 // 2 if j < h2 else j - h2
+        a1, a2 = _line_sums_run(psi0[i, j, :hm], psi1[i, j, :hm], psi2[i, j, :hm], has_psi2, intensity[r, q, lo:],
+                                mask[r, q, lo:], plane_ok[lo:], background[r, q, lo:], scale2, poisson)
+        b1, b2 = _line_sums_run(psi0[i, j, hm:], psi1[i, j, hm:], psi2[i, j, hm:], has_psi2, intensity[r, q, :hi],
+                                mask[r, q, :hi], plane_ok[:hi], background[r, q, :hi], scale2, poisson)
+        s1 += a1 + b1
+        s2 += a2 + b2
+    return s1, s2
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
+                 mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, rows: np.ndarray, scale2: float,
+                 poisson: bool) -> tuple[float, float]:
+    """(L'(0), L''(0)) of the data term along Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3), float64 sums.
+
+    h(t) = A0 + A1 t + A2 t² + …: A0 = |Ψ0|² + b, A1 = 2Re(Ψ0*Ψ1), A2 = |Ψ1|² + 2Re(Ψ0*Ψ2).
+    Poisson: L' = Σω A1(1 − I/A0), L'' = Σω[2A2(1 − I/A0) + I(A1/A0)²]. Amplitude: a0 = √A0,
+    a' = A1/(2a0), a'' = (A2 − A1²/(4A0))/a0, L' = 2Σω(a0 − √I)a', L'' = 2Σω[a'² + (a0 − √I)a''].
+    ``psi2`` is read only when ``has_psi2`` (probe fixed: Ψ2 = 0).
+    """
+    n1 = psi0.shape[0]
+    d1_rows = np.zeros(n1)
+    d2_rows = np.zeros(n1)
+    for i in nb.prange(n1):
+        d1_rows[i], d2_rows[i] = _line_sums_row(psi0, psi1, psi2, has_psi2, intensity, mask, plane_ok, background,
+                                                i, rows[i], scale2, poisson)
+    return d1_rows.sum(), d2_rows.sum()
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _gradient_run(g_obj: np.ndarray, rho: np.ndarray, p: np.ndarray, g: np.ndarray, probe_gradient: bool) -> None:
+    """One box line of :func:`ml_gradient` (NM planes, 1D contiguous slices, vectorised)."""
+    for k in range(g.shape[0]):
+        d = g[k]
+        g_obj[k] += p[k].conjugate() * d
+        if probe_gradient:
+            p[k] = rho[k].conjugate() * d
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def ml_gradient(g_obj: np.ndarray, obj: np.ndarray, offset: np.ndarray, p3: np.ndarray, g_fold: np.ndarray,
+                probe_gradient: bool) -> None:
+    """∇ρ* L += scatter_{o_j}(P_j* g_j) (spec 3) and, if asked, p3 ← ρ_j* g_j (for ∇P2* = B^H of it).
+
+    g_j[n1, n2, c] = g_fold[n2, n1, c mod NM] (the adjoint fold replicates the planes);
+    ``g_obj`` and ρ are the whole arrays (C order).
+    """
+    n1p, n2, n3 = p3.shape
+    nm = g_fold.shape[2]
+    o1, o2, o3 = offset[0], offset[1], offset[2]
+    for a in nb.prange(n1p):
+        for b in range(n2):
+            for c0 in range(0, n3, nm):
+                _gradient_run(g_obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm], obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm],
+                              p3[a, b, c0:c0 + nm], g_fold[b, a], probe_gradient)

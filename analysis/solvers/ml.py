@@ -8,16 +8,31 @@ doi:10.1364/OE.20.025914; seed Eq 4 (Li et al. 2021).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
 
 from analysis.solvers.distributed import Communicator, SerialCommunicator
+from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
-from analysis.xp import array_module
+from analysis.xp import array_module, to_numpy
 
 _TINY = 1e-30
+
+
+@dataclasses.dataclass(kw_only=True)
+class ExitWaves:
+    """Ψ0_j = F(P_j ρ_j) of every position, kept by :func:`cost_and_gradient` for :func:`line_coefficients`."""
+
+    kernels: str = ""
+    """Which code filled ``waves``: "array" (Ψ0_j per position) or "fused-cpu" (unnormalised crops)."""
+    waves: Any = None
+    """One crop set: a list of (N1, N2, NM) arrays, or the fused path's (POS, N1, N2, NM) buffer."""
+    state_key: bytes | None = None
+    """Set by :func:`cost`: :func:`state_key` of the state the waves were computed on. The accepted
+    Armijo trial is the next iteration's state, so its gradient pass reuses them (after checking the key)."""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -26,8 +41,15 @@ class MLMemory:
 
     mu_weights: np.ndarray
     """(POS,) μ_j = μ·max|P_j|², frozen when ML starts (keeps the cost differentiable)."""
+    mu_map: Any = None
+    """W = Σ_j μ_j S̄ on view j, (NO1, NO2, NO3) real: built once from the frozen weights, the
+    offsets and S (fixed during ML), rebuilt only when ``state.support`` is another array."""
+    mu_map_support: Any = None
+    """The support array ``mu_map`` was built from."""
     probe_scale: float | None = None
     """Preconditioner s on the probe gradient."""
+    exit_waves: ExitWaves | None = None
+    """Ψ_j kept from one pass to the next (``MLOptions.keep_exit_waves``)."""
     grad: tuple[Any, Any] | None = None
     """Previous (g_ρ, g_P)."""
     direction: tuple[Any, Any] | None = None
@@ -48,6 +70,8 @@ class MLStats:
     """Step length t along the search direction."""
     beta: float
     """Polak–Ribière β used (0 = restart)."""
+    kernels: str = "array"
+    """Which code ran the transforms: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
 
 
 def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) -> np.ndarray:
@@ -60,116 +84,208 @@ def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) ->
     return out
 
 
-def _mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Any:
-    """W = Σ_j μ_j S̄ restricted to view j: (NO1, NO2, NO3) real."""
+def build_mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Any:
+    """W = Σ_j μ_j S̄ restricted to view j: (NO1, NO2, NO3) real (the μ term of seed Eq 4 is Σ W|ρ|²)."""
     xp = array_module(state.object)
     w = xp.zeros(state.object.shape, dtype=state.object.real.dtype)
     for j in range(data.n_positions):
         if weights[j]:
             sl = op.view(data.offsets_vox[j])
             w[sl] += weights[j]
-    return w * (~state.support)
+    w *= ~state.support
+    return w
+
+
+def _mu_cost(obj: Any, w: Any) -> float:
+    """Σ W|ρ|², summed in float64."""
+    xp = array_module(obj)
+    return float(xp.sum(w * (obj.real ** 2 + obj.imag ** 2), dtype=np.float64))
 
 
 def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[float, Any]:
-    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position."""
+    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position (spec 3; amplitude ℓ: seed Eq 4)."""
     xp = array_module(psi_q)
     h = xp.maximum(psi_q.real ** 2 + psi_q.imag ** 2 + b, _TINY)
     if noise == "amplitude":
         sh = xp.sqrt(h)
         a = xp.sqrt(inten)
-        cost = float(xp.sum(xp.where(mask, (sh - a) ** 2, 0.0)))
+        cost = float(xp.sum(xp.where(mask, (sh - a) ** 2, 0.0), dtype=np.float64))
         chi = xp.where(mask, 1.0 - a / sh, 0.0)
     else:
-        cost = float(xp.sum(xp.where(mask, h - inten * xp.log(h), 0.0)))
+        cost = float(xp.sum(xp.where(mask, h - inten * xp.log(h), 0.0), dtype=np.float64))
         chi = xp.where(mask, 1.0 - inten / h, 0.0)
     return cost, psi_q * chi.astype(psi_q.real.dtype)
 
 
+def _fused(state: BraggState, op: BraggModel, options: MLOptions) -> FusedCpuML | None:
+    return FusedCpuML.for_model(op, state, options)
+
+
+def state_key(state: BraggState, data: BraggData) -> bytes:
+    """SHA-1 of ρ, P2, the scan (offsets, shifts) and which positions have data: identifies the state
+    that kept Ψ_j = F(P_j ρ_j) belong to."""
+    h = hashlib.sha1()
+    measured = np.array([data.has_data(j) for j in range(data.n_positions)])
+    for a in (state.object, state.probe, data.offsets_vox, data.shifts_px, measured):
+        h.update(np.ascontiguousarray(to_numpy(a)).data)
+    return h.digest()
+
+
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-                      weights: np.ndarray, with_probe: bool = True) -> tuple[float, Any, Any]:
-    """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3).
+                      weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
+                      exit_waves: ExitWaves | None = None) -> tuple[float, Any, Any]:
+    """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3; seed Eq 4 with the μ term).
 
     ∇_ρ* = Σ_j scatter(P_j* F^H χ_j) + Σ_j μ_j S̄ ρ; ∇_{P2}* = Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j).
+    ``mu_map``: W of :func:`build_mu_map` (built from ``weights`` when None). ``exit_waves``: receives
+    Ψ0_j for :func:`line_coefficients`; if it already holds Ψ_j of this very state (kept by
+    :func:`cost`, :attr:`ExitWaves.state_key` checked), the forward transforms are skipped.
     """
     xp = array_module(state.object)
-    g_obj = xp.zeros_like(state.object)
-    g_pr = xp.zeros_like(state.probe)
-    total = 0.0
-    for j in range(data.n_positions):
-        sl = op.view(data.offsets_vox[j])
-        v = state.object[sl]
-        pj = op.probe_at(state.probe, data.shifts_px[j])
-        c, chi = _data_term(op.fourier.forward(pj * v), data.intensities[j], state.background, data.mask_at(j),
-                            options.noise_model)
-        total += c
-        g = op.fourier.adjoint(chi)
-        g_obj[sl] += xp.conj(pj) * g
-        if with_probe:
-            g_pr += op.probe_adjoint(xp.conj(v) * g, data.shifts_px[j])
-    w = _mu_map(state, data, op, weights)
-    total += float(xp.sum(w * (state.object.real ** 2 + state.object.imag ** 2)))
+    fused = _fused(state, op, options)
+    kernels = "array" if fused is None else "fused-cpu"
+    kept = None
+    if exit_waves is not None:
+        kept = fused.kept_waves(data.n_positions, exit_waves.waves) if fused is not None else exit_waves.waves
+    reuse = (exit_waves is not None and exit_waves.state_key is not None and exit_waves.kernels == kernels
+             and exit_waves.waves is not None and (fused is None or exit_waves.waves is kept)
+             and exit_waves.state_key == state_key(state, data))
+    if fused is not None:
+        total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept,
+                                                     reuse)
+    else:
+        g_obj = xp.zeros_like(state.object)
+        g_pr = xp.zeros_like(state.probe)
+        total = 0.0
+        if exit_waves is not None and not reuse:
+            kept = [None] * data.n_positions
+        for j in range(data.n_positions):
+            if not data.has_data(j):
+                continue                                    # ω_j = 0 everywhere: no cost, χ_j = 0
+            sl = op.view(data.offsets_vox[j])
+            v = state.object[sl]
+            pj = op.probe_at(state.probe, data.shifts_px[j])
+            psi_q = kept[j] if reuse else op.fourier.forward(pj * v)
+            c, chi = _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j), options.noise_model)
+            if kept is not None:
+                kept[j] = psi_q
+            total += c
+            g = op.fourier.adjoint(chi)
+            g_obj[sl] += xp.conj(pj) * g
+            if with_probe:
+                g_pr += op.probe_adjoint(xp.conj(v) * g, data.shifts_px[j])
+    if exit_waves is not None:
+        exit_waves.kernels, exit_waves.waves, exit_waves.state_key = kernels, kept, None
+    w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
+    total += _mu_cost(state.object, w)
     g_obj += w * state.object
     return total, g_obj, g_pr
 
 
-def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray) -> float:
-    """L(ρ, P2) only (no gradients)."""
-    xp = array_module(state.object)
-    total = 0.0
-    for j in range(data.n_positions):
-        sl = op.view(data.offsets_vox[j])
-        psi_q = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * state.object[sl])
-        total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j), options.noise_model)[0]
-    w = _mu_map(state, data, op, weights)
-    return total + float(xp.sum(w * (state.object.real ** 2 + state.object.imag ** 2)))
+def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray,
+         mu_map: Any = None, exit_waves: ExitWaves | None = None) -> float:
+    """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, spec 3).
+
+    ``exit_waves``: receives Ψ_j and the state's key (for the next :func:`cost_and_gradient`).
+    """
+    fused = _fused(state, op, options)
+    kept = None
+    if exit_waves is not None:
+        previous, exit_waves.waves = exit_waves.waves, None          # the array path drops the previous set first
+        kept = fused.kept_waves(data.n_positions, previous) if fused is not None else [None] * data.n_positions
+        previous = None
+    if fused is not None:
+        total = fused.cost(state, data, options.noise_model == "poisson", kept)
+    else:
+        total = 0.0
+        for j in range(data.n_positions):
+            if data.has_data(j):
+                sl = op.view(data.offsets_vox[j])
+                psi_q = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * state.object[sl])
+                if kept is not None:
+                    kept[j] = psi_q
+                total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j),
+                                    options.noise_model)[0]
+    if exit_waves is not None:
+        exit_waves.kernels = "array" if fused is None else "fused-cpu"
+        exit_waves.waves, exit_waves.state_key = kept, state_key(state, data)
+    w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
+    return total + _mu_cost(state.object, w)
+
+
+def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: str) -> tuple[float, float]:
+    """Data-term (L'(0), L''(0)) of one position from Ψ0, Ψ1, Ψ2 (spec 3).
+
+    Elementwise in the inputs' precision, summed in float64; the amplitude a'' is written
+    (A2 − A1²/(4A0))/a0 and the Poisson term I(A1/A0)², which neither overflow nor underflow in
+    float32 where A0 is tiny.
+    """
+    xp = array_module(p0)
+    a0 = xp.maximum(p0.real ** 2 + p0.imag ** 2 + b, _TINY)                 # A0 = h(0)
+    a1 = 2.0 * (p0.real * p1.real + p0.imag * p1.imag)                      # A1 = 2Re(Ψ0*Ψ1)
+    a2 = p1.real ** 2 + p1.imag ** 2                                        # A2 = |Ψ1|² + 2Re(Ψ0*Ψ2)
+    if p2 is not None:
+        a2 += 2.0 * (p0.real * p2.real + p0.imag * p2.imag)
+    if noise == "poisson":
+        f = 1.0 - inten / a0
+        e1 = a1 * f
+        e2 = 2.0 * a2 * f + inten * (a1 / a0) ** 2
+    else:
+        r0 = xp.sqrt(a0)
+        res = r0 - xp.sqrt(inten)
+        da = a1 / (2.0 * r0)
+        dda = (a2 - a1 ** 2 / (4.0 * a0)) / r0
+        e1 = 2.0 * res * da
+        e2 = 2.0 * (da ** 2 + res * dda)
+    return (float(xp.sum(xp.where(m, e1, 0.0), dtype=np.float64)),
+            float(xp.sum(xp.where(m, e2, 0.0), dtype=np.float64)))
 
 
 def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-                      weights: np.ndarray, d_obj: Any, d_probe: Any) -> tuple[float, float]:
-    """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3, float64 sums)."""
+                      weights: np.ndarray, d_obj: Any, d_probe: Any, mu_map: Any = None,
+                      exit_waves: ExitWaves | None = None) -> tuple[float, float]:
+    """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3, float64 sums).
+
+    Ψ1 = F(P_jΔρ_j + ΔP_jρ_j), Ψ2 = F(ΔP_jΔρ_j); Ψ0 from ``exit_waves`` (kept by
+    :func:`cost_and_gradient` on the same state and code path) or recomputed.
+    """
     xp = array_module(state.object)
-    d1 = d2 = 0.0
-    use_p = d_probe is not None
-    for j in range(data.n_positions):
-        sl = op.view(data.offsets_vox[j])
-        v, dv = state.object[sl], d_obj[sl]
-        pj = op.probe_at(state.probe, data.shifts_px[j])
-        p0 = op.fourier.forward(pj * v)
-        if use_p:
-            dpj = op.probe_at(d_probe, data.shifts_px[j])
-            p1 = op.fourier.forward(pj * dv + dpj * v)
-            p2 = op.fourier.forward(dpj * dv)
-        else:
-            p1 = op.fourier.forward(pj * dv)
+    fused = _fused(state, op, options)
+    kernels = "array" if fused is None else "fused-cpu"
+    kept = exit_waves.waves if exit_waves is not None and exit_waves.kernels == kernels else None
+    if fused is not None:
+        d1, d2 = fused.line_sums(state, data, options.noise_model == "poisson", d_obj, d_probe, kept)
+    else:
+        d1 = d2 = 0.0
+        for j in range(data.n_positions):
+            if not data.has_data(j):
+                continue
+            sl = op.view(data.offsets_vox[j])
+            v, dv = state.object[sl], d_obj[sl]
+            pj = op.probe_at(state.probe, data.shifts_px[j])
+            p0 = op.fourier.forward(pj * v) if kept is None else kept[j]
             p2 = None
-        a0 = xp.maximum(p0.real ** 2 + p0.imag ** 2 + state.background, _TINY).astype(np.float64)
-        a1 = (2.0 * (xp.conj(p0) * p1).real).astype(np.float64)
-        a2 = (p1.real ** 2 + p1.imag ** 2).astype(np.float64)
-        if p2 is not None:
-            a2 = a2 + 2.0 * (xp.conj(p0) * p2).real
-        inten = data.intensities[j].astype(np.float64)
-        m = data.mask_at(j)
-        if options.noise_model == "poisson":
-            d1 += float(xp.sum(xp.where(m, a1 * (1.0 - inten / a0), 0.0)))
-            d2 += float(xp.sum(xp.where(m, 2.0 * a2 * (1.0 - inten / a0) + inten * a1 ** 2 / a0 ** 2, 0.0)))
-        else:
-            r0 = xp.sqrt(a0)
-            amp = xp.sqrt(inten)
-            da = a1 / (2.0 * r0)
-            dda = a2 / r0 - a1 ** 2 / (4.0 * r0 ** 3)
-            d1 += 2.0 * float(xp.sum(xp.where(m, (r0 - amp) * da, 0.0)))
-            d2 += 2.0 * float(xp.sum(xp.where(m, da ** 2 + (r0 - amp) * dda, 0.0)))
-    w = _mu_map(state, data, op, weights)
-    d1 += 2.0 * float(xp.sum(w * (xp.conj(state.object) * d_obj).real))
-    d2 += 2.0 * float(xp.sum(w * (d_obj.real ** 2 + d_obj.imag ** 2)))
+            if d_probe is not None:
+                dpj = op.probe_at(d_probe, data.shifts_px[j])
+                p1 = op.fourier.forward(pj * dv + dpj * v)
+                p2 = op.fourier.forward(dpj * dv)
+            else:
+                p1 = op.fourier.forward(pj * dv)
+            e1, e2 = _line_terms(p0, p1, p2, data.intensities[j], state.background, data.mask_at(j),
+                                 options.noise_model)
+            d1 += e1
+            d2 += e2
+    w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
+    d1 += 2.0 * float(xp.sum(w * (xp.conj(state.object) * d_obj).real, dtype=np.float64))
+    d2 += 2.0 * _mu_cost(d_obj, w)
     return d1, d2
 
 
 def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
-                  weights: np.ndarray, d_obj: Any, d_probe: Any) -> tuple[float, float]:
+                  mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None) -> tuple[float, float]:
     """:func:`line_coefficients` summed over ranks."""
-    d1, d2 = line_coefficients(state, data, op=op, options=options, weights=weights, d_obj=d_obj, d_probe=d_probe)
+    d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights, d_obj=d_obj,
+                               d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves)
     return comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
 
 
@@ -186,13 +302,30 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     line-search coefficients are sums over positions, so each is all-reduced (the μ term is
     linear in the per-position weights and reduces with them); the CG algebra then runs on the
     same replicated arrays on every rank. None: one process, nothing reduced.
+
+    Transforms per position: gradient pass P_j, F^H, B^H (Ψ0 = F(P_jρ_j) is the accepted Armijo
+    trial's, kept from the previous iteration; F only on the first iteration or when the state
+    changed in between); line search P_j, F(PΔρ + ΔPρ) and, with the probe, ΔP_j and F(ΔPΔρ)
+    (Ψ0 kept from the gradient pass); Armijo check P_j(t), F (kept for the next iteration).
+    ``keep_exit_waves=False`` recomputes Ψ0 in both places. The μ map is built once per ML run.
     """
     comm = SerialCommunicator() if comm is None else comm
     mem = state.ml_memory
     if not isinstance(mem, MLMemory):
         mem = MLMemory(mu_weights=mu_weights(state, data, op, options.mu), probe_scale=options.probe_scale)
+    if mem.mu_map is None or mem.mu_map_support is not state.support:
+        mem.mu_map = build_mu_map(state, data, op, mem.mu_weights)
+        mem.mu_map_support = state.support
     with_p = options.update_probe
-    c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p)
+    if not options.keep_exit_waves:
+        mem.exit_waves = None
+    elif mem.exit_waves is None:
+        mem.exit_waves = ExitWaves()
+    kept = mem.exit_waves
+    c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
+                                     mu_map=mem.mu_map, exit_waves=kept)
+    kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
+    mem.mu_map_support = state.support                      # the fused path may have made S contiguous
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)
     if with_p:
@@ -212,12 +345,12 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     d_p = None
     if with_p:
         d_p = -s * g_p + beta * mem.direction[1] if beta else -s * g_p
-    d1, d2 = _reduced_line(comm, state, data, op, options, mem.mu_weights, d_o, d_p)
+    d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0
         d_o = -g_o
         d_p = -s * g_p if with_p else None
-        d1, d2 = _reduced_line(comm, state, data, op, options, mem.mu_weights, d_o, d_p)
+        d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -225,12 +358,15 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     for _ in range(30):
         trial = dataclasses.replace(state, object=state.object + t * d_o,
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
-        trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights))
+        trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
+                                                 mu_map=mem.mu_map, exit_waves=kept))
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break
         t *= 0.5
     else:
         t = 0.0
+        if kept is not None:
+            kept.state_key = None              # the kept waves are a rejected trial's
     state.object += t * d_o
     if d_p is not None:
         state.probe += t * d_p
@@ -240,4 +376,4 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     mem.last_step = t
     state.ml_memory = mem
     state.iteration += 1
-    return state, MLStats(cost=c0, step=t, beta=beta)
+    return state, MLStats(cost=c0, step=t, beta=beta, kernels=kernels)

@@ -38,8 +38,9 @@ class BraggModel:
         if na_mask is not None and tuple(na_mask.shape) != self.probe_shape:
             raise ValueError(f"BraggModel: na_mask shape {na_mask.shape}, expected {self.probe_shape}")
         self.na_mask = na_mask
-        self.fused_cpu: Any = None
-        """Buffers and FFTW plans of :mod:`analysis.solvers.fused_cpu`, made on first use."""
+        self.fused_cpu: dict[str, Any] = {}
+        """Buffers and FFTW plans of :mod:`analysis.solvers.fused_cpu`, made on first use: the shared
+        ``"transform"`` and the ``"epie"`` and ``"ml"`` paths built on it."""
         self._f2 = np.fft.fftfreq(self.probe_shape[0])
         self._f3 = np.fft.fftfreq(self.probe_shape[1])
 

@@ -64,6 +64,15 @@ class MLOptions:
     """Preconditioner s on the probe gradient; None: ‖g_ρ‖²/‖g_P‖² at the first ML iteration."""
     support_mask_gradient: bool = False
     """Zero the object gradient outside S (hard support) instead of relying on μ only."""
+    keep_exit_waves: bool = True
+    """Keep Ψ_j = F(P_j ρ_j) of every position: from the gradient pass for the line search, and from
+    the accepted Armijo trial for the next gradient pass (checked by a key of ρ, P2 and the scan).
+    Two forward transforms fewer per position and iteration; costs one crop set
+    (POS × N1 × N2 × NM complex64, 4.3 GB at the seed's size)."""
+    cpu_fused: bool = True
+    """On NumPy complex64 run the ML transforms and elementwise chains with the fused CPU kernels
+    (Numba + FFTW, :class:`analysis.solvers.fused_cpu.FusedCpuML`) when those import and the geometry
+    allows (as :attr:`EpieOptions.cpu_fused`); same numbers to float32 rounding."""
 
     def __post_init__(self) -> None:
         if self.noise_model not in ("amplitude", "poisson"):

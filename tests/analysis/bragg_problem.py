@@ -97,6 +97,36 @@ def initial_state(p: Problem, probe: np.ndarray, background: float = 0.0) -> Bra
                       support=p.support.copy())
 
 
+def perturbed_state(p: Problem, rng: np.random.Generator, background: float = 0.5) -> BraggState:
+    """A Gaussian-probe start whose slab ρ is randomly perturbed (±30 % amplitude, ±0.5 rad phase) and
+    scaled to the data (complex64 with float32 data, else complex128): a generic point for cost tests."""
+    st = initial_state(p, gaussian_probe(p.geometry, (1.6, 1.8), 0.05), background=background)
+    real = p.data.intensities.dtype
+    cplx = np.result_type(real, np.complex64)
+    pert = (1 + 0.3 * rng.standard_normal(st.object.shape)) * np.exp(0.5j * rng.standard_normal(st.object.shape))
+    st.object = (st.object * pert * np.sqrt(1e4 / 50)).astype(cplx)
+    st.probe = st.probe.astype(cplx)
+    st.background = st.background.astype(real)
+    return st
+
+
+def near_truth_state(p: Problem, rng: np.random.Generator) -> BraggState:
+    """The true ρ and P2 with 5 % noise (ρ on the support only), in the data's precision: a start
+    where the CG line search takes its quadratic step."""
+    cplx = np.result_type(p.data.intensities.dtype, np.complex64)
+    st = initial_state(p, p.true_probe * (1 + 0.05 * rng.standard_normal(p.true_probe.shape)))
+    st.object = (p.true_object + 0.05 * np.abs(p.true_object).max() * p.support * rng.standard_normal(
+        p.true_object.shape)).astype(cplx)
+    st.probe = st.probe.astype(cplx)
+    st.background = st.background.astype(p.data.intensities.dtype)
+    return st
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖."""
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 def object_error(est: np.ndarray, truth: np.ndarray, region: np.ndarray, remove_ramp: bool = True) -> float:
     """‖c e^{iκ·r} ρ̂ − ρ‖_S / ‖ρ‖_S after fitting a complex scale c and (optionally) a linear ramp κ."""
     e = est[region]

@@ -12,13 +12,9 @@ from analysis.solvers import epie
 from analysis.solvers.fused_cpu import FusedCpuSweep
 from analysis.solvers.options import EpieOptions
 from analysis.xp import cpu_kernels
-from tests.analysis.bragg_problem import initial_state, make_problem
+from tests.analysis.bragg_problem import initial_state, make_problem, rel_error
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW not installed (pip install .[fast])")
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("upsampling", [1, 3])
@@ -54,11 +50,11 @@ def test_fused_sweeps_equal_the_array_code(upsampling, case):
         assert {s.kernels for s in stats} == {"fused-cpu" if fused else "array"}
         runs[fused] = (state, stats)
     (a, sa), (f, sf) = runs[False], runs[True]
-    assert _rel(f.object, a.object) < 2e-4
-    assert _rel(f.probe, a.probe) < 2e-4
-    assert _rel(f.background, a.background) < 2e-4
+    assert rel_error(f.object, a.object) < 2e-4
+    assert rel_error(f.probe, a.probe) < 2e-4
+    assert rel_error(f.background, a.background) < 2e-4
     assert np.allclose([s.cost for s in sf], [s.cost for s in sa], rtol=2e-4)
-    assert _rel(a.object, start.object) > 1e-2                  # the sweeps did change ρ
+    assert rel_error(a.object, start.object) > 1e-2                  # the sweeps did change ρ
 
 
 def test_fused_path_declines_what_it_does_not_implement():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.solvers import MLOptions, ml
-from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem
+from tests.analysis.bragg_problem import make_problem, near_truth_state, perturbed_state
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +16,11 @@ def problem():
     return make_problem(upsampling=2, n_angles=6, n_side=2, seed=3)
 
 
-def _perturbed_state(p, rng):
-    st = initial_state(p, gaussian_probe(p.geometry, (1.6, 1.8), 0.05), background=0.5)
-    st.object = st.object * (1 + 0.3 * rng.standard_normal(st.object.shape)) * np.exp(
-        0.5j * rng.standard_normal(st.object.shape))
-    st.object *= np.sqrt(1e4 / 50)
-    return st
-
-
 @pytest.mark.parametrize("noise", ["amplitude", "poisson"])
 def test_gradients_match_finite_differences(problem, noise):
     p = problem
     rng = np.random.default_rng(7)
-    st = _perturbed_state(p, rng)
+    st = perturbed_state(p, rng)
     opts = MLOptions(noise_model=noise, mu=0.05)
     w = ml.mu_weights(st, p.data, p.op, opts.mu)
     c0, g_o, g_p = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w)
@@ -65,9 +57,7 @@ def test_gradients_match_finite_differences(problem, noise):
 def test_cg_decreases_cost(problem):
     p = problem
     rng = np.random.default_rng(8)
-    st = initial_state(p, p.true_probe * (1 + 0.05 * rng.standard_normal(p.true_probe.shape)))
-    st.object = p.true_object + 0.05 * np.abs(p.true_object).max() * p.support * rng.standard_normal(
-        p.true_object.shape)
+    st = near_truth_state(p, rng)
     opts = MLOptions(noise_model="amplitude")
     costs = []
     for _ in range(6):
