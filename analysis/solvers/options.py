@@ -64,6 +64,9 @@ class MLOptions:
     """Preconditioner s on the probe gradient; None: ‖g_ρ‖²/‖g_P‖² at the first ML iteration."""
     support_mask_gradient: bool = False
     """Zero the object gradient outside S (hard support) instead of relying on μ only."""
+    smoothness: float = 0.0
+    """Strength s of the smoothness prior s Σ w|∇ρ|², w = Σ_j |P_j|² the current illumination
+    (:mod:`analysis.solvers.smoothness`); 0 = the seed's cost (Eq 4) alone."""
 
     def __post_init__(self) -> None:
         if self.noise_model not in ("amplitude", "poisson"):
@@ -72,6 +75,8 @@ class MLOptions:
             raise ValueError(f"MLOptions.mu must be >= 0, got {self.mu}")
         if self.probe_scale is not None and not self.probe_scale > 0:
             raise ValueError(f"MLOptions.probe_scale must be > 0 or None, got {self.probe_scale}")
+        if not self.smoothness >= 0:
+            raise ValueError(f"MLOptions.smoothness must be >= 0, got {self.smoothness}")
 
 
 @dataclass(frozen=True, kw_only=True)
