@@ -26,6 +26,7 @@ from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunic
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.free import FreeCostHistory, FreeDataMonitor, held_out_rows, split_data
 from analysis.solvers.options import EpieOptions, FreeDataOptions, MLOptions
+from analysis.solvers.smoothness import illumination_maps
 from analysis.solvers.support import shrink_wrap, slab_support
 from analysis.xp import COMPLEX, fft_module, to_numpy
 
@@ -578,6 +579,27 @@ class Reconstruction:
                                                  n_done=done, n_phase=n)
             self._times.append(time.perf_counter() - t0)
         return self
+
+    def illumination(self) -> np.ndarray:
+        """w = Σ_j |P_j|² of the current probe on the object grid (NumPy, float): where the data constrain ρ.
+
+        Summed over all ranks under MPI (every rank gets the whole map).
+        """
+        w = illumination_maps(self.state.probe, self.data, self.op, tuple(self.state.object.shape))[0]
+        if self._comm is not None:
+            w = self._comm.allreduce_sum(w)
+        return to_numpy(w)
+
+    def illuminated_support(self, fraction: float = 0.01) -> np.ndarray:
+        """S ∧ [w ≥ ``fraction`` · max w]: the support where the probe reached (masks for strain and figures).
+
+        Voxels the probe barely reached are not constrained by the data; long ML runs can leave any
+        amplitude there, which must not set amplitude thresholds (docs/seed-schedule.md).
+        """
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"illuminated_support: fraction must lie in [0, 1), got {fraction}")
+        w = self.illumination()
+        return to_numpy(self.state.support) & (w >= fraction * w.max())
 
     def result(self) -> ReconstructionResult:
         """Current object, probe, background and histories as NumPy arrays."""

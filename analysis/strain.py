@@ -219,7 +219,7 @@ def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any, the
 
 def compute_strain(rho: Any, *, voxel_size_m: tuple[float, float, float], theta_bragg_rad: float,
                    q_bragg_per_m: float, options: StrainOptions = StrainOptions(),
-                   support: Any = None) -> StrainMaps:
+                   support: Any = None, amplitude_reference: Any = None) -> StrainMaps:
     """ε_zz, ω_x, ω_y on the native reconstruction grid (e1, e2, e3) without unwrapping.
 
     Gradients by Eq 15 (central difference), rotated to the lab:
@@ -233,6 +233,9 @@ def compute_strain(rho: Any, *, voxel_size_m: tuple[float, float, float], theta_
         Reconstructed object on the native grid.
     support : (N1, N2, N3) bool, optional
         Extra restriction of the mask (e.g. the solver's support).
+    amplitude_reference : (N1, N2, N3) bool, optional
+        Voxels whose largest |ρ| sets the amplitude threshold (default: ``support``, or all voxels),
+        e.g. the illuminated support: voxels no probe reached carry no data and must not set it.
     """
     _check_complex(rho, "compute_strain: rho", ndim=3)
     if not (q_bragg_per_m > 0 and math.isfinite(q_bragg_per_m)):
@@ -242,12 +245,17 @@ def compute_strain(rho: Any, *, voxel_size_m: tuple[float, float, float], theta_
     xp = array_module(rho)
     vox = _voxels(voxel_size_m, 3)
     amp = xp.abs(rho)
-    mask = amp >= options.amplitude_threshold * amp.max()
+    mask = xp.ones(rho.shape, dtype=bool)
     if support is not None:
         support = xp.asarray(support, dtype=bool)
         if support.shape != rho.shape:
             raise ValueError(f"compute_strain: support shape {tuple(support.shape)} != rho shape {tuple(rho.shape)}")
-        mask &= support
+        mask = support
+    ref = mask if amplitude_reference is None else xp.asarray(amplitude_reference, dtype=bool)
+    if ref.shape != rho.shape or not bool(ref.any()):
+        raise ValueError(f"compute_strain: the amplitude reference (amplitude_reference, else the support) must be a "
+                         f"non-empty mask of shape {tuple(rho.shape)}")
+    mask = mask & (amp >= options.amplitude_threshold * xp.max(xp.where(ref, amp, 0)))
     if int(mask.sum()) == 0:
         raise ValueError("compute_strain: no voxel passes the amplitude threshold; lower options.amplitude_threshold")
     work = rho
@@ -270,11 +278,12 @@ def compute_strain(rho: Any, *, voxel_size_m: tuple[float, float, float], theta_
 
 
 def strain_from_geometry(rho: Any, geometry: BraggGeometry, *, options: StrainOptions = StrainOptions(),
-                         support: Any = None, voxel_size_m: tuple[float, float, float] | None = None) -> StrainMaps:
+                         support: Any = None, voxel_size_m: tuple[float, float, float] | None = None,
+                         amplitude_reference: Any = None) -> StrainMaps:
     """:func:`compute_strain` with θ_B, |Q| and (unless given) the voxel size from ``geometry``."""
     return compute_strain(rho, voxel_size_m=voxel_size_m or geometry.voxel_size_m,
                           theta_bragg_rad=geometry.theta_bragg_rad, q_bragg_per_m=geometry.q_bragg_per_m,
-                          options=options, support=support)
+                          options=options, support=support, amplitude_reference=amplitude_reference)
 
 
 def map_to_sample_frame(maps: StrainMaps, *, theta_bragg_rad: float,

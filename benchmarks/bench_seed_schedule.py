@@ -179,8 +179,14 @@ def main() -> None:
     ap.add_argument("--n-ml", type=int, default=500, help="ML iterations of the unscaled variants (seed: 500)")
     ap.add_argument("--noise-seed", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the reports to this JSON file")
+    ap.add_argument("--smoothness", type=float, nargs="+", default=None,
+                    help="run every variant once per ML smoothness-prior strength s (MLOptions.smoothness)")
     a = ap.parse_args()
     recipes = variant_recipes(a.n_ml)
+    if a.smoothness:
+        recipes = {f"{name}-s{sm:g}": dataclasses.replace(r, ml=dataclasses.replace(r.ml, smoothness=sm))
+                   for name, r in recipes.items() for sm in a.smoothness}
+        a.variants = [f"{name}-s{sm:g}" for name in a.variants for sm in a.smoothness]
     t0 = time.perf_counter()
     p = seed_like_problem(noise_seed=a.noise_seed)
     print(f"frames {p.frames.shape} simulated in {time.perf_counter() - t0:.1f} s; "

@@ -130,6 +130,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         from analysis.engine import FreeDataOptions
 
         recipe = dataclasses.replace(recipe, free=FreeDataOptions(fraction=args.free_fraction, unit=args.free_unit))
+    if args.ml_smoothness:
+        recipe = dataclasses.replace(recipe, ml=dataclasses.replace(recipe.ml, smoothness=args.ml_smoothness))
     if args.batches is not None:
         if args.batches < 1:
             raise ValueError(f"--batches must be >= 1, got {args.batches}")
@@ -478,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the lowest held-out cost is kept (/free_cost in the results; docs/seed-schedule.md)")
     p.add_argument("--free-unit", choices=("entry", "frame"), default="entry",
                    help="hold out single detector-voxels (entry) or whole (position, angle) frames")
+    p.add_argument("--ml-smoothness", type=float, default=0.0, metavar="S",
+                   help="smoothness prior S·Σ|P|²|∇ρ|² in the ML refinement (e.g. 0.01; 0 = the seed's cost alone); "
+                        "keeps long ML runs from fitting model error with voxel-scale noise (docs/seed-schedule.md)")
     p.add_argument("--batches", type=int, default=None, metavar="N",
                    help="mini-batch rPIE with N spatially spread batches instead of sequential ePIE (spec 2.4 B)")
     p.add_argument("--mpi", action="store_true",

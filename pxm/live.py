@@ -488,7 +488,7 @@ class _RunSession:
         self.summary["live_mode"] = mode
 
     # --- publication -----------------------------------------------------------------------------
-    def _preview_arrays(self, res: Any) -> dict[str, np.ndarray]:
+    def _preview_arrays(self, res: Any, illuminated: np.ndarray) -> dict[str, np.ndarray]:
         from analysis.strain import StrainOptions, strain_from_geometry
 
         obj = res.object
@@ -499,7 +499,7 @@ class _RunSession:
             out[f"object_amplitude_mid_{name}"] = np.abs(sl).astype(np.float32)
             out[f"object_phase_mid_{name}"] = np.angle(sl).astype(np.float32)
         out["probe"] = res.probe.astype(np.complex64)
-        maps = strain_from_geometry(obj, res.geometry, support=res.support,
+        maps = strain_from_geometry(obj, res.geometry, support=res.support, amplitude_reference=illuminated,
                                     options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
         out["strain_zz_mid_e2"] = np.take(np.asarray(maps.eps_zz), c[1], axis=1).astype(np.float32)
         return out
@@ -514,7 +514,7 @@ class _RunSession:
         try:
             t0 = time.perf_counter()
             res = self.engine.result()
-            arrays = self._preview_arrays(res)
+            arrays = self._preview_arrays(res, self.engine.illuminated_support())
             t1 = time.perf_counter()
             md = {"raw_uid": self.info.uid, "kind": "live-preview", "status": "running",
                   "iteration": int(res.iterations), "n_frames_used": int(self.engine_frames),
@@ -571,6 +571,7 @@ class _RunSession:
         rec.iterate(recipe.n_iterations)
         res = rec.result()
         maps = strain_from_geometry(res.object, res.geometry, support=res.support,
+                                    amplitude_reference=rec.illuminated_support(),
                                     options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
         t_rec = time.perf_counter() - t0
         resolution_md: dict[str, float] = {}

@@ -289,7 +289,8 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
         t_fsc = time.perf_counter() - t3
     res = rec.result()
     t2 = time.perf_counter()
-    strain = strain_from_geometry(res.object, res.geometry, support=res.support)
+    strain = strain_from_geometry(res.object, res.geometry, support=res.support,
+                                  amplitude_reference=rec.illuminated_support())
     t_strain = time.perf_counter() - t2
     costs = np.asarray(res.costs, float)
     phases = np.asarray(res.phases)

@@ -17,6 +17,8 @@ from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
+from analysis.solvers.smoothness import (illumination_maps, prior_cost, prior_line_coefficients,
+                                         prior_object_gradient, prior_probe_gradient)
 from analysis.xp import array_module, to_numpy
 
 _TINY = 1e-30
@@ -289,6 +291,23 @@ def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: Br
     return comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
 
 
+def _illumination(comm: Communicator, probe: Any, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
+                  direction: Any = None) -> tuple[Any, ...]:
+    """:func:`analysis.solvers.smoothness.illumination_maps` summed over ranks."""
+    return tuple(comm.allreduce_sum(m) for m in illumination_maps(probe, data, op, object_shape, direction))
+
+
+def _line_with_prior(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
+                     mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None) -> tuple[float, float]:
+    """:func:`_reduced_line` plus the smoothness prior's (R'(0), R''(0)) on the reduced illumination maps."""
+    d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_obj, d_probe, exit_waves)
+    if options.smoothness:
+        w_maps = _illumination(comm, state.probe, data, op, state.object.shape, d_probe)
+        p1, p2 = prior_line_coefficients(state.object, d_obj, w_maps, options.smoothness)
+        d1, d2 = d1 + p1, d2 + p2
+    return d1, d2
+
+
 def _rdot(a: Any, b: Any) -> float:
     xp = array_module(a)
     return float(xp.vdot(a, b).real)
@@ -326,8 +345,15 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
                                      mu_map=mem.mu_map, exit_waves=kept)
     kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
     mem.mu_map_support = state.support                      # the fused path may have made S contiguous
+    sm = options.smoothness
+    if sm and with_p:                        # per-position sum: reduced with the data term's probe gradient
+        g_p += prior_probe_gradient(state.object, state.probe, data, op, sm)
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)
+    if sm:                                   # smoothness prior on the reduced illumination (module smoothness)
+        w0 = _illumination(comm, state.probe, data, op, state.object.shape)[0]
+        c0 += prior_cost(state.object, w0, sm)
+        g_o += prior_object_gradient(state.object, w0, sm)
     if with_p:
         g_p = comm.allreduce_sum(g_p)
     if options.support_mask_gradient:
@@ -345,12 +371,12 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     d_p = None
     if with_p:
         d_p = -s * g_p + beta * mem.direction[1] if beta else -s * g_p
-    d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
+    d1, d2 = _line_with_prior(comm, state, data, op, options, mem, d_o, d_p, kept)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0
         d_o = -g_o
         d_p = -s * g_p if with_p else None
-        d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept)
+        d1, d2 = _line_with_prior(comm, state, data, op, options, mem, d_o, d_p, kept)
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -360,6 +386,9 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
         trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
                                                  mu_map=mem.mu_map, exit_waves=kept))
+        if sm:
+            trial_w0 = w0 if d_p is None else _illumination(comm, trial.probe, data, op, state.object.shape)[0]
+            trial_cost += prior_cost(trial.object, trial_w0, sm)
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break
         t *= 0.5

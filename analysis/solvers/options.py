@@ -73,6 +73,9 @@ class MLOptions:
     """On NumPy complex64 run the ML transforms and elementwise chains with the fused CPU kernels
     (Numba + FFTW, :class:`analysis.solvers.fused_cpu.FusedCpuML`) when those import and the geometry
     allows (as :attr:`EpieOptions.cpu_fused`); same numbers to float32 rounding."""
+    smoothness: float = 0.0
+    """Strength s of the smoothness prior s Σ w|∇ρ|², w = Σ_j |P_j|² the current illumination
+    (:mod:`analysis.solvers.smoothness`); 0 = the seed's cost (Eq 4) alone."""
 
     def __post_init__(self) -> None:
         if self.noise_model not in ("amplitude", "poisson"):
@@ -81,6 +84,8 @@ class MLOptions:
             raise ValueError(f"MLOptions.mu must be >= 0, got {self.mu}")
         if self.probe_scale is not None and not self.probe_scale > 0:
             raise ValueError(f"MLOptions.probe_scale must be > 0 or None, got {self.probe_scale}")
+        if not self.smoothness >= 0:
+            raise ValueError(f"MLOptions.smoothness must be >= 0, got {self.smoothness}")
 
 
 @dataclass(frozen=True, kw_only=True)

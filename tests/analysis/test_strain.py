@@ -162,3 +162,23 @@ def test_bad_inputs():
         StrainOptions(phase_sign=0)
     with pytest.raises(ValueError, match="3 dimensions"):
         compute_strain(np.ones((4, 4), complex), voxel_size_m=VOX, theta_bragg_rad=THETA, q_bragg_per_m=Q)
+
+
+def test_amplitude_threshold_set_by_the_reference_region_only():
+    """A few large-|ρ| voxels the probe never reached do not empty the strain mask of the lit crystal."""
+    eps = 2e-4
+    x, y, z = _lab()
+    rho = _slab(phase=Q * eps * z)
+    rho[3:6, 3:6, 3:6] *= 8.0                                  # unconstrained voxels, |ρ| = 8 (e.g. after long ML)
+    lit = np.zeros(SHAPE, bool)
+    lit[10:30] = True
+    lit[3:6, 3:6, 3:6] = False
+    opts = StrainOptions(phase_sign=1, remove_ramp=False, amplitude_threshold=0.3)
+    kw = dict(voxel_size_m=VOX, theta_bragg_rad=THETA, q_bragg_per_m=Q, options=opts)
+    plain = compute_strain(rho, **kw)
+    assert plain.mask.sum() == 0 or not plain.mask[lit].any()  # threshold 2.4 > 1: the crystal drops out
+    ref = compute_strain(rho, amplitude_reference=lit, **kw)
+    assert ref.mask[lit].sum() > 1000
+    assert np.max(np.abs(ref.eps_zz[ref.mask & lit] - eps)) / eps < 1e-6
+    with pytest.raises(ValueError, match="amplitude reference"):
+        compute_strain(rho, amplitude_reference=np.zeros(SHAPE, bool), **kw)

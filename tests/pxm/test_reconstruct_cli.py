@@ -205,3 +205,17 @@ def test_reconstruct_free_fraction_records_free_cost(capsys, dataset_file, tmp_p
     err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--recipe",
                                    "quick", "--free-fraction", "0.7", "--no-progress"])
     assert "fraction" in err and "[0, 0.5)" in err
+
+
+def test_reconstruct_ml_smoothness_is_recorded(capsys, dataset_file, tmp_path):
+    """``--ml-smoothness``: the prior strength reaches the ML options and the results' parameters; < 0 is one line."""
+    res = tmp_path / "results.h5"
+    rc = main(["reconstruct", str(dataset_file), "-o", str(res), "--recipe", "quick", "--ml-smoothness", "0.02",
+               "--no-progress"])
+    assert rc == 0
+    r = read_results(res)
+    assert r["parameters"]["ml"]["smoothness"] == 0.02
+    assert np.all(np.isfinite(r["object"]))
+    err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--recipe",
+                                   "quick", "--ml-smoothness", "-1", "--no-progress"])
+    assert "smoothness" in err
