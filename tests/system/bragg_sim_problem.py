@@ -240,7 +240,7 @@ def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: Rec
     ``op`` and ``origin_vox`` are the engine's model and object-grid origin (``r.op``,
     ``r._grid.origin_vox``). Lit crystal: true support dilated by 1 voxel where Σ_j|P_j|² of the
     true probe is ≥ 20 % of its maximum; strain region: lit ∧ |ρ_true| > 0.9, eroded by 1 voxel,
-    ∧ the strain mask (|ρ̂| ≥ 0.3 max).
+    ∧ the strain mask (|ρ̂| ≥ 0.3 × its maximum on the lit crystal: voxels no probe reached do not set it).
     """
     from scipy.ndimage import binary_dilation, binary_erosion
 
@@ -256,7 +256,7 @@ def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: Rec
     lit = binary_dilation(crystal, iterations=1) & (ill >= 0.2 * ill.max())
     e = object_error(result.object, tru, support=lit)
     pe = probe_error(result.probe, problem.probe_p2, intensity_weighted=True).error
-    maps = strain_from_geometry(result.object, problem.geometry,
+    maps = strain_from_geometry(result.object, problem.geometry, amplitude_reference=lit,
                                 options=StrainOptions(remove_ramp=False, amplitude_threshold=0.3))
     x, y, z = problem.lab_coordinates(shape, origin_vox)
     reg = binary_erosion(lit & (np.abs(tru) > 0.9), iterations=1) & maps.mask
