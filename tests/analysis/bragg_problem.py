@@ -5,6 +5,7 @@ Fine for unit tests of the solvers (the simulator-based tests live elsewhere).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +121,18 @@ def near_truth_state(p: Problem, rng: np.random.Generator) -> BraggState:
     st.probe = st.probe.astype(cplx)
     st.background = st.background.astype(p.data.intensities.dtype)
     return st
+
+
+def with_validity(data: BraggData, case: str, rng: np.random.Generator) -> BraggData:
+    """``data`` with a random per-frame (``case='frames'``, position 1 unmeasured) or per-pixel (``'pixels'``)
+    validity mask; any other case returns it unchanged."""
+    if case == "frames":
+        fv = rng.random((data.n_positions, data.intensities.shape[-1])) > 0.3
+        fv[1] = False                                       # a position with nothing measured yet
+        return dataclasses.replace(data, frame_valid=fv)
+    if case == "pixels":
+        return dataclasses.replace(data, frame_valid=rng.random(data.intensities.shape) > 0.2)
+    return data
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:

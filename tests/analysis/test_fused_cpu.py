@@ -12,7 +12,7 @@ from analysis.solvers import epie
 from analysis.solvers.fused_cpu import FusedCpuSweep
 from analysis.solvers.options import EpieOptions
 from analysis.xp import cpu_kernels
-from tests.analysis.bragg_problem import initial_state, make_problem, rel_error
+from tests.analysis.bragg_problem import initial_state, make_problem, rel_error, with_validity
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW not installed (pip install .[fast])")
 
@@ -29,12 +29,7 @@ def test_fused_sweeps_equal_the_array_code(upsampling, case):
         opts = dataclasses.replace(opts, alpha=0.6, beta=0.8)
     elif case == "frozen":
         opts = dataclasses.replace(opts, update_probe=False)
-    elif case == "frames":
-        fv = rng.random((data.n_positions, data.intensities.shape[-1])) > 0.3
-        fv[1] = False                                       # a position with nothing measured yet
-        data = dataclasses.replace(data, frame_valid=fv)
-    elif case == "pixels":
-        data = dataclasses.replace(data, frame_valid=rng.random(data.intensities.shape) > 0.2)
+    data = with_validity(data, case, rng)
     start = initial_state(p, p.true_probe * 0.9, background=0.5)
     start.object = start.object.astype(np.complex64)
     start.probe = start.probe.astype(np.complex64)

@@ -12,7 +12,7 @@ import pytest
 from analysis.solvers import MLOptions, ml
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.xp import cpu_kernels
-from tests.analysis.bragg_problem import make_problem, near_truth_state, perturbed_state, rel_error
+from tests.analysis.bragg_problem import make_problem, near_truth_state, perturbed_state, rel_error, with_validity
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW not installed (pip install .[fast])")
 
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW n
 def _setup(upsampling: int, case: str, noise: str):
     p = make_problem(upsampling=upsampling, n_angles=12 if upsampling == 1 else 4, n_side=3, dtype=np.complex64)
     rng = np.random.default_rng(5)
-    data = p.data
-    if case == "frames":
-        fv = rng.random((data.n_positions, data.intensities.shape[-1])) > 0.3
-        fv[1] = False                                       # a position with nothing measured yet
-        data = dataclasses.replace(data, frame_valid=fv)
-    elif case == "pixels":
-        data = dataclasses.replace(data, frame_valid=rng.random(data.intensities.shape) > 0.2)
+    data = with_validity(p.data, case, rng)
     st = perturbed_state(p, rng)
     opts = MLOptions(noise_model=noise, mu=0.05, update_probe=case != "fixed")
     d_o = (rng.standard_normal(st.object.shape) + 1j * rng.standard_normal(st.object.shape)).astype(np.complex64)
