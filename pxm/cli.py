@@ -461,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, required=True, help="results HDF5 file to write")
     p.add_argument("--recipe", choices=("seed", "quick", "baseline"), default="seed",
-                   help="seed: 1000 ePIE + 500 ML (hours); baseline: fixed probe, U = 1; quick: seconds (CI)")
+                   help="seed: 1000 ePIE + 500 ML (hours; on data the model does not describe exactly, add "
+                        "--ml-smoothness 0.01, docs/seed-schedule.md); baseline: fixed probe, U = 1; quick: seconds (CI)")
     p.add_argument("--iterations", type=int, default=None, help="ePIE sweeps (overrides the recipe)")
     p.add_argument("--ml", type=int, default=None, help="ML iterations (overrides the recipe)")
     g = p.add_mutually_exclusive_group()
