@@ -6,7 +6,7 @@ halved). Frames are synthetic (timing does not depend on their content). Thread 
 ``PXM_FFT_WORKERS=1 NUMBA_NUM_THREADS=1`` and with 2. ``PXM_CPU_KERNELS=0`` times the array code.
 Also prints the process CPU time (all threads) per iteration: on a shared machine where the wall
 time cannot show the thread scaling, CPU time ≈ wall time × threads means the threads ran in parallel.
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_ml_cpu.py [engine|mid] [n_sweeps n_ml]``.
+Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_ml_cpu.py [engine|mid] [n_sweeps n_ml [smoothness]]``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
+from analysis.engine import MLOptions
 from analysis.geometry import seed_geometry
 from analysis.xp import cpu_kernels
 
@@ -37,11 +38,13 @@ def _case(name: str) -> tuple:
     raise ValueError(f"unknown case {name!r}: engine or mid")
 
 
-def main(case: str = "mid", n_sweeps: int = 2, n_ml: int = 3) -> dict[str, float]:
-    """Time ``n_sweeps`` ePIE sweeps and ``n_ml`` ML iterations (each after one warm-up)."""
+def main(case: str = "mid", n_sweeps: int = 2, n_ml: int = 3, smoothness: float = 0.0) -> dict[str, float]:
+    """Time ``n_sweeps`` ePIE sweeps and ``n_ml`` ML iterations (each after one warm-up), ML with the
+    smoothness prior of strength ``smoothness`` (0: the seed's cost)."""
     g, stage, sigma_px = _case(case)
     frames, probe = synthetic_frames(g, stage, sigma_px)
-    rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1, n_ml=n_ml + 1)
+    rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1, n_ml=n_ml + 1,
+                                ml=MLOptions(smoothness=smoothness))
     cpu = []                                         # process CPU seconds (all threads) per iteration
     for _ in range(rec.recipe.n_iterations):
         c0 = time.process_time()
@@ -55,7 +58,7 @@ def main(case: str = "mid", n_sweeps: int = 2, n_ml: int = 3) -> dict[str, float
     threads = (os.environ.get("PXM_FFT_WORKERS", "all"), os.environ.get("NUMBA_NUM_THREADS", "all"))
     path = "fused CPU" if cpu_kernels() is not None else "array code"
     print(f"{case}: {stage.shape[0]} positions × {g.n_angles} angles × {g.n_rows_px}×{g.n_cols_px}, U = {g.upsampling}, "
-          f"box {g.recon_shape} ({path}, FFT/Numba threads {threads[0]}/{threads[1]}): ePIE {sweep_s:.2f} s per sweep "
+          f"box {g.recon_shape} ({path}, FFT/Numba threads {threads[0]}/{threads[1]}, ML smoothness {smoothness:g}): ePIE {sweep_s:.2f} s per sweep "
           f"({', '.join(f'{v:.2f}' for v in t[1:n_sweeps + 1])}), ML {ml_s:.2f} s per iteration "
           f"(first {t[n_sweeps + 1]:.2f}; {', '.join(f'{v:.2f}' for v in t[n_sweeps + 2:])}); CPU time {sweep_cpu_s:.2f} s per "
           f"sweep, {ml_cpu_s:.2f} s per ML iteration; peak RSS {peak_gb:.2f} GB; "
@@ -65,4 +68,4 @@ def main(case: str = "mid", n_sweeps: int = 2, n_ml: int = 3) -> dict[str, float
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2]), *(int(a) for a in sys.argv[2:4]))
+    main(*(sys.argv[1:2]), *(int(a) for a in sys.argv[2:4]), *(float(a) for a in sys.argv[4:5]))
