@@ -17,7 +17,7 @@ from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
-from analysis.solvers.smoothness import (illumination_maps, prior_cost, prior_line_coefficients,
+from analysis.solvers.smoothness import (ProbeOps, illumination_maps, prior_cost, prior_line_coefficients,
                                          prior_object_gradient, prior_probe_gradient)
 from analysis.xp import array_module, to_numpy
 
@@ -292,9 +292,19 @@ def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: Br
 
 
 def _illumination(comm: Communicator, probe: Any, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
-                  direction: Any = None) -> tuple[Any, ...]:
+                  probe_ops: ProbeOps, direction: Any = None) -> tuple[Any, ...]:
     """:func:`analysis.solvers.smoothness.illumination_maps` summed over ranks."""
-    return tuple(comm.allreduce_sum(m) for m in illumination_maps(probe, data, op, object_shape, direction))
+    return tuple(comm.allreduce_sum(m) for m in illumination_maps(probe, data, op, object_shape, direction, probe_ops))
+
+
+def _probe_ops(state: BraggState, op: BraggModel, options: MLOptions) -> ProbeOps:
+    """The smoothness prior's P_j: the fused CPU probe boxes where the fused ML path runs, else the array code."""
+    fused = _fused(state, op, options)
+    if fused is None:
+        return ProbeOps.array(op)
+    main = fused.t.probe
+    return ProbeOps(extrude=main.extrude, extrude_direction=fused.delta_probe.extrude,
+                    project=lambda _box, shift_px: main.adjoint(shift_px))
 
 
 def _line_with_prior(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
@@ -302,7 +312,7 @@ def _line_with_prior(comm: Communicator, state: BraggState, data: BraggData, op:
     """:func:`_reduced_line` plus the smoothness prior's (R'(0), R''(0)) on the reduced illumination maps."""
     d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_obj, d_probe, exit_waves)
     if options.smoothness:
-        w_maps = _illumination(comm, state.probe, data, op, state.object.shape, d_probe)
+        w_maps = _illumination(comm, state.probe, data, op, state.object.shape, _probe_ops(state, op, options), d_probe)
         p1, p2 = prior_line_coefficients(state.object, d_obj, w_maps, options.smoothness)
         d1, d2 = d1 + p1, d2 + p2
     return d1, d2
@@ -347,11 +357,11 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     mem.mu_map_support = state.support                      # the fused path may have made S contiguous
     sm = options.smoothness
     if sm and with_p:                        # per-position sum: reduced with the data term's probe gradient
-        g_p += prior_probe_gradient(state.object, state.probe, data, op, sm)
+        g_p += prior_probe_gradient(state.object, state.probe, data, op, sm, _probe_ops(state, op, options))
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)
     if sm:                                   # smoothness prior on the reduced illumination (module smoothness)
-        w0 = _illumination(comm, state.probe, data, op, state.object.shape)[0]
+        w0 = _illumination(comm, state.probe, data, op, state.object.shape, _probe_ops(state, op, options))[0]
         c0 += prior_cost(state.object, w0, sm)
         g_o += prior_object_gradient(state.object, w0, sm)
     if with_p:
@@ -387,7 +397,8 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
                                                  mu_map=mem.mu_map, exit_waves=kept))
         if sm:
-            trial_w0 = w0 if d_p is None else _illumination(comm, trial.probe, data, op, state.object.shape)[0]
+            trial_w0 = w0 if d_p is None else _illumination(comm, trial.probe, data, op, state.object.shape,
+                                                            _probe_ops(state, op, options))[0]
             trial_cost += prior_cost(trial.object, trial_w0, sm)
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break

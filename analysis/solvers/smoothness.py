@@ -34,30 +34,53 @@ coefficients (the probe gradient is a per-position sum like the data term's and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from analysis.solvers.model import BraggData, BraggModel
 from analysis.xp import array_module
 
-__all__ = ["illumination_maps", "roughness_maps", "prior_cost", "prior_object_gradient", "prior_probe_gradient",
-           "prior_line_coefficients"]
+__all__ = ["ProbeOps", "illumination_maps", "roughness_maps", "prior_cost", "prior_object_gradient",
+           "prior_probe_gradient", "prior_line_coefficients"]
+
+
+@dataclass(frozen=True)
+class ProbeOps:
+    """How P_j = B Shift_g P2 and Shift_{−g} Bᴴ are computed: the array code (:meth:`array`) or the
+    fused CPU probe boxes of the ML solver, whose buffers ``extrude`` returns and ``project`` consumes."""
+
+    extrude: Callable[[Any, np.ndarray], Any]
+    """(P2, shift) → P_j on the box (may be a reused buffer: use it before the next call)."""
+    extrude_direction: Callable[[Any, np.ndarray], Any]
+    """(ΔP2, shift) → ΔP_j, into a buffer other than ``extrude``'s."""
+    project: Callable[[Any, np.ndarray], Any]
+    """(box values, shift) → Shift_{−g} Bᴴ(box), (N2, N3); the values are ``extrude``'s buffer, changed in place."""
+
+    @classmethod
+    def array(cls, op: BraggModel) -> "ProbeOps":
+        """The array code of ``op`` (any backend)."""
+        return cls(extrude=op.probe_at, extrude_direction=op.probe_at, project=op.probe_adjoint)
 
 
 def illumination_maps(probe: Any, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
-                      direction: Any = None) -> tuple[Any, ...]:
+                      direction: Any = None, probe_ops: ProbeOps | None = None) -> tuple[Any, ...]:
     """(w0,) = (Σ_j |P_j|²,) on the object grid, or with ``direction`` ΔP2 also w1 = Σ_j 2Re P_j*ΔP_j and
     w2 = Σ_j |ΔP_j|² (positions with data only; this rank's share)."""
     xp = array_module(probe)
+    ops = ProbeOps.array(op) if probe_ops is None else probe_ops
     dtype = probe.real.dtype
     maps = [xp.zeros(object_shape, dtype=dtype) for _ in range(1 if direction is None else 3)]
     for j in range(data.n_positions):
         if not data.has_data(j):
             continue
         sl = op.view(data.offsets_vox[j])
-        pj = op.probe_at(probe, data.shifts_px[j])
+        pj = ops.extrude(probe, data.shifts_px[j])
         maps[0][sl] += pj.real ** 2 + pj.imag ** 2
         if direction is not None:
-            dpj = op.probe_at(direction, data.shifts_px[j])
+            dpj = ops.extrude_direction(direction, data.shifts_px[j])
             maps[1][sl] += 2.0 * (xp.conj(pj) * dpj).real
             maps[2][sl] += dpj.real ** 2 + dpj.imag ** 2
     return tuple(maps)
@@ -102,17 +125,20 @@ def prior_object_gradient(rho: Any, w0: Any, strength: float) -> Any:
     return g * rho.real.dtype.type(strength)
 
 
-def prior_probe_gradient(rho: Any, probe: Any, data: BraggData, op: BraggModel, strength: float) -> Any:
+def prior_probe_gradient(rho: Any, probe: Any, data: BraggData, op: BraggModel, strength: float,
+                         probe_ops: ProbeOps | None = None) -> Any:
     """∂R/∂P2* = s Σ_j Shift_{−g_j} Bᴴ(r0_j P_j) over this rank's positions (reduce like the data term's)."""
     xp = array_module(probe)
+    ops = ProbeOps.array(op) if probe_ops is None else probe_ops
     g = xp.zeros_like(probe)
     if strength == 0:
         return g
-    r0 = roughness_maps(rho)[0]
+    r0 = roughness_maps(rho)[0].astype(probe.real.dtype, copy=False)
     for j in range(data.n_positions):
         if data.has_data(j):
-            pj = op.probe_at(probe, data.shifts_px[j])
-            g += op.probe_adjoint(r0[op.view(data.offsets_vox[j])] * pj, data.shifts_px[j])
+            pj = ops.extrude(probe, data.shifts_px[j])
+            pj *= r0[op.view(data.offsets_vox[j])]
+            g += ops.project(pj, data.shifts_px[j])
     return g * probe.real.dtype.type(strength)
 
 

@@ -105,3 +105,22 @@ def test_smoothness_option_validated():
         MLOptions(smoothness=-1.0)
     with pytest.raises(ValueError, match="smoothness"):
         MLOptions(smoothness=float("nan"))
+
+
+def test_fused_probe_boxes_give_the_array_codes_prior():
+    """Where the fused ML path runs, the prior's P_j come from its FFTW probe boxes: same maps and gradient."""
+    p = make_problem(upsampling=3, n_angles=4, n_side=3, dtype=np.complex64)
+    rng = np.random.default_rng(14)
+    st = _state(p, rng)
+    st.object, st.probe = st.object.astype(np.complex64), st.probe.astype(np.complex64)
+    d_p = _random_like(rng, st.probe, 0.1).astype(np.complex64)
+    fused_ops = ml._probe_ops(st, p.op, MLOptions())                       # noqa: SLF001 - the step's choice
+    if fused_ops.extrude == p.op.probe_at:
+        pytest.skip("fused CPU kernels unavailable (Numba/pyFFTW missing): nothing to compare")
+    shape = st.object.shape
+    for a, b in zip(illumination_maps(st.probe, p.data, p.op, shape, d_p, fused_ops),
+                    illumination_maps(st.probe, p.data, p.op, shape, d_p)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+    g_f = prior_probe_gradient(st.object, st.probe, p.data, p.op, 0.3, fused_ops)
+    g_a = prior_probe_gradient(st.object, st.probe, p.data, p.op, 0.3)
+    np.testing.assert_allclose(g_f, g_a, rtol=1e-4, atol=1e-4 * float(np.abs(g_a).max()))
