@@ -350,22 +350,32 @@ def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2:
 
 
 @nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
-def _gradient_run(g_obj: np.ndarray, rho: np.ndarray, p: np.ndarray, g: np.ndarray, probe_gradient: bool) -> None:
-    """One box line of :func:`ml_gradient` (NM planes, 1D contiguous slices, vectorised)."""
+def _gradient_run(g_obj: np.ndarray, rho: np.ndarray, p: np.ndarray, g: np.ndarray, probe_gradient: bool,
+                  w: np.ndarray | None, r: np.ndarray | None, strength: np.float32) -> None:
+    """One box line of :func:`ml_gradient` (NM planes, 1D contiguous slices, vectorised; the ``None``
+    branches are pruned when Numba compiles)."""
     for k in range(g.shape[0]):
         d = g[k]
-        g_obj[k] += p[k].conjugate() * d
+        pk = p[k]
+        g_obj[k] += pk.conjugate() * d
+        if w is not None:
+            w[k] += pk.real * pk.real + pk.imag * pk.imag
         if probe_gradient:
-            p[k] = rho[k].conjugate() * d
+            if r is not None:
+                p[k] = rho[k].conjugate() * d + (strength * r[k]) * pk
+            else:
+                p[k] = rho[k].conjugate() * d
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def ml_gradient(g_obj: np.ndarray, obj: np.ndarray, offset: np.ndarray, p3: np.ndarray, g_fold: np.ndarray,
-                probe_gradient: bool) -> None:
+                probe_gradient: bool, w0: np.ndarray | None, r0: np.ndarray | None, strength: np.float32) -> None:
     """∇ρ* L += scatter_{o_j}(P_j* g_j) (spec 3) and, if asked, p3 ← ρ_j* g_j (for ∇P2* = B^H of it).
 
     g_j[n1, n2, c] = g_fold[n2, n1, c mod NM] (the adjoint fold replicates the planes);
-    ``g_obj`` and ρ are the whole arrays (C order).
+    ``g_obj`` and ρ are the whole arrays (C order). For the ML smoothness prior
+    (analysis.solvers.smoothness): ``w0`` (object grid, float32) accumulates |P_j|² on view j, and with
+    ``r0`` (object grid, float32) p3 ← ρ_j* g_j + s r0_j P_j; None: not wanted.
     """
     n1p, n2, n3 = p3.shape
     nm = g_fold.shape[2]
@@ -373,5 +383,28 @@ def ml_gradient(g_obj: np.ndarray, obj: np.ndarray, offset: np.ndarray, p3: np.n
     for a in nb.prange(n1p):
         for b in range(n2):
             for c0 in range(0, n3, nm):
-                _gradient_run(g_obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm], obj[o1 + a, o2 + b, o3 + c0:o3 + c0 + nm],
-                              p3[a, b, c0:c0 + nm], g_fold[b, a], probe_gradient)
+                lo, hi = o3 + c0, o3 + c0 + nm
+                _gradient_run(g_obj[o1 + a, o2 + b, lo:hi], obj[o1 + a, o2 + b, lo:hi], p3[a, b, c0:c0 + nm],
+                              g_fold[b, a], probe_gradient, None if w0 is None else w0[o1 + a, o2 + b, lo:hi],
+                              None if r0 is None else r0[o1 + a, o2 + b, lo:hi], strength)
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _illumination_direction_run(w1: np.ndarray, w2: np.ndarray, p: np.ndarray, dp: np.ndarray) -> None:
+    for k in range(p.shape[0]):
+        a = p[k]
+        b = dp[k]
+        w1[k] += 2.0 * (a.real * b.real + a.imag * b.imag)
+        w2[k] += b.real * b.real + b.imag * b.imag
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def illumination_direction(w1: np.ndarray, w2: np.ndarray, offset: np.ndarray, p3: np.ndarray,
+                           dp3: np.ndarray) -> None:
+    """w1 += 2Re(P_j* ΔP_j), w2 += |ΔP_j|² on view j (the prior's line maps; whole object-grid float32 arrays)."""
+    n1p, n2, n3 = p3.shape
+    o1, o2, o3 = offset[0], offset[1], offset[2]
+    for a in nb.prange(n1p):
+        for b in range(n2):
+            _illumination_direction_run(w1[o1 + a, o2 + b, o3:o3 + n3], w2[o1 + a, o2 + b, o3:o3 + n3],
+                                        p3[a, b], dp3[a, b])

@@ -64,6 +64,8 @@ class Condition:
     """Shrink-wrap at 15 % every 5 sweeps over the middle fifth of the sweeps (seed 300–500 of 1000)."""
     joint_probe: bool = False
     """Retrieve the probe too, from a σ = 60 nm Gaussian (seed: probe frozen 5 sweeps, NA mask 1.5 NA)."""
+    ml_smoothness: float = 0.0
+    """Illumination-weighted ∇ρ prior strength of the ML refinement (``MLOptions.smoothness``; 0 = off)."""
 
 
 def seed_angles_problem(*, window_m: float, probe: KBProbe, n_side: int, step_m: float,
@@ -137,7 +139,7 @@ def reconstruct(p: SimProblem, cond: Condition, lobe_probe: KBProbe,
     rec = Recipe(n_epie_iterations=n, n_ml_iterations=cond.n_ml, support=sched, background_init=0.0,
                  epie=EpieOptions(update_probe=cond.joint_probe, gamma=0.0, mu=cond.mu,
                                   probe_update_start_iter=min(5, n), na_mask_stop_iter=n),
-                 ml=MLOptions(update_probe=cond.joint_probe, mu=cond.mu))
+                 ml=MLOptions(update_probe=cond.joint_probe, mu=cond.mu, smoothness=cond.ml_smoothness))
     probe0 = gaussian_p2(p.geometry, 60e-9) if cond.joint_probe else p.probe_p2
     r = Reconstruction(p.geometry, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, probe0, recipe=rec,
                        probe_na_rad=na_rad if cond.joint_probe else None,
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ref-coma-rad", type=float, default=None,
                     help="42u1 only: fixed probe with this coma instead of the truth (a pre-characterised probe)")
     ap.add_argument("--joint-probe", action="store_true", help="probe retrieved from a Gaussian (7u18, 42u3 only)")
+    ap.add_argument("--ml-smoothness", type=float, default=0.0, help="ML ∇ρ prior strength (MLOptions.smoothness)")
+    ap.add_argument("--ref-smoothness", type=float, default=None,
+                    help="42u1 only: ML prior strength of the reference (default: --ml-smoothness)")
     ap.add_argument("--cache", default=os.environ.get("PXM_BENCH_CACHE", ""), help="directory for simulated frames")
     a = ap.parse_args(argv)
     na = a.na_mrad * 1e-3
@@ -196,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"# 42u1 fixed probe: coma {a.ref_coma_rad} rad instead of {a.coma_rad}: E_P {ep:.3f}")
         joint = a.joint_probe and name != "42u1"        # the former strategy keeps the probe fixed
         cond = Condition(n_epie=a.n_epie, n_ml=a.n_ml, support_thickness_m=a.support_nm * 1e-9, mu=a.mu,
-                         shrinkwrap=a.shrinkwrap, joint_probe=joint)
+                         shrinkwrap=a.shrinkwrap, joint_probe=joint,
+                         ml_smoothness=(a.ref_smoothness if name == "42u1" and a.ref_smoothness is not None
+                                        else a.ml_smoothness))
         m = reconstruct(p, cond, probe, (na_v, na))
         spread, sigma3 = rocking_spread(p.geometry, na_v, SAMPLE_THICKNESS_M)
         print(f"{name}: NA_V/Δθ {spread:.2f} σ3 {sigma3:.2f} box {p.geometry.recon_shape} "

@@ -4,7 +4,8 @@
 200 × 160 frames, seed geometry: box 294 × 160 × 126. Frames are synthetic (a uniform 0.5 µm
 slab under a Gaussian probe, through the engine's own operators; timing does not depend on their
 content). Measures what a workstation must do for the seed's 1000 + 500 schedule; the total is
-extrapolated, not run. Run: ``.venv/bin/python benchmarks/bench_seed_size_cpu.py [n_sweeps n_ml]``.
+extrapolated, not run. Run: ``.venv/bin/python benchmarks/bench_seed_size_cpu.py [n_sweeps n_ml [smoothness]]``
+(``smoothness``: ``MLOptions.smoothness`` of the ML iterations, default 0).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
+from analysis.engine import MLOptions
 from analysis.geometry import seed_geometry
 from analysis.xp import cpu_kernels
 
 
-def main(n_sweeps: int = 2, n_ml: int = 1) -> dict[str, float]:
+def main(n_sweeps: int = 2, n_ml: int = 1, smoothness: float = 0.0) -> dict[str, float]:
     """Time ``n_sweeps`` ePIE sweeps (after one warm-up sweep) and ``n_ml`` ML iterations.
 
     The first ML iteration also computes μ_j, the μ map and Ψ0 (later ones take Ψ0 from the
@@ -36,7 +38,8 @@ def main(n_sweeps: int = 2, n_ml: int = 1) -> dict[str, float]:
     t0 = time.perf_counter()
     frames, probe = synthetic_frames(g, stage, (8.0, 18.0))
     t_frames = time.perf_counter() - t0
-    rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1, n_ml=n_ml)
+    rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1, n_ml=n_ml,
+                                ml=MLOptions(smoothness=smoothness))
     recipe = rec.recipe
     rec.iterate(recipe.n_iterations)
     res = rec.result()
@@ -51,11 +54,11 @@ def main(n_sweeps: int = 2, n_ml: int = 1) -> dict[str, float]:
     print(f"seed size: {n_pos} positions × {g.n_angles} angles × {g.n_rows_px}×{g.n_cols_px}, U = {g.upsampling}, "
           f"box {g.recon_shape}, object {rec.op.object_shape}; frames synthesised in {t_frames:.0f} s")
     print(f"ePIE ({path}): first sweep (plans) {res.timings_s[0]:.1f} s, then {sweep_s:.1f} s per sweep "
-          f"({', '.join(f'{t:.1f}' for t in t_epie)}); ML ({ml_path}): {ml_s:.1f} s per iteration "
+          f"({', '.join(f'{t:.1f}' for t in t_epie)}); ML ({ml_path}, smoothness {smoothness}): {ml_s:.1f} s per iteration "
           f"({', '.join(f'{t:.1f}' for t in t_ml)}); load {open('/proc/loadavg').read().split()[:3]}; "
           f"peak RSS {peak_gb:.2f} GB; seed schedule 1000 + 500 extrapolated: {total_h:.1f} h on this machine")
     return {"s_per_sweep": sweep_s, "s_per_ml": ml_s, "peak_rss_gb": peak_gb, "schedule_h": total_h}
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*(int(a) for a in sys.argv[1:3]), *(float(a) for a in sys.argv[3:4]))

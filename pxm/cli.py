@@ -132,6 +132,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         recipe = dataclasses.replace(recipe, free=FreeDataOptions(fraction=args.free_fraction, unit=args.free_unit))
     if args.ml_smoothness:
         recipe = dataclasses.replace(recipe, ml=dataclasses.replace(recipe.ml, smoothness=args.ml_smoothness))
+    if args.ml_free_probe_ramp:
+        recipe = dataclasses.replace(recipe, ml=dataclasses.replace(recipe.ml, hold_probe_ramp=False))
     if args.batches is not None:
         if args.batches < 1:
             raise ValueError(f"--batches must be >= 1, got {args.batches}")
@@ -484,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ml-smoothness", type=float, default=0.0, metavar="S",
                    help="smoothness prior S·Σ|P|²|∇ρ|² in the ML refinement (e.g. 0.01; 0 = the seed's cost alone); "
                         "keeps long ML runs from fitting model error with voxel-scale noise (docs/seed-schedule.md)")
+    p.add_argument("--ml-free-probe-ramp", action="store_true",
+                   help="let ML move the probe's linear phase ramp (by default it is held where ePIE left it: the "
+                        "data cannot tell a probe ramp from an object ramp, which reads as a uniform strain offset)")
     p.add_argument("--batches", type=int, default=None, metavar="N",
                    help="mini-batch rPIE with N spatially spread batches instead of sequential ePIE (spec 2.4 B)")
     p.add_argument("--mpi", action="store_true",

@@ -310,11 +310,15 @@ class FusedCpuML:
                                          poisson, write_chi))
 
     def cost_and_gradient(self, state: BraggState, data: BraggData, poisson: bool, with_probe: bool,
-                          kept: np.ndarray | None, reuse: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
+                          kept: np.ndarray | None, reuse: bool = False, prior_w0: np.ndarray | None = None,
+                          prior_r0: np.ndarray | None = None,
+                          prior_strength: float = 0.0) -> tuple[float, np.ndarray, np.ndarray]:
         """(Σ_j Σ ω ℓ, Σ_j scatter(P_j* F^H χ_j), Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j)) (spec 3, seed Eq 4).
 
         ``kept`` (POS, N1, N2, NM): receives the unnormalised Ψ0 crops for :meth:`line_sums`, or with
         ``reuse`` already holds them (kept by :meth:`cost` on this very state): F is then skipped.
+        ``prior_w0`` (object grid, float32): receives Σ_j |P_j|²; with ``prior_r0`` the smoothness
+        prior's s r0_j P_j joins ρ_j* F^H χ_j before B^H (module :mod:`analysis.solvers.smoothness`).
         """
         self._prepare(state)
         t, k, op = self.t, self.k, self.op
@@ -334,7 +338,8 @@ class FusedCpuML:
                     np.copyto(kept[j], t.crop)
             total += self._data_term(data, j, poisson, True)                  # crop ← scale2·A·χ/Ψ
             g = t.adjoint()                                                   # g_j = F^H χ_j, folded
-            k.ml_gradient(g_obj, state.object, data.offsets_vox[j], p3, g, with_probe)
+            k.ml_gradient(g_obj, state.object, data.offsets_vox[j], p3, g, with_probe, prior_w0, prior_r0,
+                          np.float32(prior_strength))
             if with_probe:
                 g_pr += t.probe.adjoint(data.shifts_px[j])
         return total, g_obj, g_pr
@@ -353,10 +358,12 @@ class FusedCpuML:
         return total
 
     def line_sums(self, state: BraggState, data: BraggData, poisson: bool, d_obj: np.ndarray,
-                  d_probe: np.ndarray | None, kept: np.ndarray | None) -> tuple[float, float]:
+                  d_probe: np.ndarray | None, kept: np.ndarray | None,
+                  prior_w12: list[np.ndarray] | None = None) -> tuple[float, float]:
         """Data-term (L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3), float64 sums.
 
         Ψ1 = F(P ΔV + ΔP V), Ψ2 = F(ΔP ΔV); Ψ0 from ``kept`` (the gradient pass) or recomputed.
+        ``prior_w12`` [w1, w2] (object grid, float32; with ``d_probe``): receive Σ_j 2Re P_j*ΔP_j, Σ_j |ΔP_j|².
         """
         self._prepare(state)
         t, k, op = self.t, self.k, self.op
@@ -373,6 +380,8 @@ class FusedCpuML:
             psi0 = self._psi0 if kept is None else kept[j]
             if d_probe is not None:
                 dp3 = self.delta_probe.extrude(d_probe, data.shifts_px[j])
+                if prior_w12 is not None:
+                    k.illumination_direction(prior_w12[0], prior_w12[1], data.offsets_vox[j], p3, dp3)
                 np.copyto(self._psi2, t.forward(dp3, dv))
                 t.fold_product(p3, dv)
                 t.fold_product(dp3, v, accumulate=True)

@@ -17,8 +17,8 @@ from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
-from analysis.solvers.smoothness import (ProbeOps, illumination_maps, prior_cost, prior_line_coefficients,
-                                         prior_object_gradient, prior_probe_gradient)
+from analysis.solvers.smoothness import (PriorSums, polynomial_value, prior_cost_and_gradient, prior_line_polynomial,
+                                         roughness_maps)
 from analysis.xp import array_module, to_numpy
 
 _TINY = 1e-30
@@ -135,16 +135,20 @@ def state_key(state: BraggState, data: BraggData) -> bytes:
 
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
                       weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
-                      exit_waves: ExitWaves | None = None) -> tuple[float, Any, Any]:
+                      exit_waves: ExitWaves | None = None, prior: PriorSums | None = None) -> tuple[float, Any, Any]:
     """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3; seed Eq 4 with the μ term).
 
     ∇_ρ* = Σ_j scatter(P_j* F^H χ_j) + Σ_j μ_j S̄ ρ; ∇_{P2}* = Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j).
     ``mu_map``: W of :func:`build_mu_map` (built from ``weights`` when None). ``exit_waves``: receives
     Ψ0_j for :func:`line_coefficients`; if it already holds Ψ_j of this very state (kept by
     :func:`cost`, :attr:`ExitWaves.state_key` checked), the forward transforms are skipped.
+    ``prior``: receives w0 = Σ_j|P_j|² and, with its ``roughness``, the smoothness prior's
+    s Σ_j Shift_{−g_j} B^H(r0_j P_j) is added to ∇_{P2}* (module :mod:`analysis.solvers.smoothness`).
     """
     xp = array_module(state.object)
     fused = _fused(state, op, options)
+    w0 = prior.start(state.object, 1)[0] if prior is not None else None
+    r0 = prior.roughness if prior is not None and with_probe else None
     kernels = "array" if fused is None else "fused-cpu"
     kept = None
     if exit_waves is not None:
@@ -154,7 +158,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
              and exit_waves.state_key == state_key(state, data))
     if fused is not None:
         total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept,
-                                                     reuse)
+                                                     reuse, w0, r0, prior.strength if prior is not None else 0.0)
     else:
         g_obj = xp.zeros_like(state.object)
         g_pr = xp.zeros_like(state.probe)
@@ -174,8 +178,13 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
             total += c
             g = op.fourier.adjoint(chi)
             g_obj[sl] += xp.conj(pj) * g
+            if w0 is not None:
+                w0[sl] += pj.real ** 2 + pj.imag ** 2
             if with_probe:
-                g_pr += op.probe_adjoint(xp.conj(v) * g, data.shifts_px[j])
+                box = xp.conj(v) * g
+                if r0 is not None:
+                    box += (prior.strength * r0[sl]) * pj
+                g_pr += op.probe_adjoint(box, data.shifts_px[j])
     if exit_waves is not None:
         exit_waves.kernels, exit_waves.waves, exit_waves.state_key = kernels, kept, None
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
@@ -245,18 +254,23 @@ def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: st
 
 def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
                       weights: np.ndarray, d_obj: Any, d_probe: Any, mu_map: Any = None,
-                      exit_waves: ExitWaves | None = None) -> tuple[float, float]:
+                      exit_waves: ExitWaves | None = None, prior: PriorSums | None = None) -> tuple[float, float]:
     """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3, float64 sums).
 
     Ψ1 = F(P_jΔρ_j + ΔP_jρ_j), Ψ2 = F(ΔP_jΔρ_j); Ψ0 from ``exit_waves`` (kept by
-    :func:`cost_and_gradient` on the same state and code path) or recomputed.
+    :func:`cost_and_gradient` on the same state and code path) or recomputed. ``prior``: receives
+    w1 = Σ_j 2Re P_j*ΔP_j and w2 = Σ_j |ΔP_j|² when ``d_probe`` is given (no maps otherwise).
     """
     xp = array_module(state.object)
     fused = _fused(state, op, options)
     kernels = "array" if fused is None else "fused-cpu"
     kept = exit_waves.waves if exit_waves is not None and exit_waves.kernels == kernels else None
+    w12 = None
+    if prior is not None:
+        w12 = prior.start(state.object, 2) if d_probe is not None else prior.start(state.object, 0)
     if fused is not None:
-        d1, d2 = fused.line_sums(state, data, options.noise_model == "poisson", d_obj, d_probe, kept)
+        d1, d2 = fused.line_sums(state, data, options.noise_model == "poisson", d_obj, d_probe, kept,
+                                 w12 if w12 else None)
     else:
         d1 = d2 = 0.0
         for j in range(data.n_positions):
@@ -271,6 +285,9 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
                 dpj = op.probe_at(d_probe, data.shifts_px[j])
                 p1 = op.fourier.forward(pj * dv + dpj * v)
                 p2 = op.fourier.forward(dpj * dv)
+                if w12:
+                    w12[0][sl] += 2.0 * (pj.real * dpj.real + pj.imag * dpj.imag)
+                    w12[1][sl] += dpj.real ** 2 + dpj.imag ** 2
             else:
                 p1 = op.fourier.forward(pj * dv)
             e1, e2 = _line_terms(p0, p1, p2, data.intensities[j], state.background, data.mask_at(j),
@@ -284,38 +301,44 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
 
 def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
-                  mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None) -> tuple[float, float]:
-    """:func:`line_coefficients` summed over ranks."""
+                  mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None,
+                  prior_w0: Any = None) -> tuple[float, float, np.ndarray]:
+    """:func:`line_coefficients` summed over ranks, and the smoothness prior's quartic R(t) along the
+    direction (zeros without the prior; ``prior_w0``: the all-reduced w0 of the gradient pass)."""
+    sums = PriorSums(strength=options.smoothness) if options.smoothness else None
     d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights, d_obj=d_obj,
-                               d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves)
-    return comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
+                               d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves, prior=sums)
+    d1, d2 = comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
+    if sums is None:
+        return d1, d2, np.zeros(5)
+    w_maps = (prior_w0,) + tuple(comm.allreduce_sum(m) for m in sums.maps)
+    poly = prior_line_polynomial(state.object, d_obj, w_maps, options.smoothness)
+    return d1 + float(poly[1]), d2 + 2.0 * float(poly[2]), poly     # Python floats: t must not promote ρ
 
 
-def _illumination(comm: Communicator, probe: Any, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
-                  probe_ops: ProbeOps, direction: Any = None) -> tuple[Any, ...]:
-    """:func:`analysis.solvers.smoothness.illumination_maps` summed over ranks."""
-    return tuple(comm.allreduce_sum(m) for m in illumination_maps(probe, data, op, object_shape, direction, probe_ops))
+def hold_spectral_centroid(g_probe: Any, probe: Any) -> Any:
+    """``g_probe`` projected (real inner product) onto the directions δP2 that leave the centroid
+    c = Σ f |P̂(f)|² / Σ |P̂|² of the probe's spectrum unchanged to first order.
 
-
-def _probe_ops(state: BraggState, op: BraggModel, options: MLOptions) -> ProbeOps:
-    """The smoothness prior's P_j: the fused CPU probe boxes where the fused ML path runs, else the array code."""
-    fused = _fused(state, op, options)
-    if fused is None:
-        return ProbeOps.array(op)
-    main = fused.t.probe
-    return ProbeOps(extrude=main.extrude, extrude_direction=fused.delta_probe.extrude,
-                    project=lambda _box, shift_px: main.adjoint(shift_px))
-
-
-def _line_with_prior(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
-                     mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None) -> tuple[float, float]:
-    """:func:`_reduced_line` plus the smoothness prior's (R'(0), R''(0)) on the reduced illumination maps."""
-    d1, d2 = _reduced_line(comm, state, data, op, options, mem, d_obj, d_probe, exit_waves)
-    if options.smoothness:
-        w_maps = _illumination(comm, state.probe, data, op, state.object.shape, _probe_ops(state, op, options), d_probe)
-        p1, p2 = prior_line_coefficients(state.object, d_obj, w_maps, options.smoothness)
-        d1, d2 = d1 + p1, d2 + p2
-    return d1, d2
+    δc_a = (2/Σ|P̂|²) Re⟨v_a, δP2⟩ with v_a = F^H[(f_a − c_a) P̂] (F unitary, f in cycles per pixel of the
+    (N2, N3) section): the component of ``g_probe`` in span(v_1, v_2) is removed. A linear phase ramp
+    on P2 moves c, and is the probe half of the ramp ambiguity ρ e^{ig·r}, P e^{−ig·r}.
+    """
+    xp = array_module(probe)
+    p_hat = xp.fft.fft2(probe, norm="ortho")
+    power = p_hat.real ** 2 + p_hat.imag ** 2
+    total = float(xp.sum(power))
+    if total == 0:
+        return g_probe
+    freqs = xp.meshgrid(*(xp.fft.fftfreq(n) for n in probe.shape), indexing="ij")
+    v = [xp.fft.ifft2((f - float(xp.sum(f * power)) / total) * p_hat, norm="ortho").astype(g_probe.dtype)
+         for f in freqs]
+    gram = np.array([[_rdot(a, b) for b in v] for a in v])
+    coef = np.linalg.lstsq(gram, np.array([_rdot(a, g_probe) for a in v]), rcond=None)[0]
+    out = g_probe.copy()
+    for c, a in zip(coef, v):
+        out -= g_probe.real.dtype.type(c) * a
+    return out
 
 
 def _rdot(a: Any, b: Any) -> float:
@@ -351,21 +374,27 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     elif mem.exit_waves is None:
         mem.exit_waves = ExitWaves()
     kept = mem.exit_waves
+    sm = options.smoothness
+    sums = None
+    if sm:                                   # the data pass accumulates w0 and adds the prior's ∂R/∂P2*
+        sums = PriorSums(strength=sm, roughness=roughness_maps(state.object)[0] if with_p else None)
     c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
-                                     mu_map=mem.mu_map, exit_waves=kept)
+                                     mu_map=mem.mu_map, exit_waves=kept, prior=sums)
     kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
     mem.mu_map_support = state.support                      # the fused path may have made S contiguous
-    sm = options.smoothness
-    if sm and with_p:                        # per-position sum: reduced with the data term's probe gradient
-        g_p += prior_probe_gradient(state.object, state.probe, data, op, sm, _probe_ops(state, op, options))
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)
-    if sm:                                   # smoothness prior on the reduced illumination (module smoothness)
-        w0 = _illumination(comm, state.probe, data, op, state.object.shape, _probe_ops(state, op, options))[0]
-        c0 += prior_cost(state.object, w0, sm)
-        g_o += prior_object_gradient(state.object, w0, sm)
+    w0 = None
+    if sums is not None:                     # smoothness prior on the reduced illumination (module smoothness)
+        w0 = comm.allreduce_sum(sums.maps[0])
+        sums = None
+        r_cost, r_grad = prior_cost_and_gradient(state.object, w0, sm)
+        c0 += r_cost
+        g_o += r_grad
     if with_p:
         g_p = comm.allreduce_sum(g_p)
+        if options.hold_probe_ramp:
+            g_p = hold_spectral_centroid(g_p, state.probe)
     if options.support_mask_gradient:
         g_o = g_o * state.support
     if with_p and mem.probe_scale is None:
@@ -381,12 +410,12 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     d_p = None
     if with_p:
         d_p = -s * g_p + beta * mem.direction[1] if beta else -s * g_p
-    d1, d2 = _line_with_prior(comm, state, data, op, options, mem, d_o, d_p, kept)
+    d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0
         d_o = -g_o
         d_p = -s * g_p if with_p else None
-        d1, d2 = _line_with_prior(comm, state, data, op, options, mem, d_o, d_p, kept)
+        d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0)
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -396,10 +425,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
         trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
                                                  mu_map=mem.mu_map, exit_waves=kept))
-        if sm:
-            trial_w0 = w0 if d_p is None else _illumination(comm, trial.probe, data, op, state.object.shape,
-                                                            _probe_ops(state, op, options))[0]
-            trial_cost += prior_cost(trial.object, trial_w0, sm)
+        trial_cost += polynomial_value(poly, t)             # the prior's R(t): exact quartic, no pass
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break
         t *= 0.5

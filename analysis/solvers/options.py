@@ -76,6 +76,12 @@ class MLOptions:
     smoothness: float = 0.0
     """Strength s of the smoothness prior s Σ w|∇ρ|², w = Σ_j |P_j|² the current illumination
     (:mod:`analysis.solvers.smoothness`); 0 = the seed's cost (Eq 4) alone."""
+    hold_probe_ramp: bool = True
+    """Keep the probe's linear phase ramp (the centroid of |FFT P2|²) where ML found it: the probe
+    gradient is projected onto directions that leave the centroid unchanged to first order
+    (:func:`analysis.solvers.ml.hold_spectral_centroid`). ρ e^{ig·r}, P e^{−ig·r} (g ⊥ k_i) changes
+    no |Ψ_j|², so without an NA mask the data let the pair drift, and the object's ramp shows as a
+    uniform strain offset."""
 
     def __post_init__(self) -> None:
         if self.noise_model not in ("amplitude", "poisson"):

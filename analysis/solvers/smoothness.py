@@ -17,8 +17,15 @@ a = e1, e2, e3 (periodic differences), P_j = B Shift_{g_j} P2 (spec 1.5–1.6), 
 Wirtinger gradients: ∂R/∂ρ* = s Σ_a D_aᴴ(w D_a ρ) with D_a = (shift by −1 along a) − I and
 D_aᴴ = (shift by +1) − I; ∂R/∂P2* = s Σ_j Shift_{−g_j} Bᴴ(r_j P_j), r_j = r on view j. Along
 (Δρ, ΔP2), w(t) = w0 + w1 t + w2 t² (w1 = Σ_j 2Re P_j*ΔP_j, w2 = Σ_j |ΔP_j|²) and
-r(t) = r0 + r1 t + r2 t² (r1 = Σ_a 2Re (D_aρ)* D_aΔρ, r2 = Σ_a |D_aΔρ|²), so the exact line search of
-spec §3 takes R'(0) = s Σ (w1 r0 + w0 r1) and R''(0) = 2s Σ (w2 r0 + w1 r1 + w0 r2).
+r(t) = r0 + r1 t + r2 t² (r1 = Σ_a 2Re (D_aρ)* D_aΔρ, r2 = Σ_a |D_aΔρ|²), so R(t) is the quartic
+s Σ_n c_n tⁿ with c_n = Σ_{i+k=n} Σ w_i r_k: the exact line search of spec §3 takes R'(0) = s c1 and
+R''(0) = 2s c2, and the Armijo trials evaluate R(t) from the five numbers, without a pass.
+
+The ML passes that build P_j for the data term anyway also accumulate w0 (gradient pass) and
+w1, w2 (line pass) and add s r_j P_j to the box they project for ∂L/∂P2* (:class:`PriorSums`,
+filled by :func:`analysis.solvers.ml.cost_and_gradient` / :func:`~analysis.solvers.ml.line_coefficients`
+on the array path and by :class:`analysis.solvers.fused_cpu.FusedCpuML` with Numba kernels): the
+prior builds no P_j of its own. What remains are the differences of ρ and Δρ on the object grid.
 
 Weakly lit voxels get almost no prior (and almost no data): long ML runs let |ρ| grow there
 (measured 2.6 at voxels lit at 10⁻⁴ of the maximum, against 0.65 in the lit crystal), so masks of
@@ -27,15 +34,14 @@ A floor on w that smooths them too was measured to make the lit crystal worse (E
 0.37 for a floor of 0.1 / 1 × mean w, docs/seed-schedule.md): those voxels absorb model error that
 would otherwise land in the lit crystal.
 
-Every function takes this rank's positions; the illumination maps are sums over positions and
-must be all-reduced by the caller before they enter the cost, the ρ-gradient and the line
-coefficients (the probe gradient is a per-position sum like the data term's and reduces with it).
+The illumination maps are sums over this rank's positions and must be all-reduced by the caller
+before they enter the cost, the ρ-gradient and the line polynomial (the probe gradient is a
+per-position sum like the data term's and reduces with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,120 +49,125 @@ import numpy as np
 from analysis.solvers.model import BraggData, BraggModel
 from analysis.xp import array_module
 
-__all__ = ["ProbeOps", "illumination_maps", "roughness_maps", "prior_cost", "prior_object_gradient",
-           "prior_probe_gradient", "prior_line_coefficients"]
+__all__ = ["PriorSums", "illumination_maps", "roughness_maps", "prior_cost", "prior_cost_and_gradient",
+           "prior_line_polynomial", "polynomial_value"]
 
 
-@dataclass(frozen=True)
-class ProbeOps:
-    """How P_j = B Shift_g P2 and Shift_{−g} Bᴴ are computed: the array code (:meth:`array`) or the
-    fused CPU probe boxes of the ML solver, whose buffers ``extrude`` returns and ``project`` consumes."""
+@dataclass(kw_only=True)
+class PriorSums:
+    """What one ML data pass accumulates for the prior while it builds P_j (this rank's positions).
 
-    extrude: Callable[[Any, np.ndarray], Any]
-    """(P2, shift) → P_j on the box (may be a reused buffer: use it before the next call)."""
-    extrude_direction: Callable[[Any, np.ndarray], Any]
-    """(ΔP2, shift) → ΔP_j, into a buffer other than ``extrude``'s."""
-    project: Callable[[Any, np.ndarray], Any]
-    """(box values, shift) → Shift_{−g} Bᴴ(box), (N2, N3); the values are ``extrude``'s buffer, changed in place."""
+    Give it to :func:`analysis.solvers.ml.cost_and_gradient` (fills ``maps`` = [w0] and, with
+    ``roughness``, adds s Σ_j Shift_{−g_j} Bᴴ(r0_j P_j) to the probe gradient) or to
+    :func:`analysis.solvers.ml.line_coefficients` (fills ``maps`` = [w1, w2] along ΔP2).
+    """
 
-    @classmethod
-    def array(cls, op: BraggModel) -> "ProbeOps":
-        """The array code of ``op`` (any backend)."""
-        return cls(extrude=op.probe_at, extrude_direction=op.probe_at, project=op.probe_adjoint)
+    strength: float
+    """s of R."""
+    roughness: Any = None
+    """r0 = Σ_a|D_aρ|² on the object grid (real, the probe's precision): needed for ∂R/∂P2*; None: not wanted."""
+    maps: list[Any] = field(default_factory=list)
+    """The accumulated maps, on the object grid."""
+
+    def start(self, like: Any, count: int) -> list[Any]:
+        """``count`` zero maps shaped as the object ``like``, in the real precision of the probe."""
+        xp = array_module(like)
+        self.maps = [xp.zeros(like.shape, dtype=np.float32 if like.dtype == np.complex64 else np.float64)
+                     for _ in range(count)]
+        return self.maps
 
 
 def illumination_maps(probe: Any, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
-                      direction: Any = None, probe_ops: ProbeOps | None = None) -> tuple[Any, ...]:
+                      direction: Any = None) -> tuple[Any, ...]:
     """(w0,) = (Σ_j |P_j|²,) on the object grid, or with ``direction`` ΔP2 also w1 = Σ_j 2Re P_j*ΔP_j and
-    w2 = Σ_j |ΔP_j|² (positions with data only; this rank's share)."""
+    w2 = Σ_j |ΔP_j|² (positions with data only; this rank's share). Builds every P_j: for reports and
+    tests; the ML step gets the same maps from its data passes (:class:`PriorSums`)."""
     xp = array_module(probe)
-    ops = ProbeOps.array(op) if probe_ops is None else probe_ops
     dtype = probe.real.dtype
     maps = [xp.zeros(object_shape, dtype=dtype) for _ in range(1 if direction is None else 3)]
     for j in range(data.n_positions):
         if not data.has_data(j):
             continue
         sl = op.view(data.offsets_vox[j])
-        pj = ops.extrude(probe, data.shifts_px[j])
+        pj = op.probe_at(probe, data.shifts_px[j])
         maps[0][sl] += pj.real ** 2 + pj.imag ** 2
         if direction is not None:
-            dpj = ops.extrude_direction(direction, data.shifts_px[j])
+            dpj = op.probe_at(direction, data.shifts_px[j])
             maps[1][sl] += 2.0 * (xp.conj(pj) * dpj).real
             maps[2][sl] += dpj.real ** 2 + dpj.imag ** 2
     return tuple(maps)
 
 
-def _differences(rho: Any) -> list[Any]:
-    """D_a ρ = ρ(n + e_a) − ρ(n) for every axis a (periodic)."""
+def _difference(rho: Any, axis: int) -> Any:
+    """D_a ρ = ρ(n + e_a) − ρ(n) along ``axis`` (periodic)."""
     xp = array_module(rho)
-    return [xp.roll(rho, -1, axis=a) - rho for a in range(rho.ndim)]
+    return xp.roll(rho, -1, axis=axis) - rho
 
 
 def roughness_maps(rho: Any, direction: Any = None) -> tuple[Any, ...]:
     """(r0,) = (Σ_a |D_a ρ|²,), or with ``direction`` Δρ also r1 = Σ_a 2Re (D_aρ)* D_aΔρ and r2 = Σ_a |D_aΔρ|²."""
     xp = array_module(rho)
-    d_rho = _differences(rho)
-    r0 = sum(d.real ** 2 + d.imag ** 2 for d in d_rho)
-    if direction is None:
-        return (r0,)
-    d_dir = _differences(direction)
-    r1 = sum(2.0 * (xp.conj(a) * b).real for a, b in zip(d_rho, d_dir))
-    r2 = sum(d.real ** 2 + d.imag ** 2 for d in d_dir)
-    return r0, r1, r2
+    out = [xp.zeros(rho.shape, dtype=rho.real.dtype) for _ in range(1 if direction is None else 3)]
+    for a in range(rho.ndim):
+        d = _difference(rho, a)
+        out[0] += d.real ** 2 + d.imag ** 2
+        if direction is not None:
+            dd = _difference(direction, a)
+            out[1] += 2.0 * (d.real * dd.real + d.imag * dd.imag)
+            out[2] += dd.real ** 2 + dd.imag ** 2
+    return tuple(out)
+
+
+def _total(a: Any) -> float:
+    xp = array_module(a)
+    return float(xp.sum(a, dtype=xp.float64))
 
 
 def prior_cost(rho: Any, w0: Any, strength: float) -> float:
     """R = s Σ w0 r0 (float64 sum), with the all-reduced illumination ``w0``."""
     if strength == 0:
         return 0.0
-    xp = array_module(rho)
-    return strength * float(xp.sum(w0 * roughness_maps(rho)[0], dtype=xp.float64))
+    return strength * _total(w0 * roughness_maps(rho)[0])
 
 
-def prior_object_gradient(rho: Any, w0: Any, strength: float) -> Any:
-    """∂R/∂ρ* = s Σ_a D_aᴴ(w0 D_a ρ), same shape and dtype as ρ."""
+def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, Any]:
+    """(R, ∂R/∂ρ* = s Σ_a D_aᴴ(w0 D_a ρ)) in one pass over the axes; the gradient has ρ's shape and dtype."""
     xp = array_module(rho)
     g = xp.zeros_like(rho)
     if strength == 0:
-        return g
-    for a, d in enumerate(_differences(rho)):
-        wd = w0 * d
-        g += xp.roll(wd, 1, axis=a) - wd
-    return g * rho.real.dtype.type(strength)
+        return 0.0, g
+    total = 0.0
+    for a in range(rho.ndim):
+        wd = _difference(rho, a)
+        total += _total(w0 * (wd.real ** 2 + wd.imag ** 2))
+        wd *= w0
+        g += xp.roll(wd, 1, axis=a)
+        g -= wd
+    g *= rho.real.dtype.type(strength)
+    return strength * total, g
 
 
-def prior_probe_gradient(rho: Any, probe: Any, data: BraggData, op: BraggModel, strength: float,
-                         probe_ops: ProbeOps | None = None) -> Any:
-    """∂R/∂P2* = s Σ_j Shift_{−g_j} Bᴴ(r0_j P_j) over this rank's positions (reduce like the data term's)."""
-    xp = array_module(probe)
-    ops = ProbeOps.array(op) if probe_ops is None else probe_ops
-    g = xp.zeros_like(probe)
+def prior_line_polynomial(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strength: float) -> np.ndarray:
+    """(a0 … a4) of R(ρ + tΔρ, P2 + tΔP2) = Σ_n a_n tⁿ from the all-reduced (w0,) or (w0, w1, w2).
+
+    A CG direction can be 10¹⁰ × ρ, and products of its maps overflow float32: the sums are taken along
+    the direction scaled to ‖Δρ‖ = ‖ρ‖ (Δρ/λ, w1/λ, w2/λ², float32 maps, float64 sums) and a_n = λⁿ ã_n.
+    """
+    a = np.zeros(5)
     if strength == 0:
-        return g
-    r0 = roughness_maps(rho)[0].astype(probe.real.dtype, copy=False)
-    for j in range(data.n_positions):
-        if data.has_data(j):
-            pj = ops.extrude(probe, data.shifts_px[j])
-            pj *= r0[op.view(data.offsets_vox[j])]
-            g += ops.project(pj, data.shifts_px[j])
-    return g * probe.real.dtype.type(strength)
-
-
-def prior_line_coefficients(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strength: float) -> tuple[float, float]:
-    """(R'(0), R''(0)) along (Δρ, ΔP2) from the all-reduced (w0, w1, w2) (w1 = w2 = 0 if P2 is fixed)."""
-    if strength == 0:
-        return 0.0, 0.0
+        return a
     xp = array_module(rho)
-    r0, r1, r2 = roughness_maps(rho, d_rho)
-    w0 = w_maps[0]
+    norm_rho, norm_dir = float(xp.linalg.norm(rho)), float(xp.linalg.norm(d_rho))
+    lam = norm_dir / norm_rho if norm_rho > 0 and norm_dir > 0 else 1.0
+    r = roughness_maps(rho, d_rho * rho.real.dtype.type(1.0 / lam))
+    for i, w in enumerate(w_maps):
+        if i:
+            w = w * w.dtype.type(lam ** -i)
+        for k, rk in enumerate(r):
+            a[i + k] += _total(w * rk) * lam ** (i + k)
+    return strength * a
 
-    def total(a: Any) -> float:
-        return float(xp.sum(a, dtype=xp.float64))
 
-    d1 = total(w0 * r1)
-    d2 = total(w0 * r2)
-    if len(w_maps) == 3:
-        w1, w2 = w_maps[1], w_maps[2]
-        d1 += total(w1 * r0)
-        d2 += total(w2 * r0) + total(w1 * r1)
-    return strength * d1, 2.0 * strength * d2
+def polynomial_value(coefficients: np.ndarray, t: float) -> float:
+    """Σ_n a_n tⁿ."""
+    return float(np.polynomial.polynomial.polyval(t, coefficients))

@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.engine import Reconstruction, Recipe, SupportSchedule
 from analysis.solvers import distributed
-from analysis.solvers.options import EpieOptions
+from analysis.solvers.options import EpieOptions, MLOptions
 from analysis.xp import to_numpy
 from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem, tiny_geometry
 
@@ -41,11 +41,13 @@ def run(comm: distributed.Communicator) -> dict[str, np.ndarray]:
 
 def engine_recipe() -> Recipe:
     """5 mini-batch sweeps (α = 0.6, probe from sweep 1, NA mask until 4, thickness step at 2,
-    shrink-wrap at 3 and 4) then 3 ML iterations with the probe refined."""
+    shrink-wrap at 3 and 4) then 3 ML iterations with the probe refined and the smoothness prior on
+    (its illumination maps and probe gradient are per-rank sums)."""
     sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6), (2, 0.55e-6)), shrinkwrap_start_iter=3,
                             shrinkwrap_stop_iter=4, shrinkwrap_every=1)
     return Recipe(n_epie_iterations=5, n_ml_iterations=3, support=sched, background_init=0.1,
-                  epie=EpieOptions(n_batches=3, alpha=0.6, probe_update_start_iter=1, na_mask_stop_iter=4))
+                  epie=EpieOptions(n_batches=3, alpha=0.6, probe_update_start_iter=1, na_mask_stop_iter=4),
+                  ml=MLOptions(smoothness=0.05))
 
 
 def engine_initial_probe() -> np.ndarray:

@@ -65,3 +65,30 @@ def test_cg_decreases_cost(problem):
         costs.append(stats.cost)
     assert all(b <= a * (1 + 1e-9) for a, b in zip(costs, costs[1:]))
     assert costs[-1] < 0.3 * costs[0]
+
+
+def test_hold_spectral_centroid_keeps_the_probe_ramp_to_first_order():
+    """The projected probe gradient moves the centroid of |FFT P2|² only at second order, also along a linear
+    phase ramp (the probe half of the ρ/P ramp ambiguity); the rest of the gradient is kept."""
+    rng = np.random.default_rng(21)
+    n2, n3 = 24, 30
+    y, x = np.meshgrid(np.arange(n2) - n2 / 2, np.arange(n3) - n3 / 2, indexing="ij")
+    probe = np.exp(-(x ** 2 + y ** 2) / 30.0 + 0.4j * x / n3) * (1 + 0.1 * rng.standard_normal((n2, n3)))
+
+    def centroid(p):
+        pw = np.abs(np.fft.fft2(p)) ** 2
+        return np.array([np.sum(f * pw) / pw.sum() for f in np.meshgrid(np.fft.fftfreq(n2), np.fft.fftfreq(n3),
+                                                                           indexing="ij")])
+
+    g = rng.standard_normal((n2, n3)) + 1j * rng.standard_normal((n2, n3))
+    g *= 0.05 * np.linalg.norm(probe) / np.linalg.norm(g)
+    held = ml.hold_spectral_centroid(g, probe)
+    eps = 1e-3
+    moved = np.abs(centroid(probe + eps * g) - centroid(probe)).max()
+    moved_held = np.abs(centroid(probe + eps * held) - centroid(probe)).max()
+    assert moved_held < 1e-3 * moved
+    ramp = probe * (np.exp(-2j * np.pi * 0.002 * x) - 1)                 # δP2 of a small phase ramp
+    shift = centroid(probe + ramp) - centroid(probe)
+    assert shift[1] == pytest.approx(-0.002, rel=0.05)                     # it moves the centroid by its slope
+    assert np.abs(centroid(probe + ml.hold_spectral_centroid(ramp, probe)) - centroid(probe)).max() < 0.01 * 0.002
+    assert np.linalg.norm(held) > 0.9 * np.linalg.norm(g)                 # two directions out of N2·N3 removed

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from analysis.solvers import MLOptions, ml
-from analysis.solvers.smoothness import (illumination_maps, prior_cost, prior_line_coefficients,
-                                         prior_object_gradient, prior_probe_gradient, roughness_maps)
+from analysis.solvers.smoothness import (PriorSums, illumination_maps, polynomial_value, prior_cost,
+                                         prior_cost_and_gradient, prior_line_polynomial, roughness_maps)
 from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem
 
 
@@ -36,13 +36,26 @@ def _random_like(rng, a, rel):
     return d * rel * np.linalg.norm(a) / np.linalg.norm(d)
 
 
+def _prior_gradients(p, st, s, with_probe=True):
+    """(∂R/∂ρ*, ∂R/∂P2*) as the ML step gets them: the data pass with and without PriorSums, differenced."""
+    opts = MLOptions(smoothness=s)
+    w = ml.mu_weights(st, p.data, p.op, 0.0)
+    sums = PriorSums(strength=s, roughness=roughness_maps(st.object)[0] if with_probe else None)
+    _, _, g_p_with = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w, with_probe=with_probe,
+                                          prior=sums)
+    _, _, g_p_without = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w, with_probe=with_probe)
+    _, g_o = prior_cost_and_gradient(st.object, sums.maps[0], s)
+    return g_o, g_p_with - g_p_without, sums.maps[0]
+
+
 def test_prior_gradients_match_finite_differences(problem):
     p, s = problem, 0.3
     rng = np.random.default_rng(11)
     st = _state(p, rng)
+    g_o, g_p, w0_pass = _prior_gradients(p, st, s)
     w0 = illumination_maps(st.probe, p.data, p.op, st.object.shape)[0]
-    g_o = prior_object_gradient(st.object, w0, s)
-    g_p = prior_probe_gradient(st.object, st.probe, p.data, p.op, s)
+    np.testing.assert_allclose(w0_pass, w0, rtol=1e-12, atol=1e-12 * float(w0.max()))   # the pass's w0 is Σ|P_j|²
+    assert prior_cost_and_gradient(st.object, w0, s)[0] == pytest.approx(_prior(p, st.object, st.probe, s), rel=1e-12)
     d_o, d_p = _random_like(rng, st.object, 1e-3), _random_like(rng, st.probe, 1e-3)
     eps = 1e-2
     fd_o = (_prior(p, st.object + eps * d_o, st.probe, s)
@@ -51,17 +64,22 @@ def test_prior_gradients_match_finite_differences(problem):
             - _prior(p, st.object, st.probe - eps * d_p, s)) / (2 * eps)
     assert fd_o == pytest.approx(2 * np.vdot(g_o, d_o).real, rel=1e-7)       # dR = 2 Re⟨∂R/∂x*, δx⟩
     assert fd_p == pytest.approx(2 * np.vdot(g_p, d_p).real, rel=1e-7)
-    # line coefficients along the joint direction: R'(0), R''(0)
-    w_maps = illumination_maps(st.probe, p.data, p.op, st.object.shape, d_p)
-    d1, d2 = prior_line_coefficients(st.object, d_o, w_maps, s)
-    h = 1.0
-
-    def along(t):
-        return _prior(p, st.object + t * d_o, st.probe + t * d_p, s)
-
-    r0 = along(0.0)
-    assert d1 == pytest.approx(2 * (np.vdot(g_o, d_o) + np.vdot(g_p, d_p)).real, rel=1e-9)
-    assert (along(h) - 2 * r0 + along(-h)) / h ** 2 == pytest.approx(d2, rel=1e-6)   # quartic: exact to O(h²)
+    # along the joint direction R(t) is a quartic: the line pass's maps give it exactly
+    sums = PriorSums(strength=s)
+    ml.line_coefficients(st, p.data, op=p.op, options=MLOptions(smoothness=s), weights=ml.mu_weights(st, p.data, p.op, 0.0),
+                         d_obj=d_o, d_probe=d_p, prior=sums)
+    poly = prior_line_polynomial(st.object, d_o, (w0, *sums.maps), s)
+    assert poly[1] == pytest.approx(2 * (np.vdot(g_o, d_o) + np.vdot(g_p, d_p)).real, rel=1e-9)   # R'(0)
+    for t in (-3.0, 0.0, 0.7, 5.0):
+        assert polynomial_value(poly, t) == pytest.approx(_prior(p, st.object + t * d_o, st.probe + t * d_p, s),
+                                                          rel=1e-9)
+    # fixed probe: no direction maps, R(t) quadratic in t
+    sums = PriorSums(strength=s)
+    ml.line_coefficients(st, p.data, op=p.op, options=MLOptions(smoothness=s), weights=ml.mu_weights(st, p.data, p.op, 0.0),
+                         d_obj=d_o, d_probe=None, prior=sums)
+    assert sums.maps == []
+    poly = prior_line_polynomial(st.object, d_o, (w0,), s)
+    assert polynomial_value(poly, 2.0) == pytest.approx(_prior(p, st.object + 2.0 * d_o, st.probe, s), rel=1e-9)
 
 
 def test_prior_is_unchanged_by_the_scale_the_data_leave_free(problem):
@@ -78,7 +96,7 @@ def test_prior_vanishes_on_constants_and_where_unlit():
     rough = np.random.default_rng(5).standard_normal((4, 4, 4)) + 0j
     w0 = np.zeros((4, 4, 4))
     assert prior_cost(rough, w0, 1.0) == 0.0
-    assert not prior_object_gradient(rough, w0, 1.0).any()
+    assert not prior_cost_and_gradient(rough, w0, 1.0)[1].any()
     w0[1] = 1.0
     assert prior_cost(rough, w0, 1.0) > 0
 
@@ -107,20 +125,30 @@ def test_smoothness_option_validated():
         MLOptions(smoothness=float("nan"))
 
 
-def test_fused_probe_boxes_give_the_array_codes_prior():
-    """Where the fused ML path runs, the prior's P_j come from its FFTW probe boxes: same maps and gradient."""
+def test_fused_passes_give_the_array_codes_prior_sums():
+    """Where the fused ML path runs, its Numba kernels accumulate w0, w1, w2 and the prior's probe gradient:
+    the same numbers as the array code."""
     p = make_problem(upsampling=3, n_angles=4, n_side=3, dtype=np.complex64)
     rng = np.random.default_rng(14)
     st = _state(p, rng)
     st.object, st.probe = st.object.astype(np.complex64), st.probe.astype(np.complex64)
+    d_o = _random_like(rng, st.object, 0.1).astype(np.complex64)
     d_p = _random_like(rng, st.probe, 0.1).astype(np.complex64)
-    fused_ops = ml._probe_ops(st, p.op, MLOptions())                       # noqa: SLF001 - the step's choice
-    if fused_ops.extrude == p.op.probe_at:
-        pytest.skip("fused CPU kernels unavailable (Numba/pyFFTW missing): nothing to compare")
-    shape = st.object.shape
-    for a, b in zip(illumination_maps(st.probe, p.data, p.op, shape, d_p, fused_ops),
-                    illumination_maps(st.probe, p.data, p.op, shape, d_p)):
+    w = ml.mu_weights(st, p.data, p.op, 0.0)
+    out = {}
+    for fused in (True, False):
+        opts = MLOptions(smoothness=0.3, cpu_fused=fused)
+        if fused and ml._fused(st, p.op, opts) is None:                          # noqa: SLF001 - the step's choice
+            pytest.skip("fused CPU kernels unavailable (Numba/pyFFTW missing): nothing to compare")
+        grad = PriorSums(strength=0.3, roughness=roughness_maps(st.object)[0])
+        _, g_o, g_p = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w, prior=grad)
+        line = PriorSums(strength=0.3)
+        ml.line_coefficients(st, p.data, op=p.op, options=opts, weights=w, d_obj=d_o, d_probe=d_p, prior=line)
+        out[fused] = (g_p, grad.maps[0], *line.maps)
+        g_p_data = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w)[2]
+        assert np.linalg.norm(g_p - g_p_data) > 0.01 * np.linalg.norm(g_p)       # the prior's share is in there
+    maps = illumination_maps(st.probe, p.data, p.op, st.object.shape, d_p)
+    for a, b, ref in zip(out[True][1:], out[False][1:], maps):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
-    g_f = prior_probe_gradient(st.object, st.probe, p.data, p.op, 0.3, fused_ops)
-    g_a = prior_probe_gradient(st.object, st.probe, p.data, p.op, 0.3)
-    np.testing.assert_allclose(g_f, g_a, rtol=1e-4, atol=1e-4 * float(np.abs(g_a).max()))
+        np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-3, atol=1e-4 * float(np.abs(out[False][0]).max()))

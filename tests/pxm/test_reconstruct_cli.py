@@ -215,7 +215,11 @@ def test_reconstruct_ml_smoothness_is_recorded(capsys, dataset_file, tmp_path):
     assert rc == 0
     r = read_results(res)
     assert r["parameters"]["ml"]["smoothness"] == 0.02
+    assert r["parameters"]["ml"]["hold_probe_ramp"] is True
     assert np.all(np.isfinite(r["object"]))
+    rc = main(["reconstruct", str(dataset_file), "-o", str(tmp_path / "free.h5"), "--recipe", "quick",
+               "--ml-free-probe-ramp", "--no-progress"])
+    assert rc == 0 and read_results(tmp_path / "free.h5")["parameters"]["ml"]["hold_probe_ramp"] is False
     err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--recipe",
                                    "quick", "--ml-smoothness", "-1", "--no-progress"])
     assert "smoothness" in err

@@ -223,6 +223,8 @@ class ReconstructionScores:
     """Intensity-weighted E_P of P2 against the truth."""
     strain_rmse: float
     """RMSE of ε_zz (Eq 15, no ramp removal) against the simulator's on the lit crystal interior."""
+    strain_bias: float
+    """Mean of that ε_zz difference (a uniform offset: e.g. an object phase ramp traded with the probe)."""
     layer_step: float
     """mean ε_zz(y > 0.1 µm) − mean ε_zz(y < −0.1 µm) on the same voxels (true 3e-4 for SEED_LIKE_SAMPLE)."""
     n_strain_voxels: int
@@ -266,7 +268,8 @@ def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: Rec
             else float("nan"))
     return ReconstructionScores(
         object_error=float(e.error), phase_rmse_rad=float(e.phase_rmse_rad), probe_error=float(pe),
-        strain_rmse=float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan"), layer_step=step,
+        strain_rmse=float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan"),
+        strain_bias=float(np.mean(d)) if d.size else float("nan"), layer_step=step,
         n_strain_voxels=int(reg.sum()), support_voxels=int(result.support.sum()),
         lit_crystal_kept=float((result.support & lit & crystal).sum() / (lit & crystal).sum()))
 
