@@ -408,3 +408,102 @@ def illumination_direction(w1: np.ndarray, w2: np.ndarray, offset: np.ndarray, p
         for b in range(n2):
             _illumination_direction_run(w1[o1 + a, o2 + b, o3:o3 + n3], w2[o1 + a, o2 + b, o3:o3 + n3],
                                         p3[a, b], dp3[a, b])
+
+
+# --------------------------------------------------------------------------- ML smoothness prior
+# R = s Σ_n w(n) Σ_a |ρ(n + e_a) − ρ(n)|² on a 3D grid with periodic neighbours (analysis.solvers.smoothness);
+# these kernels compute its maps and sums voxel by voxel, without the whole-array differences.
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _neighbours(i: int, j: int, n0: int, n1: int) -> tuple[int, int, int, int]:
+    """(i + 1, i − 1, j + 1, j − 1), periodic."""
+    return (i + 1) % n0, (i - 1) % n0, (j + 1) % n1, (j - 1) % n1
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def roughness(rho: np.ndarray, out: np.ndarray) -> None:
+    """out(n) = Σ_a |ρ(n + e_a) − ρ(n)|² (3D, periodic)."""
+    n0, n1, n2 = rho.shape
+    for i in nb.prange(n0):
+        for j in range(n1):
+            ip, _, jp, _ = _neighbours(i, j, n0, n1)
+            for k in range(n2):
+                v = rho[i, j, k]
+                d0 = rho[ip, j, k] - v
+                d1 = rho[i, jp, k] - v
+                d2 = rho[i, j, (k + 1) % n2] - v
+                out[i, j, k] = (d0.real * d0.real + d0.imag * d0.imag + d1.real * d1.real + d1.imag * d1.imag
+                                + d2.real * d2.real + d2.imag * d2.imag)
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def prior_gradient(rho: np.ndarray, w: np.ndarray, strength: float, grad: np.ndarray) -> float:
+    """grad ← s Σ_a D_aᴴ(w D_a ρ), i.e. s Σ_a [w(n − e_a)(ρ(n) − ρ(n − e_a)) − w(n)(ρ(n + e_a) − ρ(n))];
+    returns Σ_n w(n) Σ_a |D_a ρ(n)|² (float64, without s)."""
+    n0, n1, n2 = rho.shape
+    partial = np.zeros(n0)
+    for i in nb.prange(n0):
+        acc = 0.0
+        for j in range(n1):
+            ip, im, jp, jm = _neighbours(i, j, n0, n1)
+            for k in range(n2):
+                kp, km = (k + 1) % n2, (k - 1) % n2
+                v = rho[i, j, k]
+                wn = w[i, j, k]
+                d0 = rho[ip, j, k] - v
+                d1 = rho[i, jp, k] - v
+                d2 = rho[i, j, kp] - v
+                acc += wn * (d0.real * d0.real + d0.imag * d0.imag + d1.real * d1.real + d1.imag * d1.imag
+                             + d2.real * d2.real + d2.imag * d2.imag)
+                g = (w[im, j, k] * (v - rho[im, j, k]) + w[i, jm, k] * (v - rho[i, jm, k])
+                     + w[i, j, km] * (v - rho[i, j, km]) - wn * (d0 + d1 + d2))
+                grad[i, j, k] = strength * g
+        partial[i] = acc
+    return partial.sum()
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def prior_line_sums(rho: np.ndarray, direction: np.ndarray, w0: np.ndarray, w1: np.ndarray, w2: np.ndarray,
+                    with_probe: bool) -> np.ndarray:
+    """S[i, k] = Σ_n w_i(n) r_k(n) (float64, 3 × 3) with r0 = Σ_a|D_aρ|², r1 = Σ_a 2Re (D_aρ)* D_aΔρ,
+    r2 = Σ_a |D_aΔρ|²; rows 1, 2 (w1, w2) only ``with_probe``."""
+    n0, n1, n2 = rho.shape
+    partial = np.zeros((n0, 3, 3))
+    for i in nb.prange(n0):
+        for j in range(n1):
+            ip, _, jp, _ = _neighbours(i, j, n0, n1)
+            for k in range(n2):
+                kp = (k + 1) % n2
+                v = rho[i, j, k]
+                dv = direction[i, j, k]
+                r0 = 0.0
+                r1 = 0.0
+                r2 = 0.0
+                for a in range(3):
+                    if a == 0:
+                        d = rho[ip, j, k] - v
+                        e = direction[ip, j, k] - dv
+                    elif a == 1:
+                        d = rho[i, jp, k] - v
+                        e = direction[i, jp, k] - dv
+                    else:
+                        d = rho[i, j, kp] - v
+                        e = direction[i, j, kp] - dv
+                    r0 += d.real * d.real + d.imag * d.imag
+                    r1 += 2.0 * (d.real * e.real + d.imag * e.imag)
+                    r2 += e.real * e.real + e.imag * e.imag
+                x = w0[i, j, k]
+                partial[i, 0, 0] += x * r0
+                partial[i, 0, 1] += x * r1
+                partial[i, 0, 2] += x * r2
+                if with_probe:
+                    y = w1[i, j, k]
+                    z = w2[i, j, k]
+                    partial[i, 1, 0] += y * r0
+                    partial[i, 1, 1] += y * r1
+                    partial[i, 1, 2] += y * r2
+                    partial[i, 2, 0] += z * r0
+                    partial[i, 2, 1] += z * r1
+                    partial[i, 2, 2] += z * r2
+    return partial.sum(axis=0)

@@ -25,7 +25,9 @@ The ML passes that build P_j for the data term anyway also accumulate w0 (gradie
 w1, w2 (line pass) and add s r_j P_j to the box they project for ∂L/∂P2* (:class:`PriorSums`,
 filled by :func:`analysis.solvers.ml.cost_and_gradient` / :func:`~analysis.solvers.ml.line_coefficients`
 on the array path and by :class:`analysis.solvers.fused_cpu.FusedCpuML` with Numba kernels): the
-prior builds no P_j of its own. What remains are the differences of ρ and Δρ on the object grid.
+prior builds no P_j of its own. What remains are the differences of ρ and Δρ on the object grid: on
+NumPy 3D arrays voxel-by-voxel Numba kernels (:func:`analysis.cpu_kernels.roughness`, ``prior_gradient``,
+``prior_line_sums``, float64 sums), elsewhere (CuPy) whole-array differences with the same numbers.
 
 Weakly lit voxels get almost no prior (and almost no data): long ML runs let |ρ| grow there
 (measured 2.6 at voxels lit at 10⁻⁴ of the maximum, against 0.65 in the lit crystal), so masks of
@@ -47,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from analysis.solvers.model import BraggData, BraggModel
-from analysis.xp import array_module
+from analysis.xp import array_module, cpu_kernels
 
 __all__ = ["PriorSums", "illumination_maps", "roughness_maps", "prior_cost", "prior_cost_and_gradient",
            "prior_line_polynomial", "polynomial_value"]
@@ -98,6 +100,13 @@ def illumination_maps(probe: Any, data: BraggData, op: BraggModel, object_shape:
     return tuple(maps)
 
 
+def _kernels(rho: Any) -> Any:
+    """The Numba kernels of :mod:`analysis.cpu_kernels` for a 3D NumPy ρ, else None (the array code runs)."""
+    if isinstance(rho, np.ndarray) and rho.ndim == 3 and rho.dtype in (np.complex64, np.complex128):
+        return cpu_kernels()
+    return None
+
+
 def _difference(rho: Any, axis: int) -> Any:
     """D_a ρ = ρ(n + e_a) − ρ(n) along ``axis`` (periodic)."""
     xp = array_module(rho)
@@ -107,6 +116,11 @@ def _difference(rho: Any, axis: int) -> Any:
 def roughness_maps(rho: Any, direction: Any = None) -> tuple[Any, ...]:
     """(r0,) = (Σ_a |D_a ρ|²,), or with ``direction`` Δρ also r1 = Σ_a 2Re (D_aρ)* D_aΔρ and r2 = Σ_a |D_aΔρ|²."""
     xp = array_module(rho)
+    k = _kernels(rho)
+    if direction is None and k is not None:
+        r0 = np.empty(rho.shape, dtype=rho.real.dtype)
+        k.roughness(rho, r0)
+        return (r0,)
     out = [xp.zeros(rho.shape, dtype=rho.real.dtype) for _ in range(1 if direction is None else 3)]
     for a in range(rho.ndim):
         d = _difference(rho, a)
@@ -136,6 +150,9 @@ def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, 
     g = xp.zeros_like(rho)
     if strength == 0:
         return 0.0, g
+    k = _kernels(rho)
+    if k is not None:
+        return strength * float(k.prior_gradient(rho, w0, strength, g)), g
     total = 0.0
     for a in range(rho.ndim):
         wd = _difference(rho, a)
@@ -156,6 +173,15 @@ def prior_line_polynomial(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strengt
     a = np.zeros(5)
     if strength == 0:
         return a
+    k = _kernels(rho)
+    if k is not None:                        # float64 sums voxel by voxel: no overflow, no scaling needed
+        with_probe = len(w_maps) == 3
+        sums = k.prior_line_sums(rho, d_rho, w_maps[0], w_maps[1] if with_probe else w_maps[0],
+                                 w_maps[2] if with_probe else w_maps[0], with_probe)
+        for i in range(3 if with_probe else 1):
+            for j in range(3):
+                a[i + j] += sums[i, j]
+        return strength * a
     xp = array_module(rho)
     norm_rho, norm_dir = float(xp.linalg.norm(rho)), float(xp.linalg.norm(d_rho))
     lam = norm_dir / norm_rho if norm_rho > 0 and norm_dir > 0 else 1.0
