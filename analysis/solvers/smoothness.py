@@ -51,7 +51,7 @@ import numpy as np
 from analysis.solvers.model import BraggData, BraggModel
 from analysis.xp import array_module, cpu_kernels
 
-__all__ = ["PriorSums", "illumination_maps", "roughness_maps", "prior_cost", "prior_cost_and_gradient",
+__all__ = ["PriorSums", "illumination_maps", "roughness_maps", "prior_cost_and_gradient",
            "prior_line_polynomial", "polynomial_value"]
 
 
@@ -72,7 +72,7 @@ class PriorSums:
     """The accumulated maps, on the object grid."""
 
     def start(self, like: Any, count: int) -> list[Any]:
-        """``count`` zero maps shaped as the object ``like``, in the real precision of the probe."""
+        """``count`` zero maps shaped as the object ``like``, in its real precision (float32 for complex64)."""
         xp = array_module(like)
         self.maps = [xp.zeros(like.shape, dtype=np.float32 if like.dtype == np.complex64 else np.float64)
                      for _ in range(count)]
@@ -135,13 +135,6 @@ def roughness_maps(rho: Any, direction: Any = None) -> tuple[Any, ...]:
 def _total(a: Any) -> float:
     xp = array_module(a)
     return float(xp.sum(a, dtype=xp.float64))
-
-
-def prior_cost(rho: Any, w0: Any, strength: float) -> float:
-    """R = s Σ w0 r0 (float64 sum), with the all-reduced illumination ``w0``."""
-    if strength == 0:
-        return 0.0
-    return strength * _total(w0 * roughness_maps(rho)[0])
 
 
 def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, Any]:
