@@ -457,6 +457,11 @@ class Reconstruction:
         """Completed iterations."""
         return self.state.iteration
 
+    @property
+    def last_step(self) -> tuple[str, float] | None:
+        """(phase, cost) of the latest iteration without copying the state (None before the first)."""
+        return (self._phases[-1], self._costs[-1]) if self._phases else None
+
     def add_frames(self, frames: np.ndarray, stage_xyz_m: np.ndarray, frame_valid: np.ndarray | None = None) -> None:
         """Append positions (POS_NEW, ANGLE, N1, N2) acquired live; they must fit the object grid.
 

@@ -337,9 +337,9 @@ def _iterate_with_bar(rec: Any, recipe: Recipe, options: ReconstructOptions, des
         while rec.remaining_iterations > 0:          # fewer than n_iterations when the free-data rule stops
             rec.iterate(1)
             bar.update(1)
-            res = rec.result()
-            phase = "ML" if res.phases[-1] == "ml" else "ePIE"
-            bar.set_postfix_str(f"{phase} cost {res.costs[-1]:.4g}" if rec.iteration % 10 == 0
+            ph, cost = rec.last_step                  # not rec.result(): no copy of ρ/P2 per iteration
+            phase = "ML" if ph == "ml" else "ePIE"
+            bar.set_postfix_str(f"{phase} cost {cost:.4g}" if rec.iteration % 10 == 0
                                 or rec.remaining_iterations == 0 else phase, refresh=False)
     return rec
 

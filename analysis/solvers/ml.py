@@ -375,9 +375,8 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         mem.exit_waves = ExitWaves()
     kept = mem.exit_waves
     sm = options.smoothness
-    sums = None
-    if sm:                                   # the data pass accumulates w0 and adds the prior's ∂R/∂P2*
-        sums = PriorSums(strength=sm, roughness=roughness_maps(state.object)[0] if with_p else None)
+    # the data pass accumulates w0 and adds the prior's ∂R/∂P2* (module smoothness)
+    sums = PriorSums(strength=sm, roughness=roughness_maps(state.object)[0] if with_p else None) if sm else None
     c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
                                      mu_map=mem.mu_map, exit_waves=kept, prior=sums)
     kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
@@ -387,7 +386,6 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     w0 = None
     if sums is not None:                     # smoothness prior on the reduced illumination (module smoothness)
         w0 = comm.allreduce_sum(sums.maps[0])
-        sums = None
         r_cost, r_grad = prior_cost_and_gradient(state.object, w0, sm)
         c0 += r_cost
         g_o += r_grad

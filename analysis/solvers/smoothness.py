@@ -166,24 +166,20 @@ def prior_line_polynomial(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strengt
     a = np.zeros(5)
     if strength == 0:
         return a
-    k = _kernels(rho)
-    if k is not None:                        # float64 sums voxel by voxel: no overflow, no scaling needed
+    kernels = _kernels(rho)
+    if kernels is not None:                  # float64 sums voxel by voxel: no overflow, no scaling needed
         with_probe = len(w_maps) == 3
-        sums = k.prior_line_sums(rho, d_rho, w_maps[0], w_maps[1] if with_probe else w_maps[0],
-                                 w_maps[2] if with_probe else w_maps[0], with_probe)
-        for i in range(3 if with_probe else 1):
-            for j in range(3):
-                a[i + j] += sums[i, j]
-        return strength * a
-    xp = array_module(rho)
-    norm_rho, norm_dir = float(xp.linalg.norm(rho)), float(xp.linalg.norm(d_rho))
-    lam = norm_dir / norm_rho if norm_rho > 0 and norm_dir > 0 else 1.0
-    r = roughness_maps(rho, d_rho * rho.real.dtype.type(1.0 / lam))
-    for i, w in enumerate(w_maps):
-        if i:
-            w = w * w.dtype.type(lam ** -i)
-        for k, rk in enumerate(r):
-            a[i + k] += _total(w * rk) * lam ** (i + k)
+        w1, w2 = (w_maps[1], w_maps[2]) if with_probe else (w_maps[0], w_maps[0])
+        sums = kernels.prior_line_sums(rho, d_rho, w_maps[0], w1, w2, with_probe)[:len(w_maps)]
+    else:
+        xp = array_module(rho)
+        norm_rho, norm_dir = float(xp.linalg.norm(rho)), float(xp.linalg.norm(d_rho))
+        lam = norm_dir / norm_rho if norm_rho > 0 and norm_dir > 0 else 1.0
+        r = roughness_maps(rho, d_rho * rho.real.dtype.type(1.0 / lam))
+        sums = np.array([[_total(w * w.dtype.type(lam ** -i) * rk) * lam ** (i + k) for k, rk in enumerate(r)]
+                         for i, w in enumerate(w_maps)])
+    for (i, k), v in np.ndenumerate(sums):   # S_ik = Σ w_i r_k multiplies t^(i+k)
+        a[i + k] += v
     return strength * a
 
 
