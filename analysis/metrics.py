@@ -288,10 +288,25 @@ class ShellCurve:
         """Full-period resolution 1/crossing_frequency (m when frequencies are in 1/m)."""
         return 1.0 / self.crossing_frequency if self.crossing_frequency > 0 else math.nan
 
+    @property
+    def finest_period(self) -> float:
+        """Full period 1/f of the highest non-empty shell: the finest scale the curve examined.
+
+        When the curve never crosses its threshold (``resolution`` NaN) the resolution is finer
+        than this: grid-limited, not unknown.
+        """
+        f = np.asarray(self.frequency, float)[np.asarray(self.n_voxels, float) > 0]
+        return 1.0 / float(f.max()) if f.size and f.max() > 0 else math.nan
+
 
 def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bool, n_shells: int | None,
-                 xp: Any) -> tuple[Any, Any, float]:
-    """Integer shell index per voxel and shell centre frequencies for radius |k| with k_a in units of spacing."""
+                 xp: Any, axis: np.ndarray | None = None) -> tuple[Any, Any, float]:
+    """Integer shell index per voxel and shell centre frequencies for radius |k| with k_a in units of spacing.
+
+    Shells are ``min(spacing)`` wide (or ``k_max / n_shells``) and run to k_max: the radius of the
+    sphere inscribed in the sampled box (every shell complete), or, with a unit ``axis``, the
+    box's extent along that axis, min_a (n_a//2 · spacing_a) / |axis_a| (shells of a cone about it).
+    """
     r2 = 0
     for a, n in enumerate(shape):
         k = (xp.arange(n) - n // 2) if centred else _freqs(n, xp)
@@ -299,10 +314,13 @@ def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bo
         sh[a] = n
         r2 = r2 + ((k * spacing[a]) ** 2).reshape(sh)
     r = xp.sqrt(r2)
-    width = min(spacing)
-    nmax = min(n // 2 for n in shape)
-    n_sh = n_shells or nmax
-    width = width * nmax / n_sh
+    edge = [(n // 2) * d if n > 1 else math.inf for n, d in zip(shape, spacing)]   # a length-1 axis bounds nothing
+    if axis is None:
+        k_max = min(edge)
+    else:
+        k_max = min(e / abs(u) for e, u in zip(edge, axis) if abs(u) > 1e-12)
+    width = min(spacing) if not n_shells else k_max / n_shells
+    n_sh = n_shells or int(math.floor(k_max / width + 1e-9))
     idx = xp.floor(r / width + 0.5).astype(int)
     centres = np.arange(n_sh + 1) * width
     return idx, centres, width
@@ -338,27 +356,31 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
     ``a``, ``b`` must already be registered (shift, phase, ramp: see :func:`object_error`);
     ``mask`` is a common (soft) mask applied to both. Frequencies in 1/m for voxel sizes
     in m; ``resolution`` is the full period where FSC meets the ½-bit threshold.
-    ``cone_axis`` (a vector in array-axis coordinates, e.g. (1, 0, 0)) restricts every shell to
-    the double cone within ``cone_half_angle_deg`` of ±axis: the resolution along that direction.
+    Full shells run to the sphere inscribed in the sampled box. ``cone_axis`` (a vector in
+    array-axis coordinates, e.g. (1, 0, 0)) restricts every shell to the double cone within
+    ``cone_half_angle_deg`` of ±axis, and its shells run to the box's extent along the axis: the
+    resolution along that direction, up to that direction's Nyquist frequency.
     """
     xp = array_module(a, b)
     if a.shape != b.shape:
         raise ValueError(f"fourier_shell_correlation: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
     fft = fft_module(xp)
     vox = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_m, float), (a.ndim,)))
-    if mask is not None:
-        a, b = a * mask, b * mask
-    A, B = fft.fftn(a), fft.fftn(b)
-    dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox))
-    idx, centres, _ = _shell_index(a.shape, dk, False, n_shells, xp)
-    nb = len(centres)
-    flat = idx.ravel()
-    keep = flat < nb
+    u = None
     if cone_axis is not None:
         u = np.asarray(cone_axis, float)
         if u.shape != (a.ndim,) or not np.linalg.norm(u) > 0:
             raise ValueError(f"fourier_shell_correlation: cone_axis must be a non-zero {a.ndim}-vector, got {cone_axis}")
         u = u / np.linalg.norm(u)
+    if mask is not None:
+        a, b = a * mask, b * mask
+    A, B = fft.fftn(a), fft.fftn(b)
+    dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox))
+    idx, centres, _ = _shell_index(a.shape, dk, False, n_shells, xp, axis=u)
+    nb = len(centres)
+    flat = idx.ravel()
+    keep = flat < nb
+    if u is not None:
         dot, r2 = 0, 0
         for ax_i, n in enumerate(a.shape):
             sh = [1] * a.ndim

@@ -192,6 +192,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     m = outcome.metrics
     print(f"wrote {out['results']}: {m['n_iterations']} iterations, final cost {m['final_cost']:.4g}, "
           f"{outcome.timings_s['iterations_s']:.1f} s")
+    if outcome.resolution is not None:
+        print(outcome.resolution.summary())
     if "free_best_cost" in m:
         print(f"held-out {m['free_fraction']:g} ({m['free_unit']}s): lowest free cost {m['free_best_cost']:.4g} per "
               f"entry at iteration {m['free_best_iteration']}, stopped: {m['free_stopped_phases'] or 'none'}")

@@ -99,21 +99,42 @@ class ResolutionEstimate:
     fsc: ShellCurve = field(repr=False)
     """FSC over full shells, frequencies in 1/m; ``resolution`` at the ½-bit threshold (m)."""
     fsc_directional: dict[str, ShellCurve] = field(repr=False)
-    """FSC in ±20° cones about the native axes ``e1``, ``e2`` (= y), ``e3`` (= k_out)."""
+    """FSC in ±20° cones about the lab/sample axes ``z`` (along Q, the ε_zz direction), ``y``, ``x``;
+    each cone's shells run to the grid's Nyquist frequency along its axis."""
     prtf: ShellCurve = field(repr=False)
     """PRTF of the two halves' far fields on the measured planes, averaged over positions, q in 1/m."""
     mask_voxels: int
     """Voxels in the common FSC mask."""
+    mask: Any = field(default=None, repr=False)
+    """The common soft mask (object grid, values in [0, 1]) both halves were multiplied by."""
     split_seed: int
     """Seed of the binomial split."""
 
     def metrics(self) -> dict[str, float]:
-        """Scalar summary for ``/metrics``: resolutions in metres (NaN when a curve never crosses)."""
-        out = {"fsc_resolution_m": float(self.fsc.resolution), "prtf_resolution_m": float(self.prtf.resolution),
+        """Scalar summary for ``/metrics``: resolutions in metres.
+
+        A resolution is NaN when its curve never crosses the threshold; then ``*_finest_period_m``,
+        the finest period the curve examined, bounds it (grid-limited: finer than that).
+        """
+        out = {"fsc_resolution_m": float(self.fsc.resolution), "fsc_finest_period_m": float(self.fsc.finest_period),
+               "prtf_resolution_m": float(self.prtf.resolution),
+               "prtf_finest_period_m": float(self.prtf.finest_period),
                "fsc_mask_voxels": int(self.mask_voxels), "fsc_split_seed": int(self.split_seed)}
         for k, c in self.fsc_directional.items():
             out[f"fsc_resolution_{k}_m"] = float(c.resolution)
+            out[f"fsc_finest_period_{k}_m"] = float(c.finest_period)
         return out
+
+    def summary(self) -> str:
+        """One line: the ½-bit FSC resolutions (all shells, z, y, x) and the PRTF's, in nm.
+
+        A curve that never crosses reads "< P nm" with P its finest period (grid-limited).
+        """
+        def nm(c: ShellCurve) -> str:
+            return f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else f"< {c.finest_period * 1e9:.0f} nm"
+
+        cones = ", ".join(f"{k} {nm(c)}" for k, c in self.fsc_directional.items())
+        return f"half-data resolution: FSC (½-bit) all shells {nm(self.fsc)}; {cones}; PRTF (1/e) {nm(self.prtf)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,7 +385,8 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
     Gaussian. B is registered to A (sub-voxel shift, phase ramp, complex scale; :func:`object_error`).
     The PRTF uses √2·Ψ of each half (each fits half the photons) against the full counts I_A + I_B on
     the measured planes, with B's far field phase-aligned to A's per position; shells of |q|, averaged
-    over positions. The native axes e1, e2, e3 are orthogonal, so voxel sizes give 1/m directly.
+    over positions. The native axes e1, e2, e3 are orthogonal, so voxel sizes give 1/m directly, and
+    the cones about lab z, y, x have the axes (z·e1, z·e2, z·e3), … in array coordinates.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -383,9 +405,11 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
     b_aligned = object_error(rb.object, ra.object, support=hard).aligned
     vox = ra.geometry.voxel_size_m
     fsc = fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft)
-    cones = {name: fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft, cone_axis=axis,
-                                             cone_half_angle_deg=cone_half_angle_deg)
-             for name, axis in (("e1", (1, 0, 0)), ("e2", (0, 1, 0)), ("e3", (0, 0, 1)))}
+    lab = ra.geometry.lab_axes()
+    native = np.stack([lab["e1"], lab["e2"], lab["e3"]])  # rows: e_a in lab (x, y, z)
+    cones = {name: fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft,
+                                             cone_axis=native[:, i], cone_half_angle_deg=cone_half_angle_deg)
+             for i, name in ((2, "z"), (1, "y"), (0, "x"))}
     n1p, n2, n3 = op.box_shape
     g = ra.geometry
     dq = (1.0 / (n1p * vox[0]), 1.0 / (n2 * vox[1]), g.upsampling / (n3 * vox[2]))
@@ -412,7 +436,7 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
     pr = ShellCurve(frequency=curve.frequency, value=val, threshold=curve.threshold, n_voxels=den,
                     crossing_frequency=shell_crossing(np.asarray(curve.frequency), val, np.asarray(curve.threshold)))
     return ResolutionEstimate(fsc=fsc, fsc_directional=cones, prtf=pr, mask_voxels=int(hard.sum()),
-                              split_seed=split_seed)
+                              mask=soft, split_seed=split_seed)
 
 
 def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset | DatasetShare,
@@ -487,7 +511,7 @@ def _write_free_cost(f: Any, h: FreeCostHistory) -> None:
 
 
 def _write_resolution(f: Any, est: ResolutionEstimate) -> None:
-    """``/resolution/{fsc, fsc_e1, fsc_e2, fsc_e3, prtf}``: curves and crossings (docs/dataset-format.md §2)."""
+    """``/resolution/{fsc, fsc_z, fsc_y, fsc_x, prtf}``: curves and crossings (docs/dataset-format.md §2)."""
     g = f.require_group("resolution")
     g.attrs["method"] = "binomial photon split, two half-data reconstructions (spec 4.5)"
     g.attrs["split_seed"] = int(est.split_seed)
@@ -501,11 +525,12 @@ def _write_resolution(f: Any, est: ResolutionEstimate) -> None:
         h.create_dataset("n_voxels", data=np.asarray(c.n_voxels, float))
         h.attrs["crossing_frequency_per_m"] = float(c.crossing_frequency)
         h.attrs["resolution_m"] = float(c.resolution)
+        h.attrs["finest_period_m"] = float(c.finest_period)
         h.attrs["threshold_kind"] = "1/e" if name == "prtf" else "half-bit"
 
 
 def save_resolution(path: Path, est: ResolutionEstimate) -> Path:
-    """PNG: FSC (all shells and the e1/e2/e3 cones) with the ½-bit threshold, and the PRTF with 1/e."""
+    """PNG: FSC (all shells and the z/y/x cones) with the ½-bit threshold, and the PRTF with 1/e."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -513,8 +538,10 @@ def save_resolution(path: Path, est: ResolutionEstimate) -> Path:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, c, style in [("all shells", est.fsc, "-")] + [(k, c, "--") for k, c in est.fsc_directional.items()]:
-        res = f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else "no crossing"
-        a1.plot(np.asarray(c.frequency) * 1e-6, c.value, style, label=f"{name} ({res})")
+        res = f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else f"< {c.finest_period * 1e9:.0f} nm"
+        line, = a1.plot(np.asarray(c.frequency) * 1e-6, c.value, style, label=f"{name} ({res})")
+        if name != "all shells":
+            a1.plot(np.asarray(c.frequency) * 1e-6, c.threshold, ":", color=line.get_color(), lw=0.8)
     a1.plot(np.asarray(est.fsc.frequency) * 1e-6, est.fsc.threshold, "k:", label="½-bit")
     a1.set_xlabel("spatial frequency (1/µm)")
     a1.set_ylabel("FSC")

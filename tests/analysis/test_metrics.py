@@ -96,6 +96,31 @@ def test_fsc_resolution_of_a_low_pass_pair():
     assert res.resolution == pytest.approx(1 / res.crossing_frequency)
 
 
+def test_fsc_shells_run_to_the_inscribed_sphere_and_cones_to_their_axis_nyquist():
+    """Anisotropic voxels (10, 20, 40 nm): full shells stop at the coarsest axis's Nyquist frequency,
+    a cone runs to the box's edge along its own axis; a signal band-limited along e1 to 0.3 cycles
+    per voxel (33 nm period) is resolved there by the e1 cone, beyond the full shells' reach (80 nm)."""
+    rng = np.random.default_rng(3)
+    shape, vox = (64, 32, 16), (10e-9, 20e-9, 40e-9)
+    a = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    full = fourier_shell_correlation(a, a, voxel_size_m=vox)
+    assert full.finest_period == pytest.approx(2 * 40e-9, rel=0.05)
+    along = {ax: fourier_shell_correlation(a, a, voxel_size_m=vox, cone_axis=np.eye(3)[ax]) for ax in range(3)}
+    for ax in range(3):
+        assert along[ax].finest_period == pytest.approx(2 * vox[ax], rel=0.1)
+    diag = fourier_shell_correlation(a, a, voxel_size_m=vox, cone_axis=(1.0, 1.0, 0.0))
+    assert diag.finest_period == pytest.approx(2 * 20e-9 * np.sqrt(0.5), rel=0.1)  # e2 reaches its edge first
+    # signal band-limited along e1 to |f1| < 0.3 cycles/voxel, plus independent noise
+    f1 = np.abs(np.fft.fftfreq(shape[0]))[:, None, None]
+    sig = np.fft.ifftn((f1 < 0.3) * np.fft.fftn(a)) * 10
+    b1 = sig + rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    b2 = sig + rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    e1 = fourier_shell_correlation(b1, b2, voxel_size_m=vox, cone_axis=(1, 0, 0))
+    assert e1.resolution == pytest.approx(10e-9 / 0.3, rel=0.1)
+    with pytest.raises(ValueError, match="cone_axis"):
+        fourier_shell_correlation(a, a, cone_axis=(0, 0))
+
+
 def test_half_bit_threshold_limits():
     assert half_bit_threshold(1) == pytest.approx(1.0, abs=1e-3)
     assert half_bit_threshold(1e12) == pytest.approx(0.2071 / 1.2071, rel=1e-5)

@@ -168,21 +168,22 @@ def test_missing_start_metadata_is_named():
         run_to_dataset(FakeRun())
 
 
-def test_reconstruct_fsc_writes_resolution_curves_and_figure(dataset_file, tmp_path):
+def test_reconstruct_fsc_writes_resolution_curves_and_figure(capsys, dataset_file, tmp_path):
     """``--fsc``: two half-data reconstructions; curves and crossings in /resolution, resolution.png."""
     res, figs = tmp_path / "results.h5", tmp_path / "figs"
     rc = main(["reconstruct", str(dataset_file), "-o", str(res), "--recipe", "quick", "--fsc", "--fsc-seed", "3",
                "--figures", str(figs), "--no-progress"])
     assert rc == 0
+    assert "half-data resolution: FSC (½-bit) all shells" in capsys.readouterr().out
     r = read_results(res)
-    assert {"fsc_resolution_m", "fsc_resolution_e1_m", "fsc_resolution_e2_m", "fsc_resolution_e3_m",
+    assert {"fsc_resolution_m", "fsc_resolution_z_m", "fsc_resolution_y_m", "fsc_resolution_x_m",
             "prtf_resolution_m"} <= set(r["metrics"])
     assert r["metrics"]["fsc_split_seed"] == 3 and "fsc_s" in r["timings_s"]
     with h5py.File(res, "r") as f:
-        for name in ("fsc", "fsc_e1", "fsc_e2", "fsc_e3", "prtf"):
+        for name in ("fsc", "fsc_z", "fsc_y", "fsc_x", "prtf"):
             g = f["resolution"][name]
             assert g["value"].shape == g["frequency_per_m"].shape == g["threshold"].shape
-            assert "resolution_m" in g.attrs
+            assert "resolution_m" in g.attrs and g.attrs["finest_period_m"] > 0
     assert (figs / "resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

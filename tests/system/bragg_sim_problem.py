@@ -291,3 +291,57 @@ def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: Reconstruc
         pred[j] = np.moveaxis(np.abs(psi) ** 2, -1, 0)       # (N1, N2, NM) → (ANGLE, N1, N2)
     scale = float((pred * problem.frames).sum() / (pred ** 2).sum())
     return float(np.sum((np.sqrt(scale * pred) - np.sqrt(problem.frames)) ** 2))
+
+
+def half_data_reconstructions(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10,
+                              split_seed: int = 0) -> tuple[SimProblem, list]:
+    """The half-data resolution problem (spec 4.5): 0.3 µm implanted slab, small geometry, 4 × 4 raster,
+    Poisson noise at ``flux_ph_per_s`` × 0.2 s, binomial split, both halves reconstructed with the known
+    probe (``n_epie`` ePIE + ``n_ml`` Poisson-ML sweeps, fixed 0.4 µm slab support)."""
+    from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
+    from analysis.metrics import binomial_split
+
+    g = small_geometry()
+    sample = CrystalSample(slab=Slab(thickness_m=0.3e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
+                           implanted_layer=ImplantedLayer(strain=3e-4, depth_m=1.8e-6, edge_width_m=50e-9))
+    p = simulate(sample, geometry=g, probe=small_probe(), stage_xyz_m=raster(4, 0.12e-6), noise_seed=4,
+                 flux_ph_per_s=flux_ph_per_s)
+    recipe = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, background_init=0.0,
+                    support=SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10**6,
+                                            shrinkwrap_stop_iter=10**6),
+                    epie=EpieOptions(update_probe=False, gamma=0.0),
+                    ml=MLOptions(update_probe=False, noise_model="poisson"))
+    half_a, half_b = binomial_split(p.frames, rng=np.random.default_rng(split_seed))
+    recs = [Reconstruction(g, f, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, p.probe_p2, recipe=recipe)
+            .iterate(recipe.n_iterations) for f in (half_a, half_b)]
+    return p, recs
+
+
+FSC_CONE_LAB_AXIS = {"z": 2, "y": 1, "x": 0}
+"""Cone name of :func:`pxm.reconstruct.half_data_resolution` → index of its lab axis."""
+
+
+def truth_fsc_crossings(problem: SimProblem, rec, estimate) -> dict[str, float]:
+    """Where FSC(half A, truth) meets √(½-bit threshold), per curve of ``estimate`` ("all", "z", "y", "x"; m).
+
+    ``rec`` is half A's Reconstruction, ``estimate`` the ResolutionEstimate: same mask, cones and shells.
+    With independent half errors, FSC(A, truth) = √FSC(A, B), so this is where a calibrated half-data
+    FSC would cross ½-bit. NaN if it never does.
+    """
+    from analysis.metrics import fourier_shell_correlation, object_error, shell_crossing
+
+    ra = rec.result()
+    tru = problem.truth_object(ra.object.shape, rec._grid.origin_vox)
+    a = object_error(ra.object, tru, support=estimate.mask > 0.5).aligned
+    lab = problem.geometry.lab_axes()
+    native = np.stack([lab["e1"], lab["e2"], lab["e3"]])
+    out = {}
+    for name, curve in {"all": estimate.fsc, **estimate.fsc_directional}.items():
+        axis = None if name == "all" else native[:, FSC_CONE_LAB_AXIS[name]]
+        t = fourier_shell_correlation(a, tru, voxel_size_m=problem.geometry.voxel_size_m, mask=estimate.mask,
+                                      cone_axis=axis)
+        if not np.allclose(t.frequency, curve.frequency):
+            raise AssertionError(f"truth_fsc_crossings: shells of {name} differ from the estimate's")
+        f = shell_crossing(t.frequency, t.value, np.sqrt(curve.threshold))
+        out[name] = 1.0 / f if f > 0 else float("nan")
+    return out

@@ -336,8 +336,8 @@ def test_live_final_result_carries_half_data_resolution(tiled_layout, raw_dir, g
     (uid,) = w.RE(_plan(bl, geom, "angle_outer"))
     cb.wait(180)
     metrics = _final_node(processed, uid).metadata["metrics"]
-    keys = {"fsc_resolution_m", "prtf_resolution_m", "fsc_resolution_e1_m", "fsc_resolution_e2_m",
-            "fsc_resolution_e3_m", "fsc_mask_voxels"}
+    keys = {"fsc_resolution_m", "prtf_resolution_m", "fsc_resolution_z_m", "fsc_resolution_y_m",
+            "fsc_resolution_x_m", "fsc_finest_period_m", "fsc_mask_voxels"}
     assert keys <= set(metrics), sorted(metrics)
     assert metrics["fsc_mask_voxels"] > 0
     for k in keys - {"fsc_mask_voxels"}:          # a length in metres, or None (JSON NaN) if no crossing

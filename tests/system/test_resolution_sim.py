@@ -1,56 +1,70 @@
 """Half-data resolution (spec 4.5) on simulator data: binomial photon split, two reconstructions, FSC/PRTF.
 
-Small problem of ``test_reconstruct_sim.py`` (32² ROI, 24 angles, 16 positions), Poisson noise at 2e6 ph/s × 0.2 s (≈ 15 photons per pixel; at 1e9 ph/s the FSC never crosses the ½-bit
-threshold on this grid), known
-probe, 40 ePIE + 10 Poisson-ML sweeps per half. Measured (2026-11-21): along e1 (±20° cone) FSC meets ½-bit at 180 nm; over full shells and along
-e2, e3 it stays above ½-bit up to the grid's highest shell (FSC ≈ 0.65 there): the halves share the start,
-the probe and the sharp slab faces set by the common support and μ penalty, which correlate their high
-frequencies. The full-shell FSC resolution is therefore grid-limited here (reported as NaN), not finite.
+Small problem of ``test_reconstruct_sim.py`` (32² ROI, 24 angles, 16 positions; voxels 23 × 44 × 50 nm
+along e1, e2, e3), known probe, 40 ePIE + 10 Poisson-ML sweeps per half, at two doses: 2e4 and 2e3 ph/s
+× 0.2 s (mean 0.135 and 0.014 photons per pixel). The simulator knows the truth, so each half-data
+crossing is checked against the FSC of half A against the truth, under the same mask and cone: if
+A = S + N_A, B = S + N_B with independent errors, FSC(A, truth) = √FSC(A, B), so the half-data ½-bit
+crossing T should fall where FSC(A, truth) meets √T.
+
+Measured (2026-12-05): at 0.014 photons per pixel every curve crosses: all shells 171 nm, along z
+(Q, close to the slab normal) 200 nm, y 317 nm, x 239 nm, i.e. 0.99–1.31× the truth comparison (154,
+153, 321, 211 nm): noise limits, and the half-data FSC measures it. At 0.135 photons per pixel y (96 nm)
+and x (201 nm) still cross, finer than at the low dose, but now 0.63–0.68× the truth comparison (152,
+294 nm); along z, and so over full shells, the halves agree up to the grid's Nyquist frequency (< 71 nm,
+< 104 nm) while the truth comparison crosses at 126 and 120 nm. At this dose and schedule the error is mostly
+shared by both halves (the unconverged slab-face profile), which no half-data comparison can see: the
+half-data FSC is then optimistic, by up to 1.6× here. With 300 ePIE + 100 ML the halves converge and the
+agreement returns (1.35 photons per pixel: z, y, x 79, 108, 186 nm against 82, 112, 153 nm;
+docs/benchmarks.md, "Half-data resolution").
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+import pytest
 
-from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
-from analysis.metrics import binomial_split, fourier_shell_correlation
 from pxm.reconstruct import half_data_resolution
-from sim.sample import CrystalSample, ImplantedLayer, Slab
-from tests.system.bragg_sim_problem import raster, simulate, small_geometry, small_probe
+from tests.system.bragg_sim_problem import half_data_reconstructions, small_geometry, truth_fsc_crossings
 
 
-def test_half_data_fsc_is_finite_and_above_independent_noise():
-    g = small_geometry()
-    sample = CrystalSample(slab=Slab(thickness_m=0.3e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
-                           implanted_layer=ImplantedLayer(strain=3e-4, depth_m=1.8e-6, edge_width_m=50e-9))
-    p = simulate(sample, geometry=g, probe=small_probe(), stage_xyz_m=raster(4, 0.12e-6), noise_seed=4,
-                 flux_ph_per_s=2e4)
-    recipe = Recipe(n_epie_iterations=40, n_ml_iterations=10, background_init=0.0,
-                    support=SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10**6,
-                                            shrinkwrap_stop_iter=10**6),
-                    epie=EpieOptions(update_probe=False, gamma=0.0),
-                    ml=MLOptions(update_probe=False, noise_model="poisson"))
-    half_a, half_b = binomial_split(p.frames, rng=np.random.default_rng(0))
-    assert np.array_equal(half_a + half_b, p.frames)
-    recs = [Reconstruction(g, f, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, p.probe_p2, recipe=recipe)
-            .iterate(recipe.n_iterations) for f in (half_a, half_b)]
-    est = half_data_resolution(recs[0], recs[1])
-    # two independent noise objects under the same soft mask
-    rng = np.random.default_rng(1)
-    shape = recs[0].result().object.shape
-    hard = recs[0].result().support & recs[1].result().support
-    soft = gaussian_filter(hard.astype(float), 1.0)
-    noise = [rng.normal(size=shape) + 1j * rng.normal(size=shape) for _ in range(2)]
-    ref = fourier_shell_correlation(noise[0], noise[1], voxel_size_m=g.voxel_size_m, mask=soft)
-    f_half, f_noise = np.asarray(est.fsc.value), np.asarray(ref.value)
-    dirs = {k: f"{c.resolution * 1e9:.0f}" for k, c in est.fsc_directional.items()}
-    print(f"half-data FSC: resolution {est.fsc.resolution * 1e9:.0f} nm (cones e1/e2/e3 {dirs} nm), PRTF "
-          f"{est.prtf.resolution * 1e9:.0f} nm; FSC {np.round(f_half, 2)}; noise |FSC| max {np.nanmax(np.abs(f_noise[1:])):.3f}")
-    ok = np.isfinite(f_half) & np.isfinite(f_noise)
-    ok[0] = False
-    assert ok.sum() >= 5
-    assert np.all(f_half[ok] > np.abs(f_noise[ok]) + 0.2)
-    e1 = est.fsc_directional["e1"].resolution
-    assert np.isfinite(e1) and 2 * g.voxel_size_m[0] < e1 < 1e-6
-    assert np.nanmean(f_half[1:4]) > 0.8
+@pytest.fixture(scope="module")
+def two_doses():
+    out = {}
+    for flux in (2e3, 2e4):
+        p, recs = half_data_reconstructions(flux)
+        est = half_data_resolution(recs[0], recs[1])
+        truth = truth_fsc_crossings(p, recs[0], est)
+        half = {"all": est.fsc.resolution, **{k: c.resolution for k, c in est.fsc_directional.items()}}
+        finest = {"all": est.fsc.finest_period, **{k: c.finest_period for k, c in est.fsc_directional.items()}}
+        print(f"{p.frames.mean():.3f} ph/px: {est.summary()}; against the truth (√½-bit) "
+              + ", ".join(f"{k} {v * 1e9:.0f}" for k, v in truth.items()) + " nm")
+        out[flux] = (est, half, finest, truth)
+    return out
+
+
+def test_every_direction_crosses_at_low_dose_and_agrees_with_the_truth(two_doses):
+    est, half, finest, truth = two_doses[2e3]
+    for k in ("all", "z", "y", "x"):
+        assert np.isfinite(half[k]) and finest[k] < half[k] < 1e-6, (k, half[k])
+        assert 0.75 < half[k] / truth[k] < 1.4, (k, half[k], truth[k])
+    assert est.mask_voxels > 0 and np.nanmean(np.asarray(est.fsc.value)[1:4]) > 0.8
+
+
+def test_lateral_resolution_improves_with_dose_and_agrees_with_the_truth(two_doses):
+    lo, hi = two_doses[2e3], two_doses[2e4]
+    for k in ("y", "x"):
+        assert np.isfinite(hi[1][k]), k
+        assert hi[1][k] <= lo[1][k], (k, hi[1][k], lo[1][k])
+        assert 0.5 < hi[1][k] / hi[3][k] < 1.2, (k, hi[1][k], hi[3][k])   # optimistic: shared error
+    # the ten-fold dose never makes a curve coarser: finer crossing, or none up to Nyquist
+    for k in ("all", "z"):
+        assert (hi[1][k] if np.isfinite(hi[1][k]) else hi[2][k]) < lo[1][k], k
+
+
+def test_cone_shells_reach_the_nyquist_frequency_along_their_axis(two_doses):
+    est = two_doses[2e4][0]
+    vox = np.asarray(small_geometry().voxel_size_m)
+    # y = e2: the cone runs to 1/(2 Δr2), the full shells only to the inscribed sphere (coarsest axis)
+    assert est.fsc_directional["y"].finest_period == pytest.approx(2 * vox[1], rel=0.1)
+    assert est.fsc.finest_period == pytest.approx(2 * vox.max(), rel=0.1)
