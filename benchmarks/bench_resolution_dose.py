@@ -41,9 +41,9 @@ def main() -> None:
         t0 = time.perf_counter()
         p, recs = half_data_reconstructions(flux, n_epie=a.epie, n_ml=a.ml)
         est = half_data_resolution(recs[0], recs[1])
-        truth = truth_fsc_crossings(p, recs[0], est)
         ra, rb = recs[0].result(), recs[1].result()
         tru = p.truth_object(ra.object.shape, recs[0]._grid.origin_vox)
+        truth = truth_fsc_crossings(p, recs[0], est, truth=tru)
         sup = est.mask > 0.5
         e_a = object_error(ra.object, tru, support=sup).error
         e_b = object_error(rb.object, tru, support=sup).error

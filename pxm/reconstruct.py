@@ -30,7 +30,7 @@ from analysis.strain import StrainMaps
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
            "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "engine_inputs", "initial_probe",
-           "half_data_resolution", "reconstruct_dataset", "free_cost_metrics", "write_outputs", "software_info",
+           "half_data_resolution", "fsc_cone_axes", "reconstruct_dataset", "free_cost_metrics", "write_outputs", "software_info",
            "write_probe_file", "read_probe_file", "probe_from_spiral_run"]
 
 RECIPES = ("seed", "quick", "baseline")
@@ -130,11 +130,14 @@ class ResolutionEstimate:
 
         A curve that never crosses reads "< P nm" with P its finest period (grid-limited).
         """
-        def nm(c: ShellCurve) -> str:
-            return f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else f"< {c.finest_period * 1e9:.0f} nm"
+        cones = ", ".join(f"{k} {_resolution_nm(c)}" for k, c in self.fsc_directional.items())
+        return (f"half-data resolution: FSC (½-bit) all shells {_resolution_nm(self.fsc)}; {cones}; "
+                f"PRTF (1/e) {_resolution_nm(self.prtf)}")
 
-        cones = ", ".join(f"{k} {nm(c)}" for k, c in self.fsc_directional.items())
-        return f"half-data resolution: FSC (½-bit) all shells {nm(self.fsc)}; {cones}; PRTF (1/e) {nm(self.prtf)}"
+
+def _resolution_nm(c: ShellCurve) -> str:
+    """"N nm" at the crossing, or "< P nm" with P the finest period examined when it never crosses."""
+    return f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else f"< {c.finest_period * 1e9:.0f} nm"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -376,6 +379,14 @@ def free_cost_metrics(result: ReconstructionResult) -> dict[str, Any]:
             "free_stopped_phases": ",".join(h.stopped_phases)}
 
 
+def fsc_cone_axes(geometry: BraggGeometry) -> dict[str, np.ndarray]:
+    """Lab/sample axes z (along Q), y, x in the object's array coordinates (components along e1, e2, e3):
+    the ``cone_axis`` of each directional FSC of :func:`half_data_resolution`."""
+    lab = geometry.lab_axes()
+    native = np.stack([lab["e1"], lab["e2"], lab["e3"]])  # rows: e_a in lab (x, y, z)
+    return {name: native[:, i] for name, i in (("z", 2), ("y", 1), ("x", 0))}
+
+
 def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumination_fraction: float = 0.1,
                          cone_half_angle_deg: float = 20.0) -> ResolutionEstimate:
     """FSC (½-bit) and PRTF (1/e) of two reconstructions of binomial half-data sets (spec 4.5).
@@ -405,11 +416,9 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
     b_aligned = object_error(rb.object, ra.object, support=hard).aligned
     vox = ra.geometry.voxel_size_m
     fsc = fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft)
-    lab = ra.geometry.lab_axes()
-    native = np.stack([lab["e1"], lab["e2"], lab["e3"]])  # rows: e_a in lab (x, y, z)
     cones = {name: fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft,
-                                             cone_axis=native[:, i], cone_half_angle_deg=cone_half_angle_deg)
-             for i, name in ((2, "z"), (1, "y"), (0, "x"))}
+                                             cone_axis=axis, cone_half_angle_deg=cone_half_angle_deg)
+             for name, axis in fsc_cone_axes(ra.geometry).items()}
     n1p, n2, n3 = op.box_shape
     g = ra.geometry
     dq = (1.0 / (n1p * vox[0]), 1.0 / (n2 * vox[1]), g.upsampling / (n3 * vox[2]))
@@ -538,8 +547,7 @@ def save_resolution(path: Path, est: ResolutionEstimate) -> Path:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, c, style in [("all shells", est.fsc, "-")] + [(k, c, "--") for k, c in est.fsc_directional.items()]:
-        res = f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else f"< {c.finest_period * 1e9:.0f} nm"
-        line, = a1.plot(np.asarray(c.frequency) * 1e-6, c.value, style, label=f"{name} ({res})")
+        line, = a1.plot(np.asarray(c.frequency) * 1e-6, c.value, style, label=f"{name} ({_resolution_nm(c)})")
         if name != "all shells":
             a1.plot(np.asarray(c.frequency) * 1e-6, c.threshold, ":", color=line.get_color(), lw=0.8)
     a1.plot(np.asarray(est.fsc.frequency) * 1e-6, est.fsc.threshold, "k:", label="½-bit")

@@ -317,29 +317,25 @@ def half_data_reconstructions(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: i
     return p, recs
 
 
-FSC_CONE_LAB_AXIS = {"z": 2, "y": 1, "x": 0}
-"""Cone name of :func:`pxm.reconstruct.half_data_resolution` → index of its lab axis."""
-
-
-def truth_fsc_crossings(problem: SimProblem, rec, estimate) -> dict[str, float]:
+def truth_fsc_crossings(problem: SimProblem, rec, estimate, truth: np.ndarray | None = None) -> dict[str, float]:
     """Where FSC(half A, truth) meets √(½-bit threshold), per curve of ``estimate`` ("all", "z", "y", "x"; m).
 
-    ``rec`` is half A's Reconstruction, ``estimate`` the ResolutionEstimate: same mask, cones and shells.
-    With independent half errors, FSC(A, truth) = √FSC(A, B), so this is where a calibrated half-data
-    FSC would cross ½-bit. NaN if it never does.
+    ``rec`` is half A's Reconstruction, ``estimate`` the ResolutionEstimate: same mask, cones and shells;
+    ``truth``: ρ_true on ``rec``'s grid if the caller has it already. With independent half errors,
+    FSC(A, truth) = √FSC(A, B), so this is where a calibrated half-data FSC would cross ½-bit. NaN if it
+    never does.
     """
     from analysis.metrics import fourier_shell_correlation, object_error, shell_crossing
+    from pxm.reconstruct import fsc_cone_axes
 
     ra = rec.result()
-    tru = problem.truth_object(ra.object.shape, rec._grid.origin_vox)
+    tru = problem.truth_object(ra.object.shape, rec._grid.origin_vox) if truth is None else truth
     a = object_error(ra.object, tru, support=estimate.mask > 0.5).aligned
-    lab = problem.geometry.lab_axes()
-    native = np.stack([lab["e1"], lab["e2"], lab["e3"]])
+    axes = {"all": None, **fsc_cone_axes(problem.geometry)}
     out = {}
     for name, curve in {"all": estimate.fsc, **estimate.fsc_directional}.items():
-        axis = None if name == "all" else native[:, FSC_CONE_LAB_AXIS[name]]
         t = fourier_shell_correlation(a, tru, voxel_size_m=problem.geometry.voxel_size_m, mask=estimate.mask,
-                                      cone_axis=axis)
+                                      cone_axis=axes[name])
         if not np.allclose(t.frequency, curve.frequency):
             raise AssertionError(f"truth_fsc_crossings: shells of {name} differ from the estimate's")
         f = shell_crossing(t.frequency, t.value, np.sqrt(curve.threshold))
