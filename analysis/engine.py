@@ -317,7 +317,8 @@ class Reconstruction:
             self._grid.offsets_vox, self._grid.shifts_px))
         sup = self._slab(0)
         b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
-        self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype), probe=xp.asarray(p2, dtype=self._dtype),
+        self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype),
+                                probe=xp.array(p2, dtype=self._dtype),         # a copy: the caller's P2 stays as given
                                 background=xp.asarray(b), support=xp.asarray(sup))
         if recipe.match_initial_scale:
             self.state.probe *= self._intensity_scale()
@@ -441,8 +442,8 @@ class Reconstruction:
                 continue
             pj = op.probe_at(self.state.probe, d.shifts_px[j])
             psi = op.fourier.forward(pj * self.state.object[op.view(d.offsets_vox[j])])
-            pred += float(xp.sum(xp.where(d.mask_at(j), psi.real ** 2 + psi.imag ** 2, 0.0)))
-        pred = self.comm.allreduce_scalar(pred)
+            pred += xp.sum(xp.where(d.mask_at(j), psi.real ** 2 + psi.imag ** 2, 0.0), dtype=xp.float64)
+        pred = self.comm.allreduce_scalar(float(pred))
         meas = self.comm.allreduce_scalar(d.measured_sum())
         return float(np.sqrt(meas / pred)) if pred > 0 and meas > 0 else 1.0
 

@@ -563,7 +563,7 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
         den = xp.zeros((n, n))
         err = 0.0
         p_frame = pupil
-        pmax2 = float(xp.max(xp.abs(pupil) ** 2))
+        pmax2 = xp.max(xp.abs(pupil) ** 2)                          # 0-d, on the device
         last = it == options.n_iterations - 1
         for j in order:
             r0, c0 = starts[j]
@@ -572,7 +572,7 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
             phi = win * p_frame
             psi = fft.ifft2(fft.ifftshift(phi))
             mod = xp.abs(psi)
-            err += float(xp.sum((mod - sqrt_i[j]) ** 2))
+            err += xp.sum((mod - sqrt_i[j]) ** 2)           # stays on the device: one copy per iteration
             psi_new = sqrt_i[j] * psi / xp.maximum(mod, 1e-12)
             dphi = fft.fftshift(fft.fft2(psi_new)) - phi
             p2 = xp.abs(p_frame) ** 2
@@ -588,7 +588,7 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
                 g = xp.linalg.solve(a_tt @ basis[1:3].reshape(2, -1).T + 1e-30 * xp.eye(2),
                                     a_tt @ (gn / (w2 + 1e-12 * float(xp.max(w2)))).reshape(-1))
                 tip_tilt[j] = to_numpy(g)
-        err_hist[it] = err / max(total_i, 1e-300)
+        err_hist[it] = float(err) / max(total_i, 1e-300)
         if options.recover_pupil and it >= options.pupil_update_start_iter and len(coeffs):
             dw = num / (den + 1e-9 * float(xp.max(den)))
             wts = (den * wsum).reshape(-1)

@@ -51,6 +51,18 @@ def backend(name: str = "auto") -> ModuleType:
     raise ValueError(f"backend: unknown name {name!r}, expected 'auto', 'numpy' or 'cupy'")
 
 
+def device_description(xp: ModuleType) -> str:
+    """Where arrays of ``xp`` live, for provenance: ``"CPU (NumPy 2.x)"`` or the CUDA device's name."""
+    if xp is np:
+        return f"CPU (NumPy {np.__version__})"
+    try:
+        name = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - the name is informative only
+        name = "CUDA device"
+    return f"{name} (CuPy {getattr(xp, '__version__', 'unknown')})"
+
+
 def array_module(*arrays: Any) -> ModuleType:
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
     for a in arrays:

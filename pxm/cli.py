@@ -182,7 +182,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
                                       options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
-                                                                 fsc_split_seed=args.fsc_seed), comm=comm)
+                                                                 fsc_split_seed=args.fsc_seed, backend=args.backend),
+                                      comm=comm)
         if comm is not None and comm.rank != 0:
             return 0                                    # rank 0 holds the same result and writes it
         out = write_outputs(outcome, args.output, dataset=dataset, dataset_source=source, cxi_path=args.cxi,
@@ -191,7 +192,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         tmp.cleanup()
     m = outcome.metrics
     print(f"wrote {out['results']}: {m['n_iterations']} iterations, final cost {m['final_cost']:.4g}, "
-          f"{outcome.timings_s['iterations_s']:.1f} s")
+          f"{outcome.timings_s['iterations_s']:.1f} s on {outcome.device}")
     if outcome.resolution is not None:
         print(outcome.resolution.summary())
     if "free_best_cost" in m:
@@ -269,7 +270,7 @@ def _live_callback(args: argparse.Namespace):
 
         raw, processed = ensure_layout(connect(args.tiled_uri, _need_key(args, "live")))
     opts = LiveOptions(recipe=live_recipe(args.iterations, args.ml), figures_dir=args.figures,
-                       reconstruct_live=not args.no_live_engine)
+                       reconstruct_live=not args.no_live_engine, backend=args.backend)
     return LiveReconstructionCallback(processed=processed, raw=raw, options=opts), raw
 
 
@@ -369,6 +370,8 @@ def _add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ml", type=int, default=0, help="ML iterations of the live recipe (default 0)")
     p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--no-live-engine", action="store_true", help="assemble only; reconstruct after the stop")
+    p.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto",
+                   help="array backend of the live engine (auto: CuPy when a GPU is usable; PXM_BACKEND overrides)")
     p.add_argument("--timeout", type=float, default=None, help="give up waiting for results after this many s")
 
 
@@ -476,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--publish", action="store_true", help="publish the result to /processed (needs --run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto",
+                   help="array backend: CuPy on a GPU or NumPy on the CPU (auto: CuPy when a GPU is usable; "
+                        "PXM_BACKEND overrides auto)")
     p.add_argument("--fsc", action="store_true",
                    help="also reconstruct two binomial half-data sets: FSC/PRTF resolution into the results (3× time)")
     p.add_argument("--fsc-seed", type=int, default=0, metavar="N", help="seed of the binomial photon split")

@@ -29,6 +29,7 @@ import numpy as np
 
 from analysis.engine import Recipe, SupportSchedule
 from analysis.geometry import BraggGeometry, DetectorLayout
+from analysis.xp import array_module, backend, device_description
 
 __all__ = ["LiveOptions", "FrameGrid", "LiveReconstructionCallback", "live_recipe", "select_usable",
            "replay_documents", "jsonl_documents", "tiled_documents"]
@@ -69,10 +70,13 @@ class LiveOptions:
     reconstruct_live: bool = True
     """Run the engine before the stop document (False: assemble only, reconstruct at stop)."""
     final: bool = True
+    """Reconstruct and publish the final result after the stop document."""
     resolution: bool = False
     """At stop, also reconstruct two binomial half-data sets and publish FSC/PRTF resolutions
     (spec 4.5; three times the final reconstruction time)."""
-    """Reconstruct and publish the final result after the stop document."""
+    backend: str = "auto"
+    """Array backend of the live and final engines: ``"auto"`` (CuPy when a GPU is usable, else NumPy;
+    ``PXM_BACKEND`` overrides it), ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
     frame_timeout_s: float = 30.0
     """At stop, wait this long for announced frames to appear in the HDF5 file before masking them."""
     position_tolerance_um: float = 0.02
@@ -94,6 +98,8 @@ class LiveOptions:
             raise ValueError("LiveOptions: start_fraction must be in (0, 1] and rebuild_growth > 0")
         if self.preview_iterations < 1 or self.min_angles < 1 or self.min_positions < 1:
             raise ValueError("LiveOptions: preview_iterations, min_angles and min_positions must be >= 1")
+        if self.backend not in ("auto", "numpy", "cupy"):
+            raise ValueError(f"LiveOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
 
 
 # ------------------------------------------------------------------------------------------ frame grid
@@ -453,7 +459,8 @@ class _RunSession:
             self.probe0, _ = initial_probe(geom, options=ropts)
         return Reconstruction(geom, inp["frames"], inp["mask"], inp["stage_xyz_m"], inp["rocking_offsets_deg"],
                               self.probe0 if probe is None else probe, recipe=recipe,
-                              probe_na_rad=(ropts.na_v_rad, ropts.na_h_rad), frame_valid=frame_valid)
+                              probe_na_rad=(ropts.na_v_rad, ropts.na_h_rad), frame_valid=frame_valid,
+                              xp=backend(self.options.backend))
 
     def _maybe_rebuild(self) -> None:
         """Start the engine once enough frames are usable; afterwards feed new frames in place.
@@ -622,7 +629,8 @@ class _RunSession:
         extra = {"live": True, "preview_key": self.preview_key, "missing_frames": [list(m) for m in missing],
                  "excluded_positions": excluded_pos, "masked_angles": masked_ang, "final_mode": mode,
                  "n_duplicates": g.n_duplicates, "rejected_events": list(g.rejected),
-                 "exit_status": (self.stop_doc or {}).get("exit_status")}
+                 "exit_status": (self.stop_doc or {}).get("exit_status"),
+                 "device": device_description(array_module(rec.state.object))}
         node = publish_results(self.processed, self.info.uid, result, raw_run=raw_run,
                                algorithm="pxm live Bragg ptychography (ePIE + ML)",
                                parameters=dataclasses.asdict(recipe), software=software_info(), extra_metadata=extra)

@@ -27,6 +27,7 @@ from analysis.geometry import BraggGeometry
 from analysis.metrics import ShellCurve
 from analysis.solvers.distributed import Communicator
 from analysis.strain import StrainMaps
+from analysis.xp import array_module, backend, device_description
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
            "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "engine_inputs", "initial_probe",
@@ -85,8 +86,13 @@ class ReconstructOptions:
     """Seed of the binomial photon split."""
     fsc_illumination_fraction: float = 0.1
     """FSC mask: voxels in both supports where Σ_j |P_j|² ≥ this fraction of its maximum."""
+    backend: str = "auto"
+    """Array backend of the engine: ``"auto"`` (CuPy when a GPU is usable, else NumPy; the environment
+    variable ``PXM_BACKEND`` overrides it), ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
 
     def __post_init__(self) -> None:
+        if self.backend not in ("auto", "numpy", "cupy"):
+            raise ValueError(f"ReconstructOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
         if not 0.0 < self.fsc_illumination_fraction < 1.0:
             raise ValueError(f"ReconstructOptions.fsc_illumination_fraction must lie in (0, 1), "
                              f"got {self.fsc_illumination_fraction}")
@@ -154,6 +160,8 @@ class ReconstructionOutcome:
     resolution: ResolutionEstimate | None = None
     n_ranks: int = 1
     """MPI ranks the positions were split across (1: one process)."""
+    device: str = "CPU"
+    """Where the engine's arrays lived (:func:`analysis.xp.device_description`)."""
 
 
 def software_info() -> dict[str, str]:
@@ -236,15 +244,15 @@ def _scale_probe(rec: Any) -> float:
 
     Under MPI the rank holding position 0 computes the sums and every rank gets them by all-reduce.
     """
-    xp = np
     st, d, op = rec.state, rec.data, rec.op
+    xp = array_module(st.object)
     pred = meas = 0.0
     if rec.positions.size and rec.positions[0] == 0:            # this rank holds position 0 (as row 0)
         view = op.view(d.offsets_vox[0])
         psi = op.fourier.forward(op.probe_at(st.probe, d.shifts_px[0]) * st.object[view])
-        mask = np.asarray(d.mask_at(0))                         # fitted entries only: held-out data stays unseen
-        pred = float(xp.sum(np.abs(np.asarray(psi)) ** 2 * mask))
-        meas = float(xp.sum(np.asarray(d.intensities[0]) * mask))
+        mask = d.mask_at(0)                                     # fitted entries only: held-out data stays unseen
+        pred = float(xp.sum(xp.where(mask, psi.real ** 2 + psi.imag ** 2, 0.0), dtype=xp.float64))
+        meas = float(xp.sum(xp.where(mask, d.intensities[0], 0.0), dtype=xp.float64))
     pred, meas = rec.comm.allreduce_scalar(pred), rec.comm.allreduce_scalar(meas)
     if not (pred > 0 and meas > 0):
         return 1.0
@@ -337,7 +345,8 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
         timings["fsc_s"] = t_fsc
     return ReconstructionOutcome(result=res, strain=strain, metrics=metrics, timings_s=timings, recipe=recipe,
                                  recipe_name=recipe_name, probe_source=source, resolution=resolution,
-                                 n_ranks=1 if comm is None else int(comm.size))
+                                 n_ranks=1 if comm is None else int(comm.size),
+                                 device=device_description(array_module(rec.state.object)))
 
 
 def _build_engine(geom: BraggGeometry, inputs: dict[str, Any], frames: np.ndarray, p2: np.ndarray, recipe: Recipe,
@@ -347,7 +356,7 @@ def _build_engine(geom: BraggGeometry, inputs: dict[str, Any], frames: np.ndarra
     from analysis.engine import Reconstruction
 
     rec = Reconstruction(geom, frames, inputs["mask"], inputs["stage_xyz_m"], inputs["rocking_offsets_deg"], p2,
-                         recipe=recipe, probe_na_rad=na, comm=comm)
+                         recipe=recipe, probe_na_rad=na, comm=comm, xp=backend(options.backend))
     scale = _scale_probe(rec) if options.scale_probe_to_data else 1.0
     return rec, scale
 
@@ -461,7 +470,7 @@ def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, d
     provenance = {**dataset.provenance, "software": "pxm", "software_info": software_info(),
                   "recipe_name": outcome.recipe_name, "probe_source": outcome.probe_source,
                   "dataset": dataset_source, "sample_name": dataset.sample.get("name"),
-                  "phases": list(res.phases), "mpi_ranks": outcome.n_ranks}
+                  "phases": list(res.phases), "mpi_ranks": outcome.n_ranks, "device": outcome.device}
     provenance = {k: v for k, v in provenance.items() if v is not None}
     timings = dict(outcome.timings_s)
     write_results(results_path, object=res.object, probe=res.probe, voxel_size_m=vox, background=res.background,

@@ -36,6 +36,20 @@ def _check(op: object, x: Any, shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{type(op).__name__}.{name}: dtype {x.dtype}, expected complex64 or complex128")
 
 
+class _DeviceCopies:
+    """An operator's constant arrays copied once per (backend, dtype): no host→device copy per call."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, str, str], Any] = {}
+
+    def get(self, name: str, host: np.ndarray, xp: Any, dtype: Any) -> Any:
+        """``host`` as ``dtype`` on ``xp``'s device, copied on the first request only."""
+        key = (name, xp.__name__, np.dtype(dtype).str)
+        if key not in self._arrays:
+            self._arrays[key] = xp.asarray(host, dtype=dtype)
+        return self._arrays[key]
+
+
 class SubpixelShift2D:
     """Fourier-phase-ramp shift of a 2D array by ``shift_px`` (periodic, unitary).
 
@@ -49,11 +63,12 @@ class SubpixelShift2D:
         self.shift_px = (float(shift_px[0]), float(shift_px[1]))
         f2, f3 = _freqs(self.shape)
         self._phase = np.exp(-2j * np.pi * (f2 * self.shift_px[0] + f3 * self.shift_px[1]))
+        self._on_device = _DeviceCopies()
 
     def _apply(self, x: Any, conj: bool) -> Any:
         xp = array_module(x)
         fft = fft_module(xp)
-        ph = xp.asarray(self._phase, dtype=x.dtype)
+        ph = self._on_device.get("phase", self._phase, xp, x.dtype)
         ph = xp.conj(ph) if conj else ph
         return fft.ifft2(fft.fft2(x, **_fft_kw(xp)) * ph, overwrite_x=True, **_fft_kw(xp))
 
@@ -100,6 +115,7 @@ class ProbeExtrusion:
             self._slices = np.exp(-2j * np.pi * n1c * (self.slope_px[0] * f2 + self.slope_px[1] * f3)[None])
         self._shift = SubpixelShift2D(self.probe_shape, self.shift_px)
         self._has_shift = self.shift_px != (0.0, 0.0)
+        self._on_device = _DeviceCopies()
 
     @classmethod
     def from_geometry(cls, geometry: BraggGeometry, shift_px: tuple[float, float] = (0.0, 0.0)) -> "ProbeExtrusion":
@@ -116,7 +132,7 @@ class ProbeExtrusion:
         xp = array_module(p2)
         fft = fft_module(xp)
         kw = _fft_kw(xp)
-        sl = xp.asarray(self._slices, dtype=p2.dtype)
+        sl = self._on_device.get("slices", self._slices, xp, p2.dtype)
         if self._has_shift:
             p2 = self._shift.forward(p2)
         if self._one_d:
@@ -129,7 +145,7 @@ class ProbeExtrusion:
         xp = array_module(p3)
         fft = fft_module(xp)
         kw = _fft_kw(xp)
-        sl = xp.conj(xp.asarray(self._slices, dtype=p3.dtype))
+        sl = xp.conj(self._on_device.get("slices", self._slices, xp, p3.dtype))
         if self._one_d:
             out = fft.ifft((fft.fft(p3, axis=-1, **kw) * sl).sum(axis=0), axis=-1, overwrite_x=True, **kw)
         else:

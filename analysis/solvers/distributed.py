@@ -144,11 +144,11 @@ def whole_scan_share(data: BraggData, comm: Communicator) -> ScanShare:
                      batch_coords_vox=batch_coords_vox(data.offsets_vox, data.shifts_px))
 
 
-def _probe_terms(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: float) -> tuple[Any, float]:
+def _probe_terms(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: float) -> tuple[Any, Any]:
     """(m_j R(ρ_j*Δψ_j/λ_j), m_j) of Eqs 6, 8, 10; α = 1 applies R before the (scalar) division."""
     xp = array_module(v)
     v2 = v.real ** 2 + v.imag ** 2
-    vmax = float(xp.max(v2))
+    vmax = xp.max(v2)                                                                # 0-d, on the device
     grad = xp.conj(v) * dpsi                                                         # Eq 8
     if alpha == 1.0:
         return op.probe_adjoint(grad, shift) / op.box_shape[0], vmax                 # m_j R(g/m_j) = R(g)
@@ -203,7 +203,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
                 f = (1.0 - options.gamma) + options.gamma * xp.sqrt(inten / xp.maximum(h, _TINY))
                 log_b += xp.where(mask, 2.0 * xp.log(xp.maximum(f, _TINY)), 0.0).astype(rdt)
             p2abs = pj.real ** 2 + pj.imag ** 2
-            pmax = float(xp.max(p2abs))
+            pmax = xp.max(p2abs)                                                     # 0-d, on the device
             mu_j = options.mu * pmax
             musbar = xp.where(state.support[sl], 0.0, mu_j).astype(rdt)
             num[sl] += xp.conj(pj) * dpsi - musbar * v
@@ -218,7 +218,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
         state.object += xp.where(touched, num / xp.where(touched, den, 1.0), 0).astype(state.object.dtype)
         if update_probe:
             pnum = comm.allreduce_sum(pnum)
-            pden = comm.allreduce_scalar(pden)
+            pden = comm.allreduce_scalar(float(pden))
             state.probe += pnum / max(pden, _TINY)
         if options.gamma:
             state.background = (state.background * xp.exp(comm.allreduce_sum(log_b))).astype(state.background.dtype)
@@ -226,8 +226,9 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
         state.probe = apply_fourier_mask_2d(state.probe, op.na_mask)
     if options.normalise_scale:
         state = normalise_scale(state)
-    norm = sum(float(xp.sum(xp.where(data.mask_at(j), data.intensities[j], 0.0))) for j in sorted(row.values()))
-    norm = comm.allreduce_scalar(norm)
-    total = comm.allreduce_scalar(total)
+    norm = sum(xp.sum(xp.where(data.mask_at(j), data.intensities[j], 0.0), dtype=xp.float64)
+               for j in sorted(row.values()))
+    norm = comm.allreduce_scalar(float(norm))
+    total = comm.allreduce_scalar(float(total))
     state.iteration = it + 1
     return state, SweepStats(cost=total / max(norm, _TINY), probe_updated=update_probe)

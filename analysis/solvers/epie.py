@@ -32,7 +32,7 @@ class SweepStats:
     """Which code ran the sweep: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
 
 
-def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tuple[Any, Any, float]:
+def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tuple[Any, Any, Any]:
     """Eq 13: Ψ' − Ψ with virtual planes/gaps free, and the amplitude misfit.
 
     Returns (Ψ' − Ψ ``(N1, N2, NM)``, h = |Ψ|² + b, Σ ω (√h − √I)²).
@@ -44,7 +44,7 @@ def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tu
     a = xp.sqrt(intensity)
     # Ψ' = (|Ψ| + ω(a − |Ψ|)) Ψ/√h; on ω = 0 we keep Ψ (b = 0 there, "left free")
     factor = xp.where(mask, a / sqrt_h - 1.0, 0.0)
-    misfit = float(xp.sum(xp.where(mask, (sqrt_h - a) ** 2, 0.0)))
+    misfit = xp.sum(xp.where(mask, (sqrt_h - a) ** 2, 0.0), dtype=xp.float64)
     return psi_q * factor.astype(psi_q.real.dtype), h, misfit
 
 
@@ -59,7 +59,7 @@ def update_background(background: Any, intensity: Any, h: Any, mask: Any, gamma:
 
 
 def _modulus_and_background(psi_q: Any, intensity: Any, background: Any, mask: Any,
-                            gamma: float) -> tuple[Any, Any, float]:
+                            gamma: float) -> tuple[Any, Any, Any]:
     """Eqs 13 and 11 fused, in place on ``psi_q``: (Ψ' − Ψ, new b, Σ ω (√h − √I)²).
 
     Same result as :func:`modulus_update` then :func:`update_background`, with √(I/h) computed
@@ -74,7 +74,7 @@ def _modulus_and_background(psi_q: Any, intensity: Any, background: Any, mask: A
     ratio = xp.sqrt(intensity)
     d = sqrt_h - ratio
     d *= d
-    misfit = float(xp.sum(xp.where(mask, d, 0.0)))
+    misfit = xp.sum(xp.where(mask, d, 0.0), dtype=xp.float64)     # 0-d on the device: no sync per position
     ratio /= sqrt_h                                              # √I/√h = √(I/h)
     if gamma != 0.0:
         d = ratio * gamma
@@ -88,7 +88,7 @@ def _modulus_and_background(psi_q: Any, intensity: Any, background: Any, mask: A
 
 
 def _exit_wave_correction(state: BraggState, data: BraggData, op: BraggModel, j: int,
-                          gamma: float) -> tuple[Any, Any, Any, float]:
+                          gamma: float) -> tuple[Any, Any, Any, Any]:
     """ψ-space correction Δψ for position j; returns (V, P_j, Δψ, misfit). Updates b (Eq 11)."""
     sl = op.view(data.offsets_vox[j])
     v = state.object[sl].copy()
@@ -105,7 +105,7 @@ def _probe_step(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: flo
     """Numerator and scalar/array denominator of Eqs 6, 8, 10 (projected with R)."""
     xp = array_module(v)
     v2 = v.real ** 2 + v.imag ** 2
-    vmax = float(xp.max(v2))
+    vmax = xp.max(v2)                                        # 0-d array, stays on the device
     grad = xp.conj(v) * dpsi                                 # Eq 8
     n1p = op.box_shape[0]
     if alpha == 1.0:                                         # Eq 10 with α = 1: scalar, R first
@@ -114,10 +114,17 @@ def _probe_step(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: flo
     return op.probe_adjoint(grad / xp.maximum(lam, _TINY), shift) / n1p, 1.0
 
 
+def _positive(x: Any) -> Any:
+    """max(x, tiny) for a Python float or a 0-d device array (no host sync)."""
+    if isinstance(x, float):
+        return max(x, _TINY)
+    return array_module(x).maximum(x, _TINY)
+
+
 def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: EpieOptions,
                 order: np.ndarray, update_probe: bool) -> float:
     xp = array_module(state.object)
-    total = 0.0
+    total = 0.0                                             # a device scalar after the first position
     for j in order:
         if not data.has_data(int(j)):
             continue                                        # nothing measured yet: left free
@@ -125,7 +132,7 @@ def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: Epi
         total += misfit
         lam = pj.real ** 2
         lam += pj.imag ** 2                                                         # |P_j|²
-        pmax = float(xp.max(lam))
+        pmax = xp.max(lam)
         sl = op.view(data.offsets_vox[j])
         mu_j = options.mu * pmax
         musbar = (~state.support[sl]).astype(lam.dtype)
@@ -141,8 +148,8 @@ def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: Epi
         state.object[sl] = num                                                      # Eqs 5, 7
         if update_probe:
             num, den = _probe_step(op, v, dpsi, data.shifts_px[j], options.alpha)
-            state.probe += num / max(den, _TINY)                                     # Eq 6
-    return total
+            state.probe += num / _positive(den)                                      # Eq 6
+    return float(total)
 
 
 def _batched(state: BraggState, data: BraggData, op: BraggModel, options: EpieOptions,
@@ -160,7 +167,7 @@ def _batched(state: BraggState, data: BraggData, op: BraggModel, options: EpieOp
             v, pj, dpsi, misfit = _exit_wave_correction(state, data, op, int(j), options.gamma)
             total += misfit
             p2abs = pj.real ** 2 + pj.imag ** 2
-            pmax = float(xp.max(p2abs))
+            pmax = xp.max(p2abs)
             sl = op.view(data.offsets_vox[j])
             mu_j = options.mu * pmax
             sbar = (~state.support[sl]).astype(p2abs.dtype)
@@ -172,14 +179,14 @@ def _batched(state: BraggState, data: BraggData, op: BraggModel, options: EpieOp
                     pnum += n
                     pden += d
                 else:                                           # Σ m_j R(ρ*Δψ/λ_j) / Σ m_j, m_j = max|ρ_j|²
-                    m_j = float(xp.max(v.real ** 2 + v.imag ** 2))
+                    m_j = xp.max(v.real ** 2 + v.imag ** 2)
                     pnum += n * m_j
                     pden += m_j
         touched = den > 0
         state.object += xp.where(touched, num / xp.where(touched, den, 1.0), 0)
         if update_probe:
-            state.probe += pnum / max(pden, _TINY)
-    return total
+            state.probe += pnum / _positive(pden)
+    return float(total)
 
 
 def spread_batches(positions: np.ndarray, n_batches: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -32,9 +32,9 @@ class ExitWaves:
     """Which code filled ``waves``: "array" (Ψ0_j per position) or "fused-cpu" (unnormalised crops)."""
     waves: Any = None
     """One crop set: a list of (N1, N2, NM) arrays, or the fused path's (POS, N1, N2, NM) buffer."""
-    state_key: bytes | None = None
-    """Set by :func:`cost`: :func:`state_key` of the state the waves were computed on. The accepted
-    Armijo trial is the next iteration's state, so its gradient pass reuses them (after checking the key)."""
+    state_key: StateStamp | None = None
+    """Set by :func:`cost`: the :class:`StateStamp` of the state the waves were computed on. The accepted
+    Armijo trial is the next iteration's state, so its gradient pass reuses them (after checking the stamp)."""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -79,11 +79,9 @@ class MLStats:
 def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) -> np.ndarray:
     """μ_j = μ·max|P_j|² for every position (POS,) float64."""
     xp = array_module(state.probe)
-    out = np.empty(data.n_positions)
-    for j in range(data.n_positions):
-        pj = op.probe_at(state.probe, data.shifts_px[j])
-        out[j] = mu * float(xp.max(pj.real ** 2 + pj.imag ** 2))
-    return out
+    peaks = [xp.max(pj.real ** 2 + pj.imag ** 2)
+             for pj in (op.probe_at(state.probe, data.shifts_px[j]) for j in range(data.n_positions))]
+    return mu * to_numpy(xp.stack(peaks)).astype(np.float64) if peaks else np.empty(0)   # one copy to the host
 
 
 def build_mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Any:
@@ -104,17 +102,18 @@ def _mu_cost(obj: Any, w: Any) -> float:
     return float(xp.sum(w * (obj.real ** 2 + obj.imag ** 2), dtype=np.float64))
 
 
-def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[float, Any]:
-    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position (spec 3; amplitude ℓ: seed Eq 4)."""
+def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[Any, Any]:
+    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position (spec 3; amplitude ℓ: seed Eq 4); the sum is a 0-d
+    float64 array on the data's device (the caller converts once per pass, not per position)."""
     xp = array_module(psi_q)
     h = xp.maximum(psi_q.real ** 2 + psi_q.imag ** 2 + b, _TINY)
     if noise == "amplitude":
         sh = xp.sqrt(h)
         a = xp.sqrt(inten)
-        cost = float(xp.sum(xp.where(mask, (sh - a) ** 2, 0.0), dtype=np.float64))
+        cost = xp.sum(xp.where(mask, (sh - a) ** 2, 0.0), dtype=np.float64)
         chi = xp.where(mask, 1.0 - a / sh, 0.0)
     else:
-        cost = float(xp.sum(xp.where(mask, h - inten * xp.log(h), 0.0), dtype=np.float64))
+        cost = xp.sum(xp.where(mask, h - inten * xp.log(h), 0.0), dtype=np.float64)
         chi = xp.where(mask, 1.0 - inten / h, 0.0)
     return cost, psi_q * chi.astype(psi_q.real.dtype)
 
@@ -123,12 +122,37 @@ def _fused(state: BraggState, op: BraggModel, options: MLOptions) -> FusedCpuML 
     return FusedCpuML.for_model(op, state, options)
 
 
-def state_key(state: BraggState, data: BraggData) -> bytes:
-    """SHA-1 of ρ, P2, the scan (offsets, shifts) and which positions have data: identifies the state
-    that kept Ψ_j = F(P_j ρ_j) belong to."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class StateStamp:
+    """Identifies the state that kept Ψ_j = F(P_j ρ_j) belong to: copies of ρ and P2 on their device and
+    a SHA-1 of the scan (offsets, shifts, which positions have data).
+
+    :meth:`matches` compares values on the device (one pass, one scalar to the host), so a GPU run
+    copies neither array to the host; the stamp holds one extra ρ and P2.
+    """
+
+    object: Any
+    probe: Any
+    scan: bytes
+
+    @classmethod
+    def of(cls, state: BraggState, data: BraggData) -> "StateStamp":
+        """Stamp of ``state`` (ρ and P2 copied: later in-place updates of the state do not move the stamp)."""
+        return cls(object=state.object.copy(), probe=state.probe.copy(), scan=_scan_key(data))
+
+    def matches(self, state: BraggState, data: BraggData) -> bool:
+        """Whether ``state`` has exactly the stamped ρ, P2 and scan."""
+        xp = array_module(state.object)
+        return (self.object.shape == state.object.shape and self.probe.shape == state.probe.shape
+                and self.object.dtype == state.object.dtype and self.probe.dtype == state.probe.dtype
+                and self.scan == _scan_key(data)
+                and bool(xp.array_equal(self.object, state.object)) and bool(xp.array_equal(self.probe, state.probe)))
+
+
+def _scan_key(data: BraggData) -> bytes:
     h = hashlib.sha1()
     measured = np.array([data.has_data(j) for j in range(data.n_positions)])
-    for a in (state.object, state.probe, data.offsets_vox, data.shifts_px, measured):
+    for a in (data.offsets_vox, data.shifts_px, measured):
         h.update(np.ascontiguousarray(to_numpy(a)).data)
     return h.digest()
 
@@ -155,7 +179,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
         kept = fused.kept_waves(data.n_positions, exit_waves.waves) if fused is not None else exit_waves.waves
     reuse = (exit_waves is not None and exit_waves.state_key is not None and exit_waves.kernels == kernels
              and exit_waves.waves is not None and (fused is None or exit_waves.waves is kept)
-             and exit_waves.state_key == state_key(state, data))
+             and exit_waves.state_key.matches(state, data))
     if fused is not None:
         total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept,
                                                      reuse, w0, r0, prior.strength if prior is not None else 0.0)
@@ -185,6 +209,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
                 if r0 is not None:
                     box += (prior.strength * r0[sl]) * pj
                 g_pr += op.probe_adjoint(box, data.shifts_px[j])
+        total = float(total)
     if exit_waves is not None:
         exit_waves.kernels, exit_waves.waves, exit_waves.state_key = kernels, kept, None
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
@@ -217,14 +242,15 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
                     kept[j] = psi_q
                 total += _data_term(psi_q, data.intensities[j], state.background, data.mask_at(j),
                                     options.noise_model)[0]
+        total = float(total)
     if exit_waves is not None:
         exit_waves.kernels = "array" if fused is None else "fused-cpu"
-        exit_waves.waves, exit_waves.state_key = kept, state_key(state, data)
+        exit_waves.waves, exit_waves.state_key = kept, StateStamp.of(state, data)
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
     return total + _mu_cost(state.object, w)
 
 
-def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: str) -> tuple[float, float]:
+def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: str) -> tuple[Any, Any]:
     """Data-term (L'(0), L''(0)) of one position from Ψ0, Ψ1, Ψ2 (spec 3).
 
     Elementwise in the inputs' precision, summed in float64; the amplitude a'' is written
@@ -248,8 +274,8 @@ def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: st
         dda = (a2 - a1 ** 2 / (4.0 * a0)) / r0
         e1 = 2.0 * res * da
         e2 = 2.0 * (da ** 2 + res * dda)
-    return (float(xp.sum(xp.where(m, e1, 0.0), dtype=np.float64)),
-            float(xp.sum(xp.where(m, e2, 0.0), dtype=np.float64)))
+    return (xp.sum(xp.where(m, e1, 0.0), dtype=np.float64),          # 0-d on the device
+            xp.sum(xp.where(m, e2, 0.0), dtype=np.float64))
 
 
 def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
@@ -294,6 +320,7 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
                                  options.noise_model)
             d1 += e1
             d2 += e2
+        d1, d2 = float(d1), float(d2)                                   # one copy per pass
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
     d1 += 2.0 * float(xp.sum(w * (xp.conj(state.object) * d_obj).real, dtype=np.float64))
     d2 += 2.0 * _mu_cost(d_obj, w)

@@ -10,7 +10,7 @@ import numpy as np
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import FoldedFourier3D, _fft_kw
 from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
-from analysis.xp import array_module, fft_module
+from analysis.xp import array_module, fft_module, to_numpy
 
 
 class BraggModel:
@@ -43,6 +43,7 @@ class BraggModel:
         ``"transform"`` and the ``"epie"`` and ``"ml"`` paths built on it."""
         self._f2 = np.fft.fftfreq(self.probe_shape[0])
         self._f3 = np.fft.fftfreq(self.probe_shape[1])
+        self._freqs_on: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     @classmethod
     def from_geometry(cls, geometry: BraggGeometry, object_shape: tuple[int, int, int],
@@ -62,10 +63,13 @@ class BraggModel:
         xp = array_module(p2)
         fft = fft_module(xp)
         sgn = 1.0 if inverse else -1.0
-        ph = np.exp(sgn * 2j * np.pi * self._f2 * shift_px[0])[:, None] * np.exp(
-            sgn * 2j * np.pi * self._f3 * shift_px[1])[None, :]
+        key = (xp.__name__, np.dtype(p2.dtype).str)
+        if key not in self._freqs_on:                       # 2πi f, copied to the device once
+            self._freqs_on[key] = tuple(xp.asarray(2j * np.pi * f, dtype=p2.dtype) for f in (self._f2, self._f3))
+        w2, w3 = self._freqs_on[key]
+        ph = xp.exp(w2 * (sgn * float(shift_px[0])))[:, None] * xp.exp(w3 * (sgn * float(shift_px[1])))[None, :]
         kw = _fft_kw(xp)
-        return fft.ifft2(fft.fft2(p2, **kw) * xp.asarray(ph, dtype=p2.dtype), overwrite_x=True, **kw)
+        return fft.ifft2(fft.fft2(p2, **kw) * ph, overwrite_x=True, **kw)
 
     def probe_at(self, p2: Any, shift_px: np.ndarray) -> Any:
         """P_j = B Shift_g P2: ``(N2, N3)`` → ``(N1P, N2, N3)``."""
@@ -93,6 +97,7 @@ class BraggData:
     pixel: False on frames not yet measured or missing, which are left free like virtual
     planes (seed Eq 13 with ω = 0)."""
     _sum: list[float] = field(default_factory=list, init=False, repr=False, compare=False)
+    _has: list[np.ndarray] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fv = self.frame_valid
@@ -120,7 +125,12 @@ class BraggData:
     def has_data(self, j: int) -> bool:
         """Whether position j has at least one valid frame (positions without any are skipped)."""
         fv = self.frame_valid
-        return fv is None or bool(fv[j].any())
+        if fv is None:
+            return True
+        if not self._has:                       # once per instance, one copy to the host (see measured_sum)
+            xp = array_module(fv)
+            self._has.append(to_numpy(xp.any(fv.reshape(fv.shape[0], -1), axis=1)))
+        return bool(self._has[0][j])
 
     def measured_sum(self) -> float:
         """Σ_j Σ ω_j I_j: the normalisation of the amplitude misfit.
@@ -136,7 +146,7 @@ class BraggData:
         xp = array_module(self.intensities)
         if self.frame_valid is None:
             return float(xp.sum(xp.where(self.mask[None], self.intensities, 0.0)))
-        return float(sum(float(xp.sum(xp.where(self.mask_at(j), self.intensities[j], 0.0)))
+        return float(sum(xp.sum(xp.where(self.mask_at(j), self.intensities[j], 0.0), dtype=xp.float64)
                          for j in range(self.n_positions)))
 
 

@@ -130,3 +130,20 @@ def test_initial_scale_matched_to_the_data(problem):
     rec.iterate(6)
     ml_costs = [c for c, ph in zip(rec.result().costs, rec.result().phases) if ph == "ml"]
     assert rec.result().costs[0] < 1.0 and ml_costs[1] <= ml_costs[0]
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_engine_leaves_the_callers_probe_unchanged(problem, dtype):
+    """The initial P2 is copied: a probe already in the engine's dtype was rescaled and updated in place,
+    so a second engine built from the same array started from the first one's result."""
+    kw = _inputs(problem)
+    kw["probe"] = np.asarray(kw["probe"], dtype) * 1e3
+    given = kw["probe"].copy()
+    recipe = dataclasses.replace(_recipe(), epie=EpieOptions(probe_update_start_iter=0))
+    costs = []
+    for _ in range(2):
+        rec = Reconstruction(**kw, recipe=recipe, dtype=dtype)
+        rec.iterate(3)
+        costs.append(rec.result().costs)
+    assert np.array_equal(kw["probe"], given)
+    assert costs[0] == costs[1]
