@@ -32,6 +32,7 @@ __all__ = [
     "r_factor",
     "ShellCurve",
     "prtf",
+    "random_phase_prtf",
     "fourier_shell_correlation",
     "half_bit_threshold",
     "shell_crossing",
@@ -326,6 +327,44 @@ def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bo
     return idx, centres, width
 
 
+def _unit_axis(cone_axis: Any, ndim: int, name: str) -> np.ndarray | None:
+    """``cone_axis`` normalised (None stays None); a clear error for a wrong length or the zero vector."""
+    if cone_axis is None:
+        return None
+    u = np.asarray(cone_axis, float)
+    if u.shape != (ndim,) or not np.linalg.norm(u) > 0:
+        raise ValueError(f"{name}: cone_axis must be a non-zero {ndim}-vector, got {cone_axis}")
+    return u / np.linalg.norm(u)
+
+
+def _in_cone(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bool, axis: np.ndarray,
+             half_angle_deg: float, xp: Any) -> Any:
+    """Bool array of ``shape``: frequencies within ``half_angle_deg`` of ±``axis`` (and the origin)."""
+    dot, r2 = 0, 0
+    for a, n in enumerate(shape):
+        sh = [1] * len(shape)
+        sh[a] = n
+        k = (((xp.arange(n) - n // 2) if centred else _freqs(n, xp)) * spacing[a]).reshape(sh)
+        dot, r2 = dot + k * axis[a], r2 + k ** 2
+    cos_cone = math.cos(math.radians(half_angle_deg))
+    return xp.broadcast_to((xp.abs(dot) >= cos_cone * xp.sqrt(r2)) | (r2 == 0), shape)
+
+
+def random_phase_prtf(n_runs: int) -> float:
+    """E|(1/K) Σ_k e^{iφ_k}| for K independent uniform phases: the PRTF of K runs that share no phase
+    information (2/π for K = 2; below 1/e only from K = 6). Computed as (1/K)∫₀^∞ (1 − J₀(t)^K) t⁻² dt."""
+    from scipy import integrate, special
+
+    if n_runs < 1:
+        raise ValueError(f"random_phase_prtf: n_runs must be >= 1, got {n_runs}")
+    if n_runs == 1:
+        return 1.0
+    f = lambda t: (1.0 - special.j0(t) ** n_runs) / t ** 2  # noqa: E731
+    head = integrate.quad(f, 0.0, 200.0, limit=2000)[0]
+    # beyond t = 200, |J₀|^K ≤ (0.06)^K: the integrand is 1/t² to far better than the head's accuracy
+    return (head + 1.0 / 200.0) / n_runs
+
+
 def _crossing(freq: np.ndarray, value: np.ndarray, thr: np.ndarray) -> float:
     ok = np.isfinite(value)
     f, v, t = freq[ok], value[ok], thr[ok]
@@ -366,12 +405,7 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
         raise ValueError(f"fourier_shell_correlation: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
     fft = fft_module(xp)
     vox = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_m, float), (a.ndim,)))
-    u = None
-    if cone_axis is not None:
-        u = np.asarray(cone_axis, float)
-        if u.shape != (a.ndim,) or not np.linalg.norm(u) > 0:
-            raise ValueError(f"fourier_shell_correlation: cone_axis must be a non-zero {a.ndim}-vector, got {cone_axis}")
-        u = u / np.linalg.norm(u)
+    u = _unit_axis(cone_axis, a.ndim, "fourier_shell_correlation")
     if mask is not None:
         a, b = a * mask, b * mask
     A, B = fft.fftn(a), fft.fftn(b)
@@ -381,15 +415,7 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
     flat = idx.ravel()
     keep = flat < nb
     if u is not None:
-        dot, r2 = 0, 0
-        for ax_i, n in enumerate(a.shape):
-            sh = [1] * a.ndim
-            sh[ax_i] = n
-            k = (_freqs(n, xp) * dk[ax_i]).reshape(sh)
-            dot, r2 = dot + k * u[ax_i], r2 + k ** 2
-        cos_cone = math.cos(math.radians(cone_half_angle_deg))
-        in_cone = (xp.abs(dot) >= cos_cone * xp.sqrt(r2)) | (r2 == 0)
-        keep = keep & xp.broadcast_to(in_cone, a.shape).ravel()
+        keep = keep & _in_cone(a.shape, dk, False, u, cone_half_angle_deg, xp).ravel()
     fi = flat[keep]
 
     def shell_sum(v: Any) -> np.ndarray:
@@ -408,32 +434,52 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
 
 
 def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1.0,
-         n_shells: int | None = None) -> ShellCurve:
-    """Phase-retrieval transfer function ⟨|⟨Ψ^(k)⟩_k| / √I⟩ over shells (Chapman et al. 2006).
+         n_shells: int | None = None, modulus_constraint: bool = True, cone_axis: Any = None,
+         cone_half_angle_deg: float = 20.0) -> ShellCurve:
+    """Phase-retrieval transfer function ⟨|⟨Φ_k⟩_k| / √I⟩ over shells of |q| (Chapman et al. 2006, spec 4.5).
 
     Parameters
     ----------
     far_fields : (K, ...) complex
-        Far fields of K phase-aligned runs for one frame/stack, centred like ``intensity``.
+        Far fields Ψ_k of K phase-aligned runs for one frame/stack, centred like ``intensity``.
     intensity : (...) float
-        Measured counts (zero frequency at the array centre).
+        Measured counts (zero frequency at the array centre); only pixels with I > 0 enter.
     mask : (...) bool, optional
         True on measured pixels (gaps and virtual planes False).
     dq_per_m : float or tuple
         Pixel size in q per axis; frequencies are returned in these units (radius of q).
+    modulus_constraint : bool
+        Φ_k = √I Ψ_k/|Ψ_k| (default), the runs' far fields after the modulus constraint as in Chapman
+        et al.: the PRTF is then the phase consistency |⟨e^{iφ_k}⟩| and the counting noise of √I cancels.
+        False: Φ_k = Ψ_k, which also falls where the fitted |Ψ| is below the (noisy) √I.
+    cone_axis : vector, optional
+        Restrict every shell to the double cone within ``cone_half_angle_deg`` of ±axis (array
+        coordinates); shells then run to the extent of the array along the axis.
+
+    Runs that share no phase information give :func:`random_phase_prtf` (K), not 0: the 1/e
+    threshold can be reached by phase disagreement only when K ≥ 6.
     """
     xp = array_module(far_fields, intensity)
     if tuple(far_fields.shape[1:]) != tuple(intensity.shape):
         raise ValueError(f"prtf: far_fields shape {tuple(far_fields.shape)} must be (K,) + intensity shape "
                          f"{tuple(intensity.shape)}")
     dq = tuple(float(v) for v in np.broadcast_to(np.asarray(dq_per_m, float), (intensity.ndim,)))
+    u = _unit_axis(cone_axis, intensity.ndim, "prtf")
     valid = intensity > 0
     if mask is not None:
         valid &= xp.asarray(mask, dtype=bool)
-    ratio = xp.where(valid, xp.abs(far_fields.mean(axis=0)) / xp.sqrt(xp.where(valid, intensity, 1.0)), 0.0)
-    idx, centres, _ = _shell_index(tuple(intensity.shape), dq, True, n_shells, xp)
+    if modulus_constraint:
+        amp = xp.abs(far_fields)
+        ratio = xp.abs((far_fields / xp.where(amp > 0, amp, 1.0)).mean(axis=0))
+    else:
+        ratio = xp.abs(far_fields.mean(axis=0)) / xp.sqrt(xp.where(valid, intensity, 1.0))
+    ratio = xp.where(valid, ratio, 0.0)
+    idx, centres, _ = _shell_index(tuple(intensity.shape), dq, True, n_shells, xp, axis=u)
     nb = len(centres)
-    sel = valid.ravel() & (idx.ravel() < nb)
+    keep = valid & (idx < nb)
+    if u is not None:
+        keep &= _in_cone(tuple(intensity.shape), dq, True, u, cone_half_angle_deg, xp)
+    sel = keep.ravel()
     fi = idx.ravel()[sel]
     s = to_numpy(xp.bincount(fi, weights=ratio.ravel()[sel], minlength=nb))[:nb]
     cnt = to_numpy(xp.bincount(fi, minlength=nb))[:nb].astype(float)

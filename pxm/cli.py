@@ -182,7 +182,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
                                       options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
-                                                                 fsc_split_seed=args.fsc_seed, backend=args.backend),
+                                                                 fsc_split_seed=args.fsc_seed, backend=args.backend,
+                                                                 prtf_runs=args.prtf, prtf_seed=args.prtf_seed),
                                       comm=comm)
         if comm is not None and comm.rank != 0:
             return 0                                    # rank 0 holds the same result and writes it
@@ -195,6 +196,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
           f"{outcome.timings_s['iterations_s']:.1f} s on {outcome.device}")
     if outcome.resolution is not None:
         print(outcome.resolution.summary())
+    if outcome.prtf is not None:
+        print(outcome.prtf.summary())
     if "free_best_cost" in m:
         print(f"held-out {m['free_fraction']:g} ({m['free_unit']}s): lowest free cost {m['free_best_cost']:.4g} per "
               f"entry at iteration {m['free_best_iteration']}, stopped: {m['free_stopped_phases'] or 'none'}")
@@ -483,8 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="array backend: CuPy on a GPU or NumPy on the CPU (auto: CuPy when a GPU is usable; "
                         "PXM_BACKEND overrides auto)")
     p.add_argument("--fsc", action="store_true",
-                   help="also reconstruct two binomial half-data sets: FSC/PRTF resolution into the results (3× time)")
+                   help="also reconstruct two binomial half-data sets: FSC resolution into the results (3× time)")
     p.add_argument("--fsc-seed", type=int, default=0, metavar="N", help="seed of the binomial photon split")
+    p.add_argument("--prtf", type=int, default=0, metavar="K",
+                   help="also run K (>= 6) reconstructions of the full data from random starts: their PRTF (1/e) "
+                        "says how reproducibly the phases are retrieved ((K+1)× time)")
+    p.add_argument("--prtf-seed", type=int, default=0, metavar="N", help="seed of the PRTF runs' random starts")
     p.add_argument("--free-fraction", type=float, default=0.0, metavar="F",
                    help="hold out this fraction of the measured data (0 <= F < 0.5, e.g. 0.05): its cost is tracked "
                         "every 10 iterations, a phase stops after 5 checks without improvement and the state with "

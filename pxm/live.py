@@ -72,8 +72,9 @@ class LiveOptions:
     final: bool = True
     """Reconstruct and publish the final result after the stop document."""
     resolution: bool = False
-    """At stop, also reconstruct two binomial half-data sets and publish FSC/PRTF resolutions
-    (spec 4.5; three times the final reconstruction time)."""
+    """At stop, also reconstruct two binomial half-data sets and publish their FSC resolutions
+    (spec 4.5; three times the final reconstruction time). The PRTF needs K ≥ 6 more runs from random
+    starts: ``pxm reconstruct --prtf K`` on the run after the beamtime."""
     backend: str = "auto"
     """Array backend of the live and final engines: ``"auto"`` (CuPy when a GPU is usable, else NumPy;
     ``PXM_BACKEND`` overrides it), ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""

@@ -24,15 +24,16 @@ from analysis.dataset import BraggDataset, DatasetShare, scan_axes
 from analysis.engine import (FreeCostHistory, Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline,
                              seed_recipe)
 from analysis.geometry import BraggGeometry
-from analysis.metrics import ShellCurve
+from analysis.metrics import ShellCurve, prtf, random_phase_prtf, shell_crossing
 from analysis.solvers.distributed import Communicator
 from analysis.strain import StrainMaps
 from analysis.xp import array_module, backend, device_description
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
            "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "engine_inputs", "initial_probe",
-           "half_data_resolution", "fsc_cone_axes", "reconstruct_dataset", "free_cost_metrics", "write_outputs", "software_info",
-           "write_probe_file", "read_probe_file", "probe_from_spiral_run"]
+           "half_data_resolution", "fsc_cone_axes", "PRTFEstimate", "prtf_resolution", "prtf_reconstructions",
+           "reconstruct_dataset", "free_cost_metrics", "write_outputs", "software_info", "write_probe_file",
+           "read_probe_file", "probe_from_spiral_run"]
 
 RECIPES = ("seed", "quick", "baseline")
 KB_NA_V_RAD = 3.7e-4
@@ -81,16 +82,28 @@ class ReconstructOptions:
     """Rescale the initial probe so the first view predicts the measured counts."""
     fsc: bool = False
     """Also reconstruct two half-data sets (binomial photon split, same recipe and seeds) and
-    estimate the resolution by FSC and PRTF (spec 4.5); triples the run time."""
+    estimate the resolution by their FSC (spec 4.5); triples the run time."""
     fsc_split_seed: int = 0
     """Seed of the binomial photon split."""
     fsc_illumination_fraction: float = 0.1
     """FSC mask: voxels in both supports where Σ_j |P_j|² ≥ this fraction of its maximum."""
+    prtf_runs: int = 0
+    """K > 0: also run K more reconstructions of the full data from random starts (white random phase in
+    the support, their own position order) and compute their PRTF (spec 4.5); K + 1 times the run time.
+    K must be at least 6: fewer runs average even unrelated phases above the 1/e threshold."""
+    prtf_seed: int = 0
+    """Seed of the PRTF runs' random starts (run k: ``prtf_seed + k``)."""
     backend: str = "auto"
     """Array backend of the engine: ``"auto"`` (CuPy when a GPU is usable, else NumPy; the environment
     variable ``PXM_BACKEND`` overrides it), ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
 
     def __post_init__(self) -> None:
+        if self.prtf_runs < 0:
+            raise ValueError(f"ReconstructOptions.prtf_runs must be >= 0, got {self.prtf_runs}")
+        if self.prtf_runs and random_phase_prtf(self.prtf_runs) >= 1 / np.e:
+            raise ValueError(f"ReconstructOptions.prtf_runs: {self.prtf_runs} runs with unrelated phases already "
+                             f"average to PRTF {random_phase_prtf(self.prtf_runs):.2f}, above the 1/e threshold; "
+                             "use at least 6")
         if self.backend not in ("auto", "numpy", "cupy"):
             raise ValueError(f"ReconstructOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
         if not 0.0 < self.fsc_illumination_fraction < 1.0:
@@ -100,15 +113,13 @@ class ReconstructOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class ResolutionEstimate:
-    """Half-data resolution (spec 4.5): FSC of two binomial-split reconstructions and their PRTF."""
+    """Half-data resolution (spec 4.5): FSC of two binomial-split reconstructions."""
 
     fsc: ShellCurve = field(repr=False)
     """FSC over full shells, frequencies in 1/m; ``resolution`` at the ½-bit threshold (m)."""
     fsc_directional: dict[str, ShellCurve] = field(repr=False)
     """FSC in ±20° cones about the lab/sample axes ``z`` (along Q, the ε_zz direction), ``y``, ``x``;
     each cone's shells run to the grid's Nyquist frequency along its axis."""
-    prtf: ShellCurve = field(repr=False)
-    """PRTF of the two halves' far fields on the measured planes, averaged over positions, q in 1/m."""
     mask_voxels: int
     """Voxels in the common FSC mask."""
     mask: Any = field(default=None, repr=False)
@@ -123,8 +134,6 @@ class ResolutionEstimate:
         the finest period the curve examined, bounds it (grid-limited: finer than that).
         """
         out = {"fsc_resolution_m": float(self.fsc.resolution), "fsc_finest_period_m": float(self.fsc.finest_period),
-               "prtf_resolution_m": float(self.prtf.resolution),
-               "prtf_finest_period_m": float(self.prtf.finest_period),
                "fsc_mask_voxels": int(self.mask_voxels), "fsc_split_seed": int(self.split_seed)}
         for k, c in self.fsc_directional.items():
             out[f"fsc_resolution_{k}_m"] = float(c.resolution)
@@ -132,13 +141,50 @@ class ResolutionEstimate:
         return out
 
     def summary(self) -> str:
-        """One line: the ½-bit FSC resolutions (all shells, z, y, x) and the PRTF's, in nm.
+        """One line: the ½-bit FSC resolutions (all shells, z, y, x), in nm.
 
         A curve that never crosses reads "< P nm" with P its finest period (grid-limited).
         """
         cones = ", ".join(f"{k} {_resolution_nm(c)}" for k, c in self.fsc_directional.items())
-        return (f"half-data resolution: FSC (½-bit) all shells {_resolution_nm(self.fsc)}; {cones}; "
-                f"PRTF (1/e) {_resolution_nm(self.prtf)}")
+        return f"half-data resolution: FSC (½-bit) all shells {_resolution_nm(self.fsc)}; {cones}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PRTFEstimate:
+    """PRTF of K reconstructions of the full data from random starts (spec 4.5; Chapman et al. 2006).
+
+    It measures how reproducibly phase retrieval lands on the same far-field phases, not the noise in
+    the data (the runs fit the same noise): a PRTF above 1/e to the detector edge says the result does
+    not depend on the start; the noise-limited resolution is the half-data FSC's.
+    """
+
+    prtf: ShellCurve = field(repr=False)
+    """Over full shells of |q| on the measured planes (1/m), averaged over positions."""
+    prtf_directional: dict[str, ShellCurve] = field(repr=False)
+    """In ±20° cones about the array axes of the measured frame that the transform pairs with the
+    object's z, y, x directions (:func:`fsc_cone_axes`; the rocking shear makes this approximate)."""
+    n_runs: int
+    """K, the number of runs compared."""
+    random_floor: float
+    """PRTF of K runs with unrelated phases (:func:`analysis.metrics.random_phase_prtf`)."""
+    seed: int
+    """Seed of the random starts."""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalar summary for ``/metrics`` (NaN resolution: never crosses; see ``prtf_finest_period_m``)."""
+        out = {"prtf_resolution_m": float(self.prtf.resolution), "prtf_finest_period_m": float(self.prtf.finest_period),
+               "prtf_runs": int(self.n_runs), "prtf_random_floor": float(self.random_floor),
+               "prtf_seed": int(self.seed)}
+        for k, c in self.prtf_directional.items():
+            out[f"prtf_resolution_{k}_m"] = float(c.resolution)
+            out[f"prtf_finest_period_{k}_m"] = float(c.finest_period)
+        return out
+
+    def summary(self) -> str:
+        """One line: the 1/e PRTF resolutions (all shells, z, y, x) of the K runs, in nm."""
+        cones = ", ".join(f"{k} {_resolution_nm(c)}" for k, c in self.prtf_directional.items())
+        return (f"PRTF of {self.n_runs} runs from random starts (1/e): all shells {_resolution_nm(self.prtf)}; "
+                f"{cones} (unrelated phases would give {self.random_floor:.2f})")
 
 
 def _resolution_nm(c: ShellCurve) -> str:
@@ -158,6 +204,7 @@ class ReconstructionOutcome:
     recipe_name: str
     probe_source: str
     resolution: ResolutionEstimate | None = None
+    prtf: PRTFEstimate | None = None
     n_ranks: int = 1
     """MPI ranks the positions were split across (1: one process)."""
     device: str = "CPU"
@@ -268,7 +315,8 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
     """Validate, build the engine, iterate the whole recipe (tqdm), compute strain and metrics.
 
     With ``options.fsc`` two more reconstructions of a binomial photon split follow (same recipe,
-    probe and seeds) and their resolution goes into ``outcome.resolution`` and the metrics.
+    probe and seeds) and their resolution goes into ``outcome.resolution`` and the metrics. With
+    ``options.prtf_runs`` = K, K more full-data runs from random starts give ``outcome.prtf``.
     With ``comm`` (MPI ranks, ``docs/mpi.md``) ``dataset`` is this rank's
     :class:`~analysis.dataset.DatasetShare`, the recipe needs ``epie.n_batches`` ≥ 1 and every rank
     returns the same result (the bar shows on rank 0 only); FSC is not available then.
@@ -280,8 +328,9 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
         if not isinstance(dataset, DatasetShare):
             raise ValueError("reconstruct_dataset: with a communicator, pass this rank's DatasetShare "
                              "(analysis.dataset.read_dataset_share)")
-        if options.fsc:
-            raise ValueError("reconstruct_dataset: the FSC half-data runs are not available under MPI; drop --fsc")
+        if options.fsc or options.prtf_runs:
+            raise ValueError("reconstruct_dataset: the FSC half-data runs and the PRTF runs are not available under "
+                             "MPI; drop --fsc / --prtf")
         if comm is None and dataset.positions.size != dataset.n_positions:
             raise ValueError(f"reconstruct_dataset: the share holds {dataset.positions.size} of "
                              f"{dataset.n_positions} positions; pass the communicator it was read for")
@@ -319,6 +368,13 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
         resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
                                           illumination_fraction=options.fsc_illumination_fraction)
         t_fsc = time.perf_counter() - t3
+    prtf_est = None
+    t_prtf = 0.0
+    if options.prtf_runs:
+        t4 = time.perf_counter()
+        runs = prtf_reconstructions(geom, inputs, p2, recipe, na, options)
+        prtf_est = prtf_resolution(runs, seed=options.prtf_seed)
+        t_prtf = time.perf_counter() - t4
     res = rec.result()
     t2 = time.perf_counter()
     strain = strain_from_geometry(res.object, res.geometry, support=res.support,
@@ -343,8 +399,11 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
     if resolution is not None:
         metrics.update(resolution.metrics())
         timings["fsc_s"] = t_fsc
+    if prtf_est is not None:
+        metrics.update(prtf_est.metrics())
+        timings["prtf_s"] = t_prtf
     return ReconstructionOutcome(result=res, strain=strain, metrics=metrics, timings_s=timings, recipe=recipe,
-                                 recipe_name=recipe_name, probe_source=source, resolution=resolution,
+                                 recipe_name=recipe_name, probe_source=source, resolution=resolution, prtf=prtf_est,
                                  n_ranks=1 if comm is None else int(comm.size),
                                  device=device_description(array_module(rec.state.object)))
 
@@ -398,19 +457,17 @@ def fsc_cone_axes(geometry: BraggGeometry) -> dict[str, np.ndarray]:
 
 def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumination_fraction: float = 0.1,
                          cone_half_angle_deg: float = 20.0) -> ResolutionEstimate:
-    """FSC (½-bit) and PRTF (1/e) of two reconstructions of binomial half-data sets (spec 4.5).
+    """FSC (½-bit) of two reconstructions of binomial half-data sets (spec 4.5).
 
     The common mask is S_A ∧ S_B ∧ [Σ_j |P_j|² ≥ ``illumination_fraction`` · max] (never-lit voxels keep
     the identical start object in both halves and would fake correlation), softened by a 1-voxel
     Gaussian. B is registered to A (sub-voxel shift, phase ramp, complex scale; :func:`object_error`).
-    The PRTF uses √2·Ψ of each half (each fits half the photons) against the full counts I_A + I_B on
-    the measured planes, with B's far field phase-aligned to A's per position; shells of |q|, averaged
-    over positions. The native axes e1, e2, e3 are orthogonal, so voxel sizes give 1/m directly, and
-    the cones about lab z, y, x have the axes (z·e1, z·e2, z·e3), … in array coordinates.
+    The native axes e1, e2, e3 are orthogonal, so voxel sizes give 1/m directly, and the cones about
+    lab z, y, x have the axes (z·e1, z·e2, z·e3), … in array coordinates.
     """
     from scipy.ndimage import gaussian_filter
 
-    from analysis.metrics import fourier_shell_correlation, object_error, prtf, shell_crossing
+    from analysis.metrics import fourier_shell_correlation, object_error
     from analysis.xp import to_numpy
 
     ra, rb = rec_a.result(), rec_b.result()
@@ -428,33 +485,77 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
     cones = {name: fourier_shell_correlation(ra.object, b_aligned, voxel_size_m=vox, mask=soft,
                                              cone_axis=axis, cone_half_angle_deg=cone_half_angle_deg)
              for name, axis in fsc_cone_axes(ra.geometry).items()}
+    return ResolutionEstimate(fsc=fsc, fsc_directional=cones, mask_voxels=int(hard.sum()), mask=soft,
+                              split_seed=split_seed)
+
+
+def prtf_reconstructions(geometry: BraggGeometry, inputs: dict[str, Any], probe_p2: np.ndarray, recipe: Recipe,
+                         na: tuple[float, float] | None, options: ReconstructOptions) -> list[Any]:
+    """``options.prtf_runs`` reconstructions of the full data from random starts, for :func:`prtf_resolution`.
+
+    Run k starts from the support with a white random phase (seed ``prtf_seed + k``) and visits the
+    positions in its own random order (``recipe.rng_seed + 1 + k``); probe, recipe and data are the
+    main run's. Random starts are what make the PRTF test uniqueness (Chapman et al. 2006).
+    """
+    runs = []
+    for k in range(options.prtf_runs):
+        r = dataclasses.replace(recipe, rng_seed=recipe.rng_seed + 1 + k)
+        rec, _ = _build_engine(geometry, inputs, inputs["frames"], probe_p2, r, na, options)
+        rng = np.random.default_rng(options.prtf_seed + k)
+        phase = np.exp(2j * np.pi * rng.random(tuple(rec.state.object.shape)))
+        xp = array_module(rec.state.object)
+        rec.state.object = rec.state.object * xp.asarray(phase, dtype=rec.state.object.dtype)
+        runs.append(_iterate_with_bar(rec, r, options, f"pxm reconstruct PRTF run {k + 1}/{options.prtf_runs}"))
+    return runs
+
+
+def prtf_resolution(runs: list[Any], *, seed: int = 0, cone_half_angle_deg: float = 20.0) -> PRTFEstimate:
+    """PRTF (1/e) of K runs on the same data (spec 4.5): full shells of |q| and cones, averaged over positions.
+
+    Per position, every run's far field Ψ_j^(k) = F(P_j^(k) ρ_j^(k)) on the measured planes is aligned in
+    global phase to run 0's, then :func:`analysis.metrics.prtf` (modulus-constrained: the phase
+    consistency |⟨e^{iφ_k}⟩| where I > 0) gives the shell values; shells are averaged over positions
+    with their pixel counts as weights. Cones about the measured frame's array axes paired with z, y,
+    x (:func:`fsc_cone_axes`).
+    """
+    from analysis.xp import to_numpy
+
+    if len(runs) < 2:
+        raise ValueError(f"prtf_resolution: needs at least 2 runs, got {len(runs)}")
+    op, data, g = runs[0].op, runs[0].data, runs[0].geometry
+    vox = g.voxel_size_m
     n1p, n2, n3 = op.box_shape
-    g = ra.geometry
     dq = (1.0 / (n1p * vox[0]), 1.0 / (n2 * vox[1]), g.upsampling / (n3 * vox[2]))
-    num = den = None
-    curve = None
+    axes = {"all": None, **fsc_cone_axes(g)}
+    sums: dict[str, list[Any]] = {}
+    template: dict[str, ShellCurve] = {}
     for j in range(data.n_positions):
         if not data.has_data(j):
             continue
-        psi = []
-        for rec in (rec_a, rec_b):
-            v = rec.state.object[op.view(data.offsets_vox[j])]
-            psi.append(to_numpy(op.fourier.forward(op.probe_at(rec.state.probe, data.shifts_px[j]) * v)))
-        c = np.vdot(psi[1], psi[0])
-        psi[1] = psi[1] * (c / abs(c) if abs(c) > 0 else 1.0)
-        inten = to_numpy(rec_a.data.intensities[j]) + to_numpy(rec_b.data.intensities[j])
-        curve = prtf(np.sqrt(2.0) * np.stack(psi), inten, mask=to_numpy(data.mask_at(j)), dq_per_m=dq)
-        w = np.nan_to_num(curve.value) * curve.n_voxels
-        num = w if num is None else num + w
-        den = curve.n_voxels if den is None else den + curve.n_voxels
-    if curve is None:
-        raise ValueError("half_data_resolution: no position has measured frames")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val = num / den
-    pr = ShellCurve(frequency=curve.frequency, value=val, threshold=curve.threshold, n_voxels=den,
-                    crossing_frequency=shell_crossing(np.asarray(curve.frequency), val, np.asarray(curve.threshold)))
-    return ResolutionEstimate(fsc=fsc, fsc_directional=cones, prtf=pr, mask_voxels=int(hard.sum()),
-                              mask=soft, split_seed=split_seed)
+        psi = [to_numpy(op.fourier.forward(op.probe_at(r.state.probe, data.shifts_px[j])
+                                           * r.state.object[op.view(data.offsets_vox[j])])) for r in runs]
+        for k in range(1, len(psi)):
+            c = np.vdot(psi[k], psi[0])
+            psi[k] = psi[k] * (c / abs(c) if abs(c) > 0 else 1.0)
+        stack, inten, mask = np.stack(psi), to_numpy(data.intensities[j]), to_numpy(data.mask_at(j))
+        for name, axis in axes.items():
+            c = prtf(stack, inten, mask=mask, dq_per_m=dq, cone_axis=axis, cone_half_angle_deg=cone_half_angle_deg)
+            w = np.nan_to_num(c.value) * c.n_voxels
+            acc = sums.setdefault(name, [0.0, 0.0])
+            acc[0], acc[1] = acc[0] + w, acc[1] + c.n_voxels
+            template[name] = c
+    if not template:
+        raise ValueError("prtf_resolution: no position has measured frames")
+    curves = {}
+    for name, (num, den) in sums.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            val = num / den
+        t = template[name]
+        curves[name] = ShellCurve(frequency=t.frequency, value=val, threshold=t.threshold, n_voxels=den,
+                                  crossing_frequency=shell_crossing(np.asarray(t.frequency), val,
+                                                                    np.asarray(t.threshold)))
+    return PRTFEstimate(prtf=curves.pop("all"), prtf_directional=curves, n_runs=len(runs),
+                        random_floor=random_phase_prtf(len(runs)), seed=seed)
 
 
 def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset | DatasetShare,
@@ -490,8 +591,8 @@ def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, d
     import h5py
 
     with h5py.File(results_path, "a") as f:
-        if outcome.resolution is not None:
-            _write_resolution(f, outcome.resolution)
+        if outcome.resolution is not None or outcome.prtf is not None:
+            _write_resolution(f, outcome.resolution, outcome.prtf)
         if res.free is not None:
             _write_free_cost(f, res.free)
         f["timings"].attrs["write_s"] = time.perf_counter() - t0
@@ -508,8 +609,8 @@ def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
              save_probe(d / "probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)"),
              save_strain_slices(d / "strain.png", outcome.strain)]
     paths.append(save_convergence(d / "convergence.png", res.costs, res.phases))
-    if outcome.resolution is not None:
-        paths.append(save_resolution(d / "resolution.png", outcome.resolution))
+    if outcome.resolution is not None or outcome.prtf is not None:
+        paths.append(save_resolution(d / "resolution.png", outcome.resolution, outcome.prtf))
     return paths
 
 
@@ -528,13 +629,22 @@ def _write_free_cost(f: Any, h: FreeCostHistory) -> None:
     g.create_dataset("work_cost", data=np.asarray(h.work_costs, float))
 
 
-def _write_resolution(f: Any, est: ResolutionEstimate) -> None:
-    """``/resolution/{fsc, fsc_z, fsc_y, fsc_x, prtf}``: curves and crossings (docs/dataset-format.md §2)."""
+def _write_resolution(f: Any, est: ResolutionEstimate | None, pr: PRTFEstimate | None) -> None:
+    """``/resolution/{fsc, fsc_z, fsc_y, fsc_x}`` (half-data FSC) and ``/resolution/{prtf, prtf_z, prtf_y,
+    prtf_x}`` (K runs from random starts): curves and crossings (docs/dataset-format.md §2)."""
     g = f.require_group("resolution")
-    g.attrs["method"] = "binomial photon split, two half-data reconstructions (spec 4.5)"
-    g.attrs["split_seed"] = int(est.split_seed)
-    g.attrs["mask_voxels"] = int(est.mask_voxels)
-    curves = {"fsc": est.fsc, **{f"fsc_{k}": c for k, c in est.fsc_directional.items()}, "prtf": est.prtf}
+    curves: dict[str, ShellCurve] = {}
+    if est is not None:
+        g.attrs["method"] = "binomial photon split, two half-data reconstructions (spec 4.5)"
+        g.attrs["split_seed"] = int(est.split_seed)
+        g.attrs["mask_voxels"] = int(est.mask_voxels)
+        curves.update({"fsc": est.fsc, **{f"fsc_{k}": c for k, c in est.fsc_directional.items()}})
+    if pr is not None:
+        g.attrs["prtf_method"] = "K full-data reconstructions from random starts, modulus-constrained far fields"
+        g.attrs["prtf_runs"] = int(pr.n_runs)
+        g.attrs["prtf_random_floor"] = float(pr.random_floor)
+        g.attrs["prtf_seed"] = int(pr.seed)
+        curves.update({"prtf": pr.prtf, **{f"prtf_{k}": c for k, c in pr.prtf_directional.items()}})
     for name, c in curves.items():
         h = g.create_group(name)
         h.create_dataset("frequency_per_m", data=np.asarray(c.frequency, float))
@@ -544,33 +654,42 @@ def _write_resolution(f: Any, est: ResolutionEstimate) -> None:
         h.attrs["crossing_frequency_per_m"] = float(c.crossing_frequency)
         h.attrs["resolution_m"] = float(c.resolution)
         h.attrs["finest_period_m"] = float(c.finest_period)
-        h.attrs["threshold_kind"] = "1/e" if name == "prtf" else "half-bit"
+        h.attrs["threshold_kind"] = "1/e" if name.startswith("prtf") else "half-bit"
 
 
-def save_resolution(path: Path, est: ResolutionEstimate) -> Path:
-    """PNG: FSC (all shells and the z/y/x cones) with the ½-bit threshold, and the PRTF with 1/e."""
+def _plot_curves(ax: Any, curves: dict[str, ShellCurve], threshold_label: str) -> None:
+    for name, c in curves.items():
+        line, = ax.plot(np.asarray(c.frequency) * 1e-6, c.value, "-" if name == "all shells" else "--",
+                        label=f"{name} ({_resolution_nm(c)})")
+        ax.plot(np.asarray(c.frequency) * 1e-6, c.threshold, ":", color=line.get_color(), lw=0.8)
+    ax.plot([], [], "k:", label=threshold_label)
+    ax.legend(fontsize=8)
+
+
+def save_resolution(path: Path, est: ResolutionEstimate | None, pr: PRTFEstimate | None = None) -> Path:
+    """PNG: the half-data FSC (all shells and the z/y/x cones) with the ½-bit threshold, and/or the PRTF of
+    the random-start runs with 1/e and the unrelated-phase level."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, c, style in [("all shells", est.fsc, "-")] + [(k, c, "--") for k, c in est.fsc_directional.items()]:
-        line, = a1.plot(np.asarray(c.frequency) * 1e-6, c.value, style, label=f"{name} ({_resolution_nm(c)})")
-        if name != "all shells":
-            a1.plot(np.asarray(c.frequency) * 1e-6, c.threshold, ":", color=line.get_color(), lw=0.8)
-    a1.plot(np.asarray(est.fsc.frequency) * 1e-6, est.fsc.threshold, "k:", label="½-bit")
-    a1.set_xlabel("spatial frequency (1/µm)")
-    a1.set_ylabel("FSC")
-    a1.set_title("FSC of two half-data reconstructions")
-    a1.legend(fontsize=8)
-    p = est.prtf
-    a2.plot(np.asarray(p.frequency) * 1e-6, p.value, "-", label="PRTF")
-    a2.axhline(1 / np.e, color="k", ls=":", label="1/e")
-    a2.set_xlabel("|q| (1/µm)")
-    a2.set_ylabel("PRTF")
-    a2.set_title(f"PRTF (resolution {p.resolution * 1e9:.0f} nm)" if np.isfinite(p.resolution) else "PRTF")
-    a2.legend(fontsize=8)
+    panels = [p for p in (est, pr) if p is not None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        if isinstance(p, ResolutionEstimate):
+            _plot_curves(ax, {"all shells": p.fsc, **p.fsc_directional}, "½-bit")
+            ax.set_xlabel("spatial frequency (1/µm)")
+            ax.set_ylabel("FSC")
+            ax.set_title("FSC of two half-data reconstructions")
+        else:
+            _plot_curves(ax, {"all shells": p.prtf, **p.prtf_directional}, "1/e")
+            ax.axhline(p.random_floor, color="0.5", lw=0.8, label=f"{p.n_runs} unrelated runs")
+            ax.set_xlabel("|q| (1/µm)")
+            ax.set_ylabel("PRTF")
+            ax.set_title(f"PRTF of {p.n_runs} runs from random starts")
+            ax.set_ylim(0, 1.05)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -39,8 +39,8 @@ def problem():
 
 def _recipe(*, n_batches: int = 0, noise: str = "amplitude") -> Recipe:
     """Every part of the recipe in a few iterations: joint probe, background, NA mask, shrink-wrap, ML + prior."""
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=3, shrinkwrap_every=1, shrinkwrap_threshold=0.5,
-                            shrinkwrap_stop_iter=6)
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=3, shrinkwrap_every=1,
+                            shrinkwrap_threshold=0.5, shrinkwrap_stop_iter=6)
     return Recipe(n_epie_iterations=4, n_ml_iterations=3, support=sched, background_init=0.1,
                   epie=EpieOptions(probe_update_start_iter=1, n_batches=n_batches, gamma=0.1),
                   ml=MLOptions(smoothness=0.01, noise_model=noise))
@@ -120,8 +120,8 @@ def test_reconstruct_cli_on_device(cp, problem, tmp_path, capsys):
     for name in ("numpy", "cupy"):
         res = tmp_path / f"{name}.h5"
         rc = main(["reconstruct", str(path), "-o", str(res), "--recipe", "quick", "--iterations", "3", "--ml", "2",
-                   "--backend", name, "--fsc", "--figures", str(tmp_path / name), "--cxi", str(tmp_path / f"{name}.cxi"),
-                   "--no-progress"])
+                   "--backend", name, "--fsc", "--prtf", "6", "--figures", str(tmp_path / name),
+                   "--cxi", str(tmp_path / f"{name}.cxi"), "--no-progress"])
         assert rc == 0, capsys.readouterr().err
         out[name] = read_results(res)
     dev, ref = out["cupy"], out["numpy"]
@@ -129,7 +129,8 @@ def test_reconstruct_cli_on_device(cp, problem, tmp_path, capsys):
     assert "fake-cupy" in capsys.readouterr().out
     np.testing.assert_allclose(dev["error_history"], ref["error_history"], rtol=1e-6)
     assert np.linalg.norm(dev["object"] - ref["object"]) <= 1e-5 * np.linalg.norm(ref["object"])
-    for key in ("fsc_resolution_m", "prtf_resolution_m", "final_cost", "initial_probe_scale"):
+    for key in ("fsc_resolution_m", "fsc_resolution_z_m", "prtf_resolution_m", "prtf_resolution_x_m", "final_cost",
+                "initial_probe_scale"):
         a, b = dev["metrics"][key], ref["metrics"][key]
         assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-5), key
     assert len(list((tmp_path / "cupy").glob("*.png"))) == len(list((tmp_path / "numpy").glob("*.png"))) > 0
@@ -160,7 +161,8 @@ def test_fp_dfxm_on_device_matches_numpy(cp):
     copies = []
     for n_it in (10, 20):
         cp.transfers.reset()
-        res = reconstruct_fp_dfxm(cp.asarray(frames), shifts, geom, options=dataclasses.replace(opts, n_iterations=n_it))
+        res = reconstruct_fp_dfxm(cp.asarray(frames), shifts, geom,
+                                  options=dataclasses.replace(opts, n_iterations=n_it))
         copies.append(cp.transfers.to_host)
         if n_it == 10:
             assert isinstance(res.object, cp.ndarray)

@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from analysis.metrics import (binomial_split, fourier_shell_correlation, fourier_shift, half_bit_threshold,
-                              object_error, probe_error, prtf, r_factor, register_shift, strain_rmse)
+                              object_error, probe_error, prtf, r_factor, random_phase_prtf, register_shift,
+                              strain_rmse)
 from analysis.strain import StrainMaps
 
 
@@ -124,6 +125,33 @@ def test_fsc_shells_run_to_the_inscribed_sphere_and_cones_to_their_axis_nyquist(
 def test_half_bit_threshold_limits():
     assert half_bit_threshold(1) == pytest.approx(1.0, abs=1e-3)
     assert half_bit_threshold(1e12) == pytest.approx(0.2071 / 1.2071, rel=1e-5)
+
+
+def test_prtf_measures_phase_consistency_not_counts():
+    """Modulus-constrained PRTF (Chapman et al.): amplitudes cancel; phases with noise σ(q) give e^{-σ²/2}
+    (plus the finite-K bias), the cone about the noisy axis crosses 1/e where predicted, the other does not."""
+    rng = np.random.default_rng(3)
+    n, k_runs = 64, 64
+    q0 = (np.arange(n) - n // 2)[:, None] * np.ones((1, n))            # centred frequency along axis 0
+    amp = 0.5 + rng.random((n, n))
+    inten = amp ** 2
+    sigma = np.sqrt(2.0) * np.abs(q0) / 24.0                             # e^{-σ²/2} = 1/e at |q0| = 24
+    runs = (amp * (0.3 + rng.random((k_runs, n, n)))) * np.exp(1j * sigma * rng.standard_normal((k_runs, n, n)))
+    along = prtf(runs, inten, cone_axis=(1, 0))
+    across = prtf(runs, inten, cone_axis=(0, 1))
+    # with K runs E|⟨e^{iφ}⟩|² = ρ² + (1 − ρ²)/K: 1/e is met at ρ = 0.349, |q0| = 24.6
+    assert 22 < 1 / along.resolution < 28, 1 / along.resolution
+    assert np.isnan(across.resolution) and np.nanmin(across.value) > 0.75
+    raw = prtf(runs, inten, cone_axis=(0, 1), modulus_constraint=False)    # without it the amplitudes enter:
+    ratio = np.asarray(raw.value) / np.asarray(across.value)               # here their mean factor, 0.8
+    assert np.all((ratio[1:] > 0.7) & (ratio[1:] < 0.9)), ratio
+    # unrelated phases: the K-run floor, 2/π for two runs; only K >= 6 can fall below 1/e
+    assert random_phase_prtf(2) == pytest.approx(2 / math.pi, abs=1e-5)
+    mc = np.abs(np.exp(2j * np.pi * rng.random((40000, 8))).mean(axis=1)).mean()
+    assert random_phase_prtf(8) == pytest.approx(mc, abs=5e-3)
+    assert random_phase_prtf(6) < 1 / math.e < random_phase_prtf(5)
+    unrelated = prtf(amp * np.exp(2j * np.pi * rng.random((8, n, n))), inten)
+    assert np.nanmean(unrelated.value[1:]) == pytest.approx(random_phase_prtf(8), abs=0.02)
 
 
 def test_prtf_and_r_factor():

@@ -169,18 +169,21 @@ def test_missing_start_metadata_is_named():
 
 
 def test_reconstruct_fsc_writes_resolution_curves_and_figure(capsys, dataset_file, tmp_path):
-    """``--fsc``: two half-data reconstructions; curves and crossings in /resolution, resolution.png."""
+    """``--fsc``: two half-data reconstructions; ``--prtf 6``: six random-start runs; curves and crossings in
+    /resolution, resolution.png."""
     res, figs = tmp_path / "results.h5", tmp_path / "figs"
     rc = main(["reconstruct", str(dataset_file), "-o", str(res), "--recipe", "quick", "--fsc", "--fsc-seed", "3",
-               "--figures", str(figs), "--no-progress"])
+               "--prtf", "6", "--figures", str(figs), "--no-progress"])
     assert rc == 0
-    assert "half-data resolution: FSC (½-bit) all shells" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "half-data resolution: FSC (½-bit) all shells" in out and "PRTF of 6 runs from random starts" in out
     r = read_results(res)
     assert {"fsc_resolution_m", "fsc_resolution_z_m", "fsc_resolution_y_m", "fsc_resolution_x_m",
-            "prtf_resolution_m"} <= set(r["metrics"])
-    assert r["metrics"]["fsc_split_seed"] == 3 and "fsc_s" in r["timings_s"]
+            "prtf_resolution_m", "prtf_resolution_z_m", "prtf_runs", "prtf_random_floor"} <= set(r["metrics"])
+    assert r["metrics"]["fsc_split_seed"] == 3 and {"fsc_s", "prtf_s"} <= set(r["timings_s"])
+    assert r["metrics"]["prtf_runs"] == 6 and r["metrics"]["prtf_random_floor"] == pytest.approx(0.366, abs=2e-3)
     with h5py.File(res, "r") as f:
-        for name in ("fsc", "fsc_z", "fsc_y", "fsc_x", "prtf"):
+        for name in ("fsc", "fsc_z", "fsc_y", "fsc_x", "prtf", "prtf_z", "prtf_y", "prtf_x"):
             g = f["resolution"][name]
             assert g["value"].shape == g["frequency_per_m"].shape == g["threshold"].shape
             assert "resolution_m" in g.attrs and g.attrs["finest_period_m"] > 0
@@ -224,3 +227,9 @@ def test_reconstruct_ml_smoothness_is_recorded(capsys, dataset_file, tmp_path):
     err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--recipe",
                                    "quick", "--ml-smoothness", "-1", "--no-progress"])
     assert "smoothness" in err
+
+
+def test_reconstruct_refuses_too_few_prtf_runs(capsys, dataset_file, tmp_path):
+    """Five runs with unrelated phases already average above 1/e: refused before any iteration."""
+    err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--prtf", "5"])
+    assert "prtf_runs: 5 runs" in err and "use at least 6" in err and not (tmp_path / "r.h5").exists()

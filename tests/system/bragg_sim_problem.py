@@ -293,13 +293,11 @@ def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: Reconstruc
     return float(np.sum((np.sqrt(scale * pred) - np.sqrt(problem.frames)) ** 2))
 
 
-def half_data_reconstructions(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10,
-                              split_seed: int = 0) -> tuple[SimProblem, list]:
-    """The half-data resolution problem (spec 4.5): 0.3 µm implanted slab, small geometry, 4 × 4 raster,
-    Poisson noise at ``flux_ph_per_s`` × 0.2 s, binomial split, both halves reconstructed with the known
-    probe (``n_epie`` ePIE + ``n_ml`` Poisson-ML sweeps, fixed 0.4 µm slab support)."""
-    from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
-    from analysis.metrics import binomial_split
+def resolution_problem(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10):
+    """The resolution problem (spec 4.5): 0.3 µm implanted slab, small geometry, 4 × 4 raster, Poisson noise
+    at ``flux_ph_per_s`` × 0.2 s; and its recipe: known probe, ``n_epie`` ePIE + ``n_ml`` Poisson-ML sweeps,
+    fixed 0.4 µm slab support. Returns (SimProblem, Recipe)."""
+    from analysis.engine import EpieOptions, MLOptions, Recipe, SupportSchedule
 
     g = small_geometry()
     sample = CrystalSample(slab=Slab(thickness_m=0.3e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
@@ -311,6 +309,17 @@ def half_data_reconstructions(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: i
                                             shrinkwrap_stop_iter=10**6),
                     epie=EpieOptions(update_probe=False, gamma=0.0),
                     ml=MLOptions(update_probe=False, noise_model="poisson"))
+    return p, recipe
+
+
+def half_data_reconstructions(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10,
+                              split_seed: int = 0) -> tuple[SimProblem, list]:
+    """:func:`resolution_problem`'s data split binomially, both halves reconstructed with its recipe."""
+    from analysis.engine import Reconstruction
+    from analysis.metrics import binomial_split
+
+    p, recipe = resolution_problem(flux_ph_per_s, n_epie=n_epie, n_ml=n_ml)
+    g = p.geometry
     half_a, half_b = binomial_split(p.frames, rng=np.random.default_rng(split_seed))
     recs = [Reconstruction(g, f, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, p.probe_p2, recipe=recipe)
             .iterate(recipe.n_iterations) for f in (half_a, half_b)]

@@ -325,7 +325,7 @@ def test_analysis_dies_mid_scan_and_replay_finishes(tiled_layout, tiled_service,
 
 
 def test_live_final_result_carries_half_data_resolution(tiled_layout, raw_dir, geom, tmp_path):
-    """With ``LiveOptions(resolution=True)`` the final result in Tiled holds FSC/PRTF resolutions."""
+    """With ``LiveOptions(resolution=True)`` the final result in Tiled holds the half-data FSC resolutions."""
     _, raw, processed = tiled_layout
     src, roi = _sim_source(geom)
     bl = make_sim_beamline(src, geometry=geom, data_dir=raw_dir, roi=roi, exposure_s=0.2,
@@ -336,7 +336,7 @@ def test_live_final_result_carries_half_data_resolution(tiled_layout, raw_dir, g
     (uid,) = w.RE(_plan(bl, geom, "angle_outer"))
     cb.wait(180)
     metrics = _final_node(processed, uid).metadata["metrics"]
-    keys = {"fsc_resolution_m", "prtf_resolution_m", "fsc_resolution_z_m", "fsc_resolution_y_m",
+    keys = {"fsc_resolution_m", "fsc_resolution_z_m", "fsc_resolution_y_m",
             "fsc_resolution_x_m", "fsc_finest_period_m", "fsc_mask_voxels"}
     assert keys <= set(metrics), sorted(metrics)
     assert metrics["fsc_mask_voxels"] > 0
