@@ -229,7 +229,12 @@ def test_reconstruct_ml_smoothness_is_recorded(capsys, dataset_file, tmp_path):
     assert "smoothness" in err
 
 
-def test_reconstruct_refuses_too_few_prtf_runs(capsys, dataset_file, tmp_path):
-    """Five runs with unrelated phases already average above 1/e: refused before any iteration."""
+def test_reconstruct_refuses_too_few_prtf_runs_and_a_missing_gpu(capsys, dataset_file, tmp_path, monkeypatch):
+    """Five runs with unrelated phases already average above 1/e; ``--backend cupy`` without a usable GPU:
+    both refused before any iteration, nothing written."""
     err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--prtf", "5"])
     assert "prtf_runs: 5 runs" in err and "use at least 6" in err and not (tmp_path / "r.h5").exists()
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)          # as on a machine without CuPy
+    err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"),
+                                   "--backend", "cupy", "--recipe", "quick"])
+    assert "backend 'cupy'" in err and "no CUDA device" in err and not (tmp_path / "r.h5").exists()
