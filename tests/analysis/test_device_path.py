@@ -76,6 +76,8 @@ def test_engine_on_device_matches_numpy(cp, problem, n_batches, noise):
     assert isinstance(rec.state.object, cp.ndarray) and isinstance(rec.data.intensities, cp.ndarray)
     res = rec.iterate(recipe.n_iterations).result()
     assert isinstance(res.object, np.ndarray)
+    st = rec.state                                         # no silent promotion by 0-d device scalars
+    assert (st.object.dtype, st.probe.dtype, st.background.dtype) == (np.complex64, np.complex64, np.float32)
     np.testing.assert_allclose(res.costs, ref.costs, rtol=1e-6)
     for name in ("object", "probe", "background"):
         a, b = getattr(res, name), getattr(ref, name)
