@@ -231,6 +231,17 @@ class BraggGeometry:
         t = self.theta_bragg_rad
         return (math.sin(t), 0.0, math.cos(t))
 
+    def measured_q_basis_per_m(self) -> np.ndarray:
+        """(3, 3): row a is the step in q (cycles/m, e-frame components) of one index along axis a of the
+        measured data (detector row, detector column, measured rocking angle, centred; spec 1.2).
+
+        Δq/2π along e1 and e2, and U·Δq3/2π along the rocking direction û = (sinθ, 0, cosθ), which is
+        sheared against e3: the q-points of the transform (seed Eq 12), in the frequency units of the FSC.
+        """
+        d12 = self.dq_detector_per_m / (2 * math.pi)
+        d3 = self.upsampling * self.dq_rocking_per_m / (2 * math.pi)
+        return np.array([[d12, 0.0, 0.0], [0.0, d12, 0.0], d3 * np.asarray(self.rocking_direction)])
+
     # --- reconstruction grid ------------------------------------------------
     @property
     def n1_min(self) -> float:

@@ -300,7 +300,7 @@ class ShellCurve:
         return 1.0 / float(f.max()) if f.size and f.max() > 0 else math.nan
 
 
-def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bool, n_shells: int | None,
+def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], n_shells: int | None,
                  xp: Any, axis: np.ndarray | None = None) -> tuple[Any, Any, float]:
     """Integer shell index per voxel and shell centre frequencies for radius |k| with k_a in units of spacing.
 
@@ -310,7 +310,7 @@ def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bo
     """
     r2 = 0
     for a, n in enumerate(shape):
-        k = (xp.arange(n) - n // 2) if centred else _freqs(n, xp)
+        k = _freqs(n, xp)                              # DFT order
         sh = [1] * len(shape)
         sh[a] = n
         r2 = r2 + ((k * spacing[a]) ** 2).reshape(sh)
@@ -337,17 +337,55 @@ def _unit_axis(cone_axis: Any, ndim: int, name: str) -> np.ndarray | None:
     return u / np.linalg.norm(u)
 
 
-def _in_cone(shape: tuple[int, ...], spacing: tuple[float, ...], centred: bool, axis: np.ndarray,
-             half_angle_deg: float, xp: Any) -> Any:
-    """Bool array of ``shape``: frequencies within ``half_angle_deg`` of ±``axis`` (and the origin)."""
+def _in_cone(shape: tuple[int, ...], spacing: tuple[float, ...], axis: np.ndarray, half_angle_deg: float,
+             xp: Any) -> Any:
+    """Bool array of ``shape`` (DFT order): frequencies within ``half_angle_deg`` of ±``axis`` (and the origin)."""
     dot, r2 = 0, 0
     for a, n in enumerate(shape):
         sh = [1] * len(shape)
         sh[a] = n
-        k = (((xp.arange(n) - n // 2) if centred else _freqs(n, xp)) * spacing[a]).reshape(sh)
+        k = (_freqs(n, xp) * spacing[a]).reshape(sh)
         dot, r2 = dot + k * axis[a], r2 + k ** 2
     cos_cone = math.cos(math.radians(half_angle_deg))
     return xp.broadcast_to((xp.abs(dot) >= cos_cone * xp.sqrt(r2)) | (r2 == 0), shape)
+
+
+def _basis_shells(shape: tuple[int, ...], basis: np.ndarray, n_shells: int | None, axis: np.ndarray | None,
+                  half_angle_deg: float, xp: Any) -> tuple[Any, np.ndarray, Any]:
+    """Shells of |q| for a centred grid whose index steps are the rows of ``basis`` (q = Σ_a (i_a − n_a//2) b_a,
+    any non-orthogonal basis); returns (shell index per pixel, shell centres, in-cone mask or None).
+
+    Shells are min_a |b_a| wide (or k_max / ``n_shells``) and run to k_max: the sphere inscribed in the
+    sampled parallelepiped, min_a (n_a//2) / |b*_a| (b*_a the reciprocal rows, b*_a·b_b = δ_ab), or with a
+    unit ``axis`` the parallelepiped's extent along it, min_a (n_a//2) / |axis·b*_a|. For a diagonal basis
+    this is :func:`_shell_index`'s rule on a centred grid.
+    """
+    nd = len(shape)
+    b = np.asarray(basis, float)
+    if b.shape != (nd, nd) or not abs(np.linalg.det(b)) > 0:
+        raise ValueError(f"q basis: expected a non-singular ({nd}, {nd}) array of steps per axis, got {b.shape}")
+    recip = np.linalg.inv(b).T
+    used = [a for a, n in enumerate(shape) if n > 1]      # a length-1 axis bounds nothing
+    if axis is None:
+        k_max = min((shape[a] // 2) / np.linalg.norm(recip[a]) for a in used)
+    else:
+        k_max = min((shape[a] // 2) / abs(float(axis @ recip[a])) for a in used if abs(float(axis @ recip[a])) > 1e-300)
+    width = min(float(np.linalg.norm(b[a])) for a in used) if not n_shells else k_max / n_shells
+    n_sh = n_shells or int(math.floor(k_max / width + 1e-9))
+    q = [0] * nd
+    for a, n in enumerate(shape):
+        sh = [1] * nd
+        sh[a] = n
+        i = (xp.arange(n) - n // 2).reshape(sh)
+        for c in range(nd):
+            q[c] = q[c] + i * b[a, c]
+    r = xp.sqrt(sum(qc ** 2 for qc in q))
+    idx = xp.broadcast_to(xp.floor(r / width + 0.5).astype(int), shape)
+    cone = None
+    if axis is not None:
+        dot = sum(qc * float(axis[c]) for c, qc in enumerate(q))
+        cone = xp.broadcast_to((xp.abs(dot) >= math.cos(math.radians(half_angle_deg)) * r) | (r == 0), shape)
+    return idx, np.arange(n_sh + 1) * width, cone
 
 
 def random_phase_prtf(n_runs: int) -> float:
@@ -410,12 +448,12 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
         a, b = a * mask, b * mask
     A, B = fft.fftn(a), fft.fftn(b)
     dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox))
-    idx, centres, _ = _shell_index(a.shape, dk, False, n_shells, xp, axis=u)
+    idx, centres, _ = _shell_index(a.shape, dk, n_shells, xp, axis=u)
     nb = len(centres)
     flat = idx.ravel()
     keep = flat < nb
     if u is not None:
-        keep = keep & _in_cone(a.shape, dk, False, u, cone_half_angle_deg, xp).ravel()
+        keep = keep & _in_cone(a.shape, dk, u, cone_half_angle_deg, xp).ravel()
     fi = flat[keep]
 
     def shell_sum(v: Any) -> np.ndarray:
@@ -435,7 +473,7 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
 
 def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1.0,
          n_shells: int | None = None, modulus_constraint: bool = True, cone_axis: Any = None,
-         cone_half_angle_deg: float = 20.0) -> ShellCurve:
+         cone_half_angle_deg: float = 20.0, q_basis: Any = None) -> ShellCurve:
     """Phase-retrieval transfer function ⟨|⟨Φ_k⟩_k| / √I⟩ over shells of |q| (Chapman et al. 2006, spec 4.5).
 
     Parameters
@@ -448,13 +486,17 @@ def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1
         True on measured pixels (gaps and virtual planes False).
     dq_per_m : float or tuple
         Pixel size in q per axis; frequencies are returned in these units (radius of q).
+    q_basis : (ndim, ndim), optional
+        Instead of ``dq_per_m``: row a is the q step of one pixel along axis a, for a sheared grid such
+        as the measured (detector × rocking) frame (:meth:`~analysis.geometry.BraggGeometry.measured_q_basis_per_m`);
+        ``cone_axis`` is then in the same coordinates as the rows.
     modulus_constraint : bool
         Φ_k = √I Ψ_k/|Ψ_k| (default), the runs' far fields after the modulus constraint as in Chapman
         et al.: the PRTF is then the phase consistency |⟨e^{iφ_k}⟩| and the counting noise of √I cancels.
         False: Φ_k = Ψ_k, which also falls where the fitted |Ψ| is below the (noisy) √I.
     cone_axis : vector, optional
         Restrict every shell to the double cone within ``cone_half_angle_deg`` of ±axis (array
-        coordinates); shells then run to the extent of the array along the axis.
+        coordinates, or the basis' coordinates); shells then run to the extent of the array along the axis.
 
     Runs that share no phase information give :func:`random_phase_prtf` (K), not 0: the 1/e
     threshold can be reached by phase disagreement only when K ≥ 6.
@@ -463,7 +505,8 @@ def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1
     if tuple(far_fields.shape[1:]) != tuple(intensity.shape):
         raise ValueError(f"prtf: far_fields shape {tuple(far_fields.shape)} must be (K,) + intensity shape "
                          f"{tuple(intensity.shape)}")
-    dq = tuple(float(v) for v in np.broadcast_to(np.asarray(dq_per_m, float), (intensity.ndim,)))
+    if q_basis is None:
+        q_basis = np.diag(np.broadcast_to(np.asarray(dq_per_m, float), (intensity.ndim,)))
     u = _unit_axis(cone_axis, intensity.ndim, "prtf")
     valid = intensity > 0
     if mask is not None:
@@ -474,11 +517,11 @@ def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1
     else:
         ratio = xp.abs(far_fields.mean(axis=0)) / xp.sqrt(xp.where(valid, intensity, 1.0))
     ratio = xp.where(valid, ratio, 0.0)
-    idx, centres, _ = _shell_index(tuple(intensity.shape), dq, True, n_shells, xp, axis=u)
+    idx, centres, cone = _basis_shells(tuple(intensity.shape), q_basis, n_shells, u, cone_half_angle_deg, xp)
     nb = len(centres)
     keep = valid & (idx < nb)
-    if u is not None:
-        keep &= _in_cone(tuple(intensity.shape), dq, True, u, cone_half_angle_deg, xp)
+    if cone is not None:
+        keep &= cone
     sel = keep.ravel()
     fi = idx.ravel()[sel]
     s = to_numpy(xp.bincount(fi, weights=ratio.ravel()[sel], minlength=nb))[:nb]

@@ -161,8 +161,8 @@ class PRTFEstimate:
     prtf: ShellCurve = field(repr=False)
     """Over full shells of |q| on the measured planes (1/m), averaged over positions."""
     prtf_directional: dict[str, ShellCurve] = field(repr=False)
-    """In ±20° cones about the array axes of the measured frame that the transform pairs with the
-    object's z, y, x directions (:func:`fsc_cone_axes`; the rocking shear makes this approximate)."""
+    """In ±20° cones about the lab/sample axes z (along Q), y, x, on the q-points of the measured frame
+    (detector × rocking, sheared: :meth:`~analysis.geometry.BraggGeometry.measured_q_basis_per_m`)."""
     n_runs: int
     """K, the number of runs compared."""
     random_floor: float
@@ -188,8 +188,11 @@ class PRTFEstimate:
 
 
 def _resolution_nm(c: ShellCurve) -> str:
-    """"N nm" at the crossing, or "< P nm" with P the finest period examined when it never crosses."""
-    return f"{c.resolution * 1e9:.0f} nm" if np.isfinite(c.resolution) else f"< {c.finest_period * 1e9:.0f} nm"
+    """"N nm" at the crossing, "< P nm" with P the finest period examined when it never crosses, or "no data"
+    when no shell holds a voxel (e.g. a PRTF cone without counted pixels)."""
+    if np.isfinite(c.resolution):
+        return f"{c.resolution * 1e9:.0f} nm"
+    return f"< {c.finest_period * 1e9:.0f} nm" if np.isfinite(c.finest_period) else "no data"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -515,17 +518,16 @@ def prtf_resolution(runs: list[Any], *, seed: int = 0, cone_half_angle_deg: floa
     Per position, every run's far field Ψ_j^(k) = F(P_j^(k) ρ_j^(k)) on the measured planes is aligned in
     global phase to run 0's, then :func:`analysis.metrics.prtf` (modulus-constrained: the phase
     consistency |⟨e^{iφ_k}⟩| where I > 0) gives the shell values; shells are averaged over positions
-    with their pixel counts as weights. Cones about the measured frame's array axes paired with z, y,
-    x (:func:`fsc_cone_axes`).
+    with their pixel counts as weights. |q| and the cones about z, y, x (:func:`fsc_cone_axes`, e-frame
+    components) are taken on the true q-points of the measured frame, whose rocking axis is sheared
+    (:meth:`~analysis.geometry.BraggGeometry.measured_q_basis_per_m`), in cycles per metre as the FSC's.
     """
     from analysis.xp import to_numpy
 
     if len(runs) < 2:
         raise ValueError(f"prtf_resolution: needs at least 2 runs, got {len(runs)}")
     op, data, g = runs[0].op, runs[0].data, runs[0].geometry
-    vox = g.voxel_size_m
-    n1p, n2, n3 = op.box_shape
-    dq = (1.0 / (n1p * vox[0]), 1.0 / (n2 * vox[1]), g.upsampling / (n3 * vox[2]))
+    basis = g.measured_q_basis_per_m()
     axes = {"all": None, **fsc_cone_axes(g)}
     sums: dict[str, list[Any]] = {}
     template: dict[str, ShellCurve] = {}
@@ -539,7 +541,7 @@ def prtf_resolution(runs: list[Any], *, seed: int = 0, cone_half_angle_deg: floa
             psi[k] = psi[k] * (c / abs(c) if abs(c) > 0 else 1.0)
         stack, inten, mask = np.stack(psi), to_numpy(data.intensities[j]), to_numpy(data.mask_at(j))
         for name, axis in axes.items():
-            c = prtf(stack, inten, mask=mask, dq_per_m=dq, cone_axis=axis, cone_half_angle_deg=cone_half_angle_deg)
+            c = prtf(stack, inten, mask=mask, q_basis=basis, cone_axis=axis, cone_half_angle_deg=cone_half_angle_deg)
             w = np.nan_to_num(c.value) * c.n_voxels
             acc = sums.setdefault(name, [0.0, 0.0])
             acc[0], acc[1] = acc[0] + w, acc[1] + c.n_voxels

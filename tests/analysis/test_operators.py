@@ -82,6 +82,23 @@ def test_sheared_fourier_equals_brute_force_dft(name):
     np.testing.assert_allclose(full.adjoint(full.forward(x)), x, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", list(GEOS))
+def test_measured_q_basis_is_where_a_plane_wave_lands(name):
+    """A plane wave e^{2πi f·r} with f = Σ_a m_a b_a (b_a: ``measured_q_basis_per_m``, e-frame, cycles/m) is
+    transformed into a single peak at the centred data index m: the basis is the transform's q-points,
+    rocking shear and 2π included."""
+    g = GEOS[name]
+    fold = FoldedFourier3D.from_geometry(g)
+    n = np.stack(np.meshgrid(*(np.arange(s) - s // 2 for s in g.recon_shape), indexing="ij"), -1)
+    r = n * np.asarray(g.voxel_size_m)
+    for m in ([1, -2, 1], [-2, 1, -1], [0, 0, -2]):                       # inside every data box here
+        f = np.asarray(m, float) @ g.measured_q_basis_per_m()
+        y = np.abs(fold.forward(np.exp(2j * np.pi * (r @ f))))
+        peak = np.array(np.unravel_index(np.argmax(y), y.shape)) - np.array(y.shape) // 2
+        np.testing.assert_array_equal(peak, m)
+        assert y.max() ** 2 > 0.99 * (y ** 2).sum()                        # all of it at that one q-point
+
+
 @pytest.mark.parametrize(("name", "m0"), [("U2", 0), ("U3", 0), ("U3", 1), ("U3", 2)])
 def test_folded_equals_full_on_measured_planes(name, m0):
     g = GEOS[name]
