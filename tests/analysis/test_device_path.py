@@ -87,6 +87,20 @@ def test_engine_on_device_matches_numpy(cp, problem, n_batches, noise):
         assert res.support.sum() < rec._slab(0).sum()     # noqa: SLF001
 
 
+def test_distributed_path_on_device_matches_numpy(cp, problem):
+    """The MPI code path (``comm``: batched ePIE with all-reduced sums, reduced ML), one rank, on device arrays."""
+    from analysis.solvers.distributed import SerialCommunicator
+
+    recipe = dataclasses.replace(_recipe(n_batches=2), support=SupportSchedule(thickness_schedule_m=((0, 0.55e-6),),
+                                                                               shrinkwrap_start_iter=10 ** 6))
+    kw = engine_inputs(problem)
+    runs = [Reconstruction(kw["geometry"], kw["frames"], kw["mask"], kw["stage_xyz_m"], kw["rocking_offsets_deg"],
+                           kw["probe"], recipe=recipe, xp=xp, comm=SerialCommunicator())
+            .iterate(recipe.n_iterations).result() for xp in (np, cp)]
+    np.testing.assert_allclose(runs[1].costs, runs[0].costs, rtol=1e-6)
+    assert np.linalg.norm(runs[1].object - runs[0].object) <= 1e-5 * np.linalg.norm(runs[0].object)
+
+
 def _transfers_per_iteration(cp, p, recipe: Recipe) -> tuple[list[int], list[int]]:
     rec = _engine(p, recipe, cp)
     to_host, to_device = [], []
