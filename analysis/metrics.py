@@ -300,33 +300,6 @@ class ShellCurve:
         return 1.0 / float(f.max()) if f.size and f.max() > 0 else math.nan
 
 
-def _shell_index(shape: tuple[int, ...], spacing: tuple[float, ...], n_shells: int | None,
-                 xp: Any, axis: np.ndarray | None = None) -> tuple[Any, Any, float]:
-    """Integer shell index per voxel and shell centre frequencies for radius |k| with k_a in units of spacing.
-
-    Shells are ``min(spacing)`` wide (or ``k_max / n_shells``) and run to k_max: the radius of the
-    sphere inscribed in the sampled box (every shell complete), or, with a unit ``axis``, the
-    box's extent along that axis, min_a (n_a//2 · spacing_a) / |axis_a| (shells of a cone about it).
-    """
-    r2 = 0
-    for a, n in enumerate(shape):
-        k = _freqs(n, xp)                              # DFT order
-        sh = [1] * len(shape)
-        sh[a] = n
-        r2 = r2 + ((k * spacing[a]) ** 2).reshape(sh)
-    r = xp.sqrt(r2)
-    edge = [(n // 2) * d if n > 1 else math.inf for n, d in zip(shape, spacing)]   # a length-1 axis bounds nothing
-    if axis is None:
-        k_max = min(edge)
-    else:
-        k_max = min(e / abs(u) for e, u in zip(edge, axis) if abs(u) > 1e-12)
-    width = min(spacing) if not n_shells else k_max / n_shells
-    n_sh = n_shells or int(math.floor(k_max / width + 1e-9))
-    idx = xp.floor(r / width + 0.5).astype(int)
-    centres = np.arange(n_sh + 1) * width
-    return idx, centres, width
-
-
 def _unit_axis(cone_axis: Any, ndim: int, name: str) -> np.ndarray | None:
     """``cone_axis`` normalised (None stays None); a clear error for a wrong length or the zero vector."""
     if cone_axis is None:
@@ -337,28 +310,16 @@ def _unit_axis(cone_axis: Any, ndim: int, name: str) -> np.ndarray | None:
     return u / np.linalg.norm(u)
 
 
-def _in_cone(shape: tuple[int, ...], spacing: tuple[float, ...], axis: np.ndarray, half_angle_deg: float,
-             xp: Any) -> Any:
-    """Bool array of ``shape`` (DFT order): frequencies within ``half_angle_deg`` of ±``axis`` (and the origin)."""
-    dot, r2 = 0, 0
-    for a, n in enumerate(shape):
-        sh = [1] * len(shape)
-        sh[a] = n
-        k = (_freqs(n, xp) * spacing[a]).reshape(sh)
-        dot, r2 = dot + k * axis[a], r2 + k ** 2
-    cos_cone = math.cos(math.radians(half_angle_deg))
-    return xp.broadcast_to((xp.abs(dot) >= cos_cone * xp.sqrt(r2)) | (r2 == 0), shape)
-
-
 def _basis_shells(shape: tuple[int, ...], basis: np.ndarray, n_shells: int | None, axis: np.ndarray | None,
-                  half_angle_deg: float, xp: Any) -> tuple[Any, np.ndarray, Any]:
-    """Shells of |q| for a centred grid whose index steps are the rows of ``basis`` (q = Σ_a (i_a − n_a//2) b_a,
-    any non-orthogonal basis); returns (shell index per pixel, shell centres, in-cone mask or None).
+                  half_angle_deg: float, xp: Any, *, centred: bool = True) -> tuple[Any, np.ndarray, Any]:
+    """Shells of |q| for a grid whose index steps are the rows of ``basis`` (q = Σ_a i_a b_a, i_a centred, or in
+    DFT order with ``centred=False``; any non-orthogonal basis); returns (shell index per voxel, shell centres,
+    in-cone mask or None).
 
     Shells are min_a |b_a| wide (or k_max / ``n_shells``) and run to k_max: the sphere inscribed in the
     sampled parallelepiped, min_a (n_a//2) / |b*_a| (b*_a the reciprocal rows, b*_a·b_b = δ_ab), or with a
-    unit ``axis`` the parallelepiped's extent along it, min_a (n_a//2) / |axis·b*_a|. For a diagonal basis
-    this is :func:`_shell_index`'s rule on a centred grid.
+    unit ``axis`` the parallelepiped's extent along it, min_a (n_a//2) / |axis·b*_a| (for an orthogonal grid
+    of spacings d_a: min_a (n_a//2) d_a, and min_a (n_a//2) d_a / |axis_a|).
     """
     nd = len(shape)
     b = np.asarray(basis, float)
@@ -376,9 +337,10 @@ def _basis_shells(shape: tuple[int, ...], basis: np.ndarray, n_shells: int | Non
     for a, n in enumerate(shape):
         sh = [1] * nd
         sh[a] = n
-        i = (xp.arange(n) - n // 2).reshape(sh)
+        i = ((xp.arange(n) - n // 2) if centred else _freqs(n, xp)).reshape(sh)
         for c in range(nd):
-            q[c] = q[c] + i * b[a, c]
+            if b[a, c] != 0:                                   # an orthogonal grid stays separable
+                q[c] = q[c] + i * b[a, c]
     r = xp.sqrt(sum(qc ** 2 for qc in q))
     idx = xp.broadcast_to(xp.floor(r / width + 0.5).astype(int), shape)
     cone = None
@@ -448,12 +410,12 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
         a, b = a * mask, b * mask
     A, B = fft.fftn(a), fft.fftn(b)
     dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox))
-    idx, centres, _ = _shell_index(a.shape, dk, n_shells, xp, axis=u)
+    idx, centres, cone = _basis_shells(a.shape, np.diag(dk), n_shells, u, cone_half_angle_deg, xp, centred=False)
     nb = len(centres)
     flat = idx.ravel()
     keep = flat < nb
-    if u is not None:
-        keep = keep & _in_cone(a.shape, dk, u, cone_half_angle_deg, xp).ravel()
+    if cone is not None:
+        keep = keep & cone.ravel()
     fi = flat[keep]
 
     def shell_sum(v: Any) -> np.ndarray:

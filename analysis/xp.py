@@ -51,6 +51,20 @@ def backend(name: str = "auto") -> ModuleType:
     raise ValueError(f"backend: unknown name {name!r}, expected 'auto', 'numpy' or 'cupy'")
 
 
+class DeviceCopies:
+    """An operator's constant arrays, copied once per (name, backend, dtype): no host→device copy per call."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, str, str], Any] = {}
+
+    def get(self, name: str, host: np.ndarray, xp: ModuleType, dtype: Any) -> Any:
+        """``host`` as ``dtype`` on ``xp``'s device, copied on the first request only."""
+        key = (name, xp.__name__, np.dtype(dtype).str)
+        if key not in self._arrays:
+            self._arrays[key] = xp.asarray(host, dtype=dtype)
+        return self._arrays[key]
+
+
 def device_description(xp: ModuleType) -> str:
     """Where arrays of ``xp`` live, for provenance: ``"CPU (NumPy 2.x)"`` or the CUDA device's name."""
     if xp is np:

@@ -471,13 +471,9 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
     from scipy.ndimage import gaussian_filter
 
     from analysis.metrics import fourier_shell_correlation, object_error
-    from analysis.xp import to_numpy
 
     ra, rb = rec_a.result(), rec_b.result()
-    op, data = rec_a.op, rec_a.data
-    ill = np.zeros(ra.object.shape)
-    for j in range(data.n_positions):
-        ill[op.view(ra.offsets_vox[j])] += np.abs(to_numpy(op.probe_at(rec_a.state.probe, data.shifts_px[j]))) ** 2
+    ill = rec_a.illumination()
     hard = ra.support & rb.support & (ill >= illumination_fraction * ill.max())
     if not hard.any():
         raise ValueError("half_data_resolution: the supports of the halves do not overlap on the illuminated region")

@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import _fft_kw
-from analysis.xp import array_module, fft_module
+from analysis.xp import DeviceCopies, array_module, fft_module
 
 
 def extrusion_slope_px(geometry: BraggGeometry, n1_padded: int | None = None) -> tuple[float, float]:
@@ -36,20 +36,6 @@ def _check(op: object, x: Any, shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{type(op).__name__}.{name}: dtype {x.dtype}, expected complex64 or complex128")
 
 
-class _DeviceCopies:
-    """An operator's constant arrays copied once per (backend, dtype): no host→device copy per call."""
-
-    def __init__(self) -> None:
-        self._arrays: dict[tuple[str, str, str], Any] = {}
-
-    def get(self, name: str, host: np.ndarray, xp: Any, dtype: Any) -> Any:
-        """``host`` as ``dtype`` on ``xp``'s device, copied on the first request only."""
-        key = (name, xp.__name__, np.dtype(dtype).str)
-        if key not in self._arrays:
-            self._arrays[key] = xp.asarray(host, dtype=dtype)
-        return self._arrays[key]
-
-
 class SubpixelShift2D:
     """Fourier-phase-ramp shift of a 2D array by ``shift_px`` (periodic, unitary).
 
@@ -63,7 +49,7 @@ class SubpixelShift2D:
         self.shift_px = (float(shift_px[0]), float(shift_px[1]))
         f2, f3 = _freqs(self.shape)
         self._phase = np.exp(-2j * np.pi * (f2 * self.shift_px[0] + f3 * self.shift_px[1]))
-        self._on_device = _DeviceCopies()
+        self._on_device = DeviceCopies()
 
     def _apply(self, x: Any, conj: bool) -> Any:
         xp = array_module(x)
@@ -115,7 +101,7 @@ class ProbeExtrusion:
             self._slices = np.exp(-2j * np.pi * n1c * (self.slope_px[0] * f2 + self.slope_px[1] * f3)[None])
         self._shift = SubpixelShift2D(self.probe_shape, self.shift_px)
         self._has_shift = self.shift_px != (0.0, 0.0)
-        self._on_device = _DeviceCopies()
+        self._on_device = DeviceCopies()
 
     @classmethod
     def from_geometry(cls, geometry: BraggGeometry, shift_px: tuple[float, float] = (0.0, 0.0)) -> "ProbeExtrusion":

@@ -10,7 +10,7 @@ import numpy as np
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import FoldedFourier3D, _fft_kw
 from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
-from analysis.xp import array_module, fft_module, to_numpy
+from analysis.xp import DeviceCopies, array_module, fft_module, to_numpy
 
 
 class BraggModel:
@@ -41,9 +41,9 @@ class BraggModel:
         self.fused_cpu: dict[str, Any] = {}
         """Buffers and FFTW plans of :mod:`analysis.solvers.fused_cpu`, made on first use: the shared
         ``"transform"`` and the ``"epie"`` and ``"ml"`` paths built on it."""
-        self._f2 = np.fft.fftfreq(self.probe_shape[0])
-        self._f3 = np.fft.fftfreq(self.probe_shape[1])
-        self._freqs_on: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._w2 = 2j * np.pi * np.fft.fftfreq(self.probe_shape[0])       # 2πi f of shift2d's phase ramps
+        self._w3 = 2j * np.pi * np.fft.fftfreq(self.probe_shape[1])
+        self._on_device = DeviceCopies()
 
     @classmethod
     def from_geometry(cls, geometry: BraggGeometry, object_shape: tuple[int, int, int],
@@ -63,10 +63,8 @@ class BraggModel:
         xp = array_module(p2)
         fft = fft_module(xp)
         sgn = 1.0 if inverse else -1.0
-        key = (xp.__name__, np.dtype(p2.dtype).str)
-        if key not in self._freqs_on:                       # 2πi f, copied to the device once
-            self._freqs_on[key] = tuple(xp.asarray(2j * np.pi * f, dtype=p2.dtype) for f in (self._f2, self._f3))
-        w2, w3 = self._freqs_on[key]
+        w2 = self._on_device.get("w2", self._w2, xp, p2.dtype)
+        w3 = self._on_device.get("w3", self._w3, xp, p2.dtype)
         ph = xp.exp(w2 * (sgn * float(shift_px[0])))[:, None] * xp.exp(w3 * (sgn * float(shift_px[1])))[None, :]
         kw = _fft_kw(xp)
         return fft.ifft2(fft.fft2(p2, **kw) * ph, overwrite_x=True, **kw)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from analysis.solvers.model import BraggData, BraggModel
-from analysis.xp import array_module, cpu_kernels
+from analysis.xp import array_module, cpu_kernels, to_numpy
 
 __all__ = ["PriorSums", "illumination_maps", "roughness_maps", "prior_cost_and_gradient",
            "prior_line_polynomial", "polynomial_value"]
@@ -132,11 +132,6 @@ def roughness_maps(rho: Any, direction: Any = None) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _total(a: Any) -> float:
-    xp = array_module(a)
-    return float(xp.sum(a, dtype=xp.float64))
-
-
 def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, Any]:
     """(R, ∂R/∂ρ* = s Σ_a D_aᴴ(w0 D_a ρ)) in one pass over the axes; the gradient has ρ's shape and dtype."""
     xp = array_module(rho)
@@ -146,15 +141,15 @@ def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, 
     k = _kernels(rho)
     if k is not None:
         return strength * float(k.prior_gradient(rho, w0, strength, g)), g
-    total = 0.0
+    total = 0.0                                            # a 0-d device sum: read once, below
     for a in range(rho.ndim):
         wd = _difference(rho, a)
-        total += _total(w0 * (wd.real ** 2 + wd.imag ** 2))
+        total += xp.sum(w0 * (wd.real ** 2 + wd.imag ** 2), dtype=xp.float64)
         wd *= w0
         g += xp.roll(wd, 1, axis=a)
         g -= wd
     g *= rho.real.dtype.type(strength)
-    return strength * total, g
+    return strength * float(total), g
 
 
 def prior_line_polynomial(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strength: float) -> np.ndarray:
@@ -176,8 +171,10 @@ def prior_line_polynomial(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strengt
         norm_rho, norm_dir = float(xp.linalg.norm(rho)), float(xp.linalg.norm(d_rho))
         lam = norm_dir / norm_rho if norm_rho > 0 and norm_dir > 0 else 1.0
         r = roughness_maps(rho, d_rho * rho.real.dtype.type(1.0 / lam))
-        sums = np.array([[_total(w * w.dtype.type(lam ** -i) * rk) * lam ** (i + k) for k, rk in enumerate(r)]
-                         for i, w in enumerate(w_maps)])
+        raw = xp.stack([xp.sum(w * w.dtype.type(lam ** -i) * rk, dtype=xp.float64)
+                        for i, w in enumerate(w_maps) for rk in r])          # one copy to the host
+        n_w, n_r = len(w_maps), len(r)
+        sums = to_numpy(raw).reshape(n_w, n_r) * lam ** (np.arange(n_w)[:, None] + np.arange(n_r)[None, :])
     for (i, k), v in np.ndenumerate(sums):   # S_ik = Σ w_i r_k multiplies t^(i+k)
         a[i + k] += v
     return strength * a

@@ -46,10 +46,10 @@ def _recipe(*, n_batches: int = 0, noise: str = "amplitude") -> Recipe:
                   ml=MLOptions(smoothness=0.01, noise_model=noise))
 
 
-def _engine(p, recipe: Recipe, xp) -> Reconstruction:
+def _engine(p, recipe: Recipe, xp, comm=None) -> Reconstruction:
     kw = engine_inputs(p)
     return Reconstruction(kw["geometry"], kw["frames"], kw["mask"], kw["stage_xyz_m"], kw["rocking_offsets_deg"],
-                          kw["probe"], recipe=recipe, probe_na_rad=(6e-4, 6e-4), xp=xp)
+                          kw["probe"], recipe=recipe, probe_na_rad=(6e-4, 6e-4), xp=xp, comm=comm)
 
 
 def test_stand_in_enforces_cupy_rules(cp):
@@ -93,10 +93,8 @@ def test_distributed_path_on_device_matches_numpy(cp, problem):
 
     recipe = dataclasses.replace(_recipe(n_batches=2), support=SupportSchedule(thickness_schedule_m=((0, 0.55e-6),),
                                                                                shrinkwrap_start_iter=10 ** 6))
-    kw = engine_inputs(problem)
-    runs = [Reconstruction(kw["geometry"], kw["frames"], kw["mask"], kw["stage_xyz_m"], kw["rocking_offsets_deg"],
-                           kw["probe"], recipe=recipe, xp=xp, comm=SerialCommunicator())
-            .iterate(recipe.n_iterations).result() for xp in (np, cp)]
+    runs = [_engine(problem, recipe, xp, comm=SerialCommunicator()).iterate(recipe.n_iterations).result()
+            for xp in (np, cp)]
     np.testing.assert_allclose(runs[1].costs, runs[0].costs, rtol=1e-6)
     assert np.linalg.norm(runs[1].object - runs[0].object) <= 1e-5 * np.linalg.norm(runs[0].object)
 
