@@ -16,6 +16,11 @@ Conditions: ``--na-v-mrad`` (probe NA in the scattering plane, which sets the ro
 seed Methods after Eq 2), ``--ref-coma-rad`` (a wrong pre-characterised probe for 42u1), ``--support-nm``,
 ``--mu`` (seed Eq 4/9), ``--shrinkwrap``, ``--n-side``/``--step-nm``, ``--n-epie``/``--n-ml``.
 
+``--near-truth-rad A``: local identifiability instead of a reconstruction. Frames made by the engine's own
+model from the true object (no simulator mismatch), ML only (``--n-ml``, no ePIE) from the truth perturbed by a
+smooth random phase of RMS ``A`` rad and amplitude of RMS ``A/2`` (Gaussian-correlated over ``--corr-vox``
+voxels) on the lit support; E_ρ printed every 50 iterations. Data that determine the object take E_ρ to ~0.
+
 Run: ``PXM_FFT_WORKERS=1 PYTHONPATH=. .venv/bin/python benchmarks/bench_seed_angles.py --help``.
 """
 
@@ -38,8 +43,9 @@ from analysis.geometry import BraggGeometry
 from analysis.metrics import object_error, probe_error
 from sim.probe import KBProbe
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import (SimProblem, gaussian_p2, make_simulator, raster, reduced_rocking_set,
-                                            simulate, small_geometry, small_probe, truth_p2)
+from tests.system.bragg_sim_problem import (SimProblem, gaussian_p2, make_simulator, model_frames, perturbed_truth,
+                                            raster, reduced_rocking_set, simulate, small_geometry, small_probe,
+                                            truth_p2)
 
 SAMPLE_THICKNESS_M = 0.3e-6
 SAMPLE_EDGE_M = 60e-9
@@ -154,6 +160,40 @@ def reconstruct(p: SimProblem, cond: Condition, lobe_probe: KBProbe,
             "n_lit": int(lit.sum()), "seconds": time.perf_counter() - t0}
 
 
+def _engine(p: SimProblem, frames: np.ndarray, cond: Condition) -> Reconstruction:
+    """ML-only engine (known probe, fixed slab support) on ``frames``."""
+    sched = SupportSchedule(thickness_schedule_m=((0, cond.support_thickness_m),), tilt_x_deg=TILT_X_DEG,
+                            tilt_y_deg=TILT_Y_DEG, shrinkwrap_start_iter=10 ** 6, shrinkwrap_stop_iter=10 ** 6)
+    rec = Recipe(n_epie_iterations=0, n_ml_iterations=cond.n_ml, support=sched, background_init=0.0,
+                 epie=EpieOptions(update_probe=False, gamma=0.0, mu=cond.mu),
+                 ml=MLOptions(update_probe=False, mu=cond.mu, smoothness=cond.ml_smoothness))
+    return Reconstruction(p.geometry, frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, p.probe_p2, recipe=rec,
+                          probe_width_m=0.1e-6)
+
+
+def near_truth(p: SimProblem, cond: Condition, lobe_probe: KBProbe, *, amp_rad: float, corr_vox: float,
+               seed: int = 1) -> list[tuple[int, float, float, float]]:
+    """Local identifiability: ML on exact-model frames from a perturbed truth; (iteration, E_ρ, phase, cost)."""
+    r = _engine(p, p.frames, cond)
+    vg, op, d = r._grid, r.op, r.data  # noqa: SLF001
+    tru = p.truth_object(tuple(r.state.object.shape), vg.origin_vox).astype(np.complex64)
+    lit = lit_mask_lab(p, tru.shape, vg.origin_vox, lobe_probe)
+    exact = model_frames(p.geometry, op, p.probe_p2, tru, d.offsets_vox, d.shifts_px)
+    r = _engine(p, exact * (p.frames.sum() / exact.sum()), cond)       # the simulator's photon total
+    start = perturbed_truth(tru, lit, phase_rms_rad=amp_rad, corr_vox=corr_vox, seed=seed) * r.state.support
+    start *= np.abs(r.state.object).max() / np.abs(start).max()       # the engine's starting scale
+    r.state.object = start.astype(np.complex64)
+    rows = []
+    e = object_error(r.result().object, tru, support=lit)
+    rows.append((0, e.error, e.phase_rmse_rad, np.nan))
+    while r.iteration < cond.n_ml:
+        r.iterate(min(50, cond.n_ml - r.iteration))
+        res = r.result()
+        e = object_error(res.object, tru, support=lit)
+        rows.append((r.iteration, e.error, e.phase_rmse_rad, res.costs[-1]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: simulate once, reconstruct each data set under one condition, print a table row each."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -176,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ml-smoothness", type=float, default=0.0, help="ML ∇ρ prior strength (MLOptions.smoothness)")
     ap.add_argument("--ref-smoothness", type=float, default=None,
                     help="42u1 only: ML prior strength of the reference (default: --ml-smoothness)")
+    ap.add_argument("--near-truth-rad", type=float, default=None,
+                    help="local identifiability: exact-model frames, ML from the truth perturbed by this RMS phase")
+    ap.add_argument("--corr-vox", type=float, default=3.0,
+                    help="Gaussian correlation length (voxels) of the --near-truth-rad perturbation")
     ap.add_argument("--cache", default=os.environ.get("PXM_BENCH_CACHE", ""), help="directory for simulated frames")
     a = ap.parse_args(argv)
     na = a.na_mrad * 1e-3
@@ -204,6 +248,11 @@ def main(argv: list[str] | None = None) -> None:
                          shrinkwrap=a.shrinkwrap, joint_probe=joint,
                          ml_smoothness=(a.ref_smoothness if name == "42u1" and a.ref_smoothness is not None
                                         else a.ml_smoothness))
+        if a.near_truth_rad is not None:
+            for it, e, ph, c in near_truth(p, cond, probe, amp_rad=a.near_truth_rad, corr_vox=a.corr_vox):
+                print(f"{name} near truth ({a.near_truth_rad} rad, {a.corr_vox} vox): ML {it}: E_rho {e:.3f} "
+                      f"phase {ph:.3f} rad cost {c:.2e}", flush=True)
+            continue
         m = reconstruct(p, cond, probe, (na_v, na))
         spread, sigma3 = rocking_spread(p.geometry, na_v, SAMPLE_THICKNESS_M)
         print(f"{name}: NA_V/Δθ {spread:.2f} σ3 {sigma3:.2f} box {p.geometry.recon_shape} "

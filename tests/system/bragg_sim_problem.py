@@ -275,6 +275,29 @@ def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: Rec
 
 
 
+def model_frames(geometry: BraggGeometry, op: BraggModel, probe_p2: np.ndarray, obj: np.ndarray,
+                 offsets_vox: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
+    """(POS, ANGLE, N1, N2) intensities |F(P_j ρ)|² of ``obj`` through the engine's model ``op`` (no simulator):
+    "exact-model" frames, which ``obj`` fits exactly. Angles in the user's order (step sign honoured)."""
+    pred = np.stack([np.abs(op.fourier.forward(op.probe_at(probe_p2, shifts_px[j]) * obj[op.view(offsets_vox[j])]))
+                     ** 2 for j in range(len(offsets_vox))])          # (POS, N1, N2, NM), increasing angle
+    pred = np.moveaxis(pred, -1, 1)
+    return pred[:, ::-1] if geometry.rocking_step_deg < 0 else pred
+
+
+def perturbed_truth(truth: np.ndarray, region: np.ndarray, *, phase_rms_rad: float, corr_vox: float,
+                    seed: int = 1) -> np.ndarray:
+    """ρ_true·(1 + a)·e^{iφ}: smooth random phase φ of RMS ``phase_rms_rad`` and amplitude factor a of RMS half
+    that on ``region``, both Gaussian-correlated over ``corr_vox`` voxels (a start next to the truth)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    phi, amp = (gaussian_filter(rng.standard_normal(truth.shape), corr_vox) for _ in range(2))
+    phi *= phase_rms_rad / phi[region].std()
+    amp *= 0.5 * phase_rms_rad / amp[region].std()
+    return truth * (1 + amp) * np.exp(1j * phi)
+
+
 def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: ReconstructionResult,
                          origin_vox: np.ndarray) -> float:
     """Σ_j Σ_q (√(s·|F(P_j ρ_true)|²) − √I_j)²: the amplitude-Gaussian data cost (seed Eq 4, b = 0) of the *true*
@@ -284,11 +307,7 @@ def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: Reconstruc
     mismatch between the simulator and the engine's model (or the noise).
     """
     tru = problem.truth_object(result.object.shape, origin_vox)
-    pred = np.empty_like(problem.frames)
-    for j in range(problem.stage_xyz_m.shape[0]):
-        pj = op.probe_at(problem.probe_p2, result.shifts_px[j])
-        psi = op.fourier.forward(pj * tru[op.view(result.offsets_vox[j])])
-        pred[j] = np.moveaxis(np.abs(psi) ** 2, -1, 0)       # (N1, N2, NM) → (ANGLE, N1, N2)
+    pred = model_frames(problem.geometry, op, problem.probe_p2, tru, result.offsets_vox, result.shifts_px)
     scale = float((pred * problem.frames).sum() / (pred ** 2).sum())
     return float(np.sum((np.sqrt(scale * pred) - np.sqrt(problem.frames)) ** 2))
 
