@@ -171,7 +171,7 @@ def _engine(p: SimProblem, frames: np.ndarray, cond: Condition) -> Reconstructio
                           probe_width_m=0.1e-6)
 
 
-def near_truth(p: SimProblem, cond: Condition, lobe_probe: KBProbe, *, amp_rad: float, corr_vox: float,
+def near_truth(p: SimProblem, cond: Condition, lobe_probe: KBProbe, *, phase_rms_rad: float, corr_vox: float,
                seed: int = 1) -> list[tuple[int, float, float, float]]:
     """Local identifiability: ML on exact-model frames from a perturbed truth; (iteration, E_ρ, phase, cost)."""
     r = _engine(p, p.frames, cond)
@@ -180,7 +180,7 @@ def near_truth(p: SimProblem, cond: Condition, lobe_probe: KBProbe, *, amp_rad: 
     lit = lit_mask_lab(p, tru.shape, vg.origin_vox, lobe_probe)
     exact = model_frames(p.geometry, op, p.probe_p2, tru, d.offsets_vox, d.shifts_px)
     r = _engine(p, exact * (p.frames.sum() / exact.sum()), cond)       # the simulator's photon total
-    start = perturbed_truth(tru, lit, phase_rms_rad=amp_rad, corr_vox=corr_vox, seed=seed) * r.state.support
+    start = perturbed_truth(tru, lit, phase_rms_rad=phase_rms_rad, corr_vox=corr_vox, seed=seed) * r.state.support
     start *= np.abs(r.state.object).max() / np.abs(start).max()       # the engine's starting scale
     r.state.object = start.astype(np.complex64)
     rows = []
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                          ml_smoothness=(a.ref_smoothness if name == "42u1" and a.ref_smoothness is not None
                                         else a.ml_smoothness))
         if a.near_truth_rad is not None:
-            for it, e, ph, c in near_truth(p, cond, probe, amp_rad=a.near_truth_rad, corr_vox=a.corr_vox):
+            for it, e, ph, c in near_truth(p, cond, probe, phase_rms_rad=a.near_truth_rad, corr_vox=a.corr_vox):
                 print(f"{name} near truth ({a.near_truth_rad} rad, {a.corr_vox} vox): ML {it}: E_rho {e:.3f} "
                       f"phase {ph:.3f} rad cost {c:.2e}", flush=True)
             continue

@@ -274,7 +274,6 @@ def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: Rec
         lit_crystal_kept=float((result.support & lit & crystal).sum() / (lit & crystal).sum()))
 
 
-
 def model_frames(geometry: BraggGeometry, op: BraggModel, probe_p2: np.ndarray, obj: np.ndarray,
                  offsets_vox: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
     """(POS, ANGLE, N1, N2) intensities |F(P_j ρ)|² of ``obj`` through the engine's model ``op`` (no simulator):

@@ -123,7 +123,7 @@ def test_seven_planes_do_not_determine_the_object_even_next_to_the_truth(full_sc
     """Local identifiability (docs/seed-angles.md section 8): frames made by the engine's own model from the
     true object, so the truth fits them exactly, and ML started next to it (1 rad RMS smooth phase error).
     The 42 planes take nearly all of the error out; the 7 planes with U = 18 leave several times more, so the
-    7-angle gap is in the data (no solver can close it), not in the solver or the simulator mismatch.
+    7-angle gap is in the data (a better solver cannot close it), not in the solver or the simulator mismatch.
     Measured 2026-12-05 (16 positions, 100 ML): 0.905 → 0.071 (42/U = 1), 0.860 → 0.216 (7/U = 18)."""
     p42, probe = full_scan
     e0_42, e42 = _error_next_to_the_truth(p42, 100)
