@@ -5,8 +5,8 @@ angles at 0.005° without up-sampling (the fixed-probe "former strategy"). In ou
 problem of ``bragg_sim_problem``, known probe, noise-free) the reduction works when the probe's
 rocking spread NA_V/Δθ of the *reduced* step is ≳ 1.3 and fails at the seed's 0.7: here 21 angles with
 U = 6 (NA_V/Δθ = 1.9) against the 42-angle U = 1 scan they are taken from; 7 angles with U = 18
-(0.64) do not reach it (benchmark only). Scaled down from ``benchmarks/bench_seed_angles.py`` (16 instead of 36 positions, 40 + 10
-instead of 150 + 50 iterations), where E_ρ is 0.064 (21/U = 6), 0.167 (42/U = 1) and 0.292 (7/U = 18);
+(0.64) do not reach it (benchmark only). Scaled down from ``benchmarks/bench_seed_angles.py`` (16 instead
+of 36 positions, 40 + 10 instead of 150 + 50 iterations), where E_ρ is 0.064 (21/U = 6), 0.167 (42/U = 1) and 0.292 (7/U = 18);
 at this size (2026-11-21): 0.287, 0.228 and 0.431, so the bounds below are looser than the benchmark's
 1.2× criterion. With the ML smoothness prior (docs/seed-angles.md section 6; 40 + 30 iterations here) the
 7-angle set beats the former strategy as the seed ran it (0.145 against 0.209 without the prior) but not
@@ -102,7 +102,7 @@ def test_seven_angles_with_the_ml_prior_reach_the_former_strategy_not_the_full_s
 
 def _error_next_to_the_truth(p: SimProblem, n_ml: int) -> tuple[float, float]:
     """(E_ρ start, E_ρ after ``n_ml`` amplitude-ML iterations) on exact-model frames of the true object, from the
-    truth with a 1 rad RMS smooth phase error (and 0.5 amplitude error) on the lit support; known probe."""
+    truth with a 1 rad RMS smooth phase error (and an amplitude factor of RMS 0.5) on the lit support; known probe."""
     rec = Recipe(n_epie_iterations=0, n_ml_iterations=n_ml, support=SUPPORT, background_init=0.0,
                  epie=EpieOptions(update_probe=False, gamma=0.0), ml=MLOptions(update_probe=False))
     r = Reconstruction(p.geometry, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, p.probe_p2, recipe=rec)
