@@ -34,12 +34,7 @@ from synthetic_bragg import synthetic_frames, timing_reconstruction
 from analysis.engine import EpieOptions, MLOptions
 from analysis.geometry import BraggGeometry, seed_geometry
 from analysis.xp import backend, device_description
-
-
-def _raster(n_side: int, step_m: float) -> np.ndarray:
-    xs = (np.arange(n_side) - (n_side - 1) / 2) * step_m
-    sx, sy = np.meshgrid(xs, xs, indexing="ij")
-    return np.stack([sx.ravel(), sy.ravel(), np.zeros(sx.size)], axis=1)
+from tests.system.bragg_sim_problem import raster
 
 
 def sizes() -> dict[str, tuple[BraggGeometry, np.ndarray, tuple[float, float], int]]:
@@ -47,11 +42,11 @@ def sizes() -> dict[str, tuple[BraggGeometry, np.ndarray, tuple[float, float], i
     mini-batch count)."""
     xs = (np.arange(11) - 5) * 0.1e-6
     return {
-        "small": (seed_geometry(n_rows_px=48, n_cols_px=40, n_angles=12, upsampling=3), _raster(3, 0.1e-6),
-                  (4.0, 6.0), 3),
+        "small": (seed_geometry(n_rows_px=48, n_cols_px=40, n_angles=12, upsampling=3),
+                  raster(3, 0.1e-6, jitter=0.0), (4.0, 6.0), 3),
         "issue5": (seed_geometry(upsampling=1, n_angles=40, n_rows_px=256, n_cols_px=256),
                    np.stack([xs, 0.3 * xs, np.zeros(11)], axis=1), (8.0, 6.0), 2),
-        "seed": (seed_geometry(), _raster(20, 0.1e-6), (8.0, 18.0), 20),
+        "seed": (seed_geometry(), raster(20, 0.1e-6, jitter=0.0), (8.0, 18.0), 20),
     }
 
 

@@ -43,9 +43,9 @@ from analysis.geometry import BraggGeometry
 from analysis.metrics import object_error, probe_error
 from sim.probe import KBProbe
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import (SimProblem, gaussian_p2, make_simulator, model_frames, perturbed_truth,
-                                            raster, reduced_rocking_set, simulate, small_geometry, small_probe,
-                                            truth_p2)
+from tests.system.bragg_sim_problem import (SimProblem, exact_model_frames, gaussian_p2, make_simulator, raster,
+                                            reduced_rocking_set, simulate, small_geometry, small_probe,
+                                            start_next_to_truth, truth_p2)
 
 SAMPLE_THICKNESS_M = 0.3e-6
 SAMPLE_EDGE_M = 60e-9
@@ -175,14 +175,11 @@ def near_truth(p: SimProblem, cond: Condition, lobe_probe: KBProbe, *, phase_rms
                seed: int = 1) -> list[tuple[int, float, float, float]]:
     """Local identifiability: ML on exact-model frames from a perturbed truth; (iteration, E_ρ, phase, cost)."""
     r = _engine(p, p.frames, cond)
-    vg, op, d = r._grid, r.op, r.data  # noqa: SLF001
+    vg = r._grid  # noqa: SLF001
     tru = p.truth_object(tuple(r.state.object.shape), vg.origin_vox).astype(np.complex64)
     lit = lit_mask_lab(p, tru.shape, vg.origin_vox, lobe_probe)
-    exact = model_frames(p.geometry, op, p.probe_p2, tru, d.offsets_vox, d.shifts_px)
-    r = _engine(p, exact * (p.frames.sum() / exact.sum()), cond)       # the simulator's photon total
-    start = perturbed_truth(tru, lit, phase_rms_rad=phase_rms_rad, corr_vox=corr_vox, seed=seed) * r.state.support
-    start *= np.abs(r.state.object).max() / np.abs(start).max()       # the engine's starting scale
-    r.state.object = start.astype(np.complex64)
+    r = _engine(p, exact_model_frames(p, r, tru), cond)
+    start_next_to_truth(r, tru, lit, phase_rms_rad=phase_rms_rad, corr_vox=corr_vox, seed=seed)
     rows = []
     e = object_error(r.result().object, tru, support=lit)
     rows.append((0, e.error, e.phase_rmse_rad, np.nan))

@@ -100,10 +100,10 @@ class ReconstructOptions:
     def __post_init__(self) -> None:
         if self.prtf_runs < 0:
             raise ValueError(f"ReconstructOptions.prtf_runs must be >= 0, got {self.prtf_runs}")
-        if self.prtf_runs and random_phase_prtf(self.prtf_runs) >= 1 / np.e:
+        floor = random_phase_prtf(self.prtf_runs) if self.prtf_runs else 0.0
+        if floor >= 1 / np.e:
             raise ValueError(f"ReconstructOptions.prtf_runs: {self.prtf_runs} runs with unrelated phases already "
-                             f"average to PRTF {random_phase_prtf(self.prtf_runs):.2f}, above the 1/e threshold; "
-                             "use at least 6")
+                             f"average to PRTF {floor:.2f}, above the 1/e threshold; use at least 6")
         if self.backend not in ("auto", "numpy", "cupy"):
             raise ValueError(f"ReconstructOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
         if not 0.0 < self.fsc_illumination_fraction < 1.0:

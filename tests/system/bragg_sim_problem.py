@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -284,17 +285,28 @@ def model_frames(geometry: BraggGeometry, op: BraggModel, probe_p2: np.ndarray, 
     return pred[:, ::-1] if geometry.rocking_step_deg < 0 else pred
 
 
-def perturbed_truth(truth: np.ndarray, region: np.ndarray, *, phase_rms_rad: float, corr_vox: float,
-                    seed: int = 1) -> np.ndarray:
-    """ρ_true·(1 + a)·e^{iφ}: smooth random phase φ of RMS ``phase_rms_rad`` and amplitude factor a of RMS half
-    that on ``region``, both Gaussian-correlated over ``corr_vox`` voxels (a start next to the truth)."""
+def exact_model_frames(problem: SimProblem, rec: Any, truth: np.ndarray) -> np.ndarray:
+    """:func:`model_frames` of ``truth`` on the grid and probe of ``rec`` (a Reconstruction), rescaled to
+    ``problem``'s photon total: data without simulator mismatch, which the truth fits exactly."""
+    res = rec.result()
+    frames = model_frames(problem.geometry, rec.op, problem.probe_p2, truth, res.offsets_vox, res.shifts_px)
+    return frames * (problem.frames.sum() / frames.sum())
+
+
+def start_next_to_truth(rec: Any, truth: np.ndarray, region: np.ndarray, *, phase_rms_rad: float,
+                        corr_vox: float, seed: int = 1) -> None:
+    """Set ``rec``'s object to ρ_true·(1 + a)·e^{iφ} in its support, at the engine's starting scale: a smooth
+    random phase φ of RMS ``phase_rms_rad`` and amplitude factor a of RMS half that on ``region``, both
+    Gaussian-correlated over ``corr_vox`` voxels."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
     phi, amp = (gaussian_filter(rng.standard_normal(truth.shape), corr_vox) for _ in range(2))
     phi *= phase_rms_rad / phi[region].std()
     amp *= 0.5 * phase_rms_rad / amp[region].std()
-    return truth * (1 + amp) * np.exp(1j * phi)
+    start = truth * (1 + amp) * np.exp(1j * phi) * rec.state.support
+    start *= np.abs(rec.state.object).max() / np.abs(start).max()
+    rec.state.object = start.astype(rec.state.object.dtype)
 
 
 def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: ReconstructionResult,

@@ -22,8 +22,8 @@ import pytest
 from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
 from analysis.metrics import object_error
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import (SimProblem, lit_regions, model_frames, perturbed_truth, raster,
-                                            reduced_rocking_set, simulate, small_geometry, small_probe)
+from tests.system.bragg_sim_problem import (SimProblem, exact_model_frames, lit_regions, raster, reduced_rocking_set,
+                                            simulate, small_geometry, small_probe, start_next_to_truth)
 
 N_EPIE, N_ML = 40, 10
 SUPPORT = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10 ** 6,
@@ -106,13 +106,10 @@ def _error_next_to_the_truth(p: SimProblem, n_ml: int) -> tuple[float, float]:
     rec = Recipe(n_epie_iterations=0, n_ml_iterations=n_ml, support=SUPPORT, background_init=0.0,
                  epie=EpieOptions(update_probe=False, gamma=0.0), ml=MLOptions(update_probe=False))
     r = Reconstruction(p.geometry, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, p.probe_p2, recipe=rec)
-    res = r.result()
-    tru, _, lit, _ = lit_regions(p.geometry, p.simulator, p.probe_p2, p.stage_xyz_m, res.object.shape)
-    exact = model_frames(p.geometry, r.op, p.probe_p2, tru, res.offsets_vox, res.shifts_px)
-    r = Reconstruction(p.geometry, exact * (p.frames.sum() / exact.sum()), p.mask, p.stage_xyz_m,
-                       p.rocking_offsets_deg, p.probe_p2, recipe=rec)
-    start = perturbed_truth(tru, lit, phase_rms_rad=1.0, corr_vox=3.0) * r.state.support
-    r.state.object = (start * (np.abs(r.state.object).max() / np.abs(start).max())).astype(r.state.object.dtype)
+    tru, _, lit, _ = lit_regions(p.geometry, p.simulator, p.probe_p2, p.stage_xyz_m, r.state.object.shape)
+    r = Reconstruction(p.geometry, exact_model_frames(p, r, tru), p.mask, p.stage_xyz_m, p.rocking_offsets_deg,
+                       p.probe_p2, recipe=rec)
+    start_next_to_truth(r, tru, lit, phase_rms_rad=1.0, corr_vox=3.0)
     e0 = object_error(r.result().object, tru, support=lit).error
     r.iterate(n_ml)
     return e0, object_error(r.result().object, tru, support=lit).error
