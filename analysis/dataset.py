@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from analysis.geometry import BraggGeometry, HC_KEV_M
+from analysis.operators.scan import ObjectPlacement
 from analysis.strain import StrainMaps
 from analysis.xp import to_numpy
 
@@ -36,7 +37,9 @@ __all__ = [
     "read_dataset_share",
     "scan_axes",
     "write_results",
+    "append_results",
     "read_results",
+    "RESULTS_STATUS",
     "write_cxi",
     "units_for",
 ]
@@ -44,6 +47,9 @@ __all__ = [
 FORMAT_NAME = "pxm-bragg-dataset"
 FORMAT_VERSION = "1.0"
 RESULTS_FORMAT_NAME = "pxm-bragg-results"
+RESULTS_STATUS = ("iterations complete", "complete", "complete with post-processing errors")
+"""Values of the results file's ``/@status``: the reconstruction is written and post-processing is pending
+(or the process ended during it); everything ran; some post-processing step failed (``/postprocessing_errors``)."""
 _EV_J = 1.602176634e-19
 
 _SUFFIX_UNITS = (("_per_m", "1/m"), ("_kev", "keV"), ("_deg", "deg"), ("_rad", "rad"), ("_nm", "nm"),
@@ -419,19 +425,35 @@ def write_results(path: str | Path, *, object: Any, probe: Any, voxel_size_m: An
                   background: Any = None, strain: StrainMaps | dict[str, StrainMaps] | None = None,
                   metrics: dict[str, Any] | None = None, parameters: dict[str, Any] | None = None,
                   timings_s: dict[str, float] | None = None, error_history: Any = None,
-                  geometry: BraggGeometry | None = None, provenance: dict[str, Any] | None = None) -> None:
+                  geometry: BraggGeometry | None = None, provenance: dict[str, Any] | None = None,
+                  placement: ObjectPlacement | None = None, status: str = "complete",
+                  postprocessing_errors: dict[str, str] | None = None) -> None:
     """Write one reconstruction's results to HDF5 (layout in ``docs/dataset-format.md``).
 
     ``strain`` may be one :class:`StrainMaps` or a dict of them (e.g. reconstruction and
     sample frames); ``parameters`` takes ``dataclasses.asdict(options)`` dicts or dataclasses.
+    ``placement`` puts ``origin_m`` and ``axes_lab`` on ``/object`` (where each voxel sits);
+    ``status`` is one of :data:`RESULTS_STATUS`; :func:`append_results` adds post-processing later.
     """
+    _check_status(status)
     with h5py.File(path, "w") as f:
         f.attrs["format"] = RESULTS_FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        f.attrs["status"] = status
         o = f.create_dataset("object", data=to_numpy(object))
         o.attrs["voxel_size_m"] = np.broadcast_to(np.asarray(voxel_size_m, float), (np.ndim(o),))
         o.attrs["axes"] = "e1,e2,e3 (reconstruction frame)" if o.ndim == 3 else "row,col"
+        if placement is not None:
+            if o.ndim != 3:
+                raise ValueError(f"write_results: placement given for a {o.ndim}D object; it places a 3D grid")
+            if not np.allclose(placement.voxel_size_m, o.attrs["voxel_size_m"], rtol=1e-9, atol=0):
+                raise ValueError(f"write_results: placement.voxel_size_m {placement.voxel_size_m} != voxel_size_m "
+                                 f"{tuple(o.attrs['voxel_size_m'])}")
+            o.attrs["origin_m"] = np.asarray(placement.origin_m, float)
+            o.attrs["axes_lab"] = np.asarray(placement.axes_lab, float)
+            o.attrs["placement"] = ("voxel n at origin_m + sum_a n_a voxel_size_m[a] axes_lab[a], lab (x, y, z) m, "
+                                    "relative to the sample point in the beam at stage position 0 (stage s: -s)")
         f.create_dataset("probe", data=to_numpy(probe))
         if background is not None:
             f.create_dataset("background", data=to_numpy(background)).attrs["units"] = "counts"
@@ -451,6 +473,45 @@ def write_results(path: str | Path, *, object: Any, probe: Any, voxel_size_m: An
         if geometry is not None:
             _write_geometry(f.create_group("geometry"), geometry)
         _write_dict_attrs(f.create_group("provenance"), {"software": "pxm", **(provenance or {})})
+        if postprocessing_errors:
+            _write_dict_attrs(f.create_group("postprocessing_errors"), postprocessing_errors)
+
+
+def _check_status(status: str) -> None:
+    if status not in RESULTS_STATUS:
+        raise ValueError(f"results status {status!r}: expected one of {', '.join(map(repr, RESULTS_STATUS))}")
+
+
+def append_results(path: str | Path, *, strain: dict[str, StrainMaps] | None = None,
+                   metrics: dict[str, Any] | None = None, timings_s: dict[str, float] | None = None,
+                   postprocessing_errors: dict[str, str] | None = None, status: str | None = None) -> None:
+    """Add post-processing to a results file of :func:`write_results`: strain groups, metrics and
+    timings merged into the existing ones, step → error lines in ``/postprocessing_errors``, ``/@status``."""
+    if status is not None:
+        _check_status(status)
+    with h5py.File(path, "a") as f:
+        if f.attrs.get("format") != RESULTS_FORMAT_NAME:
+            raise ValueError(f"{path}: /@format is {f.attrs.get('format')!r}, expected {RESULTS_FORMAT_NAME!r}")
+        if strain:
+            sg = f.require_group("strain")
+            for name, maps in strain.items():
+                if name in sg:
+                    del sg[name]
+                _write_strain(sg.create_group(name), maps)
+        for key, extra in (("metrics", metrics), ("postprocessing_errors", postprocessing_errors)):
+            if extra:
+                g = f.require_group(key)
+                merged = {**_read_dict_attrs(g), **extra}
+                for k in list(g.attrs):
+                    del g.attrs[k]
+                _write_dict_attrs(g, merged)
+        if timings_s:
+            tg = f.require_group("timings")
+            for k, v in timings_s.items():
+                tg.attrs[k] = float(v)
+            tg.attrs["units"] = "s"
+        if status is not None:
+            f.attrs["status"] = status
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -473,6 +534,14 @@ def read_results(path: str | Path) -> dict[str, Any]:
                     origin_m=tuple(float(v) for v in g.attrs["origin_m"]), frame=str(g.attrs["frame"]))
         for k in ("metrics", "parameters", "provenance"):
             out[k] = _read_dict_attrs(f[k])
+        out["status"] = str(f.attrs.get("status", "complete"))
+        out["postprocessing_errors"] = (_read_dict_attrs(f["postprocessing_errors"]) if "postprocessing_errors" in f
+                                        else {})
+        oa = f["object"].attrs
+        if "origin_m" in oa and "axes_lab" in oa:
+            out["placement"] = ObjectPlacement(origin_m=np.asarray(oa["origin_m"], float),
+                                               axes_lab=np.asarray(oa["axes_lab"], float),
+                                               voxel_size_m=out["voxel_size_m"])
         out["timings_s"] = {k: float(v) for k, v in f["timings"].attrs.items() if k != "units"}
         if "geometry" in f:
             out["geometry"] = _read_geometry(f, str(path))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,40 +21,55 @@ from analysis.dataset import DatasetShare, read_dataset_share, scan_axes
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import measured_band_mask
 from analysis.operators.probe import probe_na_mask, probe_width_along_p1_m
-from analysis.operators.scan import positions_to_voxels, view_grid
+from analysis.operators.scan import ObjectPlacement, object_placement, positions_to_voxels, view_grid
 from analysis.solvers import distributed, epie, ml
 from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunicator, owned_positions
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.free import FreeCostHistory, FreeDataMonitor, held_out_rows, split_data
 from analysis.solvers.options import EpieOptions, FreeDataOptions, MLOptions
 from analysis.solvers.smoothness import illumination_maps
-from analysis.solvers.support import shrink_wrap, slab_support
+from analysis.solvers.quality import r_factor_sums
+from analysis.solvers.support import shrink_wrap, shrinkwrap_floor, slab_support, smoothed_amplitude
 from analysis.xp import COMPLEX, fft_module, to_numpy
 
 __all__ = ["EpieOptions", "MLOptions", "FreeDataOptions", "FreeCostHistory", "SupportSchedule", "Recipe",
-           "seed_recipe", "fixed_probe_baseline", "scaled_recipe", "Reconstruction", "ReconstructionResult"]
+           "seed_recipe", "fixed_probe_baseline", "with_fixed_probe", "scaled_recipe", "sampling_check",
+           "UndersampledWarning", "Reconstruction", "ReconstructionResult"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SupportSchedule:
-    """Tilted-slab thickness schedule and shrink-wrap (seed Methods)."""
+    """Thickness support (a tilted slab, or none) and shrink-wrap (seed Methods; docs/recipes.md).
 
+    The defaults are the seed's literal values, sized for the seed's foil; ``pxm reconstruct`` sets the
+    thickness and tilt from the dataset's ``/sample`` or the data (:mod:`analysis.recipes`).
+    """
+
+    kind: Literal["slab", "none"] = "slab"
+    """"slab": S = |n̂·(r − r_c)| ≤ T/2 (``thickness_schedule_m``, tilts); "none": no thickness support,
+    S = the whole object grid or, with ``illumination_fraction`` > 0, the illuminated region."""
     thickness_schedule_m: tuple[tuple[int, float], ...] = ((0, 0.5e-6), (100, 0.7e-6), (200, 0.9e-6))
-    """(first sweep, slab thickness in metres) pairs, in increasing sweep order."""
+    """(first sweep, slab thickness in metres) pairs, in increasing sweep order (kind "slab")."""
     tilt_x_deg: float = 5.5
-    """Slab tilt about x (right-handed), degrees."""
+    """Slab tilt about x (right-handed), degrees: n̂ = R_y(tilt_y) R_x(tilt_x) ẑ."""
     tilt_y_deg: float = -2.0
     """Slab tilt about y (right-handed), degrees."""
-    shrinkwrap_start_iter: int = 300
-    """First sweep of shrink-wrap."""
+    illumination_fraction: float = 0.0
+    """Kind "none": 0 = S is the whole object grid; f > 0 = S = [Σ_j |P_j|² ≥ f · max] of the initial probe."""
+    shrinkwrap_start_iter: int | None = 300
+    """First sweep of shrink-wrap; None = never (no shrink-wrap)."""
     shrinkwrap_stop_iter: int = 500
     """Last sweep of shrink-wrap; S is fixed afterwards."""
     shrinkwrap_every: int = 5
     """Shrink-wrap every this many sweeps."""
     shrinkwrap_threshold: float = 0.15
     """S ← S ∧ (|ρ| ≥ threshold·max|ρ|)."""
+    shrinkwrap_sigma_vox: float = 0.0
+    """Gaussian smoothing σ (voxels) of |ρ| before the threshold; 0 = none (the seed's shrink-wrap)."""
 
     def __post_init__(self) -> None:
+        if self.kind not in ("slab", "none"):
+            raise ValueError(f"SupportSchedule.kind must be 'slab' or 'none', got {self.kind!r}")
         if not self.thickness_schedule_m:
             raise ValueError("SupportSchedule.thickness_schedule_m must hold at least one (sweep, thickness_m)")
         its = [int(i) for i, _ in self.thickness_schedule_m]
@@ -61,8 +77,19 @@ class SupportSchedule:
             raise ValueError(f"SupportSchedule.thickness_schedule_m: sweeps {its} must increase and start at 0")
         if any(not t > 0 for _, t in self.thickness_schedule_m):
             raise ValueError("SupportSchedule.thickness_schedule_m: thicknesses must be > 0 m")
+        if not (abs(self.tilt_x_deg) < 60 and abs(self.tilt_y_deg) < 60):
+            raise ValueError(f"SupportSchedule: tilts ({self.tilt_x_deg}°, {self.tilt_y_deg}°) must lie within "
+                             "±60° (the slab normal stays close to Q)")
+        if not 0.0 <= self.illumination_fraction < 1.0:
+            raise ValueError(f"SupportSchedule.illumination_fraction must lie in [0, 1), "
+                             f"got {self.illumination_fraction}")
+        if self.shrinkwrap_start_iter is not None and self.shrinkwrap_start_iter < 0:
+            raise ValueError(f"SupportSchedule.shrinkwrap_start_iter must be >= 0 or None (never), "
+                             f"got {self.shrinkwrap_start_iter}")
         if self.shrinkwrap_every < 1 or not 0 <= self.shrinkwrap_threshold < 1:
             raise ValueError("SupportSchedule: shrinkwrap_every must be >= 1 and threshold in [0, 1)")
+        if not self.shrinkwrap_sigma_vox >= 0:
+            raise ValueError(f"SupportSchedule.shrinkwrap_sigma_vox must be >= 0, got {self.shrinkwrap_sigma_vox}")
 
     def thickness_m(self, iteration: int) -> float:
         """Slab thickness in force at ``iteration``."""
@@ -74,13 +101,18 @@ class SupportSchedule:
 
     @property
     def max_thickness_m(self) -> float:
-        """Largest scheduled thickness (used for the sampling check)."""
+        """Largest scheduled thickness (the sampling check's T when the recipe names no sample thickness)."""
         return float(max(t for _, t in self.thickness_schedule_m))
 
     def shrinkwrap_due(self, iteration: int) -> bool:
         """Whether shrink-wrap runs before sweep ``iteration``."""
-        return (self.shrinkwrap_start_iter <= iteration <= self.shrinkwrap_stop_iter
-                and (iteration - self.shrinkwrap_start_iter) % self.shrinkwrap_every == 0)
+        start = self.shrinkwrap_start_iter
+        return (start is not None and start <= iteration <= self.shrinkwrap_stop_iter
+                and (iteration - start) % self.shrinkwrap_every == 0)
+
+    def support_fixed_before(self, iteration: int) -> bool:
+        """Whether the thickness schedule still sets S at ``iteration`` (before shrink-wrap starts)."""
+        return self.shrinkwrap_start_iter is None or iteration < self.shrinkwrap_start_iter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +148,15 @@ class Recipe:
     free: FreeDataOptions = field(default_factory=FreeDataOptions)
     """Held-out ("free") data: fraction kept out of every update, free-cost checks, patience stop
     (:mod:`analysis.solvers.free`); the default (fraction 0) fits every entry, as the seed."""
+    sampling_thickness_m: float | None = None
+    """Crystal thickness T of the sampling check (seed Eq 12); None: the largest slab thickness of
+    ``support`` (kind "slab"), no check for kind "none"."""
+    allow_undersampled: bool = False
+    """Run even when the sampling check fails (a warning instead of the error): for data known to fit
+    the model at this sampling, e.g. simulated with a periodic model (docs/recipes.md)."""
+    sources: tuple[str, ...] = ()
+    """Where the sample-dependent choices came from, one line each (``pxm reconstruct`` prints them and
+    the results' parameters keep them); not an option."""
 
     def __post_init__(self) -> None:
         if self.n_epie_iterations < 0 or self.n_ml_iterations < 0:
@@ -124,6 +165,8 @@ class Recipe:
             raise ValueError(f"Recipe.upsampling must be >= 1 or None, got {self.upsampling}")
         if self.background_init < 0 or not self.na_factor > 0:
             raise ValueError("Recipe: background_init must be >= 0 and na_factor > 0")
+        if self.sampling_thickness_m is not None and not self.sampling_thickness_m > 0:
+            raise ValueError(f"Recipe.sampling_thickness_m must be > 0 m or None, got {self.sampling_thickness_m}")
 
     @property
     def n_iterations(self) -> int:
@@ -143,9 +186,10 @@ def scaled_recipe(recipe: Recipe, *, n_epie_iterations: int, n_ml_iterations: in
     shrink-wrap window and period, the first probe-update sweep and the NA-mask stop become
     round(f·sweep). Breakpoints that were > 0 stay ≥ 1 (the probe stays frozen for at least one
     sweep, shrink-wrap runs at most every sweep); thickness steps that collapse onto one sweep keep
-    the later thickness. ``n_ml_iterations`` None scales the ML count by f as well (at least 1 if
-    the recipe had any). E.g. ``scaled_recipe(seed_recipe(), n_epie_iterations=60, n_ml_iterations=20)``:
-    thickness 0.5/0.7/0.9 µm from sweeps 0/6/12, shrink-wrap every sweep in 18–30, probe from sweep 1.
+    the later thickness; a shrink-wrap that never runs (start None) stays so. ``n_ml_iterations`` None
+    scales the ML count by f as well (at least 1 if the recipe had any). E.g.
+    ``scaled_recipe(seed_recipe(), n_epie_iterations=60, n_ml_iterations=20)``: thickness 0.5/0.7/0.9 µm
+    from sweeps 0/6/12, shrink-wrap every sweep in 18–30, probe from sweep 1.
     """
     if n_epie_iterations < 1 or recipe.n_epie_iterations < 1:
         raise ValueError("scaled_recipe: both the recipe and n_epie_iterations need at least one ePIE sweep")
@@ -159,7 +203,8 @@ def scaled_recipe(recipe: Recipe, *, n_epie_iterations: int, n_ml_iterations: in
     for start, th in sched.thickness_schedule_m:
         steps[sc(int(start))] = float(th)
     support = dataclasses.replace(sched, thickness_schedule_m=tuple(sorted(steps.items())),
-                                  shrinkwrap_start_iter=sc(sched.shrinkwrap_start_iter),
+                                  shrinkwrap_start_iter=(None if sched.shrinkwrap_start_iter is None
+                                                         else sc(sched.shrinkwrap_start_iter)),
                                   shrinkwrap_stop_iter=sc(sched.shrinkwrap_stop_iter),
                                   shrinkwrap_every=max(1, int(round(f * sched.shrinkwrap_every))))
     epie_opts = dataclasses.replace(recipe.epie, probe_update_start_iter=sc(recipe.epie.probe_update_start_iter),
@@ -172,9 +217,40 @@ def scaled_recipe(recipe: Recipe, *, n_epie_iterations: int, n_ml_iterations: in
 
 def fixed_probe_baseline() -> Recipe:
     """Same procedure with the probe never updated and no up-sampling (U = 1)."""
-    r = seed_recipe()
-    return dataclasses.replace(r, upsampling=1, epie=dataclasses.replace(r.epie, update_probe=False),
-                               ml=dataclasses.replace(r.ml, update_probe=False))
+    return dataclasses.replace(with_fixed_probe(seed_recipe()), upsampling=1)
+
+
+def with_fixed_probe(recipe: Recipe) -> Recipe:
+    """``recipe`` with P2 never updated, in ePIE and in ML (any up-sampling U)."""
+    return dataclasses.replace(recipe, epie=dataclasses.replace(recipe.epie, update_probe=False),
+                               ml=dataclasses.replace(recipe.ml, update_probe=False))
+
+
+class UndersampledWarning(UserWarning):
+    """The sampling condition (seed Eq 12) fails and ``Recipe.allow_undersampled`` lets the run go on."""
+
+
+def sampling_check(geometry: BraggGeometry, probe_width_m: float, recipe: Recipe) -> str | None:
+    """Seed Eq 12 for the probe width and the recipe's crystal thickness: None when it holds (or cannot be
+    checked), the message when it fails and ``recipe.allow_undersampled``; otherwise ValueError.
+
+    T is ``recipe.sampling_thickness_m``, else the largest slab thickness (kind "slab"); kind "none"
+    without a thickness is not checked.
+    """
+    t = recipe.sampling_thickness_m
+    if t is None and recipe.support.kind == "slab":
+        t = recipe.support.max_thickness_m
+    if t is None:
+        return None
+    try:
+        geometry.check_sampling(probe_width_m, t)
+    except ValueError as exc:
+        if not recipe.allow_undersampled:
+            raise ValueError(f"{exc}; or, for data known to fit the model at this sampling (e.g. simulated with a "
+                             "periodic model), allow it: pxm reconstruct --allow-undersampled "
+                             "(Recipe.allow_undersampled)") from None
+        return f"{exc}; going on (allow_undersampled): the result may alias along r3"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +283,21 @@ class ReconstructionResult:
     """``dataclasses.asdict(recipe)`` for metadata."""
     free: FreeCostHistory | None = None
     """Free (held-out) and work cost per check, best iteration, stopped phases; None without held-out data."""
+    origin_vox: np.ndarray | None = field(default=None, repr=False)
+    """(3,) float: object-grid coordinates of the probe centre at zero stage position (:attr:`placement`)."""
+    r_factors: dict[str, float] = field(default_factory=dict)
+    """R-factor on the fitted entries (:meth:`Reconstruction.r_factor`) before the first iteration
+    (``"initial"``) and at the end of each completed phase (``"epie"``, ``"ml"``)."""
+    free_r_factors: dict[str, float] = field(default_factory=dict)
+    """The same on the held-out entries (empty without held-out data)."""
+
+    @property
+    def placement(self) -> ObjectPlacement:
+        """Where each voxel of ``object`` sits relative to the stage positions (sample frame, metres)."""
+        if self.origin_vox is None:
+            raise ValueError("ReconstructionResult.placement: origin_vox is missing; take the result from "
+                             "Reconstruction.result()")
+        return object_placement(self.geometry, self.origin_vox)
 
 
 class Reconstruction:
@@ -297,7 +388,9 @@ class Reconstruction:
         if not np.all(np.isfinite(p2)) or not np.any(p2):
             raise ValueError("probe: contains NaN/inf or is zero everywhere")
         width = probe_width_along_p1_m(geometry, p2) if probe_width_m is None else float(probe_width_m)
-        geometry.check_sampling(width, recipe.support.max_thickness_m)
+        self.sampling_warning = sampling_check(geometry, width, recipe)
+        if self.sampling_warning is not None:
+            warnings.warn(self.sampling_warning, UndersampledWarning, stacklevel=2)
         self._grid = view_grid(geometry, stage, margin_vox=margin_vox, object_shape=object_shape)
         na = None
         if probe_na_rad is not None:
@@ -315,6 +408,11 @@ class Reconstruction:
         self._n_ml_done = 0
         self._share = ScanShare(global_index=self._rows, batch_coords_vox=distributed.batch_coords_vox(
             self._grid.offsets_vox, self._grid.shifts_px))
+        self._region: np.ndarray | None = None
+        if recipe.support.kind == "none" and recipe.support.illumination_fraction > 0:
+            w = illumination_maps(xp.asarray(p2, dtype=self._dtype), self.data, self.op, self._grid.object_shape)[0]
+            w = to_numpy(w if comm is None else comm.allreduce_sum(w))
+            self._region = w >= recipe.support.illumination_fraction * float(w.max())
         sup = self._slab(0)
         b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
         self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype),
@@ -326,6 +424,8 @@ class Reconstruction:
         self._costs: list[float] = []
         self._phases: list[str] = []
         self._times: list[float] = []
+        self._r_factors: dict[str, float] = {}
+        self._free_r_factors: dict[str, float] = {}
         self._thickness = recipe.support.thickness_m(0)
         self._band: Any = None
 
@@ -448,7 +548,11 @@ class Reconstruction:
         return float(np.sqrt(meas / pred)) if pred > 0 and meas > 0 else 1.0
 
     def _slab(self, iteration: int) -> np.ndarray:
+        """The thickness support in force at ``iteration``: the slab, or for kind "none" the grid or lit region."""
         s = self.recipe.support
+        if s.kind == "none":
+            shape = self._grid.object_shape
+            return np.ones(shape, bool) if self._region is None else self._region.copy()
         return slab_support(self.geometry, self._grid.object_shape, self._slab_centre, s.thickness_m(iteration),
                             s.tilt_x_deg, s.tilt_y_deg)
 
@@ -542,11 +646,15 @@ class Reconstruction:
         sched = self.recipe.support
         xp = self._xp
         th = sched.thickness_m(it)
-        if th != self._thickness and it < sched.shrinkwrap_start_iter:
+        if sched.kind == "slab" and th != self._thickness and sched.support_fixed_before(it):
             self.state.support = xp.asarray(self._slab(it))
             self._thickness = th
-        if sched.shrinkwrap_due(it):
-            self.state.support = shrink_wrap(self.state.object, self.state.support, sched.shrinkwrap_threshold)
+        if sched.shrinkwrap_due(it):                    # never below a floor of the slab (shrinkwrap_floor)
+            floor = shrinkwrap_floor(self._slab(it))
+            amp = (self.state.object if sched.shrinkwrap_sigma_vox == 0
+                   else smoothed_amplitude(self.state.object, sched.shrinkwrap_sigma_vox))
+            self.state.support = shrink_wrap(amp, self.state.support, sched.shrinkwrap_threshold,
+                                             min_voxels=max(1, floor))
             self.state.object *= self.state.support
 
     def iterate(self, n_iterations: int) -> "Reconstruction":
@@ -555,6 +663,8 @@ class Reconstruction:
             raise ValueError(f"n_iterations must be >= 0, got {n_iterations}")
         r = self.recipe
         mon = self._free_monitor
+        if n_iterations and not self._costs and "initial" not in self._r_factors:
+            self._record_r_factors("initial")
         for _ in range(n_iterations):
             if mon is not None and mon.finished:
                 break                                   # the free-data rule ended ML: the best state is kept
@@ -584,7 +694,44 @@ class Reconstruction:
                 self.state = mon.after_iteration(self.state, self.data, self._free_data, self.op, phase=ph,
                                                  n_done=done, n_phase=n)
             self._times.append(time.perf_counter() - t0)
+            ph = self._phases[-1]
+            if ph == "epie" and (self.state.iteration == r.n_epie_iterations or (mon is not None and mon.epie_stopped)):
+                self._record_r_factors("epie")
+            elif ph == "ml" and (self._n_ml_done == r.n_ml_iterations or (mon is not None and mon.finished)):
+                self._record_r_factors("ml")
         return self
+
+    def r_factor(self, *, held_out: bool = False) -> float:
+        """R = Σ ω|√I − √(|Ψ_j|² + b)| / Σ ω√I of the current state over the fitted entries (spec 5).
+
+        ``held_out``: over the held-out entries instead (NaN when nothing is held out). Summed over
+        ranks under MPI; NaN when the entries hold no counts. 0 for a state that predicts the data,
+        1 for ρ = 0 and b = 0.
+        """
+        data = self._free_data if held_out else self.data
+        if data is None:
+            return float("nan")
+        num, den = r_factor_sums(self.state, data, self.op)
+        num, den = self.comm.allreduce_scalar(num), self.comm.allreduce_scalar(den)
+        return num / den if den > 0 else float("nan")
+
+    @property
+    def placement(self) -> ObjectPlacement:
+        """Where each voxel of the object grid sits relative to the stage positions (sample frame, metres)."""
+        return object_placement(self.geometry, self._grid.origin_vox)
+
+    @property
+    def phase_r_factors(self) -> dict[str, float]:
+        """R-factors recorded so far: ``"initial"`` and each completed phase (a copy; see :meth:`result`)."""
+        return dict(self._r_factors)
+
+    def _record_r_factors(self, key: str) -> None:
+        """R-factor (and the held-out one) of the current state under ``key`` (once per key)."""
+        if key in self._r_factors:
+            return
+        self._r_factors[key] = self.r_factor()
+        if self._free_data is not None:
+            self._free_r_factors[key] = self.r_factor(held_out=True)
 
     def illumination(self) -> np.ndarray:
         """w = Σ_j |P_j|² of the current probe on the object grid (NumPy, float): where the data constrain ρ.
@@ -620,4 +767,6 @@ class Reconstruction:
             costs=tuple(self._costs), phases=tuple(self._phases),
             timings_s=tuple(self._times), iterations=self.state.iteration, geometry=self.geometry,
             recipe=dataclasses.asdict(self.recipe),
-            free=None if self._free_monitor is None else self._free_monitor.history())
+            free=None if self._free_monitor is None else self._free_monitor.history(),
+            origin_vox=np.asarray(self._grid.origin_vox, float).copy(), r_factors=dict(self._r_factors),
+            free_r_factors=dict(self._free_r_factors))

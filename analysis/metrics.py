@@ -30,6 +30,9 @@ __all__ = [
     "StrainError",
     "strain_rmse",
     "r_factor",
+    "ConvergenceRule",
+    "ConvergenceVerdict",
+    "convergence",
     "ShellCurve",
     "prtf",
     "random_phase_prtf",
@@ -266,6 +269,100 @@ def r_factor(measured: Any, predicted: Any, *, mask: Any = None) -> float:
     if den == 0:
         raise ValueError("r_factor: no counts under the mask")
     return float((w * xp.abs(sm - xp.sqrt(xp.clip(predicted, 0, None)))).sum()) / den
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvergenceRule:
+    """When a run counts as converged (docs/dataset-format.md §2, "Quality").
+
+    Judged on the last phase: over its last ``window_fraction`` of iterations (at least
+    ``min_window_iterations``) the cost changed by at most ``max_relative_cost_change`` of its value
+    at the window's start, and the R-factor at the end of the phase is not above the one it started
+    from (the previous phase's end, or the initial state) by more than ``r_factor_tolerance`` (relative).
+    """
+
+    window_fraction: float = 0.1
+    """Fraction of the last phase's iterations the cost change is measured over."""
+    min_window_iterations: int = 2
+    """Shortest window; a phase with fewer than this + 1 iterations cannot be judged (not converged)."""
+    max_relative_cost_change: float = 0.01
+    """|c_end − c_start| / |c_start| over the window must not exceed this."""
+    r_factor_tolerance: float = 1e-3
+    """Relative rise of the R-factor over the last phase still counted as "not rising"."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.window_fraction <= 1.0:
+            raise ValueError(f"ConvergenceRule.window_fraction must lie in (0, 1], got {self.window_fraction}")
+        if self.min_window_iterations < 1:
+            raise ValueError(f"ConvergenceRule.min_window_iterations must be >= 1, got {self.min_window_iterations}")
+        if not (self.max_relative_cost_change > 0 and self.r_factor_tolerance >= 0):
+            raise ValueError("ConvergenceRule: max_relative_cost_change must be > 0 and r_factor_tolerance >= 0")
+
+    def describe(self) -> str:
+        """The rule in one line (stored next to the verdict)."""
+        return (f"last phase: |relative cost change| over its last {self.window_fraction:.0%} of iterations "
+                f"(>= {self.min_window_iterations}) <= {self.max_relative_cost_change:g}, and its R-factor not "
+                f"above the one it started from by more than {self.r_factor_tolerance:g} (relative)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvergenceVerdict:
+    """Outcome of :func:`convergence` for one run."""
+
+    converged: bool
+    """Both criteria of the rule hold."""
+    phase: str
+    """The phase judged (the last one run), or "" when nothing ran."""
+    relative_cost_change: float
+    """(c_end − c_start) / |c_start| over the window (NaN when it cannot be computed)."""
+    window_iterations: int
+    """Iterations in the window."""
+    r_factor_start: float
+    """R-factor the last phase started from (NaN if unknown)."""
+    r_factor_end: float
+    """R-factor at the end of the last phase (NaN if unknown)."""
+    reason: str
+    """Why, in a few words."""
+
+    def summary(self) -> str:
+        """One closing line, e.g. ``converged: yes (ML: cost changed -0.2 % over the last 50 iterations; ...)``."""
+        return f"converged: {'yes' if self.converged else 'no'} ({self.reason})"
+
+
+def convergence(costs: Any, phases: Any, r_factors: dict[str, float],
+                rule: ConvergenceRule = ConvergenceRule()) -> ConvergenceVerdict:
+    """Apply ``rule`` to a cost history (one value per iteration, ``phases`` 'epie'/'ml' per iteration)
+    and the R-factors at ``"initial"`` and at the end of each phase (``ReconstructionResult.r_factors``)."""
+    c = np.asarray(costs, float)
+    ph = [str(p) for p in phases]
+    if c.shape != (len(ph),):
+        raise ValueError(f"convergence: {c.size} costs for {len(ph)} phase labels; pass one of each per iteration")
+    nan = float("nan")
+    if not ph:
+        return ConvergenceVerdict(converged=False, phase="", relative_cost_change=nan, window_iterations=0,
+                                  r_factor_start=nan, r_factor_end=nan, reason="no iterations")
+    last = ph[-1]
+    name = "ML" if last == "ml" else "ePIE"
+    seq = c[[i for i, p in enumerate(ph) if p == last]]
+    order = ["initial"] + [p for p in dict.fromkeys(ph) if p != last]
+    r_start = float(r_factors.get(order[-1], nan))
+    r_end = float(r_factors.get(last, nan))
+    w = max(rule.min_window_iterations, int(math.ceil(rule.window_fraction * seq.size)))
+    if seq.size < w + 1:
+        return ConvergenceVerdict(converged=False, phase=last, relative_cost_change=nan, window_iterations=w,
+                                  r_factor_start=r_start, r_factor_end=r_end,
+                                  reason=f"{name}: {seq.size} iteration(s), too few to judge (needs {w + 1})")
+    c0, c1 = float(seq[-w - 1]), float(seq[-1])
+    rel = (c1 - c0) / abs(c0) if c0 != 0 else (0.0 if c1 == 0 else float("inf"))
+    flat = bool(np.isfinite(rel) and abs(rel) <= rule.max_relative_cost_change)
+    r_ok = bool(np.isfinite(r_start) and np.isfinite(r_end) and r_end <= r_start * (1 + rule.r_factor_tolerance))
+    cost_txt = (f"{name}: cost changed {rel:+.2%} over the last {w} iterations "
+                f"({'≤' if flat else '>'} {rule.max_relative_cost_change:.2%})")
+    r_txt = (f"R-factor {r_start:.4g} → {r_end:.4g}" + ("" if r_ok else " (rising)") if np.isfinite(r_start + r_end)
+             else "R-factor unknown")
+    return ConvergenceVerdict(converged=flat and r_ok, phase=last, relative_cost_change=float(rel),
+                              window_iterations=w, r_factor_start=r_start, r_factor_end=r_end,
+                              reason=f"{cost_txt}; {r_txt}")
 
 
 # --------------------------------------------------------------------------- shells

@@ -117,7 +117,7 @@ def run_noise_control(peak_photons: float, fraction: float, *, noise_seed: int =
     kw["frames"] = np.random.default_rng(noise_seed).poisson(
         kw["frames"] * (peak_photons / kw["frames"].max())).astype(np.float32)
     sched = dataclasses.replace(seed_recipe().support, thickness_schedule_m=((0, 0.55e-6),),
-                                shrinkwrap_start_iter=10 ** 6, shrinkwrap_stop_iter=10 ** 6)
+                                shrinkwrap_start_iter=None)
     base = Recipe(n_epie_iterations=400, n_ml_iterations=400, support=sched, background_init=0.0,
                   free=FreeDataOptions(fraction=fraction, check_interval=10, patience=None, restore_best=False))
     rec = dataclasses.replace(base, epie=dataclasses.replace(base.epie, update_probe=False, gamma=0.0),

@@ -22,8 +22,7 @@ from analysis.metrics import object_error
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 from tests.system.bragg_sim_problem import SimProblem, raster, simulate, small_geometry, small_probe
 
-SCHED = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10 ** 6,
-                        shrinkwrap_stop_iter=10 ** 6)
+SCHED = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=None)
 THRESHOLDS = (0.25, 0.2)
 BUDGETS_S = (2.0, 5.0)
 

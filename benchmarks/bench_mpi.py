@@ -88,7 +88,7 @@ class _TimedComm:
 def run(path: str) -> None:
     """Sweeps and ML iterations on every rank; rank 0 prints the row."""
     comm = _TimedComm(distributed.mpi_communicator())
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=10 ** 6)
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=None)
     recipe = Recipe(n_epie_iterations=N_SWEEPS, n_ml_iterations=N_ML, support=sched,
                     epie=EpieOptions(n_batches=4, alpha=0.8, probe_update_start_iter=0))
     rec = Reconstruction.from_file(path, _probe(_geometry()), comm=comm, recipe=recipe, probe_width_m=1e-6)

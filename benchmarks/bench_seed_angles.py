@@ -139,7 +139,7 @@ def reconstruct(p: SimProblem, cond: Condition, lobe_probe: KBProbe,
     """Reconstruct ``p`` under ``cond``; E_ρ, phase RMSE (rad), final cost and seconds."""
     t0 = time.perf_counter()
     n = cond.n_epie
-    sw_start, sw_stop = (int(0.3 * n), int(0.5 * n)) if cond.shrinkwrap else (10 ** 6, 10 ** 6)
+    sw_start, sw_stop = (int(0.3 * n), int(0.5 * n)) if cond.shrinkwrap else (None, 0)
     sched = SupportSchedule(thickness_schedule_m=((0, cond.support_thickness_m),), tilt_x_deg=TILT_X_DEG,
                             tilt_y_deg=TILT_Y_DEG, shrinkwrap_start_iter=sw_start, shrinkwrap_stop_iter=sw_stop)
     rec = Recipe(n_epie_iterations=n, n_ml_iterations=cond.n_ml, support=sched, background_init=0.0,
@@ -163,7 +163,7 @@ def reconstruct(p: SimProblem, cond: Condition, lobe_probe: KBProbe,
 def _engine(p: SimProblem, frames: np.ndarray, cond: Condition) -> Reconstruction:
     """ML-only engine (known probe, fixed slab support) on ``frames``."""
     sched = SupportSchedule(thickness_schedule_m=((0, cond.support_thickness_m),), tilt_x_deg=TILT_X_DEG,
-                            tilt_y_deg=TILT_Y_DEG, shrinkwrap_start_iter=10 ** 6, shrinkwrap_stop_iter=10 ** 6)
+                            tilt_y_deg=TILT_Y_DEG, shrinkwrap_start_iter=None)
     rec = Recipe(n_epie_iterations=0, n_ml_iterations=cond.n_ml, support=sched, background_init=0.0,
                  epie=EpieOptions(update_probe=False, gamma=0.0, mu=cond.mu),
                  ml=MLOptions(update_probe=False, mu=cond.mu, smoothness=cond.ml_smoothness))

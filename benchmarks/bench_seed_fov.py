@@ -36,8 +36,7 @@ def fov_x_m(upsampling: int, frames_problem, n_epie: int = 120, n_ml: int = 30) 
     p = frames_problem
     g = dataclasses.replace(p.geometry, upsampling=upsampling)
     probe = truth_p2(g, p.simulator.probe)
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.3e-6),), shrinkwrap_start_iter=10 ** 6,
-                            shrinkwrap_stop_iter=10 ** 6)
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.3e-6),), shrinkwrap_start_iter=None)
     rec = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, support=sched, background_init=0.0,
                  epie=EpieOptions(update_probe=False, gamma=0.0), ml=MLOptions(update_probe=False))
     r = Reconstruction(g, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg, probe, recipe=rec,

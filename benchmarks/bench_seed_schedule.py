@@ -52,10 +52,8 @@ JIT_WARMUP_SWEEPS = 3
 
 def fixed_slab(recipe: Recipe, thickness_m: float = 0.5e-6) -> Recipe:
     """``recipe`` with the support fixed at one slab thickness: no widening, no shrink-wrap."""
-    never = 10 ** 9
     return dataclasses.replace(recipe, support=dataclasses.replace(
-        recipe.support, thickness_schedule_m=((0, thickness_m),), shrinkwrap_start_iter=never,
-        shrinkwrap_stop_iter=never))
+        recipe.support, thickness_schedule_m=((0, thickness_m),), shrinkwrap_start_iter=None))
 
 
 def variant_recipes(n_ml_full: int = 500) -> dict[str, Recipe]:

@@ -44,7 +44,7 @@ def timing_reconstruction(g: BraggGeometry, frames: np.ndarray, stage_xyz_m: np.
     """The Reconstruction the timing scripts iterate (all pixels valid, 0.5 µm slab, no shrink-wrap)."""
     epie = EpieOptions(probe_update_start_iter=0) if epie is None else epie
     recipe = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, epie=epie, ml=MLOptions() if ml is None else ml,
-                    support=SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=10 ** 6))
+                    support=SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=None))
     return Reconstruction(g, frames, np.ones((g.n_rows_px, g.n_cols_px), bool), stage_xyz_m,
                           (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg, probe, recipe=recipe,
                           probe_width_m=1e-6, xp=xp)

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("pxm-data")
+EXIT_POSTPROCESSING_FAILED = 3
+"""Exit status of ``pxm reconstruct`` when the results file was written but a post-processing step
+(strain, FSC/PRTF, CXI, figures, publication) failed; errors are 1, usage errors 2."""
 API_KEY_ENV = "PXM_TILED_API_KEY"
 
 
@@ -111,21 +114,33 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_options(args: argparse.Namespace) -> dict:
+    """ReconstructOptions fields of --probe-recentre, --probe-blur-px, --probe-na-mask."""
+    na = None if args.probe_na_mask is None else (float(args.probe_na_mask[0]), float(args.probe_na_mask[1]))
+    return dict(probe_recentre=args.probe_recentre, probe_blur_px=args.probe_blur_px, probe_na_mask_rad=na)
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """Reconstruct a dataset file or a Tiled run; write results (+ CXI, figures, Tiled)."""
+    """Reconstruct a dataset file or a Tiled run; write results (+ CXI, figures, Tiled).
+
+    The reconstruction is written before any post-processing; a failed post-processing step is a warning
+    line and exit status :data:`EXIT_POSTPROCESSING_FAILED` (docs/dataset-format.md §2).
+    """
     import dataclasses
     import tempfile
 
     import numpy as np
 
     from analysis.dataset import read_dataset, read_dataset_share, read_results
-    from pxm.reconstruct import ReconstructOptions, reconstruct_dataset, recipe_by_name, write_outputs
+    from pxm.recipe_args import recipe_from_args, resolve_for_dataset
+    from pxm.reconstruct import (POSTPROCESSING_STEPS, ReconstructOptions, error_line, reconstruct_dataset,
+                                 write_outputs, write_reconstruction)
 
     if (args.dataset is None) == (args.run is None):
         raise ValueError("give either DATASET.h5 or --run UID (not both)")
     if args.publish and args.run is None:
         raise ValueError("--publish needs --run UID (the raw run the result belongs to)")
-    recipe = recipe_by_name(args.recipe, n_epie_iterations=args.iterations, n_ml_iterations=args.ml)
+    recipe, given = recipe_from_args(args)
     if args.free_fraction:
         from analysis.engine import FreeDataOptions
 
@@ -180,20 +195,30 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             probe, px, md, err = probe_from_spiral_run(find_run(raw, args.probe_run))
             probe_file = Path(tmp.name) / "probe.h5"
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
+        recipe = resolve_for_dataset(recipe, given, dataset, recipe_name=args.recipe, comm=comm)
+        if comm is None or comm.rank == 0:
+            for line in recipe.sources:                 # support, shrink-wrap, sampling T: where each came from
+                print(line)
+        save_first = None if comm is not None and comm.rank != 0 else (   # on disk before any post-processing
+            lambda o: write_reconstruction(o, args.output, dataset=dataset, dataset_source=source))
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
                                       options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
                                                                  fsc_split_seed=args.fsc_seed, backend=args.backend,
-                                                                 prtf_runs=args.prtf, prtf_seed=args.prtf_seed),
-                                      comm=comm)
+                                                                 prtf_runs=args.prtf, prtf_seed=args.prtf_seed,
+                                                                 **_probe_options(args)),
+                                      comm=comm, checkpoint=save_first)
         if comm is not None and comm.rank != 0:
             return 0                                    # rank 0 holds the same result and writes it
         out = write_outputs(outcome, args.output, dataset=dataset, dataset_source=source, cxi_path=args.cxi,
-                            figures_dir=args.figures)
+                            figures_dir=args.figures, reconstruction_written=True)
     finally:
         tmp.cleanup()
     m = outcome.metrics
     print(f"wrote {out['results']}: {m['n_iterations']} iterations, final cost {m['final_cost']:.4g}, "
           f"{outcome.timings_s['iterations_s']:.1f} s on {outcome.device}")
+    for line in outcome.quality_lines():               # R-factor, cost, free cost per phase
+        print(line)
+    print(f"probe: {outcome.probe_source}")
     if outcome.resolution is not None:
         print(outcome.resolution.summary())
     if outcome.prtf is not None:
@@ -212,18 +237,33 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
         r = read_results(args.output)
         maps = outcome.strain
-        _, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
-        res = publish_results(
-            processed, run.metadata["start"]["uid"],
-            {"object": r["object"], "probe": r["probe"], "background": r.get("background"),
-             "strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad, "omega_y": maps.omega_y_rad,
-             "error": np.asarray(outcome.result.costs, float),
-             "error_phase": np.asarray([p == "ml" for p in outcome.result.phases], np.int8),
-             "metrics": m, "timings_s": outcome.timings_s},
-            raw_run=run, raw_uri=getattr(run, "uri", None), parameters=r["parameters"],
-            software=software_info(), extra_metadata={"recipe": args.recipe, "probe_source": outcome.probe_source})
-        print(f"published {res.uri}")
-    return 0
+        strain_arrays = {} if maps is None else {"strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad,
+                                                 "omega_y": maps.omega_y_rad}
+        try:
+            _, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
+            res = publish_results(
+                processed, run.metadata["start"]["uid"],
+                {"object": r["object"], "probe": r["probe"], "background": r.get("background"), **strain_arrays,
+                 "error": np.asarray(outcome.result.costs, float),
+                 "error_phase": np.asarray([p == "ml" for p in outcome.result.phases], np.int8),
+                 "metrics": m, "timings_s": outcome.timings_s},
+                raw_run=run, raw_uri=getattr(run, "uri", None), parameters=r["parameters"],
+                software=software_info(), placement=r.get("placement"), status=r["status"],
+                extra_metadata={"recipe": args.recipe, "probe_source": outcome.probe_source,
+                                "postprocessing_errors": r["postprocessing_errors"]})
+            print(f"published {res.uri}")
+        except Exception as exc:                        # noqa: BLE001 - the results file is already complete
+            from analysis.dataset import append_results
+
+            out["errors"]["publish"] = error_line(exc)
+            append_results(args.output, postprocessing_errors={"publish": out["errors"]["publish"]},
+                           status="complete with post-processing errors")
+    for step, line in out["errors"].items():
+        print(f"warning: {POSTPROCESSING_STEPS.get(step, step)} failed: {line}; object, probe and metrics are in "
+              f"{out['results']}", file=sys.stderr)
+    if outcome.convergence is not None:
+        print(outcome.convergence.summary())            # the closing line: converged or not, and why
+    return EXIT_POSTPROCESSING_FAILED if out["errors"] else 0
 
 
 def cmd_dfxm_demo(args: argparse.Namespace) -> int:
@@ -409,6 +449,8 @@ def cmd_polarization(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pxm``."""
+    from pxm.recipe_args import add_recipe_arguments
+
     parser = argparse.ArgumentParser(prog="pxm", description="Coherent X-ray Bragg microscopy: scan to science.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -455,6 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset HDF5 file to write")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("import-ptypy-bragg", help="convert a ptypy Bragg3dSimScan export → dataset + probe file")
+    p.add_argument("source", type=Path, metavar="PTYPY.h5", help="ptypy export (docs/dataset-format.md §5)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="pxm dataset file to write")
+    p.add_argument("--probe-out", type=Path, default=None, metavar="F",
+                   help="probe file to write (default: OUTPUT with _probe before .h5)")
+    p.add_argument("--upsampling", type=int, default=None, metavar="U",
+                   help="U of the dataset's geometry (default: the smallest whose P2 holds the probe)")
+    p.set_defaults(func=cmd_import_ptypy_bragg)
+
     p = sub.add_parser("probe", help="forward ptychography of a spiral run → probe file")
     p.add_argument("run", metavar="RUN_UID", help="uid of a spiral_probe_scan run in /raw")
     p.add_argument("--tiled-uri", required=True)
@@ -470,14 +521,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiled-uri", default=None)
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, required=True, help="results HDF5 file to write")
-    p.add_argument("--recipe", choices=("seed", "quick", "baseline"), default="seed",
-                   help="seed: 1000 ePIE + 500 ML (hours; on data the model does not describe exactly, add "
-                        "--ml-smoothness 0.01, docs/seed-schedule.md); baseline: fixed probe, U = 1; quick: seconds (CI)")
-    p.add_argument("--iterations", type=int, default=None, help="ePIE sweeps (overrides the recipe)")
-    p.add_argument("--ml", type=int, default=None, help="ML iterations (overrides the recipe)")
+    add_recipe_arguments(p)                         # --recipe, --recipe-file, --iterations, --ml, support, U, probe
     g = p.add_mutually_exclusive_group()
     g.add_argument("--probe-run", default=None, metavar="UID", help="spiral run: forward ptychography gives the probe")
-    g.add_argument("--probe-file", type=Path, default=None, metavar="F", help="probe file written by `pxm probe`")
+    g.add_argument("--probe-file", type=Path, default=None, metavar="F",
+                   help="probe file: 2D beam plane (rectangular pixels allowed), (r2, r3) section or 3D probe "
+                        "(docs/dataset-format.md §4); used without re-centring, blur or NA mask unless asked")
+    p.add_argument("--probe-recentre", action="store_true",
+                   help="move the probe file's intensity centroid to the centre of P2 (default: its pixel N//2)")
+    p.add_argument("--probe-blur-px", type=float, default=0.0, metavar="S",
+                   help="blur the probe file's probe by a Gaussian of σ = S P2 pixels before resampling "
+                        "(anti-aliasing; default 0 = none)")
+    p.add_argument("--probe-na-mask", type=float, nargs=2, default=None, metavar=("V", "H"),
+                   help="constrain the probe to this numerical aperture (rad, vertical and horizontal) during "
+                        "ePIE; default: none for a probe file, the seed's KB NA for the model probe")
     p.add_argument("--cxi", type=Path, default=None, help="also export the object and probe as CXI")
     p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--publish", action="store_true", help="publish the result to /processed (needs --run)")
@@ -556,11 +613,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_import_ptypy_bragg(args: argparse.Namespace) -> int:
+    """``pxm import-ptypy-bragg``: a ptypy Bragg3dSimScan export → pxm dataset and probe files."""
+    from analysis.ptypy_bragg import import_ptypy_bragg
+
+    probe_out = args.probe_out or args.output.with_name(args.output.stem + "_probe.h5")
+    summary = import_ptypy_bragg(args.source, args.output, probe_out, upsampling=args.upsampling)
+    for line in summary.lines():
+        print(line)
+    print(f"next: pxm reconstruct {args.output} --probe-file {probe_out} -o results.h5")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pxm`` command."""
+    from pxm.recipe_args import one_line_warnings
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with one_line_warnings(args.command):           # e.g. --allow-undersampled: the sampling check's warning
+            return int(args.func(args) or 0)
     except (ValueError, ConnectionError, RuntimeError, TimeoutError, OSError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"pxm {args.command}: error: {msg}", file=sys.stderr)

@@ -106,7 +106,8 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
     RE = wiring.RE
     uids: dict[str, str] = {}
     sample_md = {"name": "W-1Re foil, He-implanted (simulated)", "material": "W", "hkl": [2, 2, 0],
-                 "thickness_m": 0.45e-6, "simulated": True}
+                 "thickness_m": sample.slab.thickness_m, "tilt_x_deg": sample.slab.tilt_x_deg,
+                 "tilt_y_deg": sample.slab.tilt_y_deg, "simulated": True}   # pxm reconstruct's slab (docs/recipes.md)
 
     t0 = time.perf_counter()
     log("1/3 rocking-curve alignment ...")

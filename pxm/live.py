@@ -41,8 +41,7 @@ PREVIEW_SPEC = "BraggPtychoLivePreview"
 
 def live_recipe(n_epie_iterations: int = 6, n_ml_iterations: int = 0, *, thickness_m: float = 0.5e-6) -> Recipe:
     """Short fixed-slab recipe (no shrink-wrap) for previews and the demo's final result."""
-    sched = SupportSchedule(thickness_schedule_m=((0, thickness_m),), shrinkwrap_start_iter=10 ** 6,
-                            shrinkwrap_stop_iter=10 ** 6)
+    sched = SupportSchedule(thickness_schedule_m=((0, thickness_m),), shrinkwrap_start_iter=None)
     return Recipe(n_epie_iterations=n_epie_iterations, n_ml_iterations=n_ml_iterations, support=sched)
 
 
@@ -89,6 +88,11 @@ class LiveOptions:
     initial_probe_p2: np.ndarray | None = field(default=None, compare=False, repr=False)
     """(N2, N3) complex start of the probe section P2 (e.g. a known probe); None: the model probe of
     :func:`pxm.reconstruct.initial_probe`."""
+    use_na_mask: bool = True
+    """Constrain the probe to the seed's KB NA during ePIE (the live pipeline serves the seed's instrument;
+    this holds for ``initial_probe_p2`` too). False: no mask, unless ``probe_na_mask_rad`` gives one."""
+    probe_na_mask_rad: tuple[float, float] | None = None
+    """(V, H) NA of the ePIE probe mask (rad) in place of the KB NA, e.g. for other optics."""
     detector_layout: DetectorLayout = field(default_factory=DetectorLayout)
     """Full-detector chip layout; the ROI's chip gaps are masked."""
     figures_dir: Path | None = None
@@ -445,7 +449,7 @@ class _RunSession:
     def _build(self, positions: np.ndarray, angles: np.ndarray, recipe: Recipe, probe: np.ndarray | None,
                frame_valid: np.ndarray | None = None, frames: np.ndarray | None = None) -> Any:
         from analysis.engine import Reconstruction
-        from pxm.reconstruct import ReconstructOptions, initial_probe
+        from pxm.reconstruct import ReconstructOptions, initial_probe, probe_mask_na_rad
 
         inp = self._engine_inputs(positions, angles)
         if frames is not None:                      # e.g. one half of a binomial photon split
@@ -453,14 +457,15 @@ class _RunSession:
         geom = inp.pop("geometry")
         if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
             geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
-        ropts = ReconstructOptions(progress=False)
+        ropts = ReconstructOptions(progress=False, use_na_mask=self.options.use_na_mask,
+                                   probe_na_mask_rad=self.options.probe_na_mask_rad)
         if self.probe0 is None and self.options.initial_probe_p2 is not None:
             self.probe0 = np.array(self.options.initial_probe_p2, dtype=np.complex128)
         if self.probe0 is None:
             self.probe0, _ = initial_probe(geom, options=ropts)
         return Reconstruction(geom, inp["frames"], inp["mask"], inp["stage_xyz_m"], inp["rocking_offsets_deg"],
                               self.probe0 if probe is None else probe, recipe=recipe,
-                              probe_na_rad=(ropts.na_v_rad, ropts.na_h_rad), frame_valid=frame_valid,
+                              probe_na_rad=probe_mask_na_rad(ropts, from_file=False), frame_valid=frame_valid,
                               xp=backend(self.options.backend))
 
     def _maybe_rebuild(self) -> None:
@@ -578,9 +583,18 @@ class _RunSession:
         rec = self._build(positions, angles, recipe, None)
         rec.iterate(recipe.n_iterations)
         res = rec.result()
-        maps = strain_from_geometry(res.object, res.geometry, support=res.support,
-                                    amplitude_reference=rec.illuminated_support(),
-                                    options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
+        postprocessing_errors: dict[str, str] = {}
+        maps = None
+        try:                     # the object, probe and metrics are published even when strain fails
+            maps = strain_from_geometry(res.object, res.geometry, support=res.support,
+                                        amplitude_reference=rec.illuminated_support(),
+                                        options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
+        except Exception as exc:
+            from pxm.reconstruct import error_line
+
+            postprocessing_errors["strain"] = error_line(exc)
+            log.warning("live %s: strain maps failed: %s; object, probe and metrics are kept", self.info.uid[:8],
+                        postprocessing_errors["strain"])
         t_rec = time.perf_counter() - t0
         resolution_md: dict[str, float] = {}
         if self.options.resolution:
@@ -602,10 +616,12 @@ class _RunSession:
         metrics = {"n_iterations": int(res.iterations), "final_cost": float(costs[-1]) if costs.size else None,
                    "n_frames_measured": g.n_measured, "n_frames_used": int(len(positions) * len(angles)),
                    "n_duplicates": g.n_duplicates, "n_missing": len(missing), "n_rejected": len(g.rejected),
-                   "valid_strain_voxels": int(np.sum(np.asarray(maps.mask))),
+                   "valid_strain_voxels": 0 if maps is None else int(np.sum(np.asarray(maps.mask))),
+                   **{f"r_factor_{k}": float(v) for k, v in res.r_factors.items()},
                    **{k: v for k, v in resolution_md.items() if k != "resolution_s"}}
-        result = {"object": res.object, "probe": res.probe, "background": res.background,
-                  "strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad, "omega_y": maps.omega_y_rad,
+        strain_arrays = {} if maps is None else {"strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad,
+                                                 "omega_y": maps.omega_y_rad}
+        result = {"object": res.object, "probe": res.probe, "background": res.background, **strain_arrays,
                   "error": costs, "error_phase": np.asarray([p == "ml" for p in res.phases], np.int8),
                   "metrics": metrics, "timings_s": {"reconstruction_s": t_rec,
                                                     **({"resolution_s": resolution_md["resolution_s"]}
@@ -613,7 +629,8 @@ class _RunSession:
         self.final_result = {**result, "strain_maps": maps, "geometry": res.geometry,
                              "stage_xyz_m": g.stage_xyz_m(positions)}
         self.summary.update(metrics=metrics, missing_frames=missing, excluded_positions=excluded_pos,
-                            masked_angles=masked_ang, final_mode=mode, rejected=list(g.rejected))
+                            masked_angles=masked_ang, final_mode=mode, rejected=list(g.rejected),
+                            postprocessing_errors=postprocessing_errors)
         if self.options.figures_dir is not None:
             self.summary["figures"] = [str(p) for p in _save_figures(Path(self.options.figures_dir), res, maps)]
         if self.processed is None:
@@ -631,10 +648,13 @@ class _RunSession:
                  "excluded_positions": excluded_pos, "masked_angles": masked_ang, "final_mode": mode,
                  "n_duplicates": g.n_duplicates, "rejected_events": list(g.rejected),
                  "exit_status": (self.stop_doc or {}).get("exit_status"),
-                 "device": device_description(array_module(rec.state.object))}
+                 "device": device_description(array_module(rec.state.object)),
+                 "postprocessing_errors": postprocessing_errors}
         node = publish_results(self.processed, self.info.uid, result, raw_run=raw_run,
                                algorithm="pxm live Bragg ptychography (ePIE + ML)",
-                               parameters=dataclasses.asdict(recipe), software=software_info(), extra_metadata=extra)
+                               parameters=dataclasses.asdict(recipe), software=software_info(), extra_metadata=extra,
+                               placement=res.placement,
+                               status="complete with post-processing errors" if postprocessing_errors else "complete")
         self.final_key = node.item["id"] if hasattr(node, "item") else None
         self.summary["final_key"] = self.final_key
 
@@ -716,9 +736,11 @@ def _save_figures(d: Path, res: Any, maps: Any) -> list[Path]:
 
     d.mkdir(parents=True, exist_ok=True)
     vox = res.geometry.voxel_size_m
-    return [save_object_slices(d / "live_object.png", res.object, title="live: object ρ", voxel_size_m=vox),
-            save_probe(d / "live_probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="live: probe P2"),
-            save_strain_slices(d / "live_strain.png", maps, title="live: strain")]
+    paths = [save_object_slices(d / "live_object.png", res.object, title="live: object ρ", voxel_size_m=vox),
+             save_probe(d / "live_probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="live: probe P2")]
+    if maps is not None:                                # None: the strain maps failed (summary's postprocessing_errors)
+        paths.append(save_strain_slices(d / "live_strain.png", maps, title="live: strain"))
+    return paths
 
 
 # ------------------------------------------------------------------------------------------ replay

@@ -19,12 +19,17 @@ from typing import Any
 import numpy as np
 
 from analysis.dataset import jsonable
+from analysis.operators.scan import ObjectPlacement
 
-__all__ = ["FP_RESULT_SPEC", "FP_RESULT_SPEC_VERSION", "RESULT_SPEC", "RESULT_SPEC_VERSION", "next_result_key",
-           "publish_fp_dfxm_results", "publish_results"]
+__all__ = ["FP_RESULT_SPEC", "FP_RESULT_SPEC_VERSION", "PLACEMENT_CONVENTION", "RESULT_SPEC", "RESULT_SPEC_VERSION",
+           "next_result_key", "publish_fp_dfxm_results", "publish_results"]
 
 RESULT_SPEC = "BraggPtychoReconstruction"
 RESULT_SPEC_VERSION = "0.1"
+PLACEMENT_CONVENTION = ("voxel (n1, n2, n3) of object sits at origin_m + sum_a n_a voxel_size_m[a] axes_lab[a]: lab "
+                        "(x, y, z) in m relative to the sample point in the beam at stage position 0; stage "
+                        "translation s brings the point -s into the beam")
+"""How ``metadata["object_placement"]`` reads (docs/dataset-format.md §2, §5)."""
 
 
 def next_result_key(processed: Any, raw_uid: str, kind: str = "recon") -> str:
@@ -43,13 +48,16 @@ def _jsonable(v: Any) -> Any:
 def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw_run: Any = None,
                     raw_uri: str | None = None, algorithm: str = "pxm Bragg ptychography (ePIE + ML)",
                     parameters: dict[str, Any] | None = None, software: dict[str, Any] | None = None,
-                    extra_metadata: dict[str, Any] | None = None) -> Any:
+                    extra_metadata: dict[str, Any] | None = None, placement: ObjectPlacement | None = None,
+                    status: str = "complete") -> Any:
     """Write one result container under ``processed``; return its client.
 
     ``result`` holds NumPy arrays: ``object``, ``probe`` (required), ``background``,
     ``strain_zz``, ``omega_x``, ``omega_y``, ``error``, ``error_phase`` (optional), and
     optionally ``metrics`` / ``timings_s`` dicts (stored in the metadata). ``raw_run``,
-    when given, receives the back-link ``metadata["analysis"]``.
+    when given, receives the back-link ``metadata["analysis"]``. ``placement`` (where each
+    voxel of ``object`` sits) goes into ``metadata["object_placement"]``; ``status`` as the results
+    file's (e.g. "complete with post-processing errors").
     """
     from tiled.structures.core import Spec
 
@@ -60,9 +68,11 @@ def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw
         raw_uri = getattr(raw_run, "uri", None)
     key = next_result_key(processed, raw_uid)
     md = {"raw_uid": raw_uid, "raw_uri": raw_uri, "algorithm": algorithm, "parameters": parameters or {},
-          "software": software or {}, "status": "complete",
+          "software": software or {}, "status": status,
           "metrics": result.get("metrics") or {}, "timings_s": result.get("timings_s") or {},
           **(extra_metadata or {})}
+    if placement is not None:
+        md["object_placement"] = {**placement.as_dict(), "convention": PLACEMENT_CONVENTION}
     res = processed.create_container(key, metadata=_jsonable(md), specs=[Spec(RESULT_SPEC, version=RESULT_SPEC_VERSION)])
     obj = np.asarray(result["object"])
     res.write_array(obj.astype(np.complex64), key="object", dims=["e1", "e2", "e3"][: obj.ndim])

@@ -1,12 +1,14 @@
 """``pxm reconstruct`` and ``pxm probe``: dataset → engine → results file, CXI and figures.
 
-* :func:`recipe_by_name` — ``seed`` (Methods: 1000 ePIE + 500 ML), ``baseline`` (fixed
-  probe, U = 1) and ``quick`` (a few iterations, for CI and smoke tests);
+* :func:`recipe_by_name` (from :mod:`analysis.recipes`) — ``seed`` (Methods: 1000 ePIE + 500 ML),
+  ``baseline`` (fixed probe, U = 1) and ``quick`` (a few iterations, for CI and smoke tests);
 * :func:`initial_probe` — P2 from a probe file written by ``pxm probe`` (forward
   ptychography of the Siemens-star spiral) or from the KB rectangular-NA model;
 * :func:`reconstruct_dataset` — checks the dataset against the engine before iterating,
-  runs it with a tqdm bar, computes strain/tilt maps and metrics;
-* :func:`write_outputs` — results HDF5 (``docs/dataset-format.md`` §2), optional CXI and PNGs;
+  runs it with a tqdm bar, the quality metrics (R-factor per phase, convergence), then the
+  post-processing (strain/tilt maps, FSC, PRTF), whose failures are recorded, not raised;
+* :func:`write_reconstruction` / :func:`write_outputs` — results HDF5 (``docs/dataset-format.md`` §2)
+  in two stages (the reconstruction first, then the post-processing), optional CXI and PNGs;
 * :func:`probe_from_spiral_run` / :func:`write_probe_file` — ``pxm probe``.
 """
 
@@ -15,16 +17,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis.dataset import BraggDataset, DatasetShare, scan_axes
-from analysis.engine import (FreeCostHistory, Recipe, ReconstructionResult, SupportSchedule, fixed_probe_baseline,
-                             seed_recipe)
+from analysis.engine import FreeCostHistory, Recipe, ReconstructionResult
 from analysis.geometry import BraggGeometry
-from analysis.metrics import ShellCurve, prtf, random_phase_prtf, shell_crossing
+from analysis.metrics import ConvergenceVerdict, ShellCurve, convergence, prtf, random_phase_prtf, shell_crossing
+from analysis.probe_file import PROBE_FILE_FORMAT, read_probe_file, write_probe_file
+from analysis.recipes import PRESETS, quick_recipe, recipe_by_name   # noqa: F401 - re-exported for existing callers
 from analysis.solvers.distributed import Communicator
 from analysis.strain import StrainMaps
 from analysis.xp import array_module, backend, device_description
@@ -32,36 +36,16 @@ from analysis.xp import array_module, backend, device_description
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
            "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "engine_inputs", "initial_probe",
            "half_data_resolution", "fsc_cone_axes", "PRTFEstimate", "prtf_resolution", "prtf_reconstructions",
-           "reconstruct_dataset", "free_cost_metrics", "write_outputs", "software_info", "write_probe_file",
-           "read_probe_file", "probe_from_spiral_run"]
+           "reconstruct_dataset", "free_cost_metrics", "run_metrics", "convergence_metrics", "error_line",
+           "PHASE_NAMES", "POSTPROCESSING_STEPS", "write_reconstruction", "write_outputs", "software_info",
+           "write_probe_file",
+           "read_probe_file", "probe_mask_na_rad", "probe_from_spiral_run"]
 
-RECIPES = ("seed", "quick", "baseline")
+RECIPES = tuple(PRESETS)
 KB_NA_V_RAD = 3.7e-4
 """Vertical NA of the seed's KB mirrors (rad)."""
 KB_NA_H_RAD = 1.9e-4
 """Horizontal NA of the seed's KB mirrors (rad)."""
-PROBE_FILE_FORMAT = "pxm-probe"
-
-
-def quick_recipe() -> Recipe:
-    """A few ePIE sweeps and one ML iteration on a fixed slab: seconds on a tiny dataset (CI)."""
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=10 ** 6,
-                            shrinkwrap_stop_iter=10 ** 6)
-    return Recipe(n_epie_iterations=3, n_ml_iterations=1, support=sched)
-
-
-def recipe_by_name(name: str, *, n_epie_iterations: int | None = None, n_ml_iterations: int | None = None) -> Recipe:
-    """``seed``, ``quick`` or ``baseline`` with optional iteration counts replaced."""
-    makers = {"seed": seed_recipe, "quick": quick_recipe, "baseline": fixed_probe_baseline}
-    if name not in makers:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    r = makers[name]()
-    kw: dict[str, int] = {}
-    if n_epie_iterations is not None:
-        kw["n_epie_iterations"] = n_epie_iterations
-    if n_ml_iterations is not None:
-        kw["n_ml_iterations"] = n_ml_iterations
-    return dataclasses.replace(r, **kw) if kw else r
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,13 +53,21 @@ class ReconstructOptions:
     """Everything ``pxm reconstruct`` decides besides the recipe."""
 
     na_v_rad: float = KB_NA_V_RAD
-    """Vertical NA for the model probe and the NA mask (rad)."""
+    """Vertical NA of the model probe (no probe file) and of its NA mask (rad)."""
     na_h_rad: float = KB_NA_H_RAD
-    """Horizontal NA for the model probe and the NA mask (rad)."""
+    """Horizontal NA of the model probe (no probe file) and of its NA mask (rad)."""
     defocus_m: float = 0.0
     """Defocus of the model probe (m)."""
     use_na_mask: bool = True
-    """Constrain the probe's angular spectrum to na_factor × NA during ePIE."""
+    """Model probe: constrain its angular spectrum to na_factor × (na_v_rad, na_h_rad) during ePIE (the
+    model is the seed's KB optics). A probe from a file gets a mask only from ``probe_na_mask_rad``."""
+    probe_na_mask_rad: tuple[float, float] | None = None
+    """(V, H) NA of the mask during ePIE, for any probe (``--probe-na-mask``); None: a probe file gets no
+    mask, the model probe its KB mask (``use_na_mask``)."""
+    probe_recentre: bool = False
+    """Probe file: move its intensity centroid to the centre of P2 (else its pixel N//2 is the beam axis)."""
+    probe_blur_px: float = 0.0
+    """Probe file: Gaussian low-pass of σ = this many P2 samples before resampling (0: none)."""
     progress: bool = True
     """Show a tqdm progress bar on stderr."""
     scale_probe_to_data: bool = True
@@ -109,6 +101,13 @@ class ReconstructOptions:
         if not 0.0 < self.fsc_illumination_fraction < 1.0:
             raise ValueError(f"ReconstructOptions.fsc_illumination_fraction must lie in (0, 1), "
                              f"got {self.fsc_illumination_fraction}")
+        if not (np.isfinite(self.probe_blur_px) and self.probe_blur_px >= 0):
+            raise ValueError(f"ReconstructOptions.probe_blur_px: {self.probe_blur_px}, expected >= 0 P2 pixels "
+                             "(0 = no blur)")
+        na = self.probe_na_mask_rad
+        if na is not None and (len(na) != 2 or not all(np.isfinite(v) and 0 < v < 1 for v in na)):
+            raise ValueError(f"ReconstructOptions.probe_na_mask_rad: {na!r}, expected two NAs (V, H) in rad, "
+                             "each in (0, 1), e.g. --probe-na-mask 3.7e-4 1.9e-4")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,18 +199,40 @@ class ReconstructionOutcome:
     """What one reconstruction produced."""
 
     result: ReconstructionResult = field(repr=False)
-    strain: StrainMaps = field(repr=False)
     metrics: dict[str, Any]
     timings_s: dict[str, float]
     recipe: Recipe
     recipe_name: str
     probe_source: str
+    strain: StrainMaps | None = field(default=None, repr=False)
+    """Strain/tilt maps; None before post-processing or when it failed (``postprocessing_errors["strain"]``)."""
     resolution: ResolutionEstimate | None = None
     prtf: PRTFEstimate | None = None
+    convergence: ConvergenceVerdict | None = None
+    """The convergence verdict of the run (:func:`analysis.metrics.convergence`)."""
+    postprocessing_errors: dict[str, str] = field(default_factory=dict)
+    """Post-processing step (:data:`POSTPROCESSING_STEPS`) → the one-line error that stopped it."""
     n_ranks: int = 1
     """MPI ranks the positions were split across (1: one process)."""
     device: str = "CPU"
     """Where the engine's arrays lived (:func:`analysis.xp.device_description`)."""
+
+    def quality_lines(self) -> list[str]:
+        """One line per phase: R-factor, cost, free cost and free R-factor, E_ρ against the truth where known
+        (the closing line is ``convergence.summary()``)."""
+        m = self.metrics
+        lines = []
+        for ph in dict.fromkeys(self.result.phases):
+            parts = [f"R-factor {m.get(f'r_factor_{ph}', float('nan')):.4g}",
+                     f"cost {m.get(f'final_{ph}_cost', float('nan')):.4g}"]
+            if f"free_cost_{ph}" in m:
+                parts.append(f"free cost {m[f'free_cost_{ph}']:.4g}")
+            if f"free_r_factor_{ph}" in m:
+                parts.append(f"free R-factor {m[f'free_r_factor_{ph}']:.4g}")
+            if f"truth_e_rho_{ph}" in m:
+                parts.append(f"E_rho vs truth {m[f'truth_e_rho_{ph}']:.4g}")
+            lines.append(f"{PHASE_NAMES.get(ph, ph)}: " + ", ".join(parts))
+        return lines
 
 
 def software_info() -> dict[str, str]:
@@ -242,51 +263,38 @@ def engine_inputs(dataset: BraggDataset) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ probe files
-def write_probe_file(path: str | Path, probe_vh: np.ndarray, *, pixel_size_m: float,
-                     metadata: dict[str, Any] | None = None, error_history: Any = None) -> None:
-    """HDF5 probe file: ``/probe`` (V, H) complex with attrs ``pixel_size_m``, ``axes``; ``/metadata`` JSON."""
-    import json
-
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        f.attrs["format"] = PROBE_FILE_FORMAT
-        d = f.create_dataset("probe", data=np.asarray(probe_vh, np.complex128))
-        d.attrs["pixel_size_m"] = float(pixel_size_m)
-        d.attrs["axes"] = "p1 (vertical, V), p2 (horizontal, H); beam-plane probe"
-        if error_history is not None:
-            f.create_dataset("error_history", data=np.asarray(error_history, float))
-        f.attrs["metadata"] = json.dumps(metadata or {}, default=str)
-
-
-def read_probe_file(path: str | Path) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """(probe (V, H), pixel_size_m, metadata) from :func:`write_probe_file`; errors name the key."""
-    import json
-
-    import h5py
-
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: no such probe file")
-    with h5py.File(path, "r") as f:
-        if "probe" not in f:
-            raise ValueError(f"{path}: /probe: dataset missing; write it with `pxm probe`")
-        d = f["probe"]
-        if "pixel_size_m" not in d.attrs:
-            raise ValueError(f"{path}: /probe@pixel_size_m: attribute missing")
-        return d[()], float(d.attrs["pixel_size_m"]), json.loads(f.attrs.get("metadata", "{}"))
+def probe_mask_na_rad(options: ReconstructOptions, *, from_file: bool) -> tuple[float, float] | None:
+    """(V, H) NA of the ePIE probe mask, or None: the user's NA, else the KB NA for the model probe only."""
+    if options.probe_na_mask_rad is not None:
+        return (float(options.probe_na_mask_rad[0]), float(options.probe_na_mask_rad[1]))
+    if from_file or not options.use_na_mask:
+        return None
+    return (options.na_v_rad, options.na_h_rad)
 
 
 def initial_probe(geometry: BraggGeometry, *, probe_file: str | Path | None = None,
                   options: ReconstructOptions = ReconstructOptions()) -> tuple[np.ndarray, str]:
-    """(P2 on ``geometry.recon_shape[1:]``, description of its source)."""
-    from analysis.probe_init import ProbeInitOptions, model_probe, probe_from_perpendicular
+    """(P2 on ``geometry.recon_shape[1:]``, one line: its source and what was done to it, NA mask included)."""
+    from analysis.probe_file import p2_from_probe_file
+    from analysis.probe_init import ProbeInitOptions, model_probe
 
+    na = probe_mask_na_rad(options, from_file=probe_file is not None)
+    na_text = "no NA mask" if na is None else f"NA mask {na[0]:g} (V) × {na[1]:g} (H) rad"
     if probe_file is not None:
-        p, px, md = read_probe_file(probe_file)
-        p2 = probe_from_perpendicular(p, px, geometry, options=ProbeInitOptions(recentre=True))
-        return p2, f"file:{probe_file}" + (f" (run {md['raw_uid']})" if "raw_uid" in md else "")
+        pf = read_probe_file(probe_file)
+        init = ProbeInitOptions(recentre=options.probe_recentre, blur_px=options.probe_blur_px)
+        try:
+            p2, how = p2_from_probe_file(pf, geometry, options=init)
+        except ValueError as exc:
+            raise ValueError(f"{probe_file}: {exc}") from None
+        run = f" (run {pf.metadata['raw_uid']})" if "raw_uid" in pf.metadata else ""
+        return p2, f"file {probe_file}{run}, {pf.describe()}, {how}, {na_text}"
+    if options.probe_recentre or options.probe_blur_px:
+        raise ValueError("--probe-recentre and --probe-blur-px act on a probe file; give --probe-file or "
+                         "--probe-run (the model probe is centred and band-limited already)")
     p2 = model_probe(geometry, na_v_rad=options.na_v_rad, na_h_rad=options.na_h_rad, defocus_m=options.defocus_m)
-    return p2, f"model: rectangular NA {options.na_v_rad:g} (V) × {options.na_h_rad:g} (H) rad"
+    return p2, (f"model: KB rectangular NA {options.na_v_rad:g} (V) × {options.na_h_rad:g} (H) rad (the seed's "
+                f"optics) on P2 ({p2.shape[0]}×{p2.shape[1]}), {na_text}")
 
 
 def _scale_probe(rec: Any) -> float:
@@ -314,12 +322,19 @@ def _scale_probe(rec: Any) -> float:
 # ------------------------------------------------------------------------------------------ run
 def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe, recipe_name: str = "custom",
                         probe_file: str | Path | None = None, options: ReconstructOptions = ReconstructOptions(),
-                        comm: Communicator | None = None) -> ReconstructionOutcome:
-    """Validate, build the engine, iterate the whole recipe (tqdm), compute strain and metrics.
+                        comm: Communicator | None = None,
+                        checkpoint: Callable[[ReconstructionOutcome], Any] | None = None,
+                        truth_object: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+                        ) -> ReconstructionOutcome:
+    """Validate, build the engine, iterate the whole recipe (tqdm), then the quality metrics and post-processing.
 
-    With ``options.fsc`` two more reconstructions of a binomial photon split follow (same recipe,
-    probe and seeds) and their resolution goes into ``outcome.resolution`` and the metrics. With
-    ``options.prtf_runs`` = K, K more full-data runs from random starts give ``outcome.prtf``.
+    Quality (every run): R-factor per phase, cost, free cost, the convergence verdict
+    (:func:`analysis.metrics.convergence`) and, with ``truth_object`` (ρ_true at sample-frame points
+    x, y, z in metres, e.g. ``BraggSimulator.truth_object``), E_ρ against the truth per phase.
+    ``checkpoint(outcome)`` is called with them before any post-processing (write the results there).
+    Post-processing: strain maps; with ``options.fsc`` two reconstructions of a binomial photon split
+    (``outcome.resolution``); with ``options.prtf_runs`` = K, K full-data runs from random starts
+    (``outcome.prtf``). A failing step is recorded in ``outcome.postprocessing_errors``, never raised.
     With ``comm`` (MPI ranks, ``docs/mpi.md``) ``dataset`` is this rank's
     :class:`~analysis.dataset.DatasetShare`, the recipe needs ``epie.n_batches`` ≥ 1 and every rank
     returns the same result (the bar shows on rank 0 only); FSC is not available then.
@@ -348,67 +363,81 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
     if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
         geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
     p2, source = initial_probe(geom, probe_file=probe_file, options=options)
-    na = (options.na_v_rad, options.na_h_rad) if options.use_na_mask else None
+    na = probe_mask_na_rad(options, from_file=probe_file is not None)
     rec, scale = _build_engine(geom, inputs, inputs["frames"], p2, recipe, na, options, comm)
     if isinstance(dataset, DatasetShare) and not np.array_equal(rec.positions, dataset.positions):
         raise ValueError(f"reconstruct_dataset: the share holds positions {dataset.positions[:4]}... but this rank "
                          f"owns {rec.positions[:4]}...; read it with read_dataset_share(path, rank=, size=)")
     t_setup = time.perf_counter() - t0
     t1 = time.perf_counter()
-    _iterate_with_bar(rec, recipe, options, "pxm reconstruct")
+    errors: dict[str, str] = {}
+    truth_errors: dict[str, float] = {}
+    truth_grid: list[np.ndarray] = []
+
+    def _phase_done(r: Any, phase: str) -> None:            # error against the truth at each phase's end
+        if truth_object is None or "truth_error" in errors:
+            return
+        try:
+            if not truth_grid:
+                truth_grid.append(_truth_on_grid(truth_object, r))
+            truth_errors[phase] = _truth_object_error(r, truth_grid[0])
+        except Exception as exc:                        # noqa: BLE001 - reported, never fatal
+            errors["truth_error"] = error_line(exc)
+
+    _iterate_with_bar(rec, recipe, options, "pxm reconstruct", on_phase_end=_phase_done)
     t_iter = time.perf_counter() - t1
-    resolution = None
-    t_fsc = 0.0
+    res = rec.result()
+    metrics: dict[str, Any] = {**run_metrics(res, n_angles=int(inputs["frames"].shape[1])),
+                               "initial_probe_scale": scale, **free_cost_metrics(res)}
+    verdict = convergence(res.costs, res.phases, res.r_factors)
+    metrics.update(convergence_metrics(verdict))
+    metrics.update({f"truth_e_rho_{k}": v for k, v in truth_errors.items()})
+    if truth_errors:
+        metrics["truth_e_rho"] = truth_errors[res.phases[-1]] if res.phases[-1] in truth_errors else float("nan")
+    timings = {"setup_s": t_setup, "iterations_s": t_iter,
+               "per_iteration_mean_s": float(np.mean(res.timings_s)) if res.timings_s else 0.0}
+    outcome = ReconstructionOutcome(result=res, metrics=dict(metrics), timings_s=dict(timings), recipe=recipe,
+                                    recipe_name=recipe_name, probe_source=source, convergence=verdict,
+                                    postprocessing_errors=dict(errors), n_ranks=1 if comm is None else int(comm.size),
+                                    device=device_description(array_module(rec.state.object)))
+    if checkpoint is not None:
+        checkpoint(outcome)                             # nothing computed so far is lost if a step below fails
+    strain = resolution = prtf_est = None
+    t2 = time.perf_counter()
+    try:
+        strain = strain_from_geometry(res.object, res.geometry, support=res.support,
+                                      amplitude_reference=rec.illuminated_support())
+        metrics["valid_strain_voxels"] = int(np.sum(np.asarray(strain.mask)))
+    except Exception as exc:                            # noqa: BLE001 - reported in the results, never fatal
+        errors["strain"] = error_line(exc)
+    timings["strain_s"] = time.perf_counter() - t2
     if options.fsc:
         from analysis.metrics import binomial_split
 
         t3 = time.perf_counter()
-        half_a, half_b = binomial_split(inputs["frames"], rng=np.random.default_rng(options.fsc_split_seed))
-        halves = []
-        for name, frames in (("half A", half_a), ("half B", half_b)):
-            r_half, _ = _build_engine(geom, inputs, frames, p2, recipe, na, options)
-            halves.append(_iterate_with_bar(r_half, recipe, options, f"pxm reconstruct {name}"))
-        resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
-                                          illumination_fraction=options.fsc_illumination_fraction)
-        t_fsc = time.perf_counter() - t3
-    prtf_est = None
-    t_prtf = 0.0
+        try:
+            half_a, half_b = binomial_split(inputs["frames"], rng=np.random.default_rng(options.fsc_split_seed))
+            halves = []
+            for name, frames in (("half A", half_a), ("half B", half_b)):
+                r_half, _ = _build_engine(geom, inputs, frames, p2, recipe, na, options)
+                halves.append(_iterate_with_bar(r_half, recipe, options, f"pxm reconstruct {name}"))
+            resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
+                                              illumination_fraction=options.fsc_illumination_fraction)
+            metrics.update(resolution.metrics())
+        except Exception as exc:                        # noqa: BLE001
+            errors["fsc"] = error_line(exc)
+        timings["fsc_s"] = time.perf_counter() - t3
     if options.prtf_runs:
         t4 = time.perf_counter()
-        runs = prtf_reconstructions(geom, inputs, p2, recipe, na, options)
-        prtf_est = prtf_resolution(runs, seed=options.prtf_seed)
-        t_prtf = time.perf_counter() - t4
-    res = rec.result()
-    t2 = time.perf_counter()
-    strain = strain_from_geometry(res.object, res.geometry, support=res.support,
-                                  amplitude_reference=rec.illuminated_support())
-    t_strain = time.perf_counter() - t2
-    costs = np.asarray(res.costs, float)
-    phases = np.asarray(res.phases)
-    metrics: dict[str, Any] = {
-        "n_iterations": int(res.iterations),
-        "final_cost": float(costs[-1]) if costs.size else float("nan"),
-        "final_epie_cost": float(costs[phases == "epie"][-1]) if np.any(phases == "epie") else float("nan"),
-        "final_ml_cost": float(costs[phases == "ml"][-1]) if np.any(phases == "ml") else float("nan"),
-        "n_positions": int(res.offsets_vox.shape[0]),
-        "n_angles": int(inputs["frames"].shape[1]),
-        "valid_strain_voxels": int(np.sum(np.asarray(strain.mask))),
-        "support_voxels": int(np.sum(res.support)),
-        "initial_probe_scale": scale,
-        **free_cost_metrics(res),
-    }
-    timings = {"setup_s": t_setup, "iterations_s": t_iter, "strain_s": t_strain,
-               "per_iteration_mean_s": float(np.mean(res.timings_s)) if res.timings_s else 0.0}
-    if resolution is not None:
-        metrics.update(resolution.metrics())
-        timings["fsc_s"] = t_fsc
-    if prtf_est is not None:
-        metrics.update(prtf_est.metrics())
-        timings["prtf_s"] = t_prtf
-    return ReconstructionOutcome(result=res, strain=strain, metrics=metrics, timings_s=timings, recipe=recipe,
-                                 recipe_name=recipe_name, probe_source=source, resolution=resolution, prtf=prtf_est,
-                                 n_ranks=1 if comm is None else int(comm.size),
-                                 device=device_description(array_module(rec.state.object)))
+        try:
+            runs = prtf_reconstructions(geom, inputs, p2, recipe, na, options)
+            prtf_est = prtf_resolution(runs, seed=options.prtf_seed)
+            metrics.update(prtf_est.metrics())
+        except Exception as exc:                        # noqa: BLE001
+            errors["prtf"] = error_line(exc)
+        timings["prtf_s"] = time.perf_counter() - t4
+    return dataclasses.replace(outcome, strain=strain, resolution=resolution, prtf=prtf_est, metrics=metrics,
+                               timings_s=timings, postprocessing_errors=errors)
 
 
 def _build_engine(geom: BraggGeometry, inputs: dict[str, Any], frames: np.ndarray, p2: np.ndarray, recipe: Recipe,
@@ -423,15 +452,22 @@ def _build_engine(geom: BraggGeometry, inputs: dict[str, Any], frames: np.ndarra
     return rec, scale
 
 
-def _iterate_with_bar(rec: Any, recipe: Recipe, options: ReconstructOptions, desc: str) -> Any:
-    """Iterate the whole recipe with a tqdm bar; returns ``rec``."""
+def _iterate_with_bar(rec: Any, recipe: Recipe, options: ReconstructOptions, desc: str,
+                      on_phase_end: Callable[[Any, str], None] | None = None) -> Any:
+    """Iterate the whole recipe with a tqdm bar; returns ``rec``. ``on_phase_end(rec, phase)`` runs once
+    after each phase ('epie', 'ml') ends (when the engine records its R-factor)."""
     from tqdm import tqdm
 
+    done: set[str] = set()
     with tqdm(total=recipe.n_iterations, desc=desc, unit="it", disable=not options.progress,
               dynamic_ncols=True) as bar:
         while rec.remaining_iterations > 0:          # fewer than n_iterations when the free-data rule stops
             rec.iterate(1)
             bar.update(1)
+            if on_phase_end is not None:
+                for phase in set(rec.phase_r_factors) - done - {"initial"}:
+                    done.add(phase)
+                    on_phase_end(rec, phase)
             ph, cost = rec.last_step                  # not rec.result(): no copy of ρ/P2 per iteration
             phase = "ML" if ph == "ml" else "ePIE"
             bar.set_postfix_str(f"{phase} cost {cost:.4g}" if rec.iteration % 10 == 0
@@ -447,7 +483,86 @@ def free_cost_metrics(result: ReconstructionResult) -> dict[str, Any]:
     return {"free_fraction": float(h.fraction), "free_unit": h.unit, "free_entries": int(h.n_free_entries),
             "free_best_cost": float(h.best_free_cost), "free_best_iteration": int(h.best_iteration or 0),
             "free_final_cost": float(h.free_costs[-1]) if h.free_costs else float("nan"),
-            "free_stopped_phases": ",".join(h.stopped_phases)}
+            "free_stopped_phases": ",".join(h.stopped_phases),
+            **{f"free_cost_{ph}": float(c) for ph, c in zip(h.phases, h.free_costs)},   # the last check per phase
+            **{f"free_r_factor_{k}": float(v) for k, v in result.free_r_factors.items()}}
+
+
+PHASE_NAMES = {"epie": "ePIE", "ml": "ML"}
+"""Display names of the engine's phases."""
+POSTPROCESSING_STEPS = {"strain": "strain maps", "fsc": "half-data FSC", "prtf": "PRTF runs",
+                        "truth_error": "error against the truth", "resolution": "resolution curves",
+                        "free_cost": "free-cost record", "cxi": "CXI export", "figures": "figures",
+                        "publish": "publication to Tiled"}
+"""Post-processing steps whose failure is recorded (``/postprocessing_errors``) instead of ending the run."""
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (for ``/postprocessing_errors`` and the warning the CLI prints)."""
+    msg = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def run_metrics(result: ReconstructionResult, *, n_angles: int) -> dict[str, Any]:
+    """Counts, cost and R-factor per phase of a run for ``/metrics`` (docs/dataset-format.md §2, "Quality").
+
+    ``final_<phase>_cost`` is the last cost of each phase; ``r_factor_initial``, ``r_factor_<phase>``:
+    :meth:`analysis.engine.Reconstruction.r_factor` before the first iteration and at each phase's end;
+    ``r_factor``: at the end of the last phase.
+    """
+    costs = np.asarray(result.costs, float)
+    phases = np.asarray(result.phases)
+    out: dict[str, Any] = {
+        "n_iterations": int(result.iterations),
+        "final_cost": float(costs[-1]) if costs.size else float("nan"),
+        "final_epie_cost": float(costs[phases == "epie"][-1]) if np.any(phases == "epie") else float("nan"),
+        "final_ml_cost": float(costs[phases == "ml"][-1]) if np.any(phases == "ml") else float("nan"),
+        "n_positions": int(result.offsets_vox.shape[0]),
+        "n_angles": int(n_angles),
+        "support_voxels": int(np.sum(result.support)),
+    }
+    out.update({f"r_factor_{k}": float(v) for k, v in result.r_factors.items()})
+    last = str(phases[-1]) if phases.size else None
+    out["r_factor"] = float(result.r_factors.get(last, float("nan"))) if last else float("nan")
+    return out
+
+
+def convergence_metrics(verdict: ConvergenceVerdict) -> dict[str, Any]:
+    """The convergence verdict for ``/metrics``: ``converged`` and how it was reached."""
+    from analysis.metrics import ConvergenceRule
+
+    return {"converged": bool(verdict.converged), "convergence_phase": verdict.phase,
+            "convergence_relative_cost_change": float(verdict.relative_cost_change),
+            "convergence_window_iterations": int(verdict.window_iterations),
+            "convergence_reason": verdict.reason, "convergence_rule": ConvergenceRule().describe()}
+
+
+def _truth_on_grid(truth_object: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], rec: Any) -> np.ndarray:
+    """ρ_true at every voxel of the engine's object grid (positions from the result's placement)."""
+    res_shape = tuple(int(n) for n in rec.state.object.shape)
+    idx = np.stack(np.meshgrid(*(np.arange(n) for n in res_shape), indexing="ij"), axis=-1)
+    pos = rec.placement.position_m(idx)
+    tru = np.asarray(truth_object(pos[..., 0], pos[..., 1], pos[..., 2]))
+    if tru.shape != res_shape:
+        raise ValueError(f"truth_object: returned shape {tru.shape} for points of shape {res_shape}; it must map "
+                         "(x, y, z) arrays in metres to ρ of the same shape")
+    return tru
+
+
+def _truth_object_error(rec: Any, truth: np.ndarray) -> float:
+    """E_ρ of the engine's current ρ against ``truth`` on the lit crystal: |ρ_true| ≥ ½ max dilated by one
+    voxel, ∧ Σ_j|P_j|² ≥ 20 % of its maximum (as the simulator tests' region)."""
+    from scipy.ndimage import binary_dilation
+
+    from analysis.metrics import object_error
+    from analysis.xp import to_numpy
+
+    amp = np.abs(truth)
+    w = rec.illumination()
+    lit = binary_dilation(amp >= 0.5 * amp.max(), iterations=1) & (w >= 0.2 * w.max())
+    if not lit.any():
+        raise ValueError("truth_object: the true crystal is nowhere lit by the probe on this object grid")
+    return float(object_error(to_numpy(rec.state.object), truth, support=lit).error)
 
 
 def fsc_cone_axes(geometry: BraggGeometry) -> dict[str, np.ndarray]:
@@ -556,59 +671,121 @@ def prtf_resolution(runs: list[Any], *, seed: int = 0, cone_half_angle_deg: floa
                         random_floor=random_phase_prtf(len(runs)), seed=seed)
 
 
-def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset | DatasetShare,
-                  dataset_source: str | None = None, cxi_path: str | Path | None = None,
-                  figures_dir: str | Path | None = None) -> dict[str, Any]:
-    """Results HDF5 (+ CXI, PNGs); returns {"results": path, "cxi": path|None, "figures": [paths]}."""
-    from analysis.dataset import write_cxi, write_results
-
+def _provenance(outcome: ReconstructionOutcome, dataset: BraggDataset | DatasetShare,
+                dataset_source: str | None) -> dict[str, Any]:
     res = outcome.result
-    g = res.geometry
-    vox = g.voxel_size_m
-    t0 = time.perf_counter()
     provenance = {**dataset.provenance, "software": "pxm", "software_info": software_info(),
                   "recipe_name": outcome.recipe_name, "probe_source": outcome.probe_source,
                   "dataset": dataset_source, "sample_name": dataset.sample.get("name"),
                   "phases": list(res.phases), "mpi_ranks": outcome.n_ranks, "device": outcome.device}
-    provenance = {k: v for k, v in provenance.items() if v is not None}
-    timings = dict(outcome.timings_s)
-    write_results(results_path, object=res.object, probe=res.probe, voxel_size_m=vox, background=res.background,
-                  strain={"reconstruction": outcome.strain}, metrics=outcome.metrics,
-                  parameters=dataclasses.asdict(outcome.recipe), timings_s=timings, error_history=res.costs,
-                  geometry=g, provenance=provenance)
-    out: dict[str, Any] = {"results": Path(results_path), "cxi": None, "figures": []}
-    if cxi_path is not None:
-        write_cxi(cxi_path, res.object, pixel_size_m=vox, probe=res.probe, probe_pixel_size_m=vox[1:],
-                  energy_kev=g.energy_kev, detector_distance_m=g.detector_distance_m,
-                  detector_pixel_size_m=g.pixel_size_m, title=f"pxm Bragg ptychography {dataset.sample.get('name', '')}",
-                  process={"recipe": dataclasses.asdict(outcome.recipe), "provenance": provenance})
-        out["cxi"] = Path(cxi_path)
-    if figures_dir is not None:
-        out["figures"] = _figures(outcome, Path(figures_dir))
-    # the write time goes into the file as well
+    return {k: v for k, v in provenance.items() if v is not None}
+
+
+def write_reconstruction(outcome: ReconstructionOutcome, results_path: str | Path, *,
+                         dataset: BraggDataset | DatasetShare, dataset_source: str | None = None) -> Path:
+    """First stage of the results file: what the iterations produced, before any post-processing.
+
+    Object (with its placement), probe, background, cost history, metrics (quality and convergence
+    included), parameters, timings, geometry, provenance and ``/free_cost``; ``/@status`` is
+    "iterations complete" until :func:`write_outputs` adds the post-processing.
+    """
     import h5py
 
+    from analysis.dataset import write_results
+
+    t0 = time.perf_counter()
+    res = outcome.result
+    write_results(results_path, object=res.object, probe=res.probe, voxel_size_m=res.geometry.voxel_size_m,
+                  background=res.background, metrics=outcome.metrics, parameters=dataclasses.asdict(outcome.recipe),
+                  timings_s=outcome.timings_s, error_history=res.costs, geometry=res.geometry,
+                  provenance=_provenance(outcome, dataset, dataset_source),
+                  placement=res.placement if res.origin_vox is not None else None, status="iterations complete",
+                  postprocessing_errors=outcome.postprocessing_errors or None)
     with h5py.File(results_path, "a") as f:
-        if outcome.resolution is not None or outcome.prtf is not None:
-            _write_resolution(f, outcome.resolution, outcome.prtf)
         if res.free is not None:
             _write_free_cost(f, res.free)
         f["timings"].attrs["write_s"] = time.perf_counter() - t0
+    return Path(results_path)
+
+
+def write_outputs(outcome: ReconstructionOutcome, results_path: str | Path, *, dataset: BraggDataset | DatasetShare,
+                  dataset_source: str | None = None, cxi_path: str | Path | None = None,
+                  figures_dir: str | Path | None = None, reconstruction_written: bool = False) -> dict[str, Any]:
+    """Results HDF5 (+ CXI, PNGs); returns {"results": path, "cxi": path|None, "figures": [paths], "errors": {}}.
+
+    Writes :func:`write_reconstruction` first (unless ``reconstruction_written``), then adds strain maps,
+    post-processing metrics and resolution curves and writes the CXI file and figures. A step that fails
+    is recorded (``errors``, ``/postprocessing_errors``: step → one line) with the errors already in
+    ``outcome.postprocessing_errors``; the file stays readable and ``/@status`` says whether all went well.
+    """
+    import h5py
+
+    from analysis.dataset import append_results, write_cxi
+
+    res = outcome.result
+    g = res.geometry
+    vox = g.voxel_size_m
+    if not reconstruction_written:
+        write_reconstruction(outcome, results_path, dataset=dataset, dataset_source=dataset_source)
+    t0 = time.perf_counter()
+    errors = dict(outcome.postprocessing_errors)
+    append_results(results_path, strain=None if outcome.strain is None else {"reconstruction": outcome.strain},
+                   metrics=outcome.metrics, timings_s=outcome.timings_s)
+    if outcome.resolution is not None or outcome.prtf is not None:
+        try:
+            with h5py.File(results_path, "a") as f:
+                _write_resolution(f, outcome.resolution, outcome.prtf)
+        except Exception as exc:                        # noqa: BLE001 - reported, the file stays valid
+            errors["resolution"] = error_line(exc)
+    out: dict[str, Any] = {"results": Path(results_path), "cxi": None, "figures": [], "errors": errors}
+    if cxi_path is not None:
+        try:
+            write_cxi(cxi_path, res.object, pixel_size_m=vox, probe=res.probe, probe_pixel_size_m=vox[1:],
+                      energy_kev=g.energy_kev, detector_distance_m=g.detector_distance_m,
+                      detector_pixel_size_m=g.pixel_size_m,
+                      title=f"pxm Bragg ptychography {dataset.sample.get('name', '')}",
+                      process={"recipe": dataclasses.asdict(outcome.recipe),
+                               "provenance": _provenance(outcome, dataset, dataset_source)})
+            out["cxi"] = Path(cxi_path)
+        except Exception as exc:                        # noqa: BLE001
+            errors["cxi"] = error_line(exc)
+    if figures_dir is not None:
+        out["figures"] = _figures(outcome, Path(figures_dir), errors)
+    with h5py.File(results_path, "r") as f:
+        write_s = float(f["timings"].attrs.get("write_s", 0.0))
+    append_results(results_path, postprocessing_errors=errors or None,
+                   timings_s={"write_s": write_s + time.perf_counter() - t0},
+                   status="complete with post-processing errors" if errors else "complete")
     return out
 
 
-def _figures(outcome: ReconstructionOutcome, d: Path) -> list[Path]:
+def _figures(outcome: ReconstructionOutcome, d: Path, errors: dict[str, str]) -> list[Path]:
+    """The PNGs that could be drawn; a figure that fails adds ``name: error`` to ``errors["figures"]``."""
     from analysis.figures import save_convergence, save_object_slices, save_probe, save_strain_slices
 
-    d.mkdir(parents=True, exist_ok=True)
     res = outcome.result
     vox = res.geometry.voxel_size_m
-    paths = [save_object_slices(d / "object.png", res.object, title="object ρ", voxel_size_m=vox),
-             save_probe(d / "probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)"),
-             save_strain_slices(d / "strain.png", outcome.strain)]
-    paths.append(save_convergence(d / "convergence.png", res.costs, res.phases))
+    makers: dict[str, Callable[[Path], Path]] = {
+        "object.png": lambda p: save_object_slices(p, res.object, title="object ρ", voxel_size_m=vox),
+        "probe.png": lambda p: save_probe(p, res.probe, pixel_size_m=(vox[1], vox[2]), title="probe P2 (r2, r3)")}
+    if outcome.strain is not None:
+        makers["strain.png"] = lambda p: save_strain_slices(p, outcome.strain)
+    makers["convergence.png"] = lambda p: save_convergence(p, res.costs, res.phases)
     if outcome.resolution is not None or outcome.prtf is not None:
-        paths.append(save_resolution(d / "resolution.png", outcome.resolution, outcome.prtf))
+        makers["resolution.png"] = lambda p: save_resolution(p, outcome.resolution, outcome.prtf)
+    paths, failed = [], []
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        errors["figures"] = error_line(exc)
+        return paths
+    for name, make in makers.items():
+        try:
+            paths.append(make(d / name))
+        except Exception as exc:                        # noqa: BLE001
+            failed.append(f"{name}: {error_line(exc)}")
+    if failed:
+        errors["figures"] = "; ".join(failed)
     return paths
 
 

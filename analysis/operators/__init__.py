@@ -9,10 +9,11 @@ from analysis.operators.probe import (
     probe_na_mask,
     probe_width_along_p1_m,
 )
-from analysis.operators.scan import ViewGrid, positions_to_voxels, split_probe_position, view_grid
+from analysis.operators.scan import (ObjectPlacement, ViewGrid, object_placement, positions_to_voxels,
+                                     split_probe_position, view_grid)
 
 __all__ = [
     "FoldedFourier3D", "ShearedFourier3D", "shear_per_index_rad", "ProbeExtrusion", "SubpixelShift2D",
     "apply_fourier_mask_2d", "extrusion_slope_px", "probe_na_mask", "probe_width_along_p1_m",
-    "ViewGrid", "positions_to_voxels", "split_probe_position", "view_grid",
+    "ObjectPlacement", "ViewGrid", "object_placement", "positions_to_voxels", "split_probe_position", "view_grid",
 ]

@@ -24,6 +24,52 @@ class ViewGrid:
     """(3,) float64: object-grid coordinates of the probe centre at zero stage position."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ObjectPlacement:
+    """Where each voxel of the object array sits in the sample frame (spec 1.5).
+
+    Voxel n = (n1, n2, n3) is at r(n) = ``origin_m`` + Σ_a n_a ``voxel_size_m``[a] e_a, in lab (x, y, z)
+    metres relative to the sample point that sits in the beam (the probe centre) at stage position 0;
+    a stage translation s brings the sample point r = −s into the beam.
+    """
+
+    origin_m: np.ndarray = field(repr=False)
+    """(3,) float64: lab (x, y, z) of voxel [0, 0, 0], metres."""
+    axes_lab: np.ndarray = field(repr=False)
+    """(3, 3) float64: rows e1, e2, e3 (unit vectors of the array axes) in lab (x, y, z)."""
+    voxel_size_m: tuple[float, float, float]
+    """(Δr1, Δr2, Δr3) along e1, e2, e3, metres."""
+
+    def position_m(self, index_vox: np.ndarray) -> np.ndarray:
+        """Lab (x, y, z) in metres of (fractional) voxel indices ``(..., 3)``; returns ``(..., 3)``."""
+        n = np.asarray(index_vox, float) * np.asarray(self.voxel_size_m)
+        return self.origin_m + n @ self.axes_lab
+
+    def index_vox(self, position_m: np.ndarray) -> np.ndarray:
+        """Fractional voxel indices ``(..., 3)`` of lab points ``(..., 3)`` in metres (inverse of
+        :meth:`position_m`; the axes are orthonormal)."""
+        d = np.asarray(position_m, float) - self.origin_m
+        return (d @ self.axes_lab.T) / np.asarray(self.voxel_size_m)
+
+    def as_dict(self) -> dict[str, list]:
+        """``origin_m``, ``axes_lab`` and ``voxel_size_m`` as plain lists (metadata, JSON)."""
+        return {"origin_m": [float(v) for v in self.origin_m],
+                "axes_lab": [[float(v) for v in row] for row in self.axes_lab],
+                "voxel_size_m": [float(v) for v in self.voxel_size_m]}
+
+
+def object_placement(geometry: BraggGeometry, origin_vox: np.ndarray) -> ObjectPlacement:
+    """Placement of an object grid whose probe centre at zero stage position is at ``origin_vox``
+    (:attr:`ViewGrid.origin_vox`): voxel n sits at Σ_a (n_a − origin_a) Δr_a e_a."""
+    o = np.asarray(origin_vox, float)
+    if o.shape != (3,) or not np.all(np.isfinite(o)):
+        raise ValueError(f"origin_vox: shape {o.shape}, expected (3,) finite voxel coordinates")
+    ax = geometry.lab_axes()
+    e = np.stack([ax["e1"], ax["e2"], ax["e3"]])
+    vox = tuple(float(v) for v in geometry.voxel_size_m)
+    return ObjectPlacement(origin_m=-(o * np.asarray(vox)) @ e, axes_lab=e, voxel_size_m=vox)  # type: ignore[arg-type]
+
+
 def positions_to_voxels(geometry: BraggGeometry, stage_xyz_m: np.ndarray) -> np.ndarray:
     """ν_j = (e_a·r_j / Δr_a)_a with r_j = −s_j: probe position in voxels, (POS, 3) float64."""
     s = np.asarray(stage_xyz_m, dtype=float)

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis.dataset import (BraggDataset, read_dataset, read_results, write_cxi, write_dataset,
+from analysis.dataset import (BraggDataset, append_results, read_dataset, read_results, write_cxi, write_dataset,
                               write_results)
 from analysis.geometry import seed_geometry
 from analysis.strain import StrainMaps
@@ -136,6 +136,40 @@ def test_results_round_trip(tmp_path):
     assert r["metrics"] == {"e_rho": 0.01, "r_factor": 0.1}
     assert r["parameters"] == {"solver": {"n_iterations": 5, "alpha": 1.0}}
     assert r["timings_s"] == {"total_s": 1.5} and r["geometry"] == GEOM
+
+
+def test_results_in_two_stages_with_placement_and_errors(tmp_path):
+    """The reconstruction first ("iterations complete", with the object's placement), then strain, metrics and a
+    failed step appended; every stage reads back."""
+    from analysis.operators import object_placement
+
+    rng = np.random.default_rng(2)
+    obj = (rng.random((6, 5, 4)) + 1j).astype(np.complex64)
+    pl = object_placement(GEOM, np.array([2.5, 1.0, 3.0]))
+    path = tmp_path / "r.h5"
+    write_results(path, object=obj, probe=np.ones((5, 4), complex), voxel_size_m=GEOM.voxel_size_m,
+                  metrics={"r_factor_epie": 0.2}, placement=pl, status="iterations complete")
+    r = read_results(path)
+    assert r["status"] == "iterations complete" and r["postprocessing_errors"] == {} and "strain" not in r
+    np.testing.assert_allclose(r["placement"].position_m([2.5, 1.0, 3.0]), 0.0, atol=1e-18)
+    np.testing.assert_allclose(r["placement"].position_m([3, 1, 3]) - r["placement"].position_m([2, 1, 3]),
+                               GEOM.voxel_size_m[0] * GEOM.lab_axes()["e1"], rtol=1e-12)
+    with h5py.File(path, "r") as f:
+        assert f["object"].attrs["origin_m"].shape == (3,) and f["object"].attrs["axes_lab"].shape == (3, 3)
+    maps = StrainMaps(eps_zz=np.zeros((6, 5, 4)), omega_x_rad=np.zeros((6, 5, 4)), omega_y_rad=np.zeros((6, 5, 4)),
+                      amplitude=np.abs(obj), mask=np.ones((6, 5, 4), bool), voxel_size_m=GEOM.voxel_size_m,
+                      origin_m=(0.0, 0.0, 0.0))
+    append_results(path, strain={"reconstruction": maps}, metrics={"valid_strain_voxels": 120},
+                   postprocessing_errors={"figures": "OSError: disk full"}, timings_s={"strain_s": 0.5},
+                   status="complete with post-processing errors")
+    r = read_results(path)
+    assert r["metrics"] == {"r_factor_epie": 0.2, "valid_strain_voxels": 120}
+    assert r["postprocessing_errors"] == {"figures": "OSError: disk full"} and r["timings_s"]["strain_s"] == 0.5
+    assert r["status"] == "complete with post-processing errors" and set(r["strain"]) == {"reconstruction"}
+    with pytest.raises(ValueError, match="status 'done'"):
+        append_results(path, status="done")
+    with pytest.raises(ValueError, match="placement.voxel_size_m"):
+        write_results(path, object=obj, probe=obj[0], voxel_size_m=(1e-8, 1e-8, 1e-8), placement=pl)
 
 
 @pytest.mark.parametrize("shape", [(8, 9), (4, 5, 6)])

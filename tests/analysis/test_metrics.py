@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from analysis.metrics import (binomial_split, fourier_shell_correlation, fourier_shift, half_bit_threshold,
-                              object_error, probe_error, prtf, r_factor, random_phase_prtf, register_shift,
-                              strain_rmse)
+from analysis.metrics import (ConvergenceRule, binomial_split, convergence, fourier_shell_correlation, fourier_shift,
+                              half_bit_threshold, object_error, probe_error, prtf, r_factor, random_phase_prtf,
+                              register_shift, strain_rmse)
 from analysis.strain import StrainMaps
 
 
@@ -226,3 +226,27 @@ def test_binomial_split():
         binomial_split(np.array([1.5, 2.0]), rng=rng)
     with pytest.raises(ValueError, match="NaN"):
         binomial_split(np.array([np.nan]), rng=rng)
+
+
+def test_convergence_rule_on_the_last_phase():
+    """Cost flat over the last 10 % (≥ 2) of the last phase and R-factor not rising: converged; otherwise not."""
+    epie = list(np.linspace(1.0, 0.2, 20))
+    flat_ml = list(100.0 * (1 + 0.02 * np.exp(-np.arange(30) / 3.0)))     # settles to 100
+    phases = ["epie"] * 20 + ["ml"] * 30
+    r = {"initial": 0.9, "epie": 0.3, "ml": 0.25}
+    v = convergence(epie + flat_ml, phases, r)
+    assert v.converged and v.phase == "ml" and v.window_iterations == 3
+    assert abs(v.relative_cost_change) < 1e-3 and "R-factor 0.3 → 0.25" in v.reason
+    assert v.summary().startswith("converged: yes (ML: cost changed")
+    falling = list(100.0 * np.exp(-np.arange(30) / 10.0))                  # −26 % over the last 3 iterations
+    v = convergence(epie + falling, phases, r)
+    assert not v.converged and v.relative_cost_change == pytest.approx(math.exp(-0.3) - 1, rel=1e-9)
+    v = convergence(epie + flat_ml, phases, {**r, "ml": 0.31})             # cost flat, R rises 0.30 → 0.31
+    assert not v.converged and "(rising)" in v.reason
+    v = convergence(epie + flat_ml[:2], phases[:22], r)                    # 2 ML iterations cannot be judged
+    assert not v.converged and "too few to judge (needs 3)" in v.reason
+    v = convergence(epie, phases[:20], {"initial": 0.9, "epie": 0.3})       # ePIE only: from the initial R
+    assert v.phase == "epie" and v.r_factor_start == 0.9 and v.window_iterations == 2
+    assert convergence(epie, phases[:20], r, ConvergenceRule(max_relative_cost_change=0.35)).converged  # −29.6 %
+    with pytest.raises(ValueError, match="phase labels"):
+        convergence(epie, phases, r)

@@ -120,6 +120,11 @@ def test_reconstruct_run_and_publish(tiled_service, tiled_layout, bp_uid, tmp_pa
     obj = res["object"].read()
     assert obj.dtype == np.complex64 and obj.ndim == 3
     assert res["error"].read().shape == (3,)
+    placed = read_results(tmp_path / "r.h5")["placement"]                  # where each voxel sits, as in the file
+    assert md["object_placement"]["origin_m"] == pytest.approx(list(placed.origin_m), rel=1e-12)
+    assert np.allclose(md["object_placement"]["axes_lab"], placed.axes_lab) and "stage" in md["object_placement"][
+        "convention"]
+    assert md["postprocessing_errors"] == {} and md["metrics"]["r_factor"] == pytest.approx(md["metrics"]["r_factor_ml"])
     run = from_uri(tiled_service.uri, api_key=TEST_API_KEY)["raw"][bp_uid]
     assert run.metadata["analysis"][-1]["key"] == key
     assert run.metadata["start"]["uid"] == bp_uid                          # start left intact
@@ -239,3 +244,88 @@ def test_reconstruct_refuses_too_few_prtf_runs_and_a_missing_gpu(capsys, dataset
     err = _one_line_error(capsys, ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"),
                                    "--backend", "cupy", "--recipe", "quick"])
     assert "backend 'cupy'" in err and "no CUDA device" in err and not (tmp_path / "r.h5").exists()
+
+
+def _off_centre_probe_file(path, geometry, centre=(0.3e-6, -0.25e-6)):
+    """A Gaussian beam-plane probe on rectangular pixels whose nodes hold the P2 nodes; returns its function."""
+    from analysis.probe_init import oblique_matrix
+    from pxm.reconstruct import write_probe_file
+
+    _, dr2, dr3 = geometry.voxel_size_m
+    dv, dh = abs(oblique_matrix(geometry)[0, 1]) * dr3 / 3, dr2 / 2
+
+    def probe(v_m, h_m):
+        return np.exp(-0.5 * (((v_m - centre[0]) / 0.4e-6) ** 2 + ((h_m - centre[1]) / 0.3e-6) ** 2))
+
+    v = ((np.arange(121) - 60) * dv)[:, None]
+    h = ((np.arange(81) - 40) * dh)[None, :]
+    write_probe_file(path, probe(v, h), pixel_size_m=(dv, dh), metadata={"raw_uid": "spiral-1"})
+    return probe
+
+
+def test_initial_probe_from_a_file_keeps_its_position_and_gets_no_na_mask(geometry, tmp_path):
+    """The probe file is resampled as it is (off-centre by the right distance, no blur) and gets an NA mask
+    only when asked; the KB model probe keeps the seed's NA mask."""
+    from analysis.probe_init import p2_plane_coordinates_m
+    from pxm.reconstruct import KB_NA_H_RAD, KB_NA_V_RAD, ReconstructOptions, initial_probe, probe_mask_na_rad
+
+    probe = _off_centre_probe_file(tmp_path / "probe.h5", geometry)
+    p2, source = initial_probe(geometry, probe_file=tmp_path / "probe.h5")
+    pv, ph = p2_plane_coordinates_m(geometry)
+    assert np.max(np.abs(p2 - probe(pv, ph))) < 1e-12
+    n2, n3 = geometry.recon_shape[1:]
+    assert source.startswith(f"file {tmp_path / 'probe.h5'} (run spiral-1), 2D beam plane (V × H) 121×81 px of ")
+    assert source.endswith(f"resampled onto P2 ({n2}×{n3}), not re-centred, no blur, no NA mask")
+    assert probe_mask_na_rad(ReconstructOptions(), from_file=True) is None
+    asked = ReconstructOptions(probe_na_mask_rad=(5e-4, 4e-4))
+    assert probe_mask_na_rad(asked, from_file=True) == (5e-4, 4e-4)
+    assert initial_probe(geometry, probe_file=tmp_path / "probe.h5", options=asked)[1].endswith(
+        "NA mask 0.0005 (V) × 0.0004 (H) rad")
+    assert probe_mask_na_rad(ReconstructOptions(), from_file=False) == (KB_NA_V_RAD, KB_NA_H_RAD)
+    assert initial_probe(geometry)[1].endswith(f"NA mask {KB_NA_V_RAD:g} (V) × {KB_NA_H_RAD:g} (H) rad")
+    with pytest.raises(ValueError, match="probe_na_mask_rad"):
+        ReconstructOptions(probe_na_mask_rad=(0.0, 1e-4))
+
+
+def test_reconstruct_probe_options_are_applied_and_reported(capsys, dataset_file, tmp_path, monkeypatch):
+    """--probe-file alone: no re-centring, blur or NA mask (the engine gets probe_na_rad None);
+    --probe-recentre --probe-blur-px --probe-na-mask V H: all three, each said on the probe line."""
+    import analysis.engine
+
+    seen = []
+
+    class Spy(analysis.engine.Reconstruction):
+        def __init__(self, *args, **kw):
+            seen.append(kw["probe_na_rad"])
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(analysis.engine, "Reconstruction", Spy)
+    _off_centre_probe_file(tmp_path / "probe.h5", read_dataset(dataset_file).geometry)
+    base = ["reconstruct", str(dataset_file), "--recipe", "quick", "--probe-file", str(tmp_path / "probe.h5"),
+            "--no-progress"]
+    assert main([*base, "-o", str(tmp_path / "a.h5")]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("probe: ")]
+    assert len(line) == 1 and line[0].endswith("not re-centred, no blur, no NA mask") and seen == [None]
+    assert main([*base, "-o", str(tmp_path / "b.h5"), "--probe-recentre", "--probe-blur-px", "0.4",
+                 "--probe-na-mask", "5e-4", "4e-4"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("probe: ")]
+    assert line[0].endswith(", re-centred, blur σ 0.4 P2 px, NA mask 0.0005 (V) × 0.0004 (H) rad")
+    assert seen[-1] == (5e-4, 4e-4)
+
+
+def test_bad_probe_files_and_options_give_one_line_errors(capsys, dataset_file, tmp_path):
+    base = ["reconstruct", str(dataset_file), "-o", str(tmp_path / "r.h5"), "--recipe", "quick", "--no-progress"]
+    bad = tmp_path / "nan.h5"
+    with h5py.File(bad, "w") as f:
+        d = f.create_dataset("probe", data=np.full((8, 8), np.nan))
+        d.attrs["pixel_size_m"] = 10e-9
+    err = _one_line_error(capsys, [*base, "--probe-file", str(bad)])
+    assert str(bad) in err and "NaN" in err
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("probe", data=np.ones((8, 8)))
+    err = _one_line_error(capsys, [*base, "--probe-file", str(bad)])
+    assert "/probe@pixel_size_m: attribute missing" in err
+    err = _one_line_error(capsys, [*base, "--probe-blur-px", "0.4"])
+    assert "--probe-file" in err
+    err = _one_line_error(capsys, [*base, "--probe-na-mask", "0", "1e-4"])
+    assert "probe_na_mask_rad" in err and not (tmp_path / "r.h5").exists()

@@ -58,7 +58,12 @@ def test_mpirun_two_ranks_writes_the_one_rank_results(dataset_file, tmp_path):
         np.testing.assert_allclose(two[k], one[k], rtol=0, atol=1e-5 * scale, err_msg=k)
     np.testing.assert_allclose(two["error_history"], one["error_history"], rtol=1e-5)
     for k, v in one["metrics"].items():
-        assert two["metrics"][k] == pytest.approx(v, rel=1e-5), k
+        if k == "convergence_reason":                       # words around numbers compared in their own keys
+            continue
+        if isinstance(v, str):
+            assert two["metrics"][k] == v, k
+        else:
+            assert two["metrics"][k] == pytest.approx(v, rel=1e-5, nan_ok=True), k
     assert one["parameters"] == two["parameters"] and two["parameters"]["epie"]["n_batches"] == 3
     np.testing.assert_allclose(two["strain"]["reconstruction"].eps_zz, one["strain"]["reconstruction"].eps_zz,
                                rtol=0, atol=1e-4 * np.nanmax(np.abs(one["strain"]["reconstruction"].eps_zz)))

@@ -370,3 +370,30 @@ def test_live_engine_on_device_equals_numpy_replay(tiled_layout, raw_dir, geom, 
     ref = cb_np.sessions[0].final_result["object"]
     dev = s.final_result["object"]
     assert np.linalg.norm(dev - ref) <= 1e-5 * np.linalg.norm(ref)
+
+
+def test_live_final_result_is_published_when_strain_fails(tiled_layout, raw_dir, geom, tmp_path, monkeypatch):
+    """A strain failure in the final result leaves object, probe, metrics and placement published, the error in
+    the metadata and no strain arrays; ``wait()`` does not raise."""
+    _, raw, processed = tiled_layout
+    src, roi = _sim_source(geom)
+    bl = make_sim_beamline(src, geometry=geom, data_dir=raw_dir, roi=roi, exposure_s=0.2,
+                           simulate_exposure=False, seed=13)
+
+    def failing_strain(*args, **kwargs):
+        raise ValueError("remove_phase_ramp: no interior voxel of the support has a defined gradient")
+
+    monkeypatch.setattr("analysis.strain.strain_from_geometry", failing_strain)
+    cb = LiveReconstructionCallback(processed=processed, raw=raw, options=_options(reconstruct_live=False))
+    w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs", extra_callbacks=(cb,))
+    (uid,) = w.RE(_plan(bl, geom, "angle_outer"))
+    summary, = cb.wait(180)
+    assert summary["postprocessing_errors"] == {"strain": "ValueError: remove_phase_ramp: no interior voxel of the "
+                                                          "support has a defined gradient"}
+    node = processed[summary["final_key"]]
+    md = node.metadata
+    assert md["status"] == "complete with post-processing errors"
+    assert md["postprocessing_errors"] == {"strain": "ValueError: remove_phase_ramp: no interior voxel of the "
+                                                     "support has a defined gradient"}
+    assert {"object", "probe", "error"} <= set(node) and "strain_zz" not in set(node)
+    assert len(md["object_placement"]["origin_m"]) == 3 and md["metrics"]["r_factor_epie"] > 0

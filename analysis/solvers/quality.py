@@ -1,0 +1,30 @@
+"""Data-side quality of a Bragg state: the R-factor over the measured entries (spec 5)."""
+
+from __future__ import annotations
+
+from analysis.solvers.model import BraggData, BraggModel, BraggState
+from analysis.xp import array_module, to_numpy
+
+__all__ = ["r_factor_sums"]
+
+
+def r_factor_sums(state: BraggState, data: BraggData, op: BraggModel) -> tuple[float, float]:
+    """(Σ ω|√I − |Ψ̃||, Σ ω√I) over the entries ω of ``data`` (this process's positions).
+
+    |Ψ̃| = √(|Ψ_j|² + b) is the model amplitude as the engine models it (far field Ψ_j = F(P_j ρ_j),
+    incoherent background b, spec 2.1); R = first / second. Positions without a valid frame are skipped.
+    """
+    xp = array_module(state.object)
+    num = den = xp.zeros((), dtype=xp.float64)            # summed on the device
+    for j in range(data.n_positions):
+        if not data.has_data(j):
+            continue
+        view = state.object[op.view(data.offsets_vox[j])]
+        psi = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * view)      # Ψ_j, spec 2.1
+        model = xp.sqrt(xp.maximum(psi.real ** 2 + psi.imag ** 2 + state.background, 0.0))
+        meas = xp.sqrt(xp.maximum(data.intensities[j], 0.0))
+        m = data.mask_at(j)
+        num = num + xp.sum(xp.where(m, xp.abs(meas - model), 0.0), dtype=xp.float64)
+        den = den + xp.sum(xp.where(m, meas, 0.0), dtype=xp.float64)
+    num_h, den_h = to_numpy(xp.stack([num, den]))          # one host copy (one GPU synchronisation)
+    return float(num_h), float(den_h)
