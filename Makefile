@@ -21,9 +21,14 @@ demo: $(STAMP)
 demo-full: $(STAMP)
 	$(VENV)/bin/pxm demo --full $(ARGS)
 
-## The test suite (import contracts + pytest). .ci/run calls exactly this.
-test: $(STAMP)
+## The gates (docs/decisions/0007-gates.md): import contracts, ruff, mypy. Also run by .pre-commit-config.yaml.
+lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+## The test suite (the gates of `lint`, then pytest). .ci/run calls exactly this.
+test: lint
 	$(PY) -m pytest -q $(ARGS)
 
 bench: $(STAMP)

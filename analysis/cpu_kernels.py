@@ -52,7 +52,7 @@ def _fold_line(p: np.ndarray, v: np.ndarray, out: np.ndarray, first: bool) -> tu
         y = v[k].real * v[k].real + v[k].imag * v[k].imag
         pm = pm if pm > x else x
         vm = vm if vm > y else y
-    return pm, vm
+    return pm, vm  # type: ignore[return-value]  # Numba kernel: float32 scalars (a float to the caller)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -119,7 +119,7 @@ def _modulus_run(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, pla
         t = (one - gamma) + gamma * ratio
         background[k] = b_old * t * t
         field[k] = z * ((ratio - one) * scale2)
-    return acc
+    return acc  # type: ignore[return-value]  # Numba kernel: a float32 scalar (a float to the caller)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -353,7 +353,8 @@ def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2:
 def _gradient_run(g_obj: np.ndarray, rho: np.ndarray, p: np.ndarray, g: np.ndarray, probe_gradient: bool,
                   w: np.ndarray | None, r: np.ndarray | None, strength: np.float32) -> None:
     """One box line of :func:`ml_gradient` (NM planes, 1D contiguous slices, vectorised; the ``None``
-    branches are pruned when Numba compiles)."""
+    branches are pruned when Numba compiles).
+    """
     for k in range(g.shape[0]):
         d = g[k]
         pk = p[k]
@@ -440,7 +441,8 @@ def roughness(rho: np.ndarray, out: np.ndarray) -> None:
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def prior_gradient(rho: np.ndarray, w: np.ndarray, strength: float, grad: np.ndarray) -> float:
     """grad ← s Σ_a D_aᴴ(w D_a ρ), i.e. s Σ_a [w(n − e_a)(ρ(n) − ρ(n − e_a)) − w(n)(ρ(n + e_a) − ρ(n))];
-    returns Σ_n w(n) Σ_a |D_a ρ(n)|² (float64, without s)."""
+    returns Σ_n w(n) Σ_a |D_a ρ(n)|² (float64, without s).
+    """
     n0, n1, n2 = rho.shape
     partial = np.zeros(n0)
     for i in nb.prange(n0):
@@ -467,7 +469,8 @@ def prior_gradient(rho: np.ndarray, w: np.ndarray, strength: float, grad: np.nda
 def prior_line_sums(rho: np.ndarray, direction: np.ndarray, w0: np.ndarray, w1: np.ndarray, w2: np.ndarray,
                     with_probe: bool) -> np.ndarray:
     """S[i, k] = Σ_n w_i(n) r_k(n) (float64, 3 × 3) with r0 = Σ_a|D_aρ|², r1 = Σ_a 2Re (D_aρ)* D_aΔρ,
-    r2 = Σ_a |D_aΔρ|²; rows 1, 2 (w1, w2) only ``with_probe``."""
+    r2 = Σ_a |D_aΔρ|²; rows 1, 2 (w1, w2) only ``with_probe``.
+    """
     n0, n1, n2 = rho.shape
     partial = np.zeros((n0, 3, 3))
     for i in nb.prange(n0):

@@ -16,12 +16,12 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
 
-from analysis.geometry import BraggGeometry, HC_KEV_M
+from analysis.geometry import HC_KEV_M, BraggGeometry
 from analysis.operators.scan import ObjectPlacement
 from analysis.strain import StrainMaps
 from analysis.xp import to_numpy
@@ -244,7 +244,7 @@ def write_dataset(path: str | Path, dataset: BraggDataset, *, compression: str |
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["layout"] = dataset.layout
-        f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat()
         d = f.create_group("data")
         frames = np.asarray(dataset.frames)
         chunks = (1,) * (frames.ndim - 2) + frames.shape[-2:]
@@ -427,19 +427,20 @@ def write_results(path: str | Path, *, object: Any, probe: Any, voxel_size_m: An
                   timings_s: dict[str, float] | None = None, error_history: Any = None,
                   geometry: BraggGeometry | None = None, provenance: dict[str, Any] | None = None,
                   placement: ObjectPlacement | None = None, status: str = "complete",
-                  postprocessing_errors: dict[str, str] | None = None) -> None:
+                  postprocessing_errors: dict[str, str] | None = None, support: Any = None) -> None:
     """Write one reconstruction's results to HDF5 (layout in ``docs/dataset-format.md``).
 
     ``strain`` may be one :class:`StrainMaps` or a dict of them (e.g. reconstruction and
     sample frames); ``parameters`` takes ``dataclasses.asdict(options)`` dicts or dataclasses.
     ``placement`` puts ``origin_m`` and ``axes_lab`` on ``/object`` (where each voxel sits);
     ``status`` is one of :data:`RESULTS_STATUS`; :func:`append_results` adds post-processing later.
+    ``support`` (bool, the object's shape) is stored as ``/support``.
     """
     _check_status(status)
     with h5py.File(path, "w") as f:
         f.attrs["format"] = RESULTS_FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat()
         f.attrs["status"] = status
         o = f.create_dataset("object", data=to_numpy(object))
         o.attrs["voxel_size_m"] = np.broadcast_to(np.asarray(voxel_size_m, float), (np.ndim(o),))
@@ -454,6 +455,11 @@ def write_results(path: str | Path, *, object: Any, probe: Any, voxel_size_m: An
             o.attrs["axes_lab"] = np.asarray(placement.axes_lab, float)
             o.attrs["placement"] = ("voxel n at origin_m + sum_a n_a voxel_size_m[a] axes_lab[a], lab (x, y, z) m, "
                                     "relative to the sample point in the beam at stage position 0 (stage s: -s)")
+        if support is not None:
+            sup = np.asarray(to_numpy(support), bool)
+            if sup.shape != o.shape:
+                raise ValueError(f"write_results: support shape {sup.shape} != object shape {o.shape}")
+            f.create_dataset("support", data=sup, compression="gzip").attrs["meaning"] = "True = inside the support"
         f.create_dataset("probe", data=to_numpy(probe))
         if background is not None:
             f.create_dataset("background", data=to_numpy(background)).attrs["units"] = "counts"
@@ -486,7 +492,8 @@ def append_results(path: str | Path, *, strain: dict[str, StrainMaps] | None = N
                    metrics: dict[str, Any] | None = None, timings_s: dict[str, float] | None = None,
                    postprocessing_errors: dict[str, str] | None = None, status: str | None = None) -> None:
     """Add post-processing to a results file of :func:`write_results`: strain groups, metrics and
-    timings merged into the existing ones, step → error lines in ``/postprocessing_errors``, ``/@status``."""
+    timings merged into the existing ones, step → error lines in ``/postprocessing_errors``, ``/@status``.
+    """
     if status is not None:
         _check_status(status)
     with h5py.File(path, "a") as f:
@@ -520,7 +527,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != RESULTS_FORMAT_NAME:
             raise ValueError(f"{path}: /@format is {f.attrs.get('format')!r}, expected {RESULTS_FORMAT_NAME!r}")
-        for k in ("object", "probe", "background", "error_history"):
+        for k in ("object", "probe", "background", "error_history", "support"):
             if k in f:
                 out[k] = f[k][()]
         out["voxel_size_m"] = tuple(float(v) for v in f["object"].attrs["voxel_size_m"])
@@ -530,8 +537,9 @@ def read_results(path: str | Path) -> dict[str, Any]:
                 out["strain"][name] = StrainMaps(
                     eps_zz=g["eps_zz"][()], omega_x_rad=g["omega_x_rad"][()], omega_y_rad=g["omega_y_rad"][()],
                     amplitude=g["amplitude"][()], mask=g["mask"][()],
-                    voxel_size_m=tuple(float(v) for v in g.attrs["voxel_size_m"]),
-                    origin_m=tuple(float(v) for v in g.attrs["origin_m"]), frame=str(g.attrs["frame"]))
+                    voxel_size_m=cast("tuple[float, float, float]", tuple(float(v) for v in g.attrs["voxel_size_m"])),
+                    origin_m=cast("tuple[float, float, float]", tuple(float(v) for v in g.attrs["origin_m"])),
+                    frame=str(g.attrs["frame"]))
         for k in ("metrics", "parameters", "provenance"):
             out[k] = _read_dict_attrs(f[k])
         out["status"] = str(f.attrs.get("status", "complete"))
@@ -549,6 +557,26 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- CXI
+CXI_AXIS_NAMES = {2: ("r2_m", "r3_m"), 3: ("r1_m", "r2_m", "r3_m")}
+"""NXdata axis fields of a CXI image by its rank: grid coordinates along (e2, e3) or (e1, e2, e3), metres."""
+
+
+def _nxdata_axes(group: h5py.Group, shape: tuple[int, ...], pixel_size_m: np.ndarray) -> None:
+    """Make ``group`` a plottable NXdata: ``@signal = "data"``, ``@axes`` and one coordinate field per axis.
+
+    Axis a holds ``(n − N_a//2) · pixel_size_m[a]`` (m): the grid coordinate along the array axis with
+    element N//2 at 0 (the centre convention of pxm's probe and object grids).
+    """
+    names = CXI_AXIS_NAMES[len(shape)]
+    group.attrs["signal"] = "data"
+    group.attrs["axes"] = np.array(names, dtype=h5py.string_dtype())
+    for a, (name, n) in enumerate(zip(names, shape, strict=True)):
+        ax = group.create_dataset(name, data=(np.arange(n) - n // 2) * float(pixel_size_m[a]))
+        ax.attrs["units"] = "m"
+        ax.attrs["long_name"] = f"{name[:-2]} (m), array axis {a}, element {n // 2} at 0"
+        group.attrs[f"{name}_indices"] = a
+
+
 def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = None,
               probe_pixel_size_m: Any = None, energy_kev: float | None = None,
               detector_distance_m: float | None = None, detector_pixel_size_m: float | None = None,
@@ -560,7 +588,9 @@ def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = N
     ``data_space`` = "real", ``image_size`` in m, ``is_fft_shifted``),
     ``/entry_1/image_2`` for the probe, ``/entry_1/data_1/data`` (soft link),
     ``/entry_1/instrument_1/source_1/energy`` (J), ``.../detector_1/{distance,
-    x_pixel_size, y_pixel_size}`` (m) and ``/entry_1/image_1/process_1/note`` (JSON).
+    x_pixel_size, y_pixel_size}`` (m) and ``/entry_1/image_1/process_1/note`` (JSON). Every image group
+    and ``data_1`` is a plottable NXdata (``@signal = "data"``, ``@axes`` = :data:`CXI_AXIS_NAMES`, coordinate
+    fields in m with element N//2 at 0).
     """
     img = to_numpy(image)
     if img.ndim not in (2, 3):
@@ -571,7 +601,7 @@ def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = N
         e = f.create_group("entry_1")
         e.attrs["NX_class"] = "NXentry"
         e.create_dataset("title", data=title)
-        e.create_dataset("start_time", data=_dt.datetime.now(_dt.timezone.utc).isoformat())
+        e.create_dataset("start_time", data=_dt.datetime.now(_dt.UTC).isoformat())
 
         def image_group(name: str, arr: np.ndarray, px: np.ndarray, kind: str) -> h5py.Group:
             g = e.create_group(name)
@@ -582,6 +612,7 @@ def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = N
             g.create_dataset("image_size", data=np.asarray(arr.shape, float) * px)
             g.create_dataset("pixel_size", data=np.asarray(px, float))
             g.create_dataset("is_fft_shifted", data=0)
+            _nxdata_axes(g, arr.shape, px)
             return g
 
         g1 = image_group("image_1", img, pix, data_type)
@@ -596,6 +627,11 @@ def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = N
         d1 = e.create_group("data_1")
         d1.attrs["NX_class"] = "NXdata"
         d1["data"] = h5py.SoftLink("/entry_1/image_1/data")
+        d1.attrs["signal"] = "data"
+        d1.attrs["axes"] = g1.attrs["axes"]
+        for name in g1.attrs["axes"]:
+            d1[name] = h5py.SoftLink(f"/entry_1/image_1/{name}")
+            d1.attrs[f"{name}_indices"] = g1.attrs[f"{name}_indices"]
         inst = e.create_group("instrument_1")
         inst.attrs["NX_class"] = "NXinstrument"
         if energy_kev is not None:

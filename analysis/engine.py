@@ -24,11 +24,11 @@ from analysis.operators.probe import probe_na_mask, probe_width_along_p1_m
 from analysis.operators.scan import ObjectPlacement, object_placement, positions_to_voxels, view_grid
 from analysis.solvers import distributed, epie, ml
 from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunicator, owned_positions
-from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.free import FreeCostHistory, FreeDataMonitor, held_out_rows, split_data
+from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import EpieOptions, FreeDataOptions, MLOptions
-from analysis.solvers.smoothness import illumination_maps
 from analysis.solvers.quality import r_factor_sums
+from analysis.solvers.smoothness import illumination_maps
 from analysis.solvers.support import shrink_wrap, shrinkwrap_floor, slab_support, smoothed_amplitude
 from analysis.xp import COMPLEX, fft_module, to_numpy
 
@@ -418,8 +418,11 @@ class Reconstruction:
         self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype),
                                 probe=xp.array(p2, dtype=self._dtype),         # a copy: the caller's P2 stays as given
                                 background=xp.asarray(b), support=xp.asarray(sup))
+        self.initial_probe_scale = 1.0
+        """Factor the initial P2 was scaled by (``recipe.match_initial_scale``; the one place the probe is scaled)."""
         if recipe.match_initial_scale:
-            self.state.probe *= self._intensity_scale()
+            self.initial_probe_scale = self._intensity_scale()
+            self.state.probe *= self.initial_probe_scale
         self._rng = np.random.default_rng(recipe.rng_seed)
         self._costs: list[float] = []
         self._phases: list[str] = []
@@ -431,7 +434,7 @@ class Reconstruction:
 
     @classmethod
     def from_share(cls, share: DatasetShare, probe: np.ndarray, *, comm: Communicator | None = None,
-                   **kwargs: Any) -> "Reconstruction":
+                   **kwargs: Any) -> Reconstruction:
         """Engine on one rank's :class:`~analysis.dataset.DatasetShare` (its positions' frames only).
 
         ``share`` must hold the positions :func:`~analysis.solvers.distributed.owned_positions` gives
@@ -448,7 +451,7 @@ class Reconstruction:
 
     @classmethod
     def from_file(cls, path: str | Path, probe: np.ndarray, *, comm: Communicator | None = None,
-                  **kwargs: Any) -> "Reconstruction":
+                  **kwargs: Any) -> Reconstruction:
         """Engine on a dataset file (grid layout); with ``comm`` each rank reads only its own positions' frames."""
         c = SerialCommunicator() if comm is None else comm
         return cls.from_share(read_dataset_share(path, rank=c.rank, size=c.size), probe, comm=comm, **kwargs)
@@ -465,7 +468,7 @@ class Reconstruction:
 
     # --- validation -------------------------------------------------------------------
     def _own_rows(self, frames: Any, frame_valid: Any, n_all: int) -> tuple[Any, Any]:
-        """This rank's rows of ``frames``/``frame_valid`` (unchanged without a communicator)."""
+        """The rows of ``frames``/``frame_valid`` this rank owns (unchanged without a communicator)."""
         if self._comm is None:
             return frames, frame_valid
         n = int(np.shape(frames)[0]) if np.ndim(frames) else -1
@@ -657,7 +660,7 @@ class Reconstruction:
                                              min_voxels=max(1, floor))
             self.state.object *= self.state.support
 
-    def iterate(self, n_iterations: int) -> "Reconstruction":
+    def iterate(self, n_iterations: int) -> Reconstruction:
         """Run ``n_iterations`` more iterations of the recipe (ePIE sweeps, then ML)."""
         if n_iterations < 0:
             raise ValueError(f"n_iterations must be >= 0, got {n_iterations}")
@@ -670,6 +673,7 @@ class Reconstruction:
                 break                                   # the free-data rule ended ML: the best state is kept
             it = self.state.iteration
             t0 = time.perf_counter()
+            stats: epie.SweepStats | ml.MLStats
             if it < r.n_epie_iterations and not (mon is not None and mon.epie_stopped):
                 self._apply_support_schedule(it)
                 if self._comm is None:
@@ -682,12 +686,14 @@ class Reconstruction:
                 self._phases.append("epie")
             else:
                 if mon is not None and not mon.has_checks:  # ML from the start: its first state is the baseline
+                    assert self._free_data is not None      # the monitor exists only with held-out entries
                     mon.evaluate(self.state, self.data, self._free_data, self.op, "ml")
                 self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml, comm=self._comm)
                 self._n_ml_done += 1
                 self._phases.append("ml")
             self._costs.append(float(stats.cost))
             if mon is not None:
+                assert self._free_data is not None          # the monitor exists only with held-out entries
                 ph = self._phases[-1]
                 done, n = (self.state.iteration, r.n_epie_iterations) if ph == "epie" else (self._n_ml_done,
                                                                                            r.n_ml_iterations)

@@ -177,7 +177,7 @@ def save_convergence(path: str | Path, costs: Any, phases: Any) -> Path:
     names = [ph for ph in dict.fromkeys(phases.tolist())]
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 3.8), squeeze=False)
     it = np.arange(1, costs.size + 1)
-    for ax, ph in zip(axes[0], names):
+    for ax, ph in zip(axes[0], names, strict=False):
         sel = phases == ph
         ax.semilogy(it[sel], np.maximum(costs[sel], 1e-300), ".-")
         ax.set_xlabel("iteration")

@@ -250,7 +250,7 @@ def forward_ptychography(intensities: Any, positions_m: Any, *, pixel_size_m: fl
             if update_probe:
                 probe = probe + (dp if shifts[j] is None else fft.ifft2(fft.fft2(dp) * xp.conj(shifts[j])))
         history[it] = err / max(norm_data, 1e-300)
-        if mpie and options.momentum > 0:
+        if mpie and options.momentum > 0 and v_obj is not None and v_probe is not None:   # both set with mpie
             v_obj = options.momentum * v_obj + (obj - obj_prev)
             obj = obj + options.momentum * v_obj
             if update_probe:

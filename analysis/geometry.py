@@ -37,7 +37,7 @@ def wavelength_m_from_kev(energy_kev: float) -> float:
 
 def cubic_d_spacing_m(lattice_constant_m: float, hkl: tuple[int, int, int]) -> float:
     """Interplanar spacing d_hkl = a / sqrt(h² + k² + l²) of a cubic lattice, in metres."""
-    h, k, l = hkl
+    h, k, l = hkl  # noqa: E741 - the Miller index is called l
     n2 = h * h + k * k + l * l
     if n2 == 0:
         raise ValueError("hkl: (0, 0, 0) is not a reflection")
@@ -101,7 +101,7 @@ class Roi:
 
     @classmethod
     def centred(cls, layout: DetectorLayout, n_rows_px: int, n_cols_px: int,
-                centre_px: tuple[float, float] | None = None) -> "Roi":
+                centre_px: tuple[float, float] | None = None) -> Roi:
         """ROI of the given size centred on ``centre_px`` (default: detector centre)."""
         cr, cc = centre_px if centre_px is not None else (layout.n_rows_px / 2, layout.n_cols_px / 2)
         roi = cls(row0_px=int(round(cr - n_rows_px / 2)), col0_px=int(round(cc - n_cols_px / 2)),
@@ -359,7 +359,7 @@ class BraggGeometry:
         return md
 
     @classmethod
-    def from_metadata(cls, md: dict[str, Any]) -> "BraggGeometry":
+    def from_metadata(cls, md: dict[str, Any]) -> BraggGeometry:
         """Rebuild from :meth:`to_metadata` output; raises ValueError naming missing keys."""
         names = [f.name for f in dataclasses.fields(cls)]
         required = [f.name for f in dataclasses.fields(cls)

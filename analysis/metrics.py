@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from analysis.strain import StrainMaps
-from analysis.xp import array_module, fft_module, ndimage_module, to_numpy
+from analysis.xp import Array, array_module, fft_module, ndimage_module, to_numpy
 
 __all__ = [
     "register_shift",
@@ -128,9 +128,9 @@ class AlignedError:
     """c e^{iκ·r} ρ̂(r − δ) on the full grid."""
 
 
-def _ramp_grid(shape: tuple[int, ...], kappa: list[float], xp: Any) -> Any:
+def _ramp_grid(shape: tuple[int, ...], kappa: list[float], xp: Any) -> Array:
     ph = 0
-    for a, (n, k) in enumerate(zip(shape, kappa)):
+    for a, (n, k) in enumerate(zip(shape, kappa, strict=True)):
         sh = [1] * len(shape)
         sh[a] = n
         ph = ph + k * (xp.arange(n) - n // 2).reshape(sh)
@@ -164,7 +164,7 @@ def _aligned_error(estimate: Any, truth: Any, support: Any, *, remove_shift: boo
             for a in range(est.ndim):
                 pair = xp.roll(z, -1, axis=a) * xp.conj(z)
                 ok = w * xp.roll(w, -1, axis=a)
-                edge = [slice(None)] * est.ndim
+                edge: list[slice | int] = [slice(None)] * est.ndim
                 edge[a] = -1
                 ok[tuple(edge)] = 0
                 kappa[a] += float(xp.angle((ok * pair).sum()))
@@ -332,7 +332,8 @@ class ConvergenceVerdict:
 def convergence(costs: Any, phases: Any, r_factors: dict[str, float],
                 rule: ConvergenceRule = ConvergenceRule()) -> ConvergenceVerdict:
     """Apply ``rule`` to a cost history (one value per iteration, ``phases`` 'epie'/'ml' per iteration)
-    and the R-factors at ``"initial"`` and at the end of each phase (``ReconstructionResult.r_factors``)."""
+    and the R-factors at ``"initial"`` and at the end of each phase (``ReconstructionResult.r_factors``).
+    """
     c = np.asarray(costs, float)
     ph = [str(p) for p in phases]
     if c.shape != (len(ph),):
@@ -425,7 +426,7 @@ def _basis_shells(shape: tuple[int, ...], basis: np.ndarray, n_shells: int | Non
     recip = np.linalg.inv(b).T
     used = [a for a, n in enumerate(shape) if n > 1]      # a length-1 axis bounds nothing
     if axis is None:
-        k_max = min((shape[a] // 2) / np.linalg.norm(recip[a]) for a in used)
+        k_max = min(float((shape[a] // 2) / np.linalg.norm(recip[a])) for a in used)
     else:
         k_max = min((shape[a] // 2) / abs(float(axis @ recip[a])) for a in used if abs(float(axis @ recip[a])) > 1e-300)
     width = min(float(np.linalg.norm(b[a])) for a in used) if not n_shells else k_max / n_shells
@@ -449,7 +450,8 @@ def _basis_shells(shape: tuple[int, ...], basis: np.ndarray, n_shells: int | Non
 
 def random_phase_prtf(n_runs: int) -> float:
     """E|(1/K) Σ_k e^{iφ_k}| for K independent uniform phases: the PRTF of K runs that share no phase
-    information (2/π for K = 2; below 1/e only from K = 6). Computed as (1/K)∫₀^∞ (1 − J₀(t)^K) t⁻² dt."""
+    information (2/π for K = 2; below 1/e only from K = 6). Computed as (1/K)∫₀^∞ (1 − J₀(t)^K) t⁻² dt.
+    """
     from scipy import integrate, special
 
     if n_runs < 1:
@@ -506,7 +508,7 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
     if mask is not None:
         a, b = a * mask, b * mask
     A, B = fft.fftn(a), fft.fftn(b)
-    dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox))
+    dk = tuple(1.0 / (n * d) for n, d in zip(a.shape, vox, strict=True))
     idx, centres, cone = _basis_shells(a.shape, np.diag(dk), n_shells, u, cone_half_angle_deg, xp, centred=False)
     nb = len(centres)
     flat = idx.ravel()

@@ -23,8 +23,13 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry
-from analysis.probe_init import (ProbeInitOptions, probe_from_beam_volume, probe_from_perpendicular,
-                                 probe_from_section, section_matches_grid)
+from analysis.probe_init import (
+    ProbeInitOptions,
+    probe_from_beam_volume,
+    probe_from_perpendicular,
+    probe_from_section,
+    section_matches_grid,
+)
 
 __all__ = ["PROBE_FILE_FORMAT", "PROBE_AXES", "ProbeFile", "read_probe_file", "write_probe_file",
            "p2_from_probe_file"]
@@ -114,7 +119,7 @@ def write_probe_file(path: str | Path, probe: np.ndarray, *, pixel_size_m: float
         f.attrs["format"] = PROBE_FILE_FORMAT
         d = f.create_dataset("probe", data=pf.probe)
         key = "pixel_size_m" if p.ndim == 2 else "voxel_size_m"
-        d.attrs[key] = float(size) if p.ndim == 2 and np.ndim(size) == 0 else np.asarray(spacing, float)
+        d.attrs[key] = float(np.asarray(size)) if p.ndim == 2 and np.ndim(size) == 0 else np.asarray(spacing, float)
         d.attrs["axes"] = ", ".join(pf.axes)
         d.attrs["frame"] = pf.frame
         if error_history is not None:
@@ -135,7 +140,8 @@ def read_probe_file(path: str | Path) -> ProbeFile:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise ValueError(f"{path}: not an HDF5 file ({exc}); write the probe file as in docs/dataset-format.md §4")
+        raise ValueError(f"{path}: not an HDF5 file ({exc}); "
+                         "write the probe file as in docs/dataset-format.md §4") from exc
     with f:
         fmt = _text(f.attrs.get("format", PROBE_FILE_FORMAT))
         if fmt != PROBE_FILE_FORMAT:

@@ -134,15 +134,15 @@ def _resample(p: np.ndarray, spacing_m: tuple[float, ...], coords_m: list[np.nda
             prof = inten.sum(axis=tuple(a for a in range(p.ndim) if a != ax))
             centre[ax] = float((np.arange(p.shape[ax]) * prof).sum() / prof.sum())
     if options.blur_px > 0:
-        sig = [options.blur_px * s / d for s, d in zip(step_m, spacing_m)]
+        sig = [options.blur_px * s / d for s, d in zip(step_m, spacing_m, strict=True)]
         p = ndimage.gaussian_filter(p.real, sig) + 1j * ndimage.gaussian_filter(p.imag, sig)
-    idx = [x / d + c0 for x, d, c0 in zip(coords_m, spacing_m, centre)]
+    idx = [x / d + c0 for x, d, c0 in zip(coords_m, spacing_m, centre, strict=True)]
     if clamp_last:
         idx[-1] = np.clip(idx[-1], 0.0, p.shape[-1] - 1.0)
     coords = np.stack(np.broadcast_arrays(*idx))
     kw = dict(order=options.interpolation_order, mode="constant", cval=0.0, prefilter=options.interpolation_order > 1)
     out = ndimage.map_coordinates(p.real, coords, **kw) + 1j * ndimage.map_coordinates(p.imag, coords, **kw)
-    return _normalised(out, options, name, extent_m=[n * d for n, d in zip(p.shape, spacing_m)])
+    return _normalised(out, options, name, extent_m=[n * d for n, d in zip(p.shape, spacing_m, strict=True)])
 
 
 def _normalised(out: np.ndarray, options: ProbeInitOptions, name: str, extent_m: list[float]) -> np.ndarray:
@@ -157,7 +157,7 @@ def _normalised(out: np.ndarray, options: ProbeInitOptions, name: str, extent_m:
     return out
 
 
-def probe_from_perpendicular(probe_vh: np.ndarray, pixel_size_m: float | tuple[float, float],
+def probe_from_perpendicular(probe_vh: np.ndarray, pixel_size_m: float | tuple[float, ...],
                              geometry: BraggGeometry, *,
                              options: ProbeInitOptions = ProbeInitOptions()) -> np.ndarray:
     """Resample a beam-plane probe (rows p1 = V, columns p2 = H) onto P2 (N2, N3) complex128.
@@ -173,7 +173,7 @@ def probe_from_perpendicular(probe_vh: np.ndarray, pixel_size_m: float | tuple[f
     return _resample(p, d, [p1, p2], _step_along(geometry), options, name)
 
 
-def section_matches_grid(shape: tuple[int, ...], pixel_size_m: tuple[float, float], geometry: BraggGeometry,
+def section_matches_grid(shape: tuple[int, ...], pixel_size_m: tuple[float, ...], geometry: BraggGeometry,
                          *, rtol: float = 1e-6) -> bool:
     """True when an (r2, r3) section of ``shape`` and ``pixel_size_m`` lies on the P2 nodes of ``geometry``."""
     _, dr2, dr3 = geometry.voxel_size_m
@@ -181,7 +181,7 @@ def section_matches_grid(shape: tuple[int, ...], pixel_size_m: tuple[float, floa
             and bool(np.allclose(pixel_size_m, (dr2, dr3), rtol=rtol, atol=0.0)))
 
 
-def probe_from_section(probe_r2r3: np.ndarray, pixel_size_m: float | tuple[float, float], geometry: BraggGeometry,
+def probe_from_section(probe_r2r3: np.ndarray, pixel_size_m: float | tuple[float, ...], geometry: BraggGeometry,
                        *, options: ProbeInitOptions = ProbeInitOptions()) -> np.ndarray:
     """P2 (N2, N3) complex128 from a probe on the (r2, r3) plane through the box centre (pixel N//2 at 0).
 
@@ -192,13 +192,13 @@ def probe_from_section(probe_r2r3: np.ndarray, pixel_size_m: float | tuple[float
     p = _checked(probe_r2r3, 2, name, "r2, r3")
     d = _spacing(pixel_size_m, 2, name)
     if section_matches_grid(p.shape, d, geometry) and not options.recentre and options.blur_px == 0:
-        return _normalised(p.copy(), options, name, extent_m=[n * s for n, s in zip(p.shape, d)])
+        return _normalised(p.copy(), options, name, extent_m=[n * s for n, s in zip(p.shape, d, strict=True)])
     b, c = _p2_grid_m(geometry)
     _, dr2, dr3 = geometry.voxel_size_m
     return _resample(p, d, [b, c], (dr2, dr3), options, name)
 
 
-def probe_from_beam_volume(probe_p123: np.ndarray, voxel_size_m: float | tuple[float, float, float],
+def probe_from_beam_volume(probe_p123: np.ndarray, voxel_size_m: float | tuple[float, ...],
                            geometry: BraggGeometry, *, options: ProbeInitOptions = ProbeInitOptions()) -> np.ndarray:
     """P2 (N2, N3) complex128: a 3D probe on (p1 = V, p2 = H, p3 = k̂_i) sampled on the P2 plane.
 

@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -40,7 +40,8 @@ from analysis.geometry import BraggGeometry
 
 __all__ = ["PtypyBraggCase", "read_ptypy_bragg", "pxm_geometry", "pxm_dataset", "probe_p2", "perpendicular_probe",
            "smallest_upsampling", "probe_width_p1_m",
-           "natural_to_lab_m", "lab_to_grid_vox", "LatticeTransfer", "lattice_transfer", "truth_on_grid", "TruthComparison", "compare_with_truth",
+           "natural_to_lab_m", "lab_to_grid_vox", "LatticeTransfer", "lattice_transfer", "truth_on_grid",
+           "TruthComparison", "compare_with_truth",
            "ptypy_model_intensities"]
 
 
@@ -101,15 +102,17 @@ def read_ptypy_bragg(path: str | Path) -> PtypyBraggCase:
         angles = np.asarray(_need(f, "data3d/angles_deg", source)[()], dtype=float)
         pos = np.asarray(_need(f, "data3d/positions_r3r1r2", source)[()], dtype=float)
         probe = np.asarray(_need(f, "probe/probe3d", source)[()], dtype=np.complex128)
-        vox = tuple(float(v) for v in _attr(geo, "voxel_size_r3r1r2_m", source))
-        psize = tuple(float(v) for v in np.broadcast_to(_attr(geo, "detector_psize_m", source), (2,)))
+        vox = cast("tuple[float, float, float]", tuple(float(v) for v in _attr(geo, "voxel_size_r3r1r2_m", source)))
+        psize = cast("tuple[float, float]",
+                     tuple(float(v) for v in np.broadcast_to(_attr(geo, "detector_psize_m", source), (2,))))
         truth = origin = None
         if "truth/object" in f:
             truth = np.asarray(f["truth/object"][()], dtype=np.complex128)
             origin = np.asarray(_attr(f["truth"], "origin_m", source), dtype=float)
         case = PtypyBraggCase(
             source=source, intensities=inten, angles_deg=angles, positions_natural_m=pos, probe3d=probe,
-            energy_kev=float(_attr(geo, "energy_keV", source)), theta_bragg_deg=float(_attr(geo, "theta_bragg_deg", source)),
+            energy_kev=float(_attr(geo, "energy_keV", source)),
+            theta_bragg_deg=float(_attr(geo, "theta_bragg_deg", source)),
             distance_m=float(_attr(geo, "distance_m", source)), pixel_size_m=psize,
             rocking_step_deg=float(_attr(geo, "rocking_step_deg", source)), voxel_natural_m=vox,
             truth=truth, truth_origin_m=origin,
@@ -243,12 +246,13 @@ def probe_width_p1_m(case: PtypyBraggCase, energy_fraction: float = 0.99) -> flo
     o = np.argsort(p1)
     c = np.cumsum(w[o]) / w.sum()
     lo, hi = np.searchsorted(c, (1 - energy_fraction) / 2), np.searchsorted(c, 1 - (1 - energy_fraction) / 2)
-    return float(p1[o][min(hi, len(c) - 1)] - p1[o][lo])
+    return float(p1[o][min(int(hi), len(c) - 1)] - p1[o][lo])
 
 
 def smallest_upsampling(case: PtypyBraggCase, *, thickness_m: float = 0.0, max_upsampling: int = 8) -> int:
     """Smallest U for which P2 holds the whole probe: the sampling condition (seed Eq 12) with the probe's
-    width along p1 and a slab of ``thickness_m``."""
+    width along p1 and a slab of ``thickness_m``.
+    """
     width = probe_width_p1_m(case)
     for u in range(1, max_upsampling + 1):
         if pxm_geometry(case, upsampling=u).probe_width_limit_m(thickness_m) >= width:
@@ -354,13 +358,15 @@ def lattice_transfer(geometry: BraggGeometry, theta_bragg_deg: float, object_sha
     o = np.asarray(offsets_vox)
     if np.ptp(o[:, 0]) or np.ptp(o[:, 2]):
         raise ValueError("lattice_transfer: the views differ along e1 or e3; only scans along y share one box")
-    return LatticeTransfer(geometry=geometry, theta_bragg_deg=theta_bragg_deg, box_start_vox=(int(o[0, 0]), int(o[0, 2])),
-                           object_shape=tuple(int(v) for v in object_shape), origin_vox=np.asarray(origin_vox, float))
+    return LatticeTransfer(geometry=geometry, theta_bragg_deg=theta_bragg_deg,
+                           box_start_vox=(int(o[0, 0]), int(o[0, 2])),
+                           object_shape=cast("tuple[int, int, int]", tuple(int(v) for v in object_shape)),
+                           origin_vox=np.asarray(origin_vox, float))
 
 
 def ptypy_model_intensities(obj_natural: np.ndarray, probe3d: np.ndarray, start_vox: np.ndarray) -> np.ndarray:
     """ptypy's model I = |fftshift(fftn(O_view · P))|² for one view starting at ``start_vox`` (3 ints)."""
-    sl = tuple(slice(int(s), int(s) + n) for s, n in zip(start_vox, probe3d.shape))
+    sl = tuple(slice(int(s), int(s) + n) for s, n in zip(start_vox, probe3d.shape, strict=True))
     return np.abs(np.fft.fftshift(np.fft.fftn(obj_natural[sl] * probe3d))) ** 2
 
 
@@ -441,7 +447,8 @@ def compare_with_truth(obj: np.ndarray, transfer: LatticeTransfer, case: PtypyBr
                            n_voxels=int(region.sum()), aligned=aligned)
 
 
-def _overlap(case: PtypyBraggCase, transfer: LatticeTransfer) -> tuple[tuple[slice, ...], tuple[slice, ...], np.ndarray]:
+def _overlap(case: PtypyBraggCase,
+             transfer: LatticeTransfer) -> tuple[tuple[slice, ...], tuple[slice, ...], np.ndarray]:
     """(truth slices, lattice slices, lab offset ε) of the truth's overlap with the transfer's lattice.
 
     ε is the lab displacement of the truth's voxels from the lattice points they are paired with.
@@ -452,14 +459,15 @@ def _overlap(case: PtypyBraggCase, transfer: LatticeTransfer) -> tuple[tuple[sli
     lat_shape = np.array([transfer.geometry.recon_shape[2], transfer.geometry.n_rows_px, transfer.object_shape[1]])
     pos = (np.asarray(case.truth_origin_m) - centre_nat) / d + lat_shape // 2
     start = np.rint(pos).astype(int)
+    assert case.truth is not None                     # callers compare with a case that has its truth
     shape = np.asarray(case.truth.shape)
     lo = np.maximum(start, 0)
     hi = np.minimum(start + shape, lat_shape)
     if np.any(hi <= lo):
         raise ValueError(f"the truth {tuple(shape)} at lattice index {start.tolist()} misses the reconstruction's "
                          f"lattice {tuple(lat_shape)}")
-    t_sl = tuple(slice(int(a - s0), int(b - s0)) for a, b, s0 in zip(lo, hi, start))
-    l_sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    t_sl = tuple(slice(int(a - s0), int(b - s0)) for a, b, s0 in zip(lo, hi, start, strict=True))
+    l_sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     return t_sl, l_sl, ((pos - start) * d) @ basis
 
 
@@ -492,8 +500,8 @@ def _illumination(case: PtypyBraggCase) -> np.ndarray:
     for pos in case.positions_natural_m:
         start = np.rint((pos - case.truth_origin_m) / d).astype(int) - shape // 2
         idx = [np.mod(np.arange(s, s + n), m) if a == 0 else np.arange(s, s + n)
-               for a, (s, n, m) in enumerate(zip(start, shape, truth.shape))]
-        keep = [(i >= 0) & (i < m) for i, m in zip(idx, truth.shape)]
+               for a, (s, n, m) in enumerate(zip(start, shape, truth.shape, strict=True))]
+        keep = [(i >= 0) & (i < m) for i, m in zip(idx, truth.shape, strict=True)]
         sub = p2[np.ix_(keep[0], keep[1], keep[2])]
         lit[np.ix_(idx[0][keep[0]], idx[1][keep[1]], idx[2][keep[2]])] += sub
     return lit
@@ -505,7 +513,8 @@ def describe(case: PtypyBraggCase) -> str:
     return (f"ptypy Bragg case: {n_pos} positions × {n3} rocking angles of {case.rocking_step_deg:g}°, "
             f"{n1} × {n2} frames of {case.pixel_size_m[0] * 1e6:g} µm at {case.distance_m:g} m, "
             f"{case.energy_kev:g} keV, θ_B {case.theta_bragg_deg:g}°; truth: "
-            f"{'yes' if case.truth is not None else 'no'}; " + json.dumps({"generator": case.attributes.get("generator")}))
+            f"{'yes' if case.truth is not None else 'no'}; "
+            + json.dumps({"generator": case.attributes.get("generator")}))
 
 
 @dataclass(frozen=True, kw_only=True)

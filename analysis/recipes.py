@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from analysis.engine import (Recipe, SupportSchedule, fixed_probe_baseline, scaled_recipe, seed_recipe)
+from analysis.engine import Recipe, SupportSchedule, fixed_probe_baseline, scaled_recipe, seed_recipe
 from analysis.solvers.support import slab_normal, slab_tilts_deg
 from analysis.thickness import ThicknessEstimate
 
-__all__ = ["PRESETS", "quick_recipe", "recipe_by_name", "schedule_iterations", "recipe_with", "read_recipe_file",
+__all__ = ["PRESETS", "DEFAULT_ML_SMOOTHNESS", "DEFAULT_EPIE_ITERATIONS", "default_recipe", "quick_recipe",
+           "recipe_by_name", "schedule_iterations", "recipe_with", "read_recipe_file",
            "GivenSupport", "resolve_sample", "support_line", "shrinkwrap_line"]
 
 
@@ -35,8 +36,32 @@ def quick_recipe() -> Recipe:
     return Recipe(n_epie_iterations=3, n_ml_iterations=1, support=sched)
 
 
+DEFAULT_ML_SMOOTHNESS = 0.01
+"""Strength s of the ML smoothness prior in the ``default`` recipe (docs/decisions/0002, docs/seed-schedule.md)."""
+
+
+DEFAULT_EPIE_ITERATIONS = 200
+"""ePIE sweeps of the ``default`` recipe: the seed's schedule scaled to 200 (+ 100 ML). The seed's 1000 sweeps
+fit noise and model error after their best state (docs/benchmarks.md, "Quality by recipe")."""
+
+
+def default_recipe() -> Recipe:
+    """``pxm reconstruct``'s default: the seed's schedule scaled to :data:`DEFAULT_EPIE_ITERATIONS` sweeps (thickness
+    steps, shrink-wrap, probe start and ML count scaled with it: 200 ePIE + 100 ML) with the ML smoothness prior
+    s = :data:`DEFAULT_ML_SMOOTHNESS`.
+
+    On data no model describes exactly (every measurement) the seed's ML cost alone trades the mismatch and the
+    noise for voxel-scale structure of ρ, and its 1000 sweeps fit noise long after the best state: its last
+    state ends far worse than its best (docs/benchmarks.md, "Quality by recipe"; docs/decisions/0002). The
+    illumination-weighted prior (:mod:`analysis.solvers.smoothness`) and the shorter schedule stop that;
+    ``seed`` stays the seed's literal schedule.
+    """
+    r = scaled_recipe(seed_recipe(), n_epie_iterations=DEFAULT_EPIE_ITERATIONS)
+    return dataclasses.replace(r, ml=dataclasses.replace(r.ml, smoothness=DEFAULT_ML_SMOOTHNESS))
+
+
 PRESETS: Mapping[str, Callable[[], Recipe]] = types.MappingProxyType(
-    {"seed": seed_recipe, "quick": quick_recipe, "baseline": fixed_probe_baseline})
+    {"default": default_recipe, "seed": seed_recipe, "quick": quick_recipe, "baseline": fixed_probe_baseline})
 """The named recipes of ``pxm reconstruct --recipe``."""
 
 
@@ -53,8 +78,8 @@ def schedule_iterations(recipe: Recipe, *, n_epie_iterations: int | None = None,
         raise ValueError(f"iterations: {n_ml_iterations} ML iterations; give a number >= 0")
     if n_epie_iterations is not None and n_epie_iterations > 0 and recipe.n_epie_iterations > 0:
         return scaled_recipe(recipe, n_epie_iterations=n_epie_iterations, n_ml_iterations=n_ml_iterations)
-    kw = {k: v for k, v in (("n_epie_iterations", n_epie_iterations), ("n_ml_iterations", n_ml_iterations))
-          if v is not None}
+    kw: dict[str, Any] = {k: v for k, v in (("n_epie_iterations", n_epie_iterations),
+                                            ("n_ml_iterations", n_ml_iterations)) if v is not None}
     return dataclasses.replace(recipe, **kw) if kw else recipe
 
 
@@ -107,7 +132,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise bad
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -207,7 +232,8 @@ def _sample_number(sample: Mapping[str, Any], key: str) -> float | None:
 
 def _sample_tilt(sample: Mapping[str, Any]) -> tuple[tuple[float, float], str] | None:
     """((tilt_x_deg, tilt_y_deg), source) from ``/sample``: ``tilt_x_deg`` + ``tilt_y_deg``, or
-    ``surface_normal_lab``."""
+    ``surface_normal_lab``.
+    """
     tx, ty = _sample_number(sample, "tilt_x_deg"), _sample_number(sample, "tilt_y_deg")
     if tx is not None or ty is not None:
         if tx is None or ty is None:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from analysis.geometry import BraggGeometry
-from analysis.xp import array_module, ndimage_module
+from analysis.xp import Array, array_module, ndimage_module
 
 __all__ = [
     "StrainOptions",
@@ -119,7 +119,7 @@ def _voxels(voxel_size_m: Any, ndim: int) -> tuple[float, ...]:
     return v
 
 
-def phase_gradient(rho: Any, voxel_size_m: Any = 1.0) -> tuple[list[Any], Any]:
+def phase_gradient(rho: Array, voxel_size_m: Any = 1.0) -> tuple[list[Array], Array]:
     """Wrap-free phase gradient ∂_aφ = arg[ρ(r+Δ_a)ρ*(r−Δ_a)]/(2Δ_a) along every axis (seed Eq 15).
 
     Returns (gradients, valid): one real array per axis in rad/m (rad/voxel for unit
@@ -137,7 +137,7 @@ def phase_gradient(rho: Any, voxel_size_m: Any = 1.0) -> tuple[list[Any], Any]:
         fwd = xp.roll(rho, -1, axis=a)
         bwd = xp.roll(rho, 1, axis=a)
         g = xp.angle(fwd * xp.conj(bwd)) / (2.0 * vox[a])
-        edge = [slice(None)] * rho.ndim
+        edge: list[slice | int] = [slice(None)] * rho.ndim
         for s in (0, -1):
             edge[a] = s
             g[tuple(edge)] = 0
@@ -155,10 +155,10 @@ def _interior(mask: Any, valid: Any) -> Any:
     return out
 
 
-def _centred_coords(shape: tuple[int, ...], vox: tuple[float, ...], xp: Any) -> list[Any]:
+def _centred_coords(shape: tuple[int, ...], vox: tuple[float, ...], xp: Any) -> list[Array]:
     """Open-mesh coordinates r_a = (n_a − N_a//2)·Δ_a, broadcastable to ``shape``."""
     out = []
-    for a, (n, d) in enumerate(zip(shape, vox)):
+    for a, (n, d) in enumerate(zip(shape, vox, strict=True)):
         c = (xp.arange(n) - n // 2) * d
         sh = [1] * len(shape)
         sh[a] = n
@@ -194,7 +194,7 @@ def remove_phase_ramp(rho: Any, *, support: Any = None, voxel_size_m: Any = 1.0,
         wsum = float(w.sum())
         if wsum <= 0:
             raise ValueError("remove_phase_ramp: no interior voxel of the support has a defined gradient")
-        ramp = 0
+        ramp: Array | int = 0
         for a in range(rho.ndim):
             k = float((w * grads[a]).sum()) / wsum
             kappa[a] += k
@@ -206,7 +206,8 @@ def remove_phase_ramp(rho: Any, *, support: Any = None, voxel_size_m: Any = 1.0,
     return RampFit(corrected=corrected, ramp_rad_per_m=tuple(kappa), phase_offset_rad=phi0)
 
 
-def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any, theta_bragg_rad: float) -> tuple[Any, Any, Any]:
+def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any,
+                             theta_bragg_rad: float) -> tuple[Any, Any, Any]:
     """Lab (x, y, z) in metres of every voxel of the native grid, centred on voxel N//2 (spec 1.1).
 
     x = r1 sinθ + r3 cosθ, y = r2, z = −r1 cosθ + r3 sinθ; returned as open meshes.
@@ -217,7 +218,7 @@ def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any, the
     return r1 * s + r3 * c, r2 + 0 * r1, -r1 * c + r3 * s
 
 
-def compute_strain(rho: Any, *, voxel_size_m: tuple[float, float, float], theta_bragg_rad: float,
+def compute_strain(rho: Array, *, voxel_size_m: tuple[float, float, float], theta_bragg_rad: float,
                    q_bragg_per_m: float, options: StrainOptions = StrainOptions(),
                    support: Any = None, amplitude_reference: Any = None) -> StrainMaps:
     """ε_zz, ω_x, ω_y on the native reconstruction grid (e1, e2, e3) without unwrapping.
@@ -274,7 +275,8 @@ def compute_strain(rho: Any, *, voxel_size_m: tuple[float, float, float], theta_
     wy = xp.where(both, xp.arcsin(xp.clip(dx, -1, 1)), nan)
     x0, y0, z0 = (float(v.ravel()[0]) for v in native_lab_coordinates_m(rho.shape, vox, theta_bragg_rad))
     return StrainMaps(eps_zz=eps, omega_x_rad=wx, omega_y_rad=wy, amplitude=amp, mask=both,
-                      voxel_size_m=vox, origin_m=(x0, y0, z0), frame="reconstruction")
+                      voxel_size_m=cast("tuple[float, float, float]", vox), origin_m=(x0, y0, z0),
+                      frame="reconstruction")
 
 
 def strain_from_geometry(rho: Any, geometry: BraggGeometry, *, options: StrainOptions = StrainOptions(),
@@ -308,17 +310,17 @@ def map_to_sample_frame(maps: StrainMaps, *, theta_bragg_rad: float,
         raise ValueError(f"map_to_sample_frame: voxel_size_m must be > 0, got {voxel_size_m!r}")
     e1, e2, e3 = np.array([s, 0.0, -c]), np.array([0.0, 1.0, 0.0]), np.array([c, 0.0, s])
     # bounding box of the native grid corners in the lab frame
-    half = [((n - 1) - n // 2) * d for n, d in zip(shape, vox)]
-    low = [-(n // 2) * d for n, d in zip(shape, vox)]
+    half = [((n - 1) - n // 2) * d for n, d in zip(shape, vox, strict=True)]
+    low = [-(n // 2) * d for n, d in zip(shape, vox, strict=True)]
     corners = np.array([a * e1 + b * e2 + g * e3 for a in (low[0], half[0]) for b in (low[1], half[1])
                         for g in (low[2], half[2])])
     lo = np.floor(corners.min(0) / target) * target
     hi = np.ceil(corners.max(0) / target) * target
-    n_out = tuple(int(round((h - l) / target)) + 1 for l, h in zip(lo, hi))
+    n_out = tuple(int(round((b - a) / target)) + 1 for a, b in zip(lo, hi, strict=True))
     axes = [lo[i] + target * np.arange(n_out[i]) for i in range(3)]
     X, Y, Z = np.meshgrid(*axes, indexing="ij")
     pts = np.stack([X, Y, Z], axis=-1)
-    coords = np.stack([pts @ e / d + n // 2 for e, d, n in zip((e1, e2, e3), vox, shape)], axis=0)
+    coords = np.stack([pts @ e / d + n // 2 for e, d, n in zip((e1, e2, e3), vox, shape, strict=True)], axis=0)
     coords = xp.asarray(coords)
     w = maps.mask.astype(float)
     wi = ndi.map_coordinates(w, coords, order=1, mode="constant", cval=0.0)
@@ -333,5 +335,5 @@ def map_to_sample_frame(maps: StrainMaps, *, theta_bragg_rad: float,
     amp = ndi.map_coordinates(maps.amplitude.astype(float), coords, order=1, mode="constant", cval=0.0)
     return StrainMaps(eps_zz=interp(maps.eps_zz), omega_x_rad=interp(maps.omega_x_rad),
                       omega_y_rad=interp(maps.omega_y_rad), amplitude=amp, mask=keep,
-                      voxel_size_m=(target, target, target), origin_m=tuple(float(v) for v in lo),
+                      voxel_size_m=(target, target, target), origin_m=(float(lo[0]), float(lo[1]), float(lo[2])),
                       frame="sample")

@@ -10,9 +10,14 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
+
+Array: TypeAlias = npt.NDArray[Any]
+"""A NumPy or CuPy array. CuPy ships no type stubs and its ``ndarray`` mirrors NumPy's, so both are typed
+as NumPy's; use this alias (not ``Any``) for array parameters and results of backend-agnostic code."""
 
 REAL = np.float32
 """Default real dtype of reconstruction arrays."""
@@ -55,9 +60,9 @@ class DeviceCopies:
     """An operator's constant arrays, copied once per (name, backend, dtype): no host→device copy per call."""
 
     def __init__(self) -> None:
-        self._arrays: dict[tuple[str, str, str], Any] = {}
+        self._arrays: dict[tuple[str, str, str], Array] = {}
 
-    def get(self, name: str, host: np.ndarray, xp: ModuleType, dtype: Any) -> Any:
+    def get(self, name: str, host: np.ndarray, xp: ModuleType, dtype: Any) -> Array:
         """``host`` as ``dtype`` on ``xp``'s device, copied on the first request only."""
         key = (name, xp.__name__, np.dtype(dtype).str)
         if key not in self._arrays:
@@ -111,7 +116,7 @@ def to_numpy(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
-def asarray(a: Any, xp: ModuleType, dtype: Any = None) -> Any:
+def asarray(a: Any, xp: ModuleType, dtype: Any = None) -> Array:
     """Move ``a`` to the backend ``xp`` (no copy when it is already there)."""
     return xp.asarray(a, dtype=dtype)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 def demo_command(data_dir: Path) -> list[str]:
     """The ``pxm demo`` command line for this interpreter's environment."""
     script = Path(sys.executable).with_name("pxm")
-    base = [str(script)] if script.exists() else [sys.executable, "-c", "import sys; from pxm.cli import main; sys.exit(main())"]
+    base = ([str(script)] if script.exists()
+            else [sys.executable, "-c", "import sys; from pxm.cli import main; sys.exit(main())"])
     return [*base, "demo", "--data-dir", str(data_dir)]
 
 

@@ -3,7 +3,8 @@
 Problem: 11 positions × 40 angles × 256² frames, seed geometry with U = 1 (Δθ = 0.005°).
 Frames are synthetic (a uniform slab under a Gaussian probe through the engine's own
 operators; timing does not depend on their content). Targets: ≤ 0.8 s per sweep on 2
-cores, ≤ 1 GB peak. Run: ``.venv/bin/python benchmarks/bench_engine_cpu.py [n_sweeps [FFTW_ESTIMATE|FFTW_MEASURE|FFTW_PATIENT]]``;
+cores, ≤ 1 GB peak. Run:
+``.venv/bin/python benchmarks/bench_engine_cpu.py [n_sweeps [FFTW_ESTIMATE|FFTW_MEASURE|FFTW_PATIENT]]``;
 ``PXM_CPU_KERNELS=0`` times the plain array code instead of the fused CPU kernels.
 """
 
@@ -13,7 +14,6 @@ import resource
 import sys
 
 import numpy as np
-
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
 from analysis.engine import EpieOptions

@@ -13,13 +13,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
 from analysis.engine import EpieOptions
 from analysis.geometry import seed_geometry
 from analysis.solvers import distributed, epie
-from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem
+from testing.bragg_problem import gaussian_probe, initial_state, make_problem
 
 
 def sweep_time_s(n_positions: int = 11, n_angles: int = 20, n_px: int = 128, upsampling: int = 1,

@@ -12,8 +12,7 @@ import time
 
 import numpy as np
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
-from analysis.fp_dfxm import FPOptions, initial_object_from_diversity, reconstruct_fp_dfxm
+from analysis.dfxm import FPDFXMGeometry, FPOptions, Reflection, initial_object_from_diversity, reconstruct_fp_dfxm
 
 
 def main(n_px: int = 512, n_iterations: int = 3) -> float:

@@ -1,4 +1,4 @@
-"""Held-out ("free") data cross-validation on the seed schedule (issue 3): does the free cost find the E_ρ minimum?
+"""Held-out ("free") data cross-validation on the seed schedule (issue 3): does the free cost find the E_ρ minimum.
 
 Problem and start as :mod:`benchmarks.bench_seed_schedule` (``seed_like_problem(noise_seed=1)``, σ = 60 nm
 Gaussian start, NA mask 1.5 × 6e-4), recipe ``seed_recipe()`` (1000 ePIE + 500 ML) with
@@ -10,12 +10,12 @@ Gaussian start, NA mask 1.5 × 6e-4), recipe ``seed_recipe()`` (1000 ePIE + 500 
 * ``stop-entry`` / ``stop-frame``: the same with the patience rule (``--patience`` checks) and the best
   state restored at the end of each phase: the result a user would get.
 
-* ``noise-control``: a control without model mismatch: the tiny problem of ``tests/analysis/bragg_problem.py``
+* ``noise-control``: a control without model mismatch: the tiny problem of ``testing/bragg_problem.py``
   (data from the engine's own model, 9 positions × 12 angles, true probe fixed, slab support) with Poisson noise at
   ``--control-peaks`` photons in the brightest pixel, 400 ePIE + 400 ML, 5 % of the entries held out, tracked only;
-  E_ρ there is :func:`tests.analysis.bragg_problem.object_error` on the lit true support, both band-limited.
+  E_ρ there is :func:`testing.bragg_problem.object_error` on the lit true support, both band-limited.
 
-Scores: :func:`tests.system.bragg_sim_problem.score_reconstruction` (E_ρ on the lit crystal, strain RMSE,
+Scores: :func:`testing.bragg_sim.score_reconstruction` (E_ρ on the lit crystal, strain RMSE,
 layer step). Run: ``PYTHONPATH=. nice -n 19 .venv/bin/python benchmarks/bench_free_data.py
 [--variants ...] [--fraction 0.05] [--json out.json]``.
 """
@@ -31,8 +31,14 @@ import numpy as np
 
 from analysis.engine import FreeDataOptions, Recipe, Reconstruction, seed_recipe
 from benchmarks.bench_seed_schedule import INITIAL_PROBE_SIGMA_M, PROBE_NA_RAD
-from tests.system.bragg_sim_problem import (SEED_LIKE_SAMPLE, SimProblem, gaussian_p2, score_reconstruction,
-                                            seed_like_problem, truth_amplitude_cost)
+from testing.bragg_sim import (
+    SEED_LIKE_SAMPLE,
+    SimProblem,
+    gaussian_p2,
+    score_reconstruction,
+    seed_like_problem,
+    truth_amplitude_cost,
+)
 
 CHECKPOINTS = (10, 20, 50, 100, 150, 200, 300, 400, 500, 750, 1000, 1010, 1050, 1100, 1200, 1300, 1500)
 """Iterations at which the tracking runs are scored (multiples of the free-check interval)."""
@@ -110,7 +116,7 @@ def run_stopped(p: SimProblem, recipe: Recipe, name: str) -> dict[str, object]:
 
 def run_noise_control(peak_photons: float, fraction: float, *, noise_seed: int = 7) -> dict[str, object]:
     """Engine-model data with Poisson noise only: E_ρ, free and work cost every 10 iterations."""
-    from tests.analysis.bragg_problem import band_limit, engine_inputs, make_problem, object_error, well_lit_region
+    from testing.bragg_problem import band_limit, engine_inputs, make_problem, object_error, well_lit_region
 
     p = make_problem(upsampling=1, n_side=3, seed=4)
     kw = engine_inputs(p, with_object_shape=True)

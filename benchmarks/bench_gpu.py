@@ -12,7 +12,7 @@
 It needs only NumPy, SciPy, h5py and CuPy (the GPU image has them), not the pxm install:
 ``PYTHONPATH=. python3 benchmarks/bench_gpu.py [--sizes issue5,seed] [--sweeps 3] [--ml 3] [--json F]``
 (the JSON goes to ``$OUT/bench_gpu.json`` when ``OUT`` is set). ``--stand-in`` runs the whole script
-on the CPU through ``tests/fake_cupy.py`` at a small size, to check the script itself.
+on the CPU through ``testing/fake_cupy.py`` at a small size, to check the script itself.
 Frames are synthetic (a uniform object under a Gaussian probe through the engine's own operators):
 timing does not depend on their content.
 """
@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
 from analysis.engine import EpieOptions, MLOptions
 from analysis.geometry import BraggGeometry, seed_geometry
 from analysis.xp import backend, device_description
-from tests.system.bragg_sim_problem import raster
+from testing.bragg_sim import raster
 
 
 def sizes() -> dict[str, tuple[BraggGeometry, np.ndarray, tuple[float, float], int]]:
     """The problems this script can time: name → (geometry, stage positions (POS, 3) m, probe σ (px),
-    mini-batch count)."""
+    mini-batch count).
+    """
     xs = (np.arange(11) - 5) * 0.1e-6
     return {
         "small": (seed_geometry(n_rows_px=48, n_cols_px=40, n_angles=12, upsampling=3),
@@ -65,7 +65,7 @@ def check(xp: Any) -> dict[str, float]:
     """Engine on ``xp`` against NumPy's array code, and the operators' adjoint contract on ``xp``."""
     from analysis.operators.fourier import FoldedFourier3D
     from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
-    from tests.analysis.operator_contract import check_adjoint
+    from testing.operator_contract import check_adjoint
 
     g, stage, sigma, n_batches = sizes()["small"]
     frames, probe = synthetic_frames(g, stage, sigma, xp=xp)
@@ -140,10 +140,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sweeps", type=int, default=3, help="timed ePIE sweeps per variant (after one warm-up)")
     ap.add_argument("--ml", type=int, default=3, help="timed ML iterations (after one warm-up)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here (default $OUT/bench_gpu.json)")
-    ap.add_argument("--stand-in", action="store_true", help="CPU dry run on tests/fake_cupy.py (small size only)")
+    ap.add_argument("--stand-in", action="store_true", help="CPU dry run on testing/fake_cupy.py (small size only)")
     args = ap.parse_args(argv)
     if args.stand_in:
-        from tests import fake_cupy
+        from testing import fake_cupy
 
         sys.modules.update(fake_cupy.build()[0])
     xp = backend("cupy")

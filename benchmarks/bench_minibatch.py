@@ -1,6 +1,6 @@
 """Sequential ePIE (spec 2.4 A) against mini-batch ePIE (2.4 B/C): object error per sweep and per second.
 
-One small simulated problem (tests/system/bragg_sim_problem.py): 32² ROI, 24 angles, U = 1,
+One small simulated problem (testing/bragg_sim.py): 32² ROI, 24 angles, U = 1,
 36 jittered positions (6 × 6, 80 nm), tilted 0.3 µm strained slab, noise-free, known probe,
 b = 0 and γ = 0, fixed 0.4 µm slab support, no ML. Every variant runs the same number of
 sweeps from the same start; E_ρ (lit true support, as bench_seed_angles.py) is taken after
@@ -17,10 +17,10 @@ import time
 import numpy as np
 from scipy.ndimage import binary_dilation
 
-from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
+from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.metrics import object_error
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import SimProblem, raster, simulate, small_geometry, small_probe
+from testing.bragg_sim import SimProblem, raster, simulate, small_geometry, small_probe
 
 SCHED = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=None)
 THRESHOLDS = (0.25, 0.2)
@@ -48,6 +48,7 @@ def run(p: SimProblem, n_batches: int, n_sweeps: int) -> tuple[np.ndarray, np.nd
 
 
 def main(n_sweeps: int = 100) -> None:
+    """Run the benchmark with ``n_sweeps`` ePIE sweeps and print its results."""
     g = small_geometry()
     sample = CrystalSample(slab=Slab(thickness_m=0.3e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
                            homogeneous=HomogeneousDisplacement(strain=2e-4, tilt_x_rad=1e-4))

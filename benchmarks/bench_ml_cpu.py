@@ -17,7 +17,6 @@ import sys
 import time
 
 import numpy as np
-
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
 from analysis.engine import MLOptions
@@ -40,7 +39,8 @@ def _case(name: str) -> tuple:
 
 def main(case: str = "mid", n_sweeps: int = 2, n_ml: int = 3, smoothness: float = 0.0) -> dict[str, float]:
     """Time ``n_sweeps`` ePIE sweeps and ``n_ml`` ML iterations (each after one warm-up), ML with the
-    smoothness prior of strength ``smoothness`` (0: the seed's cost)."""
+    smoothness prior of strength ``smoothness`` (0: the seed's cost).
+    """
     g, stage, sigma_px = _case(case)
     frames, probe = synthetic_frames(g, stage, sigma_px)
     rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1, n_ml=n_ml + 1,
@@ -57,10 +57,12 @@ def main(case: str = "mid", n_sweeps: int = 2, n_ml: int = 3, smoothness: float 
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     threads = (os.environ.get("PXM_FFT_WORKERS", "all"), os.environ.get("NUMBA_NUM_THREADS", "all"))
     path = "fused CPU" if cpu_kernels() is not None else "array code"
-    print(f"{case}: {stage.shape[0]} positions × {g.n_angles} angles × {g.n_rows_px}×{g.n_cols_px}, U = {g.upsampling}, "
-          f"box {g.recon_shape} ({path}, FFT/Numba threads {threads[0]}/{threads[1]}, ML smoothness {smoothness:g}): ePIE {sweep_s:.2f} s per sweep "
+    print(f"{case}: {stage.shape[0]} positions × {g.n_angles} angles × {g.n_rows_px}×{g.n_cols_px}, "
+          f"U = {g.upsampling}, box {g.recon_shape} ({path}, FFT/Numba threads {threads[0]}/{threads[1]}, "
+          f"ML smoothness {smoothness:g}): ePIE {sweep_s:.2f} s per sweep "
           f"({', '.join(f'{v:.2f}' for v in t[1:n_sweeps + 1])}), ML {ml_s:.2f} s per iteration "
-          f"(first {t[n_sweeps + 1]:.2f}; {', '.join(f'{v:.2f}' for v in t[n_sweeps + 2:])}); CPU time {sweep_cpu_s:.2f} s per "
+          f"(first {t[n_sweeps + 1]:.2f}; {', '.join(f'{v:.2f}' for v in t[n_sweeps + 2:])}); "
+          f"CPU time {sweep_cpu_s:.2f} s per "
           f"sweep, {ml_cpu_s:.2f} s per ML iteration; peak RSS {peak_gb:.2f} GB; "
           f"load {open('/proc/loadavg').read().split()[:3]}")
     return {"s_per_sweep": sweep_s, "s_per_ml": ml_s, "cpu_s_per_sweep": sweep_cpu_s, "cpu_s_per_ml": ml_cpu_s,

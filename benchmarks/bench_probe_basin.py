@@ -5,7 +5,7 @@ true NA (6e-4, 6e-4)), schedule ``scaled_recipe(seed_recipe(), n_epie_iterations
 (default 200 + 40: slab 0.5/0.7/0.9 µm from sweeps 0/20/40, shrink-wrap every sweep in 60–100,
 probe frozen for 1 sweep). Starts of P2:
 
-* ``gaussian``: flat-phase Gaussians of σ = 30 … 180 nm (:func:`tests.system.bragg_sim_problem.gaussian_p2`);
+* ``gaussian``: flat-phase Gaussians of σ = 30 … 180 nm (:func:`testing.bragg_sim.gaussian_p2`);
 * ``na``: the aberration-free focus of a rectangular NA with flat pupil phase
   (:func:`analysis.probe_init.model_probe`), for NA = f × the true NA, f = 0.5 … 1.5 (an NA estimated
   f times too small gives a lobe 1/f times too wide).
@@ -27,7 +27,7 @@ from analysis.geometry import BraggGeometry
 from analysis.metrics import probe_error
 from analysis.probe_init import model_probe, p2_plane_coordinates_m
 from benchmarks.bench_seed_schedule import PROBE_NA_RAD, run
-from tests.system.bragg_sim_problem import gaussian_p2, seed_like_problem
+from testing.bragg_sim import gaussian_p2, seed_like_problem
 
 GAUSSIAN_SIGMAS_M = (30e-9, 45e-9, 60e-9, 80e-9, 100e-9, 120e-9, 150e-9, 180e-9)
 """σ of the flat-phase Gaussian starts."""

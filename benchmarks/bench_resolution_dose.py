@@ -1,11 +1,11 @@
 """Half-data FSC resolution against the truth, over dose and schedule length (issue 3, spec 4.5).
 
-Problem: :func:`tests.system.bragg_sim_problem.half_data_reconstructions` (0.3 µm implanted slab, small
+Problem: :func:`testing.bragg_sim.half_data_reconstructions` (0.3 µm implanted slab, small
 geometry, 16 positions, known probe, fixed 0.4 µm support), Poisson noise at each ``--flux`` × 0.2 s,
 binomial split, both halves reconstructed with ``--epie`` ePIE + ``--ml`` Poisson-ML sweeps.
-Per dose: the ½-bit crossings of :func:`pxm.reconstruct.half_data_resolution` (all shells; ±20° cones
+Per dose: the ½-bit crossings of :func:`analysis.bragg.resolution.half_data_resolution` (all shells; ±20° cones
 about z, y, x, each to its Nyquist frequency), the crossings of FSC(half A, truth) at √(½-bit)
-(:func:`tests.system.bragg_sim_problem.truth_fsc_crossings`: where a calibrated half-data FSC would
+(:func:`testing.bragg_sim.truth_fsc_crossings`: where a calibrated half-data FSC would
 cross), E_ρ of each half against the truth and ‖A − B‖/‖A‖ between the halves, on the FSC mask.
 
 Run: ``PYTHONPATH=. nice -n 19 .venv/bin/python benchmarks/bench_resolution_dose.py
@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
+from analysis.bragg.resolution import half_data_resolution
 from analysis.metrics import object_error
-from pxm.reconstruct import half_data_resolution
-from tests.system.bragg_sim_problem import half_data_reconstructions, truth_fsc_crossings
+from testing.bragg_sim import half_data_reconstructions, truth_fsc_crossings
 
 
 def _nm(v: float, bound: float) -> str:
@@ -29,6 +29,7 @@ def _nm(v: float, bound: float) -> str:
 
 
 def main() -> None:
+    """Run the benchmark (options on the command line) and print its results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flux", type=float, nargs="+", default=[2e3, 2e4, 2e5, 2e6])
     ap.add_argument("--epie", type=int, default=40)

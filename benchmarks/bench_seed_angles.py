@@ -38,14 +38,24 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import binary_dilation
 
-from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
+from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.geometry import BraggGeometry
 from analysis.metrics import object_error, probe_error
 from sim.probe import KBProbe
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import (SimProblem, exact_model_frames, gaussian_p2, make_simulator, raster,
-                                            reduced_rocking_set, simulate, small_geometry, small_probe,
-                                            start_next_to_truth, truth_p2)
+from testing.bragg_sim import (
+    SimProblem,
+    exact_model_frames,
+    gaussian_p2,
+    make_simulator,
+    raster,
+    reduced_rocking_set,
+    simulate,
+    small_geometry,
+    small_probe,
+    start_next_to_truth,
+    truth_p2,
+)
 
 SAMPLE_THICKNESS_M = 0.3e-6
 SAMPLE_EDGE_M = 60e-9
@@ -106,7 +116,8 @@ def subset(p42: SimProblem, probe: KBProbe, name: str) -> SimProblem:
 def rocking_spread(geometry: BraggGeometry, na_v_rad: float, thickness_m: float) -> tuple[float, float]:
     """(NA_V/Δθ, σ3) of a data set: the probe-cone spread in measured planes, and the measured-step window
     R3 = λ/(2Δθ sinθ cosθ) over the lit r3 extent L3 = T|cos2θ|/sinθ + W/tanθ with W = λ/(2NA_V)
-    (seed Eq 2 / Methods; the up-sampling is not counted)."""
+    (seed Eq 2 / Methods; the up-sampling is not counted).
+    """
     t = geometry.theta_bragg_rad
     lam = geometry.wavelength_m
     dtheta_rad = abs(np.radians(geometry.rocking_step_deg))

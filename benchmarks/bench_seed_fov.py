@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 
-from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
+from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.geometry import BraggGeometry, cubic_d_spacing_m
 from analysis.metrics import object_error
 from sim.probe import KBProbe
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import TUNGSTEN_A_M, raster, simulate, truth_p2
+from testing.bragg_sim import TUNGSTEN_A_M, raster, simulate, truth_p2
 
 
 def _geometry(upsampling: int, r3_u1_m: float = 0.6e-6) -> BraggGeometry:
@@ -58,6 +58,7 @@ def fov_x_m(upsampling: int, frames_problem, n_epie: int = 120, n_ml: int = 30) 
 
 
 def main() -> None:
+    """Run the benchmark and print its results."""
     g = _geometry(1)
     probe = KBProbe(energy_kev=8.0, na_h=6e-4, na_v=2e-4, coma_h_rad=0.0, coma_v_rad=0.0, spherical_h_rad=0.0,
                     spherical_v_rad=0.0, extent_v_m=1.6e-6, extent_h_m=0.6e-6)

@@ -1,6 +1,6 @@
 """The seed's whole schedule (Methods; spec 2.3), unscaled, on simulator data — against the scaled one.
 
-Problem: :func:`tests.system.bragg_sim_problem.seed_like_problem` (the one of
+Problem: :func:`testing.bragg_sim.seed_like_problem` (the one of
 ``tests/system/test_seed_schedule_sim.py``): 0.45 µm W(220) slab tilted 5.5°/−2°, 3e-4 implanted layer,
 32² ROI × 24 angles, 16 positions, Poisson (1e9 ph/s × 0.2 s, seed 1); probe retrieved jointly from a
 σ = 60 nm flat-phase Gaussian; NA mask 1.5 × (6e-4, 6e-4); b = 0.1, γ = 0.1, μ = 0.02, α = 1, β = 0.5.
@@ -16,7 +16,7 @@ Variants (``--variants``):
 
 At every checkpoint (the seed's breakpoints 100/200/300/400/500/1000/1500, scaled with the recipe)
 the run is scored against the simulator truth with
-:func:`tests.system.bragg_sim_problem.score_reconstruction` (E_ρ on the lit crystal, phase RMSE, E_P,
+:func:`testing.bragg_sim.score_reconstruction` (E_ρ on the lit crystal, phase RMSE, E_P,
 strain RMSE, implanted-layer step); scoring time is not counted in the timings.
 Run: ``PYTHONPATH=. nice -n 19 .venv/bin/python benchmarks/bench_seed_schedule.py [--variants seed scaled]
 [--n-ml N] [--json out.json]``.
@@ -34,9 +34,15 @@ import numpy as np
 
 from analysis.engine import MLOptions, Recipe, Reconstruction, scaled_recipe, seed_recipe
 from analysis.solvers import ml
-from tests.system.bragg_sim_problem import (SEED_LIKE_SAMPLE, ReconstructionScores, SimProblem, gaussian_p2,
-                                            score_reconstruction, seed_like_problem,
-                                            truth_amplitude_cost)
+from testing.bragg_sim import (
+    SEED_LIKE_SAMPLE,
+    ReconstructionScores,
+    SimProblem,
+    gaussian_p2,
+    score_reconstruction,
+    seed_like_problem,
+    truth_amplitude_cost,
+)
 
 SEED_CHECKPOINTS = (5, 25, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000)
 """ePIE checkpoints of the unscaled schedule (seed breakpoints 100/200/300/500/1000 and points between)."""

@@ -15,7 +15,6 @@ import sys
 import time
 
 import numpy as np
-
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
 from analysis.engine import MLOptions
@@ -54,7 +53,8 @@ def main(n_sweeps: int = 2, n_ml: int = 1, smoothness: float = 0.0) -> dict[str,
     print(f"seed size: {n_pos} positions × {g.n_angles} angles × {g.n_rows_px}×{g.n_cols_px}, U = {g.upsampling}, "
           f"box {g.recon_shape}, object {rec.op.object_shape}; frames synthesised in {t_frames:.0f} s")
     print(f"ePIE ({path}): first sweep (plans) {res.timings_s[0]:.1f} s, then {sweep_s:.1f} s per sweep "
-          f"({', '.join(f'{t:.1f}' for t in t_epie)}); ML ({ml_path}, smoothness {smoothness}): {ml_s:.1f} s per iteration "
+          f"({', '.join(f'{t:.1f}' for t in t_epie)}); ML ({ml_path}, smoothness {smoothness}): "
+          f"{ml_s:.1f} s per iteration "
           f"({', '.join(f'{t:.1f}' for t in t_ml)}); load {open('/proc/loadavg').read().split()[:3]}; "
           f"peak RSS {peak_gb:.2f} GB; seed schedule 1000 + 500 extrapolated: {total_h:.1f} h on this machine")
     return {"s_per_sweep": sweep_s, "s_per_ml": ml_s, "peak_rss_gb": peak_gb, "schedule_h": total_h}

@@ -23,8 +23,9 @@ def main(argv: list[str]) -> int:
     for script in scripts:
         print(f"=== {script.name}", flush=True)
         t0 = time.perf_counter()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(here.parent), os.environ.get("PYTHONPATH")]))}
-        rc = subprocess.call([sys.executable, str(script)], cwd=here.parent, env=env)   # tests/ helpers importable
+        pythonpath = os.pathsep.join(filter(None, [str(here.parent), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        rc = subprocess.call([sys.executable, str(script)], cwd=here.parent, env=env)   # testing/ without install
         print(f"=== {script.name}: exit {rc}, {time.perf_counter() - t0:.1f} s", flush=True)
         failed += rc != 0
     return failed

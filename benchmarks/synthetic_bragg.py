@@ -22,7 +22,8 @@ def synthetic_frames(g: BraggGeometry, stage_xyz_m: np.ndarray, probe_sigma_px: 
     """(frames (POS, ANGLE, N1, N2) float32, probe P2 (N2, N3) complex64) for ``g`` and the positions.
 
     ``xp``: the backend the transforms run on (CuPy makes the seed-size frames in seconds); the
-    results are NumPy arrays either way."""
+    results are NumPy arrays either way.
+    """
     n2, n3 = g.recon_shape[1:]
     b = (np.arange(n2) - n2 // 2)[:, None]
     c = (np.arange(n3) - n3 // 2)[None, :]

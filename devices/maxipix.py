@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,7 +58,10 @@ class FrameSource(Protocol):
 class MaxipixBackend(Protocol):
     """What the Maxipix device needs from its hardware (or simulation)."""
 
-    detector_shape: tuple[int, int]
+    @property
+    def detector_shape(self) -> tuple[int, int]:
+        """Full detector (rows, cols)."""
+        ...
 
     def acquire(self, *, exposure_s: float, roi: Roi) -> np.ndarray:
         """Expose for ``exposure_s`` seconds and return a uint32 frame of shape ``roi.shape``."""
@@ -101,7 +104,7 @@ class Maxipix(Device):
         self._lock = threading.RLock()
         self._h5: h5py.File | None = None
         self._dataset: h5py.Dataset | None = None
-        self._asset_queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._asset_queue: deque[tuple[str, Mapping[str, Any]]] = deque()
         self._compose_datum: Any = None
         self._slot = 0            # index of the next frame to announce
         self._pending = False     # a frame sits in slot ``_slot`` but has not been announced
@@ -187,6 +190,7 @@ class Maxipix(Device):
                 interrupted = self._pending or self._in_flight
                 self._generation += 1
                 if self._pending:
+                    assert self._dataset is not None            # set and cleared together with _h5
                     self._dataset.resize(self._slot, axis=0)   # never announced: not part of the run
                     self._pending = False
                 self._close(complete=self._failure is None and not interrupted)
@@ -237,6 +241,7 @@ class Maxipix(Device):
                         f"{self.name}: acquisition superseded by a later trigger or unstage; frame discarded"))
                     return
                 ds = self._dataset
+                assert ds is not None                           # set and cleared together with _h5
                 if ds.shape[0] < self._slot + 1:
                     ds.resize(self._slot + 1, axis=0)
                 ds[self._slot] = frame.astype("<u4", copy=False)   # overwrites an unread slot
@@ -252,7 +257,7 @@ class Maxipix(Device):
                     self._failure = exc
             status.set_exception(exc)
 
-    def collect_asset_docs(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def collect_asset_docs(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
         """Yield the queued StreamResource and one StreamDatum for the frame just read."""
         with self._lock:
             docs = list(self._asset_queue)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor
+from ophyd.positioner import PositionerBase
 
 from devices.signals import SimAxis
 
@@ -20,19 +21,33 @@ ANGLE_UNITS = "deg"
 """Units of every Goniometer axis (degrees)."""
 
 
+class StoppableEpicsMotor(EpicsMotor):
+    """``EpicsMotor`` whose move status fails when the move is stopped short (``stop(success=False)``).
+
+    ophyd 1.11's ``EpicsMotor.stop`` reaches ``Device.stop`` before ``PositionerBase.stop`` in the MRO,
+    so a stopped move later reports success at ``.DMOV`` = 1 wherever the axis stopped
+    (tests/devices/test_epics_ioc.py shows it against a caproto IOC).
+    """
+
+    def stop(self, *, success: bool = False) -> None:
+        """Put ``.STOP`` = 1 and finish the pending move status with ``success``."""
+        super().stop(success=success)
+        PositionerBase.stop(self, success=success)
+
+
 class Goniometer(Device):
     """EPICS goniometer: rocking axis ``theta`` and detector arm ``tth`` (degrees)."""
 
-    theta = Cpt(EpicsMotor, "THETA")
-    tth = Cpt(EpicsMotor, "TTH")
+    theta = Cpt(StoppableEpicsMotor, "THETA")
+    tth = Cpt(StoppableEpicsMotor, "TTH")
 
 
 class PiezoStage(Device):
     """EPICS piezo sample stage with axes ``x``, ``y``, ``z`` (micrometres, limits from the IOC)."""
 
-    x = Cpt(EpicsMotor, "X")
-    y = Cpt(EpicsMotor, "Y")
-    z = Cpt(EpicsMotor, "Z")
+    x = Cpt(StoppableEpicsMotor, "X")
+    y = Cpt(StoppableEpicsMotor, "Y")
+    z = Cpt(StoppableEpicsMotor, "Z")
 
 
 class SimGoniometer(Device):

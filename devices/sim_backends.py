@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class SimMaxipixBackend:
     @property
     def detector_shape(self) -> tuple[int, int]:
         """Full detector (rows, cols) of the frame source."""
-        return tuple(self.frame_source.detector_shape)
+        return cast("tuple[int, int]", tuple(self.frame_source.detector_shape))
 
     def acquire(self, *, exposure_s: float, roi: Roi) -> np.ndarray:
         """Compute one frame at the current motor positions and beam current."""
@@ -105,7 +105,7 @@ class SimDFXMCameraBackend:
     @property
     def detector_shape(self) -> tuple[int, int]:
         """Full camera (rows, cols) of the frame source."""
-        return tuple(self.frame_source.detector_shape)
+        return cast("tuple[int, int]", tuple(self.frame_source.detector_shape))
 
     def acquire(self, *, exposure_s: float, roi: Roi) -> np.ndarray:
         """Compute one frame at the current motor positions and beam current, cropped to ``roi``."""

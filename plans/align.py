@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
+import bluesky.plans as bp
 import numpy as np
 from bluesky.utils import MsgGenerator
 
@@ -69,33 +69,37 @@ def rocking_curve_align(detector: AreaDetector, gonio: RockingGoniometer, *, cen
                       "step_deg": step_deg, "n_angles": n_angles, "exposure_s": exposure,
                       "signal_key": key},
         "detectors": [detector.name], "motors": [gonio.theta.name], "num_points": int(n_angles),
-        "shape": [int(n_angles)], "exposure_s": exposure,
+        "shape": [int(n_angles)], "extents": [[float(angles[0]), float(angles[-1])]], "exposure_s": exposure,
         "hints": {"dimensions": [([gonio.theta.name], "primary")]},
         "pattern": {"kind": "rocking_curve", "angles_deg": angles.tolist(), "units": {"angles": "deg"}},
     }, md)
 
+    totals: list[float] = []
     found: list[float] = []
 
-    @bpp.stage_decorator([detector])
-    @bpp.run_decorator(md=_md)
-    def inner() -> MsgGenerator[None]:
-        start_deg = yield from bps.rd(gonio.theta)
-        totals = []
-        for a in angles:
-            yield from bps.checkpoint()
-            yield from bps.mv(gonio.theta, float(a))
-            reading = yield from bps.trigger_and_read([detector, gonio.theta])
-            if key not in reading:
-                raise ValueError(f"signal_key {key!r} not among the detector readings {sorted(reading)}")
-            totals.append(reading[key]["value"])
+    def read_and_record(devices: Any, name: str = "primary") -> MsgGenerator[dict[str, Any]]:
+        reading = yield from bps.trigger_and_read(devices, name=name)
+        if key not in reading:
+            raise ValueError(f"signal_key {key!r} not among the detector readings {sorted(reading)}")
+        totals.append(float(reading[key]["value"]))
+        return reading
+
+    def per_step(detectors: Any, step: Any, pos_cache: Any, take_reading: Any = None) -> MsgGenerator[None]:
+        """``bps.one_nd_step``; after the last angle, inside the run, go to the centroid (or back, and fail)."""
+        yield from bps.one_nd_step(detectors, step, pos_cache, take_reading=read_and_record)
+        if len(totals) < angles.size:
+            return
         try:
             centre = rocking_curve_centre_deg(angles, np.asarray(totals), min_contrast=min_contrast)
         except NoPeakFoundError:
-            yield from bps.mv(gonio.theta, float(start_deg))
+            yield from bps.mv(gonio.theta, start_deg)
             raise
         yield from bps.mv(gonio.theta, centre)
         found.append(centre)
 
     yield from bps.configure(detector, {"exposure_s": exposure})
-    yield from inner()
+    start_deg = float((yield from bps.rd(gonio.theta)))
+    # the curve is a list_scan (plan_pattern "inner_list_product"); the centroid is pxm's half-maximum one
+    # (rocking_curve_centre_deg), not bp.tune_centroid's whole-curve centroid without background.
+    yield from bp.list_scan([detector], gonio.theta, angles.tolist(), per_step=per_step, md=_md)
     return found[0]

@@ -5,23 +5,33 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
+import bluesky.plans as bp
 import numpy as np
-import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from analysis.geometry import BraggGeometry
-from plans._common import (START_SCHEMA_VERSION, as_angles_deg, as_geometry, as_positions_um,
-                           check_exposure, check_geometry_angles, check_sample, check_within_limits,
-                           merge_md, names)
+from plans._common import (
+    START_SCHEMA_VERSION,
+    as_angles_deg,
+    as_geometry,
+    as_positions_um,
+    check_exposure,
+    check_geometry_angles,
+    check_sample,
+    check_within_limits,
+    merge_md,
+    names,
+)
 from plans._protocols import AreaDetector, RockingGoniometer, XYStage, check_axes, check_detector
+from plans.patterns import RASTER_ROCKING_ORDERS, raster_rocking_cycler
 
-ORDERS = ("angle_outer", "raster_outer")
+ORDERS = RASTER_ROCKING_ORDERS
 
 
 def raster_rocking_scan(detector: AreaDetector, stage: XYStage, gonio: RockingGoniometer, *,
                         geometry: BraggGeometry | Mapping[str, Any],
-                        positions_um: Sequence[Sequence[float]], angles_deg: Sequence[float],
+                        positions_um: Sequence[Sequence[float]] | np.ndarray, angles_deg: Sequence[float] | np.ndarray,
                         sample: Mapping[str, Any], exposure_s: float,
                         order: Literal["angle_outer", "raster_outer"] = "angle_outer",
                         monitors: Sequence[Readable] = (), md: Mapping[str, Any] | None = None
@@ -51,14 +61,16 @@ def raster_rocking_scan(detector: AreaDetector, stage: XYStage, gonio: RockingGo
     check_within_limits(gonio.tth, np.array([tth_deg]), "detector arm 2θ_B")
 
     n_pos, n_ang = len(pos), len(ang)
+    trajectory = raster_rocking_cycler(stage.x, stage.y, gonio.theta, positions_um=pos, angles_deg=ang, order=order)
+    angle_dim = ([gonio.theta.name], "primary")
+    raster_dim = ([stage.x.name, stage.y.name], "primary")
+    angle_extent = [float(ang[0]), float(ang[-1])]
+    raster_extent = [float(pos[:, 0].min()), float(pos[:, 0].max())]   # of x, the raster dimension's first field
     if order == "angle_outer":
-        points = [(i, j) for j in range(n_ang) for i in range(n_pos)]
-        shape = [n_ang, n_pos]
+        shape, dimensions, extents = [n_ang, n_pos], [angle_dim, raster_dim], [angle_extent, raster_extent]
     else:
-        points = [(i, j) for i in range(n_pos) for j in range(n_ang)]
-        shape = [n_pos, n_ang]
+        shape, dimensions, extents = [n_pos, n_ang], [raster_dim, angle_dim], [raster_extent, angle_extent]
     motors = [stage.x, stage.y, gonio.theta]
-    readables = [detector, stage.x, stage.y, gonio.theta, gonio.tth, *monitors]
     _md = {
         "pxm_schema": START_SCHEMA_VERSION,
         "plan_name": "raster_rocking_scan",
@@ -70,8 +82,13 @@ def raster_rocking_scan(detector: AreaDetector, stage: XYStage, gonio: RockingGo
         "num_points": n_pos * n_ang,
         "num_intervals": n_pos * n_ang - 1,
         "shape": shape,
+        "extents": extents,
         "exposure_s": exposure,
-        "hints": {"dimensions": [([gonio.theta.name], "primary"), ([stage.x.name, stage.y.name], "primary")]},
+        "hints": {"dimensions": dimensions},
+        "plan_pattern": "raster_rocking_cycler",
+        "plan_pattern_module": "plans.patterns",
+        "plan_pattern_args": {"x": stage.x.name, "y": stage.y.name, "theta": gonio.theta.name,
+                              "positions_um": pos.tolist(), "angles_deg": ang.tolist(), "order": order},
         "pattern": {
             "kind": "raster_rocking",
             "order": order,
@@ -87,14 +104,8 @@ def raster_rocking_scan(detector: AreaDetector, stage: XYStage, gonio: RockingGo
     }
     _md = merge_md(_md, md)
 
-    @bpp.stage_decorator([detector])
-    @bpp.run_decorator(md=_md)
-    def inner() -> MsgGenerator[None]:
-        yield from bps.mv(gonio.tth, tth_deg)
-        for i, j in points:
-            yield from bps.checkpoint()
-            yield from bps.mv(stage.x, float(pos[i, 0]), stage.y, float(pos[i, 1]), gonio.theta, float(ang[j]))
-            yield from bps.trigger_and_read(readables)
-
     yield from bps.configure(detector, {"exposure_s": exposure})
-    return (yield from inner())
+    yield from bps.mv(gonio.tth, tth_deg)
+    # scan_nd stages the detector around the run and, per point, checkpoints, moves what changed and
+    # reads the detector, the arm, the monitors and the three scan motors (bps.one_nd_step).
+    return (yield from bp.scan_nd([detector, gonio.tth, *monitors], trajectory, md=_md))

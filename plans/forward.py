@@ -6,12 +6,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
+import bluesky.plans as bp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from plans._common import (START_SCHEMA_VERSION, check_exposure, check_sample, check_within_limits,
-                           merge_md, names)
+from plans._common import START_SCHEMA_VERSION, check_exposure, check_sample, check_within_limits, merge_md, names
 from plans._protocols import AreaDetector, XYStage, check_axes, check_detector
 from plans.patterns import archimedean_spiral_um
 
@@ -47,8 +46,9 @@ def spiral_probe_scan(detector: AreaDetector, stage: XYStage, *, n_points: int, 
         "num_points": len(pos),
         "num_intervals": len(pos) - 1,
         "shape": [len(pos)],
+        "extents": [[float(pos[:, 0].min()), float(pos[:, 0].max())], [float(pos[:, 1].min()), float(pos[:, 1].max())]],
         "exposure_s": exposure,
-        "hints": {"dimensions": [([stage.x.name, stage.y.name], "primary")]},
+        "hints": {"dimensions": [([stage.x.name], "primary"), ([stage.y.name], "primary")]},   # as bp.spiral
         "pattern": {"kind": "archimedean_spiral", "step_um": float(step_um), "centre_um": list(centre_um),
                     "positions_um": pos.tolist(), "axes": {"x": stage.x.name, "y": stage.y.name},
                     "units": {"positions": "um"}},
@@ -57,13 +57,8 @@ def spiral_probe_scan(detector: AreaDetector, stage: XYStage, *, n_points: int, 
         "sample": sample_md,
     }, md)
 
-    @bpp.stage_decorator([detector])
-    @bpp.run_decorator(md=_md)
-    def inner() -> MsgGenerator[None]:
-        for x_um, y_um in pos:
-            yield from bps.checkpoint()
-            yield from bps.mv(stage.x, float(x_um), stage.y, float(y_um))
-            yield from bps.trigger_and_read([detector, stage.x, stage.y, *monitors])
-
     yield from bps.configure(detector, {"exposure_s": exposure})
-    return (yield from inner())
+    # list_scan adds plan_pattern = "inner_list_product" with the positions; per point it checkpoints,
+    # moves x and y and reads the detector, the monitors and both axes (bps.one_nd_step).
+    return (yield from bp.list_scan([detector, *monitors], stage.x, pos[:, 0].tolist(), stage.y,
+                                    pos[:, 1].tolist(), md=_md))

@@ -6,14 +6,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
+import bluesky.plans as bp
 import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from analysis.dfxm_geometry import FPDFXMGeometry
-from analysis.dfxm_metadata import fp_geometry_from_metadata, fp_geometry_to_metadata
-from analysis.fp_dfxm import FPOptions, check_overlap, shifts_to_pixels
+from analysis.dfxm import (
+    FPDFXMGeometry,
+    FPOptions,
+    check_overlap,
+    fp_geometry_from_metadata,
+    fp_geometry_to_metadata,
+    shifts_to_pixels,
+)
 from plans._common import START_SCHEMA_VERSION, check_exposure, check_sample, check_within_limits, merge_md, names
 from plans._protocols import AreaDetector, check_axes, check_detector
 from plans.patterns import FPDiversitySettings, fp_shifts_from_offsets
@@ -105,7 +110,6 @@ def fp_dfxm_scan(camera: AreaDetector, lens: Any, gonio: Any, *, geometry: FPDFX
         check_within_limits(motor, values, f"settings {what}")
     n = sets.n_frames
     motors = [t[0] for t in targets]
-    readables = [camera, *motors, lens.x, lens.pitch, lens.yaw, *monitors]
     geom_md = fp_geometry_to_metadata(geom)
     _md = merge_md({
         "pxm_schema": START_SCHEMA_VERSION,
@@ -118,6 +122,7 @@ def fp_dfxm_scan(camera: AreaDetector, lens: Any, gonio: Any, *, geometry: FPDFX
         "num_points": n,
         "num_intervals": n - 1,
         "shape": [n],
+        "extents": [[float(sets.theta_deg.min()), float(sets.theta_deg.max())]],   # of the dimension's first field
         "exposure_s": exposure,
         "hints": {"dimensions": [([gonio.theta.name, gonio.chi.name], "primary")]},
         "pattern": {**sets.to_metadata(),
@@ -134,17 +139,10 @@ def fp_dfxm_scan(camera: AreaDetector, lens: Any, gonio: Any, *, geometry: FPDFX
         "sample": sample_md,
     }, md)
 
-    @bpp.stage_decorator([camera])
-    @bpp.run_decorator(md=_md)
-    def inner() -> MsgGenerator[None]:
-        for k in range(n):
-            yield from bps.checkpoint()
-            args: list[Any] = []
-            for motor, values, _ in targets:
-                args += [motor, float(values[k])]
-            yield from bps.mv(*args)
-            yield from bps.trigger_and_read(readables)
-
     yield from bps.configure(camera, {"exposure_s": exposure})
-    return (yield from inner())
-
+    # list_scan adds plan_pattern = "inner_list_product" with the five motors' targets; per setting it
+    # checkpoints, moves what changed and reads the camera, the other lens axes, the monitors and the motors.
+    args: list[Any] = []
+    for motor, values, _ in targets:
+        args += [motor, values.tolist()]
+    return (yield from bp.list_scan([camera, lens.x, lens.pitch, lens.yaw, *monitors], *args, md=_md))

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cycler import Cycler, cycler
 
-from analysis.dfxm_geometry import FPDFXMGeometry
+from analysis.dfxm import FPDFXMGeometry
 
 
 def _check_step(name: str, step: float) -> float:
@@ -71,6 +72,33 @@ def rocking_angles_deg(centre_deg: float, step_deg: float, n_angles: int) -> np.
     if not math.isfinite(centre_deg):
         raise ValueError(f"centre_deg must be finite, got {centre_deg!r}")
     return centre_deg + (np.arange(n) - (n - 1) / 2) * step
+
+
+RASTER_ROCKING_ORDERS = ("angle_outer", "raster_outer")
+"""Loop orders of the raster × rocking scan: the whole raster at each angle, or a rocking curve at each position."""
+
+
+def raster_rocking_cycler(x: Any, y: Any, theta: Any, *, positions_um: Any, angles_deg: Any,
+                          order: str = "angle_outer") -> Cycler:
+    """The raster × rocking trajectory as a cycler for ``bluesky.plans.scan_nd`` (no messages).
+
+    ``x``, ``y``, ``theta`` are the motors (or their names, to rebuild the trajectory from a start
+    document's ``plan_pattern_args``); ``positions_um`` (POS, 2) and ``angles_deg`` (ANGLE,) are absolute.
+    ``"angle_outer"`` gives ANGLE × POS points (the raster at each angle), ``"raster_outer"`` POS × ANGLE;
+    (x, y) always move together.
+    """
+    pos = np.asarray(positions_um, dtype=float)
+    ang = np.asarray(angles_deg, dtype=float)
+    if pos.ndim != 2 or pos.shape[1] != 2 or pos.shape[0] < 1 or ang.ndim != 1 or ang.size < 1:
+        raise ValueError(f"positions_um {pos.shape} and angles_deg {ang.shape}: expected (n_positions >= 1, 2) "
+                         "and (n_angles >= 1,)")
+    raster = cycler(x, pos[:, 0].tolist()) + cycler(y, pos[:, 1].tolist())
+    rocking = cycler(theta, ang.tolist())
+    if order == "angle_outer":
+        return rocking * raster
+    if order == "raster_outer":
+        return raster * rocking
+    raise ValueError(f"order must be one of {RASTER_ROCKING_ORDERS}, got {order!r}")
 
 
 # --- FP-DFXM diversity (spec §1.3) ---------------------------------------------------------------------
@@ -145,7 +173,7 @@ class FPDiversitySettings:
                 "units": {"angles": "deg", "lens": "um", "shifts": "rad", "image_shifts": "m"}}
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, Any]) -> "FPDiversitySettings":
+    def from_metadata(cls, md: Mapping[str, Any]) -> FPDiversitySettings:
         """Inverse of :meth:`to_metadata`; ValueError on missing keys or ragged lengths."""
         keys = ("diversity", "n_side", "step_px", "theta_deg", "chi_deg", "tth_deg", "lens_z_um", "lens_y_um",
                 "theta_centre_deg", "chi_centre_deg", "tth_centre_deg", "lens_centre_um", "shifts_rad",
@@ -220,7 +248,8 @@ def fp_diversity_settings(geometry: FPDFXMGeometry, *, n_side: int, step_px: int
     shifts, image = fp_shifts_from_offsets(geometry, rock_rad=rock, roll_rad=roll, two_theta_rad=tth,
                                            lens_z_m=lens_z, lens_y_m=lens_y)
     out = FPDiversitySettings(kind=kind, n_side=n, step_px=step,
-                              theta_deg=_frozen(theta_c + np.degrees(rock)), chi_deg=_frozen(chi_centre_deg + np.degrees(roll)),
+                              theta_deg=_frozen(theta_c + np.degrees(rock)),
+                              chi_deg=_frozen(chi_centre_deg + np.degrees(roll)),
                               tth_deg=_frozen(tth_c + np.degrees(tth)),
                               lens_z_um=_frozen(lens_centre_um[0] + lens_z * 1e6),
                               lens_y_um=_frozen(lens_centre_um[1] + lens_y * 1e6),

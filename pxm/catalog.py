@@ -4,7 +4,7 @@ The server is a real ``tiled serve config`` process: SQLite catalog + files in a
 folder by default, bound to 127.0.0.1, single-user API key. ``catalog_uri`` may point at
 PostgreSQL (``postgresql+asyncpg://user:pw@host/db``) for a facility deployment.
 
-Layout inside the server (``docs/tiled-layout.md``):
+Layout inside the server (``docs/decisions/0006-tiled-layout.md``):
 
 * ``/raw``        — a ``CatalogOfBlueskyRuns``: one node per run uid (TiledWriter);
 * ``/processed``  — result containers, each with ``raw_uid`` in its metadata.
@@ -131,7 +131,7 @@ class TiledService:
         """Server log file (stdout and stderr of the process)."""
         return self.config.data_dir / "tiled-server.log"
 
-    def start(self) -> "TiledService":
+    def start(self) -> TiledService:
         """Write the config, start the server and wait until /healthz answers."""
         import yaml
 
@@ -206,7 +206,7 @@ class TiledService:
         """A Tiled client of the server root (authenticated with the API key)."""
         return connect(self.uri, self.config.api_key)
 
-    def __enter__(self) -> "TiledService":
+    def __enter__(self) -> TiledService:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -68,8 +68,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     raw, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
     for uid in raw:
         start = raw[uid].metadata["start"]
+        sample = start.get("sample")
         print(f"{uid}  scan_id={start.get('scan_id')}  plan={start.get('plan_name')}  "
-              f"sample={start.get('sample', {}).get('name') if isinstance(start.get('sample'), dict) else start.get('sample')}")
+              f"sample={sample.get('name') if isinstance(sample, dict) else sample}")
     return 0
 
 
@@ -129,12 +130,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import dataclasses
     import tempfile
 
-    import numpy as np
-
-    from analysis.dataset import read_dataset, read_dataset_share, read_results
+    from analysis.dataset import BraggDataset, DatasetShare, read_dataset, read_dataset_share
     from pxm.recipe_args import recipe_from_args, resolve_for_dataset
-    from pxm.reconstruct import (POSTPROCESSING_STEPS, ReconstructOptions, error_line, reconstruct_dataset,
-                                 write_outputs, write_reconstruction)
+    from pxm.reconstruct import (
+        POSTPROCESSING_STEPS,
+        ReconstructOptions,
+        error_line,
+        reconstruct_dataset,
+        write_outputs,
+        write_reconstruction,
+    )
 
     if (args.dataset is None) == (args.run is None):
         raise ValueError("give either DATASET.h5 or --run UID (not both)")
@@ -145,7 +150,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         from analysis.engine import FreeDataOptions
 
         recipe = dataclasses.replace(recipe, free=FreeDataOptions(fraction=args.free_fraction, unit=args.free_unit))
-    if args.ml_smoothness:
+    if args.ml_smoothness is not None:
         recipe = dataclasses.replace(recipe, ml=dataclasses.replace(recipe.ml, smoothness=args.ml_smoothness))
     if args.ml_free_probe_ramp:
         recipe = dataclasses.replace(recipe, ml=dataclasses.replace(recipe.ml, hold_probe_ramp=False))
@@ -178,7 +183,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             from pxm.export import find_run, run_to_dataset
 
             run = find_run(raw, args.run)
-            dataset = run_to_dataset(run, tiled_uri=args.tiled_uri)
+            dataset: BraggDataset | DatasetShare = run_to_dataset(run, tiled_uri=args.tiled_uri)
             source = f"{args.tiled_uri}/raw/{args.run}"
         else:
             if not Path(args.dataset).is_file():
@@ -200,8 +205,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             for line in recipe.sources:                 # support, shrink-wrap, sampling T: where each came from
                 print(line)
         save_first = None if comm is not None and comm.rank != 0 else (   # on disk before any post-processing
-            lambda o: write_reconstruction(o, args.output, dataset=dataset, dataset_source=source))
+            lambda o: write_reconstruction(o, args.output))
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
+                                      dataset_source=source,
                                       options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
                                                                  fsc_split_seed=args.fsc_seed, backend=args.backend,
                                                                  prtf_runs=args.prtf, prtf_seed=args.prtf_seed,
@@ -209,8 +215,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                       comm=comm, checkpoint=save_first)
         if comm is not None and comm.rank != 0:
             return 0                                    # rank 0 holds the same result and writes it
-        out = write_outputs(outcome, args.output, dataset=dataset, dataset_source=source, cxi_path=args.cxi,
-                            figures_dir=args.figures, reconstruction_written=True)
+        out = write_outputs(outcome, args.output, cxi_path=args.cxi, figures_dir=args.figures,
+                            reconstruction_written=True)
     finally:
         tmp.cleanup()
     m = outcome.metrics
@@ -232,25 +238,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"wrote {f}")
     if args.publish:
         from pxm.catalog import connect, ensure_layout
-        from pxm.publish import publish_results
-        from pxm.reconstruct import software_info
+        from pxm.publish import publish_outcome
 
-        r = read_results(args.output)
-        maps = outcome.strain
-        strain_arrays = {} if maps is None else {"strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad,
-                                                 "omega_y": maps.omega_y_rad}
-        try:
+        assert run is not None                          # --publish needs --run (checked above)
+        try:                                            # the outcome itself, not the file read back
             _, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
-            res = publish_results(
-                processed, run.metadata["start"]["uid"],
-                {"object": r["object"], "probe": r["probe"], "background": r.get("background"), **strain_arrays,
-                 "error": np.asarray(outcome.result.costs, float),
-                 "error_phase": np.asarray([p == "ml" for p in outcome.result.phases], np.int8),
-                 "metrics": m, "timings_s": outcome.timings_s},
-                raw_run=run, raw_uri=getattr(run, "uri", None), parameters=r["parameters"],
-                software=software_info(), placement=r.get("placement"), status=r["status"],
-                extra_metadata={"recipe": args.recipe, "probe_source": outcome.probe_source,
-                                "postprocessing_errors": r["postprocessing_errors"]})
+            res = publish_outcome(processed, run.metadata["start"]["uid"], outcome, raw_run=run,
+                                  raw_uri=getattr(run, "uri", None), postprocessing_errors=dict(out["errors"]),
+                                  extra_metadata={"recipe": args.recipe, "probe_source": outcome.probe_source})
             print(f"published {res.uri}")
         except Exception as exc:                        # noqa: BLE001 - the results file is already complete
             from analysis.dataset import append_results
@@ -282,7 +277,7 @@ def cmd_dfxm_demo(args: argparse.Namespace) -> int:
 
 def cmd_fp_reconstruct(args: argparse.Namespace) -> int:
     """Reconstruct a recorded fp_dfxm_scan run; publish to /processed unless --no-publish."""
-    from analysis.fp_dfxm import FPOptions
+    from analysis.dfxm import FPOptions
     from pxm.catalog import connect, ensure_layout
     from pxm.dfxm import publish_fp_run, reconstruct_fp_run
     from pxm.export import find_run
@@ -367,7 +362,8 @@ def cmd_live_consumer(args: argparse.Namespace) -> int:
                     _print_summaries(cb.wait(args.timeout))
                 except Exception as exc:  # reported on exit
                     done.append(exc)
-                dispatcher.loop.call_soon_threadsafe(dispatcher._task.cancel)
+                # bluesky declares RemoteDispatcher._task as None; start() sets it to the running task
+                dispatcher.loop.call_soon_threadsafe(dispatcher._task.cancel)  # type: ignore[attr-defined]
 
             threading.Thread(target=wait_and_quit, daemon=True).start()
 
@@ -421,15 +417,24 @@ def _add_live_args(p: argparse.ArgumentParser) -> None:
 def cmd_polarization(args: argparse.Namespace) -> int:
     """Strain maps of a results file -> polarization maps (file, and Tiled with --publish)."""
     from analysis.dataset import read_results
-    from pxm.polarization import polarization_from_results, publish_polarization, summary, write_polarization
+    from pxm.polarization import (
+        default_output_path,
+        polarization_from_results,
+        publish_polarization,
+        summary,
+        write_polarization,
+    )
 
     if not args.results.exists():
         raise ValueError(f"results file {args.results} does not exist")
     maps = polarization_from_results(args.results, material=args.material, hkl=tuple(args.hkl),
-                                     strain_frame=args.strain_frame)
-    group = write_polarization(args.results, maps)
+                                     strain_frame=args.strain_frame, force=args.force)
+    if maps.sample_check.get("note"):
+        print(f"pxm polarization: warning: {maps.sample_check['note']}", file=sys.stderr)
+    out = args.output or default_output_path(args.results, maps)
+    group = write_polarization(out, maps, source_results=args.results)
     info = summary(maps)
-    print(f"wrote {args.results}:{group}: {info['voxels']} voxels, mean |P| = {info['mean_abs_p_c_per_m2']:.4f} C/m², "
+    print(f"wrote {out}:{group}: {info['voxels']} voxels, mean |P| = {info['mean_abs_p_c_per_m2']:.4f} C/m², "
           f"max {info['max_abs_p_c_per_m2']:.4f} C/m²; each P is one of {info['n_equivalent_values']} "
           "symmetry-equivalent solutions (one reflection cannot tell them apart)")
     if args.publish:
@@ -479,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hkl", type=float, nargs=3, required=True, metavar=("H", "K", "L"),
                    help="the measured reflection in the parent cubic frame")
     p.add_argument("--strain-frame", default=None, help="which /strain map to invert (default: the first)")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="OUT.h5",
+                   help="polarization file to write (default RESULTS-polarization-MATERIAL-HKL.h5 beside the "
+                        "results; never the results file itself)")
+    p.add_argument("--force", action="store_true",
+                   help="invert even if the material/reflection do not match the results' sample (material, hkl, "
+                        "d-spacing within 1 %%)")
     p.add_argument("--publish", action="store_true", help="also publish to /processed in Tiled")
     p.add_argument("--raw-uid", default=None, help="raw run uid (default: from the results file)")
     p.add_argument("--tiled-uri", default=None)
@@ -555,9 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the lowest held-out cost is kept (/free_cost in the results; docs/seed-schedule.md)")
     p.add_argument("--free-unit", choices=("entry", "frame"), default="entry",
                    help="hold out single detector-voxels (entry) or whole (position, angle) frames")
-    p.add_argument("--ml-smoothness", type=float, default=0.0, metavar="S",
-                   help="smoothness prior S·Σ|P|²|∇ρ|² in the ML refinement (e.g. 0.01; 0 = the seed's cost alone); "
-                        "keeps long ML runs from fitting model error with voxel-scale noise (docs/seed-schedule.md)")
+    p.add_argument("--ml-smoothness", type=float, default=None, metavar="S",
+                   help="smoothness prior S·Σ|P|²|∇ρ|² in the ML refinement (default: the recipe's, 0.01 in "
+                        "--recipe default, 0 in seed; 0 = the seed's cost alone); keeps long ML runs from fitting "
+                        "model error with voxel-scale noise (docs/seed-schedule.md)")
     p.add_argument("--ml-free-probe-ramp", action="store_true",
                    help="let ML move the probe's linear phase ramp (by default it is held where ePIE left it: the "
                         "data cannot tell a probe ramp from an object ramp, which reads as a uniform strain offset)")
@@ -610,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-pupil", action="store_true", help="do not refine the pupil aberrations")
     p.add_argument("--no-publish", action="store_true", help="do not publish to /processed")
     p.set_defaults(func=cmd_fp_reconstruct)
+
+    from pxm.cli_formats import add_format_commands  # export-cxi, import-cxi, export-vtk (docs/interop.md)
+
+    add_format_commands(sub)
     return parser
 
 

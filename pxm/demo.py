@@ -8,17 +8,14 @@ HDF5 under the server's readable storage, documents also as JSONL.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, seed_geometry
 from pxm.catalog import TiledServerConfig, tiled_session
-from pxm.runengine import make_run_engine
+from pxm.runengine import make_run_engine, run_uids
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +62,7 @@ class DemoOptions:
         if len(self.roi_px) != 2 or min(self.roi_px) < 8:
             raise ValueError(f"DemoOptions.roi_px must be two sizes >= 8, got {self.roi_px}")
 
-    def sized(self) -> "DemoOptions":
+    def sized(self) -> DemoOptions:
         """The options with the seed's full sizes applied when ``full`` is set."""
         if not self.full:
             return self
@@ -86,8 +83,14 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
                  *, log: Any = print, extra_callbacks: tuple[Any, ...] = ()) -> dict[str, str]:
     """Run alignment, the BP scan and the forward spiral; return {run name: uid}."""
     from devices.sim_beamline import make_sim_beamline
-    from plans import (archimedean_spiral_um, raster_positions_um, raster_rocking_scan,
-                       rocking_angles_deg, rocking_curve_align, spiral_probe_scan)
+    from plans import (
+        archimedean_spiral_um,
+        raster_positions_um,
+        raster_rocking_scan,
+        rocking_angles_deg,
+        rocking_curve_align,
+        spiral_probe_scan,
+    )
     from sim import BraggSimulator, KBProbe, SiemensStar, TransmissionSimulator, seed_sample
 
     opts = opts.sized()
@@ -111,9 +114,9 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
 
     t0 = time.perf_counter()
     log("1/3 rocking-curve alignment ...")
-    (uid,) = RE(rocking_curve_align(bl.detector, bl.gonio, centre_deg=geom.theta_bragg_deg, step_deg=0.004,
-                                    n_angles=21, exposure_s=opts.exposure_s,
-                                    md={"sample": sample_md, "purpose": "alignment"}))
+    (uid,) = run_uids(RE(rocking_curve_align(bl.detector, bl.gonio, centre_deg=geom.theta_bragg_deg, step_deg=0.004,
+                                             n_angles=21, exposure_s=opts.exposure_s,
+                                             md={"sample": sample_md, "purpose": "alignment"})))
     uids["alignment"] = uid
     centre_deg = float(bl.gonio.theta.position)
     log(f"    rocking-curve centre {centre_deg:.4f}° (θ_B + {centre_deg - geom.theta_bragg_deg:+.4f}°)"
@@ -126,9 +129,9 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
     log(f"2/3 Bragg ptychography: {len(positions)} positions × {len(angles)} angles = {n_frames} frames "
         f"of {roi.n_rows_px} × {roi.n_cols_px} px ...")
     t1 = time.perf_counter()
-    (uid,) = RE(raster_rocking_scan(bl.detector, bl.stage, bl.gonio, geometry=geom, positions_um=positions,
-                                    angles_deg=angles, sample=sample_md, exposure_s=opts.exposure_s,
-                                    monitors=[bl.monitor], md={"purpose": "bragg-ptychography"}))
+    (uid,) = run_uids(RE(raster_rocking_scan(bl.detector, bl.stage, bl.gonio, geometry=geom, positions_um=positions,
+                                             angles_deg=angles, sample=sample_md, exposure_s=opts.exposure_s,
+                                             monitors=[bl.monitor], md={"purpose": "bragg-ptychography"})))
     uids["bragg_ptychography"] = uid
     log(f"    {n_frames} frames in {time.perf_counter() - t1:.1f} s")
 
@@ -142,10 +145,10 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
                             exposure_s=1.0, simulate_exposure=False, seed=opts.seed + 1, prefix="fwd_")
     spiral_md = {"name": "Siemens star (simulated)", "material": "Au", "thickness_m": star.thickness_m,
                  "simulated": True}
-    (uid,) = RE(spiral_probe_scan(fwd.detector, fwd.stage, n_points=opts.n_spiral, step_um=0.1,
-                                  exposure_s=1.0, energy_kev=geom.energy_kev,
-                                  detector_distance_m=geom.detector_distance_m, sample=spiral_md,
-                                  md={"purpose": "probe-characterisation"}))
+    (uid,) = run_uids(RE(spiral_probe_scan(fwd.detector, fwd.stage, n_points=opts.n_spiral, step_um=0.1,
+                                           exposure_s=1.0, energy_kev=geom.energy_kev,
+                                           detector_distance_m=geom.detector_distance_m, sample=spiral_md,
+                                           md={"purpose": "probe-characterisation"})))
     uids["forward_ptychography"] = uid
     log(f"    {opts.n_spiral} frames in {time.perf_counter() - t2:.1f} s")
     _ = archimedean_spiral_um  # the plan records its own pattern; imported for users reading this code
@@ -168,7 +171,7 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
         summaries = live.wait(600) if live is not None else []   # raises if the final result failed
         elapsed = time.perf_counter() - t0
         bp = raw[uids["bragg_ptychography"]]
-        frames = bp["primary"][f"mpx_image"]
+        frames = bp["primary"]["mpx_image"]
         print()
         print(f"simulated beamtime done in {elapsed:.1f} s")
         print(f"Tiled server : {uri}   (API key: {server.api_key})")
@@ -177,9 +180,9 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
             print(f"run {name:22s}: {uid}")
         print(f"BP frames in Tiled: {frames.shape} {frames.dtype}")
         print("read it back:")
-        print(f"    from tiled.client import from_uri")
+        print("    from tiled.client import from_uri")
         print(f"    run = from_uri('{uri}', api_key='{server.api_key}')['raw']['{uids['bragg_ptychography']}']")
-        print(f"    frames = run['primary']['mpx_image'][:]; run.start['pattern']")
+        print("    frames = run['primary']['mpx_image'][:]; run.start['pattern']")
         for sm in summaries:
             m = sm.get("metrics", {})
             print(f"live reconstruction: {m.get('n_frames_used')} frames, {m.get('n_iterations')} iterations, "

@@ -16,10 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
-from analysis.dfxm_metadata import fp_geometry_from_metadata, fp_geometry_to_metadata
-from analysis.fp_dfxm import (FPOptions, FPResult, MisalignmentReadout, StrainTiltMaps, misalignment_readout,
-                              reconstruct_fp_dfxm, strain_tilt_from_phase)
+from analysis.dfxm import (
+    FPDFXMGeometry,
+    FPOptions,
+    FPResult,
+    MisalignmentReadout,
+    Reflection,
+    StrainTiltMaps,
+    fp_geometry_from_metadata,
+    fp_geometry_to_metadata,
+    misalignment_readout,
+    reconstruct_fp_dfxm,
+    strain_tilt_from_phase,
+)
 
 __all__ = ["DFXMDemoOptions", "FPRunData", "FPRunResult", "fp_run_data", "reconstruct_fp_run", "publish_fp_run",
            "run_fp_dfxm_acquisition", "acquire_fp_run", "run_dfxm_demo"]
@@ -66,8 +75,10 @@ def run_fp_dfxm_acquisition(raw_catalog: Any, raw_dir: Path, documents_dir: Path
     from sim.dfxm import DFXMSimulator, crystal_exit_field
 
     geom = opts.geometry()
+    assert geom.reflection is not None                 # DFXMDemoOptions.geometry() always sets the reflection
     fine = 2
-    truth = crystal_exit_field(geom.hr_n_px * fine, geom.hr_pixel_size_m / fine, geom.reflection, geom.objective.energy_kev,
+    truth = crystal_exit_field(geom.hr_n_px * fine, geom.hr_pixel_size_m / fine, geom.reflection,
+                               geom.objective.energy_kev,
                                dislocations=(), grain_fraction=None, seed=opts.seed)
     source = DFXMSimulator(truth.exit_field, geom.hr_pixel_size_m / fine, geom, zernike_rad=opts.zernike_rad,
                            peak_rate_counts_per_s=opts.peak_rate_counts_per_s)
@@ -86,7 +97,7 @@ def acquire_fp_run(raw_catalog: Any, raw_dir: Path, documents_dir: Path, source:
     """
     from devices.sim_beamline import make_sim_dfxm_beamline
     from plans import fp_dfxm_scan, fp_diversity_settings
-    from pxm.runengine import make_run_engine
+    from pxm.runengine import make_run_engine, run_uids
 
     bl = make_sim_dfxm_beamline(source, geometry=geometry, data_dir=raw_dir, exposure_s=opts.exposure_s,
                                 simulate_exposure=False, seed=opts.seed)
@@ -94,8 +105,9 @@ def acquire_fp_run(raw_catalog: Any, raw_dir: Path, documents_dir: Path, source:
     settings = fp_diversity_settings(geometry, n_side=opts.n_side, step_px=opts.step_px, kind=opts.kind)
     log(f"FP-DFXM scan: {settings.n_frames} frames of {geometry.n_px} × {geometry.n_px} px ({opts.kind}, step "
         f"{opts.step_px} px = {opts.step_px * geometry.angle_per_freq_px_rad * 1e3:.3f} mrad) ...")
-    (uid,) = wiring.RE(fp_dfxm_scan(bl.camera, bl.lens, bl.gonio, geometry=geometry, settings=settings, sample=sample,
-                                    exposure_s=opts.exposure_s, monitors=[bl.monitor], md=md))
+    (uid,) = run_uids(wiring.RE(fp_dfxm_scan(bl.camera, bl.lens, bl.gonio, geometry=geometry, settings=settings,
+                                             sample=sample, exposure_s=opts.exposure_s, monitors=[bl.monitor],
+                                             md=md)))
     return uid
 
 
@@ -210,7 +222,8 @@ def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None =
               f"final error {out.result.error_history[-1]:.4g}")
         print("Zernikes (rad, true → found): " + ", ".join(
             f"Z{j} {opts.zernike_rad.get(j, 0.0):+.2f} → {c:+.2f}" for j, c in out.result.zernike_rad.items()))
-        print(f"defocus  : {m.defocus_m * 1e6:+.1f} µm; pupil centre {tuple(round(v * 1e3, 4) for v in m.pupil_center_rad)} mrad")
+        centre_mrad = tuple(round(v * 1e3, 4) for v in m.pupil_center_rad)
+        print(f"defocus  : {m.defocus_m * 1e6:+.1f} µm; pupil centre {centre_mrad} mrad")
         print(f"published: /processed/{res.item['id'] if hasattr(res, 'item') else res.uri}")
         print(f"    res = from_uri('{uri}', api_key='{server.api_key}')['processed'].search(Key('raw_uid') == '{uid}')")
     return 0

@@ -10,7 +10,7 @@ inversion; the two maps are merged on their bright voxels and published with
 :func:`pxm.polarization.publish_polarization`, linked to both raw runs.
 
 The sample's truth (P and ε_g of the LGD model under a local stress) is computed here with
-``analysis.polarization`` and handed to ``sim.ferroelectric`` as data.
+``analysis.ferro`` and handed to ``sim.ferroelectric`` as data.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
+from analysis.dfxm import FPDFXMGeometry, Reflection
 from pxm.dfxm import DFXMDemoOptions, FPRunResult
 from pxm.polarization import PolarizationMaps
 from sim.ferroelectric import VARIANT_A, VARIANT_C, VARIANT_NONE
@@ -49,7 +49,7 @@ class FerroelectricDemoOptions:
     fp: DFXMDemoOptions = field(default_factory=DFXMDemoOptions)
     """Size, diversity grid, exposure and iterations of each FP scan (the reflection is set per variant)."""
     material: str = "BaTiO3"
-    """LGD coefficient set (``analysis.polarization.MATERIALS``)."""
+    """LGD coefficient set (``analysis.ferro.MATERIALS``)."""
     hkl: tuple[int, int, int] = (0, 0, 2)
     """The measured reflection in the cubic parent frame (a 00l reflection: c ∥ ĝ, a ⊥ ĝ)."""
     parent_d_spacing_m: float = 2.0045e-10
@@ -85,7 +85,7 @@ class FerroelectricDemoOptions:
     def geometry(self, reference_strain: float) -> FPDFXMGeometry:
         """FP-DFXM geometry of a scan whose 2θ is set for d = d_parent (1 + ``reference_strain``)."""
         f = self.fp
-        refl = Reflection(hkl=tuple(int(v) for v in self.hkl),
+        refl = Reflection(hkl=cast("tuple[int, int, int]", tuple(int(v) for v in self.hkl)),
                           d_spacing_m=self.parent_d_spacing_m * (1 + reference_strain))
         return FPDFXMGeometry(reflection=refl, n_px=f.n_px, upsampling=f.upsampling, pixel_size_m=f.pixel_size_m)
 
@@ -93,7 +93,7 @@ class FerroelectricDemoOptions:
 def variant_reference_strain(variant: str, *, material: str, hkl: tuple[int, int, int],
                              temperature_k: float = 298.0) -> float:
     """Stress-free ε_g = ĝ·e0(P_s d̂)·ĝ of a variant vs the cubic parent (BaTiO₃ 00l: c 6.76e-3, a −2.30e-3)."""
-    from analysis.polarization import projected_strain, spontaneous_polarization_c_per_m2, spontaneous_strain
+    from analysis.ferro import projected_strain, spontaneous_polarization_c_per_m2, spontaneous_strain
 
     p_s = spontaneous_polarization_c_per_m2(material, temperature_k)
     p = p_s * np.asarray(variant_direction(variant))
@@ -122,24 +122,31 @@ def sample_truth(pattern: Any, *, material: str, hkl: tuple[int, int, int],
     """P and ε_g of a :class:`sim.ferroelectric.DomainPattern` from the LGD model (spec §2.1, §2.5 forward step).
 
     Each voxel's c and a states are relaxed under the uniaxial stress σ_gg ĝĝ
-    (:func:`analysis.polarization.equilibrium_polarization`); across a wall P = cos β P_c + sin β P_a,
+    (:func:`analysis.ferro.equilibrium_polarization`); across a wall P = cos β P_c + sin β P_a,
     β = (π/2)(1 − c_weight) (a rotation profile, not a phase-field wall).
     """
-    from analysis.polarization import (InversionOptions, directional_compliance_per_pa, equilibrium_polarization,
-                                       projected_strain, reflection_unit_vector, spontaneous_polarization_c_per_m2,
-                                       spontaneous_strain)
+    from analysis.ferro import (
+        InversionOptions,
+        directional_compliance_per_pa,
+        equilibrium_polarization,
+        projected_strain,
+        reflection_unit_vector,
+        spontaneous_polarization_c_per_m2,
+        spontaneous_strain,
+    )
 
     g = reflection_unit_vector(hkl)
     sigma_pa = np.asarray(pattern.stress_along_g_pa, float)
     stress = sigma_pa[..., None, None] * np.outer(g, g)
     p_s = spontaneous_polarization_c_per_m2(material, temperature_k)
     opts = InversionOptions(temperature_k=temperature_k)
-    relaxed = {v: equilibrium_polarization(material, stress,
-                                           np.broadcast_to(p_s * np.asarray(variant_direction(v)), sigma_pa.shape + (3,)),
-                                           opts) for v in ("c", "a")}
+    relaxed = {v: equilibrium_polarization(
+        material, stress, np.broadcast_to(p_s * np.asarray(variant_direction(v)), sigma_pa.shape + (3,)), opts)
+        for v in ("c", "a")}
     beta = 0.5 * math.pi * (1.0 - np.asarray(pattern.c_weight, float))
     p = np.cos(beta)[..., None] * relaxed["c"] + np.sin(beta)[..., None] * relaxed["a"]
-    eps = projected_strain(spontaneous_strain(p, material), hkl) + directional_compliance_per_pa(material, hkl) * sigma_pa
+    eps = (projected_strain(spontaneous_strain(p, material), hkl)
+           + directional_compliance_per_pa(material, hkl) * sigma_pa)
     return FerroelectricTruth(pattern=pattern, polarization_c_per_m2=np.asarray(p), strain_g=np.asarray(eps))
 
 
@@ -160,6 +167,7 @@ def acquire_ferroelectric_runs(raw_catalog: Any, raw_dir: Path, documents_dir: P
         eps_ref = variant_reference_strain(variant, material=opts.material, hkl=opts.hkl,
                                            temperature_k=opts.temperature_k)
         geom = opts.geometry(eps_ref)
+        assert geom.reflection is not None             # FerroelectricDemoOptions.geometry() always sets it
         exit_field = strain_exit_field(truth.strain_g, pattern.amplitude, dx_fine_m, geom.reflection,
                                        geom.objective.energy_kev, reference_strain=eps_ref)
         source = DFXMSimulator(exit_field, dx_fine_m, geom, zernike_rad=opts.fp.zernike_rad,
@@ -208,10 +216,11 @@ def polarization_from_fp_run(out: FPRunResult, *, material: str, parent_d_spacin
     The offset is d_ref/d_parent − 1 with d_ref from the run's reflection and d_parent given or read
     from ``sample.parent_d_spacing_m`` of the start document (ValueError if neither).
     """
-    from analysis.polarization import InversionOptions, invert_reflections
+    from analysis.ferro import InversionOptions, invert_reflections
 
     start = out.data.start
-    sample = start.get("sample") if isinstance(start.get("sample"), dict) else {}
+    raw_sample = start.get("sample")
+    sample = raw_sample if isinstance(raw_sample, dict) else {}
     d_parent_m = parent_d_spacing_m if parent_d_spacing_m is not None else sample.get("parent_d_spacing_m")
     if d_parent_m is None or not d_parent_m > 0:
         raise ValueError(f"run {out.data.uid}: no cubic-parent d-spacing; pass parent_d_spacing_m (the strain "
@@ -230,7 +239,9 @@ def polarization_from_fp_run(out: FPRunResult, *, material: str, parent_d_spacin
     p = np.asarray(inv.polarization_c_per_m2, float)
     variant = sample.get("ferroelectric_variant", "?")
     dx_m = out.data.geometry.hr_pixel_size_m
-    maps = PolarizationMaps(material=material, hkl=tuple(float(v) for v in refl.hkl), strain_frame=f"fp-{variant}",
+    maps = PolarizationMaps(material=material,
+                            hkl=cast("tuple[float, float, float]", tuple(float(v) for v in refl.hkl)),
+                            strain_frame=f"fp-{variant}",
                             polarization_c_per_m2=p, magnitude_c_per_m2=np.linalg.norm(p, axis=-1),
                             n_equivalent=np.asarray(inv.n_equivalent),
                             stress_along_g_pa=np.asarray(inv.stress_along_g_pa)[..., 0],
@@ -294,7 +305,7 @@ class FerroelectricChainResult:
 def run_ferroelectric_chain(raw: Any, processed: Any, raw_dir: Path, documents_dir: Path,
                             opts: FerroelectricDemoOptions, *, log: Any = print) -> FerroelectricChainResult:
     """Acquire one FP run per variant, reconstruct, invert, merge and publish to ``processed``."""
-    from analysis.fp_dfxm import FPOptions
+    from analysis.dfxm import FPOptions
     from pxm.dfxm import publish_fp_run, reconstruct_fp_run
     from pxm.polarization import ambiguity_report, publish_polarization
 

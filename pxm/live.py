@@ -19,17 +19,21 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 import event_model
 import numpy as np
+from event_model import Event, EventDescriptor, EventPage, RunStart, RunStop, StreamDatum, StreamResource
 
+from analysis.bragg.outcome import save_outcome_figures
+from analysis.bragg.pipeline import PipelineOptions, reconstruct
+from analysis.bragg.scan import BraggScan
 from analysis.engine import Recipe, SupportSchedule
 from analysis.geometry import BraggGeometry, DetectorLayout
-from analysis.xp import array_module, backend, device_description
 
 __all__ = ["LiveOptions", "FrameGrid", "LiveReconstructionCallback", "live_recipe", "select_usable",
            "replay_documents", "jsonl_documents", "tiled_documents"]
@@ -97,6 +101,11 @@ class LiveOptions:
     """Full-detector chip layout; the ROI's chip gaps are masked."""
     figures_dir: Path | None = None
     """Write PNG figures of the final result here."""
+    sample_support: bool = False
+    """Resolve the slab thickness and tilt from the start document's ``sample`` as ``pxm reconstruct`` does
+    (:func:`analysis.recipes.resolve_sample`; ``recipe``'s schedule scaled to ``sample.thickness_m``, the tilt
+    from ``tilt_x_deg``/``tilt_y_deg``). False (default): ``recipe`` as given (``live_recipe``: a fixed 0.5 µm
+    slab)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.start_fraction <= 1 or self.rebuild_growth <= 0:
@@ -105,6 +114,28 @@ class LiveOptions:
             raise ValueError("LiveOptions: preview_iterations, min_angles and min_positions must be >= 1")
         if self.backend not in ("auto", "numpy", "cupy"):
             raise ValueError(f"LiveOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
+
+
+def session_recipe(start: Mapping[str, Any], options: LiveOptions) -> Recipe:
+    """The recipe of one run: ``options.recipe``, resolved against ``start["sample"]`` when ``sample_support``.
+
+    Parameters
+    ----------
+    start
+        The run's start document.
+    options
+        The live options.
+
+    Returns
+    -------
+    Recipe
+        The recipe the live and final engines of this run use (``sources`` say where the support came from).
+    """
+    if not options.sample_support:
+        return options.recipe
+    from analysis.recipes import resolve_sample
+
+    return resolve_sample(options.recipe, recipe_name="live", sample=start.get("sample") or {})
 
 
 # ------------------------------------------------------------------------------------------ frame grid
@@ -154,7 +185,7 @@ class FrameGrid:
 
     def missing(self) -> list[tuple[int, int]]:
         """(position, angle) pairs with no frame."""
-        return [(int(p), int(a)) for p, a in zip(*np.nonzero(~self.measured))]
+        return [(int(p), int(a)) for p, a in zip(*np.nonzero(~self.measured), strict=True)]
 
     def stage_xyz_m(self, positions: np.ndarray) -> np.ndarray:
         """(POS, 3) mean read-back of each position (pattern target where none was read), metres."""
@@ -191,14 +222,14 @@ def select_usable(measured: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
 @dataclass(frozen=True)
 class _RunInfo:
     uid: str
-    start: dict
+    start: Mapping[str, Any]
     geometry: BraggGeometry
     grid_args: dict
     axes: dict
     detector: str
 
 
-def _run_info(start: dict, options: LiveOptions) -> _RunInfo:
+def _run_info(start: Mapping[str, Any], options: LiveOptions) -> _RunInfo:
     pattern = start.get("pattern") or {}
     geometry = BraggGeometry.from_metadata(start["geometry"])
     angles = np.asarray(pattern["angles_deg"], float)
@@ -240,7 +271,7 @@ class LiveReconstructionCallback(event_model.DocumentRouter):
         finally:
             self.call_times_s.append(time.perf_counter() - t0)
 
-    def start(self, doc: dict) -> dict:  # noqa: D102
+    def start(self, doc: RunStart) -> RunStart:  # noqa: D102
         self._session = None
         if doc.get("plan_name") != BRAGG_PLAN:
             return doc
@@ -250,7 +281,7 @@ class LiveReconstructionCallback(event_model.DocumentRouter):
         sess.thread.start()
         return doc
 
-    def descriptor(self, doc: dict) -> dict:  # noqa: D102
+    def descriptor(self, doc: EventDescriptor) -> EventDescriptor:  # noqa: D102
         s = self._session
         if s is None or doc.get("name", "primary") != "primary":
             return doc
@@ -262,26 +293,26 @@ class LiveReconstructionCallback(event_model.DocumentRouter):
         s.descriptors[doc["uid"]] = image
         return doc
 
-    def stream_resource(self, doc: dict) -> dict:  # noqa: D102
+    def stream_resource(self, doc: StreamResource) -> StreamResource:  # noqa: D102
         if self._session is not None:
             self._session.q.put(("resource", doc["uid"], doc["uri"], doc.get("parameters", {}).get("dataset",
                                                                                                "/entry/data/data")))
         return doc
 
-    def stream_datum(self, doc: dict) -> dict:  # noqa: D102
+    def stream_datum(self, doc: StreamDatum) -> StreamDatum:  # noqa: D102
         if self._session is not None:
             self._session.q.put(("datum", doc["stream_resource"], int(doc["seq_nums"]["start"]),
                                  int(doc["seq_nums"]["stop"]), int(doc["indices"]["start"])))
         return doc
 
-    def event(self, doc: dict) -> dict:  # noqa: D102
+    def event(self, doc: Event) -> Event:  # noqa: D102
         s = self._session
         if s is not None and doc.get("descriptor") in s.descriptors:
             d, ax = doc["data"], s.info.axes
             s.q.put(("events", [int(doc["seq_num"])], [d.get(ax["x"])], [d.get(ax["y"])], [d.get(ax["theta"])]))
         return doc
 
-    def event_page(self, doc: dict) -> dict:  # noqa: D102
+    def event_page(self, doc: EventPage) -> EventPage:  # noqa: D102
         s = self._session
         if s is not None and doc.get("descriptor") in s.descriptors:
             d, ax = doc["data"], s.info.axes
@@ -290,7 +321,7 @@ class LiveReconstructionCallback(event_model.DocumentRouter):
                      d.get(ax["theta"], [None] * n)))
         return doc
 
-    def stop(self, doc: dict) -> dict:  # noqa: D102
+    def stop(self, doc: RunStop) -> RunStop:  # noqa: D102
         if self._session is not None:
             self._session.q.put(("stop", doc))
             self._session = None
@@ -330,6 +361,8 @@ class _RunSession:
         self.engine: Any = None
         self.engine_frames = 0
         self.probe0: np.ndarray | None = None
+        self.probe_source = ""
+        self.recipe = session_recipe(info.start, options)
         self.preview: Any = None
         self.preview_key: str | None = None
         self.preview_nodes: dict[str, Any] = {}
@@ -360,7 +393,7 @@ class _RunSession:
                 self.datums[s] = (res, i0 + s - s0)
         elif kind == "events":
             _, seqs, xs, ys, ths = msg
-            for s, x, y, th in zip(seqs, xs, ys, ths):
+            for s, x, y, th in zip(seqs, xs, ys, ths, strict=False):      # as delivered: never raise here
                 if s in self.events or s in self.seen_seq:
                     self.grid.n_duplicates += 1        # the same event delivered twice
                 else:
@@ -408,8 +441,9 @@ class _RunSession:
         if x is None or y is None or th is None:   # no read-backs: the pattern order (docs/start-document.md)
             from pxm.export import frame_indices
 
-            p, a = frame_indices(self.info.start["pattern"]["order"], np.array([seq - 1]), g.n_positions, g.n_angles)
-            p, a = int(p[0]), int(a[0])
+            ps, angs = frame_indices(self.info.start["pattern"]["order"], np.array([seq - 1]), g.n_positions,
+                                     g.n_angles)
+            p, a = int(ps[0]), int(angs[0])
             x, y = g.positions_um[p]
             th = g.angles_deg[a]
         else:
@@ -435,38 +469,61 @@ class _RunSession:
                 self.mask = np.ones(shape, bool)
         return self.mask
 
-    def _engine_inputs(self, positions: np.ndarray, angles: np.ndarray) -> dict[str, Any]:
+    def _scan(self, positions: np.ndarray, angles: np.ndarray) -> BraggScan:
+        """The :class:`~analysis.bragg.scan.BraggScan` of the grid's ``positions`` × all angles.
+
+        Angles not in ``angles`` are masked (the engine has one mask per rocking angle, shared by all positions).
+        """
         g = self.grid
         geom = self.info.geometry
+        assert g.frames is not None, "no frame stored yet"
         frames = g.frames[positions]
         mask2 = self._detector_mask(frames.shape[2:])
         mask = np.broadcast_to(mask2, (g.n_angles,) + mask2.shape).copy()
         unmeasured = np.setdiff1d(np.arange(g.n_angles), angles)
         mask[unmeasured] = False
-        return dict(geometry=geom, frames=frames, mask=mask, stage_xyz_m=g.stage_xyz_m(positions),
-                    rocking_offsets_deg=g.angles_read_deg() - geom.theta_bragg_deg)
+        return BraggScan(geometry=geom, frames=frames, mask=mask, stage_xyz_m=g.stage_xyz_m(positions),
+                         rocking_offsets_deg=g.angles_read_deg() - geom.theta_bragg_deg,
+                         sample=self.info.start.get("sample") or {},
+                         provenance={"raw_uid": self.info.uid, "plan_name": BRAGG_PLAN, "detector": self.info.detector},
+                         source=f"live run {self.info.uid}")
 
-    def _build(self, positions: np.ndarray, angles: np.ndarray, recipe: Recipe, probe: np.ndarray | None,
-               frame_valid: np.ndarray | None = None, frames: np.ndarray | None = None) -> Any:
-        from analysis.engine import Reconstruction
-        from pxm.reconstruct import ReconstructOptions, initial_probe, probe_mask_na_rad
+    def _initial_probe(self, recipe: Recipe) -> tuple[np.ndarray, str]:
+        """(P2, its source): ``LiveOptions.initial_probe_p2`` or the KB model probe, made once per run."""
+        from analysis.bragg.pipeline import recipe_geometry
+        from pxm.reconstruct import initial_probe
 
-        inp = self._engine_inputs(positions, angles)
-        if frames is not None:                      # e.g. one half of a binomial photon split
-            inp["frames"] = frames
-        geom = inp.pop("geometry")
-        if recipe.upsampling is not None and recipe.upsampling != geom.upsampling:
-            geom = dataclasses.replace(geom, upsampling=recipe.upsampling)
-        ropts = ReconstructOptions(progress=False, use_na_mask=self.options.use_na_mask,
-                                   probe_na_mask_rad=self.options.probe_na_mask_rad)
         if self.probe0 is None and self.options.initial_probe_p2 is not None:
             self.probe0 = np.array(self.options.initial_probe_p2, dtype=np.complex128)
+            self.probe_source = "given: LiveOptions.initial_probe_p2"
         if self.probe0 is None:
-            self.probe0, _ = initial_probe(geom, options=ropts)
-        return Reconstruction(geom, inp["frames"], inp["mask"], inp["stage_xyz_m"], inp["rocking_offsets_deg"],
-                              self.probe0 if probe is None else probe, recipe=recipe,
-                              probe_na_rad=probe_mask_na_rad(ropts, from_file=False), frame_valid=frame_valid,
-                              xp=backend(self.options.backend))
+            self.probe0, self.probe_source = initial_probe(recipe_geometry(self.info.geometry, recipe),
+                                                           options=self._reconstruct_options())
+        return self.probe0, self.probe_source
+
+    def _reconstruct_options(self) -> Any:
+        from pxm.reconstruct import ReconstructOptions
+
+        return ReconstructOptions(progress=False, use_na_mask=self.options.use_na_mask,
+                                  probe_na_mask_rad=self.options.probe_na_mask_rad, backend=self.options.backend)
+
+    def _pipeline_options(self) -> PipelineOptions:
+        """The final result's :class:`~analysis.bragg.pipeline.PipelineOptions` (the preview engine's too)."""
+        from analysis.strain import StrainOptions
+
+        return dataclasses.replace(self._reconstruct_options().pipeline_options(from_file=False),
+                                   strain=StrainOptions(remove_ramp=self.options.strain_remove_ramp),
+                                   fsc=self.options.resolution, fsc_split_seed=0)
+
+    def _build(self, positions: np.ndarray, angles: np.ndarray, recipe: Recipe, probe: np.ndarray | None,
+               frame_valid: np.ndarray | None = None) -> Any:
+        """The live (preview) engine: :func:`analysis.bragg.pipeline.build_engine` on the grid's scan."""
+        from analysis.bragg.pipeline import build_engine
+
+        p0, _ = self._initial_probe(recipe)
+        popts = self._pipeline_options()
+        return build_engine(self._scan(positions, angles), recipe, p0 if probe is None else probe,
+                            probe_na_rad=popts.probe_na_rad, backend_name=popts.backend, frame_valid=frame_valid)
 
     def _maybe_rebuild(self) -> None:
         """Start the engine once enough frames are usable; afterwards feed new frames in place.
@@ -489,7 +546,7 @@ class _RunSession:
         if not enough or n_usable < (1 + o.rebuild_growth) * self.engine_frames:
             return
         try:
-            self.engine = self._build(np.arange(g.n_positions), np.arange(g.n_angles), self.options.recipe, None,
+            self.engine = self._build(np.arange(g.n_positions), np.arange(g.n_angles), self.recipe, None,
                                       frame_valid=g.measured.copy())
         except ValueError as exc:
             log.warning("live %s: engine not started on %d frames: %s", self.info.uid[:8], n_usable, exc)
@@ -570,8 +627,7 @@ class _RunSession:
 
     # --- final -----------------------------------------------------------------------------------
     def _final(self) -> None:
-        from analysis.strain import StrainOptions, strain_from_geometry
-
+        """The final result: :func:`analysis.bragg.reconstruct` from scratch on every usable frame, then publish."""
         g = self.grid
         missing = g.missing()
         positions, angles, mode = select_usable(g.measured)
@@ -579,64 +635,36 @@ class _RunSession:
             raise RuntimeError(f"run {self.info.uid}: no complete block of frames to reconstruct "
                                f"({g.n_measured} of {g.n_positions * g.n_angles} frames)")
         t0 = time.perf_counter()
-        recipe = self.options.recipe
-        rec = self._build(positions, angles, recipe, None)
-        rec.iterate(recipe.n_iterations)
-        res = rec.result()
-        postprocessing_errors: dict[str, str] = {}
-        maps = None
-        try:                     # the object, probe and metrics are published even when strain fails
-            maps = strain_from_geometry(res.object, res.geometry, support=res.support,
-                                        amplitude_reference=rec.illuminated_support(),
-                                        options=StrainOptions(remove_ramp=self.options.strain_remove_ramp))
-        except Exception as exc:
-            from pxm.reconstruct import error_line
-
-            postprocessing_errors["strain"] = error_line(exc)
+        recipe = self.recipe
+        probe, probe_source = self._initial_probe(recipe)
+        outcome = reconstruct(self._scan(positions, angles), recipe, probe, options=self._pipeline_options(),
+                              recipe_name="live", probe_source=probe_source)
+        postprocessing_errors = dict(outcome.postprocessing_errors)
+        if "strain" in postprocessing_errors:   # the object, probe and metrics are published even when strain fails
             log.warning("live %s: strain maps failed: %s; object, probe and metrics are kept", self.info.uid[:8],
                         postprocessing_errors["strain"])
-        t_rec = time.perf_counter() - t0
-        resolution_md: dict[str, float] = {}
-        if self.options.resolution:
-            from analysis.metrics import binomial_split
-            from pxm.reconstruct import half_data_resolution
-
-            t_half = time.perf_counter()
-            full = self._engine_inputs(positions, angles)["frames"]
-            halves = []
-            for half in binomial_split(full, rng=np.random.default_rng(0)):
-                r_half = self._build(positions, angles, recipe, None, frames=half)
-                r_half.iterate(recipe.n_iterations)
-                halves.append(r_half)
-            resolution_md = half_data_resolution(halves[0], halves[1], split_seed=0).metrics()
-            resolution_md["resolution_s"] = time.perf_counter() - t_half
+        t_fsc = outcome.timings_s.get("fsc_s", 0.0)
+        timings = {**outcome.timings_s, "reconstruction_s": time.perf_counter() - t0 - t_fsc,
+                   **({"resolution_s": t_fsc} if self.options.resolution else {})}
         excluded_pos = sorted(set(range(g.n_positions)) - set(int(p) for p in positions))
         masked_ang = sorted(set(range(g.n_angles)) - set(int(a) for a in angles))
-        costs = np.asarray(res.costs, float)
-        metrics = {"n_iterations": int(res.iterations), "final_cost": float(costs[-1]) if costs.size else None,
-                   "n_frames_measured": g.n_measured, "n_frames_used": int(len(positions) * len(angles)),
-                   "n_duplicates": g.n_duplicates, "n_missing": len(missing), "n_rejected": len(g.rejected),
-                   "valid_strain_voxels": 0 if maps is None else int(np.sum(np.asarray(maps.mask))),
-                   **{f"r_factor_{k}": float(v) for k, v in res.r_factors.items()},
-                   **{k: v for k, v in resolution_md.items() if k != "resolution_s"}}
-        strain_arrays = {} if maps is None else {"strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad,
-                                                 "omega_y": maps.omega_y_rad}
-        result = {"object": res.object, "probe": res.probe, "background": res.background, **strain_arrays,
-                  "error": costs, "error_phase": np.asarray([p == "ml" for p in res.phases], np.int8),
-                  "metrics": metrics, "timings_s": {"reconstruction_s": t_rec,
-                                                    **({"resolution_s": resolution_md["resolution_s"]}
-                                                       if resolution_md else {})}}
-        self.final_result = {**result, "strain_maps": maps, "geometry": res.geometry,
-                             "stage_xyz_m": g.stage_xyz_m(positions)}
+        metrics = {**outcome.metrics, "n_frames_measured": g.n_measured,
+                   "n_frames_used": int(len(positions) * len(angles)), "n_duplicates": g.n_duplicates,
+                   "n_missing": len(missing), "n_rejected": len(g.rejected)}
+        metrics.setdefault("valid_strain_voxels", 0)
+        if self.options.figures_dir is not None:
+            figures = save_outcome_figures(outcome, Path(self.options.figures_dir), postprocessing_errors,
+                                           prefix="live_", title_prefix="live: ", convergence=False)
+            self.summary["figures"] = [str(p) for p in figures]
+        self.final_result = {**outcome.arrays(), "metrics": metrics, "timings_s": timings,
+                             "strain_maps": outcome.strain, "geometry": outcome.geometry,
+                             "stage_xyz_m": g.stage_xyz_m(positions), "outcome": outcome}
         self.summary.update(metrics=metrics, missing_frames=missing, excluded_positions=excluded_pos,
                             masked_angles=masked_ang, final_mode=mode, rejected=list(g.rejected),
                             postprocessing_errors=postprocessing_errors)
-        if self.options.figures_dir is not None:
-            self.summary["figures"] = [str(p) for p in _save_figures(Path(self.options.figures_dir), res, maps)]
         if self.processed is None:
             return
-        from pxm.publish import publish_results
-        from pxm.reconstruct import software_info
+        from pxm.publish import publish_outcome
 
         raw_run = None
         if self.raw is not None:
@@ -647,14 +675,10 @@ class _RunSession:
         extra = {"live": True, "preview_key": self.preview_key, "missing_frames": [list(m) for m in missing],
                  "excluded_positions": excluded_pos, "masked_angles": masked_ang, "final_mode": mode,
                  "n_duplicates": g.n_duplicates, "rejected_events": list(g.rejected),
-                 "exit_status": (self.stop_doc or {}).get("exit_status"),
-                 "device": device_description(array_module(rec.state.object)),
-                 "postprocessing_errors": postprocessing_errors}
-        node = publish_results(self.processed, self.info.uid, result, raw_run=raw_run,
-                               algorithm="pxm live Bragg ptychography (ePIE + ML)",
-                               parameters=dataclasses.asdict(recipe), software=software_info(), extra_metadata=extra,
-                               placement=res.placement,
-                               status="complete with post-processing errors" if postprocessing_errors else "complete")
+                 "exit_status": (self.stop_doc or {}).get("exit_status"), "device": outcome.device}
+        node = publish_outcome(self.processed, self.info.uid, outcome, raw_run=raw_run,
+                               algorithm="pxm live Bragg ptychography (ePIE + ML)", metrics=metrics,
+                               timings_s=timings, postprocessing_errors=postprocessing_errors, extra_metadata=extra)
         self.final_key = node.item["id"] if hasattr(node, "item") else None
         self.summary["final_key"] = self.final_key
 
@@ -727,20 +751,9 @@ def _angles_in_engine(s: _RunSession) -> list[int]:
 
 
 def _next_key(container: Any, prefix: str) -> str:
-    nums = [int(str(k)[len(prefix):]) for k in container if str(k).startswith(prefix) and str(k)[len(prefix):].isdigit()]
+    nums = [int(str(k)[len(prefix):]) for k in container
+            if str(k).startswith(prefix) and str(k)[len(prefix):].isdigit()]
     return f"{prefix}{max(nums, default=0) + 1:03d}"
-
-
-def _save_figures(d: Path, res: Any, maps: Any) -> list[Path]:
-    from analysis.figures import save_object_slices, save_probe, save_strain_slices
-
-    d.mkdir(parents=True, exist_ok=True)
-    vox = res.geometry.voxel_size_m
-    paths = [save_object_slices(d / "live_object.png", res.object, title="live: object ρ", voxel_size_m=vox),
-             save_probe(d / "live_probe.png", res.probe, pixel_size_m=(vox[1], vox[2]), title="live: probe P2")]
-    if maps is not None:                                # None: the strain maps failed (summary's postprocessing_errors)
-        paths.append(save_strain_slices(d / "live_strain.png", maps, title="live: strain"))
-    return paths
 
 
 # ------------------------------------------------------------------------------------------ replay

@@ -1,22 +1,28 @@
 """``pxm polarization``: strain maps of a results file → polarization maps (file and Tiled).
 
-The science is :func:`analysis.polarization.polarization_from_strain_maps` (one reflection,
+The science is :func:`analysis.ferro.polarization_from_strain_maps` (one reflection,
 per-voxel LGD minimisation, ambiguities reported). This module reads a results file written
-by ``pxm reconstruct``, writes ``/polarization/<frame>`` into it, and can publish the maps to
+by ``pxm reconstruct``, checks that the asked material and reflection match what the results record
+about their sample (:func:`check_results_sample`; refused unless forced), writes ``/polarization/<frame>``
+into a *new* file (never into the results file it read) and can publish the maps to
 ``/processed/<raw_uid[:8]>-polarization-NNN`` with ``raw_uid`` and a back-link on the raw run.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
 
 POLARIZATION_SPEC = "PolarizationFromStrain"
+POLARIZATION_FILE_FORMAT = "pxm-polarization"
+"""``/@format`` of the files :func:`write_polarization` writes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,14 +43,75 @@ class PolarizationMaps:
     branch_gap_j_per_m3: np.ndarray
     """How much worse the best non-equivalent state fits (small: another state is nearly as good)."""
     voxel_size_m: tuple[float, ...]
+    sample_check: dict[str, Any] = field(default_factory=dict)
+    """How the asked material/hkl compared with the results' sample (:func:`check_results_sample`)."""
+
+
+def _hkl_text(hkl: Sequence[float]) -> str:
+    return " ".join(f"{float(v):g}" for v in hkl)
+
+
+def check_results_sample(results_path: str | Path, *, material: str, hkl: Sequence[float],
+                         force: bool = False) -> dict[str, Any]:
+    """Check that ``material`` and ``hkl`` match what the results file records about its sample.
+
+    Compared: the recorded material name, hkl, and d-spacing (``/geometry/d_spacing_m``, checked even
+    without a material name: within 1 % of the material's d_hkl range,
+    :func:`analysis.ferro.sample_check.reflection_mismatches`).
+
+    Parameters
+    ----------
+    results_path
+        The results file.
+    material, hkl
+        The asked LGD material and reflection.
+    force
+        Invert anyway on a mismatch (the returned record says ``"forced"``).
+
+    Returns
+    -------
+    dict
+        ``status`` (``"match"``, ``"forced"``, or ``"unchecked"`` when the file records nothing to compare),
+        ``recorded`` (what the file says), ``asked``, ``mismatches`` (phrases) and ``note`` (one line, or "").
+
+    Raises
+    ------
+    ValueError
+        On a mismatch without ``force``: one line naming what the results say and what was asked.
+    """
+    from analysis.ferro.sample_check import reflection_mismatches
+    from analysis.sample_record import recorded_sample
+
+    rec = recorded_sample(results_path)
+    mismatches = reflection_mismatches(rec, material, hkl)
+    asked = f"{material} ({_hkl_text(hkl)})"
+    out: dict[str, Any] = {"recorded": rec.describe(), "asked": asked, "mismatches": mismatches, "note": ""}
+    if mismatches:
+        line = (f"{results_path} records {rec.describe()}; asked {asked}: " + "; ".join(mismatches))
+        if not force:
+            raise ValueError(f"{line}. Inverting a strain map with another material's LGD coefficients gives "
+                             "numbers, not polarization; give the results' material and reflection, or pass "
+                             "--force to invert anyway")
+        out.update(status="forced", note=f"--force: {line}")
+    elif rec.empty:
+        out.update(status="unchecked", note=f"{results_path} records no material, hkl or d-spacing; cannot check "
+                   f"that {asked} is its sample")
+    else:
+        out["status"] = "match"
+    return out
 
 
 def polarization_from_results(results_path: str | Path, *, material: str, hkl: tuple[float, float, float],
-                              strain_frame: str | None = None) -> PolarizationMaps:
-    """Invert the strain map ``strain_frame`` (default: the first) of a results file for ``material``."""
-    from analysis.dataset import read_results
-    from analysis.polarization import polarization_from_strain_maps
+                              strain_frame: str | None = None, force: bool = False) -> PolarizationMaps:
+    """Invert the strain map ``strain_frame`` (default: the first) of a results file for ``material``.
 
+    The asked material and reflection are checked against the results' sample first
+    (:func:`check_results_sample`; a mismatch raises ValueError unless ``force``).
+    """
+    from analysis.dataset import read_results
+    from analysis.ferro import polarization_from_strain_maps
+
+    check = check_results_sample(results_path, material=material, hkl=hkl, force=force)
     res = read_results(results_path)
     strains = res.get("strain") or {}
     if not strains:
@@ -59,21 +126,83 @@ def polarization_from_results(results_path: str | Path, *, material: str, hkl: t
     inv = polarization_from_strain_maps(replace(maps, mask=mask), hkl=hkl, material=material)
     p = np.asarray(inv.polarization_c_per_m2, float)
     return PolarizationMaps(
-        material=material, hkl=tuple(float(v) for v in hkl), strain_frame=name, polarization_c_per_m2=p,
+        material=material, hkl=cast("tuple[float, float, float]", tuple(float(v) for v in hkl)), strain_frame=name,
+        polarization_c_per_m2=p,
         magnitude_c_per_m2=np.linalg.norm(p, axis=-1), n_equivalent=np.asarray(inv.n_equivalent),
         stress_along_g_pa=np.asarray(inv.stress_along_g_pa)[..., 0],
-        branch_gap_j_per_m3=np.asarray(inv.branch_gap_j_per_m3), voxel_size_m=tuple(maps.voxel_size_m))
+        branch_gap_j_per_m3=np.asarray(inv.branch_gap_j_per_m3), voxel_size_m=tuple(maps.voxel_size_m),
+        sample_check=check)
 
 
-def write_polarization(results_path: str | Path, maps: PolarizationMaps) -> str:
-    """Write ``/polarization/<strain_frame>`` into the results file (replacing it); return the group path."""
+def default_output_path(results_path: str | Path, maps: PolarizationMaps) -> Path:
+    """``<results stem>-polarization-<material>-<hkl>.h5`` beside the results file."""
+    p = Path(results_path)
+    hkl = "".join(f"{float(v):g}" for v in maps.hkl).replace("-", "m")
+    return p.with_name(f"{p.stem}-polarization-{maps.material}-{hkl}.h5")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_polarization(output_path: str | Path, maps: PolarizationMaps, *,
+                       source_results: str | Path | None = None) -> str:
+    """Write ``/polarization/<strain_frame>`` into the polarization file ``output_path``; return the group path.
+
+    Parameters
+    ----------
+    output_path
+        A new file, or a polarization file written before (``/@format`` "pxm-polarization"), whose group of
+        the same name is replaced. Never the results file the maps came from, nor any other HDF5 file.
+    maps
+        The maps.
+    source_results
+        The results file they were computed from (recorded in ``/@source_results``; refused as output).
+
+    Returns
+    -------
+    str
+        The group path, ``/polarization/<strain_frame>``.
+
+    Raises
+    ------
+    ValueError
+        If ``output_path`` is the source results file or an existing file that is not a polarization file.
+    """
+    out = Path(output_path)
+    if source_results is not None and (_same_file(out, Path(source_results))
+                                       or out.resolve() == Path(source_results).resolve()):
+        raise ValueError(f"refusing to write the polarization maps into the results file {source_results} they "
+                         "were computed from; give another output file (-o OUT.h5)")
+    mode = "w"
+    if out.exists():
+        try:
+            with h5py.File(out, "r") as f:
+                fmt = f.attrs.get("format")
+        except OSError as exc:
+            raise ValueError(f"refusing to overwrite {out}: it exists and is not an HDF5 polarization file") from exc
+        if fmt != POLARIZATION_FILE_FORMAT:
+            raise ValueError(f"refusing to overwrite {out}: it exists and is not a polarization file "
+                             f"(/@format {fmt!r}, expected {POLARIZATION_FILE_FORMAT!r}); give a new -o OUT.h5")
+        mode = "a"
     group = f"/polarization/{maps.strain_frame}"
-    with h5py.File(results_path, "a") as f:
+    with h5py.File(out, mode) as f:
+        f.attrs["format"] = POLARIZATION_FILE_FORMAT
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat()
+        if source_results is not None:
+            f.attrs["source_results"] = str(Path(source_results).resolve())
         if group in f:
             del f[group]
         g = f.create_group(group)
         g.attrs.update({"material": maps.material, "hkl": list(maps.hkl), "voxel_size_m": list(maps.voxel_size_m),
-                        "convention": "Q44 engineering (Voigt); P up to the listed symmetry-equivalent images"})
+                        "convention": "Q44 engineering (Voigt); P up to the listed symmetry-equivalent images",
+                        "sample_check": str(maps.sample_check.get("status", "unchecked")),
+                        "sample_recorded": str(maps.sample_check.get("recorded", ""))})
+        if source_results is not None:
+            g.attrs["source_results"] = str(Path(source_results).resolve())
         for name, unit in (("polarization_c_per_m2", "C/m^2"), ("magnitude_c_per_m2", "C/m^2"),
                            ("n_equivalent", "1"), ("stress_along_g_pa", "Pa"), ("branch_gap_j_per_m3", "J/m^3")):
             d = g.create_dataset(name, data=getattr(maps, name), compression="gzip")
@@ -122,9 +251,10 @@ def publish_polarization(processed: Any, raw_uid: str, maps: PolarizationMaps, *
 
     key = next_result_key(processed, raw_uid, kind="polarization")
     md = {"raw_uid": raw_uid, "raw_uri": getattr(raw_run, "uri", None), "status": "complete",
-          "algorithm": "LGD one-reflection inversion (analysis.polarization)", "source_results": source,
+          "algorithm": "LGD one-reflection inversion (analysis.ferro)", "source_results": source,
           "material": maps.material, "hkl": list(maps.hkl), "strain_frame": maps.strain_frame,
-          "voxel_size_m": list(maps.voxel_size_m), "ambiguity": ambiguity_report(maps), **(extra_metadata or {})}
+          "voxel_size_m": list(maps.voxel_size_m), "ambiguity": ambiguity_report(maps),
+          **({"sample_check": maps.sample_check} if maps.sample_check else {}), **(extra_metadata or {})}
     node = processed.create_container(key, metadata=jsonable(md, nonfinite_to_none=True),
                                       specs=[Spec(POLARIZATION_SPEC, version="0.1")])
     for name in ("polarization_c_per_m2", "magnitude_c_per_m2", "stress_along_g_pa", "branch_gap_j_per_m3"):
@@ -149,5 +279,6 @@ def summary(maps: PolarizationMaps) -> dict[str, Any]:
             "n_equivalent_values": sorted({int(v) for v in np.asarray(maps.n_equivalent)[valid].ravel()})}
 
 
-__all__ = ["PolarizationMaps", "ambiguity_report", "polarization_from_results", "publish_polarization", "summary",
+__all__ = ["POLARIZATION_FILE_FORMAT", "PolarizationMaps", "ambiguity_report", "check_results_sample",
+           "default_output_path", "polarization_from_results", "publish_polarization", "summary",
            "write_polarization"]

@@ -13,16 +13,20 @@ FP-DFXM results use the same keys and links with Spec ``FPDFXMReconstruction`` 0
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analysis.dataset import jsonable
 from analysis.operators.scan import ObjectPlacement
 
+if TYPE_CHECKING:
+    from analysis.bragg.outcome import Outcome
+
 __all__ = ["FP_RESULT_SPEC", "FP_RESULT_SPEC_VERSION", "PLACEMENT_CONVENTION", "RESULT_SPEC", "RESULT_SPEC_VERSION",
-           "next_result_key", "publish_fp_dfxm_results", "publish_results"]
+           "next_result_key", "publish_fp_dfxm_results", "publish_outcome", "publish_results"]
 
 RESULT_SPEC = "BraggPtychoReconstruction"
 RESULT_SPEC_VERSION = "0.1"
@@ -73,7 +77,8 @@ def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw
           **(extra_metadata or {})}
     if placement is not None:
         md["object_placement"] = {**placement.as_dict(), "convention": PLACEMENT_CONVENTION}
-    res = processed.create_container(key, metadata=_jsonable(md), specs=[Spec(RESULT_SPEC, version=RESULT_SPEC_VERSION)])
+    res = processed.create_container(key, metadata=_jsonable(md),
+                                     specs=[Spec(RESULT_SPEC, version=RESULT_SPEC_VERSION)])
     obj = np.asarray(result["object"])
     res.write_array(obj.astype(np.complex64), key="object", dims=["e1", "e2", "e3"][: obj.ndim])
     res.write_array(np.asarray(result["probe"]).astype(np.complex64), key="probe")
@@ -84,6 +89,56 @@ def publish_results(processed: Any, raw_uid: str, result: dict[str, Any], *, raw
             res.write_array(np.ascontiguousarray(np.asarray(v).astype(dtype)), key=name)
     _link_back(raw_run, key, res, algorithm)
     return res
+
+
+def publish_outcome(processed: Any, raw_uid: str, outcome: Outcome, *, raw_run: Any = None,
+                    raw_uri: str | None = None, algorithm: str = "pxm Bragg ptychography (ePIE + ML)",
+                    metrics: dict[str, Any] | None = None, timings_s: dict[str, float] | None = None,
+                    postprocessing_errors: dict[str, str] | None = None,
+                    extra_metadata: dict[str, Any] | None = None) -> Any:
+    """Publish an :class:`analysis.bragg.outcome.Outcome` with :func:`publish_results`; return the container's client.
+
+    The arrays (object, probe, background, ``strain_zz``/``omega_x``/``omega_y``, cost history) come from the
+    outcome itself (:meth:`~analysis.bragg.outcome.Outcome.arrays`), never from a results file read back;
+    parameters are the recipe, placement the object's, and the status follows the post-processing errors.
+
+    Parameters
+    ----------
+    processed
+        The Tiled ``/processed`` container.
+    raw_uid
+        The raw run's uid.
+    outcome
+        The reconstruction.
+    raw_run, raw_uri
+        The raw run (gets the back-link) and its URI.
+    algorithm
+        One line naming the method.
+    metrics, timings_s
+        In place of the outcome's (e.g. with the live pipeline's frame counts added).
+    postprocessing_errors
+        In place of the outcome's (e.g. with the CXI and figure errors); ``metadata["postprocessing_errors"]``.
+    extra_metadata
+        More metadata keys.
+
+    Returns
+    -------
+    Any
+        The Tiled client of the new container.
+    """
+    from analysis.bragg.outcome import software_info
+
+    result = outcome.arrays()
+    if metrics is not None:
+        result["metrics"] = metrics
+    if timings_s is not None:
+        result["timings_s"] = timings_s
+    errors = dict(outcome.postprocessing_errors if postprocessing_errors is None else postprocessing_errors)
+    return publish_results(processed, raw_uid, result, raw_run=raw_run, raw_uri=raw_uri, algorithm=algorithm,
+                           parameters=dataclasses.asdict(outcome.recipe), software=software_info(),
+                           extra_metadata={**(extra_metadata or {}), "postprocessing_errors": errors},
+                           placement=outcome.placement,
+                           status="complete with post-processing errors" if errors else "complete")
 
 
 def _link_back(raw_run: Any, key: str, result_node: Any, algorithm: str) -> None:
@@ -125,7 +180,8 @@ def publish_fp_dfxm_results(processed: Any, raw_uid: str, arrays: dict[str, Any]
         if value is None:
             continue
         a = np.asarray(value)
-        a = a.astype(np.complex64) if np.iscomplexobj(a) else a.astype(np.float64 if a.dtype == np.float64 else np.float32)
+        real_dtype = np.float64 if a.dtype == np.float64 else np.float32
+        a = a.astype(np.complex64) if np.iscomplexobj(a) else a.astype(real_dtype)
         res.write_array(np.ascontiguousarray(a), key=name)
     _link_back(raw_run, key, res, algorithm)
     return res

@@ -22,7 +22,7 @@ if TYPE_CHECKING:                                   # heavy imports stay inside 
 
 __all__ = ["PRESET_NAMES", "add_recipe_arguments", "recipe_from_args", "resolve_for_dataset", "one_line_warnings"]
 
-PRESET_NAMES = ("seed", "quick", "baseline")
+PRESET_NAMES = ("default", "seed", "quick", "baseline")
 """The names of :data:`analysis.recipes.PRESETS`, for the parser."""
 
 ILLUMINATED_FRACTION = 0.01
@@ -31,10 +31,11 @@ ILLUMINATED_FRACTION = 0.01
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The recipe options of ``pxm reconstruct``."""
-    p.add_argument("--recipe", choices=PRESET_NAMES, default="seed",
-                   help="seed: 1000 ePIE + 500 ML (hours; on data the model does not describe exactly, add "
-                        "--ml-smoothness 0.01, docs/seed-schedule.md); baseline: fixed probe, U = 1; "
-                        "quick: seconds (CI)")
+    p.add_argument("--recipe", choices=PRESET_NAMES, default="default",
+                   help="default: the seed's schedule scaled to 200 ePIE + 100 ML with the ML smoothness prior 0.01, "
+                        "whose last state stays its best on simulated data (docs/benchmarks.md, quality by recipe); "
+                        "seed: the seed's literal schedule (1000 ePIE + 500 ML, no prior; hours); baseline: fixed "
+                        "probe, U = 1; quick: seconds (CI)")
     p.add_argument("--recipe-file", default=None, metavar="F.toml",
                    help="TOML file setting any recipe option over the --recipe preset (tables epie, ml, support, "
                         "free; docs/recipes.md); unknown keys are refused")
@@ -65,7 +66,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                         "the model at this sampling (e.g. simulated with a periodic model)")
 
 
-def recipe_from_args(args: argparse.Namespace) -> tuple["Recipe", "GivenSupport"]:
+def recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, GivenSupport]:
     """(recipe before the sample's defaults, what the user fixed) from the parsed options."""
     from analysis.engine import with_fixed_probe
     from analysis.recipes import PRESETS, GivenSupport, read_recipe_file, recipe_with, schedule_iterations
@@ -111,7 +112,7 @@ def recipe_from_args(args: argparse.Namespace) -> tuple["Recipe", "GivenSupport"
     return recipe, GivenSupport(**given)
 
 
-def _estimator(dataset: "BraggDataset | DatasetShare", comm: Any) -> Any:
+def _estimator(dataset: BraggDataset | DatasetShare, comm: Any) -> Any:
     """normal → :class:`ThicknessEstimate` of the dataset's frames (every rank's positions under MPI)."""
     import numpy as np
 
@@ -120,7 +121,7 @@ def _estimator(dataset: "BraggDataset | DatasetShare", comm: Any) -> Any:
 
     local = dataset.local if isinstance(dataset, DatasetShare) else dataset
 
-    def estimate(normal: Any) -> "ThicknessEstimate":
+    def estimate(normal: Any) -> ThicknessEstimate:
         if local.layout != "grid":
             return ThicknessEstimate(thickness_m=None, per_position_m=np.zeros(0), percentile=90.0,
                                      reason="flat layout (a partial scan)")
@@ -134,8 +135,8 @@ def _estimator(dataset: "BraggDataset | DatasetShare", comm: Any) -> Any:
     return estimate
 
 
-def resolve_for_dataset(recipe: "Recipe", given: "GivenSupport", dataset: "BraggDataset | DatasetShare", *,
-                        recipe_name: str, comm: Any = None) -> "Recipe":
+def resolve_for_dataset(recipe: Recipe, given: GivenSupport, dataset: BraggDataset | DatasetShare, *,
+                        recipe_name: str, comm: Any = None) -> Recipe:
     """The recipe with this dataset's thickness, tilt and sampling T; ``Recipe.sources`` says where each came from."""
     from analysis.recipes import resolve_sample
 
@@ -147,7 +148,8 @@ def resolve_for_dataset(recipe: "Recipe", given: "GivenSupport", dataset: "Bragg
 def one_line_warnings(command: str) -> Iterator[None]:
     """Inside: an :class:`~analysis.engine.UndersampledWarning` prints as one line ``pxm COMMAND: warning: ...``
     on stderr, once per command even when FSC/PRTF build more engines (other warnings as usual); the warning
-    machinery is restored on exit."""
+    machinery is restored on exit.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("always", message="sampling condition")    # every command says it, not just the first
         shown = warnings.showwarning

@@ -7,12 +7,14 @@ TiledWriter (with its own JSONL ``backup_directory`` for failed writes) and a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bluesky import RunEngine
 from bluesky.callbacks.json_writer import JSONLinesWriter
+from bluesky.run_engine import RunEngineResult
 from bluesky.suspenders import SuspendFloor
 from bluesky_tiled_plugins import TiledWriter
 from event_model import RunRouter
@@ -47,6 +49,11 @@ class Wiring:
     documents_dir: Path
     tokens: dict[str, int] = field(default_factory=dict)
 
+
+
+def run_uids(result: RunEngineResult | tuple[str, ...]) -> tuple[str, ...]:
+    """The uids of the runs a ``RE(plan)`` call made (pxm's RunEngines return them as a tuple)."""
+    return result if isinstance(result, tuple) else tuple(result.run_start_uids)
 
 def jsonl_router(documents_dir: Path) -> RunRouter:
     """One ``<run uid>.jsonl`` file per run (lines ``{"name": ..., "doc": ...}``), via event-model's RunRouter."""

@@ -37,7 +37,7 @@ class ZmqPublisher(Publisher):
         if not self._context.closed:
             self._context.destroy(linger=self.linger_ms)
 
-    def __enter__(self) -> "ZmqPublisher":
+    def __enter__(self) -> ZmqPublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,7 +144,7 @@ class NatsPublisher:
         ok = self._outbox.flush(timeout=timeout_s)
         return self._runtime.close(timeout=timeout_s) and ok and self.n_errors == 0
 
-    def __enter__(self) -> "NatsPublisher":
+    def __enter__(self) -> NatsPublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

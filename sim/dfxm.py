@@ -1,9 +1,9 @@
 """FP-DFXM simulator: crystal exit fields, CRL pupil, diversity scans, noisy frames (spec §1.3–1.5, §1.8).
 
-Independent of ``analysis.fp_dfxm``: its own Zernike table, an analytic pupil evaluated on
+Independent of the FP-DFXM inversion (``analysis.dfxm``): its own Zernike table, an analytic pupil evaluated on
 a finer grid than the reconstruction, continuous spectrum shifts applied as real-space
 phase ramps exp(2πi κ·x), and point sampling of the band-limited field on the coarse
-detector grid (no inverse crime). Only the numbers of ``analysis.dfxm_geometry`` are shared.
+detector grid (no inverse crime). Only the numbers of ``analysis.dfxm.geometry`` are shared.
 
 Model (spec §1.5): I_j(x) = |F⁻¹{Õ(k − κ_j) P(k)}(x − s_j)|² + b, with Poisson noise;
 P(α) = exp(−|α−α_c|²/(4NA²)) · circ(|α−α_c| ≤ D/2d1) · exp(i Σ c_j Z_j((α−α_c)/α₀)).
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
+from analysis.dfxm.geometry import FPDFXMGeometry, Reflection
 from analysis.geometry import wavelength_m_from_kev
 from analysis.xp import array_module, fft_module
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-# Noll Zernikes 1–11 written out in Cartesian form (x = columns, y = rows), independent of analysis.zernike.
+# Noll Zernikes 1–11 written out in Cartesian form (x = columns, y = rows), independent of analysis.dfxm.zernike.
 def _zernike_table(j: int, x: Any, y: Any) -> Any:
     r2 = x * x + y * y
     table = {
@@ -106,7 +106,7 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
     fills a soft-edged square of ``grain_fraction`` of the field (None: whole field) (dark outside, as in DFXM).
     """
     if not isinstance(reflection, Reflection):
-        raise ValueError("crystal_exit_field: reflection metadata (analysis.dfxm_geometry.Reflection) is required")
+        raise ValueError("crystal_exit_field: reflection metadata (analysis.dfxm.Reflection) is required")
     theta = reflection.bragg_angle_rad(energy_kev)
     g = reflection.g_per_m
     idx = np.arange(n_px)
@@ -118,7 +118,7 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
         edges = [n_px * (k + 1) / len(values) for k in range(len(values) - 1)]
         v = np.full(coord.shape, values[0], float)
         wall = np.zeros(coord.shape)
-        for e, (a, b) in zip(edges, zip(values[:-1], values[1:])):
+        for e, (a, b) in zip(edges, zip(values[:-1], values[1:], strict=True), strict=True):
             v = v + (b - a) * _smooth_step(coord - e, w_px)
             wall = wall + np.exp(-((coord - e) / (2 * max(w_px, 1.0))) ** 2)
         return v, wall
@@ -225,9 +225,9 @@ def _tilted_crl_amplitude(dr: Any, dc: Any, geometry: FPDFXMGeometry, tilt_rad: 
     obj = geometry.objective
     h = obj.lenslet_ray_heights_m_per_rad()
     z = obj.lenslet_positions_m(tilt_pivot_m=tilt_pivot_m)
-    k = obj.attenuation_per_m / (2 * obj.apex_radius_m)
+    k = obj.mu_per_m / (2 * obj.apex_radius_m)
     log_amp = 0.0 * dr
-    for h_n, z_n in zip(h, z):
+    for h_n, z_n in zip(h, z, strict=True):
         yr, yc = dr * h_n - tilt_rad[0] * z_n, dc * h_n - tilt_rad[1] * z_n
         log_amp = log_amp - k * (yr * yr + yc * yc)
     yr, yc = dr * h[0] - tilt_rad[0] * z[0], dc * h[0] - tilt_rad[1] * z[0]
@@ -278,7 +278,8 @@ def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXM
     step = geometry.pixel_size_m / field_pixel_size_m
     s = int(round(step))
     if exit_field.shape != (n_f, n_f) or abs(step - s) > 1e-6 or n_f != s * geometry.n_px:
-        raise ValueError(f"simulate_frames: exit_field {exit_field.shape} at {field_pixel_size_m} m must cover n_px·Δx = "
+        raise ValueError(f"simulate_frames: exit_field {exit_field.shape} at {field_pixel_size_m} m "
+                         "must cover n_px·Δx = "
                          f"{geometry.n_px}×{geometry.pixel_size_m} m on an integer-finer square grid")
     shifts = np.asarray(shifts_rad, float)
     img = np.zeros_like(shifts) if image_shifts_m is None else np.asarray(image_shifts_m, float)
@@ -290,7 +291,7 @@ def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXM
     pupil = crl_pupil(a_row, a_col, geometry, zernike_rad=zernike_rad, pupil_center_rad=pupil_center_rad,
                       crl_tilt_rad=crl_tilt_rad, tilt_pivot_m=tilt_pivot_m)
     frames = []
-    for (kr, kc), (sr, sc) in zip(shifts, img):
+    for (kr, kc), (sr, sc) in zip(shifts, img, strict=True):
         ramp = xp.exp(2j * math.pi * ((kr / lam) * x[:, None] + (kc / lam) * x[None, :]))
         spec = fft.fft2(exit_field * ramp) * pupil
         if sr or sc:

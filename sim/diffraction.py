@@ -306,6 +306,7 @@ class BraggSimulator:
             c.clear()
             c.update(sampling=smp, region=new, data=data, done=done)
             reg = new
+        assert reg is not None                                 # inside(reg), or the new region
         sel = (slice(tn0 - reg[0], tn1 - reg[0]), slice(tm0 - reg[2], tm1 - reg[2]))
         data, done = c["data"][sel], c["done"][sel]
         missing = np.nonzero(~done)
@@ -325,7 +326,8 @@ class BraggSimulator:
         ((row − row_peak) e1 + (col − col_peak) e2) kp/D + |Q| δ x̂.
         """
         s, roi = _check_frame_args(stage_xyz_m, 0.0, 1.0, roi, self.layout)
-        for name, v in (("rocking_offset_deg", rocking_offset_deg), ("detector_arm_offset_deg", detector_arm_offset_deg)):
+        for name, v in (("rocking_offset_deg", rocking_offset_deg),
+                        ("detector_arm_offset_deg", detector_arm_offset_deg)):
             if not (isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)) or abs(v) > 5:
                 raise ValueError(f"{name} must be a finite angle within ±5°, got {v!r}")
         g, pr = self.geometry, self.probe
@@ -440,7 +442,7 @@ class BraggSimulator:
                              centre_m: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
         """True ρ on an orthogonal (r1, r2, r3) grid of the e-frame (index N/2 at ``centre_m``)."""
         ax = self.geometry.lab_axes()
-        r = [(np.arange(n) - n // 2) * d for n, d in zip(shape, voxel_size_m)]
+        r = [(np.arange(n) - n // 2) * d for n, d in zip(shape, voxel_size_m, strict=True)]
         R1, R2, R3 = np.meshgrid(*r, indexing="ij")
         pts = [centre_m[i] + R1 * ax["e1"][i] + R2 * ax["e2"][i] + R3 * ax["e3"][i] for i in range(3)]
         return self.truth_object(*pts)

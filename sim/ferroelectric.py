@@ -4,7 +4,7 @@ The sample is a pattern: stripes of c (P ∥ z) and a (P ∥ x) domains separate
 an elastic stress field and a structure amplitude. The constitutive physics (P and the
 spontaneous strain of each variant under the local stress, LGD model) is *not* computed here:
 the caller hands the strain along ĝ in as data (``pxm.ferroelectric`` uses
-``analysis.polarization``), so the simulator shares no code with the inversion it tests.
+``analysis.ferro``), so the simulator shares no code with the inversion it tests.
 :func:`strain_exit_field` turns that strain map into the exit field seen by a scan whose
 2θ is set for a chosen reference lattice (same phase convention as
 :func:`sim.dfxm.crystal_exit_field`, spec §1.2).
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.dfxm_geometry import Reflection
+from analysis.dfxm.geometry import Reflection
 from sim.dfxm import _smooth_step, _texture
 
 __all__ = ["VARIANT_NONE", "VARIANT_C", "VARIANT_A", "DomainPattern", "ca_domain_pattern", "strain_exit_field"]
@@ -106,7 +106,7 @@ def strain_exit_field(strain_g: np.ndarray, amplitude: np.ndarray, pixel_size_m:
     if not (math.isfinite(reference_strain) and reference_strain > -1):
         raise ValueError(f"strain_exit_field: reference_strain must be finite and > −1, got {reference_strain!r}")
     if not isinstance(reflection, Reflection):
-        raise ValueError("strain_exit_field: reflection metadata (analysis.dfxm_geometry.Reflection) is required")
+        raise ValueError("strain_exit_field: reflection metadata (analysis.dfxm.Reflection) is required")
     theta = reflection.bragg_angle_rad(energy_kev)
     d_eps = (1.0 + eps) / (1.0 + reference_strain) - 1.0
     phase = reflection.g_per_m * pixel_size_m * np.cumsum(math.cos(theta) * (-d_eps), axis=0)

@@ -20,6 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from analysis.geometry import wavelength_m_from_kev
+from analysis.optical_constants import optical_constants
 
 __all__ = ["KBProbe", "SiemensStar", "probe_axes"]
 
@@ -180,18 +181,23 @@ class SiemensStar:
     """Siemens star: ``n_spokes`` opaque-ish spokes of thickness ``thickness_m``.
 
     Transmission T = exp(−(μ/2 + i k δ) t) inside the spokes (μ = 4πβ/λ), 1 elsewhere;
-    spokes where cos(n φ) > 0 for ``inner_radius_m`` <= r <= ``radius_m``. Default δ, β:
-    gold at 8 keV (δ ≈ 4.7e-5, β ≈ 4.9e-6, approximate).
+    spokes where cos(n φ) > 0 for ``inner_radius_m`` <= r <= ``radius_m``. δ, β: those of
+    ``material`` at ``energy_kev`` from xraydb (:func:`analysis.optical_constants.optical_constants`;
+    gold at 8 keV: δ = 4.73e-5, β = 4.62e-6) unless ``delta``/``beta`` are given.
     """
 
     thickness_m: float = 0.5e-6
     n_spokes: int = 36
     radius_m: float = 10e-6
     inner_radius_m: float = 0.1e-6
-    delta: float = 4.7e-5
-    beta: float = 4.9e-6
+    delta: float | None = None
+    """Refractive decrement of the spokes; None: ``material``'s at ``energy_kev`` (:attr:`refractive_decrement`)."""
+    beta: float | None = None
+    """Absorption index of the spokes; None: ``material``'s at ``energy_kev`` (:attr:`absorption_index`)."""
     energy_kev: float = 8.0
     centre_m: tuple[float, float] = (0.0, 0.0)
+    material: str = "Au"
+    """Spoke material, a name or formula xraydb knows with its density."""
 
     def __post_init__(self) -> None:
         for name in ("thickness_m", "radius_m", "energy_kev"):
@@ -202,18 +208,30 @@ class SiemensStar:
             raise ValueError(f"SiemensStar.n_spokes must be an integer >= 1, got {self.n_spokes!r}")
         if not 0 <= self.inner_radius_m < self.radius_m:
             raise ValueError(f"SiemensStar.inner_radius_m must lie in [0, radius_m), got {self.inner_radius_m}")
-        if self.delta < 0 or self.beta < 0:
+        if (self.delta is not None and self.delta < 0) or (self.beta is not None and self.beta < 0):
             raise ValueError(f"SiemensStar delta, beta must be >= 0, got ({self.delta}, {self.beta})")
+        if self.delta is None or self.beta is None:
+            optical_constants(self.material, self.energy_kev)     # an unknown material fails here, by name
+
+    @property
+    def refractive_decrement(self) -> float:
+        """δ of the spokes: ``delta``, or ``material``'s at ``energy_kev`` (xraydb)."""
+        return optical_constants(self.material, self.energy_kev).delta if self.delta is None else float(self.delta)
+
+    @property
+    def absorption_index(self) -> float:
+        """β of the spokes: ``beta``, or ``material``'s at ``energy_kev`` (xraydb)."""
+        return optical_constants(self.material, self.energy_kev).beta if self.beta is None else float(self.beta)
 
     def transmission(self, v_m: np.ndarray, h_m: np.ndarray) -> np.ndarray:
         """Complex transmission at transverse points (v, h) in metres."""
         lam = wavelength_m_from_kev(self.energy_kev)
         k = 2 * math.pi / lam
-        mu = 4 * math.pi * self.beta / lam
+        mu = 4 * math.pi * self.absorption_index / lam
         v = np.asarray(v_m, float) - self.centre_m[0]
         h = np.asarray(h_m, float) - self.centre_m[1]
         r = np.hypot(v, h)
         phi = np.arctan2(v, h)
         spoke = (np.cos(self.n_spokes * phi) > 0) & (r <= self.radius_m) & (r >= self.inner_radius_m)
-        t_in = complex(np.exp(-(mu / 2 + 1j * k * self.delta) * self.thickness_m))
+        t_in = complex(np.exp(-(mu / 2 + 1j * k * self.refractive_decrement) * self.thickness_m))
         return np.where(spoke, t_in, 1.0 + 0j)

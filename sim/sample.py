@@ -175,6 +175,7 @@ class HomogeneousDisplacement:
         return self.strain * z + self.tilt_x_rad * y + self.tilt_y_rad * x
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
+        """(u_z, ∂u_z/∂x, ∂u_z/∂y, ∂u_z/∂z) at the points (x, y, z), metres / dimensionless."""
         u = self.displacement(x, y, z)
         one = np.ones_like(u)
         return u, self.tilt_y_rad * one, self.tilt_x_rad * one, self.strain * one
@@ -213,6 +214,7 @@ class ImplantedLayer:
         return self.strain * 0.5 * erfc((d - self.depth_m) / self.edge_width_m) * (z - self.z_ref_m)
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
+        """(u_z, ∂u_z/∂x, ∂u_z/∂y, ∂u_z/∂z) at the points (x, y, z), metres / dimensionless."""
         n = _vec3("n", self.surface_normal, unit=True)
         p = self.surface_point_m
         d = n[0] * (p[0] - x) + n[1] * (p[1] - y) + n[2] * (p[2] - z)
@@ -270,6 +272,7 @@ class SurfaceLayers:
         return (self.top_strain * top_int / 1.0 + self.bottom_strain * bot_int) / n[2]
 
     def field_on(self, slab: Slab, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
+        """(u_z, ∂u_z/∂x, ∂u_z/∂y, ∂u_z/∂z) at the points (x, y, z) of ``slab``, metres / dimensionless."""
         n = slab.normal
         t = slab.normal_coordinate_m(x, y, z)
         half = slab.thickness_m / 2
@@ -360,6 +363,7 @@ class Dislocation:
         return xi[2] * us + ex[2] * uX + ey[2] * uY
 
     def field(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Grad:
+        """(u_z, ∂u_z/∂x, ∂u_z/∂y, ∂u_z/∂z) at the points (x, y, z), metres / dimensionless."""
         xi, ex, ey, bs, be, X, Y = self._local(x, y, z)
         nu = self.poisson_ratio
         r2 = X * X + Y * Y + self.core_radius_m ** 2
@@ -426,7 +430,8 @@ class CrystalSample:
     def occupancy(self, x_m: np.ndarray, y_m: np.ndarray, z_m: np.ndarray,
                   *, line_step_m: np.ndarray | None = None) -> np.ndarray:
         """Shape s(r) in [0, 1]; with ``line_step_m`` = (dx, dy, dz) of a sampling step,
-        each step's average along that segment (sub-slice anti-aliasing of the edges)."""
+        each step's average along that segment (sub-slice anti-aliasing of the edges).
+        """
         x, y, z = (np.asarray(a, float) for a in (x_m, y_m, z_m))
         t = self.slab.normal_coordinate_m(x, y, z)
         half = self.slab.thickness_m / 2
@@ -501,7 +506,8 @@ D220_W_M = cubic_d_spacing_m(TUNGSTEN_LATTICE_M, (2, 2, 0))
 def seed_sample(*, rocking_centre_offset_deg: float = 0.012) -> CrystalSample:
     """Seed-like phantom (spec 7 item 6): 0.45 µm W foil tilted (5.5°, −2°), grain
     boundary at x ≈ 2.2 µm, implanted layer (3×10⁻⁴ to 2.8 µm from the +y edge at
-    y = 1.8 µm), FIB surface layers, one 2π and one 4π dislocation."""
+    y = 1.8 µm), FIB surface layers, one 2π and one 4π dislocation.
+    """
     return CrystalSample(
         slab=Slab(thickness_m=0.45e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=5e-9),
         grain_boundary=GrainBoundary(point_m=(2.2e-6, 0.0, 0.0), normal=(0.985, 0.0, 0.174), edge_width_m=5e-9),

@@ -31,12 +31,12 @@ def _cupy_or_skip():
 
 @pytest.fixture(params=["numpy", "cupy-stand-in", pytest.param("cupy", marks=pytest.mark.gpu)])
 def xp(request):
-    """The array module under test: NumPy; the CuPy code path on CPU (tests/fake_cupy.py, CuPy's host/device
+    """The array module under test: NumPy; the CuPy code path on CPU (testing/fake_cupy.py, CuPy's host/device
     rules enforced); CuPy itself when a GPU is present."""
     if request.param == "numpy":
         return np
     if request.param == "cupy-stand-in":
-        from tests import fake_cupy
+        from testing import fake_cupy
 
         return fake_cupy.install(request.getfixturevalue("monkeypatch"))[0]
     return _cupy_or_skip()

@@ -26,3 +26,16 @@ def test_only_the_backend_module_imports_cupy():
                 if s.startswith(("import cupy", "from cupy")) or s.startswith(("import cupyx", "from cupyx")):
                     offenders.append(f"{path.relative_to(ROOT)}: {s}")
     assert not offenders, "CuPy must be imported only in analysis/xp.py:\n" + "\n".join(offenders)
+
+
+def test_benchmarks_take_helpers_from_testing_not_tests():
+    """Benchmarks import the shared problems and metrics from the installed ``testing`` package, never
+    from ``tests/`` (which is not a package and needs PYTHONPATH tricks); runtime code imports neither."""
+    offenders = []
+    for room in ("benchmarks", "testing", "pxm", "plans", "devices", "sim", "analysis"):
+        for path in (ROOT / room).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                s = line.strip()
+                if s.startswith(("import tests", "from tests ", "from tests.")):
+                    offenders.append(f"{path.relative_to(ROOT)}: {s}")
+    assert not offenders, "Import shared test helpers from testing/, not tests/:\n" + "\n".join(offenders)

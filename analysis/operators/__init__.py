@@ -9,8 +9,14 @@ from analysis.operators.probe import (
     probe_na_mask,
     probe_width_along_p1_m,
 )
-from analysis.operators.scan import (ObjectPlacement, ViewGrid, object_placement, positions_to_voxels,
-                                     split_probe_position, view_grid)
+from analysis.operators.scan import (
+    ObjectPlacement,
+    ViewGrid,
+    object_placement,
+    positions_to_voxels,
+    split_probe_position,
+    view_grid,
+)
 
 __all__ = [
     "FoldedFourier3D", "ShearedFourier3D", "shear_per_index_rad", "ProbeExtrusion", "SubpixelShift2D",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry
-from analysis.xp import array_module, fft_module, fft_workers
+from analysis.xp import Array, array_module, fft_module, fft_workers
 
 
 def _fft_kw(xp: ModuleType) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class _ShearBase:
         # shear ramp exp(-i m3 Δq3 (u1 n1 Δr1 + u2 n2 Δr2)), separable in n1 and n2
         self._ramp1 = np.exp(-1j * self.shear_rad[0] * n1c[:, None, None] * self._m3[None, None, :])
         self._ramp2 = np.exp(-1j * self.shear_rad[1] * n2c[None, :, None] * self._m3[None, None, :])
-        self._cache: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._cache: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def _consts(self, xp: ModuleType, dtype: Any) -> tuple[Any, ...]:
         key = (xp.__name__, np.dtype(dtype).str)
@@ -147,14 +147,14 @@ class ShearedFourier3D(_ShearBase):
         self._idx3 = np.mod(_centred(n3), n3)
 
     @classmethod
-    def from_geometry(cls, geometry: BraggGeometry) -> "ShearedFourier3D":
+    def from_geometry(cls, geometry: BraggGeometry) -> ShearedFourier3D:
         """Operator on ``geometry.recon_shape`` with the crop (n_rows_px, n_cols_px)."""
         return cls(geometry.recon_shape, (geometry.n_rows_px, geometry.n_cols_px), shear_per_index_rad(geometry))
 
     def _extra_consts(self) -> list[np.ndarray]:
         return [self._c3]
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         """Ψ = F ψ: ``(N1P, N2P, N3)`` → ``(N1, N2, N3)`` complex."""
         self._check(x, self.box_shape, "forward")
         xp = array_module(x)
@@ -164,7 +164,7 @@ class ShearedFourier3D(_ShearBase):
         a = a[:, :, xp.asarray(self._idx3)] * consts[6][None, None, :]  # centred m3, centred n3
         return self._ramp_fft2_crop(a, consts)
 
-    def adjoint(self, y: Any) -> Any:
+    def adjoint(self, y: Array) -> Array:
         """ψ = F^H Ψ: ``(N1, N2, N3)`` → ``(N1P, N2P, N3)`` complex."""
         self._check(y, self.out_shape, "adjoint")
         xp = array_module(y)
@@ -208,7 +208,7 @@ class FoldedFourier3D(_ShearBase):
         self._c3 = np.exp(2j * np.pi * m3 * (n3 // 2) / n3) / math.sqrt(n3)
 
     @classmethod
-    def from_geometry(cls, geometry: BraggGeometry, m0: int = 0) -> "FoldedFourier3D":
+    def from_geometry(cls, geometry: BraggGeometry, m0: int = 0) -> FoldedFourier3D:
         """Operator on ``geometry.recon_shape`` with U = ``geometry.upsampling``."""
         return cls(geometry.recon_shape, (geometry.n_rows_px, geometry.n_cols_px),
                    shear_per_index_rad(geometry), geometry.upsampling, m0)
@@ -233,7 +233,7 @@ class FoldedFourier3D(_ShearBase):
                                 xp.asarray(phase, dtype=dtype), blocks, xp.asarray(self._fold, dtype=dtype))
         return self._cache[key]
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         """Ψ_meas = F_meas ψ: ``(N1P, N2P, N3)`` → ``(N1, N2, NM)`` complex.
 
         Fold along n3, N_m-point FFT, shear ramp (in FFT order, in place), 2D FFT over
@@ -260,7 +260,7 @@ class FoldedFourier3D(_ShearBase):
         out *= phase
         return out
 
-    def adjoint(self, y: Any) -> Any:
+    def adjoint(self, y: Array) -> Array:
         """ψ = F_meas^H Ψ_meas: ``(N1, N2, NM)`` → ``(N1P, N2P, N3)`` complex (replicated ×U)."""
         self._check(y, self.out_shape, "adjoint")
         xp = array_module(y)

@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import _fft_kw
-from analysis.xp import DeviceCopies, array_module, fft_module
+from analysis.xp import Array, DeviceCopies, array_module, fft_module
 
 
 def extrusion_slope_px(geometry: BraggGeometry, n1_padded: int | None = None) -> tuple[float, float]:
@@ -58,12 +58,12 @@ class SubpixelShift2D:
         ph = xp.conj(ph) if conj else ph
         return fft.ifft2(fft.fft2(x, **_fft_kw(xp)) * ph, overwrite_x=True, **_fft_kw(xp))
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         """Shift by +s: ``(N2, N3)`` → ``(N2, N3)`` complex."""
         _check(self, x, self.shape, "forward")
         return self._apply(x, False)
 
-    def adjoint(self, y: Any) -> Any:
+    def adjoint(self, y: Array) -> Array:
         """Shift by −s (the inverse): ``(N2, N3)`` → ``(N2, N3)`` complex."""
         _check(self, y, self.shape, "adjoint")
         return self._apply(y, True)
@@ -87,7 +87,7 @@ class ProbeExtrusion:
                  shift_px: tuple[float, float] = (0.0, 0.0)) -> None:
         if len(box_shape) != 3 or min(box_shape) < 1:
             raise ValueError(f"ProbeExtrusion: box_shape {box_shape}, expected (N1P, N2, N3) positive")
-        self.box_shape = tuple(int(v) for v in box_shape)
+        self.box_shape = (int(box_shape[0]), int(box_shape[1]), int(box_shape[2]))
         self.probe_shape = self.box_shape[1:]
         self.slope_px = (float(slope_px[0]), float(slope_px[1]))
         self.shift_px = (float(shift_px[0]), float(shift_px[1]))
@@ -104,15 +104,15 @@ class ProbeExtrusion:
         self._on_device = DeviceCopies()
 
     @classmethod
-    def from_geometry(cls, geometry: BraggGeometry, shift_px: tuple[float, float] = (0.0, 0.0)) -> "ProbeExtrusion":
+    def from_geometry(cls, geometry: BraggGeometry, shift_px: tuple[float, float] = (0.0, 0.0)) -> ProbeExtrusion:
         """Extrusion on ``geometry.recon_shape``."""
         return cls(geometry.recon_shape, extrusion_slope_px(geometry), shift_px)
 
-    def with_shift(self, shift_px: tuple[float, float]) -> "ProbeExtrusion":
+    def with_shift(self, shift_px: tuple[float, float]) -> ProbeExtrusion:
         """Same extrusion with another sub-pixel shift g (reuses nothing heavy)."""
         return ProbeExtrusion(self.box_shape, self.slope_px, shift_px)
 
-    def forward(self, p2: Any) -> Any:
+    def forward(self, p2: Array) -> Array:
         """P3 = B Shift_g P2: ``(N2, N3)`` → ``(N1P, N2, N3)`` complex."""
         _check(self, p2, self.probe_shape, "forward")
         xp = array_module(p2)
@@ -125,7 +125,7 @@ class ProbeExtrusion:
             return fft.ifft(fft.fft(p2, axis=-1, **kw)[None] * sl, axis=-1, overwrite_x=True, **kw)
         return fft.ifft2(fft.fft2(p2, **kw)[None] * sl, axes=(1, 2), overwrite_x=True, **kw)
 
-    def adjoint(self, p3: Any) -> Any:
+    def adjoint(self, p3: Array) -> Array:
         """Shift_{−g} B^H P3 (sum along k_i): ``(N1P, N2, N3)`` → ``(N2, N3)`` complex."""
         _check(self, p3, self.box_shape, "adjoint")
         xp = array_module(p3)
@@ -140,7 +140,7 @@ class ProbeExtrusion:
             out = self._shift.adjoint(out)
         return out
 
-    def project(self, p3: Any) -> Any:
+    def project(self, p3: Array) -> Array:
         """R P3 = B^H P3 / N1P (average along k_i): ``(N1P, N2, N3)`` → ``(N2, N3)`` complex."""
         return self.adjoint(p3) / self.box_shape[0]
 
@@ -172,7 +172,7 @@ def probe_na_mask(geometry: BraggGeometry, na_p1_rad: float, na_p2_rad: float, f
     return (np.abs(fp1) <= factor * na_p1_rad / lam) & (np.abs(fp2) <= factor * na_p2_rad / lam)
 
 
-def apply_fourier_mask_2d(p2: Any, mask: Any) -> Any:
+def apply_fourier_mask_2d(p2: Array, mask: Array) -> Array:
     """P2 ← F₂⁻¹[M · F₂ P2] for a boolean ``mask`` (N2, N3) in FFT order."""
     xp = array_module(p2)
     fft = fft_module(xp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -47,7 +48,8 @@ class ObjectPlacement:
 
     def index_vox(self, position_m: np.ndarray) -> np.ndarray:
         """Fractional voxel indices ``(..., 3)`` of lab points ``(..., 3)`` in metres (inverse of
-        :meth:`position_m`; the axes are orthonormal)."""
+        :meth:`position_m`; the axes are orthonormal).
+        """
         d = np.asarray(position_m, float) - self.origin_m
         return (d @ self.axes_lab.T) / np.asarray(self.voxel_size_m)
 
@@ -60,7 +62,8 @@ class ObjectPlacement:
 
 def object_placement(geometry: BraggGeometry, origin_vox: np.ndarray) -> ObjectPlacement:
     """Placement of an object grid whose probe centre at zero stage position is at ``origin_vox``
-    (:attr:`ViewGrid.origin_vox`): voxel n sits at Σ_a (n_a − origin_a) Δr_a e_a."""
+    (:attr:`ViewGrid.origin_vox`): voxel n sits at Σ_a (n_a − origin_a) Δr_a e_a.
+    """
     o = np.asarray(origin_vox, float)
     if o.shape != (3,) or not np.all(np.isfinite(o)):
         raise ValueError(f"origin_vox: shape {o.shape}, expected (3,) finite voxel coordinates")
@@ -111,8 +114,8 @@ def view_grid(geometry: BraggGeometry, stage_xyz_m: np.ndarray, margin_vox: int 
     o, g = split_probe_position(nu + origin_vox[None, :], extrusion_slope_px(geometry), c_box)
     need = tuple(int(v) for v in (o.max(axis=0) + box))
     if object_shape is None:
-        object_shape = tuple(int(v) + margin_vox for v in need)
-    object_shape = tuple(int(v) for v in object_shape)
+        object_shape = cast("tuple[int, int, int]", tuple(int(v) + margin_vox for v in need))
+    object_shape = cast("tuple[int, int, int]", tuple(int(v) for v in object_shape))
     bad = np.nonzero(np.any(o < 0, axis=1) | np.any(o + box[None, :] > np.asarray(object_shape)[None, :], axis=1))[0]
     if bad.size:
         raise ValueError(

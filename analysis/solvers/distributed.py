@@ -32,7 +32,7 @@ from analysis.operators.probe import apply_fourier_mask_2d
 from analysis.solvers.epie import SweepStats, modulus_update, spread_batches
 from analysis.solvers.model import BraggData, BraggModel, BraggState, normalise_scale
 from analysis.solvers.options import EpieOptions
-from analysis.xp import array_module, to_numpy
+from analysis.xp import Array, array_module, to_numpy
 
 _TINY = 1e-30
 
@@ -40,10 +40,17 @@ _TINY = 1e-30
 class Communicator(Protocol):
     """The reductions the distributed solver needs (a subset of MPI's)."""
 
-    rank: int
-    size: int
+    @property
+    def rank(self) -> int:
+        """Rank of the calling process, 0 … size − 1."""
+        ...
 
-    def allreduce_sum(self, a: Any) -> Any:
+    @property
+    def size(self) -> int:
+        """Number of ranks."""
+        ...
+
+    def allreduce_sum(self, a: Array) -> Array:
         """Element-wise sum of ``a`` over ranks; returns an array like ``a`` (same backend)."""
         ...
 
@@ -59,7 +66,7 @@ class SerialCommunicator:
     rank: int = 0
     size: int = 1
 
-    def allreduce_sum(self, a: Any) -> Any:
+    def allreduce_sum(self, a: Array) -> Array:
         """Return ``a`` (one rank)."""
         return a
 
@@ -77,7 +84,7 @@ class MPICommunicator:
         self.rank = int(comm.Get_rank())
         self.size = int(comm.Get_size())
 
-    def allreduce_sum(self, a: Any) -> Any:
+    def allreduce_sum(self, a: Array) -> Array:
         """Sum over ranks; CuPy arrays go through host memory (no CUDA-aware MPI assumed)."""
         if self.size == 1:
             return a
@@ -88,7 +95,8 @@ class MPICommunicator:
 
     def allreduce_scalar(self, x: float) -> float:
         """Sum of a float over ranks, added in rank order: bit-identical on every rank (the ML line
-        search and the restart test branch on these sums, so all ranks must take the same branch)."""
+        search and the restart test branch on these sums, so all ranks must take the same branch).
+        """
         if self.size == 1:
             return float(x)
         return math.fsum(float(v) for v in self._comm.allgather(float(x)))
@@ -180,7 +188,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
     update_probe = options.update_probe and it >= options.probe_update_start_iter
     batches = spread_batches(share.batch_coords_vox, max(1, options.n_batches), rng)
     rdt = state.object.real.dtype
-    total = 0.0
+    total: float | Array = 0.0                     # misfits are 0-d device arrays: no host sync per position
     for bi in rng.permutation(len(batches)):
         num = xp.zeros_like(state.object)
         den = xp.zeros(state.object.shape, dtype=rdt)

@@ -15,7 +15,7 @@ from analysis.operators.probe import apply_fourier_mask_2d
 from analysis.solvers.fused_cpu import FusedCpuSweep
 from analysis.solvers.model import BraggData, BraggModel, BraggState, normalise_scale
 from analysis.solvers.options import EpieOptions
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 _TINY = 1e-30
 
@@ -32,7 +32,7 @@ class SweepStats:
     """Which code ran the sweep: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
 
 
-def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tuple[Any, Any, Any]:
+def modulus_update(psi_q: Array, intensity: Array, background: Array, mask: Array) -> tuple[Array, Array, Array]:
     """Eq 13: Ψ' − Ψ with virtual planes/gaps free, and the amplitude misfit.
 
     Returns (Ψ' − Ψ ``(N1, N2, NM)``, h = |Ψ|² + b, Σ ω (√h − √I)²).
@@ -48,7 +48,7 @@ def modulus_update(psi_q: Any, intensity: Any, background: Any, mask: Any) -> tu
     return psi_q * factor.astype(psi_q.real.dtype), h, misfit
 
 
-def update_background(background: Any, intensity: Any, h: Any, mask: Any, gamma: float) -> Any:
+def update_background(background: Array, intensity: Array, h: Array, mask: Array, gamma: float) -> Array:
     """Eq 11: b ← b ((1 − γ) + γ √(I/h))² on ω = 1 (uses the old h)."""
     xp = array_module(background)
     if gamma == 0.0:
@@ -58,8 +58,8 @@ def update_background(background: Any, intensity: Any, h: Any, mask: Any, gamma:
     return xp.where(mask, new, background).astype(background.dtype)
 
 
-def _modulus_and_background(psi_q: Any, intensity: Any, background: Any, mask: Any,
-                            gamma: float) -> tuple[Any, Any, Any]:
+def _modulus_and_background(psi_q: Array, intensity: Array, background: Array, mask: Array,
+                            gamma: float) -> tuple[Array, Array, Array]:
     """Eqs 13 and 11 fused, in place on ``psi_q``: (Ψ' − Ψ, new b, Σ ω (√h − √I)²).
 
     Same result as :func:`modulus_update` then :func:`update_background`, with √(I/h) computed

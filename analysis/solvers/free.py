@@ -74,7 +74,8 @@ def amplitude_costs(state: BraggState, work: BraggData, free: BraggData, op: Bra
                     comm: Communicator | None = None) -> tuple[float, int, float, int]:
     """(Σ_work, N_work, Σ_free, N_free): seed Eq 4's data term Σ ω (√(|Ψ_j|² + b) − √I_j)² on the
     work and on the held-out entries, with their entry counts, from one forward pass (summed over
-    ranks with ``comm``)."""
+    ranks with ``comm``).
+    """
     xp = array_module(state.object)
     sums = np.zeros(4)
     for j in range(work.n_positions):
@@ -133,7 +134,8 @@ class _Snapshot:
 
 class FreeDataMonitor:
     """Evaluates the free cost every ``check_interval`` iterations, keeps the best state, applies
-    the patience rule (one instance per reconstruction; no shared state)."""
+    the patience rule (one instance per reconstruction; no shared state).
+    """
 
     def __init__(self, options: FreeDataOptions, comm: Communicator | None = None) -> None:
         self.options = options

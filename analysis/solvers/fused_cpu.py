@@ -134,7 +134,7 @@ class FoldedTransform:
 
     @classmethod
     def for_model(cls, op: BraggModel, state: BraggState, enabled: bool,
-                  effort: str = "FFTW_MEASURE") -> "FoldedTransform | None":
+                  effort: str = "FFTW_MEASURE") -> FoldedTransform | None:
         """The (cached) transform of ``op``, or None where the fused path does not apply (array path runs).
 
         Applies when ``enabled``, ρ and P2 are NumPy complex64, the kernels import and the
@@ -216,7 +216,7 @@ class FusedCpuSweep:
         return FoldedTransform.unsupported_reason(op)
 
     @classmethod
-    def for_model(cls, op: BraggModel, state: BraggState, options: EpieOptions) -> "FusedCpuSweep | None":
+    def for_model(cls, op: BraggModel, state: BraggState, options: EpieOptions) -> FusedCpuSweep | None:
         """The (cached) fused sweep of ``op``, or None where it does not apply (array path runs)."""
         t = FoldedTransform.for_model(op, state, options.cpu_fused, options.fftw_effort)
         if t is None:
@@ -279,7 +279,7 @@ class FusedCpuML:
         self._background = np.zeros(t.crop.shape, np.float32)         # b as float32 (set per pass)
 
     @classmethod
-    def for_model(cls, op: BraggModel, state: BraggState, options: MLOptions) -> "FusedCpuML | None":
+    def for_model(cls, op: BraggModel, state: BraggState, options: MLOptions) -> FusedCpuML | None:
         """The (cached) fused ML path of ``op``, or None where it does not apply (array path runs)."""
         t = FoldedTransform.for_model(op, state, options.cpu_fused)
         if t is None:
@@ -351,7 +351,8 @@ class FusedCpuML:
         total = 0.0
         for j in range(data.n_positions):
             if data.has_data(j):
-                t.forward(t.probe.extrude(state.probe, data.shifts_px[j]), state.object[self.op.view(data.offsets_vox[j])])
+                t.forward(t.probe.extrude(state.probe, data.shifts_px[j]),
+                          state.object[self.op.view(data.offsets_vox[j])])
                 if kept is not None:
                     np.copyto(kept[j], t.crop)
                 total += self._data_term(data, j, poisson, False)

@@ -17,9 +17,14 @@ from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import MLOptions
-from analysis.solvers.smoothness import (PriorSums, polynomial_value, prior_cost_and_gradient, prior_line_polynomial,
-                                         roughness_maps)
-from analysis.xp import array_module, to_numpy
+from analysis.solvers.smoothness import (
+    PriorSums,
+    polynomial_value,
+    prior_cost_and_gradient,
+    prior_line_polynomial,
+    roughness_maps,
+)
+from analysis.xp import Array, array_module, to_numpy
 
 _TINY = 1e-30
 
@@ -104,7 +109,8 @@ def _mu_cost(obj: Any, w: Any) -> float:
 
 def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[Any, Any]:
     """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position (spec 3; amplitude ℓ: seed Eq 4); the sum is a 0-d
-    float64 array on the data's device (the caller converts once per pass, not per position)."""
+    float64 array on the data's device (the caller converts once per pass, not per position).
+    """
     xp = array_module(psi_q)
     h = xp.maximum(psi_q.real ** 2 + psi_q.imag ** 2 + b, _TINY)
     if noise == "amplitude":
@@ -136,7 +142,7 @@ class StateStamp:
     scan: bytes
 
     @classmethod
-    def of(cls, state: BraggState, data: BraggData) -> "StateStamp":
+    def of(cls, state: BraggState, data: BraggData) -> StateStamp:
         """Stamp of ``state`` (ρ and P2 copied: later in-place updates of the state do not move the stamp)."""
         return cls(object=state.object.copy(), probe=state.probe.copy(), scan=_scan_key(data))
 
@@ -159,7 +165,8 @@ def _scan_key(data: BraggData) -> bytes:
 
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
                       weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
-                      exit_waves: ExitWaves | None = None, prior: PriorSums | None = None) -> tuple[float, Any, Any]:
+                      exit_waves: ExitWaves | None = None,
+                      prior: PriorSums | None = None) -> tuple[float, Array, Array]:
     """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3; seed Eq 4 with the μ term).
 
     ∇_ρ* = Σ_j scatter(P_j* F^H χ_j) + Σ_j μ_j S̄ ρ; ∇_{P2}* = Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j).
@@ -173,8 +180,9 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
     fused = _fused(state, op, options)
     w0 = prior.start(state.object, 1)[0] if prior is not None else None
     r0 = prior.roughness if prior is not None and with_probe else None
+    strength = prior.strength if prior is not None else 0.0
     kernels = "array" if fused is None else "fused-cpu"
-    kept = None
+    kept: Any = None                                        # Ψ_j per position: the fused kernels' array or a list
     if exit_waves is not None:
         kept = fused.kept_waves(data.n_positions, exit_waves.waves) if fused is not None else exit_waves.waves
     reuse = (exit_waves is not None and exit_waves.state_key is not None and exit_waves.kernels == kernels
@@ -182,7 +190,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
              and exit_waves.state_key.matches(state, data))
     if fused is not None:
         total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept,
-                                                     reuse, w0, r0, prior.strength if prior is not None else 0.0)
+                                                     reuse, w0, r0, strength)
     else:
         g_obj = xp.zeros_like(state.object)
         g_pr = xp.zeros_like(state.probe)
@@ -207,7 +215,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
             if with_probe:
                 box = xp.conj(v) * g
                 if r0 is not None:
-                    box += (prior.strength * r0[sl]) * pj
+                    box += (strength * r0[sl]) * pj
                 g_pr += op.probe_adjoint(box, data.shifts_px[j])
         total = float(total)
     if exit_waves is not None:
@@ -225,7 +233,7 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     ``exit_waves``: receives Ψ_j and the state's key (for the next :func:`cost_and_gradient`).
     """
     fused = _fused(state, op, options)
-    kept = None
+    kept: Any = None                                        # Ψ_j per position: the fused kernels' array or a list
     if exit_waves is not None:
         previous, exit_waves.waves = exit_waves.waves, None          # the array path drops the previous set first
         kept = fused.kept_waves(data.n_positions, previous) if fused is not None else [None] * data.n_positions
@@ -331,7 +339,8 @@ def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: Br
                   mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None,
                   prior_w0: Any = None) -> tuple[float, float, np.ndarray]:
     """:func:`line_coefficients` summed over ranks, and the smoothness prior's quartic R(t) along the
-    direction (zeros without the prior; ``prior_w0``: the all-reduced w0 of the gradient pass)."""
+    direction (zeros without the prior; ``prior_w0``: the all-reduced w0 of the gradient pass).
+    """
     sums = PriorSums(strength=options.smoothness) if options.smoothness else None
     d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights, d_obj=d_obj,
                                d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves, prior=sums)
@@ -363,7 +372,7 @@ def hold_spectral_centroid(g_probe: Any, probe: Any) -> Any:
     gram = np.array([[_rdot(a, b) for b in v] for a in v])
     coef = np.linalg.lstsq(gram, np.array([_rdot(a, g_probe) for a in v]), rcond=None)[0]
     out = g_probe.copy()
-    for c, a in zip(coef, v):
+    for c, a in zip(coef, v, strict=True):
         out -= g_probe.real.dtype.type(c) * a
     return out
 
@@ -425,16 +434,17 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     if with_p and mem.probe_scale is None:
         gp2 = _rdot(g_p, g_p)
         mem.probe_scale = _rdot(g_o, g_o) / gp2 if gp2 > 0 else 1.0
-    s = mem.probe_scale if with_p else 0.0
+    s = mem.probe_scale if with_p and mem.probe_scale is not None else 0.0   # set above whenever with_p
     gz = _rdot(g_o, g_o) + (s * _rdot(g_p, g_p) if with_p else 0.0)       # ⟨z, g⟩, z = M⁻¹g
     beta = 0.0
     if mem.grad is not None and mem.direction is not None and mem.gz > 0:
         cross = _rdot(g_o, mem.grad[0]) + (s * _rdot(g_p, mem.grad[1]) if with_p else 0.0)
         beta = max(0.0, (gz - cross) / mem.gz)                              # Polak–Ribière, restart at 0
-    d_o = -g_o + beta * mem.direction[0] if beta else -g_o
+    direction = mem.direction                                               # not None whenever beta ≠ 0
+    d_o = -g_o + beta * direction[0] if beta and direction is not None else -g_o
     d_p = None
     if with_p:
-        d_p = -s * g_p + beta * mem.direction[1] if beta else -s * g_p
+        d_p = -s * g_p + beta * direction[1] if beta and direction is not None else -s * g_p
     d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0

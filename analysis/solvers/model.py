@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from analysis.geometry import BraggGeometry
 from analysis.operators.fourier import FoldedFourier3D, _fft_kw
 from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
-from analysis.xp import DeviceCopies, array_module, fft_module, to_numpy
+from analysis.xp import Array, DeviceCopies, array_module, fft_module, to_numpy
 
 
 class BraggModel:
@@ -27,7 +27,7 @@ class BraggModel:
             raise ValueError(f"BraggModel: Fourier box {fourier.box_shape} != extrusion box {extrusion.box_shape}")
         if extrusion.shift_px != (0.0, 0.0):
             raise ValueError("BraggModel: pass an extrusion without shift; per-position shifts are applied here")
-        if any(o < b for o, b in zip(object_shape, fourier.box_shape)):
+        if any(o < b for o, b in zip(object_shape, fourier.box_shape, strict=True)):
             raise ValueError(f"BraggModel: object_shape {object_shape} smaller than the box {fourier.box_shape}")
         self.fourier = fourier
         self.extrusion = extrusion
@@ -47,16 +47,17 @@ class BraggModel:
 
     @classmethod
     def from_geometry(cls, geometry: BraggGeometry, object_shape: tuple[int, int, int],
-                      na_mask: np.ndarray | None = None) -> "BraggModel":
+                      na_mask: np.ndarray | None = None) -> BraggModel:
         """Model on ``geometry.recon_shape`` with U = ``geometry.upsampling``."""
         return cls(FoldedFourier3D.from_geometry(geometry),
                    ProbeExtrusion(geometry.recon_shape, extrusion_slope_px(geometry)), object_shape, na_mask)
 
     def view(self, offset: np.ndarray) -> tuple[slice, slice, slice]:
         """Slices of the object array covered by the box at ``offset`` (3 ints)."""
-        return tuple(slice(int(o), int(o) + s) for o, s in zip(offset, self.box_shape))
+        return cast("tuple[slice, slice, slice]",
+                    tuple(slice(int(o), int(o) + s) for o, s in zip(offset, self.box_shape, strict=True)))
 
-    def shift2d(self, p2: Any, shift_px: np.ndarray, inverse: bool = False) -> Any:
+    def shift2d(self, p2: Array, shift_px: np.ndarray, inverse: bool = False) -> Array:
         """Shift_g P2 (or Shift_{−g}) by a Fourier phase ramp; ``(N2, N3)`` → ``(N2, N3)``."""
         if shift_px[0] == 0.0 and shift_px[1] == 0.0:
             return p2
@@ -69,11 +70,11 @@ class BraggModel:
         kw = _fft_kw(xp)
         return fft.ifft2(fft.fft2(p2, **kw) * ph, overwrite_x=True, **kw)
 
-    def probe_at(self, p2: Any, shift_px: np.ndarray) -> Any:
+    def probe_at(self, p2: Array, shift_px: np.ndarray) -> Array:
         """P_j = B Shift_g P2: ``(N2, N3)`` → ``(N1P, N2, N3)``."""
         return self.extrusion.forward(self.shift2d(p2, shift_px))
 
-    def probe_adjoint(self, p3: Any, shift_px: np.ndarray) -> Any:
+    def probe_adjoint(self, p3: Array, shift_px: np.ndarray) -> Array:
         """Shift_{−g} B^H P3 (sum along k_i): ``(N1P, N2, N3)`` → ``(N2, N3)``."""
         return self.shift2d(self.extrusion.adjoint(p3), shift_px, inverse=True)
 
@@ -82,9 +83,9 @@ class BraggModel:
 class BraggData:
     """Measured intensities in the operator's layout and the scan bookkeeping."""
 
-    intensities: Any = field(repr=False)
+    intensities: Array = field(repr=False)
     """(POS, N1, N2, NM) float: photon counts I_j on the measured planes."""
-    mask: Any = field(repr=False)
+    mask: Array = field(repr=False)
     """(N1, N2, NM) bool: ω, True on valid measured pixels."""
     offsets_vox: np.ndarray = field(repr=False)
     """(POS, 3) int64: view offsets o_j."""
@@ -152,13 +153,13 @@ class BraggData:
 class BraggState:
     """Reconstruction variables; solvers return an updated state (arrays may be updated in place)."""
 
-    object: Any = field(repr=False)
+    object: Array = field(repr=False)
     """(NO1, NO2, NO3) complex: ρ on the orthogonal r-grid."""
-    probe: Any = field(repr=False)
+    probe: Array = field(repr=False)
     """(N2, N3) complex: oblique probe section P2."""
-    background: Any = field(repr=False)
+    background: Array = field(repr=False)
     """(N1, N2, NM) float: incoherent background b (0 where ω = 0)."""
-    support: Any = field(repr=False)
+    support: Array = field(repr=False)
     """(NO1, NO2, NO3) bool: S, the thickness support (∧ shrink-wrap)."""
     iteration: int = 0
     """Number of completed sweeps / ML iterations."""

@@ -44,12 +44,13 @@ per-position sum like the data term's and reduces with it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from analysis.solvers.model import BraggData, BraggModel
-from analysis.xp import array_module, cpu_kernels, to_numpy
+from analysis.xp import Array, array_module, cpu_kernels, to_numpy
 
 __all__ = ["PriorSums", "illumination_maps", "roughness_maps", "prior_cost_and_gradient",
            "prior_line_polynomial", "polynomial_value"]
@@ -71,7 +72,7 @@ class PriorSums:
     maps: list[Any] = field(default_factory=list)
     """The accumulated maps, on the object grid."""
 
-    def start(self, like: Any, count: int) -> list[Any]:
+    def start(self, like: Array, count: int) -> list[Array]:
         """``count`` zero maps shaped as the object ``like``, in its real precision (float32 for complex64)."""
         xp = array_module(like)
         self.maps = [xp.zeros(like.shape, dtype=np.float32 if like.dtype == np.complex64 else np.float64)
@@ -79,11 +80,12 @@ class PriorSums:
         return self.maps
 
 
-def illumination_maps(probe: Any, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
-                      direction: Any = None) -> tuple[Any, ...]:
+def illumination_maps(probe: Array, data: BraggData, op: BraggModel, object_shape: tuple[int, ...],
+                      direction: Array | None = None) -> tuple[Array, ...]:
     """(w0,) = (Σ_j |P_j|²,) on the object grid, or with ``direction`` ΔP2 also w1 = Σ_j 2Re P_j*ΔP_j and
     w2 = Σ_j |ΔP_j|² (positions with data only; this rank's share). Builds every P_j: for reports and
-    tests; the ML step gets the same maps from its data passes (:class:`PriorSums`)."""
+    tests; the ML step gets the same maps from its data passes (:class:`PriorSums`).
+    """
     xp = array_module(probe)
     dtype = probe.real.dtype
     maps = [xp.zeros(object_shape, dtype=dtype) for _ in range(1 if direction is None else 3)]
@@ -100,20 +102,20 @@ def illumination_maps(probe: Any, data: BraggData, op: BraggModel, object_shape:
     return tuple(maps)
 
 
-def _kernels(rho: Any) -> Any:
+def _kernels(rho: Array) -> ModuleType | None:
     """The Numba kernels of :mod:`analysis.cpu_kernels` for a 3D NumPy ρ, else None (the array code runs)."""
     if isinstance(rho, np.ndarray) and rho.ndim == 3 and rho.dtype in (np.complex64, np.complex128):
         return cpu_kernels()
     return None
 
 
-def _difference(rho: Any, axis: int) -> Any:
+def _difference(rho: Array, axis: int) -> Array:
     """D_a ρ = ρ(n + e_a) − ρ(n) along ``axis`` (periodic)."""
     xp = array_module(rho)
     return xp.roll(rho, -1, axis=axis) - rho
 
 
-def roughness_maps(rho: Any, direction: Any = None) -> tuple[Any, ...]:
+def roughness_maps(rho: Array, direction: Array | None = None) -> tuple[Array, ...]:
     """(r0,) = (Σ_a |D_a ρ|²,), or with ``direction`` Δρ also r1 = Σ_a 2Re (D_aρ)* D_aΔρ and r2 = Σ_a |D_aΔρ|²."""
     xp = array_module(rho)
     k = _kernels(rho)
@@ -132,7 +134,7 @@ def roughness_maps(rho: Any, direction: Any = None) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, Any]:
+def prior_cost_and_gradient(rho: Array, w0: Array, strength: float) -> tuple[float, Array]:
     """(R, ∂R/∂ρ* = s Σ_a D_aᴴ(w0 D_a ρ)) in one pass over the axes; the gradient has ρ's shape and dtype."""
     xp = array_module(rho)
     g = xp.zeros_like(rho)
@@ -152,7 +154,7 @@ def prior_cost_and_gradient(rho: Any, w0: Any, strength: float) -> tuple[float, 
     return strength * float(total), g
 
 
-def prior_line_polynomial(rho: Any, d_rho: Any, w_maps: tuple[Any, ...], strength: float) -> np.ndarray:
+def prior_line_polynomial(rho: Array, d_rho: Array, w_maps: tuple[Array, ...], strength: float) -> np.ndarray:
     """(a0 … a4) of R(ρ + tΔρ, P2 + tΔP2) = Σ_n a_n tⁿ from the all-reduced (w0,) or (w0, w1, w2).
 
     A CG direction can be 10¹⁰ × ρ, and products of its maps overflow float32: the sums are taken along

@@ -38,9 +38,9 @@ def voxel_lab_coordinates_m(geometry: BraggGeometry, object_shape: tuple[int, in
     ax = geometry.lab_axes()
     e = np.stack([ax["e1"], ax["e2"], ax["e3"]])                     # rows e_a in lab
     dr = np.asarray(geometry.voxel_size_m)
-    grids = [(np.arange(n) - c) * d for n, c, d in zip(object_shape, centre_vox, dr)]
+    grids = [(np.arange(n) - c) * d for n, c, d in zip(object_shape, centre_vox, dr, strict=True)]
     g1, g2, g3 = grids[0][:, None, None], grids[1][None, :, None], grids[2][None, None, :]
-    return tuple(e[0, k] * g1 + e[1, k] * g2 + e[2, k] * g3 for k in range(3))  # type: ignore[return-value]
+    return tuple(e[0, k] * g1 + e[1, k] * g2 + e[2, k] * g3 for k in range(3))
 
 
 def slab_support(geometry: BraggGeometry, object_shape: tuple[int, int, int], centre_vox: np.ndarray,

@@ -8,10 +8,9 @@ than the crop resolves, and those out-of-band frequencies are only set by the su
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from analysis.solvers import EpieOptions, MLOptions, epie, ml
-from tests.analysis.bragg_problem import (
+from testing.bragg_problem import (
     band_limit,
     gaussian_probe,
     initial_state,

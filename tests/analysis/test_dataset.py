@@ -8,8 +8,15 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis.dataset import (BraggDataset, append_results, read_dataset, read_results, write_cxi, write_dataset,
-                              write_results)
+from analysis.dataset import (
+    BraggDataset,
+    append_results,
+    read_dataset,
+    read_results,
+    write_cxi,
+    write_dataset,
+    write_results,
+)
 from analysis.geometry import seed_geometry
 from analysis.strain import StrainMaps
 

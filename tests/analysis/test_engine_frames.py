@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analysis.engine import Recipe, Reconstruction, SupportSchedule
-from tests.analysis.bragg_problem import engine_inputs, make_problem
+from testing.bragg_problem import engine_inputs, make_problem
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from analysis.forward_ptycho import (ForwardGeometry, ForwardPtychoOptions, forward_ptychography,
-                                     positions_to_pixels, rectangular_na_probe)
+from analysis.forward_ptycho import (
+    ForwardGeometry,
+    ForwardPtychoOptions,
+    forward_ptychography,
+    positions_to_pixels,
+    rectangular_na_probe,
+)
 from analysis.metrics import object_error, probe_error
 
 N = 64

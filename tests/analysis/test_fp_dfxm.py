@@ -8,12 +8,25 @@ import math
 import numpy as np
 import pytest
 
-from analysis.dfxm_geometry import CRLObjective, FPDFXMGeometry, Reflection
-from analysis.fp_dfxm import (FPDFXMOperator, FPOptions, aberrated_pupil, check_overlap, find_phase_vortices,
-                              initial_object_from_diversity, phase_error_rms_rad, pupil_amplitude,
-                              reconstruct_fp_dfxm, spectral_overlap, strain_tilt_from_phase)
-from analysis.zernike import noll_to_nm, zernike
-from tests.analysis.operator_contract import check_adjoint
+from analysis.dfxm import (
+    CRLObjective,
+    FPDFXMGeometry,
+    FPDFXMOperator,
+    FPOptions,
+    Reflection,
+    aberrated_pupil,
+    check_overlap,
+    find_phase_vortices,
+    initial_object_from_diversity,
+    noll_to_nm,
+    phase_error_rms_rad,
+    pupil_amplitude,
+    reconstruct_fp_dfxm,
+    spectral_overlap,
+    strain_tilt_from_phase,
+    zernike,
+)
+from testing.operator_contract import check_adjoint
 
 REFL = Reflection(hkl=(0, 0, 2), d_spacing_m=2.018e-10)
 
@@ -78,7 +91,8 @@ def test_reconstruction_recovers_known_pupil_on_operator_data():
     shifts = _grid(geom, 5, 6)
     op = FPDFXMOperator(geom, shifts, aberrated_pupil(geom, true))
     frames = np.abs(op.forward(obj)) ** 2
-    res = reconstruct_fp_dfxm(frames, shifts, geom, options=FPOptions(n_iterations=120, zernike_indices=(4, 5, 6, 7, 8)))
+    res = reconstruct_fp_dfxm(frames, shifts, geom,
+                              options=FPOptions(n_iterations=120, zernike_indices=(4, 5, 6, 7, 8)))
     for j, c in res.zernike_rad.items():
         assert abs(c - true.get(j, 0.0)) < 0.05, res.zernike_rad
     assert res.error_history[-1] < 0.1 * res.error_history[0]
@@ -114,7 +128,7 @@ def test_phase_vortices_found_with_winding_and_position():
     obj = np.where(grain, amp * np.exp(1j * phase), 1e-3 * noise)
     found = sorted(find_phase_vortices(obj), key=lambda v: v.row_px)
     assert [v.winding for v in found] == [1, -1, 1]
-    for v, (r0, c0, _) in zip(found, sorted(cores)):
+    for v, (r0, c0, _) in zip(found, sorted(cores), strict=True):
         assert np.hypot(v.row_px - r0, v.col_px - c0) <= 0.75
     assert find_phase_vortices(np.exp(1j * 0.01 * r * c)) == ()
     with pytest.raises(ValueError, match="window_px"):

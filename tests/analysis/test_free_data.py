@@ -16,7 +16,7 @@ from analysis.solvers import free as free_mod
 from analysis.solvers import ml
 from analysis.solvers.model import BraggData
 from analysis.solvers.options import MLOptions
-from tests.analysis.bragg_problem import engine_inputs, make_problem
+from testing.bragg_problem import engine_inputs, make_problem
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_held_out_intensities_never_enter_an_update(problem, unit, fused):
     for name in ("object", "probe", "background", "support"):
         assert np.array_equal(getattr(ra, name), getattr(rb, name)), name
     assert ra.free.work_costs == rb.free.work_costs
-    assert all(fb > fa for fa, fb in zip(ra.free.free_costs, rb.free.free_costs))
+    assert all(fb > fa for fa, fb in zip(ra.free.free_costs, rb.free.free_costs, strict=True))
 
 
 def test_free_cost_equals_an_independent_recomputation(problem):

@@ -12,7 +12,7 @@ from analysis.solvers import epie
 from analysis.solvers.fused_cpu import FusedCpuSweep
 from analysis.solvers.options import EpieOptions
 from analysis.xp import cpu_kernels
-from tests.analysis.bragg_problem import initial_state, make_problem, rel_error, with_validity
+from testing.bragg_problem import initial_state, make_problem, rel_error, with_validity
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW not installed (pip install .[fast])")
 

@@ -12,7 +12,7 @@ import pytest
 from analysis.solvers import MLOptions, ml
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.xp import cpu_kernels
-from tests.analysis.bragg_problem import make_problem, near_truth_state, perturbed_state, rel_error, with_validity
+from testing.bragg_problem import make_problem, near_truth_state, perturbed_state, rel_error, with_validity
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="Numba or pyFFTW not installed (pip install .[fast])")
 
@@ -49,7 +49,7 @@ def test_fused_cost_gradients_and_line_coefficients_equal_the_array_code(upsampl
         line = ml.line_coefficients(st, data, op=p.op, options=o, weights=w, d_obj=d_o, d_probe=d_p)
         assert line_kept == pytest.approx(line, rel=1e-12)        # the kept Ψ0 is the recomputed one
         out[fused] = (c, g_o, g_p, line, ml.cost(st, data, op=p.op, options=o, weights=w))
-    (ca, goa, gpa, la, c2a), (cf, gof, gpf, lf, c2f) = out[False], out[True]
+    (ca, goa, gpa, la, _c2a), (cf, gof, gpf, lf, c2f) = out[False], out[True]
     assert cf == pytest.approx(ca, rel=2e-5)
     assert c2f == pytest.approx(cf, rel=1e-12)                    # cost() is the gradient pass's cost
     assert np.linalg.norm(goa) > 0 and rel_error(gof, goa) < 1e-4

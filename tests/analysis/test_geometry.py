@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from analysis.geometry import (BraggGeometry, DetectorLayout, Roi, cubic_d_spacing_m, seed_geometry,
-                               wavelength_m_from_kev)
+from analysis.geometry import (
+    BraggGeometry,
+    DetectorLayout,
+    Roi,
+    cubic_d_spacing_m,
+    seed_geometry,
+    wavelength_m_from_kev,
+)
 
 
 def test_seed_voxel_size_is_13p6_24p6_42p3_nm():

@@ -8,9 +8,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from analysis.metrics import (ConvergenceRule, binomial_split, convergence, fourier_shell_correlation, fourier_shift,
-                              half_bit_threshold, object_error, probe_error, prtf, r_factor, random_phase_prtf,
-                              register_shift, strain_rmse)
+from analysis.metrics import (
+    ConvergenceRule,
+    binomial_split,
+    convergence,
+    fourier_shell_correlation,
+    fourier_shift,
+    half_bit_threshold,
+    object_error,
+    probe_error,
+    prtf,
+    r_factor,
+    random_phase_prtf,
+    register_shift,
+    strain_rmse,
+)
 from analysis.strain import StrainMaps
 
 
@@ -29,7 +41,7 @@ def _object(shape, seed=0):
 
 def _ramp(shape, kappa):
     n = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
-    return np.exp(1j * sum(k * a for k, a in zip(kappa, n)))
+    return np.exp(1j * sum(k * a for k, a in zip(kappa, n, strict=True)))
 
 
 @pytest.mark.parametrize("shape,shift,kappa", [((64, 72), (2.37, -1.61), (0.21, -0.13)),
@@ -45,7 +57,8 @@ def test_object_error_zero_for_phase_ramp_shift(shape, shift, kappa):
     assert abs(abs(res.scale) - 1 / 0.6) < 1e-3
     # a genuine error is seen: 5 % complex noise on the support
     rng = np.random.default_rng(3)
-    noisy = truth + 0.05 * np.abs(truth[support]).mean() * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    noisy = truth + 0.05 * np.abs(truth[support]).mean() * (rng.standard_normal(shape)
+                                                            + 1j * rng.standard_normal(shape))
     assert object_error(noisy, truth, support=support).error > 0.02
 
 
@@ -204,8 +217,11 @@ def test_strain_rmse_reports_offset_separately():
     mask[3:-3, 3:-3, 3:-3] = True
     t = np.where(mask, 3e-4, np.nan)
     noise = 1e-5 * rng.standard_normal(shape)
-    mk = lambda e: StrainMaps(eps_zz=e, omega_x_rad=np.where(mask, 0.0, np.nan), omega_y_rad=np.where(mask, 0.0, np.nan),
-                              amplitude=mask.astype(float), mask=mask, voxel_size_m=(1e-8,) * 3, origin_m=(0.0,) * 3)
+
+    def mk(e):
+        return StrainMaps(eps_zz=e, omega_x_rad=np.where(mask, 0.0, np.nan), omega_y_rad=np.where(mask, 0.0, np.nan),
+                          amplitude=mask.astype(float), mask=mask, voxel_size_m=(1e-8,) * 3, origin_m=(0.0,) * 3)
+
     res = strain_rmse(mk(t + 2e-5 + noise), mk(t), erode_voxels=2)
     assert res.n_voxels == 10**3
     assert res.eps_zz_offset == pytest.approx(2e-5, abs=2e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.solvers import MLOptions, ml
-from tests.analysis.bragg_problem import make_problem, near_truth_state, perturbed_state
+from testing.bragg_problem import make_problem, near_truth_state, perturbed_state
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_gradients_match_finite_differences(problem, noise):
     for which, d, g in (("object", d_o, g_o), ("probe", d_p, g_p)):
         eps = 1e-3
 
-        def at(t):
+        def at(t, d=d, which=which):
             s = dataclasses.replace(st, object=st.object + t * d if which == "object" else st.object,
                                     probe=st.probe + t * d if which == "probe" else st.probe)
             return ml.cost(s, p.data, op=p.op, options=opts, weights=w)
@@ -63,7 +63,7 @@ def test_cg_decreases_cost(problem):
     for _ in range(6):
         st, stats = ml.step(st, p.data, op=p.op, options=opts)
         costs.append(stats.cost)
-    assert all(b <= a * (1 + 1e-9) for a, b in zip(costs, costs[1:]))
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(costs, costs[1:], strict=False))
     assert costs[-1] < 0.3 * costs[0]
 
 

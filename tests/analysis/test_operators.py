@@ -15,7 +15,7 @@ from analysis.operators import (
     shear_per_index_rad,
     view_grid,
 )
-from tests.analysis.operator_contract import check_adjoint, random_complex
+from testing.operator_contract import check_adjoint, random_complex
 
 
 def small_geometry(upsampling: int = 2, n_angles: int = 5, rows: int = 9, cols: int = 6) -> BraggGeometry:
@@ -188,7 +188,7 @@ def test_view_grid_offsets_and_shifts_rebuild_the_position():
 def test_measured_band_mask_matches_the_sheared_band():
     """The engine's band-limit projection keeps exactly the band of spec 1.2 (cf. bragg_problem.band_limit)."""
     from analysis.operators.fourier import measured_band_mask
-    from tests.analysis.bragg_problem import band_limit, make_problem
+    from testing.bragg_problem import band_limit, make_problem
 
     p = make_problem()
     o = p.true_object

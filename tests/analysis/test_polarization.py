@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import polarization as pz
+from analysis import ferro as pz
+from analysis.ferro.tensors import _s_tensor
 from analysis.strain import StrainMaps
 
 BTO = "BaTiO3"
@@ -53,7 +54,7 @@ def test_energies_are_consistent():
     p = np.array([0.05, -0.1, 0.2])
     sig = np.array([[1e8, 2e7, 0], [2e7, -5e7, 3e7], [0, 3e7, 4e7]])
     # Helmholtz at the strain produced by σ equals G + σ:e (Legendre transform, §2.1)
-    s = pz._s_tensor(pz.get_material(BTO))
+    s = _s_tensor(pz.get_material(BTO))
     e = pz.spontaneous_strain(p, BTO) + np.einsum("ijkl,kl->ij", s, sig)
     f = pz.helmholtz_energy_j_per_m3(p, e, BTO)
     g = pz.gibbs_energy_j_per_m3(p, sig, BTO)
@@ -115,7 +116,7 @@ def test_bto_c_and_a_domains_under_unknown_uniaxial_stress():
     """Known-answer test: the stress (uniaxial along [001], ±50 MPa) is not given to the inversion."""
     ps = pz.spontaneous_polarization_c_per_m2(BTO)
     inits = {"c": [0, 0, ps], "a": [ps, 0, 0]}
-    p_true, eps = zip(*[_forward_eps(BTO, np.array(inits[d]), s, G001) for d, s, *_ in SPEC_TABLE])
+    p_true, eps = zip(*[_forward_eps(BTO, np.array(inits[d]), s, G001) for d, s, *_ in SPEC_TABLE], strict=True)
     eps, p_true = np.array(eps), np.array(p_true)
     np.testing.assert_allclose(eps, [row[2] for row in SPEC_TABLE], atol=1e-7)
     res = pz.polarization_from_strain_maps(eps, hkl=G001, material=BTO)
@@ -237,3 +238,46 @@ def test_bad_coefficients_and_options():
                            c11_pa=2e11, c12_pa=1e11, c44_pa=1e11)
     with pytest.raises(ValueError, match="temperature_k"):
         pz.InversionOptions(temperature_k=-1.0)
+
+
+# --------------------------------------------------------------------------- results' sample vs asked material
+def test_d_spacing_window_covers_the_domains_of_each_material():
+    """c and a domain reference lattices of the same material match; another material's d does not."""
+    from analysis.ferro.sample_check import d_spacing_range_m, reflection_mismatches
+    from analysis.sample_record import SampleRecord
+
+    for name, d_c, d_a in (("BaTiO3", 4.036e-10 / 2, 3.992e-10 / 2),        # tetragonal BaTiO3, room temperature
+                           ("PbTiO3", 4.152e-10 / 2, 3.904e-10 / 2)):       # tetragonal PbTiO3 (c/a = 1.063)
+        d0, lo, hi = d_spacing_range_m(name, (0, 0, 2))
+        assert lo < d_a < d0 < d_c < hi
+        for d in (d_c, d_a):
+            assert reflection_mismatches(SampleRecord(path="r.h5", d_spacing_m=d), name, (0, 0, 2)) == []
+    pto_c = SampleRecord(path="r.h5", d_spacing_m=4.152e-10 / 2)
+    assert "off BaTiO3" in reflection_mismatches(pto_c, "BaTiO3", (0, 0, 2))[0]      # +3.6 %: not BaTiO3
+    w220 = SampleRecord(path="r.h5", material="W", hkl=(2.0, 2.0, 0.0), d_spacing_m=1.1191e-10)
+    assert len(reflection_mismatches(w220, "BaTiO3", (0, 0, 2))) == 3               # material, hkl, d
+    afe = SampleRecord(path="r.h5", material="PbZrO3", hkl=(0.0, 0.0, 2.0))
+    assert reflection_mismatches(afe, "PbZrO3-AFE", (0, 0, 2)) == []
+    with pytest.raises(ValueError, match="Unobtainium"):
+        reflection_mismatches(w220, "Unobtainium", (0, 0, 2))
+
+
+def test_sample_record_round_trip_through_a_results_file(tmp_path):
+    from analysis.dataset import write_results
+    from analysis.geometry import seed_geometry
+    from analysis.sample_record import recorded_sample, sample_record
+
+    geom = seed_geometry()
+    rec = sample_record({"name": "W foil", "material": "W", "lattice_constant_m": 3.1652e-10}, geom)
+    assert rec == {"name": "W foil", "material": "W", "hkl": [2, 2, 0], "d_spacing_m": geom.d_spacing_m,
+                   "lattice_constant_m": 3.1652e-10}
+    path = tmp_path / "r.h5"
+    write_results(path, object=np.ones((2, 2, 2), np.complex64), probe=np.ones((2, 2), np.complex64),
+                  voxel_size_m=(1e-8,) * 3, geometry=geom, provenance={"sample": rec})
+    got = recorded_sample(path)
+    assert (got.material, got.hkl, got.name) == ("W", (2.0, 2.0, 0.0), "W foil")
+    assert got.d_spacing_m == pytest.approx(geom.d_spacing_m) and got.lattice_constant_m == 3.1652e-10
+    bare = tmp_path / "bare.h5"
+    write_results(bare, object=np.ones((2, 2, 2), np.complex64), probe=np.ones((2, 2), np.complex64),
+                  voxel_size_m=(1e-8,) * 3)
+    assert recorded_sample(bare).empty

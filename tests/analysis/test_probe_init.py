@@ -7,8 +7,15 @@ import pytest
 
 from analysis.geometry import seed_geometry
 from analysis.operators.probe import probe_na_mask
-from analysis.probe_init import (ProbeInitOptions, model_probe, oblique_matrix, p2_plane_coordinates_m,
-                                 probe_from_beam_volume, probe_from_perpendicular, probe_from_section)
+from analysis.probe_init import (
+    ProbeInitOptions,
+    model_probe,
+    oblique_matrix,
+    p2_plane_coordinates_m,
+    probe_from_beam_volume,
+    probe_from_perpendicular,
+    probe_from_section,
+)
 
 
 @pytest.fixture

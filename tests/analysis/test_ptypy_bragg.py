@@ -16,8 +16,15 @@ import pytest
 from analysis.dataset import read_dataset, scan_axes
 from analysis.operators.scan import view_grid
 from analysis.probe_file import read_probe_file
-from analysis.ptypy_bragg import (compare_with_truth, lattice_transfer, probe_p2, ptypy_model_intensities, pxm_dataset,
-                                  read_ptypy_bragg, truth_on_grid)
+from analysis.ptypy_bragg import (
+    compare_with_truth,
+    lattice_transfer,
+    probe_p2,
+    ptypy_model_intensities,
+    pxm_dataset,
+    read_ptypy_bragg,
+    truth_on_grid,
+)
 from analysis.solvers.model import BraggModel
 
 SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
@@ -72,7 +79,8 @@ def _pxm_far_field(case, obj_natural_fn, probe_perp_fn, upsampling):
     for n, start in enumerate(_views(case)):
         psi = model.fourier.forward(model.probe_at(p2, grid.shifts_px[n]) * obj[model.view(grid.offsets_vox[n])])
         rows = np.mod(n1 - np.arange(n1), n1)                           # pxm's row order (the importer's)
-        out.append((np.moveaxis(np.abs(psi) ** 2, -1, 0), ptypy_model_intensities(obj_lattice, probe3d, start)[:, rows]))
+        out.append((np.moveaxis(np.abs(psi) ** 2, -1, 0),
+                    ptypy_model_intensities(obj_lattice, probe3d, start)[:, rows]))
     return out, ds.detector_mask
 
 

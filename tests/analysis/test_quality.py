@@ -11,7 +11,7 @@ from analysis.engine import FreeDataOptions, Recipe, Reconstruction, SupportSche
 from analysis.metrics import r_factor
 from analysis.operators import object_placement, positions_to_voxels
 from analysis.solvers.support import shrinkwrap_floor
-from tests.analysis.bragg_problem import engine_inputs, make_problem
+from testing.bragg_problem import engine_inputs, make_problem
 
 
 @pytest.fixture(scope="module")

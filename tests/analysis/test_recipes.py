@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from analysis.engine import seed_recipe
-from analysis.recipes import (PRESETS, GivenSupport, quick_recipe, read_recipe_file, recipe_by_name, recipe_with,
-                              resolve_sample, schedule_iterations)
+from analysis.recipes import (
+    PRESETS,
+    GivenSupport,
+    quick_recipe,
+    read_recipe_file,
+    recipe_by_name,
+    recipe_with,
+    resolve_sample,
+    schedule_iterations,
+)
 from analysis.thickness import ThicknessEstimate
 
 RECIPE_TOML = """
@@ -39,13 +47,37 @@ stop_phases = ["ml"]
 
 def test_presets_are_one_mapping_and_pxm_keeps_its_names():
     from pxm.recipe_args import PRESET_NAMES
-    from pxm.reconstruct import RECIPES, recipe_by_name as pxm_recipe_by_name
+    from pxm.reconstruct import RECIPES
+    from pxm.reconstruct import recipe_by_name as pxm_recipe_by_name
 
-    assert tuple(PRESETS) == PRESET_NAMES == RECIPES == ("seed", "quick", "baseline")
+    assert tuple(PRESETS) == PRESET_NAMES == RECIPES == ("default", "seed", "quick", "baseline")
     assert pxm_recipe_by_name is recipe_by_name and recipe_by_name("seed") == seed_recipe()
     assert quick_recipe().support.shrinkwrap_start_iter is None
-    with pytest.raises(ValueError, match="unknown recipe 'fast'; choose one of seed, quick, baseline"):
+    with pytest.raises(ValueError, match="unknown recipe 'fast'; choose one of default, seed, quick, baseline"):
         recipe_by_name("fast")
+
+
+def test_default_recipe_is_the_seed_schedule_with_the_ml_prior_and_seed_stays_literal():
+    """Point 4: ``pxm reconstruct``'s default adds the ML smoothness prior to the seed's schedule (which alone
+    lets ML trade model error for voxel noise: tests/system/test_default_recipe_sim.py); ``--recipe seed`` keeps
+    the seed's cost; ``--ml-smoothness 0`` switches the prior off."""
+    import dataclasses
+
+    from pxm.cli import build_parser
+    from pxm.recipe_args import recipe_from_args
+
+    default, seed = PRESETS["default"](), PRESETS["seed"]()
+    assert seed == seed_recipe() and seed.ml.smoothness == 0.0
+    assert default.ml.smoothness == 0.01
+    assert (default.n_epie_iterations, default.n_ml_iterations) == (200, 100)
+    assert dataclasses.replace(default, ml=seed.ml) == recipe_by_name("seed", n_epie_iterations=200)  # nothing else
+    longer = recipe_by_name("default", n_epie_iterations=1000)
+    assert longer.ml.smoothness == 0.01 and longer.support == seed.support and longer.n_ml_iterations == 500
+    args = build_parser().parse_args(["reconstruct", "ds.h5", "-o", "r.h5"])
+    assert args.recipe == "default" and args.ml_smoothness is None
+    assert recipe_from_args(args)[0].ml.smoothness == 0.01
+    off = build_parser().parse_args(["reconstruct", "ds.h5", "-o", "r.h5", "--ml-smoothness", "0"])
+    assert off.ml_smoothness == 0.0
 
 
 def test_iterations_scale_the_whole_schedule():

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 
 from analysis.solvers import MLOptions, ml
-from analysis.solvers.smoothness import (PriorSums, illumination_maps, polynomial_value,
-                                         prior_cost_and_gradient, prior_line_polynomial, roughness_maps)
-from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem
+from analysis.solvers.smoothness import (
+    PriorSums,
+    illumination_maps,
+    polynomial_value,
+    prior_cost_and_gradient,
+    prior_line_polynomial,
+    roughness_maps,
+)
+from testing.bragg_problem import gaussian_probe, initial_state, make_problem
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +73,8 @@ def test_prior_gradients_match_finite_differences(problem):
     assert fd_p == pytest.approx(2 * np.vdot(g_p, d_p).real, rel=1e-7)
     # along the joint direction R(t) is a quartic: the line pass's maps give it exactly
     sums = PriorSums(strength=s)
-    ml.line_coefficients(st, p.data, op=p.op, options=MLOptions(smoothness=s), weights=ml.mu_weights(st, p.data, p.op, 0.0),
-                         d_obj=d_o, d_probe=d_p, prior=sums)
+    ml.line_coefficients(st, p.data, op=p.op, options=MLOptions(smoothness=s),
+                         weights=ml.mu_weights(st, p.data, p.op, 0.0), d_obj=d_o, d_probe=d_p, prior=sums)
     poly = prior_line_polynomial(st.object, d_o, (w0, *sums.maps), s)
     assert poly[1] == pytest.approx(2 * (np.vdot(g_o, d_o) + np.vdot(g_p, d_p)).real, rel=1e-9)   # R'(0)
     for t in (-3.0, 0.0, 0.7, 5.0):
@@ -76,8 +82,8 @@ def test_prior_gradients_match_finite_differences(problem):
                                                           rel=1e-9)
     # fixed probe: no direction maps, R(t) quadratic in t
     sums = PriorSums(strength=s)
-    ml.line_coefficients(st, p.data, op=p.op, options=MLOptions(smoothness=s), weights=ml.mu_weights(st, p.data, p.op, 0.0),
-                         d_obj=d_o, d_probe=None, prior=sums)
+    ml.line_coefficients(st, p.data, op=p.op, options=MLOptions(smoothness=s),
+                         weights=ml.mu_weights(st, p.data, p.op, 0.0), d_obj=d_o, d_probe=None, prior=sums)
     assert sums.maps == []
     poly = prior_line_polynomial(st.object, d_o, (w0,), s)
     assert polynomial_value(poly, 2.0) == pytest.approx(_prior(p, st.object + 2.0 * d_o, st.probe, s), rel=1e-9)
@@ -149,7 +155,7 @@ def test_fused_passes_give_the_array_codes_prior_sums():
         g_p_data = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w)[2]
         assert np.linalg.norm(g_p - g_p_data) > 0.01 * np.linalg.norm(g_p)       # the prior's share is in there
     maps = illumination_maps(st.probe, p.data, p.op, st.object.shape, d_p)
-    for a, b, ref in zip(out[True][1:], out[False][1:], maps):
+    for a, b, ref in zip(out[True][1:], out[False][1:], maps, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
         np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
     np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-3, atol=1e-4 * float(np.abs(out[False][0]).max()))
@@ -173,5 +179,5 @@ def test_numba_prior_kernels_give_the_array_codes_numbers(dtype, monkeypatch):
     array = (roughness_maps(rho)[0], *prior_cost_and_gradient(rho, w[0], 0.3),
              prior_line_polynomial(rho, d_rho, w, 0.3), prior_line_polynomial(rho, d_rho, w[:1], 0.3))
     rtol = 1e-6 if dtype == np.complex64 else 1e-12
-    for a, b in zip(fused, array):
+    for a, b in zip(fused, array, strict=True):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.abs(b).max()))

@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from analysis.strain import (StrainOptions, compute_strain, map_to_sample_frame, native_lab_coordinates_m,
-                             phase_gradient, remove_phase_ramp)
+from analysis.strain import (
+    StrainOptions,
+    compute_strain,
+    map_to_sample_frame,
+    native_lab_coordinates_m,
+    phase_gradient,
+    remove_phase_ramp,
+)
 
 THETA = math.radians(43.9)
 Q = 5.622e10
@@ -96,11 +102,11 @@ def test_ramp_removal_2d_and_3d():
     base = -Q * 1e-4 * z
     n = np.meshgrid(*(np.arange(s) - s // 2 for s in SHAPE), indexing="ij")
     kappa_vox = (0.9, -0.4, 1.3)  # rad/voxel: large ramps, > π over 3 voxels
-    ramp = sum(k * a for k, a in zip(kappa_vox, n))
+    ramp = sum(k * a for k, a in zip(kappa_vox, n, strict=True))
     rho = _slab(phase=base + ramp + 2.0)
     fit = remove_phase_ramp(rho, voxel_size_m=1.0)
     np.testing.assert_allclose(fit.ramp_rad_per_m, np.array(kappa_vox) + np.array(
-        [-Q * 1e-4 * d * e for d, e in zip(VOX, (-math.cos(THETA), 0.0, math.sin(THETA)))]), atol=1e-9)
+        [-Q * 1e-4 * d * e for d, e in zip(VOX, (-math.cos(THETA), 0.0, math.sin(THETA)), strict=True)]), atol=1e-9)
     s = np.abs(rho) > 0
     assert np.max(np.abs(np.angle(fit.corrected[s]))) < 1e-9
     # 2D, with physical voxel sizes and a noisy amplitude

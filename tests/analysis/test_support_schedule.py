@@ -9,11 +9,18 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis.engine import (Recipe, Reconstruction, SupportSchedule, UndersampledWarning, scaled_recipe,
-                             seed_recipe, with_fixed_probe)
+from analysis.engine import (
+    Recipe,
+    Reconstruction,
+    SupportSchedule,
+    UndersampledWarning,
+    scaled_recipe,
+    seed_recipe,
+    with_fixed_probe,
+)
 from analysis.solvers.smoothness import illumination_maps
 from analysis.solvers.support import shrink_wrap, slab_normal, slab_tilts_deg, smoothed_amplitude
-from tests.analysis.bragg_problem import engine_inputs, make_problem
+from testing.bragg_problem import engine_inputs, make_problem
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +146,8 @@ def test_slab_tilts_from_a_normal():
 
 def test_new_support_options_run_on_the_cupy_stand_in(problem, monkeypatch):
     """The illuminated region and the smoothed shrink-wrap keep to CuPy's host/device rules and give the NumPy
-    path's support (tests/fake_cupy.py)."""
-    from tests import fake_cupy
+    path's support (testing/fake_cupy.py)."""
+    from testing import fake_cupy
 
     monkeypatch.setenv("PXM_CPU_KERNELS", "0")
     cp, _ = fake_cupy.install(monkeypatch)

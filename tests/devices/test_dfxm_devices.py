@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ophyd.utils import LimitError
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
+from analysis.dfxm import FPDFXMGeometry, Reflection
 from devices.dfxm import CRLStage, DFXMGoniometer, SimCRLStage, SimDFXMGoniometer
 from devices.maxipix import COMPLETE_PATH, DATASET_PATH, N_FRAMES_PATH
 from devices.sim_beamline import make_sim_dfxm_beamline
@@ -75,7 +75,7 @@ def test_frames_written_follow_the_forward_model(bl, source):
     assert bl.backend.calls[1]["rock_rad"] == pytest.approx(settings[1][0], rel=1e-9)
     shift, _ = setting_shifts(geom, rock_rad=settings[1][0])
     assert shift == pytest.approx([3 * geom.angle_per_freq_px_rad, 0.0])
-    for frame, (rock_rad, _) in zip(frames, settings):
+    for frame, (rock_rad, _) in zip(frames, settings, strict=True):
         expect = frame_for_setting(source.exit_field, source.field_pixel_size_m, geom, rock_rad=rock_rad,
                                    zernike_rad=source.zernike_rad) * source.counts_scale_per_s * 0.001
         assert np.corrcoef(frame.ravel(), expect.ravel())[0, 1] > 0.9

@@ -31,7 +31,7 @@ def test_stage_trigger_collect_unstage(beamline):
     det.set_roi(Roi(row0_px=2, col0_px=1, n_rows_px=4, n_cols_px=8))
     det.stage()
     docs = []
-    for i, x in enumerate((1.0, 2.0, 3.0)):
+    for x in (1.0, 2.0, 3.0):
         stage.x.set(x).wait()
         det.trigger().wait(timeout=5)
         docs += _read_docs(det)

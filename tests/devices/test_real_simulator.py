@@ -9,12 +9,11 @@ from analysis.geometry import Roi, seed_geometry
 
 def test_scan_with_bragg_simulator(RE, tmp_path):
     diffraction = pytest.importorskip("sim.diffraction")
-    from sim.probe import KBProbe
-    from sim.sample import CrystalSample
-
     from devices.sim_beamline import make_sim_beamline
     from plans.bragg import raster_rocking_scan
     from plans.patterns import rocking_angles_deg
+    from sim.probe import KBProbe
+    from sim.sample import CrystalSample
 
     geom = seed_geometry(upsampling=1, n_angles=3, rocking_step_deg=0.005, n_rows_px=32, n_cols_px=32)
     src = diffraction.BraggSimulator(geom, CrystalSample(), KBProbe(grid_step_m=1e-8))

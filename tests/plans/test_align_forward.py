@@ -1,12 +1,11 @@
 import pytest
 
 from devices.sim_beamline import make_sim_beamline
-from devices.testing import EncodingFrameSource, GaussianRockingSource
+from devices.testing import GaussianRockingSource
 from plans.align import NoPeakFoundError, rocking_curve_align
 from plans.forward import spiral_probe_scan
 from plans.patterns import archimedean_spiral_um
-
-from plan_checks import DocCollector, check_frames_match_events
+from testing.plan_checks import DocCollector, check_frames_match_events
 
 
 def test_align_finds_peak_and_moves_there(RE, tmp_path, geometry):

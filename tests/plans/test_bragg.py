@@ -10,8 +10,7 @@ from devices.sim_beamline import make_sim_beamline
 from devices.testing import EncodingFrameSource, HookedFrameSource
 from plans.bragg import raster_rocking_scan
 from plans.patterns import raster_positions_um, rocking_angles_deg
-
-from plan_checks import DocCollector, check_frames_match_events
+from testing.plan_checks import DocCollector, check_frames_match_events
 
 SAMPLE = {"name": "W-foil-07", "material": "W", "thickness_m": 200e-9}
 

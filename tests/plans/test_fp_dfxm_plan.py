@@ -7,8 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
-from analysis.dfxm_metadata import fp_geometry_from_metadata, fp_geometry_to_metadata
+from analysis.dfxm import FPDFXMGeometry, Reflection, fp_geometry_from_metadata, fp_geometry_to_metadata
 from devices.sim_beamline import make_sim_dfxm_beamline
 from plans import fp_dfxm_scan, fp_diversity_settings
 from plans.patterns import FPDiversitySettings

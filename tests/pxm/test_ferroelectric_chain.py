@@ -7,8 +7,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pxm.ferroelectric import (FerroelectricDemoOptions, VariantPolarization, classify_variant, combine_variant_maps,
-                               polarization_from_fp_run, sample_truth, variant_reference_strain)
+from pxm.ferroelectric import (
+    FerroelectricDemoOptions,
+    VariantPolarization,
+    classify_variant,
+    combine_variant_maps,
+    polarization_from_fp_run,
+    sample_truth,
+    variant_reference_strain,
+)
 from pxm.polarization import PolarizationMaps, ambiguity_report
 from sim.ferroelectric import VARIANT_A, VARIANT_C, VARIANT_NONE, ca_domain_pattern
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from analysis.dataset import write_results
-from analysis.polarization import equilibrium_polarization, projected_strain, spontaneous_strain
+from analysis.ferro import equilibrium_polarization, projected_strain, spontaneous_strain
 from analysis.strain import StrainMaps
 from pxm.cli import main
 
@@ -36,8 +36,11 @@ def results_file(tmp_path):
 
 def test_polarization_cli_recovers_domain_magnitudes(results_file, capsys):
     path, ps = results_file
-    assert main(["polarization", str(path), "--material", "BaTiO3", "--hkl", "0", "0", "2"]) == 0
+    out = path.with_name("pol.h5")
+    assert main(["polarization", str(path), "--material", "BaTiO3", "--hkl", "0", "0", "2", "-o", str(out)]) == 0
     with h5py.File(path, "r") as f:
+        assert "polarization" not in f                                 # the input is never written
+    with h5py.File(out, "r") as f:
         g = f["/polarization/sample"]
         mag = g["magnitude_c_per_m2"][()]
         n_eq = g["n_equivalent"][()]
@@ -72,3 +75,96 @@ def test_polarization_is_published_next_to_the_run(results_file, tiled_service, 
     node = processed[keys[-1]]
     assert node.metadata["material"] == "BaTiO3" and node.metadata["hkl"] == [0.0, 0.0, 2.0]
     np.testing.assert_allclose(node["magnitude_c_per_m2"][1:], ps, rtol=0.02)
+
+
+# --------------------------------------------------------------------------- physics sanity gates (issue 17)
+def _geometry(d_spacing_m, hkl):
+    import dataclasses
+
+    from analysis.geometry import seed_geometry
+    return dataclasses.replace(seed_geometry(n_angles=9, n_rows_px=32, n_cols_px=32), d_spacing_m=d_spacing_m,
+                               hkl=hkl, bragg_angle_deg=None)
+
+
+def _with_geometry(src, dst, geometry, provenance):
+    from analysis.dataset import read_results
+    r = read_results(src)
+    write_results(dst, object=r["object"], probe=r["probe"], voxel_size_m=r["voxel_size_m"], strain=r["strain"],
+                  geometry=geometry, provenance=provenance)
+    return dst
+
+
+@pytest.fixture
+def tungsten_results(results_file):
+    """What `pxm reconstruct` writes for the README's W (220) dataset: /geometry hkl and d, a sample name."""
+    from analysis.geometry import seed_geometry
+    path, _ = results_file
+    return _with_geometry(path, path.with_name("w220.h5"), seed_geometry(),
+                          {"raw_uid": "0" * 32, "sample_name": "W-1Re foil, He-implanted (simulated)"})
+
+
+def test_mismatched_material_is_refused_and_nothing_is_written(tungsten_results, capsys):
+    before = tungsten_results.read_bytes()
+    rc = main(["polarization", str(tungsten_results), "--material", "BaTiO3", "--hkl", "0", "0", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert len(err.strip().splitlines()) == 1                          # one clear line
+    assert "hkl (2 2 0)" in err and "BaTiO3 (0 0 2)" in err and "d = 1.1191 Å" in err and "--force" in err
+    assert tungsten_results.read_bytes() == before
+    assert not list(tungsten_results.parent.glob("*polarization*"))
+
+
+def test_force_inverts_anyway_into_a_new_file(tungsten_results, capsys):
+    before = tungsten_results.read_bytes()
+    out = tungsten_results.with_name("forced.h5")
+    assert main(["polarization", str(tungsten_results), "--material", "BaTiO3", "--hkl", "0", "0", "2", "--force",
+                 "-o", str(out)]) == 0
+    assert "warning: --force" in capsys.readouterr().err
+    assert tungsten_results.read_bytes() == before
+    with h5py.File(out, "r") as f:
+        assert f.attrs["format"] == "pxm-polarization"
+        assert f["/polarization/sample"].attrs["sample_check"] == "forced"
+
+
+def test_d_spacing_alone_is_checked(results_file, capsys):
+    """No material name and no hkl recorded: the geometry's d-spacing still tells W (220) from BaTiO3 (002)."""
+    from analysis.geometry import TUNGSTEN_LATTICE_M, cubic_d_spacing_m
+    path, _ = results_file
+    w = _with_geometry(path, path.with_name("d_only.h5"), _geometry(cubic_d_spacing_m(TUNGSTEN_LATTICE_M, (2, 2, 0)),
+                                                                      None), {})
+    assert main(["polarization", str(w), "--material", "BaTiO3", "--hkl", "0", "0", "2"]) == 1
+    assert "off BaTiO3 d_002" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("d_m", [2.0045e-10, 2.018e-10, 1.996e-10])      # cubic parent, c and a domains
+def test_matching_record_runs_without_warning(results_file, capsys, d_m):
+    from analysis.sample_record import sample_record
+    path, ps = results_file
+    geom = _geometry(d_m, (0, 0, 2))
+    bto = _with_geometry(path, path.with_name("bto.h5"), geom,
+                         {"sample": sample_record({"name": "BaTiO3 film", "material": "BaTiO3"}, geom)})
+    assert main(["polarization", str(bto), "--material", "BaTiO3", "--hkl", "0", "0", "2"]) == 0
+    io = capsys.readouterr()
+    assert "warning" not in io.err
+    out = bto.with_name("bto-polarization-BaTiO3-002.h5")                # default: a new file beside the results
+    assert f"wrote {out}:/polarization/sample" in io.out
+    with h5py.File(out, "r") as f:
+        assert f["/polarization/sample"].attrs["sample_check"] == "match"
+    with h5py.File(bto, "r") as f:
+        assert "polarization" not in f
+
+
+def test_output_never_overwrites_the_input_or_another_file(results_file, capsys):
+    path, _ = results_file
+    before = path.read_bytes()
+    base = ["polarization", str(path), "--material", "BaTiO3", "--hkl", "0", "0", "2"]
+    assert main([*base, "-o", str(path)]) == 1
+    assert "refusing to write the polarization maps into the results file" in capsys.readouterr().err
+    other = path.with_name("other.h5")
+    with h5py.File(other, "w") as f:
+        f.attrs["format"] = "pxm-bragg-results"
+    assert main([*base, "-o", str(other)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    out = path.with_name("pol.h5")
+    assert main([*base, "-o", str(out)]) == 0 and main([*base, "-o", str(out)]) == 0   # its own file: updated

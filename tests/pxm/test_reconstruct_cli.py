@@ -86,6 +86,13 @@ def test_reconstruct_file_writes_results_cxi_and_figures(dataset_file, tmp_path)
     assert len(r["error_history"]) == 4 and r["parameters"]["n_epie_iterations"] == 3
     assert set(r["strain"]) == {"reconstruction"}
     assert r["provenance"]["software_info"]["name"] == "pxm" and r["provenance"]["recipe_name"] == "quick"
+    # the support the object was constrained to, and the sample the results are of (pxm polarization's gate)
+    assert r["support"].shape == r["object"].shape and r["support"].dtype == bool and r["support"].any()
+    from analysis.sample_record import recorded_sample
+
+    rec = recorded_sample(res)
+    assert rec.material == "W" and rec.hkl is not None and tuple(int(h) for h in rec.hkl) == (2, 2, 0)
+    assert rec.sources["hkl"].startswith("/provenance") or rec.sources["hkl"].startswith("/sample")
     assert {"setup_s", "iterations_s", "write_s"} <= set(r["timings_s"])
     assert np.isfinite(r["metrics"]["final_cost"])
     pngs = sorted(figs.glob("*.png"))
@@ -124,7 +131,8 @@ def test_reconstruct_run_and_publish(tiled_service, tiled_layout, bp_uid, tmp_pa
     assert md["object_placement"]["origin_m"] == pytest.approx(list(placed.origin_m), rel=1e-12)
     assert np.allclose(md["object_placement"]["axes_lab"], placed.axes_lab) and "stage" in md["object_placement"][
         "convention"]
-    assert md["postprocessing_errors"] == {} and md["metrics"]["r_factor"] == pytest.approx(md["metrics"]["r_factor_ml"])
+    assert md["postprocessing_errors"] == {}
+    assert md["metrics"]["r_factor"] == pytest.approx(md["metrics"]["r_factor_ml"])
     run = from_uri(tiled_service.uri, api_key=TEST_API_KEY)["raw"][bp_uid]
     assert run.metadata["analysis"][-1]["key"] == key
     assert run.metadata["start"]["uid"] == bp_uid                          # start left intact

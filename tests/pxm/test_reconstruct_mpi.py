@@ -11,8 +11,8 @@ import pytest
 
 from analysis.dataset import read_results, write_dataset
 from pxm.cli import main
-from tests.analysis.bragg_problem import dataset_of, make_problem
-from tests.analysis.mpi_distributed_run import mpi_env, mpirun
+from testing.bragg_problem import dataset_of, make_problem
+from testing.mpi_run import mpi_env, mpirun
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """pxm reconstruct: nothing computed is lost, the quality of every run, where each voxel sits (issue 14).
 
-The dataset is the tiny noise-free problem of ``tests/analysis/bragg_problem.py`` written as a dataset file
+The dataset is the tiny noise-free problem of ``testing/bragg_problem.py`` written as a dataset file
 (no Tiled server): the ``quick`` recipe runs in about a second.
 """
 
@@ -16,7 +16,7 @@ from analysis.metrics import r_factor
 from analysis.operators import object_placement, positions_to_voxels, view_grid
 from analysis.solvers.model import BraggModel
 from pxm.cli import main
-from tests.analysis.bragg_problem import dataset_of, make_problem
+from testing.bragg_problem import dataset_of, make_problem
 
 STRAIN_FAILURE = "remove_phase_ramp: no interior voxel of the support has a defined gradient"
 

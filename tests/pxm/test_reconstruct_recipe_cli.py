@@ -1,7 +1,7 @@
 """``pxm reconstruct``: the sample is an input (issue 14, point 1) — recipe files, the whole schedule scaled by
 --iterations, support and probe options, /sample's thickness and tilt, the data's thickness, the sampling override.
 
-Datasets come from the engine's own small problem (``tests/analysis/bragg_problem.py``): no Tiled server.
+Datasets come from the engine's own small problem (``testing/bragg_problem.py``): no Tiled server.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from analysis.dataset import read_results, write_dataset
 from pxm.cli import main
-from tests.analysis.bragg_problem import dataset_of, make_problem
+from testing.bragg_problem import dataset_of, make_problem
 
 SAMPLE = {"name": "tilted-foil", "thickness_m": 0.35e-6, "tilt_x_deg": 5.5, "tilt_y_deg": -2.0}
 

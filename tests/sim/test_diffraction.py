@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 from analysis.geometry import DetectorLayout, Roi, seed_geometry
-from sim import (BraggSimulator, CrystalSample, Dislocation, HomogeneousDisplacement, KBProbe,
-                 SiemensStar, Slab, TransmissionSimulator, seed_sample, tilted_sample,
-                 uniform_strain_sample)
+from sim import (
+    BraggSimulator,
+    CrystalSample,
+    Dislocation,
+    HomogeneousDisplacement,
+    KBProbe,
+    SiemensStar,
+    Slab,
+    TransmissionSimulator,
+    seed_sample,
+    tilted_sample,
+)
 
 GEOM = seed_geometry()
 Q = GEOM.q_bragg_per_m
@@ -32,7 +41,7 @@ def _centroid_q(stack, angles_deg, roi=ROI, half_box=(6, 18, 18)):
     """Intensity-weighted lab q − Q (m⁻¹) in a box around the maximum (an analyst's centroid)."""
     ax = GEOM.lab_axes()
     k, r, c = np.unravel_index(np.argmax(stack), stack.shape)
-    sl = tuple(slice(max(0, i - h), i + h + 1) for i, h in zip((k, r, c), half_box))
+    sl = tuple(slice(max(0, i - h), i + h + 1) for i, h in zip((k, r, c), half_box, strict=True))
     w = stack[sl]
     a = np.radians(np.asarray(angles_deg))[sl[0]]
     rows = np.arange(roi.row0_px, roi.row0_px + roi.n_rows_px)[sl[1]] - NOGAP.n_rows_px / 2
@@ -78,9 +87,10 @@ def test_matches_brute_force_3d_integral(OS, max_step_m):
 def test_uniform_strain_moves_peak_by_minus_q_epsilon_along_qz():
     eps = 2e-4
     angles = np.arange(-0.05, 0.0301, 0.0025)
-    c0 = _centroid_q(_rocking_stack(BraggSimulator(GEOM, _soft_slab_sample(), PROBE, layout=NOGAP, max_step_m=None), angles), angles)
-    c1 = _centroid_q(_rocking_stack(BraggSimulator(GEOM, _soft_slab_sample(strain=eps), PROBE, layout=NOGAP, max_step_m=None),
+    c0 = _centroid_q(_rocking_stack(BraggSimulator(GEOM, _soft_slab_sample(), PROBE, layout=NOGAP, max_step_m=None),
                                     angles), angles)
+    c1 = _centroid_q(_rocking_stack(BraggSimulator(GEOM, _soft_slab_sample(strain=eps), PROBE, layout=NOGAP,
+                                                   max_step_m=None), angles), angles)
     shift = c1 - c0
     assert shift[2] == pytest.approx(-Q * eps, rel=0.05)
     assert abs(shift[0]) < 0.05 * Q * eps and abs(shift[1]) < 0.05 * Q * eps
@@ -104,7 +114,8 @@ def test_tilt_about_y_moves_peak_along_rocking_direction():
     angles = np.arange(-0.06, 0.0601, 0.0025)
     curves = []
     for tt in (0.0, t):
-        stack = _rocking_stack(BraggSimulator(GEOM, tilted_sample(tilt_y_rad=tt), PROBE, layout=NOGAP, max_step_m=None), angles)
+        stack = _rocking_stack(BraggSimulator(GEOM, tilted_sample(tilt_y_rad=tt), PROBE, layout=NOGAP, max_step_m=None),
+                               angles)
         curves.append(stack.sum(axis=(1, 2)))
     cen = [np.sum(c * angles) / np.sum(c) for c in curves]
     assert math.radians(cen[1] - cen[0]) == pytest.approx(-t, rel=0.05)
@@ -115,7 +126,8 @@ def test_rocking_centre_offset_shifts_the_rocking_curve():
     base = CrystalSample(slab=Slab(tilt_x_deg=0, tilt_y_deg=0))
     import dataclasses
     off = dataclasses.replace(base, rocking_centre_offset_deg=0.02)
-    c = [(_rocking_stack(BraggSimulator(GEOM, s, PROBE, layout=NOGAP, max_step_m=None), angles).sum(axis=(1, 2))) for s in (base, off)]
+    c = [(_rocking_stack(BraggSimulator(GEOM, s, PROBE, layout=NOGAP, max_step_m=None), angles).sum(axis=(1, 2)))
+         for s in (base, off)]
     cen = [np.sum(ci * angles) / np.sum(ci) for ci in c]
     assert cen[1] - cen[0] == pytest.approx(0.02, abs=0.002)
 

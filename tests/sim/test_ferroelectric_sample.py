@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.dfxm_geometry import Reflection
+from analysis.dfxm import Reflection
 from sim.ferroelectric import VARIANT_A, VARIANT_C, ca_domain_pattern, strain_exit_field
 
 REFLECTION = Reflection(hkl=(0, 0, 2), d_spacing_m=2.018e-10)

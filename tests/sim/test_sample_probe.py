@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 from analysis.geometry import seed_geometry
-from sim import (CrystalSample, Dislocation, KBProbe, SiemensStar, Slab, seed_sample,
-                 uniform_strain_sample)
-from sim.sample import D220_W_M
+from sim import CrystalSample, Dislocation, KBProbe, SiemensStar, Slab, seed_sample, uniform_strain_sample
 
 GEOM = seed_geometry()
 Q = GEOM.q_bragg_per_m
@@ -135,7 +133,18 @@ def test_probe_and_star_validation():
 def test_siemens_star_transmission_values():
     st = SiemensStar(thickness_m=1e-6)
     lam = 1.5498e-10
-    t_in = np.exp(-(2 * np.pi * st.beta / lam + 1j * 2 * np.pi / lam * st.delta) * 1e-6)
+    t_in = np.exp(-(2 * np.pi * st.absorption_index / lam + 1j * 2 * np.pi / lam * st.refractive_decrement) * 1e-6)
     vals = st.transmission(np.array([0.0, 0.0, 20e-6]), np.array([1e-6, 1e-6 * 0 + 1e-6, 0.0]))
     assert vals[0] == pytest.approx(t_in, rel=1e-3)       # φ = 0: cos(nφ) = 1 → spoke
     assert vals[2] == 1.0                                  # outside the star
+
+
+def test_siemens_star_optics_follow_the_energy():
+    """δ, β of the spokes come from xraydb at the star's energy, not gold's 8 keV values at every energy."""
+    at8, at17 = SiemensStar(), SiemensStar(energy_kev=17.0)
+    assert at8.refractive_decrement == pytest.approx(4.7e-5, rel=0.03)        # gold, 8 keV (Henke/CXRO ≈ 4.7e-5)
+    assert at8.absorption_index == pytest.approx(4.6e-6, rel=0.05)
+    assert at17.refractive_decrement < 0.3 * at8.refractive_decrement           # δ ∝ λ² away from edges
+    assert SiemensStar(delta=1e-5, beta=1e-7).refractive_decrement == 1e-5      # explicit values win
+    with pytest.raises(ValueError, match="Unobtainium"):
+        SiemensStar(material="Unobtainium")

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis.fp_dfxm import FPOptions
+from analysis.dfxm import FPOptions
 from pxm.dfxm import DFXMDemoOptions, publish_fp_run, reconstruct_fp_run, run_fp_dfxm_acquisition
 
 

@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 
 from pxm.dfxm import DFXMDemoOptions
-from pxm.ferroelectric import (FerroelectricDemoOptions, print_chain_summary, run_ferroelectric_chain,
-                               variant_reference_strain)
+from pxm.ferroelectric import (
+    FerroelectricDemoOptions,
+    print_chain_summary,
+    run_ferroelectric_chain,
+    variant_reference_strain,
+)
 from sim.ferroelectric import VARIANT_A, VARIANT_C
 
 P_S_C_PER_M2 = 0.26  # BaTiO3 at 298 K (Li, Cross, Chen 2005 coefficients)

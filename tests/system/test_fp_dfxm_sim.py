@@ -13,9 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.dfxm_geometry import FPDFXMGeometry, Reflection
-from analysis.fp_dfxm import (FPOptions, estimate_pupil_center_rad, misalignment_readout, phase_error_rms_rad,
-                              reconstruct_fp_dfxm)
+from analysis.dfxm import (
+    FPDFXMGeometry,
+    FPOptions,
+    Reflection,
+    estimate_pupil_center_rad,
+    misalignment_readout,
+    phase_error_rms_rad,
+    reconstruct_fp_dfxm,
+)
 from sim.dfxm import bars_exit_field, crystal_exit_field, grid_shifts_rad, simulate_frames
 
 REFLECTION = Reflection(hkl=(0, 0, 2), d_spacing_m=2.018e-10)
@@ -123,7 +129,7 @@ def test_crystal_with_dislocations_reconstructs():
     integrates the rest over the bright grain (``initial_phase="diversity_support"``). Phase error
     scored inside the grain, outside a core radius of one FP resolution element λ/(2NA_syn).
     """
-    from analysis.fp_dfxm import find_phase_vortices
+    from analysis.dfxm import find_phase_vortices
 
     geom = _geometry()
     sim = crystal_exit_field(geom.hr_n_px * FINE, geom.hr_pixel_size_m / FINE, REFLECTION, 17.0, seed=3)
@@ -163,7 +169,7 @@ def test_crl_tilt_simulated_lenslet_by_lenslet_and_read_out():
     The simulator multiplies 88 displaced lenslet Gaussians; the analysis reads the tilt from the
     pupil centre estimated from frame brightness (tolerance: that estimate's 0.03 mrad / 0.286).
     """
-    from analysis.fp_dfxm import crl_tilt_from_pupil_center_rad
+    from analysis.dfxm import crl_tilt_from_pupil_center_rad
     from sim.dfxm import crl_pupil
 
     geom = _geometry()

@@ -1,6 +1,6 @@
 """Live pipeline (issue 4): RunEngine → LiveReconstructionCallback → previews and results in Tiled.
 
-The end-to-end accuracy test uses the engine's simulator set-up (tests/system/bragg_sim_problem.py:
+The end-to-end accuracy test uses the engine's simulator set-up (testing/bragg_sim.py:
 4 × 4 jittered raster, 24 angles, 32 × 32 px, known probe; ≈ 45 s); the others use small sizes
 (3 × 3 raster, 5–7 angles, 16 × 16 or 32 × 32 px) and a short fixed-slab recipe.
 """
@@ -26,12 +26,27 @@ from analysis.geometry import DetectorLayout, Roi, seed_geometry
 from devices.sim_beamline import make_sim_beamline
 from devices.testing import EncodingFrameSource, HookedFrameSource
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
-from pxm.live import (FrameGrid, LiveOptions, LiveReconstructionCallback, jsonl_documents, live_recipe,
-                      replay_documents, select_usable, tiled_documents)
+from pxm.live import (
+    FrameGrid,
+    LiveOptions,
+    LiveReconstructionCallback,
+    jsonl_documents,
+    live_recipe,
+    replay_documents,
+    select_usable,
+    tiled_documents,
+)
 from pxm.runengine import make_run_engine
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
-from tests.system.bragg_sim_problem import (lit_regions, make_simulator, raster, rocking_offsets_deg, small_geometry,
-                                            small_probe, truth_p2)
+from testing.bragg_sim import (
+    lit_regions,
+    make_simulator,
+    raster,
+    rocking_offsets_deg,
+    small_geometry,
+    small_probe,
+    truth_p2,
+)
 
 SAMPLE = {"name": "W-live-test", "material": "W"}
 N_EPIE = 6
@@ -100,7 +115,7 @@ def _accuracy_recipe():
 
 def test_live_in_runengine_preview_during_scan_and_strain_accuracy(tiled_layout, raw_dir, tmp_path):
     """End to end in the RE process on the physics simulator, in the set-up where the engine reaches
-    its accuracy (tests/system/bragg_sim_problem.py: 32² ROI, 24 angles, 16 jittered positions, D = 0.5 m,
+    its accuracy (testing/bragg_sim.py: 32² ROI, 24 angles, 16 jittered positions, D = 0.5 m,
     130 nm KB probe, Poisson counts): a preview before stop, the final result linked both ways, and the
     final strain map against the simulator's ε_zz on the eroded lit crystal."""
     _, raw, processed = tiled_layout
@@ -138,7 +153,8 @@ def test_live_in_runengine_preview_during_scan_and_strain_accuracy(tiled_layout,
                                       angles_deg=angles, sample=SAMPLE, exposure_s=0.2, order="raster_outer"))
     t_scan = time.perf_counter() - t0
     (summary,) = cb.wait(120)
-    print(f"scan {t_scan:.1f} s, stop → final {summary['final_delay_s']:.1f} s, live start {summary.get('live_start_t')}")
+    print(f"scan {t_scan:.1f} s, stop → final {summary['final_delay_s']:.1f} s, "
+          f"live start {summary.get('live_start_t')}")
     assert "preview" in seen, "no preview container appeared in Tiled before the stop document"
     preview = processed[seen["preview"]]
     assert preview.metadata["status"] == "complete" and preview.metadata["final_key"] == summary["final_key"]
@@ -346,9 +362,9 @@ def test_live_final_result_carries_half_data_resolution(tiled_layout, raw_dir, g
 
 
 def test_live_engine_on_device_equals_numpy_replay(tiled_layout, raw_dir, geom, tmp_path, monkeypatch):
-    """``LiveOptions(backend="cupy")`` on the CuPy stand-in (tests/fake_cupy.py): previews and the final result
+    """``LiveOptions(backend="cupy")`` on the CuPy stand-in (testing/fake_cupy.py): previews and the final result
     are published from device arrays, and equal a NumPy replay of the same documents (array code both)."""
-    from tests import fake_cupy
+    from testing import fake_cupy
 
     monkeypatch.setenv("PXM_CPU_KERNELS", "0")
     cp, transfers = fake_cupy.install(monkeypatch)

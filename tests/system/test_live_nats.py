@@ -66,7 +66,8 @@ def nats_url(tmp_path):
             server.wait(5)
 
 
-def test_live_over_nats_consumer_started_after_the_run(tiled_layout, tiled_service, raw_dir, geom, tmp_path,
+# raw_dir and geom are the pytest fixtures imported from test_live above (F811 is their use as arguments)
+def test_live_over_nats_consumer_started_after_the_run(tiled_layout, tiled_service, raw_dir, geom, tmp_path,  # noqa: F811
                                                        nats_url):
     """Publish a 3 × 3 × 5 scan to JetStream, then start `pxm live-consumer --nats --once`: it reads
     the stream from its first document and publishes the final result (persistence)."""

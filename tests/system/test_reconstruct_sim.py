@@ -24,13 +24,12 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
-from analysis.engine import EpieOptions, MLOptions, Reconstruction, Recipe, SupportSchedule
+from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.metrics import object_error, probe_error
 from analysis.solvers.model import BraggModel
 from analysis.strain import StrainOptions, strain_from_geometry
 from sim.sample import D220_W_M, CrystalSample, Dislocation, HomogeneousDisplacement, ImplantedLayer, Slab
-from tests.system.bragg_sim_problem import (SimProblem, gaussian_p2, lit_regions, raster, simulate, small_geometry,
-                                            small_probe)
+from testing.bragg_sim import SimProblem, gaussian_p2, lit_regions, raster, simulate, small_geometry, small_probe
 
 NO_SHRINKWRAP = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10**6,
                                 shrinkwrap_stop_iter=10**6)

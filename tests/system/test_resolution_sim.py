@@ -28,8 +28,7 @@ import numpy as np
 import pytest
 
 from pxm.reconstruct import ReconstructOptions, half_data_resolution, prtf_reconstructions, prtf_resolution
-from tests.system.bragg_sim_problem import (half_data_reconstructions, resolution_problem, small_geometry,
-                                            truth_fsc_crossings)
+from testing.bragg_sim import half_data_reconstructions, resolution_problem, small_geometry, truth_fsc_crossings
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,7 @@ def test_prtf_of_random_starts_is_calibrated_and_shows_a_unique_retrieval():
     """
     p, recipe = resolution_problem(2e3)
     inputs = dict(frames=p.frames, mask=p.mask, stage_xyz_m=p.stage_xyz_m, rocking_offsets_deg=p.rocking_offsets_deg)
-    opts = ReconstructOptions(prtf_runs=6, progress=False, scale_probe_to_data=False)
+    opts = ReconstructOptions(prtf_runs=6, progress=False)   # the engine scales the probe (match_initial_scale)
     start = prtf_resolution(prtf_reconstructions(p.geometry, inputs, p.probe_p2,
                                                  dataclasses.replace(recipe, n_epie_iterations=0, n_ml_iterations=0),
                                                  None, opts))

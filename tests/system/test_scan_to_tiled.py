@@ -19,7 +19,7 @@ from bluesky import RunEngineInterrupted
 
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi
 from devices.sim_beamline import make_sim_beamline
-from devices.testing import EncodingFrameSource, decode_frame, HookedFrameSource
+from devices.testing import EncodingFrameSource, HookedFrameSource, decode_frame
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg, rocking_curve_align
 from pxm.runengine import BeamSuspenderOptions, make_run_engine
 
@@ -156,8 +156,8 @@ def test_tiled_down_mid_scan_loses_no_data(raw_dir, geometry, tmp_path):
     def kill(kw):
         service.stop()
 
-    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource((16, 16)), 5, kill), geometry=geometry, data_dir=raw_dir,
-                           exposure_s=0.001)
+    bl = make_sim_beamline(HookedFrameSource(EncodingFrameSource((16, 16)), 5, kill), geometry=geometry,
+                           data_dir=raw_dir, exposure_s=0.001)
     w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs")
     plan, _, _ = _scan(bl, geometry, 2)
     try:
@@ -176,9 +176,8 @@ def test_tiled_down_mid_scan_loses_no_data(raw_dir, geometry, tmp_path):
 
 def test_simulated_crystal_scan_in_tiled(tiled_layout, raw_dir, tmp_path):
     """The physics simulator behind the devices: Bragg signal in the frames Tiled serves."""
-    from sim import BraggSimulator, KBProbe, uniform_strain_sample
-
     from analysis.geometry import seed_geometry
+    from sim import BraggSimulator, KBProbe, uniform_strain_sample
 
     geom = seed_geometry(n_rows_px=32, n_cols_px=32, n_angles=5, rocking_step_deg=0.005, upsampling=1)
     layout = DetectorLayout()
@@ -210,9 +209,8 @@ def test_alignment_finds_the_crystal_misorientation(tiled_layout, raw_dir, tmp_p
     """
     from dataclasses import replace
 
-    from sim import BraggSimulator, KBProbe, uniform_strain_sample
-
     from analysis.geometry import seed_geometry
+    from sim import BraggSimulator, KBProbe, uniform_strain_sample
 
     geom = seed_geometry(n_rows_px=32, n_cols_px=32, n_angles=5, rocking_step_deg=0.005, upsampling=1)
     layout = DetectorLayout()

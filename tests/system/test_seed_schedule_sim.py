@@ -21,7 +21,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.engine import Reconstruction, scaled_recipe, seed_recipe
-from tests.system.bragg_sim_problem import SEED_LIKE_SAMPLE, gaussian_p2, score_reconstruction, seed_like_problem
+from testing.bragg_sim import SEED_LIKE_SAMPLE, gaussian_p2, score_reconstruction, seed_like_problem
 
 MAX_OBJECT_ERROR = 0.45
 MAX_PROBE_ERROR = 0.06

@@ -15,7 +15,7 @@ import pytest
 from analysis.solvers.support import slab_normal
 from analysis.thickness import estimate_thickness_m
 from sim.sample import CrystalSample, ImplantedLayer, Slab
-from tests.system.bragg_sim_problem import raster, simulate, small_geometry, small_probe
+from testing.bragg_sim import raster, simulate, small_geometry, small_probe
 
 
 def _slab_problem(thickness_m: float, tilt: tuple[float, float]):

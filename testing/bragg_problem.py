@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from analysis.bragg.scan import BraggScan
 from analysis.dataset import BraggDataset
 from analysis.geometry import BraggGeometry, cubic_d_spacing_m
 from analysis.operators import view_grid
@@ -52,7 +53,8 @@ class Problem:
 
 
 def make_problem(*, upsampling: int = 1, n_angles: int = 12, step_m: float = 0.25e-6, n_side: int = 4,
-                 thickness_m: float = 0.35e-6, support_thickness_m: float = 0.5e-6, seed: int = 0, edge_sigma_vox: float = 1.0,
+                 thickness_m: float = 0.35e-6, support_thickness_m: float = 0.5e-6, seed: int = 0,
+                 edge_sigma_vox: float = 1.0,
                  truth_margin_m: float = 0.2e-6,
                  probe_sigma_px: tuple[float, float] = (1.3, 2.0), dtype=np.complex128) -> Problem:
     """Jittered raster over a tilted slab with a smooth phase field; noise-free intensities."""
@@ -69,7 +71,7 @@ def make_problem(*, upsampling: int = 1, n_angles: int = 12, step_m: float = 0.2
                            edge_sigma_vox)
     sup = slab_support(g, vg.object_shape, centre, support_thickness_m, 5.5, -2.0)
     shape = vg.object_shape
-    idx = np.meshgrid(*(np.arange(n) - c for n, c in zip(shape, centre)), indexing="ij")
+    idx = np.meshgrid(*(np.arange(n) - c for n, c in zip(shape, centre, strict=True)), indexing="ij")
     phase = 1.2 * np.sin(2 * np.pi * idx[1] / 7.0) * np.cos(2 * np.pi * idx[0] / 17.0) + 0.1 * idx[2] ** 2
     amp = 1.0 + 0.2 * np.cos(2 * np.pi * (idx[0] + idx[1]) / 11.0)
     obj = (soft * true_s * amp * np.exp(1j * phase)).astype(dtype)
@@ -100,7 +102,8 @@ def initial_state(p: Problem, probe: np.ndarray, background: float = 0.0) -> Bra
 
 def perturbed_state(p: Problem, rng: np.random.Generator, background: float = 0.5) -> BraggState:
     """A Gaussian-probe start whose slab ρ is randomly perturbed (±30 % amplitude, ±0.5 rad phase) and
-    scaled to the data (complex64 with float32 data, else complex128): a generic point for cost tests."""
+    scaled to the data (complex64 with float32 data, else complex128): a generic point for cost tests.
+    """
     st = initial_state(p, gaussian_probe(p.geometry, (1.6, 1.8), 0.05), background=background)
     real = p.data.intensities.dtype
     cplx = np.result_type(real, np.complex64)
@@ -113,7 +116,8 @@ def perturbed_state(p: Problem, rng: np.random.Generator, background: float = 0.
 
 def near_truth_state(p: Problem, rng: np.random.Generator) -> BraggState:
     """The true ρ and P2 with 5 % noise (ρ on the support only), in the data's precision: a start
-    where the CG line search takes its quadratic step."""
+    where the CG line search takes its quadratic step.
+    """
     cplx = np.result_type(p.data.intensities.dtype, np.complex64)
     st = initial_state(p, p.true_probe * (1 + 0.05 * rng.standard_normal(p.true_probe.shape)))
     st.object = (p.true_object + 0.05 * np.abs(p.true_object).max() * p.support * rng.standard_normal(
@@ -125,7 +129,8 @@ def near_truth_state(p: Problem, rng: np.random.Generator) -> BraggState:
 
 def with_validity(data: BraggData, case: str, rng: np.random.Generator) -> BraggData:
     """``data`` with a random per-frame (``case='frames'``, position 1 unmeasured) or per-pixel (``'pixels'``)
-    validity mask; any other case returns it unchanged."""
+    validity mask; any other case returns it unchanged.
+    """
     if case == "frames":
         fv = rng.random((data.n_positions, data.intensities.shape[-1])) > 0.3
         fv[1] = False                                       # a position with nothing measured yet
@@ -205,6 +210,13 @@ def engine_inputs(p: Problem, *, with_object_shape: bool = False) -> dict:
     if with_object_shape:
         out["object_shape"] = p.op.object_shape
     return out
+
+
+def scan_of(p: Problem) -> BraggScan:
+    """The problem as the validated :class:`analysis.bragg.BraggScan` that :func:`analysis.bragg.reconstruct` takes."""
+    kw = engine_inputs(p)
+    return BraggScan(geometry=kw["geometry"], frames=kw["frames"], mask=kw["mask"], stage_xyz_m=kw["stage_xyz_m"],
+                     rocking_offsets_deg=kw["rocking_offsets_deg"], sample={"name": "bragg-problem"})
 
 
 def dataset_of(p: Problem) -> BraggDataset:

@@ -1,7 +1,7 @@
 """Run under ``mpirun -n R``: distributed runs on the test problem; rank 0 saves the result.
 
-Usage: ``python -m tests.analysis.mpi_distributed_run OUT.npz [serial]`` (solver sweeps) or
-``python -m tests.analysis.mpi_distributed_run engine DATASET.h5 OUT_PREFIX`` (the whole
+Usage: ``python -m testing.mpi_run OUT.npz [serial]`` (solver sweeps) or
+``python -m testing.mpi_run engine DATASET.h5 OUT_PREFIX`` (the whole
 :class:`analysis.engine.Reconstruction` recipe; every rank saves ``OUT_PREFIX.rank<r>.npz``).
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis.engine import Reconstruction, Recipe, SupportSchedule
+from analysis.engine import Recipe, Reconstruction, SupportSchedule
 from analysis.solvers import distributed
 from analysis.solvers.options import EpieOptions, MLOptions
 from analysis.xp import to_numpy
-from tests.analysis.bragg_problem import gaussian_probe, initial_state, make_problem, tiny_geometry
+from testing.bragg_problem import gaussian_probe, initial_state, make_problem, tiny_geometry
 
 N_SWEEPS = 4
 ENGINE_NA_RAD = (2e-4, 2e-4)
@@ -42,7 +42,8 @@ def run(comm: distributed.Communicator) -> dict[str, np.ndarray]:
 def engine_recipe() -> Recipe:
     """5 mini-batch sweeps (α = 0.6, probe from sweep 1, NA mask until 4, thickness step at 2,
     shrink-wrap at 3 and 4) then 3 ML iterations with the probe refined and the smoothness prior on
-    (its illumination maps and probe gradient are per-rank sums)."""
+    (its illumination maps and probe gradient are per-rank sums).
+    """
     sched = SupportSchedule(thickness_schedule_m=((0, 0.5e-6), (2, 0.55e-6)), shrinkwrap_start_iter=3,
                             shrinkwrap_stop_iter=4, shrinkwrap_every=1)
     return Recipe(n_epie_iterations=5, n_ml_iterations=3, support=sched, background_init=0.1,
@@ -75,7 +76,8 @@ def mpirun() -> str | None:
 
 def mpi_env(root: Path) -> dict[str, str]:
     """Environment of an ``mpirun`` on loopback (TCP over ``lo``, oversubscribed and unbound ranks that
-    yield while they wait, root allowed)."""
+    yield while they wait, root allowed).
+    """
     return dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                 OMPI_MCA_btl="self,tcp", OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo",
                 OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_hwloc_base_binding_policy="none",

@@ -104,7 +104,7 @@ class SimProblem:
     def lab_coordinates(self, shape: tuple[int, int, int], origin_vox: np.ndarray) -> tuple[np.ndarray, ...]:
         """(x, y, z) in metres of every voxel of an object grid with ``origin_vox``."""
         ax = self.geometry.lab_axes()
-        r = [(np.arange(n) - o) * d for n, o, d in zip(shape, origin_vox, self.geometry.voxel_size_m)]
+        r = [(np.arange(n) - o) * d for n, o, d in zip(shape, origin_vox, self.geometry.voxel_size_m, strict=True)]
         r1, r2, r3 = np.meshgrid(*r, indexing="ij")
         return tuple(r1 * ax["e1"][i] + r2 * ax["e2"][i] + r3 * ax["e3"][i] for i in range(3))
 
@@ -143,7 +143,7 @@ def lit_regions(geometry: BraggGeometry, simulator: BraggSimulator, probe_p2: np
     if tuple(vg.object_shape) != tuple(object_shape):
         raise ValueError(f"object shape {tuple(object_shape)} is not the engine's grid {tuple(vg.object_shape)}")
     op = BraggModel.from_geometry(geometry, tuple(object_shape))
-    r = [(np.arange(n) - o) * d for n, o, d in zip(object_shape, vg.origin_vox, geometry.voxel_size_m)]
+    r = [(np.arange(n) - o) * d for n, o, d in zip(object_shape, vg.origin_vox, geometry.voxel_size_m, strict=True)]
     ax = geometry.lab_axes()
     r1, r2, r3 = np.meshgrid(*r, indexing="ij")
     xyz = tuple(r1 * ax["e1"][i] + r2 * ax["e2"][i] + r3 * ax["e3"][i] for i in range(3))
@@ -207,7 +207,8 @@ SEED_LIKE_SAMPLE = CrystalSample(slab=Slab(thickness_m=0.45e-6, tilt_x_deg=5.5, 
 
 def seed_like_problem(*, noise_seed: int | None = 1) -> SimProblem:
     """The seed-schedule problem: :data:`SEED_LIKE_SAMPLE`, :func:`small_geometry`, aberrated KB probe (NA 6e-4),
-    4 × 4 jittered raster at 0.12 µm, 1e9 ph/s × 0.2 s (Poisson with ``noise_seed``)."""
+    4 × 4 jittered raster at 0.12 µm, 1e9 ph/s × 0.2 s (Poisson with ``noise_seed``).
+    """
     return simulate(SEED_LIKE_SAMPLE, geometry=small_geometry(), probe=small_probe(), stage_xyz_m=raster(4, 0.12e-6),
                     noise_seed=noise_seed)
 
@@ -278,7 +279,8 @@ def score_reconstruction(problem: SimProblem, sample: CrystalSample, result: Rec
 def model_frames(geometry: BraggGeometry, op: BraggModel, probe_p2: np.ndarray, obj: np.ndarray,
                  offsets_vox: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
     """(POS, ANGLE, N1, N2) intensities |F(P_j ρ)|² of ``obj`` through the engine's model ``op`` (no simulator):
-    "exact-model" frames, which ``obj`` fits exactly. Angles in the user's order (step sign honoured)."""
+    "exact-model" frames, which ``obj`` fits exactly. Angles in the user's order (step sign honoured).
+    """
     pred = np.stack([np.abs(op.fourier.forward(op.probe_at(probe_p2, shifts_px[j]) * obj[op.view(offsets_vox[j])]))
                      ** 2 for j in range(len(offsets_vox))])          # (POS, N1, N2, NM), increasing angle
     pred = np.moveaxis(pred, -1, 1)
@@ -287,7 +289,8 @@ def model_frames(geometry: BraggGeometry, op: BraggModel, probe_p2: np.ndarray, 
 
 def exact_model_frames(problem: SimProblem, rec: Any, truth: np.ndarray) -> np.ndarray:
     """:func:`model_frames` of ``truth`` on the grid and probe of ``rec`` (a Reconstruction), rescaled to
-    ``problem``'s photon total: data without simulator mismatch, which the truth fits exactly."""
+    ``problem``'s photon total: data without simulator mismatch, which the truth fits exactly.
+    """
     res = rec.result()
     frames = model_frames(problem.geometry, rec.op, problem.probe_p2, truth, res.offsets_vox, res.shifts_px)
     return frames * (problem.frames.sum() / frames.sum())
@@ -297,7 +300,8 @@ def start_next_to_truth(rec: Any, truth: np.ndarray, region: np.ndarray, *, phas
                         corr_vox: float, seed: int = 1) -> None:
     """Set ``rec``'s object to ρ_true·(1 + a)·e^{iφ} in its support, at the engine's starting scale: a smooth
     random phase φ of RMS ``phase_rms_rad`` and amplitude factor a of RMS half that on ``region``, both
-    Gaussian-correlated over ``corr_vox`` voxels."""
+    Gaussian-correlated over ``corr_vox`` voxels.
+    """
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
@@ -326,7 +330,8 @@ def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: Reconstruc
 def resolution_problem(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10):
     """The resolution problem (spec 4.5): 0.3 µm implanted slab, small geometry, 4 × 4 raster, Poisson noise
     at ``flux_ph_per_s`` × 0.2 s; and its recipe: known probe, ``n_epie`` ePIE + ``n_ml`` Poisson-ML sweeps,
-    fixed 0.4 µm slab support. Returns (SimProblem, Recipe)."""
+    fixed 0.4 µm slab support. Returns (SimProblem, Recipe).
+    """
     from analysis.engine import EpieOptions, MLOptions, Recipe, SupportSchedule
 
     g = small_geometry()
@@ -364,8 +369,8 @@ def truth_fsc_crossings(problem: SimProblem, rec, estimate, truth: np.ndarray | 
     FSC(A, truth) = √FSC(A, B), so this is where a calibrated half-data FSC would cross ½-bit. NaN if it
     never does.
     """
+    from analysis.bragg.resolution import fsc_cone_axes
     from analysis.metrics import fourier_shell_correlation, object_error, shell_crossing
-    from pxm.reconstruct import fsc_cone_axes
 
     ra = rec.result()
     tru = problem.truth_object(ra.object.shape, rec._grid.origin_vox) if truth is None else truth

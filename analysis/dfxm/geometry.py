@@ -1,7 +1,7 @@
 """DFXM / FP-DFXM geometry: CRL objective, reflection and FP sampling (spec §1.2–1.6).
 
 One definition shared by the simulator (``sim.dfxm``) and the reconstruction
-(``analysis.fp_dfxm``); it holds numbers and coordinate grids only, no forward model.
+(``analysis.dfxm.forward``, ``analysis.dfxm.epry``); it holds numbers and coordinate grids only, no forward model.
 
 Axes: images are (ROW, COL) with rows vertical (in the scattering plane, Δ2θ, q_2θ)
 and columns horizontal (ξ, q_roll). Angles in the pupil are α = (α_row, α_col) = (Δ2θ, ξ)
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import wavelength_m_from_kev
+from analysis.optical_constants import OpticalConstants, optical_constants
 
 __all__ = [
     "CLASSICAL_ELECTRON_RADIUS_M",
@@ -36,7 +37,11 @@ _BE_Z = 4
 
 
 def be_refractive_decrement(energy_kev: float) -> float:
-    """δ = r_e λ² n_e / (2π) of beryllium (spec §1.4; 1.178e-6 at 17 keV)."""
+    """Free-electron δ = r_e λ² n_e / (2π) of beryllium (spec §1.4; 1.178e-6 at 17 keV).
+
+    The high-energy limit (far above Be's K edge at 111 eV), kept as an independent check of the
+    database values that :class:`CRLObjective` uses (:func:`analysis.optical_constants.optical_constants`).
+    """
     lam = wavelength_m_from_kev(energy_kev)
     n_e = _BE_DENSITY_G_PER_M3 / _BE_MOLAR_MASS_G * _AVOGADRO * _BE_Z
     return CLASSICAL_ELECTRON_RADIUS_M * lam**2 * n_e / (2 * math.pi)
@@ -51,7 +56,12 @@ def _positive(obj: Any, names: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class CRLObjective:
-    """Be compound refractive lens objective (spec §1.4; defaults: ID06, 17 keV, 88 lenslets, M = 17)."""
+    """Compound refractive lens objective (spec §1.4; defaults: ID06 Be lens, 17 keV, 88 lenslets, M = 17).
+
+    δ and μ of the lens material at ``energy_kev`` come from xraydb
+    (:func:`analysis.optical_constants.optical_constants`): Be at 17 keV gives δ = 1.179e-6 and
+    μ = 48.6 m⁻¹ (spec §1.4: ≈49.5 m⁻¹), at 8 keV δ = 5.33e-6 and μ = 208 m⁻¹.
+    """
 
     energy_kev: float = 17.0
     n_lenslets: int = 88
@@ -59,13 +69,22 @@ class CRLObjective:
     """Lenslet apex radius R."""
     lenslet_pitch_m: float = 1.6e-3
     """Lenslet pitch T."""
-    attenuation_per_m: float = 49.5
-    """Linear attenuation μ of Be (≈49.5 m⁻¹ at 17 keV, spec §1.4)."""
+    attenuation_per_m: float | None = None
+    """Linear attenuation μ of the lens material, 1/m; None (default): xraydb's at ``energy_kev`` (:attr:`mu_per_m`)."""
     magnification: float = 17.0
     """|M| of the imaging condition K₁₂ = 0 (image inverted, K₁₁ = −M)."""
+    lens_material: str = "Be"
+    """Lens material, a name or formula xraydb knows (``"Be"``, ``"diamond carbon"``, ``"Al"``, ``"Si"``)."""
+    lens_density_g_per_cm3: float | None = None
+    """Lens density; None: xraydb's value for ``lens_material`` (Be: 1.85 g/cm³)."""
 
     def __post_init__(self) -> None:
-        _positive(self, ("energy_kev", "apex_radius_m", "lenslet_pitch_m", "attenuation_per_m", "magnification"))
+        _positive(self, ("energy_kev", "apex_radius_m", "lenslet_pitch_m", "magnification"))
+        if self.lens_density_g_per_cm3 is not None:
+            _positive(self, ("lens_density_g_per_cm3",))
+        if self.attenuation_per_m is not None:
+            _positive(self, ("attenuation_per_m",))
+        _ = self.lens_optics                               # a lens material or energy xraydb cannot resolve fails here
         if not isinstance(self.n_lenslets, int) or self.n_lenslets < 1:
             raise ValueError(f"CRLObjective.n_lenslets must be an int >= 1, got {self.n_lenslets!r}")
         if self.n_lenslets * self.phi_rad >= math.pi / 2:
@@ -78,9 +97,19 @@ class CRLObjective:
         return wavelength_m_from_kev(self.energy_kev)
 
     @property
+    def lens_optics(self) -> OpticalConstants:
+        """δ, β, μ of the lens material at ``energy_kev`` (xraydb, cached)."""
+        return optical_constants(self.lens_material, self.energy_kev, density_g_per_cm3=self.lens_density_g_per_cm3)
+
+    @property
     def delta(self) -> float:
-        """Refractive decrement of Be."""
-        return be_refractive_decrement(self.energy_kev)
+        """Refractive decrement δ of the lens material at ``energy_kev`` (xraydb)."""
+        return self.lens_optics.delta
+
+    @property
+    def mu_per_m(self) -> float:
+        """μ (1/m) of the aperture: ``attenuation_per_m`` if given, else the lens material's (xraydb)."""
+        return self.lens_optics.mu_per_m if self.attenuation_per_m is None else float(self.attenuation_per_m)
 
     @property
     def lenslet_focal_length_m(self) -> float:
@@ -145,7 +174,7 @@ class CRLObjective:
     def na_rms_rad(self) -> float:
         """Thick-lens Gaussian aperture NA_rms = √(R / (2μ Σₙ[d1 cos nφ + f sinφ sin nφ]²)) (spec §1.4)."""
         s = float(np.sum(self.lenslet_ray_heights_m_per_rad() ** 2))
-        return math.sqrt(self.apex_radius_m / (2 * self.attenuation_per_m * s))
+        return math.sqrt(self.apex_radius_m / (2 * self.mu_per_m * s))
 
     @property
     def aperture_half_angle_rad(self) -> float:

@@ -8,13 +8,17 @@ from devices.testing import decode_frame
 
 
 class DocCollector:
+    """RunEngine subscriber that keeps every (name, document) pair it is given."""
+
     def __init__(self):
         self.docs = []
 
     def __call__(self, name, doc):
+        """Keep one document."""
         self.docs.append((name, doc))
 
     def of(self, name):
+        """The documents of kind ``name`` ("start", "event", ...), in arrival order."""
         return [d for n, d in self.docs if n == name]
 
 
@@ -33,7 +37,7 @@ def check_frames_match_events(docs: DocCollector, geometry, *, x_key="stage_x", 
         assert f["/entry/pxm/complete"][()] == 1
     assert frames.shape[0] == len(events)
     decoded = [decode_frame(fr) for fr in frames]
-    for ev, dec in zip(events, decoded):
+    for ev, dec in zip(events, decoded, strict=True):
         assert round(dec["x_um"] * 1e3) == round(ev["data"][x_key] * 1e3)      # nm resolution
         assert round(dec["y_um"] * 1e3) == round(ev["data"][y_key] * 1e3)
         if theta_key is not None:                                                 # µdeg resolution

@@ -244,7 +244,7 @@ def build() -> tuple[dict[str, types.ModuleType], Transfers]:
     ndarray.__module__ = "cupy._core.core"
     ndarray.__qualname__ = "ndarray"
 
-    cupy = types.ModuleType("cupy", "NumPy-backed CuPy stand-in (tests/fake_cupy.py)")
+    cupy = types.ModuleType("cupy", "NumPy-backed CuPy stand-in (testing/fake_cupy.py)")
     cupy.ndarray = ndarray
     cupy.transfers = tr
 

@@ -1,0 +1,462 @@
+"""The one Bragg-ptychography reconstruction: scan + recipe + probe → :class:`~analysis.bragg.outcome.Outcome`.
+
+``pxm reconstruct``, the live pipeline's final result, the tests and the benchmarks call :func:`reconstruct`:
+it builds the engine (:func:`build_engine`), iterates the whole recipe, computes the quality metrics (R-factor
+per phase, cost, free cost, convergence, E_ρ against a truth), then the post-processing (strain/tilt maps,
+optional half-data FSC and PRTF), whose failures are recorded in the outcome, never raised.
+
+The initial probe is scaled in exactly one place: the engine's constructor, when ``recipe.match_initial_scale``
+(√(Σ ω I / Σ ω |Ψ|²) over every measured frame; :class:`analysis.engine.Reconstruction`). The factor is
+``metrics["initial_probe_scale"]``. Callers pass the probe as made (model or file), unscaled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from analysis.bragg.outcome import Outcome, error_line, software_info
+from analysis.bragg.resolution import PRTFEstimate, ResolutionEstimate, half_data_resolution, prtf_resolution
+from analysis.bragg.scan import BraggScan
+from analysis.engine import ReconstructionResult
+from analysis.geometry import BraggGeometry
+from analysis.metrics import ConvergenceVerdict, convergence, random_phase_prtf
+from analysis.sample_record import sample_record
+from analysis.solvers.distributed import Communicator
+from analysis.strain import StrainOptions
+from analysis.xp import array_module, backend, device_description
+
+__all__ = ["PipelineOptions", "TruthObject", "recipe_geometry", "build_engine", "iterate", "reconstruct",
+           "prtf_reconstructions", "run_metrics", "free_cost_metrics", "convergence_metrics"]
+
+TruthObject = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""ρ_true at sample-frame points x, y, z in metres (arrays of one shape), e.g. ``BraggSimulator.truth_object``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineOptions:
+    """How :func:`reconstruct` runs, besides the recipe: probe mask, backend, post-processing, progress."""
+
+    probe_na_rad: tuple[float, float] | None = None
+    """(V, H) NA of the ePIE probe mask (the engine's ``probe_na_rad``); None: no mask."""
+    backend: str = "auto"
+    """Array backend: ``"auto"``, ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
+    strain: StrainOptions = dataclasses.field(default_factory=StrainOptions)
+    """Options of the strain maps (``pxm reconstruct``: the defaults; the live pipeline keeps the ramp)."""
+    fsc: bool = False
+    """Also reconstruct two binomial half-data sets and their FSC (spec 4.5); triples the run time."""
+    fsc_split_seed: int = 0
+    """Seed of the binomial photon split."""
+    fsc_illumination_fraction: float = 0.1
+    """FSC mask: voxels in both supports where Σ_j |P_j|² ≥ this fraction of its maximum."""
+    prtf_runs: int = 0
+    """K > 0: also K reconstructions from random starts and their PRTF (K >= 6)."""
+    prtf_seed: int = 0
+    """Seed of the PRTF runs' random starts (run k: ``prtf_seed + k``)."""
+    progress: bool = False
+    """Show a tqdm bar on stderr (rank 0 only under MPI)."""
+    progress_label: str = "pxm reconstruct"
+    """Label of the bars."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "numpy", "cupy"):
+            raise ValueError(f"PipelineOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
+        if self.prtf_runs < 0:
+            raise ValueError(f"PipelineOptions.prtf_runs must be >= 0, got {self.prtf_runs}")
+        if self.prtf_runs and random_phase_prtf(self.prtf_runs) >= 1 / np.e:
+            raise ValueError(f"PipelineOptions.prtf_runs: {self.prtf_runs} runs with unrelated phases already "
+                             "average above the 1/e threshold; use at least 6")
+        if not 0.0 < self.fsc_illumination_fraction < 1.0:
+            raise ValueError(f"PipelineOptions.fsc_illumination_fraction must lie in (0, 1), "
+                             f"got {self.fsc_illumination_fraction}")
+
+
+def recipe_geometry(geometry: BraggGeometry, recipe: Any) -> BraggGeometry:
+    """``geometry`` with the recipe's up-sampling U (the grid the probe and the object live on).
+
+    Parameters
+    ----------
+    geometry
+        The scan's geometry.
+    recipe
+        A :class:`analysis.engine.Recipe`; ``recipe.upsampling`` None keeps ``geometry.upsampling``.
+
+    Returns
+    -------
+    BraggGeometry
+        The geometry the engine runs on; make the initial probe on its ``recon_shape[1:]``.
+    """
+    if recipe.upsampling is not None and recipe.upsampling != geometry.upsampling:
+        return dataclasses.replace(geometry, upsampling=recipe.upsampling)
+    return geometry
+
+
+def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_rad: tuple[float, float] | None = None,
+                 backend_name: str = "auto", comm: Communicator | None = None,
+                 frame_valid: np.ndarray | None = None) -> Any:
+    """An :class:`analysis.engine.Reconstruction` on ``scan``; the engine scales the probe (``match_initial_scale``).
+
+    Parameters
+    ----------
+    scan
+        Frames, mask, stage positions and rocking offsets.
+    recipe
+        The :class:`analysis.engine.Recipe`.
+    probe
+        (N2, N3) complex initial P2 on ``recipe_geometry(scan.geometry, recipe).recon_shape[1:]``.
+    probe_na_rad
+        (V, H) NA of the ePIE probe mask, or None.
+    backend_name
+        ``"auto"``, ``"numpy"`` or ``"cupy"``.
+    comm
+        MPI communicator, or None.
+    frame_valid
+        (POS, ANGLE) bool overriding ``scan.frame_valid`` (e.g. the live engine), or None.
+
+    Returns
+    -------
+    analysis.engine.Reconstruction
+        The engine, before its first iteration.
+    """
+    from analysis.engine import Reconstruction  # looked up at call time: tests may wrap the class
+
+    fv = scan.frame_valid if frame_valid is None else frame_valid
+    return Reconstruction(scan.geometry, scan.frames, scan.mask, scan.stage_xyz_m, scan.rocking_offsets_deg, probe,
+                          recipe=recipe, probe_na_rad=probe_na_rad, frame_valid=fv, comm=comm,
+                          xp=backend(backend_name))
+
+
+def iterate(rec: Any, *, progress: bool = False, label: str = "pxm reconstruct",
+            on_phase_end: Callable[[Any, str], None] | None = None) -> Any:
+    """Iterate the whole recipe of ``rec`` (one iteration at a time, with a tqdm bar when ``progress``).
+
+    Parameters
+    ----------
+    rec
+        An :class:`analysis.engine.Reconstruction`.
+    progress
+        Show the bar on stderr.
+    label
+        The bar's description.
+    on_phase_end
+        Called as ``on_phase_end(rec, phase)`` once after each phase ('epie', 'ml') ends.
+
+    Returns
+    -------
+    analysis.engine.Reconstruction
+        ``rec``, iterated until ``rec.remaining_iterations`` is 0 (fewer iterations when the free-data rule stops).
+    """
+    from tqdm import tqdm
+
+    done: set[str] = set()
+    with tqdm(total=rec.recipe.n_iterations, desc=label, unit="it", disable=not progress, dynamic_ncols=True) as bar:
+        while rec.remaining_iterations > 0:
+            rec.iterate(1)
+            bar.update(1)
+            if on_phase_end is not None:
+                for phase in set(rec.phase_r_factors) - done - {"initial"}:
+                    done.add(phase)
+                    on_phase_end(rec, phase)
+            ph, cost = rec.last_step                  # not rec.result(): no copy of ρ/P2 per iteration
+            phase = "ML" if ph == "ml" else "ePIE"
+            bar.set_postfix_str(f"{phase} cost {cost:.4g}" if rec.iteration % 10 == 0
+                                or rec.remaining_iterations == 0 else phase, refresh=False)
+    return rec
+
+
+def reconstruct(scan: BraggScan, recipe: Any, probe: np.ndarray, *, comm: Communicator | None = None,
+                options: PipelineOptions = PipelineOptions(), recipe_name: str = "custom",
+                probe_source: str = "given", truth_object: TruthObject | None = None,
+                checkpoint: Callable[[Outcome], Any] | None = None) -> Outcome:
+    """Run the engine on ``scan``, then the quality metrics and the post-processing; return the :class:`Outcome`.
+
+    The probe is scaled in one place only: by the engine, when ``recipe.match_initial_scale`` (the default),
+    so that the model predicts the measured counts over all frames; the factor is
+    ``metrics["initial_probe_scale"]``.
+
+    Parameters
+    ----------
+    scan
+        The validated scan (under MPI: this rank's share, :meth:`BraggScan.from_share`).
+    recipe
+        The :class:`analysis.engine.Recipe` (support, shrink-wrap, schedule).
+    probe
+        (N2, N3) complex initial P2 on ``recipe_geometry(scan.geometry, recipe)``, unscaled.
+    comm
+        MPI communicator (``docs/mpi.md``; ``recipe.epie.n_batches`` >= 1), or None. Every rank returns the same
+        result; FSC and PRTF are not available then.
+    options
+        Probe mask, backend, strain options, FSC/PRTF, progress bar.
+    recipe_name, probe_source
+        Recorded in the outcome and its provenance.
+    truth_object
+        ρ_true at sample-frame points (x, y, z) in metres: E_ρ against it at each phase's end
+        (``truth_e_rho_<phase>``, ``truth_e_rho``); a failure is recorded as ``truth_error``.
+    checkpoint
+        Called with the outcome before any post-processing (write the results there: nothing is lost if a
+        step below fails).
+
+    Returns
+    -------
+    Outcome
+        Result, metrics, timings, strain maps, resolution, convergence, post-processing errors, provenance.
+
+    Raises
+    ------
+    ValueError
+        FSC/PRTF requested under MPI; a share without its communicator; what the engine cannot take.
+    """
+    t0 = time.perf_counter()
+    if comm is not None or scan.is_share:
+        if options.fsc or options.prtf_runs:
+            raise ValueError("reconstruct_dataset: the FSC half-data runs and the PRTF runs are not available under "
+                             "MPI; drop --fsc / --prtf")
+        if comm is None:
+            raise ValueError(f"reconstruct_dataset: the share holds {scan.frames.shape[0]} of "
+                             f"{scan.n_positions} positions; pass the communicator it was read for")
+        options = dataclasses.replace(options, progress=options.progress and comm.rank == 0)
+    rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
+                       comm=comm)
+    if scan.positions is not None and not np.array_equal(rec.positions, scan.positions):
+        raise ValueError(f"reconstruct_dataset: the share holds positions {scan.positions[:4]}... but this rank "
+                         f"owns {rec.positions[:4]}...; read it with read_dataset_share(path, rank=, size=)")
+    t_setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    errors: dict[str, str] = {}
+    truth_errors: dict[str, float] = {}
+    truth_grid: list[np.ndarray] = []
+
+    def _phase_done(r: Any, phase: str) -> None:            # error against the truth at each phase's end
+        if truth_object is None or "truth_error" in errors:
+            return
+        try:
+            if not truth_grid:
+                truth_grid.append(_truth_on_grid(truth_object, r))
+            truth_errors[phase] = _truth_object_error(r, truth_grid[0])
+        except Exception as exc:                        # noqa: BLE001 - reported, never fatal
+            errors["truth_error"] = error_line(exc)
+
+    iterate(rec, progress=options.progress, label=options.progress_label, on_phase_end=_phase_done)
+    t_iter = time.perf_counter() - t1
+    res = rec.result()
+    metrics: dict[str, Any] = {**run_metrics(res, n_angles=scan.n_angles),
+                               "initial_probe_scale": float(rec.initial_probe_scale), **free_cost_metrics(res)}
+    verdict = convergence(res.costs, res.phases, res.r_factors)
+    metrics.update(convergence_metrics(verdict))
+    metrics.update({f"truth_e_rho_{k}": v for k, v in truth_errors.items()})
+    if truth_errors:
+        metrics["truth_e_rho"] = truth_errors[res.phases[-1]] if res.phases[-1] in truth_errors else float("nan")
+    timings = {"setup_s": t_setup, "iterations_s": t_iter,
+               "per_iteration_mean_s": float(np.mean(res.timings_s)) if res.timings_s else 0.0}
+    n_ranks = 1 if comm is None else int(comm.size)
+    device = device_description(array_module(rec.state.object))
+    provenance = {**scan.provenance, "software": "pxm", "software_info": software_info(), "recipe_name": recipe_name,
+                  "probe_source": probe_source, "dataset": scan.source, "sample_name": scan.sample.get("name"),
+                  "sample": sample_record(scan.sample, scan.geometry),   # material/hkl/d: pxm polarization's gate
+                  "phases": list(res.phases), "mpi_ranks": n_ranks, "device": device}
+    outcome = Outcome(result=res, metrics=dict(metrics), timings_s=dict(timings), recipe=recipe,
+                      recipe_name=recipe_name, probe_source=probe_source, convergence=verdict,
+                      postprocessing_errors=dict(errors), n_ranks=n_ranks, device=device,
+                      provenance={k: v for k, v in provenance.items() if v is not None}, sample=dict(scan.sample))
+    if checkpoint is not None:
+        checkpoint(outcome)                             # nothing computed so far is lost if a step below fails
+    strain, resolution, prtf_est = _postprocess(rec, scan, recipe, probe, options, metrics, timings, errors)
+    return dataclasses.replace(outcome, strain=strain, resolution=resolution, prtf=prtf_est, metrics=metrics,
+                               timings_s=timings, postprocessing_errors=errors)
+
+
+def _postprocess(rec: Any, scan: BraggScan, recipe: Any, probe: np.ndarray, options: PipelineOptions,
+                 metrics: dict[str, Any], timings: dict[str, float], errors: dict[str, str],
+                 ) -> tuple[Any, ResolutionEstimate | None, PRTFEstimate | None]:
+    """Strain maps, half-data FSC and PRTF; fills ``metrics``, ``timings`` and ``errors`` in place."""
+    from analysis import strain as strain_module  # looked up at call time: tests replace strain_from_geometry
+
+    res = rec.result()
+    strain = resolution = prtf_est = None
+    t2 = time.perf_counter()
+    try:
+        strain = strain_module.strain_from_geometry(res.object, res.geometry, support=res.support,
+                                                    amplitude_reference=rec.illuminated_support(),
+                                                    options=options.strain)
+        metrics["valid_strain_voxels"] = int(np.sum(np.asarray(strain.mask)))
+    except Exception as exc:                            # noqa: BLE001 - reported in the results, never fatal
+        errors["strain"] = error_line(exc)
+    timings["strain_s"] = time.perf_counter() - t2
+    if options.fsc:
+        from analysis.metrics import binomial_split
+
+        t3 = time.perf_counter()
+        try:
+            half_a, half_b = binomial_split(scan.frames, rng=np.random.default_rng(options.fsc_split_seed))
+            halves = []
+            for name, frames in (("half A", half_a), ("half B", half_b)):
+                r_half = build_engine(scan.with_frames(frames), recipe, probe, probe_na_rad=options.probe_na_rad,
+                                      backend_name=options.backend)
+                halves.append(iterate(r_half, progress=options.progress, label=f"{options.progress_label} {name}"))
+            resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
+                                              illumination_fraction=options.fsc_illumination_fraction)
+            metrics.update(resolution.metrics())
+        except Exception as exc:                        # noqa: BLE001
+            errors["fsc"] = error_line(exc)
+        timings["fsc_s"] = time.perf_counter() - t3
+    if options.prtf_runs:
+        t4 = time.perf_counter()
+        try:
+            runs = prtf_reconstructions(scan, recipe, probe, options)
+            prtf_est = prtf_resolution(runs, seed=options.prtf_seed)
+            metrics.update(prtf_est.metrics())
+        except Exception as exc:                        # noqa: BLE001
+            errors["prtf"] = error_line(exc)
+        timings["prtf_s"] = time.perf_counter() - t4
+    return strain, resolution, prtf_est
+
+
+def prtf_reconstructions(scan: BraggScan, recipe: Any, probe: np.ndarray, options: PipelineOptions) -> list[Any]:
+    """``options.prtf_runs`` reconstructions of the full data from random starts, for :func:`prtf_resolution`.
+
+    Run k starts from the support with a white random phase (seed ``prtf_seed + k``) and visits the
+    positions in its own random order (``recipe.rng_seed + 1 + k``); probe, recipe and data are the
+    main run's. Random starts are what make the PRTF test uniqueness (Chapman et al. 2006).
+
+    Parameters
+    ----------
+    scan, recipe, probe
+        As for :func:`reconstruct`.
+    options
+        ``prtf_runs``, ``prtf_seed``, probe mask, backend, progress.
+
+    Returns
+    -------
+    list of analysis.engine.Reconstruction
+        The K iterated engines.
+    """
+    runs = []
+    for k in range(options.prtf_runs):
+        r = dataclasses.replace(recipe, rng_seed=recipe.rng_seed + 1 + k)
+        rec = build_engine(scan, r, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend)
+        rng = np.random.default_rng(options.prtf_seed + k)
+        phase = np.exp(2j * np.pi * rng.random(tuple(rec.state.object.shape)))
+        xp = array_module(rec.state.object)
+        rec.state.object = rec.state.object * xp.asarray(phase, dtype=rec.state.object.dtype)
+        runs.append(iterate(rec, progress=options.progress,
+                            label=f"{options.progress_label} PRTF run {k + 1}/{options.prtf_runs}"))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def free_cost_metrics(result: ReconstructionResult) -> dict[str, Any]:
+    """Scalar summary of the held-out (free) data checks for ``/metrics``.
+
+    Parameters
+    ----------
+    result
+        The engine's result.
+
+    Returns
+    -------
+    dict
+        ``free_*`` keys; empty without held-out data.
+    """
+    h = result.free
+    if h is None:
+        return {}
+    return {"free_fraction": float(h.fraction), "free_unit": h.unit, "free_entries": int(h.n_free_entries),
+            "free_best_cost": float(h.best_free_cost), "free_best_iteration": int(h.best_iteration or 0),
+            "free_final_cost": float(h.free_costs[-1]) if h.free_costs else float("nan"),
+            "free_stopped_phases": ",".join(h.stopped_phases),
+            # the last check per phase
+            **{f"free_cost_{ph}": float(c) for ph, c in zip(h.phases, h.free_costs, strict=True)},
+            **{f"free_r_factor_{k}": float(v) for k, v in result.free_r_factors.items()}}
+
+
+def run_metrics(result: ReconstructionResult, *, n_angles: int) -> dict[str, Any]:
+    """Counts, cost and R-factor per phase of a run for ``/metrics`` (docs/dataset-format.md §2, "Quality").
+
+    ``final_<phase>_cost`` is the last cost of each phase; ``r_factor_initial``, ``r_factor_<phase>``:
+    :meth:`analysis.engine.Reconstruction.r_factor` before the first iteration and at each phase's end;
+    ``r_factor``: at the end of the last phase.
+
+    Parameters
+    ----------
+    result
+        The engine's result.
+    n_angles
+        Rocking angles of the scan.
+
+    Returns
+    -------
+    dict
+        The scalar metrics.
+    """
+    costs = np.asarray(result.costs, float)
+    phases = np.asarray(result.phases)
+    out: dict[str, Any] = {
+        "n_iterations": int(result.iterations),
+        "final_cost": float(costs[-1]) if costs.size else float("nan"),
+        "final_epie_cost": float(costs[phases == "epie"][-1]) if np.any(phases == "epie") else float("nan"),
+        "final_ml_cost": float(costs[phases == "ml"][-1]) if np.any(phases == "ml") else float("nan"),
+        "n_positions": int(result.offsets_vox.shape[0]),
+        "n_angles": int(n_angles),
+        "support_voxels": int(np.sum(result.support)),
+    }
+    out.update({f"r_factor_{k}": float(v) for k, v in result.r_factors.items()})
+    last = str(phases[-1]) if phases.size else None
+    out["r_factor"] = float(result.r_factors.get(last, float("nan"))) if last else float("nan")
+    return out
+
+
+def convergence_metrics(verdict: ConvergenceVerdict) -> dict[str, Any]:
+    """The convergence verdict for ``/metrics``: ``converged`` and how it was reached.
+
+    Parameters
+    ----------
+    verdict
+        Of :func:`analysis.metrics.convergence`.
+
+    Returns
+    -------
+    dict
+        ``converged`` and the ``convergence_*`` keys.
+    """
+    from analysis.metrics import ConvergenceRule
+
+    return {"converged": bool(verdict.converged), "convergence_phase": verdict.phase,
+            "convergence_relative_cost_change": float(verdict.relative_cost_change),
+            "convergence_window_iterations": int(verdict.window_iterations),
+            "convergence_reason": verdict.reason, "convergence_rule": ConvergenceRule().describe()}
+
+
+def _truth_on_grid(truth_object: TruthObject, rec: Any) -> np.ndarray:
+    """ρ_true at every voxel of the engine's object grid (positions from the result's placement)."""
+    res_shape = tuple(int(n) for n in rec.state.object.shape)
+    idx = np.stack(np.meshgrid(*(np.arange(n) for n in res_shape), indexing="ij"), axis=-1)
+    pos = rec.placement.position_m(idx)
+    tru = np.asarray(truth_object(pos[..., 0], pos[..., 1], pos[..., 2]))
+    if tru.shape != res_shape:
+        raise ValueError(f"truth_object: returned shape {tru.shape} for points of shape {res_shape}; it must map "
+                         "(x, y, z) arrays in metres to ρ of the same shape")
+    return tru
+
+
+def _truth_object_error(rec: Any, truth: np.ndarray) -> float:
+    """E_ρ of the engine's current ρ against ``truth`` on the lit crystal.
+
+    The region: |ρ_true| ≥ ½ max dilated by one voxel, ∧ Σ_j|P_j|² ≥ 20 % of its maximum (as the simulator
+    tests' region).
+    """
+    from scipy.ndimage import binary_dilation
+
+    from analysis.metrics import object_error
+    from analysis.xp import to_numpy
+
+    amp = np.abs(truth)
+    w = rec.illumination()
+    lit = binary_dilation(amp >= 0.5 * amp.max(), iterations=1) & (w >= 0.2 * w.max())
+    if not lit.any():
+        raise ValueError("truth_object: the true crystal is nowhere lit by the probe on this object grid")
+    return float(object_error(to_numpy(rec.state.object), truth, support=lit).error)

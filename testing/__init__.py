@@ -1,0 +1,24 @@
+"""Test support for pxm: problem factories, truth metrics and the operator contract (like ``ophyd_async.testing``).
+
+The tests (``tests/``) and the benchmarks (``benchmarks/``) import these modules; they are installed with
+the package (``pip install -e .``), so no ``PYTHONPATH`` is needed:
+
+* :mod:`testing.bragg_problem`: a tiny noise-free problem built with the inversion's own operators
+  (solver unit tests), and its error metrics;
+* :mod:`testing.bragg_sim`: small data sets from the independent simulator (:mod:`sim`) on the engine's
+  grid, and the truth metrics of a reconstruction (E_ρ, strain and phase RMSE, FSC against the truth);
+* :mod:`testing.operator_contract`: the adjointness contract every operator in :mod:`analysis.operators`
+  satisfies;
+* :mod:`testing.fake_cupy`: a NumPy-backed CuPy stand-in that enforces CuPy's host/device rules;
+* :mod:`testing.gpu_traffic`: that stand-in instrumented to count kernel launches, device bytes, host↔device
+  copies and host syncs (``benchmarks/gpu_traffic.py``);
+* :mod:`testing.mpi_run`: distributed runs under ``mpirun`` (``python -m testing.mpi_run``);
+* :mod:`testing.plan_checks`: document collection and frame/event checks for Bluesky plans;
+* :mod:`testing.epics_ioc`: a caproto IOC with motor-record-like PVs and a ring current, run as a process on
+  loopback (the EPICS device tests);
+* :mod:`testing.recipe_quality`: the data sets and the runner of "quality by recipe" (a recipe scored against
+  the truth along the run: best and last state).
+
+Runtime code (``pxm``, ``plans``, ``devices``, ``sim``, ``analysis``) must not import this package: an
+import-linter contract in ``pyproject.toml`` forbids it. Pytest fixtures stay in ``tests/conftest.py``.
+"""

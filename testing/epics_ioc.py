@@ -1,0 +1,292 @@
+"""A caproto IOC that serves pxm's EPICS devices on loopback: motor-record-like axes and a ring current.
+
+Run it as a process (``python -m testing.epics_ioc --prefix PXMTEST: --interfaces 127.0.0.1``) with
+``EPICS_CA_SERVER_PORT`` set; :func:`serve_ioc` does that for tests and waits until the PVs answer.
+
+PVs under ``<prefix>`` (what ``devices.motion.Goniometer``, ``devices.motion.PiezoStage`` and
+``devices.beam.BeamMonitor`` connect to):
+
+* ``GONIO:THETA``, ``GONIO:TTH`` (deg), ``STAGE:X``, ``STAGE:Y``, ``STAGE:Z`` (um): the fields of a motor
+  record that ``ophyd.EpicsMotor`` reads (``.VAL .RBV .DMOV .MOVN .HLM .LLM .HLS .LLS .TDIR .STOP .VELO
+  .ACCL .EGU .OFF .DIR .FOFF .SET .HOMF .HOMR``);
+* ``RING:CURRENT`` (mA): the storage-ring current, writable so that a test can dump the beam.
+
+Motor behaviour follows the EPICS motor record where ophyd depends on it: a put to ``.VAL`` outside
+[``.LLM``, ``.HLM``] is refused by the IOC (``.VAL``'s control limits are the soft limits, so ophyd's
+``EpicsMotor.check_value`` raises ``LimitError`` before anything is sent); an accepted put drops ``.DMOV``
+to 0, moves ``.RBV`` towards the target at ``.VELO`` egu/s and raises ``.DMOV`` back to 1 at the end, even
+for a zero-length move; a new target while moving retargets; ``.STOP`` = 1 ends the motion where it is
+and sets ``.VAL`` to ``.RBV``. Acceleration, backlash, dial/user offsets and homing are not modelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from caproto import ChannelType
+from caproto.server import PVGroup, SubGroup, pvproperty, run
+
+TICK_S = 0.02
+"""Interval between ``.RBV`` updates during a move (s)."""
+NOMINAL_CURRENT_MA = 200.0
+"""Ring current the IOC starts with (mA)."""
+
+
+class MotorAxis(PVGroup):
+    """One motor-record-like axis (fields of ``ophyd.EpicsMotor``) moving at a finite velocity.
+
+    Parameters
+    ----------
+    egu
+        Engineering units of positions (``.EGU`` and the ``units`` of ``.VAL``/``.RBV``).
+    limits_egu
+        (low, high) soft limits: ``.LLM``, ``.HLM`` and the control limits of ``.VAL``.
+    velocity_egu_per_s
+        ``.VELO``: speed of every move.
+    initial_egu
+        Starting ``.VAL`` and ``.RBV``.
+    """
+
+    val = pvproperty(name=".VAL", value=0.0, precision=6, doc="User desired value")
+    rbv = pvproperty(name=".RBV", value=0.0, precision=6, read_only=True, doc="User readback value")
+    dmov = pvproperty(name=".DMOV", value=1, read_only=True, doc="Done moving to value")
+    movn = pvproperty(name=".MOVN", value=0, read_only=True, doc="Motor is moving")
+    hlm = pvproperty(name=".HLM", value=0.0, precision=6, doc="User high limit")
+    llm = pvproperty(name=".LLM", value=0.0, precision=6, doc="User low limit")
+    hls = pvproperty(name=".HLS", value=0, read_only=True, doc="At high limit switch")
+    lls = pvproperty(name=".LLS", value=0, read_only=True, doc="At low limit switch")
+    tdir = pvproperty(name=".TDIR", value=0, read_only=True, doc="Direction of travel (1: positive)")
+    stop = pvproperty(name=".STOP", value=0, doc="Stop")
+    velo = pvproperty(name=".VELO", value=1.0, precision=6, doc="Velocity (egu/s)")
+    accl = pvproperty(name=".ACCL", value=0.0, precision=3, doc="Seconds to velocity (not modelled)")
+    egu = pvproperty(name=".EGU", value="", dtype=ChannelType.STRING, doc="Engineering units")
+    off = pvproperty(name=".OFF", value=0.0, doc="User offset (not modelled)")
+    dir = pvproperty(name=".DIR", value=0, doc="User direction (not modelled)")
+    foff = pvproperty(name=".FOFF", value=0, doc="Offset freeze switch (not modelled)")
+    set = pvproperty(name=".SET", value=0, doc="Set/use switch (not modelled)")
+    homf = pvproperty(name=".HOMF", value=0, doc="Home forward (not modelled)")
+    homr = pvproperty(name=".HOMR", value=0, doc="Home reverse (not modelled)")
+
+    def __init__(self, *args: Any, egu: str, limits_egu: tuple[float, float], velocity_egu_per_s: float,
+                 initial_egu: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        low, high = (float(v) for v in limits_egu)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"{self.prefix}: limits_egu must be finite with low < high, got {limits_egu!r}")
+        if not (math.isfinite(velocity_egu_per_s) and velocity_egu_per_s > 0):
+            raise ValueError(f"{self.prefix}: velocity_egu_per_s must be > 0, got {velocity_egu_per_s!r}")
+        if not low <= initial_egu <= high:
+            raise ValueError(f"{self.prefix}: initial_egu {initial_egu} lies outside the limits [{low}, {high}]")
+        self.egu_name = egu
+        self.limits_egu = (low, high)
+        self.velocity_egu_per_s = float(velocity_egu_per_s)
+        self.initial_egu = float(initial_egu)
+        self._targets: asyncio.Queue[float] | None = None
+        self._stop_requested = False
+
+    @val.startup  # type: ignore[no-redef]
+    async def val(self, instance: Any, async_lib: Any) -> None:
+        """Publish units, limits, velocity and the start position, then run the motion loop forever."""
+        low, high = self.limits_egu
+        self._targets = asyncio.Queue()
+        for pv in (self.val, self.rbv, self.hlm, self.llm):
+            await pv.write_metadata(units=self.egu_name)
+        await self.egu.write(self.egu_name)
+        await self.velo.write(self.velocity_egu_per_s)
+        await self.llm.write(low, verify_value=False)
+        await self.hlm.write(high, verify_value=False)
+        await self.val.write_metadata(lower_ctrl_limit=low, upper_ctrl_limit=high)
+        await self.val.write(self.initial_egu, verify_value=False)
+        await self.rbv.write(self.initial_egu)
+        while True:
+            await self._move(await self._targets.get())
+
+    @val.putter  # type: ignore[no-redef]
+    async def val(self, instance: Any, value: float) -> float:
+        """Accept a target inside [LLM, HLM] (caproto checks the control limits first) and queue the move."""
+        if self._targets is None:
+            raise RuntimeError(f"{self.prefix}.VAL: the motion loop has not started yet; retry")
+        self._stop_requested = False
+        self._targets.put_nowait(float(value))
+        return value
+
+    @stop.putter  # type: ignore[no-redef]
+    async def stop(self, instance: Any, value: int) -> int:
+        """STOP = 1 ends the current move where it is; the field reads 0 again at once (like the record)."""
+        if value:
+            self._stop_requested = True
+        return 0
+
+    @hlm.putter  # type: ignore[no-redef]
+    async def hlm(self, instance: Any, value: float) -> float:
+        """Move the high soft limit; ``.VAL``'s upper control limit follows (ophyd reads limits there)."""
+        if not value > self.llm.value:
+            raise ValueError(f"{self.prefix}.HLM: {value} must exceed .LLM = {self.llm.value}")
+        await self.val.write_metadata(upper_ctrl_limit=float(value))
+        return value
+
+    @llm.putter  # type: ignore[no-redef]
+    async def llm(self, instance: Any, value: float) -> float:
+        """Move the low soft limit; ``.VAL``'s lower control limit follows."""
+        if not value < self.hlm.value:
+            raise ValueError(f"{self.prefix}.LLM: {value} must lie below .HLM = {self.hlm.value}")
+        await self.val.write_metadata(lower_ctrl_limit=float(value))
+        return value
+
+    async def _move(self, target_egu: float) -> None:
+        """Drive ``.RBV`` to ``target_egu`` at ``.VELO``; DMOV 1 → 0 → 1 around it (also for no motion)."""
+        assert self._targets is not None   # set by the startup hook that calls this
+        await self.dmov.write(0)
+        await self.movn.write(1)
+        position = float(self.rbv.value)
+        while True:
+            await self.tdir.write(1 if target_egu >= position else 0)
+            step_egu = max(float(self.velo.value), 1e-12) * TICK_S
+            while not self._stop_requested and self._targets.empty() and position != target_egu:
+                await asyncio.sleep(TICK_S)
+                remaining = target_egu - position
+                position = target_egu if abs(remaining) <= step_egu else position + math.copysign(step_egu, remaining)
+                await self.rbv.write(position)
+            if self._stop_requested:
+                self._stop_requested = False
+                while not self._targets.empty():
+                    self._targets.get_nowait()
+                await self.val.write(position, verify_value=False)   # the record sets VAL = RBV on a stop
+                break
+            if self._targets.empty():
+                break
+            target_egu = self._targets.get_nowait()                   # retarget without ending the move
+        await self.movn.write(0)
+        await self.dmov.write(1)
+
+
+class RingCurrent(PVGroup):
+    """The storage-ring current (mA); writable so a test can simulate a beam dump and a refill."""
+
+    current = pvproperty(name="CURRENT", value=NOMINAL_CURRENT_MA, precision=3, units="mA",
+                         lower_ctrl_limit=0.0, upper_ctrl_limit=1000.0, doc="Ring current (mA)")
+
+
+class BeamlineIOC(PVGroup):
+    """The EPICS side of one pxm Bragg-ptychography beamline: goniometer, piezo stage, ring current.
+
+    Limits match the sim twins' defaults (``SimGoniometer``, ``SimPiezoStage``). Velocities are
+    realistic for a piezo stage (50 um/s) and quick for the goniometer (20 deg/s).
+    """
+
+    theta = SubGroup(MotorAxis, prefix="GONIO:THETA", egu="deg", limits_egu=(-10.0, 100.0),
+                     velocity_egu_per_s=20.0)
+    tth = SubGroup(MotorAxis, prefix="GONIO:TTH", egu="deg", limits_egu=(-5.0, 170.0), velocity_egu_per_s=40.0)
+    x = SubGroup(MotorAxis, prefix="STAGE:X", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
+    y = SubGroup(MotorAxis, prefix="STAGE:Y", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
+    z = SubGroup(MotorAxis, prefix="STAGE:Z", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
+    ring = SubGroup(RingCurrent, prefix="RING:")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve :class:`BeamlineIOC` until killed (port from ``EPICS_CA_SERVER_PORT``)."""
+    parser = argparse.ArgumentParser(description=BeamlineIOC.__doc__)
+    parser.add_argument("--prefix", required=True, help="PV prefix, e.g. PXMTEST:")
+    parser.add_argument("--interfaces", nargs="+", default=["127.0.0.1"], help="addresses to listen on")
+    args = parser.parse_args(argv)
+    ioc = BeamlineIOC(prefix=args.prefix)
+    run(ioc.pvdb, module_name="caproto.asyncio.server", interfaces=args.interfaces)
+
+
+# --- the process, for tests -------------------------------------------------------------------------------
+def free_loopback_port() -> int:
+    """A port free on 127.0.0.1 for both TCP and UDP (CA serves searches on UDP, circuits on TCP)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free for both TCP and UDP on 127.0.0.1 after 50 tries")
+
+
+def loopback_ca_environment(server_port: int, repeater_port: int) -> dict[str, str]:
+    """The Channel Access variables that keep servers and clients on 127.0.0.1 and the given ports."""
+    return {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
+            "EPICS_CA_SERVER_PORT": str(server_port), "EPICS_CA_REPEATER_PORT": str(repeater_port),
+            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1"}
+
+
+@dataclass(frozen=True)
+class IOCProcess:
+    """A running :class:`BeamlineIOC` process and how to reach it."""
+
+    prefix: str
+    environment: dict[str, str]
+    """The CA variables of :func:`loopback_ca_environment` that clients must use."""
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s: float = 30.0
+              ) -> Iterator[IOCProcess]:
+    """Run :class:`BeamlineIOC` as ``python -m testing.epics_ioc`` until the block ends; wait for its PVs.
+
+    Readiness is a Channel Access read of ``<prefix>RING:CURRENT`` through caproto's sync client with
+    ``environment`` (the read blocks this thread only). Raises RuntimeError, with the IOC's output, if the
+    process exits or does not answer within ``startup_timeout_s``.
+    """
+    from caproto.sync.client import read
+
+    env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1"}
+    log = tempfile.TemporaryFile()              # a file, not a pipe: a chatty IOC never blocks on output
+    proc = subprocess.Popen([sys.executable, "-m", "testing.epics_ioc", "--prefix", prefix,
+                             "--interfaces", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        saved = {k: os.environ.get(k) for k in environment}
+        os.environ.update(environment)          # caproto's sync client reads the CA variables from here
+        try:
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    out = log.read().decode(errors="replace")
+                    raise RuntimeError(f"IOC process exited with {proc.returncode} before serving:\n{out}")
+                try:
+                    read(f"{prefix}RING:CURRENT", timeout=1.0)
+                    break
+                except Exception as exc:        # noqa: BLE001 - not up yet: caproto raises several types
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"IOC at {prefix} did not answer within {startup_timeout_s} s "
+                                           f"({exc!r})") from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        yield IOCProcess(prefix=prefix, environment=dict(environment), process=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
