@@ -12,6 +12,7 @@ Layout inside the server (``docs/decisions/0006-tiled-layout.md``):
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
@@ -30,16 +31,47 @@ import httpx
 RAW_CONTAINER = "raw"
 PROCESSED_CONTAINER = "processed"
 HEALTH_TIMEOUT_S = 60.0
+MIN_API_KEY_LENGTH = 16
+"""Shortest API key pxm accepts (``pxm serve``, ``pxm demo``, every ``--api-key``)."""
 
 
 def check_api_key(api_key: str) -> str:
-    """Return ``api_key`` or raise ValueError: Tiled accepts only alphanumeric keys."""
+    """Return ``api_key`` or raise ValueError: ASCII letters and digits only, at least 16 of them.
+
+    Tiled accepts only alphanumeric keys; a short key can be guessed, so pxm refuses keys shorter than
+    :data:`MIN_API_KEY_LENGTH` (a generated key is 32 hex digits) wherever it takes one.
+    """
     if not api_key or not api_key.isalnum() or not api_key.isascii():
         raise ValueError(
             f"Tiled API key {api_key!r} is not usable: it must be non-empty ASCII letters and digits "
             "only (Tiled rejects other characters and the server would fail to start)"
         )
+    if len(api_key) < MIN_API_KEY_LENGTH:
+        raise ValueError(
+            f"the API key has {len(api_key)} characters; pxm needs at least {MIN_API_KEY_LENGTH} letters and "
+            "digits: use the key `pxm serve` printed, or leave --api-key out and unset $PXM_TILED_API_KEY "
+            "for a generated one (32 hex digits, e.g. python -c 'import secrets; print(secrets.token_hex(16))')"
+        )
     return api_key
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError naming the fix when ``port`` on ``host`` is already taken (e.g. by another server).
+
+    Without this check a second server fails to bind while the health check is answered by the first
+    one, and every request goes to the other server's catalog.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise OSError(f"cannot bind {host}:{port} ({exc.strerror or exc}): check --host and --port") from exc
+            raise OSError(
+                f"port {port} on {host} is already in use ({exc.strerror or exc}), perhaps by another "
+                "`pxm serve`/`pxm demo`: stop that server, pick another --port, or leave --port out for a free one"
+            ) from exc
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -135,17 +167,23 @@ class TiledService:
         """Write the config, start the server and wait until /healthz answers."""
         import yaml
 
+        from pxm.datadir import data_umask, file_mode, secure_dir
+
         cfg = self.config
         for d in (cfg.data_dir, cfg.data_dir / "data", cfg.raw_path):
-            d.mkdir(parents=True, exist_ok=True)
+            secure_dir(d)                      # 0700 (0750 with $PXM_GROUP_ACCESS) when created here
+        if cfg.port:
+            check_port_free(cfg.host, cfg.port)
         self._port = cfg.port or free_port(cfg.host)
         cfg_path = cfg.data_dir / "tiled-config.yml"
         cfg_path.write_text(yaml.safe_dump(cfg.config_dict(self._port), sort_keys=False))
         os.chmod(cfg_path, 0o600)  # holds the API key
         self._log_file = open(self.log_path, "ab")
+        os.chmod(self.log_path, file_mode())
+        # The server writes the catalog database, zarr arrays and duckdb tables: private like the rest.
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tiled", "serve", "config", str(cfg_path)],
-            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True, umask=data_umask(),
         )
         self._wait_healthy()
         return self
@@ -214,9 +252,23 @@ class TiledService:
 
 
 def connect(uri: str, api_key: str) -> Any:
-    """Connect a Tiled client to ``uri``; a down server gives a ConnectionError naming the URL."""
+    """Connect a Tiled client to ``uri``; every way this fails is one exception whose message names the fix.
+
+    The one place the CLI opens a Tiled client: a short or malformed key or a URI that is not http(s)
+    gives ValueError, a down server ConnectionError, a refused key PermissionError (all caught by
+    :func:`pxm.cli.main` and printed as one line).
+    """
+    from urllib.parse import urlsplit
+
     from tiled.client import from_uri
 
+    check_api_key(api_key)
+    parts = urlsplit(uri or "")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"--tiled-uri {uri!r} is not an http(s) URL: give the address `pxm serve` printed, "
+            "e.g. http://127.0.0.1:8000"
+        )
     try:
         return from_uri(uri, api_key=api_key)
     except httpx.ConnectError as exc:
@@ -224,6 +276,19 @@ def connect(uri: str, api_key: str) -> Any:
             f"cannot reach the Tiled server at {uri} ({exc}); start it with `pxm serve` "
             "or pass the right --tiled-uri"
         ) from exc
+    except httpx.HTTPStatusError as exc:
+        code = exc.response.status_code
+        if code in (401, 403):
+            raise PermissionError(
+                f"the Tiled server at {uri} refused the API key (HTTP {code}): pass the key that server's "
+                "`pxm serve` printed with --api-key or $PXM_TILED_API_KEY"
+            ) from exc
+        raise ConnectionError(
+            f"the Tiled server at {uri} answered HTTP {code} ({exc.response.reason_phrase}); "
+            "check --tiled-uri and the server's log"
+        ) from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise ConnectionError(f"cannot talk to a Tiled server at {uri} ({exc}); check --tiled-uri") from exc
 
 
 def ensure_layout(root: Any) -> tuple[Any, Any]:
@@ -249,7 +314,19 @@ class TiledSession:
 
 @contextmanager
 def tiled_session(server: TiledServerConfig, tiled_uri: str | None = None) -> Iterator[TiledSession]:
-    """Reach ``tiled_uri``, or start an embedded server from ``server`` for the block and stop it after."""
+    """Reach ``tiled_uri``, or start an embedded server from ``server`` for the block and stop it after.
+
+    Files written in the block (detector HDF5, JSONL, figures) are private to the user, or to the
+    group with ``$PXM_GROUP_ACCESS`` (:func:`pxm.datadir.private_files` sets the process umask).
+    """
+    from pxm.datadir import private_files
+
+    with private_files(), _tiled_session(server, tiled_uri) as session:
+        yield session
+
+
+@contextmanager
+def _tiled_session(server: TiledServerConfig, tiled_uri: str | None) -> Iterator[TiledSession]:
     service = None
     if tiled_uri is None:
         print(f"starting Tiled (catalog {server.resolved_catalog_uri}) ...")

@@ -7,8 +7,10 @@ Heavy imports sit inside the command functions so ``pxm --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("pxm-data")
@@ -42,20 +44,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the Tiled server on its own until Ctrl-C."""
     from pxm.catalog import TiledService, ensure_layout
 
-    service = TiledService(_server_config(args)).start()
-    ensure_layout(service.client())
-    print(f"Tiled server: {service.uri}")
-    print(f"API key:      {service.config.api_key}")
-    print(f"data folder:  {service.config.data_dir}  (detector files under {service.config.raw_path})")
-    print(f"catalog:      {service.config.resolved_catalog_uri}")
-    print(f"connect:      from tiled.client import from_uri; c = from_uri('{service.uri}', "
-          f"api_key='{service.config.api_key}')")
-    print("Ctrl-C stops the server.")
+    service = TiledService(_server_config(args))
+    with _stop_on_signals():                            # SIGTERM/SIGHUP/SIGINT: stop the Tiled child too
+        try:
+            service.start()
+            ensure_layout(service.client())
+            print(f"Tiled server: {service.uri}")
+            print(f"API key:      {service.config.api_key}")
+            print(f"data folder:  {service.config.data_dir}  (detector files under {service.config.raw_path})")
+            print(f"catalog:      {service.config.resolved_catalog_uri}")
+            print(f"connect:      from tiled.client import from_uri; c = from_uri('{service.uri}', "
+                  f"api_key='{service.config.api_key}')")
+            print("Ctrl-C stops the server.", flush=True)
+            return service.wait()
+        except KeyboardInterrupt:
+            print("stopping the Tiled server", file=sys.stderr)
+            return 0
+        finally:
+            service.stop()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM, SIGHUP and SIGINT into one KeyboardInterrupt for the block, in the main thread.
+
+    ``pxm serve`` starts Tiled in its own session, so a signal to ``pxm serve`` alone would leave
+    the server running; the interrupt lets the ``finally`` stop it. Further signals are ignored
+    until the block ends, so a second Ctrl-C cannot cut the stop short (it ends in SIGKILL anyway).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     try:
-        return service.wait()
-    except KeyboardInterrupt:
-        service.stop()
-        return 0
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -115,6 +150,26 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output_path(path: Path, option: str, inputs: tuple[Path | None, ...] = ()) -> None:
+    """Raise ValueError unless ``path`` can be written.
+
+    Its folder must exist and be writable; it must not be a folder, a read-only file or one of ``inputs``.
+    """
+    out = Path(path)
+    folder = out.parent
+    if out.is_dir():
+        raise ValueError(f"{option} {out} is a folder; give a file name, e.g. {option} {out / 'results.h5'}")
+    if not folder.is_dir():
+        raise ValueError(f"{option} {out}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+                         "or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ValueError(f"{option} {out}: not writable here (permissions of {folder}); choose another path")
+    for given in inputs:
+        if given is not None and (out.resolve() == Path(given).resolve()
+                                  or (Path(given).exists() and out.exists() and out.samefile(given))):
+            raise ValueError(f"{option} {out} is the input file {given}; write to another file")
+
+
 def _probe_options(args: argparse.Namespace) -> dict:
     """ReconstructOptions fields of --probe-recentre, --probe-blur-px, --probe-na-mask."""
     na = None if args.probe_na_mask is None else (float(args.probe_na_mask[0]), float(args.probe_na_mask[1]))
@@ -145,6 +200,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise ValueError("give either DATASET.h5 or --run UID (not both)")
     if args.publish and args.run is None:
         raise ValueError("--publish needs --run UID (the raw run the result belongs to)")
+    inputs = (args.dataset, args.probe_file)           # output paths are checked before hours of computing
+    check_output_path(args.output, "-o", inputs=inputs)
+    if args.cxi is not None:
+        check_output_path(args.cxi, "--cxi", inputs=(*inputs, args.output))
     recipe, given = recipe_from_args(args)
     if args.free_fraction:
         from analysis.engine import FreeDataOptions

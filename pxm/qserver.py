@@ -125,7 +125,12 @@ def namespace_from_env() -> dict[str, Any]:
 
     ``PXM_DATA_DIR`` (default ``pxm-data``), ``PXM_TILED_URI``, ``PXM_TILED_API_KEY`` and ``PXM_LIVE``
     (live reconstruction into ``/processed``; on unless ``0``/``false``/``no``/``off``).
+    The worker process's files in the data folder are private (umask 077; 027 with ``PXM_GROUP_ACCESS``,
+    :mod:`pxm.datadir`).
     """
+    from pxm.datadir import data_umask
+
+    os.umask(data_umask())          # the RE worker process writes detector HDF5 and JSONL for its lifetime
     return build_namespace(data_dir=Path(os.environ.get("PXM_DATA_DIR", "pxm-data")),
                            tiled_uri=os.environ.get("PXM_TILED_URI"),
                            api_key=os.environ.get("PXM_TILED_API_KEY"),

@@ -16,7 +16,7 @@ from devices.testing import EncodingFrameSource
 os.environ.setdefault("TILED_RETRY_ATTEMPTS", "1")
 os.environ.setdefault("TILED_RETRY_TIMEOUT", "5")
 
-TEST_API_KEY = "pxmtestkey"
+TEST_API_KEY = "pxmtestkey0123456789"  # >= 16 characters: pxm refuses shorter keys
 
 
 def _cupy_or_skip():

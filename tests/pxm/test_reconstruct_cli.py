@@ -164,9 +164,10 @@ def test_bad_inputs_give_one_line_errors(capsys, tmp_path, dataset_file, tiled_s
     assert "no-such-run" in err
 
     down = f"http://127.0.0.1:{free_port()}"
-    err = _one_line_error(capsys, ["export", "x", "--tiled-uri", down, "--api-key", "k", "-o", str(tmp_path / "d.h5")])
+    err = _one_line_error(capsys, ["export", "x", "--tiled-uri", down, "--api-key", "k" * 16,
+                                   "-o", str(tmp_path / "d.h5")])
     assert "cannot reach" in err and down in err
-    err = _one_line_error(capsys, ["reconstruct", "--run", "x", "--tiled-uri", down, "--api-key", "k",
+    err = _one_line_error(capsys, ["reconstruct", "--run", "x", "--tiled-uri", down, "--api-key", "k" * 16,
                                    "-o", str(tmp_path / "r.h5")])
     assert "cannot reach" in err
 

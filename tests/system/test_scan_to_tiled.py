@@ -149,7 +149,8 @@ def test_tiled_down_mid_scan_loses_no_data(raw_dir, geometry, tmp_path):
     """Tiled dies during the scan: the scan completes, every frame is in HDF5, every document in JSONL."""
     from pxm.catalog import TiledServerConfig, TiledService, ensure_layout
 
-    service = TiledService(TiledServerConfig(data_dir=tmp_path / "tiled2", raw_dir=raw_dir, api_key="pxmtestkey"))
+    service = TiledService(TiledServerConfig(data_dir=tmp_path / "tiled2", raw_dir=raw_dir,
+                                             api_key="pxmtestkey0123456789"))
     service.start()
     raw, _ = ensure_layout(service.client())
 
