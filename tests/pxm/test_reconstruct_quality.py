@@ -125,11 +125,21 @@ def test_truth_hook_reports_the_error_against_the_truth_per_phase(dataset_file):
     assert third.strain is not None and "truth_e_rho" not in third.metrics
 
 
-def test_a_failed_cxi_export_is_reported_and_the_rest_written(dataset_file, tmp_path, capsys):
+def test_a_failed_cxi_export_is_reported_and_the_rest_written(dataset_file, tmp_path, capsys, monkeypatch):
     out = tmp_path / "results.h5"
+    # a --cxi path that cannot be written is refused before any computing (issue 15: outputs checked first) ...
     rc = main(["reconstruct", str(dataset_file), "-o", str(out), "--recipe", "quick", "--no-progress",
                "--cxi", str(tmp_path / "no-such-dir" / "out.cxi")])
+    assert rc == 1 and not out.exists() and "no-such-dir" in capsys.readouterr().err
+    # ... and an export that fails while writing (a full disk) is reported, with everything else written
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("analysis.dataset.write_cxi", disk_full)
+    rc = main(["reconstruct", str(dataset_file), "-o", str(out), "--recipe", "quick", "--no-progress",
+               "--cxi", str(tmp_path / "out.cxi")])
     err = capsys.readouterr().err
-    assert rc == 3 and "warning: CXI export failed: " in err and "Traceback" not in err
+    assert rc == 3 and "warning: CXI export failed: " in err and "No space left" in err and "Traceback" not in err
     r = read_results(out)
     assert set(r["postprocessing_errors"]) == {"cxi"} and "reconstruction" in r["strain"]
