@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 from nexusformat.nexus import NeXusError, NXfield, NXgroup, nxload
 
-from analysis.dataset import BraggDataset, jsonable, validate_dataset
+from analysis.dataset import BraggDataset, jsonable, open_for_reading, validate_dataset
 from analysis.geometry import BraggGeometry, wavelength_m_from_kev
 
 __all__ = [
@@ -451,13 +451,7 @@ def import_cxi_dataset(path: str | Path, *, upsampling: int | None = None,
         One line naming the file and the missing or inconsistent field.
     """
     source = str(path)
-    if not Path(path).is_file():
-        raise ValueError(f"{source}: no such file; check the path")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{source}: not an HDF5 file ({exc})") from exc
-    with f:
+    with open_for_reading(path) as f:
         r = _Reader(f, source)
         notes: list[str] = []
         det = "instrument_1/detector_1"

@@ -31,6 +31,7 @@ __all__ = [
     "FORMAT_VERSION",
     "BraggDataset",
     "validate_dataset",
+    "open_for_reading",
     "write_dataset",
     "read_dataset",
     "DatasetShare",
@@ -287,6 +288,17 @@ def _unchecked_dataset(kw: dict[str, Any]) -> BraggDataset:
     for k, v in kw.items():
         object.__setattr__(ds, k, v)
     return ds
+
+
+def open_for_reading(path: str | Path) -> h5py.File:
+    """``path`` opened read-only; ValueError naming the file when it is missing or not HDF5 (one line)."""
+    source = str(path)
+    if not Path(path).is_file():
+        raise ValueError(f"{source}: no such file; check the path")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{source}: not an HDF5 file ({exc})") from exc
 
 
 def read_dataset(path: str | Path) -> BraggDataset:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from pyevtk.hl import gridToVTK
 from pyevtk.vtk import VtkFile, VtkImageData
+
+from analysis.dataset import open_for_reading
 
 __all__ = ["VtkExport", "export_results_vtk", "VTK_SUFFIXES"]
 
@@ -64,13 +65,7 @@ def _fail(source: str, key: str, msg: str) -> ValueError:
 def _read(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(point arrays, origin_m, axes_lab, voxel_size_m, skipped lines) of a results file."""
     source = str(path)
-    if not path.is_file():
-        raise ValueError(f"{source}: no such file; check the path")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{source}: not an HDF5 file ({exc})") from exc
-    with f:
+    with open_for_reading(path) as f:
         if f.attrs.get("format") != "pxm-bragg-results":
             raise _fail(source, "/@format", f"{f.attrs.get('format')!r}, expected 'pxm-bragg-results' "
                         "(a file of pxm reconstruct)")
