@@ -1,4 +1,4 @@
-"""Fused CPU kernels (Numba) of the per-position Bragg ePIE step (seed Eqs 5–11, 13; spec 2.1–2.2).
+"""Fused CPU kernels (Numba) of the per-position Bragg ePIE step (seed Eqs 1, 5–11, 13).
 
 Each kernel does in one parallel pass over the box what the array code in
 :mod:`analysis.solvers.epie` does with a chain of NumPy temporaries; the numbers agree to
@@ -24,7 +24,7 @@ _FAST = {"nsz", "arcp", "contract", "reassoc"}
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def extrusion_spectrum(p2_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) -> None:
-    """out[n1, n2, f] = P̂2[n2, f] · e^{-2πi (n1 − c) d f}: B in r3-frequency space (spec 1.6)."""
+    """out[n1, n2, f] = P̂2[n2, f] · e^{-2πi (n1 − c) d f}: B in r3-frequency space (docs/geometry.md, Operators)."""
     n1p, n2, n3 = out.shape
     for a in nb.prange(n1p):
         for b in range(n2):
@@ -74,7 +74,8 @@ def _fold_row(p3: np.ndarray, view: np.ndarray, out: np.ndarray, a: int, accumul
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def folded_exit_wave(p3: np.ndarray, view: np.ndarray, out: np.ndarray, pmax_rows: np.ndarray,
                      vmax_rows: np.ndarray, accumulate: bool = False) -> None:
-    """out[n2, n1, k] (+)= Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3 (spec 2.1).
+    """out[n2, n1, k] (+)= Σ_u (P_j·V)[n1, n2, uNM + k]: the exit wave ψ_j folded along r3
+    (seed Eq 1; docs/geometry.md, Operators).
 
     ``out`` is laid out (N2, N1P, NM): the long r1 transform then runs on the middle axis.
     ``accumulate`` adds to ``out`` (a sum of products, e.g. P ΔV + ΔP V of the ML line search).
@@ -87,7 +88,7 @@ def folded_exit_wave(p3: np.ndarray, view: np.ndarray, out: np.ndarray, pmax_row
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def apply_ramp(field: np.ndarray, ramp: np.ndarray, conjugate: bool) -> None:
-    """field[n2, n1, k] *= ramp[n1, k] (or its conjugate): the shear ramp of spec 1.2, in place."""
+    """field[n2, n1, k] *= ramp[n1, k] (or its conjugate): the shear ramp of docs/geometry.md, Operators, in place."""
     n2, n1p, nm = field.shape
     for b in nb.prange(n2):
         for a in range(n1p):
@@ -213,7 +214,7 @@ def projection_spectrum(g_hat: np.ndarray, slices: np.ndarray, out: np.ndarray) 
                 out[b, f] += g_hat[a, b, f] * slices[a, f].conjugate()
 
 
-# --- maximum-likelihood refinement (spec 3; seed Eq 4) ------------------------------------------
+# --- maximum-likelihood refinement (Thibault & Guizar-Sicairos 2012; seed Eq 4) ---------------------------------------
 # The crop A is the unnormalised F_meas(P_j V) in FFT order (|Ψ|² = scale2·|A|²); data are centred
 # (rows: FFT-order → centred index along r1; along r2 and k two contiguous runs, as in
 # :func:`_modulus_row`). Elementwise math and sums in float64.
@@ -263,7 +264,8 @@ def _data_term_row(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, p
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def ml_data_term(field: np.ndarray, intensity: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
                  background: np.ndarray, rows: np.ndarray, scale2: float, poisson: bool, write_chi: bool) -> float:
-    """Σ ω ℓ(h, I) with h = |Ψ|² + b (spec 3): amplitude ℓ = (√h − √I)² (seed Eq 4) or Poisson h − I log h.
+    """Σ ω ℓ(h, I) with h = |Ψ|² + b (Thibault & Guizar-Sicairos 2012): amplitude ℓ = (√h − √I)²
+    (seed Eq 4) or Poisson h − I log h.
 
     With ``write_chi``: field ← scale2·A·χ/Ψ, χ = ∂L/∂Ψ* = ω(1 − √I/√h)Ψ or ω(1 − I/h)Ψ, so that the
     unnormalised adjoint of the crop is g = F^H χ.
@@ -333,7 +335,7 @@ def _line_sums_row(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi
 def ml_line_sums(psi0: np.ndarray, psi1: np.ndarray, psi2: np.ndarray, has_psi2: bool, intensity: np.ndarray,
                  mask: np.ndarray, plane_ok: np.ndarray, background: np.ndarray, rows: np.ndarray, scale2: float,
                  poisson: bool) -> tuple[float, float]:
-    """(L'(0), L''(0)) of the data term along Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3), float64 sums.
+    """(L'(0), L''(0)) of the data term along Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (Thibault & Guizar-Sicairos 2012), float64 sums.
 
     h(t) = A0 + A1 t + A2 t² + …: A0 = |Ψ0|² + b, A1 = 2Re(Ψ0*Ψ1), A2 = |Ψ1|² + 2Re(Ψ0*Ψ2).
     Poisson: L' = Σω A1(1 − I/A0), L'' = Σω[2A2(1 − I/A0) + I(A1/A0)²]. Amplitude: a0 = √A0,
@@ -371,7 +373,8 @@ def _gradient_run(g_obj: np.ndarray, rho: np.ndarray, p: np.ndarray, g: np.ndarr
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def ml_gradient(g_obj: np.ndarray, obj: np.ndarray, offset: np.ndarray, p3: np.ndarray, g_fold: np.ndarray,
                 probe_gradient: bool, w0: np.ndarray | None, r0: np.ndarray | None, strength: np.float32) -> None:
-    """∇ρ* L += scatter_{o_j}(P_j* g_j) (spec 3) and, if asked, p3 ← ρ_j* g_j (for ∇P2* = B^H of it).
+    """∇ρ* L += scatter_{o_j}(P_j* g_j) (Thibault & Guizar-Sicairos 2012) and, if asked, p3 ← ρ_j* g_j
+    (for ∇P2* = B^H of it).
 
     g_j[n1, n2, c] = g_fold[n2, n1, c mod NM] (the adjoint fold replicates the planes);
     ``g_obj`` and ρ are the whole arrays (C order). For the ML smoothness prior

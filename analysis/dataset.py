@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "pxm-bragg-dataset"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
+"""1.1 adds the optional general geometry (``/geometry/frame``, ``/geometry/diffractometer``); 1.0 files read."""
 RESULTS_FORMAT_NAME = "pxm-bragg-results"
 RESULTS_STATUS = ("iterations complete", "complete", "complete with post-processing errors")
 """Values of the results file's ``/@status``: the reconstruction is written and post-processing is pending
@@ -210,6 +211,16 @@ def _write_scalar(group: h5py.Group, name: str, value: Any) -> None:
 def _write_geometry(group: h5py.Group, geometry: BraggGeometry) -> None:
     md = geometry.to_metadata()
     derived = md.pop("derived")
+    frame = md.pop("frame", None)
+    diffractometer = md.pop("diffractometer", None)
+    if frame is not None:                      # format 1.1: general diffractometer geometry
+        fg = group.create_group("frame")
+        for k, v in frame.items():
+            _write_scalar(fg, k, np.asarray(v, float))
+        fg.attrs["description"] = "GeometryFrame: unit vectors in the sample frame (docs/geometry.md)"
+    if diffractometer is not None:
+        dd = group.create_dataset("diffractometer", data=json.dumps(diffractometer))
+        dd.attrs["content"] = "json: analysis.diffractometer.Diffractometer.to_metadata() (circles, angles in deg)"
     for k, v in md.items():
         if v is None:
             continue
@@ -228,10 +239,14 @@ def _read_geometry(f: h5py.File, source: str) -> BraggGeometry:
     for k, v in g.items():
         if isinstance(v, h5py.Dataset):
             val = v[()]
-            md[k] = val.item() if np.ndim(val) == 0 else val.tolist()
+            md[k] = val if isinstance(val, bytes) else val.item() if np.ndim(val) == 0 else val.tolist()
             if isinstance(md[k], bytes):
                 md[k] = md[k].decode()
     try:
+        if isinstance(md.get("diffractometer"), str):
+            md["diffractometer"] = json.loads(md["diffractometer"])
+        if isinstance(g.get("frame"), h5py.Group):
+            md["frame"] = {k: (v[()].tolist() if np.ndim(v[()]) else float(v[()])) for k, v in g["frame"].items()}
         return BraggGeometry.from_metadata(md)
     except (ValueError, TypeError) as exc:
         raise _fail(source, "/geometry", str(exc)) from exc
@@ -419,7 +434,7 @@ def scan_axes(rocking_angle_deg: np.ndarray, stage_position_m: np.ndarray,
     if np.abs(angles - ang[None]).max() > 0.05 * abs(geometry.rocking_step_deg):
         raise ValueError("dataset: /data/rocking_angle_deg differs between positions by more than 5 % of a step")
     # the grid of angles is what the engine needs; absolute misalignment is harmless
-    return stage, ang - geometry.theta_bragg_deg
+    return stage, ang - geometry.rocking_centre_deg
 
 
 # --------------------------------------------------------------------------- results

@@ -1,4 +1,5 @@
-"""Bragg-ptychography reconstruction engine: recipes and an online ``Reconstruction`` (spec 2.3).
+"""Bragg-ptychography reconstruction engine: recipes and an online ``Reconstruction``
+(seed Methods; docs/seed-schedule.md).
 
 The recipe follows the seed's Methods (Li et al., Nat. Commun. 12, 7059 (2021)): 1000
 ePIE-type sweeps then 500 ML iterations; α, β, γ, μ = 1, 0.5, 0.1, 0.02; probe frozen for
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from analysis.dataset import DatasetShare, read_dataset_share, scan_axes
-from analysis.geometry import BraggGeometry
+from analysis.geometry import BraggGeometry, rocking_shift_phase, rocking_shift_steps
 from analysis.operators.fourier import measured_band_mask
 from analysis.operators.probe import probe_na_mask, probe_width_along_p1_m
 from analysis.operators.scan import ObjectPlacement, object_placement, positions_to_voxels, view_grid
@@ -26,7 +27,7 @@ from analysis.solvers import distributed, epie, ml
 from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunicator, owned_positions
 from analysis.solvers.free import FreeCostHistory, FreeDataMonitor, held_out_rows, split_data
 from analysis.solvers.model import BraggData, BraggModel, BraggState
-from analysis.solvers.options import EpieOptions, FreeDataOptions, MLOptions
+from analysis.solvers.options import EpieOptions, Execution, FreeDataOptions, MLOptions
 from analysis.solvers.quality import r_factor_sums
 from analysis.solvers.smoothness import illumination_maps
 from analysis.solvers.support import shrink_wrap, shrinkwrap_floor, slab_support, smoothed_amplitude
@@ -120,9 +121,9 @@ class Recipe:
     """The whole schedule: ePIE sweeps, ML iterations and support handling."""
 
     n_epie_iterations: int = 1000
-    """Sweeps of the per-position update (spec 2.2)."""
+    """Sweeps of the per-position update (seed Eqs 5–11, 13)."""
     n_ml_iterations: int = 500
-    """ML-CG iterations after the sweeps (spec 3)."""
+    """ML-CG iterations after the sweeps (Thibault & Guizar-Sicairos 2012)."""
     epie: EpieOptions = field(default_factory=EpieOptions)
     """Options of :func:`analysis.solvers.epie.step`."""
     ml: MLOptions = field(default_factory=MLOptions)
@@ -175,19 +176,21 @@ class Recipe:
 
 
 def seed_recipe() -> Recipe:
-    """The seed's joint probe/object schedule (Methods; spec 2.3)."""
+    """The seed's joint probe/object schedule (seed Methods; docs/seed-schedule.md)."""
     return Recipe()
 
 
 def scaled_recipe(recipe: Recipe, *, n_epie_iterations: int, n_ml_iterations: int | None = None) -> Recipe:
-    """``recipe`` with its ePIE sweep count and every sweep breakpoint scaled (seed Methods schedule, spec 2.3).
+    """``recipe`` with its ePIE sweep count and every sweep breakpoint scaled
+    (seed Methods schedule; docs/seed-schedule.md).
 
     With f = n_epie_iterations / recipe.n_epie_iterations, the thickness-schedule starts, the
     shrink-wrap window and period, the first probe-update sweep and the NA-mask stop become
-    round(f·sweep). Breakpoints that were > 0 stay ≥ 1 (the probe stays frozen for at least one
-    sweep, shrink-wrap runs at most every sweep); thickness steps that collapse onto one sweep keep
-    the later thickness; a shrink-wrap that never runs (start None) stays so. ``n_ml_iterations`` None
-    scales the ML count by f as well (at least 1 if the recipe had any). E.g.
+    round(f·sweep), and so do the difference-map sweeps (``epie.dm_iterations``). Breakpoints that were
+    > 0 stay ≥ 1 (the probe stays frozen for at least one sweep, shrink-wrap runs at most every sweep);
+    thickness steps that collapse onto one sweep keep the later thickness; a shrink-wrap that never runs
+    (start None, or an old-style start past the recipe's last sweep such as 10 ** 6) becomes None.
+    ``n_ml_iterations`` None scales the ML count by f as well (at least 1 if the recipe had any). E.g.
     ``scaled_recipe(seed_recipe(), n_epie_iterations=60, n_ml_iterations=20)``: thickness 0.5/0.7/0.9 µm
     from sweeps 0/6/12, shrink-wrap every sweep in 18–30, probe from sweep 1.
     """
@@ -199,16 +202,18 @@ def scaled_recipe(recipe: Recipe, *, n_epie_iterations: int, n_ml_iterations: in
         return 0 if it <= 0 else max(1, int(round(f * it)))
 
     sched = recipe.support
+    start_sw = sched.shrinkwrap_start_iter          # an old-style large int (10 ** 6) past the run also means never
+    never_wraps = start_sw is None or start_sw >= recipe.n_epie_iterations
     steps: dict[int, float] = {}
     for start, th in sched.thickness_schedule_m:
         steps[sc(int(start))] = float(th)
     support = dataclasses.replace(sched, thickness_schedule_m=tuple(sorted(steps.items())),
-                                  shrinkwrap_start_iter=(None if sched.shrinkwrap_start_iter is None
-                                                         else sc(sched.shrinkwrap_start_iter)),
+                                  shrinkwrap_start_iter=(None if start_sw is None or never_wraps else sc(start_sw)),
                                   shrinkwrap_stop_iter=sc(sched.shrinkwrap_stop_iter),
                                   shrinkwrap_every=max(1, int(round(f * sched.shrinkwrap_every))))
     epie_opts = dataclasses.replace(recipe.epie, probe_update_start_iter=sc(recipe.epie.probe_update_start_iter),
-                                    na_mask_stop_iter=sc(recipe.epie.na_mask_stop_iter))
+                                    na_mask_stop_iter=sc(recipe.epie.na_mask_stop_iter),
+                                    dm_iterations=sc(recipe.epie.dm_iterations))
     if n_ml_iterations is None:
         n_ml_iterations = 0 if recipe.n_ml_iterations == 0 else max(1, int(round(f * recipe.n_ml_iterations)))
     return dataclasses.replace(recipe, n_epie_iterations=int(n_epie_iterations), n_ml_iterations=int(n_ml_iterations),
@@ -309,7 +314,9 @@ class Reconstruction:
     frames : (POS, ANGLE, N1, N2) float32 photon counts, ANGLE in rocking order.
     mask : (N1, N2) or (ANGLE, N1, N2) bool, True on valid pixels.
     stage_xyz_m : (POS, 3) sample translations in metres.
-    rocking_offsets_deg : (ANGLE,) rocking offsets from θ_B in degrees (steps of Δθ).
+    rocking_offsets_deg : (ANGLE,) rocking offsets from θ_B in degrees (steps of Δθ); their absolute values
+        place q3: a curve off the model's centred grid (e.g. an even count centred between two angles) is fitted
+        exactly through a phase ramp, :attr:`rocking_shift_steps`.
     probe : (N2, N3) complex initial oblique section P2 on ``geometry.recon_shape``.
     probe_na_rad : (NA_p1, NA_p2) for the NA mask; None disables it.
     probe_width_m : W for the sampling check; None estimates it from ``probe``.
@@ -342,12 +349,15 @@ class Reconstruction:
                  probe_na_rad: tuple[float, float] | None = None, probe_width_m: float | None = None,
                  object_shape: tuple[int, int, int] | None = None, margin_vox: int = 2,
                  frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = np,
-                 comm: Communicator | None = None) -> None:
+                 comm: Communicator | None = None, execution: Execution | None = None) -> None:
         recipe = seed_recipe() if recipe is None else recipe
         if comm is not None and recipe.epie.n_batches < 1 and recipe.n_epie_iterations > 0:
             raise ValueError("Reconstruction: a communicator needs recipe.epie.n_batches >= 1 (mini-batch rPIE, "
-                             "spec 2.4 B; 1 = full batch); sequential ePIE (n_batches = 0) cannot be split across "
+                             "docs/mpi.md; 1 = full batch); sequential ePIE (n_batches = 0) cannot be split across "
                              "ranks")
+        if comm is not None and recipe.epie.dm_iterations > 0:
+            raise ValueError("Reconstruction: difference-map sweeps (recipe.epie.dm_iterations > 0) run in one "
+                             "process; set epie.dm_iterations = 0 to run under MPI")
         if not isinstance(geometry, BraggGeometry):
             raise ValueError(f"geometry: got {type(geometry).__name__}, expected a BraggGeometry; "
                              "build one with analysis.geometry.BraggGeometry(...) or from_metadata()")
@@ -355,6 +365,8 @@ class Reconstruction:
             geometry = dataclasses.replace(geometry, upsampling=recipe.upsampling)
         self.geometry = geometry
         self.recipe = recipe
+        self.execution = Execution() if execution is None else execution
+        """How it runs (fused CPU kernels, FFTW effort, kept exit waves), apart from the physics in ``recipe``."""
         self._xp = xp
         self._dtype = np.dtype(dtype)
         n1, n2, nm = geometry.n_rows_px, geometry.n_cols_px, geometry.n_angles
@@ -373,6 +385,12 @@ class Reconstruction:
                                       atol=1e-3 * abs(geometry.rocking_step_deg)):
             raise ValueError(f"rocking_offsets_deg: steps {np.diff(offs)[:3]}... do not match "
                              f"geometry.rocking_step_deg = {geometry.rocking_step_deg}; fix the geometry or the order")
+        shift = rocking_shift_steps(geometry, offs)
+        self.rocking_shift_steps = shift if abs(shift) >= 1e-3 else 0.0
+        """Recorded rocking curve − model grid along q3, in measured steps (½ for an even count centred between
+        two angles; :func:`~analysis.geometry.rocking_shift_steps`; below 10⁻³ of a step it is taken as 0).
+        ``state.object`` holds the model-frame ρ' = ρ·e^{−iδ û·r}, starting from the flat slab mapped to it;
+        :meth:`result` reports ρ, :meth:`model_object` maps ρ to ρ'."""
         m = np.asarray(mask)
         if m.shape == (n1, n2):
             m = np.broadcast_to(m[None], (nm, n1, n2))
@@ -415,7 +433,8 @@ class Reconstruction:
             self._region = w >= recipe.support.illumination_fraction * float(w.max())
         sup = self._slab(0)
         b = np.where(to_numpy(self._mask), recipe.background_init, 0.0).astype(self._dtype.type(0).real.dtype)
-        self.state = BraggState(object=xp.asarray(sup, dtype=self._dtype),
+        start = sup if self.rocking_shift_steps == 0.0 else sup * self._shift_phase(sup.shape)   # flat ρ → ρ'
+        self.state = BraggState(object=xp.asarray(start, dtype=self._dtype),
                                 probe=xp.array(p2, dtype=self._dtype),         # a copy: the caller's P2 stays as given
                                 background=xp.asarray(b), support=xp.asarray(sup))
         self.initial_probe_scale = 1.0
@@ -529,7 +548,7 @@ class Reconstruction:
         return self._xp.asarray(np.ascontiguousarray(f), dtype=self._dtype.type(0).real.dtype)
 
     def _band_limit(self, obj: Any) -> Any:
-        """ρ ← F⁻¹[M_band · F ρ] on the whole object grid (spec 1.2 band)."""
+        """ρ ← F⁻¹[M_band · F ρ] on the whole object grid (docs/geometry.md, Operators, band)."""
         xp = self._xp
         if self._band is None:
             self._band = xp.asarray(measured_band_mask(self.geometry, self._grid.object_shape))
@@ -677,7 +696,8 @@ class Reconstruction:
             if it < r.n_epie_iterations and not (mon is not None and mon.epie_stopped):
                 self._apply_support_schedule(it)
                 if self._comm is None:
-                    self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng)
+                    self.state, stats = epie.step(self.state, self.data, op=self.op, options=r.epie, rng=self._rng,
+                                                  execution=self.execution)
                 else:
                     self.state, stats = distributed.step(self.state, self.data, op=self.op, options=r.epie,
                                                          comm=self._comm, rng=self._rng, share=self._share)
@@ -688,7 +708,8 @@ class Reconstruction:
                 if mon is not None and not mon.has_checks:  # ML from the start: its first state is the baseline
                     assert self._free_data is not None      # the monitor exists only with held-out entries
                     mon.evaluate(self.state, self.data, self._free_data, self.op, "ml")
-                self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml, comm=self._comm)
+                self.state, stats = ml.step(self.state, self.data, op=self.op, options=r.ml, comm=self._comm,
+                                            execution=self.execution)
                 self._n_ml_done += 1
                 self._phases.append("ml")
             self._costs.append(float(stats.cost))
@@ -708,7 +729,8 @@ class Reconstruction:
         return self
 
     def r_factor(self, *, held_out: bool = False) -> float:
-        """R = Σ ω|√I − √(|Ψ_j|² + b)| / Σ ω√I of the current state over the fitted entries (spec 5).
+        """R = Σ ω|√I − √(|Ψ_j|² + b)| / Σ ω√I of the current state over the fitted entries
+        (docs/dataset-format.md, Quality of a run).
 
         ``held_out``: over the held-out entries instead (NaN when nothing is held out). Summed over
         ranks under MPI; NaN when the entries hold no counts. 0 for a state that predicts the data,
@@ -760,13 +782,35 @@ class Reconstruction:
         w = self.illumination()
         return to_numpy(self.state.support) & (w >= fraction * w.max())
 
+    def model_object(self, rho: np.ndarray) -> np.ndarray:
+        """ρ on the object grid (sample frame, as :meth:`result` reports it) → the model frame of ``state.object``.
+
+        ρ' = ρ·e^{−iδ û·r} with δ from :attr:`rocking_shift_steps` (identity when the recorded offsets sit on
+        the model's q3 grid); use it to start ``state.object`` from a known ρ.
+        """
+        r = np.asarray(rho)
+        if r.shape != tuple(self.state.object.shape):
+            raise ValueError(f"model_object: shape {r.shape}, expected the object grid "
+                             f"{tuple(self.state.object.shape)}")
+        if self.rocking_shift_steps == 0.0:
+            return r
+        return r * self._shift_phase(r.shape)
+
+    def _shift_phase(self, shape: tuple[int, ...]) -> np.ndarray:
+        """e^{−iδ û·r} of :attr:`rocking_shift_steps` on an object grid of ``shape`` (engine dtype)."""
+        g = self.geometry
+        return rocking_shift_phase(g, (shape[0], shape[1], shape[2]), self.rocking_shift_steps).astype(self._dtype)
+
     def result(self) -> ReconstructionResult:
-        """Current object, probe, background and histories as NumPy arrays."""
+        """Current object (sample frame, the model frame's rocking shift undone), probe, background and histories."""
         b = np.moveaxis(to_numpy(self.state.background), -1, 0)
         if self.geometry.rocking_step_deg < 0:
             b = b[::-1]
+        obj = to_numpy(self.state.object).copy()
+        if self.rocking_shift_steps != 0.0:
+            obj *= np.conj(self._shift_phase(obj.shape)).astype(obj.dtype)
         return ReconstructionResult(
-            object=to_numpy(self.state.object).copy(), probe=to_numpy(self.state.probe).copy(), background=b.copy(),
+            object=obj, probe=to_numpy(self.state.probe).copy(), background=b.copy(),
             support=to_numpy(self.state.support).copy(),
             offsets_vox=(self.data.offsets_vox if self._comm is None else self._grid.offsets_vox).copy(),
             shifts_px=(self.data.shifts_px if self._comm is None else self._grid.shifts_px).copy(),

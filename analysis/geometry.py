@@ -1,6 +1,6 @@
 """Bragg-ptychography geometry: one definition for sim, plans (metadata) and analysis.
 
-Frames (``docs/geometry.md``; spec section 1.1). Lab/sample frame (x, y, z) at the
+Frames (``docs/geometry.md``). Lab/sample frame (x, y, z) at the
 central rocking angle: z ∥ Q_hkl (foil normal, symmetric reflection), x in the
 scattering plane, y ⟂ scattering plane (the rocking axis).
 
@@ -10,7 +10,7 @@ scattering plane, y ⟂ scattering plane (the rocking axis).
 * Detector rows run along +e1 (q1), columns along +e2 (q2); the rocking
   direction is û = (sinθ, 0, cosθ) in the e-frame, i.e. +x in the lab frame.
 
-Sampling (seed Eq 2 and Eq 12, spec 1.2–1.4): Δq1 = Δq2 = kp/D, Δq3 = 2k sinθ δθ,
+Sampling (seed Eq 2 and Eq 12, docs/geometry.md, Sampling): Δq1 = Δq2 = kp/D, Δq3 = 2k sinθ δθ,
 Δr3 = λ / (2 N3 δθ sinθ cosθ), Δr1 = 2π/(N1' Δq1) with N1' ≥ N1 + N3 Δq3 u1/Δq1.
 """
 
@@ -130,6 +130,72 @@ class Roi:
         return (self.n_rows_px, self.n_cols_px)
 
 
+def _unit3(name: str, v: Any) -> tuple[float, float, float]:
+    a = np.asarray(v, dtype=float)
+    n = float(np.linalg.norm(a)) if a.shape == (3,) else 0.0
+    if a.shape != (3,) or not np.all(np.isfinite(a)) or abs(n - 1.0) > 1e-6:
+        raise ValueError(f"GeometryFrame.{name} must be a unit 3-vector, got {v!r}")
+    return (float(a[0]), float(a[1]), float(a[2]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeometryFrame:
+    """Directions of a general diffractometer geometry in the sample frame (docs/geometry.md).
+
+    Built by :meth:`analysis.diffractometer.Diffractometer.frame` from the angles through
+    xrayutilities; :class:`BraggGeometry` without a frame is the symmetric coplanar case.
+    Every vector is a unit vector in the sample frame (x, y, z) at the central rocking angle.
+    (e1, e2, e3) is orthonormal with e1, e2 the q-directions of the detector rows and columns
+    and e3 = ±e1 × e2, the sign chosen so that the rocking direction has u3 = û·e3 > 0.
+    """
+
+    k_in: tuple[float, float, float]
+    """Incident beam direction k̂_i."""
+    k_out: tuple[float, float, float]
+    """Exit beam direction k̂_f (towards the Bragg peak pixel)."""
+    e1: tuple[float, float, float]
+    """q-direction of +1 detector row."""
+    e2: tuple[float, float, float]
+    """q-direction of +1 detector column."""
+    e3: tuple[float, float, float]
+    """Third axis of the reconstruction frame (±k̂_f for a detector normal to k̂_f)."""
+    q_hat: tuple[float, float, float]
+    """Direction of Q_hkl."""
+    rocking_direction: tuple[float, float, float]
+    """û in the e-frame: direction of the q step of one positive rocking step."""
+    dq_rocking_per_rad_per_m: float
+    """|dq/dα| of the rocking circle, m⁻¹ per radian (|Q| when the axis is ⟂ Q)."""
+    surface_normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """Slab normal n used by the sampling condition."""
+
+    def __post_init__(self) -> None:
+        for name in ("k_in", "k_out", "e1", "e2", "e3", "q_hat", "rocking_direction", "surface_normal"):
+            object.__setattr__(self, name, _unit3(name, getattr(self, name)))
+        e = np.array([self.e1, self.e2, self.e3])
+        if not np.allclose(e @ e.T, np.eye(3), atol=1e-6):
+            raise ValueError("GeometryFrame: e1, e2, e3 must be orthonormal; the detector pixel axes must be "
+                             "perpendicular (use Diffractometer to build the frame)")
+        if not self.rocking_direction[2] > 1e-3:
+            raise ValueError(f"GeometryFrame: the rocking direction has u3 = {self.rocking_direction[2]:.2e} along e3; "
+                             "the rocking moves q inside the detector plane and samples nothing along e3: rock "
+                             "another circle")
+        if not (math.isfinite(self.dq_rocking_per_rad_per_m) and self.dq_rocking_per_rad_per_m > 0):
+            raise ValueError(f"GeometryFrame.dq_rocking_per_rad_per_m must be > 0, "
+                             f"got {self.dq_rocking_per_rad_per_m!r}; the rocking axis is parallel to Q "
+                             "and moves nothing")
+
+    @classmethod
+    def from_dict(cls, md: dict[str, Any]) -> GeometryFrame:
+        """Rebuild from ``dataclasses.asdict`` output (lists accepted for the vectors)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(md) - names)
+        if unknown:
+            raise ValueError(f"geometry frame metadata has unknown keys {unknown}; expected {sorted(names)}")
+        kw = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple, np.ndarray)) else float(v))
+              for k, v in md.items()}
+        return cls(**kw)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, kw_only=True)
 class BraggGeometry:
     """Symmetric Bragg geometry and the reconstruction grid it implies.
@@ -153,8 +219,14 @@ class BraggGeometry:
     """Measured Bragg angle; None computes it from ``d_spacing_m`` and the energy."""
     hkl: tuple[int, int, int] | None = None
     """Reflection (metadata only)."""
+    frame: GeometryFrame | None = None
+    """General diffractometer geometry (:mod:`analysis.diffractometer`); None: symmetric coplanar (module doc)."""
+    diffractometer: dict[str, Any] | None = field(default=None, compare=False)
+    """Circles and angles the frame came from (``Diffractometer.to_metadata()``; metadata only)."""
 
     def __post_init__(self) -> None:
+        if self.frame is not None and not isinstance(self.frame, GeometryFrame):
+            raise ValueError(f"BraggGeometry.frame must be a GeometryFrame or None, got {type(self.frame).__name__}")
         positive = ("energy_kev", "d_spacing_m", "detector_distance_m", "pixel_size_m")
         for name in positive:
             v = getattr(self, name)
@@ -201,6 +273,14 @@ class BraggGeometry:
         return math.degrees(self.theta_bragg_rad)
 
     @property
+    def rocking_centre_deg(self) -> float:
+        """Angle of the rocking circle at the centre of the rocking curve: θ_B, or the diffractometer's η/φ."""
+        d = self.diffractometer
+        if d is not None and "sample_angles_deg" in d and "rocking_circle" in d:
+            return float(d["sample_angles_deg"][int(d["rocking_circle"])])
+        return self.theta_bragg_deg
+
+    @property
     def q_bragg_per_m(self) -> float:
         """|Q| = 2k sinθ_B in m⁻¹ (equals 2π/d when θ_B follows Bragg's law)."""
         return 2 * self.k_per_m * math.sin(self.theta_bragg_rad)
@@ -222,18 +302,22 @@ class BraggGeometry:
 
     @property
     def dq_rocking_per_m(self) -> float:
-        """Δq3 = 2k sinθ δθ per (up-sampled) plane, in m⁻¹ (Eq 12 sampling)."""
+        """Δq3 = 2k sinθ δθ per (up-sampled) plane, in m⁻¹ (Eq 12 sampling); |dq/dα| δθ in general."""
+        if self.frame is not None:
+            return self.frame.dq_rocking_per_rad_per_m * self.fine_step_rad
         return 2 * self.k_per_m * math.sin(self.theta_bragg_rad) * self.fine_step_rad
 
     @property
     def rocking_direction(self) -> tuple[float, float, float]:
-        """û in the e-frame: (sinθ, 0, cosθ) (δq = |Q| δθ û)."""
+        """û in the e-frame: (sinθ, 0, cosθ) (δq = |Q| δθ û); the frame's û in general."""
+        if self.frame is not None:
+            return self.frame.rocking_direction
         t = self.theta_bragg_rad
         return (math.sin(t), 0.0, math.cos(t))
 
     def measured_q_basis_per_m(self) -> np.ndarray:
         """(3, 3): row a is the step in q (cycles/m, e-frame components) of one index along axis a of the
-        measured data (detector row, detector column, measured rocking angle, centred; spec 1.2).
+        measured data (detector row, detector column, measured rocking angle, centred; docs/geometry.md, Sampling).
 
         Δq/2π along e1 and e2, and U·Δq3/2π along the rocking direction û = (sinθ, 0, cosθ), which is
         sheared against e3: the q-points of the transform (seed Eq 12), in the frequency units of the FSC.
@@ -245,20 +329,36 @@ class BraggGeometry:
     # --- reconstruction grid ------------------------------------------------
     @property
     def n1_min(self) -> float:
-        """Smallest N1' that holds the sheared band: N1 + N3 Δq3 u1 / Δq1 (spec 1.2)."""
+        """Smallest N1' that holds the sheared band: N1 + N3 Δq3 u1 / Δq1 (docs/geometry.md, Sampling)."""
         u1 = self.rocking_direction[0]
         return self.n_rows_px + self.n_planes * self.dq_rocking_per_m * abs(u1) / self.dq_detector_per_m
 
     @property
+    def n2_min(self) -> float:
+        """Smallest N2' that holds the band sheared along e2: N2 + N3 Δq3 |u2| / Δq2 (= N2 when u2 = 0)."""
+        u2 = self.rocking_direction[1]
+        return self.n_cols_px + self.n_planes * self.dq_rocking_per_m * abs(u2) / self.dq_detector_per_m
+
+    @property
     def recon_shape(self) -> tuple[int, int, int]:
-        """(N1', N2', N3): FFT-friendly orthogonal grid of the reconstruction frame."""
+        """(N1', N2', N3): FFT-friendly orthogonal grid of the reconstruction frame.
+
+        N2' = N2 unless the rocking direction has a component u2 along the detector columns.
+        """
         n1 = next_fast_len(int(math.ceil(self.n1_min - 1e-9)))
-        return (n1, self.n_cols_px, self.n_planes)
+        n2 = self.n_cols_px
+        if abs(self.rocking_direction[1]) > 1e-12:
+            n2 = next_fast_len(int(math.ceil(self.n2_min - 1e-9)))
+        return (n1, n2, self.n_planes)
 
     def _voxel(self, n1: float) -> tuple[float, float, float]:
         dq = self.dq_detector_per_m
-        t = self.theta_bragg_rad
         dr1 = 2 * math.pi / (n1 * dq)
+        if self.frame is not None:
+            dr2 = 2 * math.pi / (self.recon_shape[1] * dq)
+            dr3 = 2 * math.pi / (self.n_planes * self.dq_rocking_per_m * self.rocking_direction[2])
+            return (dr1, dr2, dr3)
+        t = self.theta_bragg_rad
         dr2 = 2 * math.pi / (self.n_cols_px * dq)
         dr3 = self.wavelength_m / (2 * self.n_planes * self.fine_step_rad * math.sin(t) * math.cos(t))
         return (dr1, dr2, dr3)
@@ -280,19 +380,59 @@ class BraggGeometry:
         return (lam_d_p, lam_d_p, self.n_planes * self.voxel_size_m[2])
 
     # --- sampling condition (seed Eq 2, Eq 12) ------------------------------
-    def probe_width_limit_m(self, thickness_m: float) -> float:
+    def _illuminated_edges_m(self, probe_width_m: float, thickness_m: float,
+                             probe_width_p2_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Edges of the lit parallelepiped (band W along p1, W2 along p2, slab T along n) and e3."""
+        ax = self.lab_axes()
+        n = np.asarray(self.frame.surface_normal if self.frame is not None else ax["q_hat"])
+        ki = ax["k_in"]
+        p2 = ax["e2"] - (ax["e2"] @ ki) * ki
+        p2 /= np.linalg.norm(p2)
+        p1 = np.cross(p2, ki)
+        d_b = np.cross(n, p2)
+        d_b /= np.linalg.norm(d_b)
+        d_c = np.cross(n, p1)
+        d_c /= np.linalg.norm(d_c)
+        v_a = thickness_m / abs(float(ki @ n)) * ki
+        v_b = probe_width_m / abs(float(p1 @ d_b)) * d_b
+        v_c = probe_width_p2_m / abs(float(p2 @ d_c)) * d_c
+        return v_a, v_b, v_c, ax["e3"]
+
+    def lit_extent_e3_m(self, probe_width_m: float, thickness_m: float, *, probe_width_p2_m: float = 0.0) -> float:
+        """Extent along e3 of the volume a probe of widths (W, W2) lights in a slab of thickness T.
+
+        The sampling condition (seed Eq 12 in general form) asks it to be ≤ 2π/(Δq3 u3) = N3 Δr3.
+        Symmetric case: W/tanθ + T cos2θ/sinθ.
+        """
+        v_a, v_b, v_c, e3 = self._illuminated_edges_m(probe_width_m, thickness_m, probe_width_p2_m)
+        return float(sum(abs(float(v @ e3)) for v in (v_a, v_b, v_c)))
+
+    def probe_width_limit_m(self, thickness_m: float, *, probe_width_p2_m: float = 0.0) -> float:
         """Largest probe width W along p1 that the fine rocking step samples (Eq 2).
 
-        W = λ / (2 δθ cos²θ) − T cos2θ / cosθ, with δθ = Δθ/U.
+        W = λ / (2 δθ cos²θ) − T cos2θ / cosθ, with δθ = Δθ/U (symmetric case); in general the
+        W at which :meth:`lit_extent_e3_m` reaches N3 Δr3 (``probe_width_p2_m``: width along p2).
         """
         if thickness_m < 0:
             raise ValueError(f"thickness_m must be >= 0, got {thickness_m}")
+        if self.frame is not None:
+            v_a, v_b, v_c, e3 = self._illuminated_edges_m(1.0, thickness_m, probe_width_p2_m)
+            window = 2 * math.pi / (self.dq_rocking_per_m * self.rocking_direction[2])
+            per_w = abs(float(v_b @ e3))
+            rest = window - abs(float(v_a @ e3)) - abs(float(v_c @ e3))
+            return rest / per_w if per_w > 0 else (math.inf if rest >= 0 else -math.inf)
         t = self.theta_bragg_rad
         return (self.wavelength_m / (2 * self.fine_step_rad * math.cos(t) ** 2)
                 - thickness_m * math.cos(2 * t) / math.cos(t))
 
-    def max_rocking_step_deg(self, probe_width_m: float, thickness_m: float) -> float:
+    def max_rocking_step_deg(self, probe_width_m: float, thickness_m: float, *,
+                             probe_width_p2_m: float = 0.0) -> float:
         """Largest fine step δθ (deg) for a probe of width W across a slab of thickness T (Eq 12)."""
+        if self.frame is not None:
+            ext = self.lit_extent_e3_m(probe_width_m, thickness_m, probe_width_p2_m=probe_width_p2_m)
+            if ext <= 0:
+                raise ValueError("max_rocking_step_deg: probe width and thickness give a non-positive extent")
+            return math.degrees(2 * math.pi / (self.frame.dq_rocking_per_rad_per_m * self.rocking_direction[2] * ext))
         t = self.theta_bragg_rad
         denom = 2 * math.cos(t) * (thickness_m * math.cos(2 * t) + probe_width_m * math.cos(t))
         if denom <= 0:
@@ -300,24 +440,38 @@ class BraggGeometry:
         return math.degrees(self.wavelength_m / denom)
 
     def footprint_x_m(self, probe_width_m: float, thickness_m: float) -> float:
-        """Field of view along x of a band of width W through a slab: W/sinθ + T/tanθ."""
+        """Field of view along x of a band of width W through a slab: W/sinθ + T/tanθ.
+
+        In general: the footprint along n × p2 (the surface direction that crosses the band).
+        """
+        if self.frame is not None:
+            v_a, v_b, _, _ = self._illuminated_edges_m(probe_width_m, thickness_m, 0.0)
+            d_b = v_b / np.linalg.norm(v_b) if probe_width_m > 0 else v_b
+            return float(np.linalg.norm(v_b) + abs(float(v_a @ d_b)))
         t = self.theta_bragg_rad
         return probe_width_m / math.sin(t) + thickness_m / math.tan(t)
 
-    def check_sampling(self, probe_width_m: float, thickness_m: float) -> None:
+    def check_sampling(self, probe_width_m: float, thickness_m: float, *, probe_width_p2_m: float = 0.0) -> None:
         """Raise ValueError when the sampling condition (Eq 12) cannot hold."""
-        w_max = self.probe_width_limit_m(thickness_m)
+        w_max = self.probe_width_limit_m(thickness_m, probe_width_p2_m=probe_width_p2_m)
         if probe_width_m > w_max:
+            step_max_deg = self.max_rocking_step_deg(probe_width_m, thickness_m, probe_width_p2_m=probe_width_p2_m)
             raise ValueError(
                 f"sampling condition (seed Eq 12) fails: probe width {probe_width_m * 1e6:.3f} µm > "
                 f"{w_max * 1e6:.3f} µm allowed by δθ = {math.degrees(self.fine_step_rad):.5f}° across "
                 f"T = {thickness_m * 1e6:.3f} µm; raise the up-sampling (now {self.upsampling}) or "
-                f"use a rocking step <= {self.max_rocking_step_deg(probe_width_m, thickness_m) * self.upsampling:.5f}°"
+                f"use a rocking step <= {step_max_deg * self.upsampling:.5f}°"
             )
 
     # --- frames ---------------------------------------------------------------
     def lab_axes(self) -> dict[str, np.ndarray]:
-        """Unit vectors in lab (x, y, z): ``k_in``, ``k_out``, ``e1``, ``e2``, ``e3``, ``q_hat``."""
+        """Unit vectors in lab (x, y, z): ``k_in``, ``k_out``, ``e1``, ``e2``, ``e3``, ``q_hat``.
+
+        With a :class:`GeometryFrame` the lab frame is the diffractometer's sample frame.
+        """
+        if self.frame is not None:
+            f = self.frame
+            return {name: np.array(getattr(f, name)) for name in ("k_in", "k_out", "e1", "e2", "e3", "q_hat")}
         t = self.theta_bragg_rad
         c, s = math.cos(t), math.sin(t)
         return {
@@ -340,12 +494,21 @@ class BraggGeometry:
         dq = self.dq_detector_per_m
         q = (np.asarray(row_px, float)[..., None] * dq * ax["e1"]
              + np.asarray(col_px, float)[..., None] * dq * ax["e2"])
+        if self.frame is not None:
+            u = np.asarray(self.rocking_direction) @ np.stack([ax["e1"], ax["e2"], ax["e3"]])
+            return q + rocking_offset_rad * self.frame.dq_rocking_per_rad_per_m * u
         return q + rocking_offset_rad * self.q_bragg_per_m * np.array([1.0, 0.0, 0.0])
 
     # --- metadata ------------------------------------------------------------
     def to_metadata(self) -> dict[str, Any]:
         """Plain dict (JSON-safe) of the inputs plus derived numbers, for start documents."""
         md: dict[str, Any] = {k: v for k, v in dataclasses.asdict(self).items()}
+        if md.get("diffractometer") is None:
+            md.pop("diffractometer", None)
+        if self.frame is None:
+            md.pop("frame")
+        else:
+            md["frame"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in md["frame"].items()}
         if self.hkl is not None:
             md["hkl"] = list(self.hkl)
         md["derived"] = {
@@ -370,6 +533,8 @@ class BraggGeometry:
         kw = {n: md[n] for n in names if n in md}
         if kw.get("hkl") is not None:
             kw["hkl"] = tuple(int(v) for v in kw["hkl"])
+        if isinstance(kw.get("frame"), dict):
+            kw["frame"] = GeometryFrame.from_dict(kw["frame"])
         return cls(**kw)
 
 
@@ -413,3 +578,55 @@ class ScanPositions:
             raise ValueError(f"rocking_offsets_deg: shape {a.shape}, expected (n_angles,) with n_angles >= 1")
         if not (np.all(np.isfinite(s)) and np.all(np.isfinite(a))):
             raise ValueError("ScanPositions: positions or angles contain NaN or inf")
+
+
+def rocking_shift_steps(geometry: BraggGeometry, rocking_offsets_deg: np.ndarray) -> float:
+    """Where the recorded rocking curve sits on the model's q3 grid, in measured steps along +û.
+
+    The model puts the angle of increasing-angle index k at q3 = (k − N_m//2)·|Δθ|·|dq/dα| (centred
+    indices, docs/geometry.md, Sampling). The recorded offsets α_k from θ_B (any order, step Δθ) put it at
+    (k − N_m//2 + s)·|Δθ|·|dq/dα|; this returns s = mean(α)/|Δθ| − ((N_m − 1)/2 − N_m//2): 0 for an odd
+    count centred on θ_B, +1/2 for an even count centred between two angles (``plans.rocking_angles_deg``).
+
+    Parameters
+    ----------
+    geometry : the scan's BraggGeometry (``rocking_step_deg``, ``n_angles``).
+    rocking_offsets_deg : (ANGLE,) offsets from the rocking centre in degrees.
+
+    Returns
+    -------
+    float : the shift s in units of one measured rocking step.
+    """
+    offs = np.asarray(rocking_offsets_deg, float)
+    nm = geometry.n_angles
+    if offs.shape != (nm,) or not np.all(np.isfinite(offs)):
+        raise ValueError(f"rocking_offsets_deg: shape {offs.shape}, expected ({nm},) finite values in degrees")
+    return float(offs.mean() / abs(geometry.rocking_step_deg) - ((nm - 1) / 2 - nm // 2))
+
+
+def rocking_shift_phase(geometry: BraggGeometry, object_shape: tuple[int, int, int], shift_steps: float) -> np.ndarray:
+    """e^{−iδ û·r} on an object grid: the model-frame factor of a rocking curve shifted by ``shift_steps``.
+
+    With the convention Ψ(q) = Σ ψ(r) e^{−iq·r} (seed Eq 1, sign flipped as in docs/geometry.md,
+    Operators), data recorded at q + δû with δ = s·U·Δq3 equal the model's transform at q of
+    ψ(r)·e^{−iδ û·r}, exactly on the grid. The engine fits ρ' = ρ·e^{−iδ û·r} and reports
+    ρ = ρ'·e^{+iδ û·r}: a linear phase normal to Q (a rigid lattice tilt), so |ρ| is unchanged.
+
+    Parameters
+    ----------
+    geometry : the BraggGeometry of the reconstruction (voxel, û, U).
+    object_shape : (NO1, NO2, NO3) object grid on the voxels of ``geometry.recon_shape``.
+    shift_steps : s from :func:`rocking_shift_steps`.
+
+    Returns
+    -------
+    (NO1, NO2, NO3) complex128 unit-modulus phase, e^{−iδ û·r} with r from voxel index N//2.
+    """
+    if len(object_shape) != 3 or min(object_shape) < 1 or not math.isfinite(shift_steps):
+        raise ValueError(f"rocking_shift_phase: object_shape {object_shape} and shift_steps {shift_steps!r}: "
+                         "expected 3 positive sizes and a finite shift")
+    delta = shift_steps * geometry.upsampling * geometry.dq_rocking_per_m
+    u = geometry.rocking_direction
+    phase = [np.exp(-1j * delta * u[a] * dr * (np.arange(n) - n // 2))
+             for a, (n, dr) in enumerate(zip(object_shape, geometry.voxel_size_m, strict=True))]
+    return phase[0][:, None, None] * phase[1][None, :, None] * phase[2][None, None, :]

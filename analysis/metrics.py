@@ -1,4 +1,5 @@
-"""Quality metrics against a known truth and resolution estimates (spec sections 4.5 and 5).
+"""Quality metrics against a known truth and resolution estimates
+(docs/dataset-format.md, Half-data resolution; Fienup, Appl. Opt. 36, 8352 (1997)).
 
 * :func:`register_shift` / :func:`fourier_shift` — sub-voxel registration by an
   up-sampled cross-correlation evaluated with matrix-multiply DFTs on a small
@@ -110,7 +111,7 @@ def fourier_shift(x: Any, shift_px: Any) -> Any:
 # --------------------------------------------------------------------------- E_ρ, E_P
 @dataclass(frozen=True, kw_only=True)
 class AlignedError:
-    """Error after removing global scale/phase c, linear phase ramp κ and shift δ (spec 5)."""
+    """Error after removing global scale/phase c, linear phase ramp κ and shift δ (Fienup 1997)."""
 
     error: float
     """‖c e^{iκ·r} ρ̂(r−δ) − ρ_true‖_S / ‖ρ_true‖_S."""
@@ -187,7 +188,8 @@ def _aligned_error(estimate: Any, truth: Any, support: Any, *, remove_shift: boo
 
 def object_error(estimate: Any, truth: Any, *, support: Any = None, remove_shift: bool = True,
                  remove_ramp: bool = True) -> AlignedError:
-    """Object error E_ρ = min_{c,κ,δ} ‖c e^{iκ·r} ρ̂(r−δ) − ρ_true‖_S/‖ρ_true‖_S (spec 5).
+    """Object error E_ρ = min_{c,κ,δ} ‖c e^{iκ·r} ρ̂(r−δ) − ρ_true‖_S/‖ρ_true‖_S
+    (Fienup 1997; Guizar-Sicairos, Thurman & Fienup, Opt. Lett. 33, 156 (2008)).
 
     δ by up-sampled amplitude cross-correlation, κ from the weighted wrap-free phase
     gradient of ρ_true*ρ̂ (as seed Eq 15), c by least squares. ``support`` is S′ (the
@@ -199,7 +201,7 @@ def object_error(estimate: Any, truth: Any, *, support: Any = None, remove_shift
 
 def probe_error(estimate: Any, truth: Any, *, intensity_weighted: bool = False, remove_shift: bool = True,
                 remove_ramp: bool = True) -> AlignedError:
-    """Probe error E_P = min_{c,shift,κ} ‖c P̂ − P_true‖/‖P_true‖ over the whole probe array (spec 5).
+    """Probe error E_P = min_{c,shift,κ} ‖c P̂ − P_true‖/‖P_true‖ over the whole probe array (as E_ρ, Fienup 1997).
 
     With ``intensity_weighted`` the norm is weighted by |P_true|² (normalised to max 1).
     """
@@ -230,7 +232,9 @@ class StrainError:
 
 
 def strain_rmse(estimate: StrainMaps, truth: StrainMaps, *, erode_voxels: int = 2) -> StrainError:
-    """Strain/tilt RMSE on (estimate.mask ∧ truth.mask) eroded by ``erode_voxels`` (spec 5)."""
+    """Strain/tilt RMSE on (estimate.mask ∧ truth.mask) eroded by ``erode_voxels``
+    (the same strain operator on both fields).
+    """
     if estimate.eps_zz.shape != truth.eps_zz.shape or estimate.frame != truth.frame:
         raise ValueError(f"strain_rmse: maps differ in grid ({tuple(estimate.eps_zz.shape)}, {estimate.frame}) vs "
                          f"({tuple(truth.eps_zz.shape)}, {truth.frame}); compute both with the same operator and grid")
@@ -259,7 +263,9 @@ def strain_rmse(estimate: StrainMaps, truth: StrainMaps, *, erode_voxels: int = 
 
 # --------------------------------------------------------------------------- data side
 def r_factor(measured: Any, predicted: Any, *, mask: Any = None) -> float:
-    """R = Σω|√I − √h| / Σω√I over masked pixels (spec 5); ``mask`` broadcasts to the data."""
+    """R = Σω|√I − √h| / Σω√I over masked pixels
+    (docs/dataset-format.md, Quality of a run); ``mask`` broadcasts to the data.
+    """
     xp = array_module(measured, predicted)
     if measured.shape != predicted.shape:
         raise ValueError(f"r_factor: measured shape {tuple(measured.shape)} != predicted {tuple(predicted.shape)}")
@@ -489,7 +495,8 @@ def half_bit_threshold(n_voxels: Any) -> Any:
 def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: Any = None,
                               n_shells: int | None = None, cone_axis: Any = None,
                               cone_half_angle_deg: float = 20.0) -> ShellCurve:
-    """FSC(k) = Re Σ_shell A B* / √(Σ|A|² Σ|B|²) between two aligned reconstructions (spec 4.5).
+    """FSC(k) = Re Σ_shell A B* / √(Σ|A|² Σ|B|²) between two aligned reconstructions
+    (docs/dataset-format.md, Half-data resolution).
 
     ``a``, ``b`` must already be registered (shift, phase, ramp: see :func:`object_error`);
     ``mask`` is a common (soft) mask applied to both. Frequencies in 1/m for voxel sizes
@@ -535,7 +542,8 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
 def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1.0,
          n_shells: int | None = None, modulus_constraint: bool = True, cone_axis: Any = None,
          cone_half_angle_deg: float = 20.0, q_basis: Any = None) -> ShellCurve:
-    """Phase-retrieval transfer function ⟨|⟨Φ_k⟩_k| / √I⟩ over shells of |q| (Chapman et al. 2006, spec 4.5).
+    """Phase-retrieval transfer function ⟨|⟨Φ_k⟩_k| / √I⟩ over shells of |q|
+    (Chapman et al. 2006, docs/dataset-format.md, Half-data resolution).
 
     Parameters
     ----------
@@ -596,7 +604,8 @@ def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1
 
 # --------------------------------------------------------------------------- half data
 def binomial_split(counts: Any, *, rng: np.random.Generator) -> tuple[Any, Any]:
-    """Split photon counts into two halves I_A ~ Bin(I, ½), I_B = I − I_A (spec 4.5).
+    """Split photon counts into two halves I_A ~ Bin(I, ½), I_B = I − I_A
+    (docs/dataset-format.md, Half-data resolution).
 
     Both halves keep every scan position (full overlap). ``counts`` must be finite,
     non-negative integers (any integer or float dtype holding integers).

@@ -1,4 +1,4 @@
-"""Initial probe of the Bragg engine: the oblique section P2 on (r2, r3) (spec 1.6).
+"""Initial probe of the Bragg engine: the oblique section P2 on (r2, r3) (docs/geometry.md, Operators).
 
 The engine's ``probe`` argument is P2, the probe on the (r2, r3) plane through the
 centre of the reconstruction box, on ``geometry.recon_shape[1:]`` = (N2, N3) pixels of

@@ -92,6 +92,7 @@ def recipe_by_name(name: str, *, n_epie_iterations: int | None = None, n_ml_iter
 
 # ------------------------------------------------------------------------------------------ recipe files
 _NOT_SETTABLE = frozenset({"sources"})
+_EXECUTION_KEYS = frozenset({"cpu_fused", "fftw_effort", "keep_exit_waves"})   # moved to solvers.options.Execution
 _NONE_WORDS = ("none", "never")
 
 
@@ -161,6 +162,10 @@ def _replace(obj: Any, overrides: Mapping[str, Any], where: str) -> Any:
     kw: dict[str, Any] = {}
     for key, value in overrides.items():
         path = f"{where}.{key}" if where else key
+        if key in _EXECUTION_KEYS:
+            raise ValueError(f"{path!r} is an execution setting, not part of a recipe; remove it from the recipe "
+                             "(PXM_CPU_KERNELS=0 turns the fused CPU kernels off; "
+                             "docs/decisions/0008-execution-options.md)")
         if key not in names:
             table = f"[{where}]" if where else "the top level"
             raise ValueError(f"unknown key {path!r}; {table} takes {', '.join(names)}")

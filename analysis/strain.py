@@ -1,13 +1,14 @@
 """Strain and lattice tilts from a reconstructed Bragg object, without phase unwrapping.
 
-Post-processing of spec section 4 (``docs/bragg-ptychography.md``):
+Post-processing (seed Eqs 14–15; ``docs/geometry.md``, Strain and tilts in the sample frame;
+``docs/bragg-ptychography.md``):
 
-* :func:`remove_phase_ramp` — fit and remove φ0 + κ·r on a support (4.2);
+* :func:`remove_phase_ramp` — fit and remove φ0 + κ·r on a support (the offset of the q-grid origin from Q);
 * :func:`compute_strain` — ε_zz, ω_x, ω_y on the native reconstruction grid from
   the wrap-free central difference arg[ρ(r+Δ)ρ*(r−Δ)]/(2Δ) (seed Eq 15), rotated to
-  the lab frame and converted with seed Eq 14 (4.4);
+  the lab frame and converted with seed Eq 14;
 * :func:`map_to_sample_frame` — trilinear interpolation of those smooth fields onto
-  an isotropic (x, y, z) grid (4.3); wrapped phase is never interpolated.
+  an isotropic (x, y, z) grid; wrapped phase is never interpolated.
 
 Phase sign convention (``phase_sign``): the reconstructed phase is taken to be
 φ = phase_sign · Q·u, with u the displacement field. The pxm simulator writes
@@ -45,7 +46,7 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class StrainOptions:
-    """Options of :func:`compute_strain` (spec 4.4)."""
+    """Options of :func:`compute_strain` (seed Eqs 14–15)."""
 
     phase_sign: int = -1
     """Sign s in φ = s·Q·u; −1 for the pxm simulator convention ρ = s·e^{−iQ·u} (module docstring)."""
@@ -168,7 +169,8 @@ def _centred_coords(shape: tuple[int, ...], vox: tuple[float, ...], xp: Any) -> 
 
 def remove_phase_ramp(rho: Any, *, support: Any = None, voxel_size_m: Any = 1.0,
                       n_refine: int = 2) -> RampFit:
-    """Fit φ ≈ φ0 + κ·r on ``support`` and return ρ·e^{−i(φ0 + κ·r)} (spec 4.2).
+    """Fit φ ≈ φ0 + κ·r on ``support`` and return ρ·e^{−i(φ0 + κ·r)}
+    (docs/geometry.md, Strain and tilts in the sample frame).
 
     κ is the amplitude-weighted mean of the wrap-free gradients (Eq 15) over the
     support, refined ``n_refine`` times on the residual; φ0 is arg Σ_S |ρ| ρ e^{−iκ·r}.
@@ -208,7 +210,7 @@ def remove_phase_ramp(rho: Any, *, support: Any = None, voxel_size_m: Any = 1.0,
 
 def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any,
                              theta_bragg_rad: float) -> tuple[Any, Any, Any]:
-    """Lab (x, y, z) in metres of every voxel of the native grid, centred on voxel N//2 (spec 1.1).
+    """Lab (x, y, z) in metres of every voxel of the native grid, centred on voxel N//2 (docs/geometry.md, Frames).
 
     x = r1 sinθ + r3 cosθ, y = r2, z = −r1 cosθ + r3 sinθ; returned as open meshes.
     """
@@ -282,7 +284,16 @@ def compute_strain(rho: Array, *, voxel_size_m: tuple[float, float, float], thet
 def strain_from_geometry(rho: Any, geometry: BraggGeometry, *, options: StrainOptions = StrainOptions(),
                          support: Any = None, voxel_size_m: tuple[float, float, float] | None = None,
                          amplitude_reference: Any = None) -> StrainMaps:
-    """:func:`compute_strain` with θ_B, |Q| and (unless given) the voxel size from ``geometry``."""
+    """:func:`compute_strain` with θ_B, |Q| and (unless given) the voxel size from ``geometry``.
+
+    A general diffractometer geometry (``geometry.frame``) goes to :func:`analysis.diffractometer.strain_native`:
+    ε along Q and the tilts about the axes ⟂ Q (docs/geometry.md), same masking.
+    """
+    if geometry.frame is not None:
+        from analysis.diffractometer import strain_native  # the general frame; imports this module
+
+        return strain_native(rho, geometry, options=options, support=support, voxel_size_m=voxel_size_m,
+                             amplitude_reference=amplitude_reference)
     return compute_strain(rho, voxel_size_m=voxel_size_m or geometry.voxel_size_m,
                           theta_bragg_rad=geometry.theta_bragg_rad, q_bragg_per_m=geometry.q_bragg_per_m,
                           options=options, support=support, amplitude_reference=amplitude_reference)
@@ -290,7 +301,8 @@ def strain_from_geometry(rho: Any, geometry: BraggGeometry, *, options: StrainOp
 
 def map_to_sample_frame(maps: StrainMaps, *, theta_bragg_rad: float,
                         voxel_size_m: float | None = None, min_weight: float = 0.5) -> StrainMaps:
-    """Interpolate native-grid maps trilinearly onto an isotropic lab (x, y, z) grid (spec 4.3).
+    """Interpolate native-grid maps trilinearly onto an isotropic lab (x, y, z) grid
+    (docs/geometry.md, Strain and tilts in the sample frame).
 
     For each target voxel at lab position x, n_a = e_a·x/Δr_a + N_a//2 and the smooth
     fields are interpolated with ``map_coordinates`` (order 1) as normalised

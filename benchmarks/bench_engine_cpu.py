@@ -18,18 +18,19 @@ from synthetic_bragg import synthetic_frames, timing_reconstruction
 
 from analysis.engine import EpieOptions
 from analysis.geometry import seed_geometry
+from analysis.solvers.options import Execution, FftwEffort
 from analysis.xp import cpu_kernels
 
 
-def main(n_sweeps: int = 3, fftw_effort: str = "FFTW_MEASURE") -> dict[str, float]:
+def main(n_sweeps: int = 3, fftw_effort: FftwEffort = "FFTW_MEASURE") -> dict[str, float]:
     """Run ``n_sweeps`` ePIE sweeps (probe updated) and return timing and memory numbers."""
     g = seed_geometry(upsampling=1, n_angles=40, n_rows_px=256, n_cols_px=256)
     xs = (np.arange(11) - 5) * 0.1e-6
     stage = np.stack([xs, 0.3 * xs, np.zeros(11)], axis=1)
     frames, probe = synthetic_frames(g, stage, (8.0, 6.0))
     rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1,
-                                epie=EpieOptions(probe_update_start_iter=0, fftw_effort=fftw_effort))
-    recipe = rec.recipe
+                                epie=EpieOptions(probe_update_start_iter=0),
+                                execution=Execution(fftw_effort=fftw_effort))
     rec.iterate(1)                                   # warm-up (FFTW plans, Numba cache load)
     rec.iterate(n_sweeps)
     times = np.asarray(rec.result().timings_s[1:])
@@ -39,7 +40,7 @@ def main(n_sweeps: int = 3, fftw_effort: str = "FFTW_MEASURE") -> dict[str, floa
     out = {"box_voxels": float(np.prod(g.recon_shape)), "object_voxels": float(np.prod(rec.op.object_shape)),
            "s_per_sweep": per_sweep, "s_per_sweep_min": float(times.min()), "peak_rss_gb": peak_gb,
            "first_sweep_s": float(first_s)}
-    path = "fused CPU" if recipe.epie.cpu_fused and cpu_kernels() is not None else "array code"
+    path = "fused CPU" if rec.execution.cpu_kernels and cpu_kernels() is not None else "array code"
     print(f"box {g.recon_shape}, object {rec.op.object_shape} ({path}): {per_sweep:.2f} s per sweep median "
           f"(min {times.min():.2f} s, {n_sweeps} sweeps, 11 positions; first sweep with plans {first_s:.2f} s), "
           f"peak RSS {peak_gb:.2f} GB")

@@ -4,7 +4,7 @@ size and up-sampling, and convergence per second against the mini-batch count.
 Sweep timing uses the synthetic problem of ``bench_engine_cpu.py`` (seed geometry, uniform slab
 under a Gaussian probe); one parameter varies at a time around 11 positions × 20 angles × 128²,
 U = 1. Convergence uses the small noise-free test problem (16 positions) with the sequential
-update (spec 2.4 A) and the batched one (B, ``analysis.solvers.distributed`` on one rank).
+update (docs/mpi.md) and the batched one (B, ``analysis.solvers.distributed`` on one rank).
 Run: ``.venv/bin/python benchmarks/bench_engine_scaling.py`` (prints a Markdown table).
 """
 
@@ -18,6 +18,7 @@ from synthetic_bragg import synthetic_frames, timing_reconstruction
 from analysis.engine import EpieOptions
 from analysis.geometry import seed_geometry
 from analysis.solvers import distributed, epie
+from analysis.solvers.options import Execution
 from testing.bragg_problem import gaussian_probe, initial_state, make_problem
 
 
@@ -29,7 +30,7 @@ def sweep_time_s(n_positions: int = 11, n_angles: int = 20, n_px: int = 128, ups
     stage = np.stack([xs, 0.3 * xs, np.zeros(n_positions)], axis=1)
     frames, probe = synthetic_frames(g, stage, (n_px / 32, g.recon_shape[2] / 7))
     rec = timing_reconstruction(g, frames, stage, probe, n_epie=n_sweeps + 1,
-                                epie=EpieOptions(probe_update_start_iter=0, cpu_fused=fused))
+                                epie=EpieOptions(probe_update_start_iter=0), execution=Execution(cpu_kernels=fused))
     rec.iterate(n_sweeps + 1)
     return float(np.median(rec.result().timings_s[1:])), g.recon_shape
 

@@ -1,4 +1,4 @@
-"""Seconds per FP-DFXM Zernike-EPRY sweep: 49 frames of 512², ×4 upsampling, NumPy/CPU (spec §1.7).
+"""Seconds per FP-DFXM Zernike-EPRY sweep: 49 frames of 512², ×4 upsampling, NumPy/CPU (docs/fp-dfxm.md, Algorithm).
 
 Run: ``.venv/bin/python benchmarks/bench_fp_dfxm.py [n_px] [n_iterations]``. Data are random
 Poisson-like frames (timing only); the pupil update runs every sweep. The one-off

@@ -1,4 +1,5 @@
-"""The engine on a GPU (issue 3, spec §6): one prepared run for a lent GPU machine.
+"""The engine on a GPU (issue 3, docs/benchmarks.md, The GPU path's device traffic): one prepared run for a lent
+GPU machine.
 
 1. **check** — the engine on CuPy against NumPy (array code, ``PXM_CPU_KERNELS=0``) on a small
    problem (joint probe, background, mini-batch and sequential ePIE, ML with the smoothness prior):

@@ -1,4 +1,4 @@
-"""Sequential ePIE (spec 2.4 A) against mini-batch ePIE (2.4 B/C): object error per sweep and per second.
+"""Sequential ePIE (docs/mpi.md) against mini-batch ePIE: object error per sweep and per second.
 
 One small simulated problem (testing/bragg_sim.py): 32² ROI, 24 angles, U = 1,
 36 jittered positions (6 × 6, 80 nm), tilted 0.3 µm strained slab, noise-free, known probe,

@@ -3,6 +3,11 @@
     python benchmarks/bench_ptypy_case.py [--case ../shared/data/ptypy_bragg_case_dev.h5] \
         [--run "default100=--iterations 100" --run "fixed=--iterations 100 --fixed-probe" ...]
 
+Difference-map sweeps first (docs/recipes.md; a recipe file with ``[epie] dm_iterations = 120`` and
+``[support] shrinkwrap_start_iter = "never"``)::
+
+    --run "dm=--iterations 100 --ml 0 --fixed-probe --thickness-m 0.3e-6 --recipe-file dm.toml"
+
 Each run is the command a user types: `pxm import-ptypy-bragg` once, then `pxm reconstruct DATASET --probe-file
 PROBE ARGS`. The error is measured on the truth's own lattice (analysis.ptypy_bragg.compare_with_truth: the
 band-consistent transfer of the object, one global complex factor and the shift along k_i removed, over the

@@ -1,4 +1,5 @@
-"""Half-data FSC resolution against the truth, over dose and schedule length (issue 3, spec 4.5).
+"""Half-data FSC resolution against the truth, over dose and schedule length
+(issue 3, docs/dataset-format.md, Half-data resolution).
 
 Problem: :func:`testing.bragg_sim.half_data_reconstructions` (0.3 µm implanted slab, small
 geometry, 16 positions, known probe, fixed 0.4 µm support), Poisson noise at each ``--flux`` × 0.2 s,

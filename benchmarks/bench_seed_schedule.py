@@ -1,4 +1,5 @@
-"""The seed's whole schedule (Methods; spec 2.3), unscaled, on simulator data — against the scaled one.
+"""The seed's whole schedule (seed Methods; docs/seed-schedule.md), unscaled, on simulator data — against the scaled
+one.
 
 Problem: :func:`testing.bragg_sim.seed_like_problem` (the one of
 ``tests/system/test_seed_schedule_sim.py``): 0.45 µm W(220) slab tilted 5.5°/−2°, 3e-4 implanted layer,

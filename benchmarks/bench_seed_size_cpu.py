@@ -48,8 +48,8 @@ def main(n_sweeps: int = 2, n_ml: int = 1, smoothness: float = 0.0) -> dict[str,
     sweep_s = float(np.median(t_epie))
     ml_s = float(np.median(t_ml[1:] if n_ml > 1 else t_ml)) if n_ml else float("nan")
     total_h = (1000 * sweep_s + 500 * ml_s) / 3600
-    path = "fused CPU" if cpu_kernels() is not None and recipe.epie.cpu_fused else "array code"
-    ml_path = "fused CPU" if cpu_kernels() is not None and recipe.ml.cpu_fused else "array code"
+    path = "fused CPU" if cpu_kernels() is not None and rec.execution.cpu_kernels else "array code"
+    ml_path = path                                   # one Execution value picks the kernels of both phases
     print(f"seed size: {n_pos} positions × {g.n_angles} angles × {g.n_rows_px}×{g.n_cols_px}, U = {g.upsampling}, "
           f"box {g.recon_shape}, object {rec.op.object_shape}; frames synthesised in {t_frames:.0f} s")
     print(f"ePIE ({path}): first sweep (plans) {res.timings_s[0]:.1f} s, then {sweep_s:.1f} s per sweep "

@@ -14,6 +14,7 @@ from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, Supp
 from analysis.geometry import BraggGeometry
 from analysis.operators import view_grid
 from analysis.solvers.model import BraggModel
+from analysis.solvers.options import Execution
 from analysis.xp import to_numpy
 
 
@@ -41,11 +42,14 @@ def synthetic_frames(g: BraggGeometry, stage_xyz_m: np.ndarray, probe_sigma_px: 
 
 def timing_reconstruction(g: BraggGeometry, frames: np.ndarray, stage_xyz_m: np.ndarray, probe: np.ndarray, *,
                           n_epie: int, n_ml: int = 0, epie: EpieOptions | None = None,
-                          ml: MLOptions | None = None, xp: Any = np) -> Reconstruction:
-    """The Reconstruction the timing scripts iterate (all pixels valid, 0.5 µm slab, no shrink-wrap)."""
+                          ml: MLOptions | None = None, xp: Any = np,
+                          execution: Execution | None = None) -> Reconstruction:
+    """The Reconstruction the timing scripts iterate (all pixels valid, 0.5 µm slab, no shrink-wrap);
+    ``execution``: how it runs (default :class:`~analysis.solvers.options.Execution`).
+    """
     epie = EpieOptions(probe_update_start_iter=0) if epie is None else epie
     recipe = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, epie=epie, ml=MLOptions() if ml is None else ml,
                     support=SupportSchedule(thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=None))
     return Reconstruction(g, frames, np.ones((g.n_rows_px, g.n_cols_px), bool), stage_xyz_m,
                           (np.arange(g.n_angles) - g.n_angles // 2) * g.rocking_step_deg, probe, recipe=recipe,
-                          probe_width_m=1e-6, xp=xp)
+                          probe_width_m=1e-6, xp=xp, execution=execution)

@@ -10,11 +10,14 @@ each ``trigger()`` writes one frame in a worker thread into the *unread slot* (o
 frame that was triggered but never collected, e.g. after a pause/suspend rewind);
 ``collect_asset_docs()`` announces that slot with a StreamDatum; ``unstage()`` drops any
 unannounced frame, writes ``/entry/pxm/n_frames`` and sets ``complete = 1`` only if no
-acquisition failed or was cut off.
+acquisition failed or was cut off and the scan was not left paused (a stop or abort after a pause
+unstages a paused detector; ``pause()``/``resume()`` are the RunEngine's device hooks).
 """
 
 from __future__ import annotations
 
+import errno
+import shutil
 import threading
 import time
 import uuid
@@ -38,6 +41,11 @@ DATASET_PATH = "/entry/data/data"
 COMPLETE_PATH = "/entry/pxm/complete"
 """HDF5 path of the scalar uint8 flag: 1 only after a clean ``unstage()``."""
 N_FRAMES_PATH = "/entry/pxm/n_frames"
+RESERVE_BYTES = 1 << 20
+"""Free space kept on the data volume: a frame that would eat into it is refused (ENOSPC) before HDF5
+writes a byte. HDF5 cannot recover from a write that fails half-way (its metadata cache stays dirty, the
+file cannot be closed, the process may crash at exit); with the reserve, the file still closes cleanly,
+marked incomplete (docs/reliability.md, "disk full")."""
 """HDF5 path of the scalar int64 count of announced frames (written at ``unstage()``)."""
 
 
@@ -68,6 +76,20 @@ class MaxipixBackend(Protocol):
         ...
 
 
+class FrameStatus(DeviceStatus):
+    """The status of one frame; a failed one reads as its error, so the run's stop document says why.
+
+    bluesky reports a failed trigger as ``FailedStatus(status)`` and puts ``str(status)`` into the stop
+    document's ``reason``; ophyd's plain repr would only say ``done=True, success=False``.
+    """
+
+    def __str__(self) -> str:
+        exc = self.exception() if self.done else None
+        if exc is None:
+            return super().__str__()
+        return f"{self.device.name}: frame not written: {type(exc).__name__}: {exc}"
+
+
 class Maxipix(Device):
     """Maxipix detector: ``image`` frames in HDF5 (StreamResource/StreamDatum), ``total`` ROI sum.
 
@@ -81,6 +103,8 @@ class Maxipix(Device):
         Initial ROI (default: the full detector); also settable with :meth:`set_roi`.
     simulate_exposure
         If True, the worker thread sleeps ``exposure_s`` before acquiring (sim backends only).
+    reserve_bytes
+        Free space to keep on the data volume (default :data:`RESERVE_BYTES`).
     """
 
     exposure_s = Cpt(UnitSignal, value=0.1, units="s", kind=Kind.config)
@@ -91,7 +115,8 @@ class Maxipix(Device):
     total = Cpt(UnitSignal, value=0, units="counts", kind=Kind.hinted)
 
     def __init__(self, prefix: str = "", *, name: str, backend: MaxipixBackend, data_dir: str | Path,
-                 roi: Roi | None = None, simulate_exposure: bool = True, **kwargs: Any) -> None:
+                 roi: Roi | None = None, simulate_exposure: bool = True, reserve_bytes: int = RESERVE_BYTES,
+                 **kwargs: Any) -> None:
         super().__init__(prefix, name=name, **kwargs)
         if not isinstance(backend, MaxipixBackend):
             raise TypeError(f"{name}: backend {type(backend).__name__} lacks detector_shape/acquire "
@@ -99,6 +124,9 @@ class Maxipix(Device):
         self.backend = backend
         self.data_dir = Path(data_dir)
         self.simulate_exposure = bool(simulate_exposure)
+        if reserve_bytes < 0:
+            raise ValueError(f"{name}: reserve_bytes must be >= 0, got {reserve_bytes}")
+        self.reserve_bytes = int(reserve_bytes)
         rows, cols = backend.detector_shape
         self.set_roi(roi if roi is not None else Roi(row0_px=0, col0_px=0, n_rows_px=rows, n_cols_px=cols))
         self._lock = threading.RLock()
@@ -111,6 +139,7 @@ class Maxipix(Device):
         self._generation = 0      # bumps on each trigger/unstage; stale workers do not write
         self._in_flight = False   # the current generation's worker is running
         self._failure: BaseException | None = None
+        self._paused = False      # the RunEngine paused (Ctrl-C, suspender) and has not resumed
         self._frame_shape: tuple[int, int] = (rows, cols)
         self.file_path: Path | None = None
         """Path of the current (or last) HDF5 file."""
@@ -177,6 +206,7 @@ class Maxipix(Device):
             self._asset_queue.clear()
             self._asset_queue.append(("stream_resource", bundle.stream_resource_doc))
             self._slot, self._pending, self._failure, self._in_flight = 0, False, None, False
+            self._paused = False
         try:
             return super().stage()
         except BaseException:
@@ -187,7 +217,7 @@ class Maxipix(Device):
         """Disarm: drop any unannounced frame, mark the file complete if clean, close it."""
         with self._lock:
             if self._h5 is not None:
-                interrupted = self._pending or self._in_flight
+                interrupted = self._pending or self._in_flight or self._paused   # paused: stopped or aborted
                 self._generation += 1
                 if self._pending:
                     assert self._dataset is not None            # set and cleared together with _h5
@@ -195,6 +225,18 @@ class Maxipix(Device):
                     self._pending = False
                 self._close(complete=self._failure is None and not interrupted)
         return super().unstage()
+
+    def pause(self) -> None:
+        """The RunEngine paused: until :meth:`resume`, an unstage (stop/abort) leaves ``complete = 0``."""
+        with self._lock:
+            self._paused = True
+        super().pause()
+
+    def resume(self) -> None:
+        """The RunEngine resumed the scan (after a pause or a suspension)."""
+        with self._lock:
+            self._paused = False
+        super().resume()
 
     def _close(self, *, complete: bool) -> None:
         with self._lock:
@@ -206,8 +248,15 @@ class Maxipix(Device):
                 h5[COMPLETE_PATH][()] = np.uint8(1 if complete else 0)
                 h5.flush()
             finally:
-                h5.close()
                 self._h5 = self._dataset = None
+                try:
+                    h5.close()
+                except Exception:
+                    try:                   # a failed close leaves HDF5's id open; releasing it avoids a crash at exit
+                        h5.id.close()
+                    except Exception:      # noqa: BLE001 - the first error is the one to report
+                        pass
+                    raise
 
     # --- acquisition --------------------------------------------------------
     def trigger(self) -> DeviceStatus:
@@ -220,14 +269,14 @@ class Maxipix(Device):
             self._generation += 1
             generation = self._generation
             self._in_flight = True
-        status = DeviceStatus(self)
+        status = FrameStatus(self)
         exposure_s = float(self.exposure_s.get())
         roi = self.roi
         threading.Thread(target=self._acquire, args=(generation, status, exposure_s, roi),
                          daemon=True, name=f"{self.name}-acquire").start()
         return status
 
-    def _acquire(self, generation: int, status: DeviceStatus, exposure_s: float, roi: Roi) -> None:
+    def _acquire(self, generation: int, status: FrameStatus, exposure_s: float, roi: Roi) -> None:
         try:
             if self.simulate_exposure:
                 time.sleep(exposure_s)
@@ -235,6 +284,11 @@ class Maxipix(Device):
             if frame.shape != self._frame_shape:
                 raise ValueError(f"{self.name}: backend returned a frame of shape {frame.shape}, expected "
                                  f"{self._frame_shape} from the ROI; check the backend's ROI handling")
+            free = shutil.disk_usage(self.data_dir).free
+            if free < frame.nbytes + self.reserve_bytes:
+                raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free in {self.data_dir}, a frame "
+                              f"needs {frame.nbytes} + {self.reserve_bytes} kept free; free space there or move the "
+                              "data folder")
             with self._lock:
                 if generation != self._generation or self._h5 is None:
                     status.set_exception(RuntimeError(

@@ -30,6 +30,9 @@ class SimMaxipixBackend:
 
     ``rocking_offset_deg = theta − θ_B``, ``detector_arm_offset_deg = tth − 2θ_B`` (θ_B from
     ``geometry``), ``stage_xyz_m`` = stage (µm) × 1e-6, ``flux_scale`` = current / nominal current.
+    With a general diffractometer (``geometry.diffractometer``) the rocking offset is read on the circle it
+    names (η or φ, e.g. ``gonio.eta``) from its central angle, and the arm offset is the largest deviation of
+    its detector circles (ν, δ) from their angles (:meth:`analysis.diffractometer.Diffractometer.circle_names`).
     Every call is logged in :attr:`calls` (inputs and frame sum) for tests.
     """
 
@@ -44,6 +47,14 @@ class SimMaxipixBackend:
         self.frame_source = frame_source
         self.stage, self.gonio, self.monitor, self.geometry = stage, gonio, monitor, geometry
         self.nominal_current_ma = float(nominal)
+        self.rocking_axis, self.arm_angles_deg = "theta", {"tth": 2 * geometry.theta_bragg_deg}
+        if geometry.diffractometer is not None:   # general geometry: the circles the Diffractometer names
+            from analysis.diffractometer import Diffractometer
+
+            d = Diffractometer.from_metadata(geometry.diffractometer)
+            sample_names, det_names = d.circle_names()
+            self.rocking_axis = sample_names[d.rocking_circle]
+            self.arm_angles_deg = dict(zip(det_names, (float(a) for a in d.detector_angles_deg), strict=True))
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self.calls: list[dict[str, Any]] = []
@@ -56,12 +67,13 @@ class SimMaxipixBackend:
 
     def acquire(self, *, exposure_s: float, roi: Roi) -> np.ndarray:
         """Compute one frame at the current motor positions and beam current."""
-        theta_b = self.geometry.theta_bragg_deg
+        arm_offsets = [getattr(self.gonio, n).position - a for n, a in self.arm_angles_deg.items()]
+        arm_offset_deg = max(arm_offsets, key=abs)
         inputs = dict(
             stage_xyz_m=(self.stage.x.position * 1e-6, self.stage.y.position * 1e-6,
                          self.stage.z.position * 1e-6),
-            rocking_offset_deg=self.gonio.theta.position - theta_b,
-            detector_arm_offset_deg=self.gonio.tth.position - 2 * theta_b,
+            rocking_offset_deg=getattr(self.gonio, self.rocking_axis).position - self.geometry.rocking_centre_deg,
+            detector_arm_offset_deg=arm_offset_deg if abs(arm_offset_deg) > 1e-9 else 0.0,
             exposure_s=exposure_s,
             flux_scale=float(self.monitor.current.get()) / self.nominal_current_ma,
             roi=roi,

@@ -11,7 +11,7 @@ from analysis.geometry import BraggGeometry, Roi
 from devices.beam import SimBeamMonitor
 from devices.dfxm import ImagingCamera, SimCRLStage, SimDFXMGoniometer
 from devices.maxipix import FrameSource, Maxipix
-from devices.motion import SimGoniometer, SimPiezoStage
+from devices.motion import SimGoniometer, SimPiezoStage, SimSixCircle
 from devices.sim_backends import SimDFXMCameraBackend, SimMaxipixBackend
 
 
@@ -19,7 +19,8 @@ from devices.sim_backends import SimDFXMCameraBackend, SimMaxipixBackend
 class SimBeamline:
     """The sim devices of one beamline (same component names as the EPICS classes)."""
 
-    gonio: SimGoniometer
+    gonio: SimGoniometer | SimSixCircle
+    """``SimGoniometer`` (θ, 2θ), or ``SimSixCircle`` when the geometry carries a diffractometer."""
     stage: SimPiezoStage
     detector: Maxipix
     monitor: SimBeamMonitor
@@ -33,12 +34,20 @@ def make_sim_beamline(frame_source: FrameSource, *, geometry: BraggGeometry, dat
                       prefix: str = "") -> SimBeamline:
     """Build gonio, stage, monitor and a Maxipix whose backend reads them and ``frame_source``.
 
-    The goniometer starts at θ_B with the arm at 2θ_B. ``prefix`` is prepended to the
-    device names (``gonio``, ``stage``, ``mpx``, ``ring``).
+    The goniometer starts at θ_B with the arm at 2θ_B; for a general geometry (``geometry.diffractometer``,
+    docs/geometry.md) it is a :class:`SimSixCircle` set to the diffractometer's circle angles (η/φ, ν, δ).
+    ``prefix`` is prepended to the device names (``gonio``, ``stage``, ``mpx``, ``ring``).
     """
-    gonio = SimGoniometer(name=f"{prefix}gonio", settle_time_s=settle_time_s)
-    gonio.theta.set(geometry.theta_bragg_deg).wait()
-    gonio.tth.set(2 * geometry.theta_bragg_deg).wait()
+    gonio: SimGoniometer | SimSixCircle
+    if geometry.diffractometer is not None:
+        from analysis.diffractometer import Diffractometer
+
+        gonio = SimSixCircle(name=f"{prefix}gonio", settle_time_s=settle_time_s)
+        gonio.move_to(Diffractometer.from_metadata(geometry.diffractometer).motor_angles_deg())
+    else:
+        gonio = SimGoniometer(name=f"{prefix}gonio", settle_time_s=settle_time_s)
+        gonio.theta.set(geometry.rocking_centre_deg).wait()
+        gonio.tth.set(2 * geometry.theta_bragg_deg).wait()
     stage = SimPiezoStage(name=f"{prefix}stage", limits_um=stage_limits_um, settle_time_s=settle_time_s)
     monitor = SimBeamMonitor(name=f"{prefix}ring", nominal_current_ma=nominal_current_ma)
     backend = SimMaxipixBackend(frame_source, stage=stage, gonio=gonio, monitor=monitor,

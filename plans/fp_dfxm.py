@@ -1,4 +1,4 @@
-"""Fourier-ptychographic DFXM: the diversity scan (start document: docs/start-document.md, FP-DFXM section)."""
+"""Fourier-ptychographic DFXM: the diversity scan (start document: docs/start-document.md, FP-DFXM)."""
 
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ def as_fp_settings(settings: FPDiversitySettings | Mapping[str, Any]) -> FPDiver
 def check_fp_settings(settings: FPDiversitySettings, geometry: FPDFXMGeometry, *, min_overlap: float) -> float:
     """Check shifts against motor offsets, the frequency grid and the overlap; return the worst overlap.
 
-    ValueError when the recorded shifts disagree with the offsets (spec §1.3 mapping), lie
+    ValueError when the recorded shifts disagree with the offsets (docs/fp-dfxm.md, Diversity scans), lie
     off the integer frequency grid or beyond the object grid, or when neighbouring pupil
-    positions overlap less than ``min_overlap`` (spec §1.6).
+    positions overlap less than ``min_overlap`` (docs/fp-dfxm.md, Sampling).
     """
     shifts, image = fp_shifts_from_offsets(
         geometry, rock_rad=np.radians(settings.theta_deg - settings.theta_centre_deg),
@@ -71,8 +71,9 @@ def check_fp_settings(settings: FPDiversitySettings, geometry: FPDFXMGeometry, *
         lens_y_m=(settings.lens_y_um - settings.lens_centre_um[1]) * 1e-6)
     tol = 1e-3 * geometry.angle_per_freq_px_rad
     if not np.allclose(shifts, settings.shifts_rad, rtol=0, atol=tol):
-        raise ValueError("settings: shifts_rad do not follow from the motor targets (spec §1.3); they were built "
-                         "for another geometry; rebuild them with plans.patterns.fp_diversity_settings(geometry, ...)")
+        raise ValueError("settings: shifts_rad do not follow from the motor targets (docs/fp-dfxm.md, "
+                         "Diversity scans); they were built for another geometry; rebuild them with "
+                         "plans.patterns.fp_diversity_settings(geometry, ...)")
     shifts_to_pixels(settings.shifts_rad, geometry)
     try:
         return check_overlap(settings.shifts_rad, geometry, min_overlap=min_overlap)

@@ -66,7 +66,11 @@ def archimedean_spiral_um(n_points: int, step_um: float, *,
 
 
 def rocking_angles_deg(centre_deg: float, step_deg: float, n_angles: int) -> np.ndarray:
-    """``n_angles`` goniometer angles (deg) of spacing ``step_deg`` centred on ``centre_deg``."""
+    """``n_angles`` goniometer angles (deg) of spacing ``step_deg`` centred on ``centre_deg``.
+
+    An even count has no angle at ``centre_deg`` (it lies half a step between the middle two); the engine
+    places q3 from the recorded angles (:func:`analysis.geometry.rocking_shift_steps`).
+    """
     n = _check_count("n_angles", n_angles)
     step = _check_step("step_deg", step_deg)
     if not math.isfinite(centre_deg):
@@ -101,7 +105,7 @@ def raster_rocking_cycler(x: Any, y: Any, theta: Any, *, positions_um: Any, angl
     raise ValueError(f"order must be one of {RASTER_ROCKING_ORDERS}, got {order!r}")
 
 
-# --- FP-DFXM diversity (spec §1.3) ---------------------------------------------------------------------
+# --- FP-DFXM diversity (docs/fp-dfxm.md, Diversity scans) -------------------------------------------------------------
 FP_DIVERSITY_KINDS = ("rock_roll", "two_theta_roll", "lens_translation")
 """How the FP diversity grid is driven: rows by rocking (thin film) or 2θ or lens z, columns by roll or lens y."""
 
@@ -109,7 +113,8 @@ FP_DIVERSITY_KINDS = ("rock_roll", "two_theta_roll", "lens_translation")
 def fp_shifts_from_offsets(geometry: FPDFXMGeometry, *, rock_rad: Any = 0.0, roll_rad: Any = 0.0,
                            two_theta_rad: Any = 0.0, lens_z_m: Any = 0.0,
                            lens_y_m: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(FRAME, 2) (row, col) spectrum shifts (rad) and image shifts (m) of motor offsets (spec §1.3 table).
+    """(FRAME, 2) (row, col) spectrum shifts (rad) and image shifts (m) of motor offsets
+    (docs/fp-dfxm.md, Diversity scans).
 
     Rows (vertical, scattering plane): 2δφ (thin-film rocking) + Δ2θ + Δz/d1; columns
     (horizontal): 2 sinθ δχ + Δy/d1. The lens translation also moves the image by
@@ -215,7 +220,7 @@ def fp_diversity_settings(geometry: FPDFXMGeometry, *, n_side: int, step_px: int
     """``n_side × n_side`` square grid of pupil shifts, ``step_px`` frequency pixels apart, as motor targets.
 
     The step is a whole number of frequency pixels λ/(n_px Δx) so the reconstruction's
-    integer spectrum grid holds exactly (spec §1.6: about 60% overlap, step ≈ 0.64·2NA_rms).
+    integer spectrum grid holds exactly (docs/fp-dfxm.md, Sampling: about 60% overlap, step ≈ 0.64·2NA_rms).
     Rows (slow) are driven by rocking (``rock_roll``, thin film: δφ = s/2), 2θ
     (``two_theta_roll``: Δ2θ = s) or the lens z (``lens_translation``: Δz = s·d1); columns
     (fast) by roll (δχ = s / 2 sinθ) or lens y (Δy = s·d1). Centres default to θ_B and 2θ_B; the grid

@@ -1,4 +1,4 @@
-"""The ``pxm`` command line: ``serve``, ``demo``, ``runs``, ``export``, ``probe``, ``reconstruct``,
+"""The ``pxm`` command line: ``serve``, ``demo``, ``runs``, ``recover``, ``export``, ``probe``, ``reconstruct``,
 ``live-consumer``, ``replay``, ``dfxm-demo`` and ``fp-reconstruct``.
 
 Heavy imports sit inside the command functions so ``pxm --help`` stays fast.
@@ -18,6 +18,14 @@ EXIT_POSTPROCESSING_FAILED = 3
 """Exit status of ``pxm reconstruct`` when the results file was written but a post-processing step
 (strain, FSC/PRTF, CXI, figures, publication) failed; errors are 1, usage errors 2."""
 API_KEY_ENV = "PXM_TILED_API_KEY"
+TILED_URI_ENV = "PXM_TILED_URI"
+"""Default of every ``--tiled-uri`` option, as ``$PXM_TILED_API_KEY`` is of ``--api-key``."""
+
+
+def _tiled_uri_required() -> dict:
+    """``--tiled-uri`` of a command that needs a server: required unless ``$PXM_TILED_URI`` gives it."""
+    env = os.environ.get(TILED_URI_ENV)
+    return dict(default=env, required=env is None, help=f"Tiled server URL (default: ${TILED_URI_ENV})")
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +50,7 @@ def _server_config(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the Tiled server on its own until Ctrl-C."""
-    from pxm.catalog import TiledService, ensure_layout
+    from pxm.catalog import TiledService, ensure_layout, redacted_uri, write_key_file
 
     service = TiledService(_server_config(args))
     with _stop_on_signals():                            # SIGTERM/SIGHUP/SIGINT: stop the Tiled child too
@@ -50,11 +58,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             service.start()
             ensure_layout(service.client())
             print(f"Tiled server: {service.uri}")
-            print(f"API key:      {service.config.api_key}")
+            key_file = write_key_file(service.config.data_dir, service.config.api_key)   # never printed itself
+            print(f"API key:      in {key_file} (mode 0600); clients: export {API_KEY_ENV}=$(cat {key_file})")
             print(f"data folder:  {service.config.data_dir}  (detector files under {service.config.raw_path})")
-            print(f"catalog:      {service.config.resolved_catalog_uri}")
-            print(f"connect:      from tiled.client import from_uri; c = from_uri('{service.uri}', "
-                  f"api_key='{service.config.api_key}')")
+            print(f"catalog:      {redacted_uri(service.config.resolved_catalog_uri)}")
+            print(f"connect:      import os; from tiled.client import from_uri; c = from_uri('{service.uri}', "
+                  f"api_key=os.environ['{API_KEY_ENV}'])")
             print("Ctrl-C stops the server.", flush=True)
             return service.wait()
         except KeyboardInterrupt:
@@ -100,23 +109,84 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not args.api_key:
         print(f"pxm runs: give --api-key or set ${API_KEY_ENV}", file=sys.stderr)
         return 2
+    from pxm.catalog import tiled_run_counts
+
     raw, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
+    n_partial = 0
     for uid in raw:
-        start = raw[uid].metadata["start"]
+        counts = tiled_run_counts(raw[uid])             # status: complete, PARTIAL(...) or DAMAGED(...)
+        start = counts.start
         sample = start.get("sample")
+        n_partial += counts.status() != "complete"
         print(f"{uid}  scan_id={start.get('scan_id')}  plan={start.get('plan_name')}  "
-              f"sample={sample.get('name') if isinstance(sample, dict) else sample}")
+              f"sample={sample.get('name') if isinstance(sample, dict) else sample}  status={counts.status()}")
+    if n_partial:
+        print(f"{n_partial} run(s) not complete: `pxm recover --tiled-uri URL --data-dir DATA_DIR` adds what the "
+              "scans left on disk (docs/reliability.md)", file=sys.stderr)
     return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Re-ingest runs from the JSONL documents (and their HDF5 frames) into Tiled after an outage."""
+    from pxm.catalog import connect, ensure_layout
+    from pxm.recover import RecoverOptions, check_documents_dir, recover_runs
+
+    options = RecoverOptions(settle_s=args.settle_s, dry_run=args.dry_run)
+    documents = check_documents_dir(args.documents if args.documents is not None else args.data_dir / "documents")
+    raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "recover")))
+    results = recover_runs(raw, documents, options, uids=tuple(args.run or ()))
+    for r in results:
+        print(r.line())
+    tally = {a: sum(r.action == a for r in results) for a in dict.fromkeys(r.action for r in results)}
+    print(f"{len(results)} run(s) on disk: " + (", ".join(f"{n} {a}" for a, n in tally.items()) or "none"))
+    return 1 if tally.get("failed") else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a whole simulated beamtime on an embedded Tiled server."""
     from pxm.demo import DemoOptions, run_demo
 
+    if getattr(args, "geometry", "symmetric") != "symmetric":    # general diffractometer geometry (docs/geometry.md)
+        import json
+
+        from pxm.geometry_demo import (
+            GeneralDemoOptions,
+            closing_lines_general,
+            run_general_beamtime,
+            run_general_geometry_demo,
+        )
+
+        gopts = GeneralDemoOptions(geometry=args.geometry, seed=args.seed)
+        if getattr(args, "one_process", False):          # the science chain alone, no Bluesky/Tiled
+            summary = run_general_geometry_demo(gopts, Path(args.data_dir) / f"geometry-{args.geometry}")
+            summary.pop("diffractometer")
+            print(json.dumps(summary))
+            return 0
+        from pxm.catalog import tiled_session
+
+        server = _server_config(args)
+        with tiled_session(server, args.tiled_uri) as session:
+            summary = run_general_beamtime(gopts, raw_catalog=session.raw, raw_dir=server.raw_path,
+                                           documents_dir=server.data_dir / "documents")
+        print(json.dumps(summary))
+        for line in closing_lines_general(summary):
+            print(line)
+        return 0
     opts = DemoOptions(full=args.full, seed=args.seed, n_raster=args.raster, n_angles=args.angles,
                        roi_px=tuple(args.roi), live=not args.no_live, live_iterations=args.live_iterations,
                        ferroelectric=args.ferroelectric)
-    return run_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
+    from pxm.runengine import EXIT_SIGINT, InterruptOptions, ScanInterrupted
+
+    try:
+        return run_demo(_server_config(args), opts, tiled_uri=args.tiled_uri,
+                        interrupts=InterruptOptions(on_interrupt=args.on_interrupt))
+    except ScanInterrupted as exc:                      # stop document written, detector file closed
+        print(f"pxm demo: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:                           # Ctrl-C between scans: nothing was open
+        print("pxm demo: interrupted between scans (no scan was running); the runs so far are in "
+              f"{args.data_dir} and Tiled", file=sys.stderr)
+        return EXIT_SIGINT
 
 
 def _need_key(args: argparse.Namespace, cmd: str) -> str:
@@ -127,9 +197,10 @@ def _need_key(args: argparse.Namespace, cmd: str) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a Bragg-ptychography run from Tiled to a dataset file."""
-    from pxm.export import export_run
+    from pxm.run_export import ExportOptions, export_run
 
-    ds = export_run(args.tiled_uri, _need_key(args, "export"), args.run, args.output)
+    ds = export_run(args.tiled_uri, _need_key(args, "export"), args.run, args.output,
+                    options=ExportOptions(allow_partial=args.allow_partial))
     print(f"wrote {args.output}: {ds.layout} layout, frames {tuple(ds.frames.shape)}, "
           f"{int((~ds.detector_mask).sum())} masked pixels, sample {ds.sample.get('name')!r}")
     return 0
@@ -138,15 +209,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """Forward ptychography of a spiral run → probe file for ``pxm reconstruct --probe-file``."""
     from pxm.catalog import connect, ensure_layout
-    from pxm.export import find_run
-    from pxm.reconstruct import probe_from_spiral_run, write_probe_file
+    from pxm.logbook_figures import check_figures_dir
+    from pxm.reconstruction import probe_from_spiral_run, write_probe_file
+    from pxm.run_export import find_run
 
+    check_figures_dir(args.figures)
     raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "probe")))
     probe, px, md, err = probe_from_spiral_run(find_run(raw, args.run), n_iterations=args.iterations,
                                                algorithm=args.algorithm)
     md["tiled_uri"] = args.tiled_uri
     write_probe_file(args.output, probe, pixel_size_m=px, metadata=md, error_history=err)
     print(f"wrote {args.output}: probe {probe.shape}, pixel {px * 1e9:.2f} nm, final error {err[-1]:.4g}")
+    if args.figures is not None:
+        from pxm.logbook_figures import probe_figures
+
+        for f in probe_figures(args.figures, probe, pixel_size_m=px, run_uid=str(md.get("raw_uid") or args.run),
+                               algorithm=args.algorithm, n_iterations=args.iterations, error_history=err):
+            print(f"wrote {f}")
     return 0
 
 
@@ -187,7 +266,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from analysis.dataset import BraggDataset, DatasetShare, read_dataset, read_dataset_share
     from pxm.recipe_args import recipe_from_args, resolve_for_dataset
-    from pxm.reconstruct import (
+    from pxm.reconstruction import (
         POSTPROCESSING_STEPS,
         ReconstructOptions,
         error_line,
@@ -223,13 +302,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise ValueError("--mpi reconstructs a DATASET.h5 file (each rank reads its own positions); "
                              "it does not take --run, --probe-run or --fsc")
         if recipe.epie.n_batches < 1:
-            raise ValueError("--mpi needs --batches N (mini-batch rPIE, spec 2.4 B; e.g. 16-25 for a full scan): "
+            raise ValueError("--mpi needs --batches N (mini-batch rPIE, docs/mpi.md; e.g. 16-25 for a full scan): "
                              "sequential ePIE cannot be split across ranks")
         from analysis.solvers.distributed import mpi_communicator
 
         comm = mpi_communicator()
     raw = run = None
     probe_file = args.probe_file
+    probe_label: str | None = None
     tmp = tempfile.TemporaryDirectory(prefix="pxm-reconstruct-")
     try:
         if args.run is not None or args.probe_run is not None:
@@ -239,11 +319,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 raise ValueError("--run and --probe-run need --tiled-uri")
             raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "reconstruct")))
         if args.run is not None:
-            from pxm.export import find_run, run_to_dataset
+            from pxm.run_export import find_run, run_to_dataset
 
             run = find_run(raw, args.run)
-            dataset: BraggDataset | DatasetShare = run_to_dataset(run, tiled_uri=args.tiled_uri)
-            source = f"{args.tiled_uri}/raw/{args.run}"
+            from pxm.run_export import ExportOptions
+
+            dataset: BraggDataset | DatasetShare = run_to_dataset(
+                run, tiled_uri=args.tiled_uri, options=ExportOptions(allow_partial=args.allow_partial))
+            source = f"raw/{run.metadata['start']['uid']} (Tiled key)"
         else:
             if not Path(args.dataset).is_file():
                 raise ValueError(f"{args.dataset}: no such file")
@@ -253,12 +336,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 dataset = read_dataset_share(args.dataset, rank=comm.rank, size=comm.size)
             source = str(args.dataset)
         if args.probe_run is not None:
-            from pxm.export import find_run
-            from pxm.reconstruct import probe_from_spiral_run, write_probe_file
+            from pxm.reconstruction import probe_from_spiral_run, write_probe_file
+            from pxm.run_export import find_run
 
             probe, px, md, err = probe_from_spiral_run(find_run(raw, args.probe_run))
-            probe_file = Path(tmp.name) / "probe.h5"
+            probe_file = Path(tmp.name) / "probe.h5"       # temporary: probe_source names the run, not the file
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
+            probe_label = (f"spiral run raw/{md['raw_uid']} (Tiled key; uid {md['raw_uid']}), forward "
+                           f"ptychography ({md['algorithm']}, {md['n_iterations']} iterations) by --probe-run")
         recipe = resolve_for_dataset(recipe, given, dataset, recipe_name=args.recipe, comm=comm)
         if comm is None or comm.rank == 0:
             for line in recipe.sources:                 # support, shrink-wrap, sampling T: where each came from
@@ -270,7 +355,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                       options=ReconstructOptions(progress=not args.no_progress, fsc=args.fsc,
                                                                  fsc_split_seed=args.fsc_seed, backend=args.backend,
                                                                  prtf_runs=args.prtf, prtf_seed=args.prtf_seed,
-                                                                 **_probe_options(args)),
+                                                                 probe_label=probe_label, **_probe_options(args)),
                                       comm=comm, checkpoint=save_first)
         if comm is not None and comm.rank != 0:
             return 0                                    # rank 0 holds the same result and writes it
@@ -297,15 +382,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"wrote {f}")
     if args.publish:
         from pxm.catalog import connect, ensure_layout
-        from pxm.publish import publish_outcome
+        from pxm.publication import publish_outcome
 
         assert run is not None                          # --publish needs --run (checked above)
         try:                                            # the outcome itself, not the file read back
             _, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
             res = publish_outcome(processed, run.metadata["start"]["uid"], outcome, raw_run=run,
-                                  raw_uri=getattr(run, "uri", None), postprocessing_errors=dict(out["errors"]),
-                                  extra_metadata={"recipe": args.recipe, "probe_source": outcome.probe_source})
-            print(f"published {res.uri}")
+                                  postprocessing_errors=dict(out["errors"]), extra_metadata={"recipe": args.recipe})
+            print(f"published /processed/{res.item['id']} (docs/tiled-layout.md)")
         except Exception as exc:                        # noqa: BLE001 - the results file is already complete
             from analysis.dataset import append_results
 
@@ -323,15 +407,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_dfxm_demo(args: argparse.Namespace) -> int:
     """Simulated FP-DFXM acquisition into Tiled, reconstruction, publication to /processed."""
     from pxm.dfxm import DFXMDemoOptions, run_dfxm_demo
+    from pxm.logbook_figures import check_figures_dir
 
+    check_figures_dir(args.figures)
     opts = DFXMDemoOptions(n_px=args.n_px, n_side=args.grid, step_px=args.step_px, kind=args.kind,
                            iterations=args.iterations, seed=args.seed)
     if args.ferroelectric:
+        if args.figures is not None:
+            raise ValueError("--figures is not available with --ferroelectric yet; run `pxm polarization RESULTS.h5 "
+                             "--figures DIR` on its results, or drop --ferroelectric")
         from pxm.ferroelectric import FerroelectricDemoOptions, run_ferroelectric_demo
 
         fe = FerroelectricDemoOptions(fp=opts, material=args.material, stress_bump_pa=args.stress_bump_mpa * 1e6)
         return run_ferroelectric_demo(_server_config(args), fe, tiled_uri=args.tiled_uri)
-    return run_dfxm_demo(_server_config(args), opts, tiled_uri=args.tiled_uri)
+    return run_dfxm_demo(_server_config(args), opts, tiled_uri=args.tiled_uri, figures_dir=args.figures)
 
 
 def cmd_fp_reconstruct(args: argparse.Namespace) -> int:
@@ -339,8 +428,10 @@ def cmd_fp_reconstruct(args: argparse.Namespace) -> int:
     from analysis.dfxm import FPOptions
     from pxm.catalog import connect, ensure_layout
     from pxm.dfxm import publish_fp_run, reconstruct_fp_run
-    from pxm.export import find_run
+    from pxm.logbook_figures import check_figures_dir
+    from pxm.run_export import find_run
 
+    check_figures_dir(args.figures)
     raw, processed = ensure_layout(connect(args.tiled_uri, _need_key(args, "fp-reconstruct")))
     run = find_run(raw, args.run)
     out = reconstruct_fp_run(run, options=FPOptions(n_iterations=args.iterations,
@@ -351,14 +442,19 @@ def cmd_fp_reconstruct(args: argparse.Namespace) -> int:
     print("Zernikes (rad): " + ", ".join(f"Z{j} {c:+.3f}" for j, c in out.result.zernike_rad.items()))
     print(f"defocus {m.defocus_m * 1e6:+.2f} µm, astigmatism {m.astigmatism_rad}, coma {m.coma_rad}, "
           f"spherical {m.spherical_rad:+.3f} rad")
+    if args.figures is not None:
+        from pxm.logbook_figures import fp_figures
+
+        for f in fp_figures(args.figures, out):
+            print(f"wrote {f}")
     if not args.no_publish:
         res = publish_fp_run(processed, run, out)
         print(f"published {res.uri}")
     return 0
 
 
-def _live_callback(args: argparse.Namespace):
-    """A LiveReconstructionCallback publishing to ``args.tiled_uri`` (or nowhere without it)."""
+def _live_callback(args: argparse.Namespace, *, publish: bool = True):
+    """A LiveReconstructionCallback publishing to ``args.tiled_uri`` (nowhere without it, or with ``publish`` off)."""
     from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
 
     raw = processed = None
@@ -366,6 +462,8 @@ def _live_callback(args: argparse.Namespace):
         from pxm.catalog import connect, ensure_layout
 
         raw, processed = ensure_layout(connect(args.tiled_uri, _need_key(args, "live")))
+        if not publish:
+            processed = None
     opts = LiveOptions(recipe=live_recipe(args.iterations, args.ml), figures_dir=args.figures,
                        reconstruct_live=not args.no_live_engine, backend=args.backend)
     return LiveReconstructionCallback(processed=processed, raw=raw, options=opts), raw
@@ -441,28 +539,61 @@ def cmd_live_consumer(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Push a recorded run (Tiled or JSONL) through the live callback; publish its final result."""
+    """Push a recorded run (Tiled or JSONL) through the live callback; keep its final result (-o, --publish)."""
+    import dataclasses
+
     from pxm.live import jsonl_documents, replay_documents, tiled_documents
 
     if (args.run is None) == (args.jsonl is None):
         raise ValueError("give either RUN_UID (read from Tiled) or --jsonl FILE")
-    cb, raw = _live_callback(args)
+    if args.publish and not args.tiled_uri:
+        raise ValueError("--publish needs --tiled-uri URL and --api-key (the server to publish to)")
+    if args.output is not None:
+        check_output_path(args.output, "-o", inputs=(args.jsonl,))
+    cb, raw = _live_callback(args, publish=args.publish)
     if args.run is not None:
         if raw is None:
             raise ValueError("RUN_UID needs --tiled-uri and --api-key")
-        from pxm.export import find_run
+        from pxm.run_export import find_run
 
         docs = tiled_documents(find_run(raw, args.run))
+        source = f"raw/{args.run}"                      # a Tiled key, not a server's URL
     else:
         if not Path(args.jsonl).is_file():
             raise ValueError(f"{args.jsonl}: no such file")
         docs = jsonl_documents(args.jsonl)
-    _print_summaries(replay_documents(docs, cb, timeout_s=args.timeout))
-    return 0
+        source = str(Path(args.jsonl).resolve())
+    from pxm.live import REPLAY_TIMEOUT_S
+
+    _print_summaries(replay_documents(docs, cb, timeout_s=args.timeout if args.timeout is not None
+                                      else REPLAY_TIMEOUT_S))
+    cut_off = [s.summary for s in cb.sessions if s.summary.get("status") == "aborted"]
+    for sm in cut_off:                                  # recorded with exit_status abort/fail, or no stop at all
+        print(f"pxm replay: run {sm['uid']} ended with exit_status '{sm.get('exit_status')}' "
+              f"({sm.get('reason')}); {sm.get('n_frames_measured')} frames replayed, no final result "
+              "(the live result is marked 'aborted'; docs/reliability.md)", file=sys.stderr)
+    if cut_off:
+        return 1
+    if args.output is None:
+        return 0
+    from pxm.reconstruction import POSTPROCESSING_STEPS, write_outputs
+
+    finals = [s.final_result for s in cb.sessions if s.final_result is not None]
+    if not finals:
+        raise ValueError(f"{source}: no Bragg scan with a final result to write; replay a raster_rocking_scan run")
+    final = finals[-1]                                  # the live final result, with its frame counts
+    outcome = dataclasses.replace(final["outcome"], metrics=final["metrics"], timings_s=final["timings_s"])
+    out = write_outputs(outcome, args.output, dataset_source=source)
+    print(f"wrote {out['results']}")
+    for step, line in out["errors"].items():
+        print(f"warning: {POSTPROCESSING_STEPS.get(step, step)} failed: {line}; object, probe and metrics are in "
+              f"{out['results']}", file=sys.stderr)
+    return EXIT_POSTPROCESSING_FAILED if out["errors"] else 0
 
 
 def _add_live_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tiled-uri", default=None, help="publish previews and results to this Tiled server")
+    p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV),
+                   help="publish previews and results to this Tiled server (default: $PXM_TILED_URI)")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("--iterations", type=int, default=6, help="ePIE sweeps of the live recipe (default 6)")
     p.add_argument("--ml", type=int, default=0, help="ML iterations of the live recipe (default 0)")
@@ -476,6 +607,7 @@ def _add_live_args(p: argparse.ArgumentParser) -> None:
 def cmd_polarization(args: argparse.Namespace) -> int:
     """Strain maps of a results file -> polarization maps (file, and Tiled with --publish)."""
     from analysis.dataset import read_results
+    from pxm.logbook_figures import check_figures_dir
     from pxm.polarization import (
         default_output_path,
         polarization_from_results,
@@ -486,6 +618,7 @@ def cmd_polarization(args: argparse.Namespace) -> int:
 
     if not args.results.exists():
         raise ValueError(f"results file {args.results} does not exist")
+    check_figures_dir(args.figures)
     maps = polarization_from_results(args.results, material=args.material, hkl=tuple(args.hkl),
                                      strain_frame=args.strain_frame, force=args.force)
     if maps.sample_check.get("note"):
@@ -496,6 +629,12 @@ def cmd_polarization(args: argparse.Namespace) -> int:
     print(f"wrote {out}:{group}: {info['voxels']} voxels, mean |P| = {info['mean_abs_p_c_per_m2']:.4f} C/m², "
           f"max {info['max_abs_p_c_per_m2']:.4f} C/m²; each P is one of {info['n_equivalent_values']} "
           "symmetry-equivalent solutions (one reflection cannot tell them apart)")
+    if args.figures is not None:
+        from pxm.logbook_figures import polarization_figures
+
+        uid = args.raw_uid or str(read_results(args.results)["provenance"].get("raw_uid") or "")
+        for f in polarization_figures(args.figures, maps, run_uid=uid, source=args.results.name):
+            print(f"wrote {f}")
     if args.publish:
         from pxm.catalog import connect, ensure_layout
 
@@ -506,8 +645,8 @@ def cmd_polarization(args: argparse.Namespace) -> int:
             raise ValueError("--publish: the results file records no raw run uid; pass --raw-uid")
         raw, processed = ensure_layout(connect(args.tiled_uri, args.api_key))
         raw_run = raw[raw_uid] if raw_uid in raw else None
-        node = publish_polarization(processed, raw_uid, maps, raw_run=raw_run, source=str(args.results))
-        print(f"published {node.uri}")
+        node = publish_polarization(processed, raw_uid, maps, raw_run=raw_run, source=str(args.results.resolve()))
+        print(f"published /processed/{node.item['id']} (raw_uid {raw_uid})")
     return 0
 
 
@@ -524,17 +663,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a simulated Bragg-ptychography beamtime into Tiled")
     _add_server_args(p)
-    p.add_argument("--tiled-uri", default=None, help="use this running server instead of starting one")
+    p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV),
+                   help="use this running server instead of starting one (default: $PXM_TILED_URI)")
     p.add_argument("--full", action="store_true", help="the seed's full 20 × 20 × 42 scan with 200 × 160 frames")
     p.add_argument("--raster", type=int, default=5, help="raster points per axis (default 5)")
-    p.add_argument("--angles", type=int, default=9, help="rocking angles (default 9)")
+    p.add_argument("--angles", type=int, default=21,
+                   help="rocking angles (default 21; at least 17 at the 0.005° step: the range must be twice the "
+                        "probe's convergence)")
     p.add_argument("--roi", type=int, nargs=2, default=(64, 64), metavar=("ROWS", "COLS"),
                    help="detector region saved per frame (default 64 64)")
     p.add_argument("--seed", type=int, default=2021, help="random seed of the simulation")
     p.add_argument("--no-live", action="store_true", help="no live reconstruction during the BP scan")
-    p.add_argument("--live-iterations", type=int, default=6, help="ePIE sweeps of the live recipe (default 6)")
+    p.add_argument("--live-iterations", type=int, default=None,
+                   help="ePIE sweeps of the live and final reconstruction: the default recipe scaled to N sweeps "
+                        "(default: the default recipe's 200 + 100 ML)")
+    p.add_argument("--on-interrupt", choices=("ask", "abort", "stop"), default="ask",
+                   help="after Ctrl-C has paused a scan: ask (resume/stop/abort when stdin is a terminal, "
+                        "else abort; the default), abort, or stop; a second Ctrl-C or SIGTERM always aborts "
+                        "(docs/reliability.md)")
     p.add_argument("--ferroelectric", action="store_true",
                    help="also run the ferroelectric FP-DFXM chain (two scans → polarization maps, ~1 min)")
+    p.add_argument("--geometry", default="symmetric",
+                   choices=("symmetric", "asymmetric-in-plane", "asymmetric-out-of-plane"),
+                   help="diffractometer geometry (docs/geometry.md); other than symmetric: a small simulated "
+                        "beamtime in that geometry (sim six-circle devices, RunEngine -> Tiled -> export -> "
+                        "reconstruct, ~1 min) that prints the strain RMSE against the truth")
+    p.add_argument("--one-process", action="store_true",
+                   help="with --geometry NAME: the science chain alone, in one process without Bluesky/Tiled "
+                        "(simulate, write DATA_DIR/geometry-NAME/dataset.h5, reconstruct, score)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("polarization", help="polarization maps from the strain maps of a results file (LGD)")
@@ -550,22 +706,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="invert even if the material/reflection do not match the results' sample (material, hkl, "
                         "d-spacing within 1 %%)")
     p.add_argument("--publish", action="store_true", help="also publish to /processed in Tiled")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--raw-uid", default=None, help="raw run uid (default: from the results file)")
-    p.add_argument("--tiled-uri", default=None)
+    p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV))
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.set_defaults(func=cmd_polarization)
 
     p = sub.add_parser("runs", help="list runs in a Tiled server")
-    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--tiled-uri", **_tiled_uri_required())
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("export", help="export a Bragg-ptychography run from Tiled to a dataset file")
     p.add_argument("run", metavar="RUN", help="run uid in /raw")
-    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--tiled-uri", **_tiled_uri_required())
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset HDF5 file to write")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="export a run that is partial (no stop document, not ended in success, frames missing) "
+                        "with the frames it has")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("recover", help="re-ingest runs from the JSONL documents into Tiled after an outage")
+    p.add_argument("--tiled-uri", **_tiled_uri_required())
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="data folder the scans wrote to (its documents/ holds <uid>.jsonl; default ./pxm-data)")
+    p.add_argument("--documents", type=Path, default=None, metavar="DIR",
+                   help="folder of the <uid>.jsonl copies (default DATA_DIR/documents)")
+    p.add_argument("--run", action="append", default=None, metavar="UID", help="only this run (repeatable)")
+    p.add_argument("--settle-s", type=float, default=30.0, metavar="S",
+                   help="skip runs whose JSONL changed less than S seconds ago: their scan may still be running "
+                        "(default 30)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("import-ptypy-bragg", help="convert a ptypy Bragg3dSimScan export → dataset + probe file")
     p.add_argument("source", type=Path, metavar="PTYPY.h5", help="ptypy export (docs/dataset-format.md §5)")
@@ -578,17 +752,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="forward ptychography of a spiral run → probe file")
     p.add_argument("run", metavar="RUN_UID", help="uid of a spiral_probe_scan run in /raw")
-    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--tiled-uri", **_tiled_uri_required())
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, default=Path("probe.h5"), help="probe file (default probe.h5)")
     p.add_argument("--iterations", type=int, default=100, help="ePIE sweeps (default 100, as in the seed)")
     p.add_argument("--algorithm", choices=("epie", "mpie"), default="epie")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("reconstruct", help="reconstruct a dataset file or a Tiled run")
     p.add_argument("dataset", metavar="DATASET.h5", nargs="?", type=Path, default=None)
     p.add_argument("--run", default=None, metavar="UID", help="reconstruct this /raw run instead of a file")
-    p.add_argument("--tiled-uri", default=None)
+    p.add_argument("--allow-partial", action="store_true",
+                   help="with --run: reconstruct a partial run (no stop document, not ended in success, frames "
+                        "missing) from the frames it has")
+    p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV))
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, required=True, help="results HDF5 file to write")
     add_recipe_arguments(p)                         # --recipe, --recipe-file, --iterations, --ml, support, U, probe
@@ -633,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let ML move the probe's linear phase ramp (by default it is held where ePIE left it: the "
                         "data cannot tell a probe ramp from an object ramp, which reads as a uniform strain offset)")
     p.add_argument("--batches", type=int, default=None, metavar="N",
-                   help="mini-batch rPIE with N spatially spread batches instead of sequential ePIE (spec 2.4 B)")
+                   help="mini-batch rPIE with N spatially spread batches instead of sequential ePIE (docs/mpi.md)")
     p.add_argument("--mpi", action="store_true",
                    help="split the positions across MPI ranks (run under mpirun -n R; needs mpi4py and --batches); "
                         "each rank reads only its frames, rank 0 writes the results (docs/mpi.md)")
@@ -653,12 +831,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="push a recorded run through the live reconstruction")
     p.add_argument("run", metavar="RUN_UID", nargs="?", default=None, help="run uid in /raw (needs --tiled-uri)")
     p.add_argument("--jsonl", type=Path, default=None, metavar="FILE", help="replay this <uid>.jsonl instead")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="RESULTS.h5",
+                   help="write the final result to this results file (docs/dataset-format.md §2)")
+    p.add_argument("--publish", action="store_true",
+                   help="publish previews and the final result to /processed of --tiled-uri (docs/tiled-layout.md)")
     _add_live_args(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("dfxm-demo", help="simulated FP-DFXM acquisition into Tiled, reconstruction, publication")
     _add_server_args(p)
-    p.add_argument("--tiled-uri", default=None, help="use this running server instead of starting one")
+    p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV),
+                   help="use this running server instead of starting one (default: $PXM_TILED_URI)")
     p.add_argument("--n-px", type=int, default=32, help="camera frame size in pixels (default 32)")
     p.add_argument("--grid", type=int, default=5, help="diversity grid n × n (default 5)")
     p.add_argument("--step-px", type=int, default=6, help="grid step in frequency pixels (default 6: ~63%% overlap)")
@@ -671,15 +854,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--material", default="BaTiO3", help="LGD coefficient set of --ferroelectric (default BaTiO3)")
     p.add_argument("--stress-bump-mpa", type=float, default=60.0,
                    help="peak elastic stress along ĝ in the --ferroelectric film (default 60 MPa)")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                   help="write PNG figures of the FP-DFXM result into DIR (not with --ferroelectric)")
     p.set_defaults(func=cmd_dfxm_demo)
 
     p = sub.add_parser("fp-reconstruct", help="reconstruct a recorded FP-DFXM run and publish it")
     p.add_argument("--run", required=True, metavar="UID", help="uid of an fp_dfxm_scan run in /raw")
-    p.add_argument("--tiled-uri", required=True)
+    p.add_argument("--tiled-uri", **_tiled_uri_required())
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("--iterations", type=int, default=150, help="Zernike-EPRY sweeps (default 150)")
     p.add_argument("--fixed-pupil", action="store_true", help="do not refine the pupil aberrations")
     p.add_argument("--no-publish", action="store_true", help="do not publish to /processed")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     p.set_defaults(func=cmd_fp_reconstruct)
 
     from pxm.cli_formats import add_format_commands  # export-cxi, import-cxi, export-vtk (docs/interop.md)

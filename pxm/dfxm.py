@@ -36,7 +36,7 @@ __all__ = ["DFXMDemoOptions", "FPRunData", "FPRunResult", "fp_run_data", "recons
 
 @dataclass(frozen=True, kw_only=True)
 class DFXMDemoOptions:
-    """Size and physics of the simulated FP-DFXM acquisition (BaTiO₃ (002) at 17 keV, spec §1.6)."""
+    """Size and physics of the simulated FP-DFXM acquisition (BaTiO₃ (002) at 17 keV, docs/fp-dfxm.md, Sampling)."""
 
     n_px: int = 32
     """Camera frame size (object-plane pixels of ``pixel_size_m``)."""
@@ -170,7 +170,7 @@ def reconstruct_fp_run(run: Any, *, options: FPOptions) -> FPRunResult:
 
 def publish_fp_run(processed: Any, raw_run: Any, out: FPRunResult) -> Any:
     """Publish object, pupil, Zernikes, misalignment and strain/tilt maps to ``processed`` (linked to the run)."""
-    from pxm.publish import publish_fp_dfxm_results
+    from pxm.publication import publish_fp_dfxm_results
 
     obj = np.asarray(out.result.object)
     weak = np.abs(obj) < 0.1 * float(np.abs(obj).max())
@@ -204,9 +204,13 @@ def publish_fp_run(processed: Any, raw_run: Any, out: FPRunResult) -> Any:
     return publish_fp_dfxm_results(processed, out.data.uid, arrays, metadata=metadata, raw_run=raw_run)
 
 
-def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None = None) -> int:
-    """Start (or reach) Tiled, acquire, reconstruct and publish; print where everything lives."""
-    from pxm.catalog import tiled_session
+def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None = None,
+                  figures_dir: str | Path | None = None) -> int:
+    """Start (or reach) Tiled, acquire, reconstruct and publish; print where everything lives.
+
+    With ``figures_dir`` the result's figures go there too (:func:`pxm.logbook_figures.fp_figures`).
+    """
+    from pxm.catalog import tiled_session, write_key_file
 
     with tiled_session(server, tiled_uri) as session:
         uri, raw, processed = session.uri, session.raw, session.processed
@@ -217,7 +221,8 @@ def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None =
         out = reconstruct_fp_run(run, options=FPOptions(n_iterations=opts.iterations))
         res = publish_fp_run(processed, run, out)
         m = out.misalignment
-        print(f"run      : {uid}   (Tiled {uri}, API key {server.api_key})")
+        key_file = write_key_file(server.data_dir, server.api_key)    # the key never goes on a printed line
+        print(f"run      : {uid}   (Tiled {uri}, API key in {key_file}, mode 0600)")
         print(f"frames   : {out.data.frames.shape}; reconstruction {out.elapsed_s:.1f} s, "
               f"final error {out.result.error_history[-1]:.4g}")
         print("Zernikes (rad, true → found): " + ", ".join(
@@ -225,6 +230,14 @@ def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None =
         centre_mrad = tuple(round(v * 1e3, 4) for v in m.pupil_center_rad)
         print(f"defocus  : {m.defocus_m * 1e6:+.1f} µm; pupil centre {centre_mrad} mrad")
         print(f"published: /processed/{res.item['id'] if hasattr(res, 'item') else res.uri}")
-        print(f"    res = from_uri('{uri}', api_key='{server.api_key}')['processed'].search(Key('raw_uid') == '{uid}')")
+        if figures_dir is not None:
+            from pxm.logbook_figures import fp_figures
+
+            for f in fp_figures(figures_dir, out, command="pxm dfxm-demo"):
+                print(f"figure   : {f}")
+        print(f"read it back (shell: export PXM_TILED_API_KEY=$(cat {key_file})), in Python:")
+        print("    import os; from tiled.client import from_uri; from tiled.queries import Key")
+        print(f"    res = from_uri('{uri}', api_key=os.environ['PXM_TILED_API_KEY'])['processed']"
+              f".search(Key('raw_uid') == '{uid}')")
     return 0
 

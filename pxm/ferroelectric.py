@@ -7,7 +7,7 @@ runs one :func:`plans.fp_dfxm_scan` per variant, its 2θ set for that variant's 
 its relative strain is anchored to the cubic parent with ``InversionOptions.strain_offset`` =
 d_ref/d_parent − 1 (from the run's reflection metadata) and inverted with the one-reflection LGD
 inversion; the two maps are merged on their bright voxels and published with
-:func:`pxm.polarization.publish_polarization`, linked to both raw runs.
+:func:`pxm.polarization.publish_polarization`, naming both raw runs (which are never written to).
 
 The sample's truth (P and ε_g of the LGD model under a local stress) is computed here with
 ``analysis.ferro`` and handed to ``sim.ferroelectric`` as data.
@@ -119,7 +119,7 @@ class FerroelectricTruth:
 
 def sample_truth(pattern: Any, *, material: str, hkl: tuple[int, int, int],
                  temperature_k: float = 298.0) -> FerroelectricTruth:
-    """P and ε_g of a :class:`sim.ferroelectric.DomainPattern` from the LGD model (spec §2.1, §2.5 forward step).
+    """P and ε_g of a :class:`sim.ferroelectric.DomainPattern` from the LGD model (docs/polarization.md, Equations).
 
     Each voxel's c and a states are relaxed under the uniaxial stress σ_gg ĝĝ
     (:func:`analysis.ferro.equilibrium_polarization`); across a wall P = cos β P_c + sin β P_a,
@@ -224,7 +224,8 @@ def polarization_from_fp_run(out: FPRunResult, *, material: str, parent_d_spacin
     d_parent_m = parent_d_spacing_m if parent_d_spacing_m is not None else sample.get("parent_d_spacing_m")
     if d_parent_m is None or not d_parent_m > 0:
         raise ValueError(f"run {out.data.uid}: no cubic-parent d-spacing; pass parent_d_spacing_m (the strain "
-                         "reference lattice, spec §2.2) or record sample.parent_d_spacing_m in the start document")
+                         "reference lattice: docs/polarization.md, Conventions) or record sample.parent_d_spacing_m "
+                         "in the start document")
     refl = out.data.geometry.reflection
     if refl is None:
         raise ValueError(f"run {out.data.uid}: no reflection metadata; cannot anchor the strain")
@@ -345,7 +346,7 @@ def run_ferroelectric_chain(raw: Any, processed: Any, raw_dir: Path, documents_d
     first = next(iter(uids.values()))
     node = publish_polarization(processed, first, maps, raw_run=raw[first], source="pxm dfxm-demo --ferroelectric",
                                 extra_metadata=extra_md, extra_arrays={"variant_label": label, "source_scan": source},
-                                also_link_runs=[raw[u] for u in uids.values() if u != first])
+                                also_raw_uids=[u for u in uids.values() if u != first])
     return FerroelectricChainResult(truth=truth, uids=uids, fp=fp, parts=parts, maps=maps, variant_label=label,
                                     source_scan=source, ambiguity=report, fp_keys=fp_keys,
                                     polarization_key=node.item["id"],
@@ -353,8 +354,11 @@ def run_ferroelectric_chain(raw: Any, processed: Any, raw_dir: Path, documents_d
                                                "inversion_s": t_inv, "total_s": time.perf_counter() - t0})
 
 
-def print_chain_summary(res: FerroelectricChainResult, *, uri: str, api_key: str) -> None:
-    """Print runs, |P| against the simulator's truth, the ambiguity report and where the results live."""
+def print_chain_summary(res: FerroelectricChainResult, *, uri: str, key_file: str | Path) -> None:
+    """Print runs, |P| against the simulator's truth, the ambiguity report and where the results live.
+
+    The Tiled API key is never printed: the lines name ``key_file`` (:func:`pxm.catalog.write_key_file`, 0600).
+    """
     for v, uid in res.uids.items():
         print(f"run ({v} variant): {uid}  → /processed/{res.fp_keys[v]}")
     valid = np.isfinite(res.maps.magnitude_c_per_m2)
@@ -372,16 +376,20 @@ def print_chain_summary(res: FerroelectricChainResult, *, uri: str, api_key: str
           f"{a['small_gap_threshold_j_per_m3']:.0e} J/m³; undetermined: {'; '.join(a['undetermined'])}")
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in res.elapsed_s.items()))
     print(f"published: /processed/{res.polarization_key}")
-    print(f"    pol = from_uri('{uri}', api_key='{api_key}')['processed']['{res.polarization_key}']")
+    print(f"read it back (shell: export PXM_TILED_API_KEY=$(cat {key_file})), in Python:")
+    print("    import os; from tiled.client import from_uri")
+    print(f"    pol = from_uri('{uri}', api_key=os.environ['PXM_TILED_API_KEY'])['processed']"
+          f"['{res.polarization_key}']")
     print("    pol['magnitude_c_per_m2'][:], pol['variant_label'][:], pol.metadata['ambiguity']")
 
 
 def run_ferroelectric_demo(server: Any, opts: FerroelectricDemoOptions, *, tiled_uri: str | None = None) -> int:
     """Start (or reach) Tiled, run :func:`run_ferroelectric_chain` and print where everything lives."""
-    from pxm.catalog import tiled_session
+    from pxm.catalog import tiled_session, write_key_file
 
     with tiled_session(server, tiled_uri) as session:
         res = run_ferroelectric_chain(session.raw, session.processed, server.raw_path, server.data_dir / "documents",
                                       opts)
-        print_chain_summary(res, uri=session.uri, api_key=server.api_key)
+        key_file = write_key_file(server.data_dir, server.api_key)    # the key never goes on a printed line
+        print_chain_summary(res, uri=session.uri, key_file=key_file)
     return 0

@@ -5,7 +5,7 @@ methods only parse and enqueue (microseconds); one worker thread per run reads t
 from the detector's HDF5 file (SWMR), assembles the (POSITION, ANGLE) grid, runs
 :class:`analysis.engine.Reconstruction`, writes previews to ``/processed/<uid8>-live-NNN``
 (``status: "running"``) and, after the stop document, the final result through
-:func:`pxm.publish.publish_results` (``status: "complete"``). The same callback runs in the
+:func:`pxm.publication.publish_outcome` (``status: "complete"``, docs/tiled-layout.md). The same callback runs in the
 RunEngine process, behind a 0MQ ``RemoteDispatcher`` (``pxm live-consumer``) or on replayed
 documents (``pxm replay``). Design notes: ``docs/live-pipeline.md``.
 """
@@ -41,6 +41,70 @@ __all__ = ["LiveOptions", "FrameGrid", "LiveReconstructionCallback", "live_recip
 log = logging.getLogger(__name__)
 BRAGG_PLAN = "raster_rocking_scan"
 PREVIEW_SPEC = "BraggPtychoLivePreview"
+PREVIEW_SPEC_VERSION = "0.2"
+_PREVIEW_SLICE_DIMS = {"e1": ("e2", "e3"), "e2": ("e1", "e3"), "e3": ("e1", "e2")}
+
+
+def preview_dataset(arrays: Mapping[str, np.ndarray], *, object_shape: tuple[int, ...],
+                    voxel_size_m: tuple[float, ...], origin_e_m: tuple[float, ...] | None = None) -> Any:
+    """A live preview's arrays as an ``xarray.Dataset`` with dims, units and coordinates (as the final result).
+
+    ``object_amplitude_mid_<a>`` (1) and ``object_phase_mid_<a>`` (rad) are the object's slices through voxel
+    N//2 of axis ``a`` (dims: the other two of ``e1, e2, e3``; ``attrs["slice_at_m"]`` says where);
+    ``strain_zz_mid_e2`` (1) the ε_zz slice through e2's N//2; ``probe`` (sqrt(photons), ``probe_e2, probe_e3``).
+    Coordinates: ``e1, e2, e3`` in m along the reconstruction axes from ``origin_e_m`` (the placement's origin
+    in that frame, as :func:`pxm.publication.outcome_dataset`; voxel 0 when None), ``probe_e2/e3`` in m from the
+    beam axis. Built once per preview container; later previews overwrite the arrays only.
+
+    Parameters
+    ----------
+    arrays
+        The preview's arrays (``LiveReconstructionCallback`` session ``_preview_arrays``).
+    object_shape
+        Shape of the full object grid (N1, N2, N3).
+    voxel_size_m
+        (Δr1, Δr2, Δr3).
+    origin_e_m
+        The reconstruction-frame position of voxel [0, 0, 0], or None.
+
+    Returns
+    -------
+    xarray.Dataset
+        Written by :func:`pxm.publication.publish_dataset`.
+    """
+    import xarray as xr
+
+    from pxm.publication import LAYOUT_DOC, RECONSTRUCTION_FRAME
+
+    vox = [float(v) for v in voxel_size_m]
+    origin = [0.0] * 3 if origin_e_m is None else [float(v) for v in origin_e_m]
+    coords: dict[str, Any] = {}
+    for a, name in enumerate(("e1", "e2", "e3")):
+        where = "from voxel 0 (no placement recorded)" if origin_e_m is None else "reconstruction frame"
+        coords[name] = (name, origin[a] + np.arange(object_shape[a]) * vox[a],
+                        {"units": "m", "long_name": f"position along {name} ({where})", "frame": "reconstruction"})
+    data: dict[str, Any] = {}
+    for key, value in arrays.items():
+        v = np.asarray(value)
+        if key == "probe":
+            for a, name in enumerate(("probe_e2", "probe_e3")):
+                coords[name] = (name, (np.arange(v.shape[a]) - v.shape[a] // 2) * vox[a + 1],
+                                {"units": "m", "long_name": f"offset from the beam axis along {name[-2:]}"})
+            data[key] = (("probe_e2", "probe_e3"), v,
+                         {"units": "sqrt(photons)", "long_name": "probe section P2 in the (e2, e3) plane"})
+            continue
+        cut = key.rsplit("_", 1)[-1]
+        a = int(cut[1]) - 1
+        units, what = (("rad", "object phase") if key.startswith("object_phase") else
+                       ("1", "strain eps_zz (NaN off the mask)") if key.startswith("strain") else
+                       ("1", "object amplitude |rho| (arbitrary scale)"))
+        data[key] = (_PREVIEW_SLICE_DIMS[cut], v,
+                     {"units": units, "long_name": f"{what}, slice through voxel N//2 of {cut}",
+                      "slice_index": object_shape[a] // 2,
+                      "slice_at_m": origin[a] + (object_shape[a] // 2) * vox[a]})
+    attrs = {"title": "pxm live preview (Bragg ptychography, running)", "layout": LAYOUT_DOC,
+             "reconstruction_frame": RECONSTRUCTION_FRAME}
+    return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
 
 
 def live_recipe(n_epie_iterations: int = 6, n_ml_iterations: int = 0, *, thickness_m: float = 0.5e-6) -> Recipe:
@@ -76,7 +140,8 @@ class LiveOptions:
     """Reconstruct and publish the final result after the stop document."""
     resolution: bool = False
     """At stop, also reconstruct two binomial half-data sets and publish their FSC resolutions
-    (spec 4.5; three times the final reconstruction time). The PRTF needs K ≥ 6 more runs from random
+    (docs/dataset-format.md, Half-data resolution; three times the final reconstruction time). The PRTF needs K ≥ 6
+    more runs from random
     starts: ``pxm reconstruct --prtf K`` on the run after the beamtime."""
     backend: str = "auto"
     """Array backend of the live and final engines: ``"auto"`` (CuPy when a GPU is usable, else NumPy;
@@ -91,7 +156,12 @@ class LiveOptions:
     """Remove a linear phase ramp before the strain (False keeps a uniform strain visible)."""
     initial_probe_p2: np.ndarray | None = field(default=None, compare=False, repr=False)
     """(N2, N3) complex start of the probe section P2 (e.g. a known probe); None: the model probe of
-    :func:`pxm.reconstruct.initial_probe`."""
+    :func:`pxm.reconstruction.initial_probe`."""
+    initial_probe_file: Path | None = None
+    """Probe file (``pxm probe``'s forward ptychography of a spiral run, or any file ``pxm reconstruct
+    --probe-file`` takes) whose probe starts the live and final engines, resampled onto P2 as ``pxm
+    reconstruct`` does; the probe source (results provenance) names the file and its spiral run's uid.
+    Used when ``initial_probe_p2`` is None."""
     use_na_mask: bool = True
     """Constrain the probe to the seed's KB NA during ePIE (the live pipeline serves the seed's instrument;
     this holds for ``initial_probe_p2`` too). False: no mask, unless ``probe_na_mask_rad`` gives one."""
@@ -244,8 +314,8 @@ def _run_info(start: Mapping[str, Any], options: LiveOptions) -> _RunInfo:
 class LiveReconstructionCallback(event_model.DocumentRouter):
     """Parse documents and enqueue them for a per-run worker; never blocks the caller.
 
-    ``processed`` is the Tiled ``/processed`` container and ``raw`` the run catalog (for the
-    back-link); either may be None (no publication, e.g. in benchmarks). Errors of previews
+    ``processed`` is the Tiled ``/processed`` container and ``raw`` the run catalog (read, never written:
+    results name their run by ``raw_uid``); either may be None (no publication, e.g. in benchmarks). Errors of previews
     are logged and counted; errors of the final result are raised by :meth:`wait`.
     """
 
@@ -366,6 +436,7 @@ class _RunSession:
         self.preview: Any = None
         self.preview_key: str | None = None
         self.preview_nodes: dict[str, Any] = {}
+        self.preview_attrs: dict[str, Any] = {}
         self.n_previews = 0
         self.last_preview_t = 0.0
         self.preview_errors: list[str] = []
@@ -439,7 +510,7 @@ class _RunSession:
             return
         self.seen_seq.add(seq)
         if x is None or y is None or th is None:   # no read-backs: the pattern order (docs/start-document.md)
-            from pxm.export import frame_indices
+            from pxm.run_export import frame_indices
 
             ps, angs = frame_indices(self.info.start["pattern"]["order"], np.array([seq - 1]), g.n_positions,
                                      g.n_angles)
@@ -458,7 +529,7 @@ class _RunSession:
     # --- engine -------------------------------------------------------------------------------------
     def _detector_mask(self, shape: tuple[int, int]) -> np.ndarray:
         if self.mask is None:
-            from pxm.export import roi_from_configuration
+            from pxm.run_export import roi_from_configuration
 
             try:
                 roi = roi_from_configuration(self.config, self.info.detector, self.info.uid)
@@ -489,20 +560,21 @@ class _RunSession:
                          source=f"live run {self.info.uid}")
 
     def _initial_probe(self, recipe: Recipe) -> tuple[np.ndarray, str]:
-        """(P2, its source): ``LiveOptions.initial_probe_p2`` or the KB model probe, made once per run."""
+        """(P2, its source): ``initial_probe_p2``, else ``initial_probe_file``, else the KB model; once per run."""
         from analysis.bragg.pipeline import recipe_geometry
-        from pxm.reconstruct import initial_probe
+        from pxm.reconstruction import initial_probe
 
         if self.probe0 is None and self.options.initial_probe_p2 is not None:
             self.probe0 = np.array(self.options.initial_probe_p2, dtype=np.complex128)
             self.probe_source = "given: LiveOptions.initial_probe_p2"
         if self.probe0 is None:
             self.probe0, self.probe_source = initial_probe(recipe_geometry(self.info.geometry, recipe),
+                                                           probe_file=self.options.initial_probe_file,
                                                            options=self._reconstruct_options())
         return self.probe0, self.probe_source
 
     def _reconstruct_options(self) -> Any:
-        from pxm.reconstruct import ReconstructOptions
+        from pxm.reconstruction import ReconstructOptions
 
         return ReconstructOptions(progress=False, use_na_mask=self.options.use_na_mask,
                                   probe_na_mask_rad=self.options.probe_na_mask_rad, backend=self.options.backend)
@@ -523,7 +595,8 @@ class _RunSession:
         p0, _ = self._initial_probe(recipe)
         popts = self._pipeline_options()
         return build_engine(self._scan(positions, angles), recipe, p0 if probe is None else probe,
-                            probe_na_rad=popts.probe_na_rad, backend_name=popts.backend, frame_valid=frame_valid)
+                            probe_na_rad=popts.probe_na_rad, backend_name=popts.backend, frame_valid=frame_valid,
+                            execution=popts.execution)
 
     def _maybe_rebuild(self) -> None:
         """Start the engine once enough frames are usable; afterwards feed new frames in place.
@@ -592,21 +665,34 @@ class _RunSession:
                   "n_frames_total": self.grid.n_positions * self.grid.n_angles,
                   "mode": self.summary.get("live_mode"), "cost": float(res.costs[-1]) if res.costs else None,
                   "costs": [float(c) for c in res.costs], "n_previews": self.n_previews + 1, "updated_at": now}
-            if self.preview is None:
-                from tiled.structures.core import Spec
+            md.update(raw_key=f"raw/{self.info.uid}", voxel_size_m=[float(v) for v in res.geometry.voxel_size_m])
+            if self.preview is None:   # the dataset (dims, units, coordinates) once; later only the arrays
+                from pxm.publication import publish_dataset
 
+                placement = res.placement if getattr(res, "origin_vox", None) is not None else None
+                origin_e = (None if placement is None
+                            else tuple(np.linalg.solve(placement.axes_lab.T, placement.origin_m)))
+                ds = preview_dataset(arrays, object_shape=tuple(res.object.shape),
+                                     voxel_size_m=tuple(res.geometry.voxel_size_m), origin_e_m=origin_e)
+                self.preview_attrs = dict(ds.attrs)
                 self.preview_key = _next_key(self.processed, f"{self.info.uid[:8]}-live-")
-                self.preview = self.processed.create_container(self.preview_key, metadata=md,
-                                                               specs=[Spec(PREVIEW_SPEC, version="0.1")])
+                clients: dict[str, Any] = {}
+                self.preview = publish_dataset(self.processed, self.preview_key, ds, metadata=md,
+                                               specs=[(PREVIEW_SPEC, PREVIEW_SPEC_VERSION)], array_clients=clients)
+                self.preview_nodes = {k: clients[k] for k in arrays}
+                arrays = {}
+            md["attrs"] = self.preview_attrs
             for k, v in arrays.items():   # one request per array: the array clients are kept
                 v = np.ascontiguousarray(v)
                 node = self.preview_nodes.get(k)
                 if node is not None and tuple(node.shape) == v.shape:
                     node.write(v)
                 else:
-                    if node is not None:
+                    dims, meta = (None, None) if node is None else (node.dims, dict(node.metadata))
+                    if node is not None:   # a new shape: same dims and units, new extent
                         self.preview.delete_contents(k, external_only=False)
-                    self.preview_nodes[k] = self.preview.write_array(v, key=k)
+                    self.preview_nodes[k] = self.preview.write_array(v, key=k, dims=dims, metadata=meta,
+                                                                     specs=None if node is None else node.specs)
             self.preview.update_metadata(metadata=md)
             self.n_previews += 1
             self.preview_times_s.append((t1 - t0, time.perf_counter() - t1))
@@ -617,11 +703,11 @@ class _RunSession:
             self.preview_errors.append(repr(exc))
             log.warning("live %s: preview not written: %r", self.info.uid[:8], exc)
 
-    def _finish_preview(self, status: str) -> None:
+    def _finish_preview(self, status: str, **extra: Any) -> None:
         if self.preview is None:
             return
         try:
-            self.preview.update_metadata(metadata={"status": status, "final_key": self.final_key})
+            self.preview.update_metadata(metadata={"status": status, "final_key": self.final_key, **extra})
         except Exception as exc:
             self.preview_errors.append(repr(exc))
 
@@ -664,18 +750,19 @@ class _RunSession:
                             postprocessing_errors=postprocessing_errors)
         if self.processed is None:
             return
-        from pxm.publish import publish_outcome
+        from pxm.publication import publish_outcome
 
         raw_run = None
         if self.raw is not None:
             try:
                 raw_run = self.raw[self.info.uid]
             except KeyError:
-                log.warning("live %s: raw run not in Tiled; no back-link", self.info.uid[:8])
+                log.warning("live %s: raw run not in Tiled; the result names it by raw_uid only", self.info.uid[:8])
         extra = {"live": True, "preview_key": self.preview_key, "missing_frames": [list(m) for m in missing],
                  "excluded_positions": excluded_pos, "masked_angles": masked_ang, "final_mode": mode,
                  "n_duplicates": g.n_duplicates, "rejected_events": list(g.rejected),
-                 "exit_status": (self.stop_doc or {}).get("exit_status"), "device": outcome.device}
+                 "exit_status": (self.stop_doc or {}).get("exit_status"), "device": outcome.device,
+                 "partial": bool(missing)}   # e.g. a run ended by `stop`: the result of the frames that arrived
         node = publish_outcome(self.processed, self.info.uid, outcome, raw_run=raw_run,
                                algorithm="pxm live Bragg ptychography (ePIE + ML)", metrics=metrics,
                                timings_s=timings, postprocessing_errors=postprocessing_errors, extra_metadata=extra)
@@ -732,6 +819,12 @@ class _RunSession:
                             rejected=list(self.grid.rejected), n_frames_measured=self.grid.n_measured)
         if self.engine is not None:
             self._publish_preview(force=True)
+        stop = self.stop_doc or {}
+        if stop.get("exit_status", "success") != "success":   # aborted or failed: no final result from it
+            self.summary.update(status="aborted", exit_status=stop.get("exit_status"), reason=stop.get("reason"),
+                                preview_key=self.preview_key)
+            self._finish_preview("aborted", exit_status=stop.get("exit_status"), reason=stop.get("reason"))
+            return
         if not o.final:
             self._finish_preview("stopped")
             return
@@ -774,9 +867,35 @@ def tiled_documents(run: Any) -> Iterable[tuple[str, dict]]:
         yield name, doc.to_dict() if hasattr(doc, "to_dict") else doc
 
 
+REPLAY_TIMEOUT_S = 3600.0
+"""``pxm replay``'s default limit on waiting for the final results (``--timeout``)."""
+NO_STOP_REASON = "no stop document in the recording: the scan process was cut off"
+"""The reason replay gives a run that has a start but no stop document."""
+
+
 def replay_documents(documents: Iterable[tuple[str, dict]], callback: LiveReconstructionCallback,
                      *, timeout_s: float | None = None) -> list[dict[str, Any]]:
-    """Push recorded documents through ``callback`` and wait for its final results."""
+    """Push recorded documents through ``callback`` and wait for its final results.
+
+    A run whose recording ends without a stop document (a scan process killed mid-scan) gets one with
+    ``exit_status="fail"`` and :data:`NO_STOP_REASON`, so its live session ends, marked aborted,
+    instead of waiting for ever.
+    """
+    import uuid
+
+    def close(run_start: str) -> None:
+        callback("stop", {"uid": str(uuid.uuid4()), "run_start": run_start, "time": time.time(),
+                          "exit_status": "fail", "reason": NO_STOP_REASON, "num_events": {}})
+
+    open_run: str | None = None
     for name, doc in documents:
+        if name == "start":
+            if open_run is not None:     # the previous run never stopped
+                close(open_run)
+            open_run = str(doc["uid"])
+        elif name == "stop":
+            open_run = None
         callback(name, doc)
+    if open_run is not None:
+        close(open_run)
     return callback.wait(timeout_s)

@@ -5,7 +5,10 @@ per-voxel LGD minimisation, ambiguities reported). This module reads a results f
 by ``pxm reconstruct``, checks that the asked material and reflection match what the results record
 about their sample (:func:`check_results_sample`; refused unless forced), writes ``/polarization/<frame>``
 into a *new* file (never into the results file it read) and can publish the maps to
-``/processed/<raw_uid[:8]>-polarization-NNN`` with ``raw_uid`` and a back-link on the raw run.
+``/processed/<raw_uid[:8]>-polarization-NNN`` as an xarray dataset with dims, units and coordinates
+(:func:`polarization_dataset`). The result names every raw run it depends on (``raw_uid``, ``raw_key``,
+``raw_runs``); the raw runs are never written to, and :func:`find_polarization_results` finds the maps of a
+run by a metadata query (docs/tiled-layout.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import h5py
 import numpy as np
 
 POLARIZATION_SPEC = "PolarizationFromStrain"
+POLARIZATION_SPEC_VERSION = "0.2"
 POLARIZATION_FILE_FORMAT = "pxm-polarization"
 """``/@format`` of the files :func:`write_polarization` writes."""
 
@@ -43,6 +47,12 @@ class PolarizationMaps:
     branch_gap_j_per_m3: np.ndarray
     """How much worse the best non-equivalent state fits (small: another state is nearly as good)."""
     voxel_size_m: tuple[float, ...]
+    origin_m: tuple[float, ...] | None = None
+    """Lab (x, y, z) of voxel [0, 0, 0] of a 3D map (``StrainMaps.origin_m``: relative to the reconstruction's
+    grid centre), None when not known (2D FP-DFXM maps are centred on the image's pixel N//2)."""
+    grid_frame: str | None = None
+    """``"sample"`` (axes x, y, z) or ``"reconstruction"`` (e1, e2, e3) for a 3D map (``StrainMaps.frame``);
+    None for 2D maps (axes row, col of the object plane)."""
     sample_check: dict[str, Any] = field(default_factory=dict)
     """How the asked material/hkl compared with the results' sample (:func:`check_results_sample`)."""
 
@@ -131,7 +141,7 @@ def polarization_from_results(results_path: str | Path, *, material: str, hkl: t
         magnitude_c_per_m2=np.linalg.norm(p, axis=-1), n_equivalent=np.asarray(inv.n_equivalent),
         stress_along_g_pa=np.asarray(inv.stress_along_g_pa)[..., 0],
         branch_gap_j_per_m3=np.asarray(inv.branch_gap_j_per_m3), voxel_size_m=tuple(maps.voxel_size_m),
-        sample_check=check)
+        origin_m=tuple(float(v) for v in maps.origin_m), grid_frame=str(maps.frame), sample_check=check)
 
 
 def default_output_path(results_path: str | Path, maps: PolarizationMaps) -> Path:
@@ -211,7 +221,8 @@ def write_polarization(output_path: str | Path, maps: PolarizationMaps, *,
 
 
 def ambiguity_report(maps: PolarizationMaps, *, small_gap_j_per_m3: float = 1e5) -> dict[str, Any]:
-    """What one reflection leaves undetermined in ``maps`` (spec §2.3), as JSON-ready numbers and sentences.
+    """What one reflection leaves undetermined in ``maps``
+    (docs/polarization.md, Ambiguities), as JSON-ready numbers and sentences.
 
     ``n_equivalent_counts``: voxels per number of symmetry-equivalent P; ``branch_gap_j_per_m3``: min and
     median of the gap to the best non-equivalent state; ``n_small_gap``: voxels whose gap is below
@@ -231,42 +242,160 @@ def ambiguity_report(maps: PolarizationMaps, *, small_gap_j_per_m3: float = 1e5)
                                     "median": float(np.median(finite_gap)) if finite_gap.size else None},
             "small_gap_threshold_j_per_m3": small_gap_j_per_m3,
             "n_small_gap": int((finite_gap < small_gap_j_per_m3).sum()),
-            "assumption": "one reflection: the unknown local stress is uniaxial along ĝ (spec §2.2)"}
+            "assumption": "one reflection: the unknown local stress is uniaxial along ĝ (docs/polarization.md)"}
+
+
+_MAP_UNITS = {"polarization_c_per_m2": ("C/m^2", "representative polarization P (one of the n_equivalent images)"),
+              "magnitude_c_per_m2": ("C/m^2", "|P|, determined by one reflection"),
+              "n_equivalent": ("1", "number of symmetry-equivalent P per voxel (2: +-P; 4: also the x/y variants)"),
+              "stress_along_g_pa": ("Pa", "inferred uniaxial stress along the reflection"),
+              "branch_gap_j_per_m3": ("J/m^3", "energy gap to the best non-equivalent polarization state")}
+_MAP_DTYPES = {"n_equivalent": np.int16}
+
+
+def _grid_dims_coords(maps: PolarizationMaps) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Dims and coordinates (m) of the map grid: (row, col) for 2D maps, (x, y, z) or (e1, e2, e3) for 3D."""
+    shape = np.shape(maps.magnitude_c_per_m2)
+    vox = [float(v) for v in maps.voxel_size_m]
+    coords: dict[str, Any] = {}
+    if len(shape) == 2:
+        dims: tuple[str, ...] = ("row", "col")
+        for a, name in enumerate(dims):
+            coords[name] = (name, (np.arange(shape[a]) - shape[a] // 2) * vox[a],
+                            {"units": "m", "long_name": f"object-plane offset along the image {name}s from pixel N//2"})
+        return dims, coords
+    sample = maps.grid_frame == "sample"
+    dims = ("x", "y", "z") if sample else tuple(f"e{a + 1}" for a in range(len(shape)))
+    origin = [0.0] * len(shape) if maps.origin_m is None or not sample else [float(v) for v in maps.origin_m]
+    for a, name in enumerate(dims):
+        where = ("sample frame, from the reconstruction's grid centre" if sample and maps.origin_m is not None
+                 else "from voxel 0")
+        coords[name] = (name, origin[a] + np.arange(shape[a]) * vox[a],
+                        {"units": "m", "long_name": f"position along {name} ({where})",
+                         "frame": "sample" if sample else "reconstruction"})
+    return dims, coords
+
+
+def polarization_dataset(maps: PolarizationMaps, *,
+                         extra_arrays: dict[str, np.ndarray] | None = None) -> Any:
+    """The maps as an ``xarray.Dataset`` with dims, units and coordinates, as the Bragg results are published.
+
+    Grid dims: ``row, col`` (2D FP-DFXM maps; m from the image's pixel N//2), ``x, y, z`` (a sample-frame
+    strain map; m from its ``origin_m``) or ``e1, e2, e3`` (reconstruction frame; m from voxel 0).
+    ``polarization_c_per_m2`` adds the dim ``p_component`` (P_x, P_y, P_z in the crystal axes). Arrays in
+    ``extra_arrays`` of the grid's shape share its dims (units "1"); others get ``<name>_0, <name>_1, ...``.
+
+    Parameters
+    ----------
+    maps
+        The polarization maps.
+    extra_arrays
+        More arrays to store next to the maps (e.g. the c/a ``variant_label``).
+
+    Returns
+    -------
+    xarray.Dataset
+        In memory; :func:`publish_polarization` writes it with :func:`pxm.publication.publish_dataset`.
+    """
+    import xarray as xr
+
+    from pxm.publication import LAYOUT_DOC
+
+    dims, coords = _grid_dims_coords(maps)
+    grid_shape = np.shape(maps.magnitude_c_per_m2)
+    data: dict[str, Any] = {}
+    for name, (unit, long_name) in _MAP_UNITS.items():
+        values = np.asarray(getattr(maps, name), _MAP_DTYPES.get(name, np.float32))
+        var_dims = (*dims, "p_component") if name == "polarization_c_per_m2" else dims
+        attrs: dict[str, Any] = {"units": unit, "long_name": long_name}
+        if name == "polarization_c_per_m2":
+            attrs["components"] = "P_x P_y P_z along the crystal axes"
+        data[name] = (var_dims, values, attrs)
+    for name, value in (extra_arrays or {}).items():
+        a = np.ascontiguousarray(value)
+        extra_dims = dims if a.shape == grid_shape else tuple(f"{name}_{i}" for i in range(a.ndim))
+        data[name] = (extra_dims, a, {"units": "1", "long_name": name.replace("_", " ")})
+    attrs = {"title": f"pxm polarization maps ({maps.material}, hkl {_hkl_text(maps.hkl)})", "layout": LAYOUT_DOC,
+             "convention": "Q44 engineering (Voigt); P up to the listed symmetry-equivalent images"}
+    return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
+
+
+def find_polarization_results(processed: Any, raw_uid: str) -> list[str]:
+    """Keys of the polarization results that depend on the raw run ``raw_uid``, sorted (a metadata query).
+
+    Every result lists its raw runs in ``metadata["raw_runs"]`` (uid → ``raw/<uid>``), so a result computed
+    from several runs (the ferroelectric chain's c and a scans) is found from each of them.
+
+    Parameters
+    ----------
+    processed
+        The Tiled ``/processed`` container.
+    raw_uid
+        A raw run's uid.
+
+    Returns
+    -------
+    list of str
+        The matching keys.
+    """
+    from tiled.queries import Key
+
+    return sorted(str(k) for k in processed.search(Key(f"raw_runs.{raw_uid}") == f"raw/{raw_uid}"))
 
 
 def publish_polarization(processed: Any, raw_uid: str, maps: PolarizationMaps, *, raw_run: Any = None,
                          source: str | None = None, extra_metadata: dict[str, Any] | None = None,
                          extra_arrays: dict[str, np.ndarray] | None = None,
-                         also_link_runs: Sequence[Any] = ()) -> Any:
-    """Publish the maps to ``/processed/<uid8>-polarization-NNN``; return the container client.
+                         also_raw_uids: Sequence[str] = ()) -> Any:
+    """Publish the maps to ``/processed/<uid8>-polarization-NNN`` as an xarray dataset; return its client.
 
-    The metadata always carries :func:`ambiguity_report` (``extra_metadata`` may replace it).
-    ``extra_arrays`` are written next to the maps; ``raw_run`` and every run in ``also_link_runs``
-    get a back-link in their ``analysis`` metadata.
+    The raw runs are never written to: the result's metadata names them (``raw_uid``, ``raw_key`` of the
+    first; ``raw_runs`` maps every uid it depends on to its Tiled key ``raw/<uid>``), and
+    :func:`find_polarization_results` (or :func:`pxm.publication.find_results` with ``kind="polarization"`` for
+    the first run) finds it. The metadata always carries :func:`ambiguity_report` (``extra_metadata`` may
+    replace it); ``extra_arrays`` are written next to the maps (:func:`polarization_dataset`).
+
+    Parameters
+    ----------
+    processed
+        The Tiled ``/processed`` container.
+    raw_uid
+        The uid of the raw run the maps were computed from (the first, when several).
+    maps
+        The polarization maps.
+    raw_run
+        That run, when at hand: its start uid must be ``raw_uid`` (read, never written).
+    source
+        Where the strain maps came from (a results file, a command).
+    extra_metadata, extra_arrays
+        More metadata keys and arrays.
+    also_raw_uids
+        The uids of the other raw runs the maps depend on.
+
+    Returns
+    -------
+    Any
+        The Tiled client of the new container.
     """
-    from tiled.structures.core import Spec
+    from analysis.bragg.outcome import software_info
+    from pxm.publication import LAYOUT_DOC, next_result_key, publish_dataset
 
-    from analysis.dataset import jsonable
-    from pxm.publish import next_result_key
-
+    start = ((getattr(raw_run, "metadata", None) or {}).get("start") or {}) if raw_run is not None else {}
+    if start.get("uid") not in (None, raw_uid):
+        raise ValueError(f"publish_polarization: raw_uid {raw_uid!r} but the raw run given is {start.get('uid')!r}; "
+                         "pass the run the maps were computed from")
+    uids = list(dict.fromkeys([raw_uid, *also_raw_uids]))
     key = next_result_key(processed, raw_uid, kind="polarization")
-    md = {"raw_uid": raw_uid, "raw_uri": getattr(raw_run, "uri", None), "status": "complete",
+    md = {"raw_uid": raw_uid, "raw_key": f"raw/{raw_uid}", "kind": "polarization",
+          "raw_runs": {u: f"raw/{u}" for u in uids}, "status": "complete",
           "algorithm": "LGD one-reflection inversion (analysis.ferro)", "source_results": source,
           "material": maps.material, "hkl": list(maps.hkl), "strain_frame": maps.strain_frame,
-          "voxel_size_m": list(maps.voxel_size_m), "ambiguity": ambiguity_report(maps),
+          "voxel_size_m": list(maps.voxel_size_m),
+          "origin_m": None if maps.origin_m is None else list(maps.origin_m), "software": software_info(),
+          "ambiguity": ambiguity_report(maps), "layout": LAYOUT_DOC,
           **({"sample_check": maps.sample_check} if maps.sample_check else {}), **(extra_metadata or {})}
-    node = processed.create_container(key, metadata=jsonable(md, nonfinite_to_none=True),
-                                      specs=[Spec(POLARIZATION_SPEC, version="0.1")])
-    for name in ("polarization_c_per_m2", "magnitude_c_per_m2", "stress_along_g_pa", "branch_gap_j_per_m3"):
-        node.write_array(np.asarray(getattr(maps, name), np.float32), key=name)
-    node.write_array(np.asarray(maps.n_equivalent, np.int16), key="n_equivalent")
-    for name, value in (extra_arrays or {}).items():
-        node.write_array(np.ascontiguousarray(value), key=name)
-    for run in ([raw_run] if raw_run is not None else []) + list(also_link_runs):
-        links = list(run.metadata.get("analysis", []) or [])
-        links.append({"key": key, "kind": "polarization", "uri": getattr(node, "uri", None)})
-        run.update_metadata(metadata={"analysis": links})
-    return node
+    return publish_dataset(processed, key, polarization_dataset(maps, extra_arrays=extra_arrays), metadata=md,
+                           specs=[(POLARIZATION_SPEC, POLARIZATION_SPEC_VERSION)])
 
 
 def summary(maps: PolarizationMaps) -> dict[str, Any]:
@@ -279,6 +408,7 @@ def summary(maps: PolarizationMaps) -> dict[str, Any]:
             "n_equivalent_values": sorted({int(v) for v in np.asarray(maps.n_equivalent)[valid].ravel()})}
 
 
-__all__ = ["POLARIZATION_FILE_FORMAT", "PolarizationMaps", "ambiguity_report", "check_results_sample",
-           "default_output_path", "polarization_from_results", "publish_polarization", "summary",
+__all__ = ["POLARIZATION_FILE_FORMAT", "POLARIZATION_SPEC", "POLARIZATION_SPEC_VERSION", "PolarizationMaps",
+           "ambiguity_report", "check_results_sample", "default_output_path", "find_polarization_results",
+           "polarization_dataset", "polarization_from_results", "publish_polarization", "summary",
            "write_polarization"]

@@ -1,11 +1,12 @@
-"""FP-DFXM simulator: crystal exit fields, CRL pupil, diversity scans, noisy frames (spec §1.3–1.5, §1.8).
+"""FP-DFXM simulator: crystal exit fields, CRL pupil, diversity scans, noisy frames
+(docs/fp-dfxm.md, Model and conventions and Geometry, optics and sampling).
 
 Independent of the FP-DFXM inversion (``analysis.dfxm``): its own Zernike table, an analytic pupil evaluated on
 a finer grid than the reconstruction, continuous spectrum shifts applied as real-space
 phase ramps exp(2πi κ·x), and point sampling of the band-limited field on the coarse
 detector grid (no inverse crime). Only the numbers of ``analysis.dfxm.geometry`` are shared.
 
-Model (spec §1.5): I_j(x) = |F⁻¹{Õ(k − κ_j) P(k)}(x − s_j)|² + b, with Poisson noise;
+Model (docs/fp-dfxm.md, Model and conventions): I_j(x) = |F⁻¹{Õ(k − κ_j) P(k)}(x − s_j)|² + b, with Poisson noise;
 P(α) = exp(−|α−α_c|²/(4NA²)) · circ(|α−α_c| ≤ D/2d1) · exp(i Σ c_j Z_j((α−α_c)/α₀)).
 """
 
@@ -96,12 +97,14 @@ def crystal_exit_field(n_px: int, pixel_size_m: float, reflection: Reflection, e
                        dislocations: tuple[tuple[float, float, int], ...] = ((0.3, 0.62, 1), (0.7, 0.35, -1)),
                        wall_width_m: float = 30e-9, texture_amplitude: float = 0.25,
                        grain_fraction: float | None = 0.75, seed: int = 0) -> CrystalTruth:
-    """Thin-film Bragg exit field with strain / tilt domains, domain walls and dislocations (spec §1.5, §1.8).
+    """Thin-film Bragg exit field with strain / tilt domains, domain walls and dislocations
+    (docs/fp-dfxm.md, Model and conventions and Strain).
 
     Strain domains are stripes along the rows (ε changes across horizontal walls), roll-tilt
     domains stripes along the columns; each is integrated to a continuous phase
     φ = |G|(∫q_2θ drow + ∫q_roll dcol), q_2θ = −sinθ q_rock + cosθ q_par, q_par = −ε
-    (spec §1.2). Dislocations ``(row_frac, col_frac, n)`` add phase vortices n·atan2 with a
+    (docs/fp-dfxm.md, Reciprocal space and pupil). Dislocations ``(row_frac, col_frac, n)`` add phase vortices n·atan2
+    with a
     dark core; walls dim the amplitude; a smooth random texture modulates A. The grain
     fills a soft-edged square of ``grain_fraction`` of the field (None: whole field) (dark outside, as in DFXM).
     """
@@ -169,7 +172,7 @@ def transmission_exit_field(thickness_m: np.ndarray, *, energy_kev: float, delta
 
 @dataclass(frozen=True, kw_only=True)
 class DiversityScan:
-    """Spectrum shifts κ_j (angles) and image shifts s_j produced by a motor scan (spec §1.3)."""
+    """Spectrum shifts κ_j (angles) and image shifts s_j produced by a motor scan (docs/fp-dfxm.md, Diversity scans)."""
 
     shifts_rad: np.ndarray
     """(FRAME, 2) (row, col) shift of the object spectrum relative to the pupil, radians."""
@@ -178,7 +181,7 @@ class DiversityScan:
 
 
 def diversity_scan(kind: str, values: Any, geometry: FPDFXMGeometry) -> DiversityScan:
-    """Shifts for a motor scan (spec §1.3 table).
+    """Shifts for a motor scan (docs/fp-dfxm.md, Diversity scans).
 
     ``values`` is (FRAME,) for ``"rock"`` (thin film, δφ rad → 2δφ vertical), ``"roll"``
     (δχ rad → 2 sinθ δχ horizontal), ``"two_theta"`` (Δ2θ rad → vertical), or (FRAME, 2)
@@ -205,7 +208,7 @@ def diversity_scan(kind: str, values: Any, geometry: FPDFXMGeometry) -> Diversit
 
 
 def grid_shifts_rad(n_side: int, step_rad: float) -> np.ndarray:
-    """(n_side², 2) square grid of spectrum shifts centred on zero (e.g. 7×7 at 0.4 mrad, spec §1.6)."""
+    """(n_side², 2) square grid of spectrum shifts centred on zero (e.g. 7×7 at 0.4 mrad, docs/fp-dfxm.md, Sampling)."""
     k = (np.arange(n_side) - (n_side - 1) / 2) * step_rad
     rr, cc = np.meshgrid(k, k, indexing="ij")
     return np.stack([rr.ravel(), cc.ravel()], axis=1)
@@ -217,9 +220,9 @@ def _tilted_crl_amplitude(dr: Any, dc: Any, geometry: FPDFXMGeometry, tilt_rad: 
 
     A lenslet of thickness r²/R (two parabolic faces) at transverse distance r from its axis
     transmits amplitude exp(−μr²/2R); the ray at object angle α crosses lenslet n at height αh_n
-    (spec §1.4), the tilt (pitch τ_row, yaw τ_col) displaces the axis by τ(z_n − z_p). The physical
-    aperture √(RT) is applied at the entrance lenslet (as in the spec's pupil). The prism term of the
-    displaced lenslets is a uniform image translation (same for all frames) and is left out.
+    (docs/fp-dfxm.md, CRL pupil), the tilt (pitch τ_row, yaw τ_col) displaces the axis by τ(z_n − z_p). The physical
+    aperture √(RT) is applied at the entrance lenslet (as in the pupil model of docs/fp-dfxm.md, CRL pupil). The prism
+    term of the displaced lenslets is a uniform image translation (same for all frames) and is left out.
     """
     xp = array_module(dr, dc)
     obj = geometry.objective
@@ -239,7 +242,7 @@ def crl_pupil(alpha_row_rad: Any, alpha_col_rad: Any, geometry: FPDFXMGeometry, 
               zernike_rad: dict[int, float] | None = None,
               pupil_center_rad: tuple[float, float] = (0.0, 0.0),
               crl_tilt_rad: tuple[float, float] = (0.0, 0.0), tilt_pivot_m: float | None = None) -> Any:
-    """Complex CRL pupil P(α) of spec §1.4 at the given angles (Gaussian absorption × circ × exp(iW)).
+    """Complex CRL pupil P(α) of docs/fp-dfxm.md, CRL pupil at the given angles (Gaussian absorption × circ × exp(iW)).
 
     A CRL tilt (pitch, yaw) ``crl_tilt_rad`` about ``tilt_pivot_m`` (from the entrance; default the
     centre) is simulated lenslet by lenslet (:func:`_tilted_crl_amplitude`).
@@ -264,7 +267,8 @@ def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXM
                     pupil_center_rad: tuple[float, float] = (0.0, 0.0), photons_peak: float | None = 2e4,
                     background_counts: float = 0.0, seed: int = 0, crl_tilt_rad: tuple[float, float] = (0.0, 0.0),
                     tilt_pivot_m: float | None = None) -> np.ndarray:
-    """Far-field-filtered detector images (FRAME, n_px, n_px) of ``field`` (spec §1.5), Poisson noise.
+    """Far-field-filtered detector images (FRAME, n_px, n_px) of ``field``
+    (docs/fp-dfxm.md, Model and conventions), Poisson noise.
 
     ``exit_field`` covers the geometry's field of view n_px·Δx on a grid ``s`` times finer
     (``field_pixel_size_m`` = Δx/s, s integer). The spectrum shift is a phase ramp
@@ -310,7 +314,8 @@ def simulate_frames(exit_field: Any, field_pixel_size_m: float, geometry: FPDFXM
 def setting_shifts(geometry: FPDFXMGeometry, *, rock_rad: float = 0.0, roll_rad: float = 0.0,
                    two_theta_rad: float = 0.0,
                    lens_translation_m: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) spectrum shift (rad) and image shift (m) of one combined motor setting (spec §1.3).
+    """(row, col) spectrum shift (rad) and image shift (m) of one combined motor setting
+    (docs/fp-dfxm.md, Diversity scans).
 
     The contributions of rocking (thin film), roll, 2θ and the lens translation (row, col) =
     (vertical, horizontal) of :func:`diversity_scan` add to first order.
@@ -330,7 +335,8 @@ def frame_for_setting(exit_field: Any, field_pixel_size_m: float, geometry: FPDF
                       lens_translation_m: tuple[float, float] = (0.0, 0.0),
                       zernike_rad: dict[int, float] | None = None,
                       pupil_center_rad: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Noise-free intensity (n_px, n_px) of one frame at a motor setting (spec §1.3, §1.5).
+    """Noise-free intensity (n_px, n_px) of one frame at a motor setting
+    (docs/fp-dfxm.md, Diversity scans and Model and conventions).
 
     Same forward model as :func:`simulate_frames` (``photons_peak=None``) for the single
     spectrum / image shift given by :func:`setting_shifts`.
@@ -377,7 +383,7 @@ class DFXMSimulator:
         self.detector_shape = (geometry.n_px, geometry.n_px)
 
     def z4_rad_from_defocus_m(self, defocus_m: float) -> float:
-        """Z4 coefficient of a sample defocus Δz (spec §1.4)."""
+        """Z4 coefficient of a sample defocus Δz (docs/fp-dfxm.md, CRL pupil)."""
         g = self.geometry
         return defocus_m * math.pi * g.alpha0_rad**2 / (2 * math.sqrt(3) * g.wavelength_m)
 

@@ -2,11 +2,11 @@
 
 Both simulators implement the FrameSource contract (docs/decisions/0001-rooms.md).
 
-Bragg frames — an independent, finely sampled method (spec 7 item 5, no inverse crime)
+Bragg frames — an independent, finely sampled method (no inverse crime)
 -------------------------------------------------------------------------------------
-Kinematic amplitude (seed Eq 1, sign of spec 1.7), sample frame of :mod:`analysis.geometry`:
+Kinematic amplitude (seed Eq 1, sign of docs/geometry.md, Operators), sample frame of :mod:`analysis.geometry`:
 
-    A(q) = ∫ P(r + s) ρ(r) e^{−i q·r} d³r,   q = q1 e1 + q2 e2 + q3 x̂ (flat Ewald, spec 1.7)
+    A(q) = ∫ P(r + s) ρ(r) e^{−i q·r} d³r,   q = q1 e1 + q2 e2 + q3 x̂ (flat Ewald, docs/geometry.md, Operators)
 
 with s the stage translation (the probe sits at r = −s), q1, q2 = pixel offsets × kp/D
 from the Bragg peak, q3 = |Q| (rocking offset − sample misorientation). Since

@@ -7,7 +7,7 @@ the caller hands the strain along ĝ in as data (``pxm.ferroelectric`` uses
 ``analysis.ferro``), so the simulator shares no code with the inversion it tests.
 :func:`strain_exit_field` turns that strain map into the exit field seen by a scan whose
 2θ is set for a chosen reference lattice (same phase convention as
-:func:`sim.dfxm.crystal_exit_field`, spec §1.2).
+:func:`sim.dfxm.crystal_exit_field`, docs/fp-dfxm.md, Reciprocal space and pupil).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def ca_domain_pattern(n_px: int, pixel_size_m: float, *, variants: tuple[str, ..
     ``variants`` lists the stripes from the top row down (``"c"`` or ``"a"``). The walls are
     horizontal so the domain strain varies along the rows only (no rigid twin tilt is modelled).
     The stress bump σ_gg = ``stress_bump_pa`` · exp(−r²/2w²) (w = ``stress_bump_width_frac`` · field)
-    stands for the local elastic stress the one-reflection inversion infers (spec §2.2).
+    stands for the local elastic stress the one-reflection inversion infers (docs/polarization.md, Equations).
     """
     if not (isinstance(n_px, int) and n_px >= 8):
         raise ValueError(f"ca_domain_pattern: n_px must be an int >= 8, got {n_px!r}")
@@ -95,7 +95,7 @@ def strain_exit_field(strain_g: np.ndarray, amplitude: np.ndarray, pixel_size_m:
     The scan's 2θ and ``reflection`` (its d-spacing) belong to the reference lattice
     d_ref = d_parent (1 + ``reference_strain``); the strain seen relative to it is
     Δε = (1 + ε_g)/(1 + ε_ref) − 1, integrated along the rows as in :func:`sim.dfxm.crystal_exit_field`:
-    φ = |G_ref| Δx Σ_row cosθ (−Δε) (q_par = −Δε, no rocking tilt; spec §1.2).
+    φ = |G_ref| Δx Σ_row cosθ (−Δε) (q_par = −Δε, no rocking tilt; docs/fp-dfxm.md, Reciprocal space and pupil).
     """
     eps = np.asarray(strain_g, float)
     amp = np.asarray(amplitude, float)

@@ -1,6 +1,6 @@
-"""Focused KB probe and a Siemens-star test object (spec 1.6; seed Methods).
+"""Focused KB probe and a Siemens-star test object (docs/geometry.md, Operators; seed Methods).
 
-Probe frame (spec 1.1): p3 = k̂_i, p2 = ŷ (horizontal, H), p1 = p2 × p3 (vertical, V,
+Probe frame (docs/geometry.md, Frames): p3 = k̂_i, p2 = ŷ (horizontal, H), p1 = p2 × p3 (vertical, V,
 in the scattering plane). The probe is invariant along the beam (depth of focus
 λ/(2NA²) ≈ 0.5–2 mm ≫ µm): P(r) = P⊥(p1·r, p2·r) with a separable focal field
 P⊥(a, b) = p_V(a) p_H(b). Each 1D field is the Fourier transform of a rectangular

@@ -1,4 +1,4 @@
-"""Crystal sample model: a strained, truncated, tilted tungsten foil (spec 1.5, 7 item 6).
+"""Crystal sample model: a strained, truncated, tilted tungsten foil (docs/geometry.md, Operators; seed Methods).
 
 Frame and conventions
 ---------------------
@@ -7,10 +7,10 @@ metres, fixed to the crystal at the Bragg condition: z ∥ Q_hkl, x in the scatt
 plane, y the rocking axis.
 
 * The displacement field enters only through its component along Q, ``u_z`` (m).
-* Complex crystalline density (spec 1.1, 1.7): ρ(r) = s(r) · exp(−i Q·u(r)) with
+* Complex crystalline density (docs/geometry.md, Frames and Operators): ρ(r) = s(r) · exp(−i Q·u(r)) with
   s ∈ [0, 1] the shape and Q·u = |Q| u_z.
 * Kinematic amplitude: A(q) = ∫ P(r) ρ(r) exp(−i q·r) d³r with q = k_f − k_i − Q (seed
-  Eq 1 with the e^{−iq·r} sign of spec 1.7). A tensile strain ε (u_z = ε z) therefore
+  Eq 1 with the e^{−iq·r} sign of docs/geometry.md, Operators). A tensile strain ε (u_z = ε z) therefore
   moves the Bragg peak to q = −|Q| ε ẑ (towards lower |q|, lower Bragg angle).
 * Lattice tilts are the lateral derivatives of u_z: ``tilt_x_rad`` = ∂u_z/∂y (rotation
   about x), ``tilt_y_rad`` = ∂u_z/∂x. A tilt moves the peak to q = −|Q| (t_y, t_x, 0).
@@ -84,7 +84,7 @@ def _ramp(d: np.ndarray, width: float | np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- shape
 @dataclass(frozen=True, kw_only=True)
 class Slab:
-    """Foil of thickness ``thickness_m``: |n̂·(r − c)| <= T/2 (spec 1.5).
+    """Foil of thickness ``thickness_m``: |n̂·(r − c)| <= T/2 (docs/geometry.md, Operators).
 
     n̂ = R_y(tilt_y_deg) R_x(tilt_x_deg) ẑ, right-handed. ``edge_width_m`` > 0 gives
     a linear ramp of that width across each face (0: hard edge).
@@ -504,7 +504,7 @@ D220_W_M = cubic_d_spacing_m(TUNGSTEN_LATTICE_M, (2, 2, 0))
 
 
 def seed_sample(*, rocking_centre_offset_deg: float = 0.012) -> CrystalSample:
-    """Seed-like phantom (spec 7 item 6): 0.45 µm W foil tilted (5.5°, −2°), grain
+    """Seed-like phantom (seed Methods): 0.45 µm W foil tilted (5.5°, −2°), grain
     boundary at x ≈ 2.2 µm, implanted layer (3×10⁻⁴ to 2.8 µm from the +y edge at
     y = 1.8 µm), FIB surface layers, one 2π and one 4π dislocation.
     """

@@ -16,6 +16,10 @@ the package (``pip install -e .``), so no ``PYTHONPATH`` is needed:
 * :mod:`testing.plan_checks`: document collection and frame/event checks for Bluesky plans;
 * :mod:`testing.epics_ioc`: a caproto IOC with motor-record-like PVs and a ring current, run as a process on
   loopback (the EPICS device tests);
+* :mod:`testing.concurrent_scan`: one scan process into a running Tiled server, several at once with a polling
+  reader and a live consumer, and the check that a run holds each frame exactly once (the concurrency tests);
+* :mod:`testing.postgres`: a private PostgreSQL server on loopback (``initdb`` in a temporary folder) for the
+  facility-deployment test;
 * :mod:`testing.recipe_quality`: the data sets and the runner of "quality by recipe" (a recipe scored against
   the truth along the run: best and last state).
 

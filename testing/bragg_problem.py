@@ -178,7 +178,7 @@ def well_lit_region(p: Problem, fraction: float = 0.2) -> np.ndarray:
 
 
 def band_limit(p: Problem, obj: np.ndarray, fraction: float = 1.0) -> np.ndarray:
-    """Keep the object frequencies inside the measured sheared band (spec 1.2).
+    """Keep the object frequencies inside the measured sheared band (docs/geometry.md, Operators).
 
     The crop keeps |f1 − (Δq3 u1 Δr1 N3 / 2π) f3| ≤ fraction · N1 / (2 N1'), f in cycles per
     voxel; frequencies beyond it along r1 are never measured (the probe is invariant along

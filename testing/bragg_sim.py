@@ -215,7 +215,9 @@ def seed_like_problem(*, noise_seed: int | None = 1) -> SimProblem:
 
 @dataclass(frozen=True)
 class ReconstructionScores:
-    """Errors of one reconstruction against the simulator truth (spec 5)."""
+    """Errors of one reconstruction against the simulator truth
+    (E_ρ, E_P and strain RMSE of :mod:`analysis.metrics`).
+    """
 
     object_error: float
     """E_ρ on the lit crystal S′ ∧ Σ|P_j|² ≥ 20 % max."""
@@ -328,7 +330,8 @@ def truth_amplitude_cost(problem: SimProblem, op: BraggModel, result: Reconstruc
 
 
 def resolution_problem(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10):
-    """The resolution problem (spec 4.5): 0.3 µm implanted slab, small geometry, 4 × 4 raster, Poisson noise
+    """The resolution problem (docs/dataset-format.md, Half-data resolution): 0.3 µm implanted slab, small geometry,
+    4 × 4 raster, Poisson noise
     at ``flux_ph_per_s`` × 0.2 s; and its recipe: known probe, ``n_epie`` ePIE + ``n_ml`` Poisson-ML sweeps,
     fixed 0.4 µm slab support. Returns (SimProblem, Recipe).
     """
@@ -340,8 +343,7 @@ def resolution_problem(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10
     p = simulate(sample, geometry=g, probe=small_probe(), stage_xyz_m=raster(4, 0.12e-6), noise_seed=4,
                  flux_ph_per_s=flux_ph_per_s)
     recipe = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, background_init=0.0,
-                    support=SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10**6,
-                                            shrinkwrap_stop_iter=10**6),
+                    support=SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=None),
                     epie=EpieOptions(update_probe=False, gamma=0.0),
                     ml=MLOptions(update_probe=False, noise_model="poisson"))
     return p, recipe

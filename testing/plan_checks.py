@@ -42,7 +42,7 @@ def check_frames_match_events(docs: DocCollector, geometry, *, x_key="stage_x", 
         assert round(dec["y_um"] * 1e3) == round(ev["data"][y_key] * 1e3)
         if theta_key is not None:                                                 # µdeg resolution
             assert round(dec["rocking_offset_deg"] * 1e6) == round(
-                (ev["data"][theta_key] - geometry.theta_bragg_deg) * 1e6)
+                (ev["data"][theta_key] - geometry.rocking_centre_deg) * 1e6)   # θ_B, or η/φ
         assert dec["flux_scale"] == 1.0
     calls = [d["call"] for d in decoded]
     assert calls == sorted(calls)

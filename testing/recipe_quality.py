@@ -87,8 +87,8 @@ def demo_case(seed: int = 2021, *, n_angles: int | None = None, resolvable: bool
     from sim import KBProbe, seed_sample
     from testing.bragg_sim import raster, simulate
 
-    opts = DemoOptions(n_angles=n_angles or (21 if resolvable else DemoOptions().n_angles))
-    g = demo_geometry(opts)
+    opts = DemoOptions()   # pxm demo's sizes and dose; the angle count is this case's (9: the old default)
+    g = dataclasses.replace(demo_geometry(opts), n_angles=n_angles or (21 if resolvable else 9))
     sample = seed_sample(rocking_centre_offset_deg=0.0)   # the demo's alignment centres the rocking scan
     if resolvable:
         probe = KBProbe(energy_kev=g.energy_kev, extent_h_m=3.9e-6)
@@ -196,12 +196,21 @@ def checkpoints(recipe: Recipe, n: int = N_CHECKPOINTS) -> list[int]:
 
 
 def run(case: Case, recipe_name: str, n_epie: int | None, *, ml_smoothness: float | None = None,
-        verbose: bool = True) -> dict[str, Any]:
+        overrides: dict[str, Any] | None = None, verbose: bool = True) -> dict[str, Any]:
     """One recipe on one case, scored at every checkpoint: best and last error, their difference (``margin``).
 
-    ``n_epie`` None runs the preset's own sweep count; ``ml_smoothness`` overrides its ML prior strength.
+    ``n_epie`` None runs the preset's own sweep count; ``ml_smoothness`` overrides its ML prior strength;
+    ``overrides`` sets recipe fields as a recipe file would (e.g. ``{"epie": {"dm_iterations": 60}}``), before
+    the schedule is scaled to ``n_epie``.
     """
-    recipe = recipe_by_name(recipe_name, n_epie_iterations=n_epie)
+    from analysis.recipes import PRESETS, recipe_with, schedule_iterations
+
+    if overrides:
+        if recipe_name not in PRESETS:
+            raise ValueError(f"unknown recipe {recipe_name!r}; choose one of {', '.join(PRESETS)}")
+        recipe = schedule_iterations(recipe_with(PRESETS[recipe_name](), overrides), n_epie_iterations=n_epie)
+    else:
+        recipe = recipe_by_name(recipe_name, n_epie_iterations=n_epie)
     if ml_smoothness is not None:
         recipe = dataclasses.replace(recipe, ml=dataclasses.replace(recipe.ml, smoothness=ml_smoothness))
     recipe = resolve_sample(recipe, recipe_name=recipe_name, sample=case.sample, given=GivenSupport(),

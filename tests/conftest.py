@@ -12,7 +12,7 @@ from analysis.geometry import BraggGeometry
 from devices.sim_beamline import make_sim_beamline
 from devices.testing import EncodingFrameSource
 
-# Fail fast instead of retrying for 45 s when a Tiled server is down (bluesky-tiled.md §1).
+# Fail fast instead of retrying for 45 s when a Tiled server is down (tiled's client retries for about 45 s by default).
 os.environ.setdefault("TILED_RETRY_ATTEMPTS", "1")
 os.environ.setdefault("TILED_RETRY_TIMEOUT", "5")
 

@@ -1,7 +1,7 @@
 """What one Bragg-ptychography reconstruction produced: :class:`Outcome`, and the results file it is written to.
 
 :func:`analysis.bragg.pipeline.reconstruct` returns an :class:`Outcome`; the results file
-(``docs/dataset-format.md`` §2), the publication to Tiled (``pxm.publish.publish_outcome``) and the figures
+(``docs/dataset-format.md`` §2), the publication to Tiled (``pxm.publication.publish_outcome``) and the figures
 (:func:`save_outcome_figures`) all read it, never the file back. The file is written in two stages so that
 nothing computed is lost: :func:`write_outcome` (what the iterations produced, ``/@status`` "iterations
 complete") before any post-processing, then ``write_outcome(..., stage="postprocessing")`` adds strain maps,
@@ -25,11 +25,12 @@ from analysis.metrics import ConvergenceVerdict
 from analysis.strain import StrainMaps
 
 if TYPE_CHECKING:
+    from analysis.figure_style import FigureFooter
     from analysis.geometry import BraggGeometry
     from analysis.operators.scan import ObjectPlacement
 
 __all__ = ["Outcome", "PHASE_NAMES", "POSTPROCESSING_STEPS", "error_line", "software_info", "write_outcome",
-           "finish_results", "save_outcome_figures"]
+           "finish_results", "save_outcome_figures", "outcome_footer"]
 
 PHASE_NAMES = {"epie": "ePIE", "ml": "ML"}
 """Display names of the engine's phases."""
@@ -157,7 +158,7 @@ class Outcome:
         return {"strain_zz": maps.eps_zz, "omega_x": maps.omega_x_rad, "omega_y": maps.omega_y_rad}
 
     def arrays(self) -> dict[str, Any]:
-        """The arrays and scalar dicts a publication holds (``pxm.publish.publish_results``'s ``result``)."""
+        """The arrays and scalar dicts of a result (live final result; Tiled: ``pxm.publication.outcome_dataset``)."""
         res = self.result
         return {"object": res.object, "probe": res.probe, "background": res.background, **self.strain_arrays(),
                 "error": np.asarray(res.costs, float),
@@ -283,6 +284,25 @@ def _write_free_cost(f: Any, h: FreeCostHistory) -> None:
 
 
 # ------------------------------------------------------------------------------------------ figures
+def outcome_footer(outcome: Outcome) -> FigureFooter:
+    """The figures' footer of ``outcome``: raw run uid, recipe (name and iterations), date, pxm version.
+
+    Returns
+    -------
+    FigureFooter
+    """
+    from analysis.figure_style import FigureFooter, pxm_version
+
+    prov = outcome.provenance
+    uid = str(prov.get("raw_uid") or prov.get("run_uid") or prov.get("uid") or "")
+    n_epie = sum(1 for ph in outcome.result.phases if ph == "epie")
+    n_ml = sum(1 for ph in outcome.result.phases if ph == "ml")
+    version = (prov.get("software_info") or {}).get("version") if isinstance(prov.get("software_info"), dict) else None
+    return FigureFooter(run_uid=uid, recipe=f"{outcome.recipe_name} ({n_epie} ePIE + {n_ml} ML)",
+                        date_utc=str(prov.get("date_utc") or ""), software=f"pxm {version or pxm_version()}",
+                        extra=str(outcome.sample.get("name") or ""))
+
+
 def save_outcome_figures(outcome: Outcome, directory: str | Path, errors: dict[str, str], *, prefix: str = "",
                          title_prefix: str = "", convergence: bool = True) -> list[Path]:
     """The PNGs of ``outcome`` that could be drawn: object, probe, strain, convergence, resolution.
@@ -307,22 +327,37 @@ def save_outcome_figures(outcome: Outcome, directory: str | Path, errors: dict[s
     list of Path
         The files written.
     """
+    from analysis.figure_frames import sample_frame
     from analysis.figures import save_convergence, save_object_slices, save_probe, save_strain_slices
 
     res = outcome.result
     vox = res.geometry.voxel_size_m
     strain = outcome.strain
+    footer = outcome_footer(outcome)
+    theta = res.geometry.theta_bragg_rad
+    place = outcome.placement
+    frame = (sample_frame(res.object.shape, place.voxel_size_m, axes_lab=place.axes_lab, origin_m=place.origin_m)
+             if place is not None and res.object.ndim == 3 else
+             sample_frame(res.object.shape, vox, geometry=res.geometry) if res.object.ndim == 3 else None)
     makers: dict[str, Callable[[Path], Path]] = {
-        "object.png": lambda p: save_object_slices(p, res.object, title=f"{title_prefix}object ρ", voxel_size_m=vox),
-        "probe.png": lambda p: save_probe(p, res.probe, pixel_size_m=(vox[1], vox[2]),
-                                          title=f"{title_prefix}probe P2" + ("" if title_prefix else " (r2, r3)"))}
+        "object.png": lambda p: save_object_slices(p, res.object, title=f"{title_prefix}object ρ", voxel_size_m=vox,
+                                                   frame=frame, footer=footer),
+        "probe.png": lambda p: save_probe(p, res.probe, pixel_size_m=(vox[1], vox[2]), axis_names=("r2", "r3"),
+                                          title=f"{title_prefix}probe P2" + ("" if title_prefix else " (r2, r3)"),
+                                          amplitude_unit="√photons per voxel, arb. scale", footer=footer)}
     if strain is not None:
-        makers["strain.png"] = ((lambda p: save_strain_slices(p, strain, title=f"{title_prefix}strain"))
-                                if title_prefix else (lambda p: save_strain_slices(p, strain)))
+        centre_m = (place.position_m(np.asarray(strain.eps_zz.shape) // 2)
+                    if place is not None and tuple(strain.eps_zz.shape) == tuple(res.object.shape) else None)
+        makers["strain.png"] = lambda p: save_strain_slices(p, strain, title=f"{title_prefix}strain",
+                                                            theta_bragg_rad=theta, centre_position_m=centre_m,
+                                                            footer=footer, geometry=res.geometry)
     if convergence:
-        makers["convergence.png"] = lambda p: save_convergence(p, res.costs, res.phases)
+        makers["convergence.png"] = lambda p: save_convergence(p, res.costs, res.phases, r_factors=res.r_factors,
+                                                               recipe=res.recipe, footer=footer,
+                                                               title=f"{title_prefix}convergence")
         if outcome.resolution is not None or outcome.prtf is not None:
-            makers["resolution.png"] = lambda p: save_resolution(p, outcome.resolution, outcome.prtf)
+            makers["resolution.png"] = lambda p: save_resolution(p, outcome.resolution, outcome.prtf,
+                                                                 footer=footer)
     d = Path(directory)
     paths: list[Path] = []
     failed = []

@@ -28,6 +28,7 @@ from analysis.geometry import BraggGeometry
 from analysis.metrics import ConvergenceVerdict, convergence, random_phase_prtf
 from analysis.sample_record import sample_record
 from analysis.solvers.distributed import Communicator
+from analysis.solvers.options import Execution
 from analysis.strain import StrainOptions
 from analysis.xp import array_module, backend, device_description
 
@@ -38,6 +39,10 @@ TruthObject = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """ρ_true at sample-frame points x, y, z in metres (arrays of one shape), e.g. ``BraggSimulator.truth_object``."""
 
 
+_BAR_LABEL = "pxm reconstruct"
+"""Label of the progress bars."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineOptions:
     """How :func:`reconstruct` runs, besides the recipe: probe mask, backend, post-processing, progress."""
@@ -46,10 +51,13 @@ class PipelineOptions:
     """(V, H) NA of the ePIE probe mask (the engine's ``probe_na_rad``); None: no mask."""
     backend: str = "auto"
     """Array backend: ``"auto"``, ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
+    execution: Execution = dataclasses.field(default_factory=Execution)
+    """Fused CPU kernels, FFTW planning effort, kept exit waves (docs/decisions/0008-execution-options.md)."""
     strain: StrainOptions = dataclasses.field(default_factory=StrainOptions)
     """Options of the strain maps (``pxm reconstruct``: the defaults; the live pipeline keeps the ramp)."""
     fsc: bool = False
-    """Also reconstruct two binomial half-data sets and their FSC (spec 4.5); triples the run time."""
+    """Also reconstruct two binomial half-data sets and their FSC
+    (docs/dataset-format.md, Half-data resolution); triples the run time."""
     fsc_split_seed: int = 0
     """Seed of the binomial photon split."""
     fsc_illumination_fraction: float = 0.1
@@ -59,9 +67,7 @@ class PipelineOptions:
     prtf_seed: int = 0
     """Seed of the PRTF runs' random starts (run k: ``prtf_seed + k``)."""
     progress: bool = False
-    """Show a tqdm bar on stderr (rank 0 only under MPI)."""
-    progress_label: str = "pxm reconstruct"
-    """Label of the bars."""
+    """Show a tqdm bar on stderr (rank 0 only under MPI), labelled ``pxm reconstruct``."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "numpy", "cupy"):
@@ -98,7 +104,7 @@ def recipe_geometry(geometry: BraggGeometry, recipe: Any) -> BraggGeometry:
 
 def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_rad: tuple[float, float] | None = None,
                  backend_name: str = "auto", comm: Communicator | None = None,
-                 frame_valid: np.ndarray | None = None) -> Any:
+                 frame_valid: np.ndarray | None = None, execution: Execution | None = None) -> Any:
     """An :class:`analysis.engine.Reconstruction` on ``scan``; the engine scales the probe (``match_initial_scale``).
 
     Parameters
@@ -117,6 +123,8 @@ def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_ra
         MPI communicator, or None.
     frame_valid
         (POS, ANGLE) bool overriding ``scan.frame_valid`` (e.g. the live engine), or None.
+    execution
+        How the engine runs (fused CPU kernels, FFTW effort, kept exit waves); None: the defaults.
 
     Returns
     -------
@@ -128,7 +136,7 @@ def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_ra
     fv = scan.frame_valid if frame_valid is None else frame_valid
     return Reconstruction(scan.geometry, scan.frames, scan.mask, scan.stage_xyz_m, scan.rocking_offsets_deg, probe,
                           recipe=recipe, probe_na_rad=probe_na_rad, frame_valid=fv, comm=comm,
-                          xp=backend(backend_name))
+                          xp=backend(backend_name), execution=execution)
 
 
 def iterate(rec: Any, *, progress: bool = False, label: str = "pxm reconstruct",
@@ -221,7 +229,7 @@ def reconstruct(scan: BraggScan, recipe: Any, probe: np.ndarray, *, comm: Commun
                              f"{scan.n_positions} positions; pass the communicator it was read for")
         options = dataclasses.replace(options, progress=options.progress and comm.rank == 0)
     rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
-                       comm=comm)
+                       comm=comm, execution=options.execution)
     if scan.positions is not None and not np.array_equal(rec.positions, scan.positions):
         raise ValueError(f"reconstruct_dataset: the share holds positions {scan.positions[:4]}... but this rank "
                          f"owns {rec.positions[:4]}...; read it with read_dataset_share(path, rank=, size=)")
@@ -241,7 +249,7 @@ def reconstruct(scan: BraggScan, recipe: Any, probe: np.ndarray, *, comm: Commun
         except Exception as exc:                        # noqa: BLE001 - reported, never fatal
             errors["truth_error"] = error_line(exc)
 
-    iterate(rec, progress=options.progress, label=options.progress_label, on_phase_end=_phase_done)
+    iterate(rec, progress=options.progress, label=_BAR_LABEL, on_phase_end=_phase_done)
     t_iter = time.perf_counter() - t1
     res = rec.result()
     metrics: dict[str, Any] = {**run_metrics(res, n_angles=scan.n_angles),
@@ -296,8 +304,8 @@ def _postprocess(rec: Any, scan: BraggScan, recipe: Any, probe: np.ndarray, opti
             halves = []
             for name, frames in (("half A", half_a), ("half B", half_b)):
                 r_half = build_engine(scan.with_frames(frames), recipe, probe, probe_na_rad=options.probe_na_rad,
-                                      backend_name=options.backend)
-                halves.append(iterate(r_half, progress=options.progress, label=f"{options.progress_label} {name}"))
+                                      backend_name=options.backend, execution=options.execution)
+                halves.append(iterate(r_half, progress=options.progress, label=f"{_BAR_LABEL} {name}"))
             resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
                                               illumination_fraction=options.fsc_illumination_fraction)
             metrics.update(resolution.metrics())
@@ -338,13 +346,14 @@ def prtf_reconstructions(scan: BraggScan, recipe: Any, probe: np.ndarray, option
     runs = []
     for k in range(options.prtf_runs):
         r = dataclasses.replace(recipe, rng_seed=recipe.rng_seed + 1 + k)
-        rec = build_engine(scan, r, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend)
+        rec = build_engine(scan, r, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
+                           execution=options.execution)
         rng = np.random.default_rng(options.prtf_seed + k)
         phase = np.exp(2j * np.pi * rng.random(tuple(rec.state.object.shape)))
         xp = array_module(rec.state.object)
         rec.state.object = rec.state.object * xp.asarray(phase, dtype=rec.state.object.dtype)
         runs.append(iterate(rec, progress=options.progress,
-                            label=f"{options.progress_label} PRTF run {k + 1}/{options.prtf_runs}"))
+                            label=f"{_BAR_LABEL} PRTF run {k + 1}/{options.prtf_runs}"))
     return runs
 
 

@@ -1,4 +1,5 @@
-"""Resolution of a Bragg-ptychography reconstruction (spec 4.5): half-data FSC and PRTF.
+"""Resolution of a Bragg-ptychography reconstruction
+(docs/dataset-format.md, Half-data resolution): half-data FSC and PRTF.
 
 * :func:`half_data_resolution` — FSC (½-bit) of two reconstructions of a binomial photon split,
   over full shells and in cones about the lab/sample axes z (along Q), y, x (:func:`fsc_cone_axes`);
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analysis.geometry import BraggGeometry
 from analysis.metrics import ShellCurve, prtf, random_phase_prtf, shell_crossing
+
+if TYPE_CHECKING:
+    from analysis.figure_style import FigureFooter
 
 __all__ = ["ResolutionEstimate", "PRTFEstimate", "resolution_text", "fsc_cone_axes", "half_data_resolution",
            "prtf_resolution", "write_resolution", "save_resolution"]
@@ -26,7 +30,9 @@ __all__ = ["ResolutionEstimate", "PRTFEstimate", "resolution_text", "fsc_cone_ax
 
 @dataclass(frozen=True, kw_only=True)
 class ResolutionEstimate:
-    """Half-data resolution (spec 4.5): FSC of two binomial-split reconstructions."""
+    """Half-data resolution (docs/dataset-format.md, Half-data resolution): FSC of two binomial-split
+    reconstructions.
+    """
 
     fsc: ShellCurve = field(repr=False)
     """FSC over full shells, frequencies in 1/m; ``resolution`` at the ½-bit threshold (m)."""
@@ -64,7 +70,8 @@ class ResolutionEstimate:
 
 @dataclass(frozen=True, kw_only=True)
 class PRTFEstimate:
-    """PRTF of K reconstructions of the full data from random starts (spec 4.5; Chapman et al. 2006).
+    """PRTF of K reconstructions of the full data from random starts
+    (docs/dataset-format.md, Half-data resolution; Chapman et al. 2006).
 
     It measures how reproducibly phase retrieval lands on the same far-field phases, not the noise in
     the data (the runs fit the same noise): a PRTF above 1/e to the detector edge says the result does
@@ -122,7 +129,7 @@ def fsc_cone_axes(geometry: BraggGeometry) -> dict[str, np.ndarray]:
 
 def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumination_fraction: float = 0.1,
                          cone_half_angle_deg: float = 20.0) -> ResolutionEstimate:
-    """FSC (½-bit) of two reconstructions of binomial half-data sets (spec 4.5).
+    """FSC (½-bit) of two reconstructions of binomial half-data sets (docs/dataset-format.md, Half-data resolution).
 
     The common mask is S_A ∧ S_B ∧ [Σ_j |P_j|² ≥ ``illumination_fraction`` · max] (never-lit voxels keep
     the identical start object in both halves and would fake correlation), softened by a 1-voxel
@@ -151,7 +158,8 @@ def half_data_resolution(rec_a: Any, rec_b: Any, *, split_seed: int = 0, illumin
 
 
 def prtf_resolution(runs: list[Any], *, seed: int = 0, cone_half_angle_deg: float = 20.0) -> PRTFEstimate:
-    """PRTF (1/e) of K runs on the same data (spec 4.5): full shells of |q| and cones, averaged over positions.
+    """PRTF (1/e) of K runs on the same data
+    (docs/dataset-format.md, Half-data resolution): full shells of |q| and cones, averaged over positions.
 
     Per position, every run's far field Ψ_j^(k) = F(P_j^(k) ρ_j^(k)) on the measured planes is aligned in
     global phase to run 0's, then :func:`analysis.metrics.prtf` (modulus-constrained: the phase
@@ -205,7 +213,7 @@ def write_resolution(f: Any, est: ResolutionEstimate | None, pr: PRTFEstimate | 
     g = f.require_group("resolution")
     curves: dict[str, ShellCurve] = {}
     if est is not None:
-        g.attrs["method"] = "binomial photon split, two half-data reconstructions (spec 4.5)"
+        g.attrs["method"] = "binomial photon split, two half-data reconstructions (docs/dataset-format.md)"
         g.attrs["split_seed"] = int(est.split_seed)
         g.attrs["mask_voxels"] = int(est.mask_voxels)
         curves.update({"fsc": est.fsc, **{f"fsc_{k}": c for k, c in est.fsc_directional.items()}})
@@ -236,14 +244,32 @@ def _plot_curves(ax: Any, curves: dict[str, ShellCurve], threshold_label: str) -
     ax.legend(fontsize=8)
 
 
-def save_resolution(path: Path, est: ResolutionEstimate | None, pr: PRTFEstimate | None = None) -> Path:
+def save_resolution(path: Path, est: ResolutionEstimate | None, pr: PRTFEstimate | None = None, *,
+                    footer: FigureFooter | None = None) -> Path:
     """PNG: the half-data FSC (all shells and the z/y/x cones) with the ½-bit threshold, and/or the PRTF of
     the random-start runs with 1/e and the unrelated-phase level.
+
+    Parameters
+    ----------
+    path
+        The PNG to write.
+    est, pr
+        The FSC estimate and/or the PRTF estimate (at least one).
+    footer
+        The provenance line of every pxm figure (:func:`analysis.bragg.outcome.outcome_footer`); None: date and
+        version only (:func:`analysis.figure_style.finish_figure`).
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from analysis.figure_style import finish_figure
 
     panels = [p for p in (est, pr) if p is not None]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
@@ -261,7 +287,6 @@ def save_resolution(path: Path, est: ResolutionEstimate | None, pr: PRTFEstimate
             ax.set_title(f"PRTF of {p.n_runs} runs from random starts")
             ax.set_ylim(0, 1.05)
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    out = finish_figure(fig, path, footer, dpi=100)
+    assert out is not None
+    return out

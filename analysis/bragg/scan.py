@@ -55,7 +55,8 @@ class BraggScan:
     stage_xyz_m: np.ndarray = field(repr=False)
     """(POS_ALL, 3) sample stage translation of every position of the scan, metres."""
     rocking_offsets_deg: np.ndarray = field(repr=False)
-    """(ANGLE,) rocking offsets from θ_B in degrees, in steps of ``geometry.rocking_step_deg``."""
+    """(ANGLE,) rocking offsets from θ_B in degrees, in steps of ``geometry.rocking_step_deg``; their absolute
+    values place q3 (:func:`analysis.geometry.rocking_shift_steps`: an even count may sit between two angles)."""
     frame_valid: np.ndarray | None = field(default=None, repr=False)
     """None (every frame measured) or (POS, ANGLE) bool, True on measured frames; invalid frames may hold
     anything and are left free by the engine."""

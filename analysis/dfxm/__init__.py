@@ -1,4 +1,4 @@
-"""FP-DFXM: Fourier-ptychographic dark-field X-ray microscopy (spec §1).
+"""FP-DFXM: Fourier-ptychographic dark-field X-ray microscopy (Carlsen et al., Opt. Express 2022; docs/fp-dfxm.md).
 
 One room of the three sciences under ``analysis`` (Bragg ptychography, FP-DFXM,
 ferroelectric polarization); it shares only ``analysis.xp`` and ``analysis.geometry`` with the

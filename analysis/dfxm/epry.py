@@ -1,8 +1,9 @@
-"""Fourier-ptychographic DFXM reconstruction: Zernike-EPRY of object and pupil aberrations (spec §1.7).
+"""Fourier-ptychographic DFXM reconstruction: Zernike-EPRY of object and pupil aberrations (docs/fp-dfxm.md, Algorithm).
 
-The discrete model (integer spectrum shifts, spec §1.5) is that of :mod:`analysis.dfxm.forward`.
+The discrete model (integer spectrum shifts, docs/fp-dfxm.md, Model and conventions) is that of
+:mod:`analysis.dfxm.forward`.
 
-Reconstruction (spec §1.7): EPRY [Ou, Zheng & Yang, Opt. Express 22, 4960 (2014),
+Reconstruction (docs/fp-dfxm.md, Algorithm): EPRY [Ou, Zheng & Yang, Opt. Express 22, 4960 (2014),
 doi:10.1364/OE.22.004960] with the pupil phase restricted to Noll Zernikes (Gauss–Newton
 step in Zernike space once per sweep; tip/tilt zeroed), |P| fixed to the CRL Gaussian. The object
 starts from the per-pixel centre of mass of the intensity over the diversity shifts (local phase
@@ -28,10 +29,10 @@ __all__ = ["FPOptions", "FPResult", "reconstruct_fp_dfxm"]
 
 @dataclass(frozen=True, kw_only=True)
 class FPOptions:
-    """Options of :func:`reconstruct_fp_dfxm` (spec §1.7, "as tested")."""
+    """Options of :func:`reconstruct_fp_dfxm` (docs/fp-dfxm.md, Algorithm, "as tested")."""
 
     n_iterations: int = 150
-    """Sweeps over all frames (spec: 150–300)."""
+    """Sweeps over all frames (150–300 are typical, docs/fp-dfxm.md, Algorithm)."""
     recover_pupil: bool = True
     """Gauss–Newton Zernike pupil update once per sweep (False: pupil fixed to the initial one)."""
     pupil_update_start_iter: int = 3
@@ -51,7 +52,7 @@ class FPOptions:
     ``"diversity_support"`` (the same, integrated by weighted least squares over the bright pixels:
     for a finite grain in a dark field) or ``"flat"`` (√I of the centre frame, phase 0)."""
     min_overlap: float = 0.55
-    """Required nearest-neighbour spectral overlap (spec §1.6: about 60%)."""
+    """Required nearest-neighbour spectral overlap (docs/fp-dfxm.md, Sampling: about 60%)."""
     background_counts: float = 0.0
     """b subtracted before √I."""
     shift_tolerance_px: float = 0.05
@@ -98,7 +99,7 @@ class FPResult:
     pupil_center_rad: tuple[float, float]
     """Pupil centre used."""
     twin_and_ramp: str
-    """Which degeneracies were fixed and how (spec §4.4)."""
+    """Which degeneracies were fixed and how (docs/fp-dfxm.md, Model and conventions)."""
 
 
 def _validate_frames(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, image_shifts_m: Any) -> None:
@@ -125,7 +126,7 @@ def _validate_frames(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, ima
 def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *, options: FPOptions,
                         image_shifts_m: Any = None, initial_zernike_rad: dict[int, float] | None = None,
                         pupil_center_rad: tuple[float, float] | None = None) -> FPResult:
-    """Zernike-EPRY reconstruction of object and pupil aberrations (spec §1.7).
+    """Zernike-EPRY reconstruction of object and pupil aberrations (docs/fp-dfxm.md, Algorithm).
 
     ``frames`` (FRAME, ROW, COL) intensities; ``shifts_rad`` (FRAME, 2) (row, col) spectrum
     shifts κ_j; ``image_shifts_m`` optional (FRAME, 2) s_j. Frames are visited by |κ| ascending;

@@ -1,6 +1,7 @@
-"""FP-DFXM forward model: spectral overlap, spectrum shifts, the CRL pupil and the linear operator A (spec §1.4–1.6).
+"""FP-DFXM forward model: spectral overlap, spectrum shifts, the CRL pupil and the linear operator A
+(docs/fp-dfxm.md, Geometry, optics and sampling).
 
-Discrete model (spec §1.5, integer spectrum shifts): the object O lives on the
+Discrete model (docs/fp-dfxm.md, Model and conventions, integer spectrum shifts): the object O lives on the
 high-resolution grid (N = u·n pixels of Δx/u); its centred spectrum is S = FFT(O)/u².
 Frame j sees the n × n window of S at object frequencies k − κ_j, multiplied by the pupil
 P(k)·exp(−2πi k·s_j), and ψ_j = IFFT(window·P) is the field on the n × n detector grid,
@@ -29,7 +30,9 @@ __all__ = [
 
 
 def spectral_overlap(step_rad: float, radius_rad: float) -> float:
-    """Overlap of two circles of radius ρ at distance ``step``: (2/π)[acos x − x√(1−x²)], x = step/2ρ (spec §1.6)."""
+    """Overlap of two circles of radius ρ at distance ``step``: (2/π)[acos x − x√(1−x²)], x = step/2ρ
+    (docs/fp-dfxm.md, Sampling).
+    """
     x = step_rad / (2 * radius_rad)
     if x >= 1:
         return 0.0
@@ -39,7 +42,7 @@ def spectral_overlap(step_rad: float, radius_rad: float) -> float:
 def check_overlap(shifts_rad: Any, geometry: FPDFXMGeometry, *, min_overlap: float) -> float:
     """Raise ValueError unless every frame overlaps its nearest neighbour by ≥ ``min_overlap``; return the worst.
 
-    Pupil radius ρ_eff = 2·NA_rms (spec §1.6).
+    Pupil radius ρ_eff = 2·NA_rms (docs/fp-dfxm.md, Sampling).
     """
     s = np.asarray(shifts_rad, float)
     if s.shape[0] < 2:
@@ -54,7 +57,7 @@ def check_overlap(shifts_rad: Any, geometry: FPDFXMGeometry, *, min_overlap: flo
         raise ValueError(
             f"shifts_rad: frame {worst_j} at {s[worst_j]} rad has nearest neighbour {nearest[worst_j]:.3e} rad "
             f"away, spectral overlap {worst:.0%} < required {min_overlap:.0%} (pupil radius 2·NA_rms = "
-            f"{rho:.3e} rad, spec §1.6: about 60%, step ≈ 0.64ρ); use a finer diversity step")
+            f"{rho:.3e} rad, docs/fp-dfxm.md, Sampling: about 60%, step ≈ 0.64ρ); use a finer diversity step")
     return worst
 
 
@@ -78,7 +81,9 @@ def shifts_to_pixels(shifts_rad: Any, geometry: FPDFXMGeometry, *, tolerance_px:
 
 
 def pupil_amplitude(geometry: FPDFXMGeometry, *, pupil_center_rad: tuple[float, float] | None = None) -> np.ndarray:
-    """(n_px, n_px) fixed CRL amplitude exp(−|α−α_c|²/4NA²)·circ(D/2d1) on the centred frequency grid (spec §1.4)."""
+    """(n_px, n_px) fixed CRL amplitude exp(−|α−α_c|²/4NA²)·circ(D/2d1) on the centred frequency grid
+    (docs/fp-dfxm.md, CRL pupil).
+    """
     c = geometry.pupil_center_rad if pupil_center_rad is None else pupil_center_rad
     ar, ac = geometry.pupil_angles_rad()
     r2 = (ar - c[0]) ** 2 + (ac - c[1]) ** 2
@@ -93,7 +98,7 @@ def _rho(geometry: FPDFXMGeometry, center: tuple[float, float]) -> tuple[np.ndar
 
 def aberrated_pupil(geometry: FPDFXMGeometry, zernike_rad: dict[int, float], *,
                     pupil_center_rad: tuple[float, float] | None = None) -> np.ndarray:
-    """|P_CRL|·exp(i Σ c_j Z_j) on the centred frequency grid (spec §1.4)."""
+    """|P_CRL|·exp(i Σ c_j Z_j) on the centred frequency grid (docs/fp-dfxm.md, CRL pupil)."""
     c = geometry.pupil_center_rad if pupil_center_rad is None else pupil_center_rad
     rx, ry = _rho(geometry, c)
     w = np.zeros_like(rx)
@@ -118,7 +123,7 @@ def _image_ramps(image_shifts_m: Any, geometry: FPDFXMGeometry) -> np.ndarray | 
 class FPDFXMOperator:
     """Linear FP-DFXM operator A: object (HR_ROW, HR_COL) complex → fields (FRAME, ROW, COL) complex.
 
-    A O = [IFFT_n(window_j(FFT_N(O)/u²) · P · ramp_j)]_j (spec §1.5); ``adjoint`` is Aᴴ.
+    A O = [IFFT_n(window_j(FFT_N(O)/u²) · P · ramp_j)]_j (docs/fp-dfxm.md, Model and conventions); ``adjoint`` is Aᴴ.
     ``pupil`` is (ROW, COL) complex on the centred frequency grid.
     """
 

@@ -1,11 +1,11 @@
-"""DFXM / FP-DFXM geometry: CRL objective, reflection and FP sampling (spec §1.2–1.6).
+"""DFXM / FP-DFXM geometry: CRL objective, reflection and FP sampling (docs/fp-dfxm.md, Geometry, optics and sampling).
 
 One definition shared by the simulator (``sim.dfxm``) and the reconstruction
 (``analysis.dfxm.forward``, ``analysis.dfxm.epry``); it holds numbers and coordinate grids only, no forward model.
 
 Axes: images are (ROW, COL) with rows vertical (in the scattering plane, Δ2θ, q_2θ)
 and columns horizontal (ξ, q_roll). Angles in the pupil are α = (α_row, α_col) = (Δ2θ, ξ)
-in radians; the spatial frequency is α/λ (spec §1.2). Low-resolution frames have
+in radians; the spatial frequency is α/λ (docs/fp-dfxm.md, Reciprocal space and pupil). Low-resolution frames have
 ``n_px`` pixels of ``pixel_size_m`` (object plane); the FP object lives on an
 ``upsampling``-times finer grid with the same field of view.
 """
@@ -37,7 +37,7 @@ _BE_Z = 4
 
 
 def be_refractive_decrement(energy_kev: float) -> float:
-    """Free-electron δ = r_e λ² n_e / (2π) of beryllium (spec §1.4; 1.178e-6 at 17 keV).
+    """Free-electron δ = r_e λ² n_e / (2π) of beryllium (docs/fp-dfxm.md, CRL pupil; 1.178e-6 at 17 keV).
 
     The high-energy limit (far above Be's K edge at 111 eV), kept as an independent check of the
     database values that :class:`CRLObjective` uses (:func:`analysis.optical_constants.optical_constants`).
@@ -56,11 +56,12 @@ def _positive(obj: Any, names: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class CRLObjective:
-    """Compound refractive lens objective (spec §1.4; defaults: ID06 Be lens, 17 keV, 88 lenslets, M = 17).
+    """Compound refractive lens objective (docs/fp-dfxm.md, CRL pupil; defaults: ID06 Be lens, 17 keV, 88 lenslets,
+    M = 17).
 
     δ and μ of the lens material at ``energy_kev`` come from xraydb
     (:func:`analysis.optical_constants.optical_constants`): Be at 17 keV gives δ = 1.179e-6 and
-    μ = 48.6 m⁻¹ (spec §1.4: ≈49.5 m⁻¹), at 8 keV δ = 5.33e-6 and μ = 208 m⁻¹.
+    μ = 48.6 m⁻¹ (docs/fp-dfxm.md, CRL pupil: ≈49.5 m⁻¹), at 8 keV δ = 5.33e-6 and μ = 208 m⁻¹.
     """
 
     energy_kev: float = 17.0
@@ -118,7 +119,7 @@ class CRLObjective:
 
     @property
     def phi_rad(self) -> float:
-        """φ = arccos(1 − T/2f) (spec §1.4)."""
+        """φ = arccos(1 − T/2f) (docs/fp-dfxm.md, CRL pupil)."""
         return math.acos(1 - self.lenslet_pitch_m / (2 * self.lenslet_focal_length_m))
 
     def ray_matrix(self) -> np.ndarray:
@@ -145,7 +146,9 @@ class CRLObjective:
         return -(m[0, 0] * d1 + m[0, 1]) / (m[1, 0] * d1 + m[1, 1])
 
     def lenslet_ray_heights_m_per_rad(self) -> np.ndarray:
-        """(N,) height h_n = d1 cos nφ + f sinφ sin nφ per radian of object-side angle in lenslet n (spec §1.4)."""
+        """(N,) height h_n = d1 cos nφ + f sinφ sin nφ per radian of object-side angle in lenslet n
+        (docs/fp-dfxm.md, CRL pupil).
+        """
         f, phi, d1 = self.lenslet_focal_length_m, self.phi_rad, self.sample_distance_m
         n = np.arange(1, self.n_lenslets + 1)
         return d1 * np.cos(n * phi) + f * math.sin(phi) * np.sin(n * phi)
@@ -172,19 +175,21 @@ class CRLObjective:
 
     @property
     def na_rms_rad(self) -> float:
-        """Thick-lens Gaussian aperture NA_rms = √(R / (2μ Σₙ[d1 cos nφ + f sinφ sin nφ]²)) (spec §1.4)."""
+        """Thick-lens Gaussian aperture NA_rms = √(R / (2μ Σₙ[d1 cos nφ + f sinφ sin nφ]²))
+        (docs/fp-dfxm.md, CRL pupil).
+        """
         s = float(np.sum(self.lenslet_ray_heights_m_per_rad() ** 2))
         return math.sqrt(self.apex_radius_m / (2 * self.mu_per_m * s))
 
     @property
     def aperture_half_angle_rad(self) -> float:
-        """Physical aperture D/(2 d1) with D = 2√(R T) (spec §1.4)."""
+        """Physical aperture D/(2 d1) with D = 2√(R T) (docs/fp-dfxm.md, CRL pupil)."""
         return math.sqrt(self.apex_radius_m * self.lenslet_pitch_m) / self.sample_distance_m
 
 
 @dataclass(frozen=True, kw_only=True)
 class Reflection:
-    """Bragg reflection metadata: Miller indices and d-spacing (needed for strain and tilt, spec §1.8)."""
+    """Bragg reflection metadata: Miller indices and d-spacing (needed for strain and tilt, docs/fp-dfxm.md, Strain)."""
 
     hkl: tuple[int, int, int]
     d_spacing_m: float
@@ -213,18 +218,18 @@ class FPDFXMGeometry:
 
     objective: CRLObjective = field(default_factory=CRLObjective)
     pixel_size_m: float = 40e-9
-    """Raw-image pixel in the object plane (detector pixel / M); spec §1.6 default 40 nm."""
+    """Raw-image pixel in the object plane (detector pixel / M); default 40 nm (docs/fp-dfxm.md, Sampling)."""
     n_px: int = 64
     """Frame size (square, n_px × n_px)."""
     upsampling: int = 4
-    """High-resolution grid factor (spec §1.6: ×3–4)."""
+    """High-resolution grid factor (docs/fp-dfxm.md, Sampling: ×3–4)."""
     mode: str = "bragg"
     """``"bragg"`` (dark field, needs ``reflection``) or ``"transmission"``."""
     reflection: Reflection | None = None
     pupil_center_rad: tuple[float, float] = (0.0, 0.0)
     """(row, col) angular centre α_c of the lens pupil relative to the optical axis."""
     zernike_radius_rad: float | None = None
-    """Zernike normalisation radius α₀; default 3·NA_rms (spec §1.4)."""
+    """Zernike normalisation radius α₀; default 3·NA_rms (docs/fp-dfxm.md, CRL pupil)."""
 
     def __post_init__(self) -> None:
         _positive(self, ("pixel_size_m",))
@@ -282,7 +287,7 @@ class FPDFXMGeometry:
         return k[:, None] * np.ones((1, self.n_px)), np.ones((self.n_px, 1)) * k[None, :]
 
     def defocus_m_from_z4(self, z4_rad: float) -> float:
-        """Δz = 2√3 c₄ λ / (π α₀²) (spec §1.4)."""
+        """Δz = 2√3 c₄ λ / (π α₀²) (docs/fp-dfxm.md, CRL pupil)."""
         return 2 * math.sqrt(3) * z4_rad * self.wavelength_m / (math.pi * self.alpha0_rad**2)
 
     def image_shift_m_from_tilt(self, z2_rad: float, z3_rad: float) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Instrument misalignment read from FP-DFXM data and the retrieved pupil (spec §1.4, §1.7).
+"""Instrument misalignment read from FP-DFXM data and the retrieved pupil (docs/fp-dfxm.md, CRL pupil and Algorithm).
 
 Pupil centre from frame brightness, CRL tilt from the Gaussian-aperture centre, defocus,
 astigmatism, coma and spherical aberration from the Noll coefficients of an :class:`FPResult`.
@@ -21,7 +21,8 @@ __all__ = ["estimate_pupil_center_rad", "MisalignmentReadout", "misalignment_rea
 
 
 def estimate_pupil_center_rad(frames: Any, shifts_rad: Any) -> tuple[float, float]:
-    """Pupil centre α_c from frame brightness: fit log ΣI_j = a + b·κ_j − c|κ_j|² (spec §1.7 read-out).
+    """Pupil centre α_c from frame brightness: fit log ΣI_j = a + b·κ_j − c|κ_j|²
+    (docs/fp-dfxm.md, Misalignment read-out).
 
     Valid when the object spectrum is concentrated near the Bragg peak (dark-field thin film),
     so ΣI_j ∝ |P(κ_j)|²; the vertex −b/2c is α_c.
@@ -41,7 +42,7 @@ def estimate_pupil_center_rad(frames: Any, shifts_rad: Any) -> tuple[float, floa
 
 @dataclass(frozen=True, kw_only=True)
 class MisalignmentReadout:
-    """Instrument misalignment read from the retrieved pupil (spec §1.7)."""
+    """Instrument misalignment read from the retrieved pupil (docs/fp-dfxm.md, Algorithm)."""
 
     pupil_center_rad: tuple[float, float]
     """(row, col) lens decentering / angular offset."""
@@ -75,7 +76,9 @@ def crl_tilt_from_pupil_center_rad(pupil_center_rad: tuple[float, float], geomet
 
 def misalignment_readout(result: FPResult, geometry: FPDFXMGeometry, *,
                          tilt_pivot_m: float | None = None) -> MisalignmentReadout:
-    """Convert retrieved Zernikes and pupil centre to misalignment quantities (spec §1.4, §1.7)."""
+    """Convert retrieved Zernikes and pupil centre to misalignment quantities
+    (docs/fp-dfxm.md, CRL pupil and Algorithm).
+    """
     z = result.zernike_rad
     shifts = np.array([geometry.image_shift_m_from_tilt(float(t[0]), float(t[1])) for t in result.tip_tilt_rad])
     try:

@@ -1,4 +1,4 @@
-"""Strain and tilt maps from the FP-DFXM Bragg phase, and the phase-error metric (spec §1.8)."""
+"""Strain and tilt maps from the FP-DFXM Bragg phase, and the phase-error metric (docs/fp-dfxm.md, Strain)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ __all__ = ["StrainTiltMaps", "strain_tilt_from_phase", "phase_error_rms_rad"]
 
 @dataclass(frozen=True, kw_only=True)
 class StrainTiltMaps:
-    """Strain and tilts from the Bragg phase (spec §1.8)."""
+    """Strain and tilts from the Bragg phase (docs/fp-dfxm.md, Strain)."""
 
     q_2theta: Any = field(repr=False)
     """(ROW, COL) ∂φ/∂row / |G|."""
@@ -30,7 +30,7 @@ class StrainTiltMaps:
 
 def strain_tilt_from_phase(obj: Any, geometry: FPDFXMGeometry, *, pixel_size_m: float,
                            q_rock_prime: Any = None) -> StrainTiltMaps:
-    """Strain and tilt maps from a complex Bragg object without unwrapping (spec §1.8 steps 2–5).
+    """Strain and tilt maps from a complex Bragg object without unwrapping (docs/fp-dfxm.md, Strain).
 
     The phase gradient is arg(O(r+Δ)O*(r−Δ))/2Δ (wrap-free form of Im(O*∇O)/|O|²);
     ``q_rock_prime`` (ROW, COL) from the rocking-curve centre of mass, default 0.
@@ -55,7 +55,9 @@ def strain_tilt_from_phase(obj: Any, geometry: FPDFXMGeometry, *, pixel_size_m: 
 
 
 def phase_error_rms_rad(estimate: Any, truth: Any, *, weights: Any = None, remove_ramp: bool = True) -> float:
-    """Weighted rms of arg(est·conj(truth)) after removing global phase (and a linear ramp) (spec §1.8 step 1)."""
+    """Weighted rms of arg(est·conj(truth)) after removing global phase (and a linear ramp)
+    (docs/fp-dfxm.md, Strain).
+    """
     est, tru = to_numpy(estimate), to_numpy(truth)
     if est.shape != tru.shape:
         raise ValueError(f"phase_error_rms_rad: shapes {est.shape} and {tru.shape} differ")

@@ -1,4 +1,5 @@
-"""Phase vortices (dislocation cores) of a complex field: residues, circulation windows, n·atan2 phase (spec §1.5).
+"""Phase vortices (dislocation cores) of a complex field: residues, circulation windows, n·atan2 phase
+(docs/fp-dfxm.md, Model and conventions).
 
 Used to seed the FP-DFXM start object (:mod:`analysis.dfxm.start`) and to read dislocations
 off a reconstructed object.
@@ -19,7 +20,9 @@ __all__ = ["PhaseVortex", "find_phase_vortices", "vortex_phase_rad"]
 
 @dataclass(frozen=True, kw_only=True)
 class PhaseVortex:
-    """A phase singularity of the Bragg exit field: a dislocation with G·b = 2π·winding (spec §1.5)."""
+    """A phase singularity of the Bragg exit field: a dislocation with G·b = 2π·winding
+    (docs/fp-dfxm.md, Model and conventions).
+    """
 
     row_px: float
     """Row of the core on the grid it was found on (pixel centres at integers)."""
@@ -84,7 +87,8 @@ def _bright_plaquettes(weight: np.ndarray, *, fraction: float) -> np.ndarray:
 
 
 def find_phase_vortices(obj: Any, *, window_px: int = 9, amplitude_fraction: float = 0.2) -> tuple[PhaseVortex, ...]:
-    """Phase vortices (dislocation cores, spec §1.5) of a complex field (ROW, COL) from its phase residues.
+    """Phase vortices (dislocation cores, docs/fp-dfxm.md, Model and conventions) of a complex field
+    (ROW, COL) from its phase residues.
 
     Each plaquette's sum of wrapped phase differences is 2π × an integer (a residue); residues are
     summed over ``window_px`` windows (noise dipoles cancel) inside the region where the amplitude

@@ -1,4 +1,4 @@
-"""Noll-indexed Zernike polynomials on a Cartesian pupil grid (spec §1.4, §1.7).
+"""Noll-indexed Zernike polynomials on a Cartesian pupil grid (docs/fp-dfxm.md, CRL pupil and Algorithm).
 
 Convention: pupil coordinates (ρ_x, ρ_y) = (ξ, Δ2θ)/α₀, i.e. x along the detector
 columns (horizontal, roll direction) and y along the rows (vertical, 2θ direction);

@@ -3,8 +3,7 @@
 One room of the three sciences under ``analysis`` (Bragg ptychography, FP-DFXM,
 ferroelectric polarization); it shares only ``analysis.xp`` with the others and imports
 neither the Bragg engine nor ``analysis.dfxm`` (import-linter contract in pyproject.toml).
-Implements section 2 of ``fp-dfxm-and-polarization.md`` (the polarization spec); conventions
-in ``docs/polarization.md``.
+Equations, conventions and sources in ``docs/polarization.md``.
 
 Modules, one concern each:
 

@@ -1,4 +1,4 @@
-"""Forward maps of the LGD potential: P → e0(P), f_L(P), G(P, σ), F(P, e) (polarization spec §2.1).
+"""Forward maps of the LGD potential: P → e0(P), f_L(P), G(P, σ), F(P, e) (docs/polarization.md, Equations).
 
 f_L is the standard cubic 8th-order expansion; :func:`_landau` gives its value, gradient and
 Hessian for the per-voxel minimisers of :mod:`analysis.ferro.minimise`.
@@ -26,7 +26,7 @@ def _perms(exps: tuple[int, int, int]) -> list[tuple[int, int, int]]:
 
 
 def _monomials(m: LGDCoefficients, temperature_k: float) -> list[tuple[float, tuple[int, int, int]]]:
-    """f_L as Σ c·P1^a P2^b P3^c (standard cubic 8th-order expansion, spec §2.4)."""
+    """f_L as Σ c·P1^a P2^b P3^c (standard cubic 8th-order expansion, docs/polarization.md, Coefficient sources)."""
     terms = [
         (alpha1_j_m_per_c2(m, temperature_k), (2, 0, 0)),
         (m.alpha11_j_m5_per_c4, (4, 0, 0)), (m.alpha12_j_m5_per_c4, (2, 2, 0)),
@@ -81,7 +81,8 @@ def _as_p(p: Any, name: str = "p_c_per_m2") -> Any:
 
 
 def spontaneous_strain(p_c_per_m2: Any, material: str | LGDCoefficients) -> Any:
-    """Stress-free spontaneous strain e0_ij = Q_ijkl P_k P_l, tensor components (..., 3, 3) (spec §2.1).
+    """Stress-free spontaneous strain e0_ij = Q_ijkl P_k P_l, tensor components (..., 3, 3)
+    (docs/polarization.md, Equations).
 
     e11 = Q11P1² + Q12(P2²+P3²) and cyclic; e23 = ½Q44 P2P3 (γ4 = Q44 P2P3).
     """
@@ -93,14 +94,16 @@ def spontaneous_strain(p_c_per_m2: Any, material: str | LGDCoefficients) -> Any:
 
 def landau_energy_j_per_m3(p_c_per_m2: Any, material: str | LGDCoefficients,
                            temperature_k: float = 298.0) -> Any:
-    """Stress-free Landau energy f_L(P) in J m⁻³ (spec §2.1, coefficients §2.4)."""
+    """Stress-free Landau energy f_L(P) in J m⁻³ (docs/polarization.md, Equations and Coefficient sources)."""
     p = _as_p(p_c_per_m2)
     return _landau(p, _monomials(get_material(material), temperature_k), 0)[0]
 
 
 def gibbs_energy_j_per_m3(p_c_per_m2: Any, stress_pa: Any, material: str | LGDCoefficients,
                           temperature_k: float = 298.0) -> Any:
-    """G(P, σ) = f_L(P) − ½σ:S:σ − σ:Q:PP in J m⁻³; σ as tensor components (..., 3, 3) (spec §2.1)."""
+    """G(P, σ) = f_L(P) − ½σ:S:σ − σ:Q:PP in J m⁻³; σ as tensor components (..., 3, 3)
+    (docs/polarization.md, Equations).
+    """
     m = get_material(material)
     p = _as_p(p_c_per_m2)
     xp = array_module(p, stress_pa)
@@ -113,7 +116,9 @@ def gibbs_energy_j_per_m3(p_c_per_m2: Any, stress_pa: Any, material: str | LGDCo
 
 def helmholtz_energy_j_per_m3(p_c_per_m2: Any, strain: Any, material: str | LGDCoefficients,
                               temperature_k: float = 298.0) -> Any:
-    """F(P, e) = f_L(P) + ½(e − e0(P)):C:(e − e0(P)) in J m⁻³; e tensor (..., 3, 3) (spec §2.1)."""
+    """F(P, e) = f_L(P) + ½(e − e0(P)):C:(e − e0(P)) in J m⁻³; e tensor (..., 3, 3)
+    (docs/polarization.md, Equations).
+    """
     m = get_material(material)
     p = _as_p(p_c_per_m2)
     xp = array_module(p, strain)

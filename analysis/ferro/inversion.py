@@ -1,12 +1,12 @@
 """Polarization from strain: closed-form full-strain inversion and per-voxel reflection inversions.
 
-Implements section 2.2–2.3 of ``fp-dfxm-and-polarization.md`` (the polarization spec) for a cubic
+Implements the inversions and ambiguities of ``docs/polarization.md`` (Equations, Ambiguities) for a cubic
 m3̄m parent with stress-free spontaneous strain:
 
-* :func:`invert_full_strain` — closed-form P from all six strain components (§2.2), P up
+* :func:`invert_full_strain` — closed-form P from all six strain components, P up
   to a global sign that is returned explicitly;
 * :func:`invert_reflections` — per-voxel, vectorised minimisation of
-  W(P) = f_L + ½ rᵀA⁻¹r (§2.2, one or several reflections, unknown local stress);
+  W(P) = f_L + ½ rᵀA⁻¹r (one or several reflections, unknown local stress);
 * :func:`polarization_from_strain_maps` — the one-reflection case on an ε_g map such as
   :attr:`analysis.strain.StrainMaps.eps_zz`.
 
@@ -44,7 +44,7 @@ _DEFAULT_OPTIONS = InversionOptions()
 
 @dataclass(frozen=True, kw_only=True)
 class FullStrainInversion:
-    """Result of :func:`invert_full_strain`; P and −P fit the strain equally (spec §2.3)."""
+    """Result of :func:`invert_full_strain`; P and −P fit the strain equally (docs/polarization.md, Ambiguities)."""
 
     polarization_c_per_m2: Any = field(repr=False)
     """One solution P (..., 3); its largest-|P_i| component is made non-negative."""
@@ -57,7 +57,7 @@ class FullStrainInversion:
 
 
 def invert_full_strain(strain: Any, material: str | LGDCoefficients) -> FullStrainInversion:
-    """Closed-form P from the full strain tensor (..., 3, 3), up to global sign (spec §2.2).
+    """Closed-form P from the full strain tensor (..., 3, 3), up to global sign (docs/polarization.md, Equations).
 
     P_i² = [(Q11+Q12)e_ii − Q12(e_jj+e_kk)] / [(Q11−Q12)(Q11+2Q12)]; relative signs from
     sign(e_ij) = sign(P_iP_j) (Q44 > 0). The whole strain is taken as spontaneous (stress-free).
@@ -92,7 +92,8 @@ def invert_full_strain(strain: Any, material: str | LGDCoefficients) -> FullStra
 
 @dataclass(frozen=True, kw_only=True)
 class ReflectionInversion:
-    """Result of :func:`invert_reflections`: one representative P per voxel and its ambiguity (spec §2.3).
+    """Result of :func:`invert_reflections`: one representative P per voxel and its ambiguity
+    (docs/polarization.md, Ambiguities).
 
     Every image R·P with R in ``symmetry_ops`` has the same W (f_L is cubic-invariant and each
     R maps every measured ĝ to ±ĝ). This always includes −P (180° domains); for a (00l)
@@ -137,7 +138,7 @@ def _stabilizer(gs: np.ndarray) -> np.ndarray:
 
 def invert_reflections(eps: Any, hkls: Sequence[Sequence[float]], material: str | LGDCoefficients, *,
                        mask: Any = None, options: InversionOptions = _DEFAULT_OPTIONS) -> ReflectionInversion:
-    """Per-voxel P minimising W(P) = f_L + ½ rᵀA⁻¹r, r_g = ε_g − ĝ·e0(P)·ĝ (spec §2.2).
+    """Per-voxel P minimising W(P) = f_L + ½ rᵀA⁻¹r, r_g = ε_g − ĝ·e0(P)·ĝ (docs/polarization.md, Equations).
 
     One reflection gives W = f_L + (ε_g − ĝ·e0·ĝ)²/(2 s_gg): the unknown local stress is
     uniaxial along ĝ. Seeds at the ⟨100⟩/⟨110⟩/⟨111⟩ variants (stress-free |P| and the |P|
@@ -244,7 +245,7 @@ def _to_np(a: Any) -> np.ndarray:
 def polarization_from_strain_maps(strain_maps: Any, *, hkl: Sequence[float] | None,
                                   material: str | LGDCoefficients | None,
                                   options: InversionOptions = _DEFAULT_OPTIONS) -> ReflectionInversion:
-    """Polarization maps from one reflection's ε_g map (spec §2.2 'One reflection', §2.3).
+    """Polarization maps from one reflection's ε_g map (docs/polarization.md, Equations and Ambiguities).
 
     ``strain_maps`` is a :class:`analysis.strain.StrainMaps` (its ``eps_zz`` and ``mask`` are
     used; ε_zz there is the strain along the scattering vector) or a bare array of ε_g, in

@@ -1,4 +1,4 @@
-"""LGD coefficient sets of cubic m3̄m parents and their registry (polarization spec §2.4).
+"""LGD coefficient sets of cubic m3̄m parents and their registry (docs/polarization.md, Coefficient sources).
 
 α1(T) with Curie–Weiss and Barrett terms, the AFE modulation period from the gradient
 coefficients; BaTiO3, PbTiO3, SrTiO3 and PbZrO3-AFE with their sources.
@@ -21,11 +21,11 @@ __all__ = ["LGDCoefficients", "MATERIALS", "get_material", "alpha1_j_m_per_c2", 
 
 @dataclass(frozen=True, kw_only=True)
 class LGDCoefficients:
-    """LGD coefficients of a cubic m3̄m parent, SI units (spec §2.4).
+    """LGD coefficients of a cubic m3̄m parent, SI units (docs/polarization.md, Coefficient sources).
 
     α1(T) = alpha1_const + alpha1_slope·(T − T_cw) + alpha1_barrett·[coth(θ/T) − coth(θ/T_ref)];
     unused parts are zero. Q44 and s44 follow the Voigt/Haun engineering convention
-    (γ4 = Q44 P2P3, spec §2.1). Higher-order coefficients default to zero.
+    (γ4 = Q44 P2P3, docs/polarization.md, Equations). Higher-order coefficients default to zero.
     """
 
     name: str
@@ -60,7 +60,7 @@ class LGDCoefficients:
     c44_pa: float
     """Voigt C44 (σ4 = C44 γ4), equal to the tensor component C_2323."""
     gradient_sigma_j_m3_per_c2: float = 0.0
-    """AFE gradient coefficient σ in −σ|∇P|² (not used per voxel; spec §2.4)."""
+    """AFE gradient coefficient σ in −σ|∇P|² (not used per voxel; docs/polarization.md, Coefficient sources)."""
     gradient_g_j_m5_per_c2: float = 0.0
     """AFE gradient coefficient g in g|∇²P|² (not used per voxel)."""
     source: str = ""
@@ -73,7 +73,7 @@ class LGDCoefficients:
         if not (q11 - q12 > 0 and q11 + 2 * q12 > 0 and q44 > 0):
             raise ValueError(
                 f"LGDCoefficients {self.name!r}: need Q11−Q12 > 0, Q11+2Q12 > 0 and Q44 > 0 for the "
-                f"inversions (spec §2.2), found Q11={q11}, Q12={q12}, Q44={q44} m⁴C⁻²")
+                f"inversions (docs/polarization.md, Equations), found Q11={q11}, Q12={q12}, Q44={q44} m⁴C⁻²")
         c11, c12, c44 = self.c11_pa, self.c12_pa, self.c44_pa
         if not (c11 - c12 > 0 and c11 + 2 * c12 > 0 and c44 > 0):
             raise ValueError(
@@ -91,7 +91,7 @@ def _build_materials() -> Mapping[str, LGDCoefficients]:
         alpha1122_j_m13_per_c8=1.637e10, alpha1123_j_m13_per_c8=1.367e10,
         q11_m4_per_c2=0.10, q12_m4_per_c2=-0.034, q44_m4_per_c2=0.029,
         c11_pa=1.78e11, c12_pa=0.964e11, c44_pa=1.22e11,
-        source="Li, Cross, Chen, J. Appl. Phys. 98, 064101 (2005); values as in spec §2.4",
+        source="Li, Cross, Chen, J. Appl. Phys. 98, 064101 (2005); values as in docs/polarization.md",
         parent_lattice_m=4.009e-10,   # cubic BaTiO3 just above T_C (≈4.00–4.01 Å); pxm.ferroelectric's d_002
     )
     pto = LGDCoefficients(
@@ -101,7 +101,7 @@ def _build_materials() -> Mapping[str, LGDCoefficients]:
         alpha111_j_m9_per_c6=2.6e8, alpha112_j_m9_per_c6=6.1e8, alpha123_j_m9_per_c6=-3.7e9,
         q11_m4_per_c2=0.089, q12_m4_per_c2=-0.026, q44_m4_per_c2=0.0675,
         c11_pa=1.746e11, c12_pa=7.937e10, c44_pa=1.111e11,
-        source="Haun et al., J. Appl. Phys. 62, 3331 (1987); values as in spec §2.4 "
+        source="Haun et al., J. Appl. Phys. 62, 3331 (1987); values as in docs/polarization.md "
                "(C from s11/s12/s44 = 8.0/−2.5/9.0e-12 m²/N)",
         parent_lattice_m=3.97e-10,    # cubic PbTiO3 above T_C (Shirane, Hoshino & Suzuki, Phys. Rev. 80, 1105 (1950))
     )
@@ -111,12 +111,12 @@ def _build_materials() -> Mapping[str, LGDCoefficients]:
         alpha11_j_m5_per_c4=1.70e9, alpha12_j_m5_per_c4=1.37e9,
         q11_m4_per_c2=4.57e-2, q12_m4_per_c2=-1.348e-2, q44_m4_per_c2=0.957e-2,
         c11_pa=3.36e11, c12_pa=1.07e11, c44_pa=1.27e11,
-        source="Li et al., Phys. Rev. B 73, 184112 (2006), α1 after Pertsev/Shirokov; spec §2.4 "
+        source="Li et al., Phys. Rev. B 73, 184112 (2006), α1 after Pertsev/Shirokov; docs/polarization.md "
                "(AFD, rotostriction and flexoelectric terms not included)",
         parent_lattice_m=3.905e-10,   # cubic SrTiO3 at room temperature
     )
     a_c_m = 0.416e-9
-    s_afe = 3.5  # choice: s ≈ 3.5 gives a four-pseudocubic-cell modulation (spec §2.4 note)
+    s_afe = 3.5  # choice: s ≈ 3.5 gives a four-pseudocubic-cell modulation (docs/polarization.md, Coefficient sources)
     afe = LGDCoefficients(
         name="PbZrO3-AFE",
         alpha1_const_j_m_per_c2=-5.54e7,
@@ -127,14 +127,15 @@ def _build_materials() -> Mapping[str, LGDCoefficients]:
         gradient_sigma_j_m3_per_c2=s_afe * 1.75 * a_c_m**2 * 1e7,
         gradient_g_j_m5_per_c2=1.25 * a_c_m**4 * 1e7,
         source="Liu & Xu, Acta Mater. 196, 435 (2020), as in durdiev15/phase-field-modeling-"
-               "antiferroelectrics; spec §2.4; s = 3.5 chosen here",
+               "antiferroelectrics; docs/polarization.md, Coefficient sources; s = 3.5 chosen here",
         parent_lattice_m=a_c_m,       # cubic PbZrO3 above T_C (≈4.16 Å)
     )
     return MappingProxyType({m.name: m for m in (bto, pto, sto, afe)})
 
 
 MATERIALS: Mapping[str, LGDCoefficients] = _build_materials()
-"""Read-only registry name → coefficients: BaTiO3, PbTiO3, SrTiO3, PbZrO3-AFE (spec §2.4)."""
+"""Read-only registry name → coefficients: BaTiO3, PbTiO3, SrTiO3, PbZrO3-AFE
+(docs/polarization.md, Coefficient sources)."""
 
 
 def get_material(material: str | LGDCoefficients) -> LGDCoefficients:
@@ -148,7 +149,7 @@ def get_material(material: str | LGDCoefficients) -> LGDCoefficients:
 
 
 def alpha1_j_m_per_c2(material: str | LGDCoefficients, temperature_k: float) -> float:
-    """α1(T) in J m C⁻² (spec §2.4 table)."""
+    """α1(T) in J m C⁻² (docs/polarization.md, Coefficient sources)."""
     m = get_material(material)
     if not (math.isfinite(temperature_k) and temperature_k > 0):
         raise ValueError(f"temperature_k: expected a finite positive temperature, found {temperature_k!r}")
@@ -161,7 +162,7 @@ def alpha1_j_m_per_c2(material: str | LGDCoefficients, temperature_k: float) -> 
 
 
 def modulation_period_m(material: str | LGDCoefficients) -> float:
-    """AFE modulation period 2π√(2g/σ) in metres (spec §2.4 note)."""
+    """AFE modulation period 2π√(2g/σ) in metres (docs/polarization.md, Coefficient sources)."""
     m = get_material(material)
     if m.gradient_sigma_j_m3_per_c2 <= 0:
         raise ValueError(f"material {m.name!r}: no gradient coefficients σ, g; only the AFE set has them")

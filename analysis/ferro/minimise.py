@@ -1,4 +1,4 @@
-"""Per-voxel minimisation of LGD energies: options, saddle-free damped Newton, seeds (polarization spec §2.2, §2.5).
+"""Per-voxel minimisation of LGD energies: options, saddle-free damped Newton, seeds (docs/polarization.md, Equations).
 
 Also the two stress-free / stressed equilibria built on it: the spontaneous |P| and the local
 minimiser P* of G(P, σ) (the forward step of the simulated ferroelectric chain).
@@ -23,17 +23,17 @@ __all__ = ["InversionOptions", "spontaneous_polarization_c_per_m2", "equilibrium
 
 @dataclass(frozen=True, kw_only=True)
 class InversionOptions:
-    """Options of the per-voxel minimisations (spec §2.2)."""
+    """Options of the per-voxel minimisations (docs/polarization.md, Equations)."""
 
     temperature_k: float = 298.0
-    """Temperature at which α1(T) is evaluated (the spec's known answers are at 298 K)."""
+    """Temperature at which α1(T) is evaluated (the known answers of docs/polarization.md are at 298 K)."""
     n_iter: int = 40
-    """Damped Newton iterations per seed (spec: ~10 needed; extra iterations are cheap)."""
+    """Damped Newton iterations per seed (about 10 are needed; extra iterations are cheap)."""
     max_step_c_per_m2: float = 0.1
     """Largest |ΔP| of one Newton step."""
     strain_offset: float = 0.0
     """Added to every measured ε_g: the strain of the measurement's reference lattice relative to the
-    cubic parent (DFXM strain is relative, spec §2.2 'Reference lattice')."""
+    cubic parent (DFXM strain is relative, docs/polarization.md, Conventions)."""
     equivalence_tol_c_per_m2: float = 1e-6
     """Two solutions closer than this count as the same when counting equivalent solutions."""
     branch_tol_c_per_m2: float = 1e-3
@@ -114,7 +114,7 @@ def spontaneous_polarization_c_per_m2(material: str | LGDCoefficients, temperatu
 
 def equilibrium_polarization(material: str | LGDCoefficients, stress_pa: Any, p_initial_c_per_m2: Any,
                              options: InversionOptions = InversionOptions()) -> Any:
-    """Local minimiser P* of G(P, σ) from p_initial (spec §2.5 forward step); σ tensor (..., 3, 3)."""
+    """Local minimiser P* of G(P, σ) from p_initial (docs/polarization.md, Equations); σ tensor (..., 3, 3)."""
     m = get_material(material)
     p0 = _as_p(p_initial_c_per_m2, "p_initial_c_per_m2")
     xp = array_module(p0, stress_pa)

@@ -1,4 +1,4 @@
-"""Cubic rank-4 tensors (Q, S, C), compliances and reflection directions (polarization spec §2.1–2.2).
+"""Cubic rank-4 tensors (Q, S, C), compliances and reflection directions (docs/polarization.md, Equations).
 
 Conventions (see ``docs/polarization.md``): strains and stresses are 3×3 *tensor*
 components (ε_23, not γ_4 = 2ε_23). Q44 is the Voigt/Haun engineering coefficient,
@@ -34,7 +34,8 @@ def _cubic_tensor(t11: float, t12: float, t44_tensor: float) -> np.ndarray:
 
 
 def _q_tensor(m: LGDCoefficients) -> np.ndarray:
-    # Q_2323 = Q44/4 because γ4 = 2e23 = (Q_2323 + Q_2332)·2·P2P3 = Q44 P2P3 (Voigt/Haun, spec §2.1)
+    # Q_2323 = Q44/4 because γ4 = 2e23 = (Q_2323 + Q_2332)·2·P2P3 = Q44 P2P3 (Voigt/Haun, docs/polarization.md,
+    # Equations)
     return _cubic_tensor(m.q11_m4_per_c2, m.q12_m4_per_c2, m.q44_m4_per_c2 / 4.0)
 
 
@@ -71,7 +72,7 @@ def reflection_unit_vector(hkl: Sequence[float] | None) -> np.ndarray:
 
 
 def directional_compliance_per_pa(material: str | LGDCoefficients, hkl: Sequence[float]) -> float:
-    """s_gg = 1/E_g = s11 − 2(s11 − s12 − ½s44)(g1²g2² + g2²g3² + g3²g1²) (spec §2.2)."""
+    """s_gg = 1/E_g = s11 − 2(s11 − s12 − ½s44)(g1²g2² + g2²g3² + g3²g1²) (docs/polarization.md, Equations)."""
     s11, s12, s44 = compliance_voigt_per_pa(material)
     g = reflection_unit_vector(hkl)
     j = g[0] ** 2 * g[1] ** 2 + g[1] ** 2 * g[2] ** 2 + g[2] ** 2 * g[0] ** 2

@@ -1,4 +1,4 @@
-"""Linear operators of 3D Bragg ptychography (spec sections 1.2, 1.5, 1.6, 2.1)."""
+"""Linear operators of 3D Bragg ptychography (docs/geometry.md, Operators)."""
 
 from analysis.operators.fourier import FoldedFourier3D, ShearedFourier3D, shear_per_index_rad
 from analysis.operators.probe import (

@@ -1,4 +1,4 @@
-"""Exact sheared 3D Fourier transforms of the Bragg reconstruction frame (spec 1.2, 2.1).
+"""Exact sheared 3D Fourier transforms of the Bragg reconstruction frame (docs/geometry.md, Operators).
 
 Conventions (shared by every operator in :mod:`analysis.operators`):
 
@@ -7,7 +7,7 @@ Conventions (shared by every operator in :mod:`analysis.operators`):
 * Reciprocal space: centred indices ``m_a`` in ``[-N_a//2, N_a - N_a//2)``,
   stored at array index ``m_a + N_a//2`` (the detector crop as recorded).
 * q(m) = m1 Δq1 e1 + m2 Δq2 e2 + m3 Δq3 û and Ψ(m) = N^-1/2 Σ_n ψ(n) e^{-i q(m)·r(n)}
-  (unitary; sign e^{-iq·r}, spec 1.7).
+  (unitary; sign e^{-iq·r}, docs/geometry.md, Operators).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _centred(n: int) -> np.ndarray:
 
 
 def shear_per_index_rad(geometry: BraggGeometry, n1_padded: int | None = None) -> tuple[float, float]:
-    """(Δq3 u1 Δr1, Δq3 u2 Δr2): shear-ramp phase per unit m3·n1 and m3·n2 (spec 1.2 step 2)."""
+    """(Δq3 u1 Δr1, Δq3 u2 Δr2): shear-ramp phase per unit m3·n1 and m3·n2 (docs/geometry.md, Operators, shear ramp)."""
     n1p = geometry.recon_shape[0] if n1_padded is None else n1_padded
     dr1, dr2, _ = geometry._voxel(n1p)  # noqa: SLF001 - same module family, exact voxel of N1'
     u1, u2, _ = geometry.rocking_direction
@@ -126,7 +126,7 @@ class _ShearBase:
 
 
 class ShearedFourier3D(_ShearBase):
-    """Exact unitary sheared 3D transform F of the whole box (spec 1.2), all N3 planes.
+    """Exact unitary sheared 3D transform F of the whole box (docs/geometry.md, Operators), all N3 planes.
 
     ``forward``: ``(N1P, N2P, N3) complex`` exit wave → ``(N1, N2, N3) complex`` field on
     the sheared q-grid, centred indices. ``adjoint``: the reverse (F^H).
@@ -178,7 +178,7 @@ class ShearedFourier3D(_ShearBase):
 
 
 class FoldedFourier3D(_ShearBase):
-    """F restricted to the measured planes m3 = U k + m0, via the r3 fold (spec 2.1).
+    """F restricted to the measured planes m3 = U k + m0, via the r3 fold (seed Eq 1; docs/geometry.md, Operators).
 
     ``forward``: ``(N1P, N2P, N3) complex`` → ``(N1, N2, NM) complex`` with NM = N3/U
     measured planes (centred k, i.e. ANGLE index k + NM//2). Equals the rows of
@@ -288,7 +288,7 @@ def measured_band_mask(geometry: BraggGeometry, object_shape: tuple[int, int, in
     """Boolean (NO1, 1, NO3) mask in FFT order: the object frequencies that the crop measures.
 
     A measured point q = m1Δq1 e1 + m3Δq3 û has, in cycles per voxel of the r-grid,
-    f1 = m1/N1' + c f3 with c = N3 Δq3 u1 Δr1 / 2π and f3 = m3/N3 (spec 1.2). The crop keeps
+    f1 = m1/N1' + c f3 with c = N3 Δq3 u1 Δr1 / 2π and f3 = m3/N3 (docs/geometry.md, Operators). The crop keeps
     |m1| ≤ N1/2, so the band is |f1 − c f3| ≤ N1/(2 N1'). Along k_i ≈ e1 the probe carries no
     frequencies, so object content outside this band is never measured (set only by the support).
     """

@@ -1,4 +1,4 @@
-"""Probe operators: 2D oblique section P2, extrusion B along k_i, projection R (spec 1.6).
+"""Probe operators: 2D oblique section P2, extrusion B along k_i, projection R (docs/geometry.md, Operators).
 
 P2 is the probe on the (r2, r3) plane through the box centre (n1 = N1P//2); slice n1
 of the box holds P2 shifted by (n1 - N1P//2)·d pixels, d the k_i slope per slice.
@@ -80,7 +80,7 @@ class ProbeExtrusion:
     ----------
     box_shape : (N1P, N2, N3).
     slope_px : d, the (r2, r3) shift in pixels per r1 slice (:func:`extrusion_slope_px`).
-    shift_px : g, the extra 2D sub-pixel shift of P2 (spec 1.5), default (0, 0).
+    shift_px : g, the extra 2D sub-pixel shift of P2 (docs/geometry.md, Operators), default (0, 0).
     """
 
     def __init__(self, box_shape: tuple[int, int, int], slope_px: tuple[float, float],
@@ -147,7 +147,7 @@ class ProbeExtrusion:
 
 def probe_na_mask(geometry: BraggGeometry, na_p1_rad: float, na_p2_rad: float, factor: float = 1.5,
                   n1_padded: int | None = None) -> np.ndarray:
-    """Boolean (N2, N3) mask in FFT order on the P2 frequency grid (spec 1.6, seed Methods).
+    """Boolean (N2, N3) mask in FFT order on the P2 frequency grid (docs/geometry.md, Operators, seed Methods).
 
     True where |f_p1| ≤ factor·NA_p1/λ and |f_p2| ≤ factor·NA_p2/λ, with
     f_(p1,p2) = M^{-T} f_(b,c), M = [[p1·e2, p1·e3], [p2·e2, p2·e3]]. In vertical

@@ -1,4 +1,4 @@
-"""Stage positions → integer view offsets o_j and sub-pixel probe shifts g_j (spec 1.5)."""
+"""Stage positions → integer view offsets o_j and sub-pixel probe shifts g_j (docs/geometry.md, Operators)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class ViewGrid:
 
 @dataclass(frozen=True, kw_only=True)
 class ObjectPlacement:
-    """Where each voxel of the object array sits in the sample frame (spec 1.5).
+    """Where each voxel of the object array sits in the sample frame (docs/geometry.md, Operators).
 
     Voxel n = (n1, n2, n3) is at r(n) = ``origin_m`` + Σ_a n_a ``voxel_size_m``[a] e_a, in lab (x, y, z)
     metres relative to the sample point that sits in the beam (the probe centre) at stage position 0;

@@ -1,7 +1,7 @@
-"""Positions split across ranks: mini-batch / full-batch rPIE with all-reduced sums (spec 2.4 B/C).
+"""Positions split across ranks: mini-batch / full-batch rPIE with all-reduced sums (docs/mpi.md).
 
 Each rank owns the positions j ≡ rank (mod size), holds only their frames, and adds its share
-of the batch sums of spec 2.4 (B):
+of the batch sums of docs/mpi.md:
 
     ρ ← ρ + Σ_{j∈B}[P_j*Δψ_j − μ_j S̄ρ] / Σ_{j∈B}[(1−β)|P_j|² + βP_{j,max} + μ_j S̄]     (seed Eqs 5, 7, 9)
     P2 ← P2 + Σ_{j∈B} m_j R(ρ_j*Δψ_j / λ_j) / Σ_{j∈B} m_j,  m_j = max|ρ_j|²,
@@ -9,7 +9,7 @@ of the batch sums of spec 2.4 (B):
     b ← b Π_{j∈B} ((1−γ) + γ√(I_j/h_j))²  on ω_j = 1                                   (Eq 11, b fixed in a batch)
 
 The probe step is the m_j-weighted mean of the per-position steps of Eq 6: with α = 1 it is
-Σ R(ρ_j*Δψ_j) / Σ max|ρ_j|² (the summed form of spec 2.4 B), and with one position per batch
+Σ R(ρ_j*Δψ_j) / Σ max|ρ_j|² (the summed form of docs/mpi.md), and with one position per batch
 it is Eq 6 itself. The sums are all-reduced, so every rank holds the same ρ, P2 and b after each
 batch (as in ptypy's MPI engines and the seed's 4-GPU run). ``n_batches = 0 or 1`` is the
 full-batch variant (C). Results do not depend on the number of ranks beyond floating-point
@@ -167,7 +167,7 @@ def _probe_terms(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: fl
 def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOptions,
          comm: Communicator = SerialCommunicator(), rng: np.random.Generator | None = None,
          share: ScanShare | None = None) -> tuple[BraggState, SweepStats]:
-    """One sweep of the batched update of spec 2.4 (B/C) with sums all-reduced over ranks.
+    """One sweep of the batched update of docs/mpi.md with sums all-reduced over ranks.
 
     ``options.n_batches`` spatially spread batches (0 or 1: one full batch). ``rng`` must be
     seeded identically on every rank (it draws the batches and their order). ``share`` names the

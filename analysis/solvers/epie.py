@@ -1,4 +1,4 @@
-"""Per-position ePIE-type update of 3D Bragg ptychography (spec 2.2, 2.4 A/B).
+"""Per-position ePIE-type update of 3D Bragg ptychography (seed Eqs 5–11, 13; docs/mpi.md).
 
 References: Li et al., Nat. Commun. 12, 7059 (2021), doi:10.1038/s41467-021-27224-5,
 Eqs 5–11 and 13; Maiden & Rodenburg, Ultramicroscopy 109, 1256 (2009) (ePIE).
@@ -14,7 +14,7 @@ import numpy as np
 from analysis.operators.probe import apply_fourier_mask_2d
 from analysis.solvers.fused_cpu import FusedCpuSweep
 from analysis.solvers.model import BraggData, BraggModel, BraggState, normalise_scale
-from analysis.solvers.options import EpieOptions
+from analysis.solvers.options import EpieOptions, Execution
 from analysis.xp import Array, array_module
 
 _TINY = 1e-30
@@ -29,7 +29,8 @@ class SweepStats:
     probe_updated: bool
     """Whether P2 was updated in this sweep."""
     kernels: str = "array"
-    """Which code ran the sweep: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
+    """Which code ran the sweep: "array" (NumPy/CuPy array code), "fused-cpu" (Numba + FFTW) or "dm"
+    (a difference-map / RAAR sweep, :mod:`analysis.solvers.dm`)."""
 
 
 def modulus_update(psi_q: Array, intensity: Array, background: Array, mask: Array) -> tuple[Array, Array, Array]:
@@ -97,7 +98,8 @@ def _exit_wave_correction(state: BraggState, data: BraggData, op: BraggModel, j:
     inten = data.intensities[j]
     dpsi_q, state.background, misfit = _modulus_and_background(psi_q, inten, state.background, data.mask_at(j),
                                                                gamma)
-    dpsi = op.fourier.adjoint(dpsi_q)                       # = ψ' − ψ, replicated ×U (spec 2.1)
+    # = ψ' − ψ, replicated ×U (seed Eq 1; docs/geometry.md, Operators)
+    dpsi = op.fourier.adjoint(dpsi_q)
     return v, pj, dpsi, misfit
 
 
@@ -213,15 +215,25 @@ def spread_batches(positions: np.ndarray, n_batches: int, rng: np.random.Generat
 
 
 def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOptions,
-         rng: np.random.Generator | None = None) -> tuple[BraggState, SweepStats]:
-    """One sweep (iteration) of spec 2.2 over all positions in random order.
+         rng: np.random.Generator | None = None,
+         execution: Execution | None = None) -> tuple[BraggState, SweepStats]:
+    """One sweep (iteration) of seed Eqs 5–11, 13 over all positions in random order.
 
     Object: Eqs 5, 7, 9 with the μ thickness-support term; probe: Eqs 6, 8, 10 through R
     (from sweep ``probe_update_start_iter``); background: Eq 11; modulus: Eq 13 on the
     folded measured planes. Afterwards the NA mask is applied to P2 and the ρ/P scale fixed.
+    ``execution`` (default :class:`Execution`) picks the fused CPU kernels or the array code.
     """
     rng = np.random.default_rng() if rng is None else rng
     it = state.iteration
+    if it < options.dm_iterations:                      # difference map / RAAR first (probe held)
+        from analysis.solvers import dm
+
+        state, dstats = dm.step(state, data, op=op, beta=options.dm_beta)
+        if options.normalise_scale:
+            state = normalise_scale(state)
+        return state, SweepStats(cost=dstats.cost, probe_updated=False, kernels="dm")
+    state.dm_memory = None
     update_probe = options.update_probe and it >= options.probe_update_start_iter
     if options.n_batches:
         batches = spread_batches(data.offsets_vox.astype(float) + np.pad(data.shifts_px, ((0, 0), (1, 0))),
@@ -231,7 +243,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
         kernels = "array"
     else:
         order = rng.permutation(data.n_positions)
-        fused = FusedCpuSweep.for_model(op, state, options)
+        fused = FusedCpuSweep.for_model(op, state, Execution() if execution is None else execution)
         if fused is None:
             cost, kernels = _sequential(state, data, op, options, order, update_probe), "array"
         else:

@@ -82,7 +82,8 @@ def amplitude_costs(state: BraggState, work: BraggData, free: BraggData, op: Bra
         if not (work.has_data(j) or free.has_data(j)):
             continue
         view = state.object[op.view(work.offsets_vox[j])]
-        psi = op.fourier.forward(op.probe_at(state.probe, work.shifts_px[j]) * view)   # Ψ_j, spec 2.1
+        # Ψ_j, seed Eq 1; docs/geometry.md, Operators
+        psi = op.fourier.forward(op.probe_at(state.probe, work.shifts_px[j]) * view)
         d = xp.sqrt(xp.maximum(psi.real ** 2 + psi.imag ** 2 + state.background, _TINY)) - xp.sqrt(work.intensities[j])
         d *= d
         m_work, m_free = work.mask_at(j), free.mask_at(j)

@@ -1,10 +1,11 @@
 """Fused CPU paths (Numba kernels, FFTW plans on fixed buffers): sequential ePIE and ML.
 
-:class:`FoldedTransform` holds the forward model Ψ_j = F_meas(P_j V) (spec 2.1) and its adjoint
+:class:`FoldedTransform` holds the forward model Ψ_j = F_meas(P_j V)
+(seed Eq 1; docs/geometry.md, Operators) and its adjoint
 as unnormalised FFTW passes on three preallocated buffers (box, folded box, crop); it is built
-once per :class:`BraggModel` and shared by :class:`FusedCpuSweep` (sequential ePIE, spec 2.2
-variant A, seed Eqs 5–11, 13; same update as :func:`analysis.solvers.epie._sequential`) and
-:class:`FusedCpuML` (ML cost, gradients and line-search sums, spec 3 and seed Eq 4; same
+once per :class:`BraggModel` and shared by :class:`FusedCpuSweep` (sequential ePIE,
+seed Eqs 5–11, 13; same update as :func:`analysis.solvers.epie._sequential`) and
+:class:`FusedCpuML` (ML cost, gradients and line-search sums, Thibault & Guizar-Sicairos 2012 and seed Eq 4; same
 numbers as the array code of :mod:`analysis.solvers.ml`). Every elementwise chain between the
 transforms is one parallel Numba kernel (:mod:`analysis.cpu_kernels`):
 
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from analysis.solvers.model import BraggData, BraggModel, BraggState
-from analysis.solvers.options import EpieOptions, MLOptions
+from analysis.solvers.options import EpieOptions, Execution
 from analysis.xp import aligned_empty, cpu_kernels, fft_module, fft_workers, fftw_plan
 
 _TINY = 1e-30
@@ -40,7 +41,7 @@ def _fft_order_to_centred(n: int) -> np.ndarray:
 
 
 class ProbeBox:
-    """One box buffer with the FFTW plans of the probe extrusion B and its adjoint B^H (spec 1.6).
+    """One box buffer with the FFTW plans of the probe extrusion B and its adjoint B^H (docs/geometry.md, Operators).
 
     B runs in r3-frequency space: P_j = iFFT_r3[P̂2(f) e^{-2πi (n1 − c) d f}], P̂2 = FFT_r3(Shift_g P2).
     """
@@ -57,7 +58,7 @@ class ProbeBox:
         self._proj = np.empty((n2p, n3), np.complex128)
 
     def extrude(self, p2: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-        """box ← P_j = B Shift_g P2 (spec 1.5–1.6); the 1/N3 of the inverse FFT goes into P̂2."""
+        """box ← P_j = B Shift_g P2 (docs/geometry.md, Operators); the 1/N3 of the inverse FFT goes into P̂2."""
         p2_hat = fft_module(np).fft(self.op.shift2d(p2, shift_px), axis=-1, workers=fft_workers())
         p2_hat *= 1.0 / self.n3
         self.k.extrusion_spectrum(p2_hat, self._slices, self.box)
@@ -73,7 +74,8 @@ class ProbeBox:
 
 
 class FoldedTransform:
-    """Ψ_j = F_meas(P_j V) and F_meas^H on fixed buffers, unnormalised (spec 2.1), for one :class:`BraggModel`.
+    """Ψ_j = F_meas(P_j V) and F_meas^H on fixed buffers, unnormalised
+    (seed Eq 1; docs/geometry.md, Operators), for one :class:`BraggModel`.
 
     ``forward`` leaves the crop A in FFT order (|Ψ|² = ``scale2``·|A|²); ``adjoint`` takes the
     crop holding ``scale2``·A·f and leaves F_meas^H(Ψ f) folded in ``fold`` (N2, N1P, NM): the U
@@ -108,7 +110,7 @@ class FoldedTransform:
             blocks.append((self.fold[:, n1p - self._neg:], self.crop[self._pos:].transpose(1, 0, 2)))
         self._r2_fwd = [fftw_plan(a, c, (0,), inverse=False, effort=effort) for a, c in blocks]
         self._r2_inv = [fftw_plan(c, a, (0,), inverse=True, effort=effort) for a, c in blocks]
-        # shear ramp e^{-i m3 Δq3 u1 n1 Δr1} on (n1, FFT bin of k), m3 = U k (spec 1.2 step 2)
+        # shear ramp e^{-i m3 Δq3 u1 n1 Δr1} on (n1, FFT bin of k), m3 = U k (docs/geometry.md, Operators, shear ramp)
         kk = np.fft.fftfreq(nm) * nm
         n1c = np.arange(n1p) - n1p // 2
         self._ramp = np.exp(-1j * f.shear_rad[0] * n1c[:, None] * (u * kk)[None, :]).astype(c64)
@@ -154,7 +156,9 @@ class FoldedTransform:
         return cached
 
     def fold_product(self, p3: np.ndarray, view: np.ndarray, accumulate: bool = False) -> None:
-        """fold (+)= Σ_u p3·view (the r3 fold of spec 2.1); also sets ``pmax_rows``/``vmax_rows``."""
+        """fold (+)= Σ_u p3·view (the r3 fold of seed Eq 1; docs/geometry.md, Operators); also sets
+        ``pmax_rows``/``vmax_rows``.
+        """
         self.k.folded_exit_wave(p3, view, self.fold, self.pmax_rows, self.vmax_rows, accumulate)
 
     def transform(self) -> np.ndarray:
@@ -216,9 +220,9 @@ class FusedCpuSweep:
         return FoldedTransform.unsupported_reason(op)
 
     @classmethod
-    def for_model(cls, op: BraggModel, state: BraggState, options: EpieOptions) -> FusedCpuSweep | None:
+    def for_model(cls, op: BraggModel, state: BraggState, execution: Execution) -> FusedCpuSweep | None:
         """The (cached) fused sweep of ``op``, or None where it does not apply (array path runs)."""
-        t = FoldedTransform.for_model(op, state, options.cpu_fused, options.fftw_effort)
+        t = FoldedTransform.for_model(op, state, execution.cpu_kernels, execution.fftw_effort)
         if t is None:
             return None
         if "epie" not in op.fused_cpu:
@@ -243,7 +247,8 @@ class FusedCpuSweep:
         k, t = self.k, self.t
         view = state.object[self.op.view(data.offsets_vox[j])]
         p3 = t.probe.extrude(state.probe, data.shifts_px[j])
-        crop = t.forward(p3, view)                           # Ψ_j = F_meas(P_j V), unnormalised (spec 2.1)
+        # Ψ_j = F_meas(P_j V), unnormalised (seed Eq 1; docs/geometry.md, Operators)
+        crop = t.forward(p3, view)
         mask, planes_ok = t.mask(data, j)
         misfit = k.modulus_and_background(crop, data.intensities[j], mask, planes_ok, state.background,
                                           t.rows, t.scale2, float(options.gamma))
@@ -260,7 +265,7 @@ class FusedCpuSweep:
 
 
 class FusedCpuML:
-    """Cost, Wirtinger gradients and line-search sums of the ML refinement (spec 3) on a shared
+    """Cost, Wirtinger gradients and line-search sums of the ML refinement (Thibault & Guizar-Sicairos 2012) on a shared
     :class:`FoldedTransform`; the μ term stays in :mod:`analysis.solvers.ml` (it is cheap).
 
     Per position: the gradient pass does P_j, F, χ, F^H, ∇ρ* scatter and B^H (as one ePIE
@@ -279,9 +284,9 @@ class FusedCpuML:
         self._background = np.zeros(t.crop.shape, np.float32)         # b as float32 (set per pass)
 
     @classmethod
-    def for_model(cls, op: BraggModel, state: BraggState, options: MLOptions) -> FusedCpuML | None:
+    def for_model(cls, op: BraggModel, state: BraggState, execution: Execution) -> FusedCpuML | None:
         """The (cached) fused ML path of ``op``, or None where it does not apply (array path runs)."""
-        t = FoldedTransform.for_model(op, state, options.cpu_fused)
+        t = FoldedTransform.for_model(op, state, execution.cpu_kernels, execution.fftw_effort)
         if t is None:
             return None
         if "ml" not in op.fused_cpu:
@@ -313,7 +318,8 @@ class FusedCpuML:
                           kept: np.ndarray | None, reuse: bool = False, prior_w0: np.ndarray | None = None,
                           prior_r0: np.ndarray | None = None,
                           prior_strength: float = 0.0) -> tuple[float, np.ndarray, np.ndarray]:
-        """(Σ_j Σ ω ℓ, Σ_j scatter(P_j* F^H χ_j), Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j)) (spec 3, seed Eq 4).
+        """(Σ_j Σ ω ℓ, Σ_j scatter(P_j* F^H χ_j), Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j))
+        (Thibault & Guizar-Sicairos 2012, seed Eq 4).
 
         ``kept`` (POS, N1, N2, NM): receives the unnormalised Ψ0 crops for :meth:`line_sums`, or with
         ``reuse`` already holds them (kept by :meth:`cost` on this very state): F is then skipped.
@@ -361,7 +367,8 @@ class FusedCpuML:
     def line_sums(self, state: BraggState, data: BraggData, poisson: bool, d_obj: np.ndarray,
                   d_probe: np.ndarray | None, kept: np.ndarray | None,
                   prior_w12: list[np.ndarray] | None = None) -> tuple[float, float]:
-        """Data-term (L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3), float64 sums.
+        """Data-term (L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2
+        (Thibault & Guizar-Sicairos 2012), float64 sums.
 
         Ψ1 = F(P ΔV + ΔP V), Ψ2 = F(ΔP ΔV); Ψ0 from ``kept`` (the gradient pass) or recomputed.
         ``prior_w12`` [w1, w2] (object grid, float32; with ``d_probe``): receive Σ_j 2Re P_j*ΔP_j, Σ_j |ΔP_j|².

@@ -1,4 +1,5 @@
-"""Maximum-likelihood refinement: amplitude-Gaussian / Poisson costs, gradients, PR-CG (spec 3).
+"""Maximum-likelihood refinement: amplitude-Gaussian / Poisson costs, gradients, PR-CG
+(Thibault & Guizar-Sicairos 2012).
 
 References: Thibault & Guizar-Sicairos, New J. Phys. 14, 063004 (2012),
 doi:10.1088/1367-2630/14/6/063004; Godard et al., Opt. Express 20, 25914 (2012),
@@ -16,7 +17,7 @@ import numpy as np
 from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
-from analysis.solvers.options import MLOptions
+from analysis.solvers.options import Execution, MLOptions
 from analysis.solvers.smoothness import (
     PriorSums,
     polynomial_value,
@@ -56,7 +57,7 @@ class MLMemory:
     probe_scale: float | None = None
     """Preconditioner s on the probe gradient."""
     exit_waves: ExitWaves | None = None
-    """Ψ_j kept from one pass to the next (``MLOptions.keep_exit_waves``)."""
+    """Ψ_j kept from one pass to the next (``Execution.keep_exit_waves``)."""
     grad: tuple[Any, Any] | None = None
     """Previous (g_ρ, g_P)."""
     direction: tuple[Any, Any] | None = None
@@ -108,7 +109,8 @@ def _mu_cost(obj: Any, w: Any) -> float:
 
 
 def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[Any, Any]:
-    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position (spec 3; amplitude ℓ: seed Eq 4); the sum is a 0-d
+    """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position
+    (Thibault & Guizar-Sicairos 2012; amplitude ℓ: seed Eq 4); the sum is a 0-d
     float64 array on the data's device (the caller converts once per pass, not per position).
     """
     xp = array_module(psi_q)
@@ -124,8 +126,8 @@ def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[A
     return cost, psi_q * chi.astype(psi_q.real.dtype)
 
 
-def _fused(state: BraggState, op: BraggModel, options: MLOptions) -> FusedCpuML | None:
-    return FusedCpuML.for_model(op, state, options)
+def _fused(state: BraggState, op: BraggModel, execution: Execution | None) -> FusedCpuML | None:
+    return FusedCpuML.for_model(op, state, Execution() if execution is None else execution)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -165,9 +167,9 @@ def _scan_key(data: BraggData) -> bytes:
 
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
                       weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
-                      exit_waves: ExitWaves | None = None,
-                      prior: PriorSums | None = None) -> tuple[float, Array, Array]:
-    """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (spec 3; seed Eq 4 with the μ term).
+                      exit_waves: ExitWaves | None = None, prior: PriorSums | None = None,
+                      execution: Execution | None = None) -> tuple[float, Array, Array]:
+    """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (Thibault & Guizar-Sicairos 2012; seed Eq 4 with the μ term).
 
     ∇_ρ* = Σ_j scatter(P_j* F^H χ_j) + Σ_j μ_j S̄ ρ; ∇_{P2}* = Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j).
     ``mu_map``: W of :func:`build_mu_map` (built from ``weights`` when None). ``exit_waves``: receives
@@ -175,9 +177,10 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
     :func:`cost`, :attr:`ExitWaves.state_key` checked), the forward transforms are skipped.
     ``prior``: receives w0 = Σ_j|P_j|² and, with its ``roughness``, the smoothness prior's
     s Σ_j Shift_{−g_j} B^H(r0_j P_j) is added to ∇_{P2}* (module :mod:`analysis.solvers.smoothness`).
+    ``execution`` (default :class:`Execution`) picks the fused CPU kernels or the array code.
     """
     xp = array_module(state.object)
-    fused = _fused(state, op, options)
+    fused = _fused(state, op, execution)
     w0 = prior.start(state.object, 1)[0] if prior is not None else None
     r0 = prior.roughness if prior is not None and with_probe else None
     strength = prior.strength if prior is not None else 0.0
@@ -227,12 +230,13 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
 
 def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray,
-         mu_map: Any = None, exit_waves: ExitWaves | None = None) -> float:
-    """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, spec 3).
+         mu_map: Any = None, exit_waves: ExitWaves | None = None, execution: Execution | None = None) -> float:
+    """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, Thibault & Guizar-Sicairos 2012).
 
-    ``exit_waves``: receives Ψ_j and the state's key (for the next :func:`cost_and_gradient`).
+    ``exit_waves``: receives Ψ_j and the state's key (for the next :func:`cost_and_gradient`);
+    ``execution`` as in :func:`cost_and_gradient`.
     """
-    fused = _fused(state, op, options)
+    fused = _fused(state, op, execution)
     kept: Any = None                                        # Ψ_j per position: the fused kernels' array or a list
     if exit_waves is not None:
         previous, exit_waves.waves = exit_waves.waves, None          # the array path drops the previous set first
@@ -259,7 +263,7 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
 
 
 def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: str) -> tuple[Any, Any]:
-    """Data-term (L'(0), L''(0)) of one position from Ψ0, Ψ1, Ψ2 (spec 3).
+    """Data-term (L'(0), L''(0)) of one position from Ψ0, Ψ1, Ψ2 (Thibault & Guizar-Sicairos 2012).
 
     Elementwise in the inputs' precision, summed in float64; the amplitude a'' is written
     (A2 − A1²/(4A0))/a0 and the Poisson term I(A1/A0)², which neither overflow nor underflow in
@@ -288,15 +292,17 @@ def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: st
 
 def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
                       weights: np.ndarray, d_obj: Any, d_probe: Any, mu_map: Any = None,
-                      exit_waves: ExitWaves | None = None, prior: PriorSums | None = None) -> tuple[float, float]:
-    """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (spec 3, float64 sums).
+                      exit_waves: ExitWaves | None = None, prior: PriorSums | None = None,
+                      execution: Execution | None = None) -> tuple[float, float]:
+    """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (Thibault & Guizar-Sicairos 2012, float64 sums).
 
     Ψ1 = F(P_jΔρ_j + ΔP_jρ_j), Ψ2 = F(ΔP_jΔρ_j); Ψ0 from ``exit_waves`` (kept by
     :func:`cost_and_gradient` on the same state and code path) or recomputed. ``prior``: receives
     w1 = Σ_j 2Re P_j*ΔP_j and w2 = Σ_j |ΔP_j|² when ``d_probe`` is given (no maps otherwise).
+    ``execution`` as in :func:`cost_and_gradient`.
     """
     xp = array_module(state.object)
-    fused = _fused(state, op, options)
+    fused = _fused(state, op, execution)
     kernels = "array" if fused is None else "fused-cpu"
     kept = exit_waves.waves if exit_waves is not None and exit_waves.kernels == kernels else None
     w12 = None
@@ -337,13 +343,14 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
 def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
                   mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None,
-                  prior_w0: Any = None) -> tuple[float, float, np.ndarray]:
+                  prior_w0: Any = None, execution: Execution | None = None) -> tuple[float, float, np.ndarray]:
     """:func:`line_coefficients` summed over ranks, and the smoothness prior's quartic R(t) along the
     direction (zeros without the prior; ``prior_w0``: the all-reduced w0 of the gradient pass).
     """
     sums = PriorSums(strength=options.smoothness) if options.smoothness else None
     d1, d2 = line_coefficients(state, data, op=op, options=options, weights=mem.mu_weights, d_obj=d_obj,
-                               d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves, prior=sums)
+                               d_probe=d_probe, mu_map=mem.mu_map, exit_waves=exit_waves, prior=sums,
+                               execution=execution)
     d1, d2 = comm.allreduce_scalar(d1), comm.allreduce_scalar(d2)
     if sums is None:
         return d1, d2, np.zeros(5)
@@ -383,8 +390,8 @@ def _rdot(a: Any, b: Any) -> float:
 
 
 def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-         comm: Communicator | None = None) -> tuple[BraggState, MLStats]:
-    """One Polak–Ribière CG iteration with the exact quadratic line search (spec 3).
+         comm: Communicator | None = None, execution: Execution | None = None) -> tuple[BraggState, MLStats]:
+    """One Polak–Ribière CG iteration with the exact quadratic line search (Thibault & Guizar-Sicairos 2012).
 
     With ``comm`` each rank's ``data`` holds its own positions: the costs, the gradients and the
     line-search coefficients are sums over positions, so each is all-reduced (the μ term is
@@ -395,9 +402,11 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     trial's, kept from the previous iteration; F only on the first iteration or when the state
     changed in between); line search P_j, F(PΔρ + ΔPρ) and, with the probe, ΔP_j and F(ΔPΔρ)
     (Ψ0 kept from the gradient pass); Armijo check P_j(t), F (kept for the next iteration).
-    ``keep_exit_waves=False`` recomputes Ψ0 in both places. The μ map is built once per ML run.
+    ``Execution(keep_exit_waves=False)`` recomputes Ψ0 in both places; ``execution`` (default
+    :class:`Execution`) also picks the fused CPU kernels or the array code. The μ map is built once per ML run.
     """
     comm = SerialCommunicator() if comm is None else comm
+    execution = Execution() if execution is None else execution
     mem = state.ml_memory
     if not isinstance(mem, MLMemory):
         mem = MLMemory(mu_weights=mu_weights(state, data, op, options.mu), probe_scale=options.probe_scale)
@@ -405,7 +414,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         mem.mu_map = build_mu_map(state, data, op, mem.mu_weights)
         mem.mu_map_support = state.support
     with_p = options.update_probe
-    if not options.keep_exit_waves:
+    if not execution.keep_exit_waves:
         mem.exit_waves = None
     elif mem.exit_waves is None:
         mem.exit_waves = ExitWaves()
@@ -414,8 +423,8 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     # the data pass accumulates w0 and adds the prior's ∂R/∂P2* (module smoothness)
     sums = PriorSums(strength=sm, roughness=roughness_maps(state.object)[0] if with_p else None) if sm else None
     c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
-                                     mu_map=mem.mu_map, exit_waves=kept, prior=sums)
-    kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, options) is None else "fused-cpu")
+                                     mu_map=mem.mu_map, exit_waves=kept, prior=sums, execution=execution)
+    kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, execution) is None else "fused-cpu")
     mem.mu_map_support = state.support                      # the fused path may have made S contiguous
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)
@@ -445,12 +454,12 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     d_p = None
     if with_p:
         d_p = -s * g_p + beta * direction[1] if beta and direction is not None else -s * g_p
-    d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0)
+    d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0, execution)
     if d1 >= 0 and beta:                       # not a descent direction: restart along −z
         beta = 0.0
         d_o = -g_o
         d_p = -s * g_p if with_p else None
-        d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0)
+        d1, d2, poly = _reduced_line(comm, state, data, op, options, mem, d_o, d_p, kept, w0, execution)
     # exact minimiser of the local quadratic model, then a safeguard: the amplitude cost is not
     # smooth where |Ψ| → 0 (L'' from the Taylor model can be wildly off), so the step is halved
     # until the true cost does not rise (Armijo); t = 0 if nothing decreases the cost.
@@ -459,7 +468,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         trial = dataclasses.replace(state, object=state.object + t * d_o,
                                     probe=state.probe + t * d_p if d_p is not None else state.probe)
         trial_cost = comm.allreduce_scalar(cost(trial, data, op=op, options=options, weights=mem.mu_weights,
-                                                 mu_map=mem.mu_map, exit_waves=kept))
+                                                 mu_map=mem.mu_map, exit_waves=kept, execution=execution))
         trial_cost += polynomial_value(poly, t)             # the prior's R(t): exact quartic, no pass
         if trial_cost <= c0 + 1e-4 * t * min(d1, 0.0):
             break

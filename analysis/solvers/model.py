@@ -14,7 +14,8 @@ from analysis.xp import Array, DeviceCopies, array_module, fft_module, to_numpy
 
 
 class BraggModel:
-    """Bilinear forward model Ψ_j = F_meas(P_j · ρ[o_j + box]), P_j = B Shift_{g_j} P2 (spec 2.1).
+    """Bilinear forward model Ψ_j = F_meas(P_j · ρ[o_j + box]), P_j = B Shift_{g_j} P2
+    (seed Eq 1; docs/geometry.md, Operators).
 
     Holds the folded transform, the extrusion and the optional NA mask; all shapes are
     fixed here. Object ``(NO1, NO2, NO3)``, probe P2 ``(N2, N3)``, box ``(N1P, N2, N3)``,
@@ -165,10 +166,12 @@ class BraggState:
     """Number of completed sweeps / ML iterations."""
     ml_memory: Any = field(default=None, repr=False)
     """Conjugate-gradient memory of :mod:`analysis.solvers.ml` (None outside ML)."""
+    dm_memory: Any = field(default=None, repr=False)
+    """Exit waves of :mod:`analysis.solvers.dm` (None outside difference-map sweeps)."""
 
 
 def normalise_scale(state: BraggState) -> BraggState:
-    """Fix the ρ/P scale ambiguity: mean |ρ| on S = 1, P2 compensated (spec 2.2)."""
+    """Fix the ρ/P scale ambiguity: mean |ρ| on S = 1, P2 compensated (seed Eqs 5–11, 13)."""
     xp = array_module(state.object)
     s = state.support
     n = int(xp.count_nonzero(s))

@@ -1,4 +1,4 @@
-"""Frozen option dataclasses of the Bragg solvers (seed Methods defaults, spec 2.3)."""
+"""Frozen option dataclasses of the Bragg solvers (seed Methods defaults; docs/seed-schedule.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 @dataclass(frozen=True, kw_only=True)
 class EpieOptions:
-    """Per-position ePIE update of spec 2.2 (seed Eqs 5–11, 13)."""
+    """Per-position ePIE update of seed Eqs 5–11, 13."""
 
     alpha: float = 1.0
     """α of Eq 10: probe step weight (1 → scalar max|ρ|² normalisation)."""
@@ -25,14 +25,14 @@ class EpieOptions:
     na_mask_stop_iter: int = 1000
     """Apply the NA mask to P2 after every sweep with probe_update_start_iter ≤ it < this."""
     n_batches: int = 0
-    """0: sequential ePIE (variant A); B > 0: mini-batch with B spatially spread batches (variant B)."""
+    """0: sequential ePIE; B > 0: mini-batch rPIE with B spatially spread batches (docs/mpi.md)."""
+    dm_iterations: int = 0
+    """The first this many sweeps run the difference map / RAAR on the exit waves instead of ePIE, probe held
+    (:mod:`analysis.solvers.dm`; memory: one exit wave per position). 0 = ePIE from the start (the seed)."""
+    dm_beta: float = 1.0
+    """β of those sweeps: 1 = difference map, 0 < β < 1 = RAAR."""
     normalise_scale: bool = True
     """Rescale so mean |ρ| on S = 1 after each sweep (P2 compensated)."""
-    cpu_fused: bool = True
-    """Sequential sweeps on NumPy complex64 run the fused CPU kernels (Numba + FFTW) when those
-    import and the geometry allows (:mod:`analysis.solvers.fused_cpu`); same numbers to float32 rounding."""
-    fftw_effort: Literal["FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"] = "FFTW_MEASURE"
-    """FFTW planner effort of the fused CPU path (MEASURE: seconds of planning once per reconstruction)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -43,16 +43,16 @@ class EpieOptions:
             raise ValueError(f"EpieOptions.gamma must lie in [0, 1], got {self.gamma}")
         if self.mu < 0:
             raise ValueError(f"EpieOptions.mu must be >= 0, got {self.mu}")
+        if self.dm_iterations < 0 or not 0.0 < self.dm_beta <= 1.0:
+            raise ValueError(f"EpieOptions: dm_iterations must be >= 0 and dm_beta in (0, 1], got "
+                             f"{self.dm_iterations} and {self.dm_beta}")
         if self.probe_update_start_iter < 0 or self.na_mask_stop_iter < 0 or self.n_batches < 0:
             raise ValueError("EpieOptions: iteration numbers and n_batches must be >= 0")
-        if self.fftw_effort not in ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"):
-            raise ValueError(f"EpieOptions.fftw_effort must be FFTW_ESTIMATE, FFTW_MEASURE or FFTW_PATIENT, "
-                             f"got {self.fftw_effort!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MLOptions:
-    """Maximum-likelihood refinement of spec section 3 (Polak–Ribière CG, exact line search)."""
+    """Maximum-likelihood refinement of Thibault & Guizar-Sicairos 2012 (Polak–Ribière CG, exact line search)."""
 
     noise_model: Literal["amplitude", "poisson"] = "amplitude"
     """Cost: amplitude-Gaussian (seed Eq 4) or Poisson."""
@@ -64,15 +64,6 @@ class MLOptions:
     """Preconditioner s on the probe gradient; None: ‖g_ρ‖²/‖g_P‖² at the first ML iteration."""
     support_mask_gradient: bool = False
     """Zero the object gradient outside S (hard support) instead of relying on μ only."""
-    keep_exit_waves: bool = True
-    """Keep Ψ_j = F(P_j ρ_j) of every position: from the gradient pass for the line search, and from
-    the accepted Armijo trial for the next gradient pass (checked by a key of ρ, P2 and the scan).
-    Two forward transforms fewer per position and iteration; costs one crop set
-    (POS × N1 × N2 × NM complex64, 4.3 GB at the seed's size)."""
-    cpu_fused: bool = True
-    """On NumPy complex64 run the ML transforms and elementwise chains with the fused CPU kernels
-    (Numba + FFTW, :class:`analysis.solvers.fused_cpu.FusedCpuML`) when those import and the geometry
-    allows (as :attr:`EpieOptions.cpu_fused`); same numbers to float32 rounding."""
     smoothness: float = 0.0
     """Strength s of the smoothness prior s Σ w|∇ρ|², w = Σ_j |P_j|² the current illumination
     (:mod:`analysis.solvers.smoothness`); 0 = the seed's cost (Eq 4) alone."""
@@ -137,3 +128,35 @@ class FreeDataOptions:
     def enabled(self) -> bool:
         """Whether any data is held out."""
         return self.fraction > 0.0
+
+
+FftwEffort = Literal["FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"]
+"""FFTW planner effort names (pyFFTW's planner flags)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Execution:
+    """How a reconstruction runs, apart from what it computes (docs/decisions/0008-execution-options.md).
+
+    Chosen once and passed beside the physics options (:class:`EpieOptions`, :class:`MLOptions`, the
+    recipe); no field changes a number beyond float32 rounding. The array backend stays the
+    ``xp``/``dtype`` arguments of :class:`analysis.engine.Reconstruction`, and ``PXM_CPU_KERNELS=0``
+    still turns the fused kernels off process-wide (:func:`analysis.xp.cpu_kernels`).
+    """
+
+    cpu_kernels: bool = True
+    """On NumPy complex64, run the ePIE sweeps and the ML transforms with the fused CPU kernels (Numba +
+    FFTW, :mod:`analysis.solvers.fused_cpu`) when those import and the geometry allows; False: the plain
+    array code. Same numbers to float32 rounding."""
+    fftw_effort: FftwEffort = "FFTW_MEASURE"
+    """FFTW planner effort of the fused CPU path (MEASURE: seconds of planning once per reconstruction)."""
+    keep_exit_waves: bool = True
+    """ML keeps Ψ_j = F(P_j ρ_j) of every position: from the gradient pass for the line search, and from
+    the accepted Armijo trial for the next gradient pass (checked by a key of ρ, P2 and the scan).
+    Two forward transforms fewer per position and iteration; costs one crop set
+    (POS × N1 × N2 × NM complex64, 4.3 GB at the seed's size)."""
+
+    def __post_init__(self) -> None:
+        if self.fftw_effort not in ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"):
+            raise ValueError(f"Execution.fftw_effort must be FFTW_ESTIMATE, FFTW_MEASURE or FFTW_PATIENT, "
+                             f"got {self.fftw_effort!r}")

@@ -1,4 +1,6 @@
-"""Data-side quality of a Bragg state: the R-factor over the measured entries (spec 5)."""
+"""Data-side quality of a Bragg state: the R-factor over the measured entries
+(docs/dataset-format.md, Quality of a run).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ def r_factor_sums(state: BraggState, data: BraggData, op: BraggModel) -> tuple[f
     """(Σ ω|√I − |Ψ̃||, Σ ω√I) over the entries ω of ``data`` (this process's positions).
 
     |Ψ̃| = √(|Ψ_j|² + b) is the model amplitude as the engine models it (far field Ψ_j = F(P_j ρ_j),
-    incoherent background b, spec 2.1); R = first / second. Positions without a valid frame are skipped.
+    incoherent background b, seed Eq 1; docs/geometry.md, Operators); R = first / second. Positions without a valid
+    frame are skipped.
     """
     xp = array_module(state.object)
     num = den = xp.zeros((), dtype=xp.float64)            # summed on the device
@@ -20,7 +23,8 @@ def r_factor_sums(state: BraggState, data: BraggData, op: BraggModel) -> tuple[f
         if not data.has_data(j):
             continue
         view = state.object[op.view(data.offsets_vox[j])]
-        psi = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * view)      # Ψ_j, spec 2.1
+        # Ψ_j, seed Eq 1; docs/geometry.md, Operators
+        psi = op.fourier.forward(op.probe_at(state.probe, data.shifts_px[j]) * view)
         model = xp.sqrt(xp.maximum(psi.real ** 2 + psi.imag ** 2 + state.background, 0.0))
         meas = xp.sqrt(xp.maximum(data.intensities[j], 0.0))
         m = data.mask_at(j)

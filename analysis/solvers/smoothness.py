@@ -13,12 +13,13 @@ is lowered along that direction at no data cost, and CG then shrinks ρ and grow
 
     R(ρ, P2) = s Σ_n w(n) r(n),   w = Σ_j |P_j|² on the object grid,   r = Σ_a |ρ(n + e_a) − ρ(n)|²,
 
-a = e1, e2, e3 (periodic differences), P_j = B Shift_{g_j} P2 (spec 1.5–1.6), s dimensionless.
+a = e1, e2, e3 (periodic differences), P_j = B Shift_{g_j} P2 (docs/geometry.md, Operators), s dimensionless.
 Wirtinger gradients: ∂R/∂ρ* = s Σ_a D_aᴴ(w D_a ρ) with D_a = (shift by −1 along a) − I and
 D_aᴴ = (shift by +1) − I; ∂R/∂P2* = s Σ_j Shift_{−g_j} Bᴴ(r_j P_j), r_j = r on view j. Along
 (Δρ, ΔP2), w(t) = w0 + w1 t + w2 t² (w1 = Σ_j 2Re P_j*ΔP_j, w2 = Σ_j |ΔP_j|²) and
 r(t) = r0 + r1 t + r2 t² (r1 = Σ_a 2Re (D_aρ)* D_aΔρ, r2 = Σ_a |D_aΔρ|²), so R(t) is the quartic
-s Σ_n c_n tⁿ with c_n = Σ_{i+k=n} Σ w_i r_k: the exact line search of spec §3 takes R'(0) = s c1 and
+s Σ_n c_n tⁿ with c_n = Σ_{i+k=n} Σ w_i r_k: the exact line search of Thibault & Guizar-Sicairos 2012 takes R'(0) = s
+c1 and
 R''(0) = 2s c2, and the Armijo trials evaluate R(t) from the five numbers, without a pass.
 
 The ML passes that build P_j for the data term anyway also accumulate w0 (gradient pass) and

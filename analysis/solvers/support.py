@@ -1,4 +1,6 @@
-"""Tilted-slab thickness support and 3D shrink-wrap (seed Methods, spec 1.5, 2.3)."""
+"""Tilted-slab thickness support and 3D shrink-wrap
+(seed Methods, docs/geometry.md, Operators; docs/seed-schedule.md).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Positions split across ranks (spec 2.4 B/C): the 2-rank result equals the 1-rank result.
+"""Positions split across ranks (docs/mpi.md): the 2-rank result equals the 1-rank result.
 
 The 1-rank reference is always the same batched code with a ``SerialCommunicator`` (sequential
 ePIE is inherently serial and is not what the ranks run).

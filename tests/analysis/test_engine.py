@@ -58,7 +58,7 @@ def _inputs(p):
 
 
 def _recipe():
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=10 ** 6)
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=None)
     return Recipe(n_epie_iterations=4, n_ml_iterations=2, support=sched, background_init=0.0)
 
 

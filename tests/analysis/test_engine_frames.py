@@ -20,7 +20,7 @@ def _inputs(p):
 
 
 def _recipe(n_ml: int = 0) -> Recipe:
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=10 ** 6)
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=None)
     return Recipe(n_epie_iterations=4, n_ml_iterations=n_ml, support=sched)
 
 

@@ -1,4 +1,5 @@
-"""FP-DFXM analysis: operator contract, Zernikes, geometry, bad input, strain known answer (spec §1)."""
+"""FP-DFXM analysis: operator contract, Zernikes, geometry, bad input, strain known answer
+(Carlsen et al., Opt. Express 2022; docs/fp-dfxm.md)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_crl_numbers_match_spec():
 
 def test_overlap_formula():
     assert spectral_overlap(0.0, 1.0) == pytest.approx(1.0)
-    assert spectral_overlap(0.64, 1.0) == pytest.approx(0.60, abs=0.01)     # spec §1.6
+    assert spectral_overlap(0.64, 1.0) == pytest.approx(0.60, abs=0.01)     # docs/fp-dfxm.md, Sampling
     assert spectral_overlap(2.5, 1.0) == 0.0
 
 
@@ -171,7 +172,7 @@ def test_missing_reflection_and_bad_options():
 
 
 def test_strain_and_tilt_known_answer():
-    """φ = |G|(q_2θ·row + q_roll·col)Δx → ε = −cosθ q_2θ, δφ = −sinθ q_2θ (spec §1.8, q_rock' = 0)."""
+    """φ = |G|(q_2θ·row + q_roll·col)Δx → ε = −cosθ q_2θ, δφ = −sinθ q_2θ (docs/fp-dfxm.md, Strain, q_rock' = 0)."""
     geom = _geom()
     dx = 10e-9
     q2t, qroll = -1.2e-4, 0.7e-4

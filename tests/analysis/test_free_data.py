@@ -15,7 +15,7 @@ from analysis.engine import FreeDataOptions, Recipe, Reconstruction, SupportSche
 from analysis.solvers import free as free_mod
 from analysis.solvers import ml
 from analysis.solvers.model import BraggData
-from analysis.solvers.options import MLOptions
+from analysis.solvers.options import Execution, MLOptions
 from testing.bragg_problem import engine_inputs, make_problem
 
 
@@ -24,13 +24,12 @@ def problem():
     return make_problem(upsampling=1, n_side=3, seed=4)
 
 
-def _recipe(unit: str = "entry", *, fused: bool = True, patience: int | None = None, restore: bool = False,
+def _recipe(unit: str = "entry", *, patience: int | None = None, restore: bool = False,
             n_epie: int = 4, n_ml: int = 2, interval: int = 2) -> Recipe:
-    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=10 ** 6)
-    r = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, support=sched, background_init=0.0,
-               free=FreeDataOptions(fraction=0.1, unit=unit, seed=3, check_interval=interval, patience=patience,
-                                    restore_best=restore))
-    return dataclasses.replace(r, epie=dataclasses.replace(r.epie, cpu_fused=fused))
+    sched = SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=None)
+    return Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, support=sched, background_init=0.0,
+                  free=FreeDataOptions(fraction=0.1, unit=unit, seed=3, check_interval=interval, patience=patience,
+                                       restore_best=restore))
 
 
 @pytest.mark.parametrize("bad", [dict(fraction=0.5), dict(fraction=-0.01), dict(check_interval=0),
@@ -63,13 +62,14 @@ def test_selection_is_random_spread_and_disjoint(problem):
 def test_held_out_intensities_never_enter_an_update(problem, unit, fused):
     """Changing the counts at the held-out entries changes the free cost only: ρ, P2, b bitwise equal."""
     kw = engine_inputs(problem)
-    rec = _recipe(unit, fused=fused)
-    a = Reconstruction(**kw, recipe=rec)
+    rec = _recipe(unit)
+    ex = Execution(cpu_kernels=fused)
+    a = Reconstruction(**kw, recipe=rec, execution=ex)
     held = np.stack([np.asarray(a.held_out_data.mask_at(j)) for j in range(a.data.n_positions)])
     held = np.moveaxis(held, -1, 1)                                    # (POS, ANGLE, N1, N2), user order
     frames = kw["frames"].copy()
     frames[held] = frames[held] * 3.0 + 7.0
-    b = Reconstruction(**{**kw, "frames": frames}, recipe=rec)
+    b = Reconstruction(**{**kw, "frames": frames}, recipe=rec, execution=ex)
     for r in (a, b):
         r.iterate(rec.n_iterations)
     ra, rb = a.result(), b.result()

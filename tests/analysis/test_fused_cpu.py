@@ -1,4 +1,4 @@
-"""The fused CPU sweep (Numba + FFTW) gives the array code's numbers (spec 2.2, variant A)."""
+"""The fused CPU sweep (Numba + FFTW) gives the array code's numbers (seed Eqs 5–11, 13, sequential)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from analysis.solvers import epie
 from analysis.solvers.fused_cpu import FusedCpuSweep
-from analysis.solvers.options import EpieOptions
+from analysis.solvers.options import EpieOptions, Execution
 from analysis.xp import cpu_kernels
 from testing.bragg_problem import initial_state, make_problem, rel_error, with_validity
 
@@ -37,10 +37,11 @@ def test_fused_sweeps_equal_the_array_code(upsampling, case):
     runs = {}
     for fused in (False, True):
         state = copy.deepcopy(start)
-        o = dataclasses.replace(opts, cpu_fused=fused)
+        ex = Execution(cpu_kernels=fused)
         stats = []
         for _ in range(3):
-            state, s = epie.step(state, data, op=p.op, options=o, rng=np.random.default_rng(len(stats)))
+            state, s = epie.step(state, data, op=p.op, options=opts, rng=np.random.default_rng(len(stats)),
+                                 execution=ex)
             stats.append(s)
         assert {s.kernels for s in stats} == {"fused-cpu" if fused else "array"}
         runs[fused] = (state, stats)
@@ -55,15 +56,35 @@ def test_fused_sweeps_equal_the_array_code(upsampling, case):
 def test_fused_path_declines_what_it_does_not_implement():
     p = make_problem(dtype=np.complex128)
     state = initial_state(p, p.true_probe)
-    assert FusedCpuSweep.for_model(p.op, state, EpieOptions()) is None          # complex128 → array code
+    assert FusedCpuSweep.for_model(p.op, state, Execution()) is None          # complex128 → array code
     p64 = make_problem(dtype=np.complex64)
     s64 = initial_state(p64, p64.true_probe)
     s64.object, s64.probe = s64.object.astype(np.complex64), s64.probe.astype(np.complex64)
-    assert FusedCpuSweep.for_model(p64.op, s64, EpieOptions(cpu_fused=False)) is None
-    assert isinstance(FusedCpuSweep.for_model(p64.op, s64, EpieOptions()), FusedCpuSweep)
+    assert FusedCpuSweep.for_model(p64.op, s64, Execution(cpu_kernels=False)) is None
+    assert isinstance(FusedCpuSweep.for_model(p64.op, s64, Execution()), FusedCpuSweep)
     ext = p64.op.extrusion
     bent = type(ext)(ext.box_shape, (0.3, ext.slope_px[1]))
     op2 = type(p64.op)(p64.op.fourier, bent, p64.op.object_shape)
     assert "r2" in FusedCpuSweep.unsupported_reason(op2)
     with pytest.raises(ValueError, match="extruded along r2"):
         FusedCpuSweep(op2, cpu_kernels())
+
+
+def test_engine_execution_picks_the_kernels_and_is_checked():
+    """``Reconstruction(execution=)`` reaches the ePIE and ML steps: the fused path builds its FFTW transforms
+    only when ``Execution.cpu_kernels``; the physics options carry no execution switch any more."""
+    from analysis.engine import Recipe, Reconstruction, SupportSchedule
+    from testing.bragg_problem import engine_inputs
+
+    p = make_problem(upsampling=1, n_side=2, seed=4)
+    recipe = Recipe(n_epie_iterations=1, n_ml_iterations=1, background_init=0.0,
+                    support=SupportSchedule(thickness_schedule_m=((0, 0.55e-6),), shrinkwrap_start_iter=None))
+    built = {}
+    for on in (False, True):
+        rec = Reconstruction(**engine_inputs(p), recipe=recipe, execution=Execution(cpu_kernels=on))
+        rec.iterate(recipe.n_iterations)
+        built[on] = sorted(rec.op.fused_cpu)
+    assert built[False] == [] and {"epie", "ml"} <= set(built[True])
+    assert not {"cpu_fused", "fftw_effort"} & {f.name for f in dataclasses.fields(EpieOptions)}
+    with pytest.raises(ValueError, match="Execution.fftw_effort must be FFTW_ESTIMATE"):
+        Execution(fftw_effort="FFTW_QUICK")  # type: ignore[arg-type]

@@ -1,15 +1,14 @@
 """The fused CPU ML path (Numba + FFTW) gives the array code's cost, gradients, line-search
-coefficients and CG step (spec 3, seed Eq 4) to float32 rounding."""
+coefficients and CG step (Thibault & Guizar-Sicairos 2012, seed Eq 4) to float32 rounding."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import numpy as np
 import pytest
 
-from analysis.solvers import MLOptions, ml
+from analysis.solvers import Execution, MLOptions, ml
 from analysis.solvers.fused_cpu import FusedCpuML
 from analysis.xp import cpu_kernels
 from testing.bragg_problem import make_problem, near_truth_state, perturbed_state, rel_error, with_validity
@@ -36,19 +35,20 @@ def _setup(upsampling: int, case: str, noise: str):
 def test_fused_cost_gradients_and_line_coefficients_equal_the_array_code(upsampling, noise, case):
     p, data, st, opts, d_o, d_p = _setup(upsampling, case, noise)
     w = ml.mu_weights(st, data, p.op, opts.mu)
-    assert FusedCpuML.for_model(p.op, st, opts) is not None
+    assert FusedCpuML.for_model(p.op, st, Execution()) is not None
     out = {}
+    o = opts
     for fused in (False, True):
-        o = dataclasses.replace(opts, cpu_fused=fused)
+        ex = Execution(cpu_kernels=fused)
         kept = ml.ExitWaves()
         c, g_o, g_p = ml.cost_and_gradient(st, data, op=p.op, options=o, weights=w, with_probe=o.update_probe,
-                                           exit_waves=kept)
+                                           exit_waves=kept, execution=ex)
         assert kept.kernels == ("fused-cpu" if fused else "array")
         line_kept = ml.line_coefficients(st, data, op=p.op, options=o, weights=w, d_obj=d_o, d_probe=d_p,
-                                         exit_waves=kept)
-        line = ml.line_coefficients(st, data, op=p.op, options=o, weights=w, d_obj=d_o, d_probe=d_p)
+                                         exit_waves=kept, execution=ex)
+        line = ml.line_coefficients(st, data, op=p.op, options=o, weights=w, d_obj=d_o, d_probe=d_p, execution=ex)
         assert line_kept == pytest.approx(line, rel=1e-12)        # the kept Ψ0 is the recomputed one
-        out[fused] = (c, g_o, g_p, line, ml.cost(st, data, op=p.op, options=o, weights=w))
+        out[fused] = (c, g_o, g_p, line, ml.cost(st, data, op=p.op, options=o, weights=w, execution=ex))
     (ca, goa, gpa, la, _c2a), (cf, gof, gpf, lf, c2f) = out[False], out[True]
     assert cf == pytest.approx(ca, rel=2e-5)
     assert c2f == pytest.approx(cf, rel=1e-12)                    # cost() is the gradient pass's cost
@@ -71,10 +71,10 @@ def test_fused_ml_steps_equal_the_array_code(upsampling):
     runs = {}
     for fused in (False, True):
         state = copy.deepcopy(st)
-        o = dataclasses.replace(opts, cpu_fused=fused)
+        ex = Execution(cpu_kernels=fused)
         stats = []
         for _ in range(3):
-            state, s = ml.step(state, data, op=p.op, options=o)
+            state, s = ml.step(state, data, op=p.op, options=opts, execution=ex)
             stats.append(s)
         assert {s.kernels for s in stats} == {"fused-cpu" if fused else "array"}
         runs[fused] = (state, stats)
@@ -91,7 +91,6 @@ def test_fused_ml_steps_equal_the_array_code(upsampling):
 @pytest.mark.parametrize("fused", [False, True])
 def test_kept_exit_waves_skip_transforms_and_change_no_number(fused, monkeypatch):
     p, data, _, opts, _, _ = _setup(3, "frames", "amplitude")
-    opts = dataclasses.replace(opts, cpu_fused=fused)
     start = near_truth_state(p, np.random.default_rng(8))
     n_measured = sum(data.has_data(j) for j in range(data.n_positions))
     calls = [0]
@@ -106,10 +105,10 @@ def test_kept_exit_waves_skip_transforms_and_change_no_number(fused, monkeypatch
     for keep in (False, True):
         state = copy.deepcopy(start)
         calls[0] = 0
-        o = dataclasses.replace(opts, keep_exit_waves=keep)
+        ex = Execution(cpu_kernels=fused, keep_exit_waves=keep)
         costs = []
         for i in range(4):
-            state, s = ml.step(state, data, op=p.op, options=o)
+            state, s = ml.step(state, data, op=p.op, options=opts, execution=ex)
             costs.append(s.cost)
             if i == 1:
                 state.object *= np.complex64(1.01)         # changed between iterations: the kept Ψ no longer apply
@@ -124,11 +123,11 @@ def test_kept_exit_waves_skip_transforms_and_change_no_number(fused, monkeypatch
 def test_fused_ml_declines_what_it_does_not_implement(monkeypatch):
     p = make_problem(dtype=np.complex128)
     st = perturbed_state(p, np.random.default_rng(1))
-    assert FusedCpuML.for_model(p.op, st, MLOptions()) is None                   # complex128 → array code
+    assert FusedCpuML.for_model(p.op, st, Execution()) is None                   # complex128 → array code
     assert ml.step(st, p.data, op=p.op, options=MLOptions())[1].kernels == "array"
     p64 = make_problem(dtype=np.complex64)
     s64 = perturbed_state(p64, np.random.default_rng(1))
-    assert FusedCpuML.for_model(p64.op, s64, MLOptions(cpu_fused=False)) is None
-    assert isinstance(FusedCpuML.for_model(p64.op, s64, MLOptions()), FusedCpuML)
+    assert FusedCpuML.for_model(p64.op, s64, Execution(cpu_kernels=False)) is None
+    assert isinstance(FusedCpuML.for_model(p64.op, s64, Execution()), FusedCpuML)
     monkeypatch.setenv("PXM_CPU_KERNELS", "0")
-    assert FusedCpuML.for_model(p64.op, s64, MLOptions()) is None
+    assert FusedCpuML.for_model(p64.op, s64, Execution()) is None

@@ -1,4 +1,5 @@
-"""The seed's geometry numbers (spec 1.3–1.4, seed Eq 2 and Eq 12) and detector layout."""
+"""The seed's geometry numbers (docs/geometry.md, Sampling and Worked examples, seed Eq 2 and Eq 12) and detector
+layout."""
 
 import math
 
@@ -19,7 +20,7 @@ def test_seed_voxel_size_is_13p6_24p6_42p3_nm():
     g = seed_geometry()
     dr = [v * 1e9 for v in g.voxel_size_nyquist_m]
     assert dr == pytest.approx([13.62, 24.66, 42.32], abs=0.02)
-    # FFT-friendly grid of the spec: N1' = 294 -> 13.42 nm
+    # FFT-friendly grid (docs/geometry.md, Sampling): N1' = 294 -> 13.42 nm
     assert g.recon_shape == (294, 160, 126)
     assert g.voxel_size_m[0] * 1e9 == pytest.approx(13.42, abs=0.01)
     # the seed's 18.9 nm sample-frame voxel is Δr1 / cosθ

@@ -1,4 +1,5 @@
-"""Metrics: E_ρ invariances, registration, FSC, PRTF, R-factor, strain RMSE, binomial split (spec 4.5, 5)."""
+"""Metrics: E_ρ invariances, registration, FSC, PRTF, R-factor, strain RMSE, binomial split
+(docs/dataset-format.md, Half-data resolution and Quality of a run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operator checks of spec section 7 (items 2–3): adjointness, brute-force DFT, fold, B/R."""
+"""Operator checks of docs/geometry.md, Operators: adjointness, brute-force DFT, fold, B/R."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_extrusion_slope_and_shear_seed_numbers():
     g = seed_geometry()
     d = extrusion_slope_px(g)
     assert d[0] == 0.0
-    assert d[1] * g.recon_shape[0] == pytest.approx(3.6, abs=0.1)    # spec: 3.6 px over the box
+    assert d[1] * g.recon_shape[0] == pytest.approx(3.6, abs=0.1)    # seed geometry: 3.6 px over the box
     s1, s2 = shear_per_index_rad(g)
     assert s2 == 0.0 and s1 > 0
 
@@ -186,7 +186,8 @@ def test_view_grid_offsets_and_shifts_rebuild_the_position():
 
 
 def test_measured_band_mask_matches_the_sheared_band():
-    """The engine's band-limit projection keeps exactly the band of spec 1.2 (cf. bragg_problem.band_limit)."""
+    """The engine's band-limit projection keeps exactly the band of docs/geometry.md, Operators
+    (cf. bragg_problem.band_limit)."""
     from analysis.operators.fourier import measured_band_mask
     from testing.bragg_problem import band_limit, make_problem
 

@@ -38,7 +38,8 @@ def test_crl_objective_uses_the_lens_material_at_its_energy():
     o17, o8 = CRLObjective(), CRLObjective(energy_kev=8.0, n_lenslets=20)
     rho = optical_constants("Be", 8.0).density_g_per_cm3
     assert o8.mu_per_m == pytest.approx(NIST_MU_RHO_CM2_PER_G["Be", 8.0] * rho * 100, rel=0.03)   # ≈ 208 m⁻¹
-    assert o17.mu_per_m == pytest.approx(49.5, rel=0.03)                                          # spec §1.4
+    # docs/fp-dfxm.md, CRL pupil
+    assert o17.mu_per_m == pytest.approx(49.5, rel=0.03)
     assert o8.delta / o17.delta == pytest.approx((17.0 / 8.0) ** 2, rel=0.01)                   # δ ∝ λ²
     # the Gaussian aperture follows μ: NA_rms ∝ 1/√μ at fixed ray heights
     fixed = CRLObjective(energy_kev=8.0, n_lenslets=20, attenuation_per_m=49.5)

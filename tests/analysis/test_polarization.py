@@ -1,4 +1,5 @@
-"""Strain → polarization with LGD potentials against the spec's known answers (spec §2.1–2.5)."""
+"""Strain → polarization with LGD potentials against known answers
+(docs/polarization.md, Equations and Known answers)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _uniaxial(sig_pa, g):
 
 
 def _forward_eps(material, p_init, sig_pa, hkl):
-    """Spec §2.5 forward step: P* = argmin G(P, σ ĝĝ) near p_init, ε_g = ĝ·e0·ĝ + s_gg σ."""
+    """Forward step (docs/polarization.md, Equations): P* = argmin G(P, σ ĝĝ) near p_init, ε_g = ĝ·e0·ĝ + s_gg σ."""
     p = pz.equilibrium_polarization(material, _uniaxial(sig_pa, hkl), p_init)
     eps = pz.projected_strain(pz.spontaneous_strain(p, material), hkl)
     return p, eps + pz.directional_compliance_per_pa(material, hkl) * np.asarray(sig_pa)
@@ -33,7 +34,7 @@ def _in_orbit(res, p_true, tol):
     return np.min(np.linalg.norm(sols - np.asarray(p_true)[..., None, :], axis=-1), axis=-1) < tol
 
 
-# ---------------------------------------------------------------- registry and forward values (§2.4)
+# ---------------------------------------------------------------- registry and forward values (coefficient sets)
 
 def test_registry_and_stress_free_values_match_spec():
     assert set(pz.MATERIALS) == {"BaTiO3", "PbTiO3", "SrTiO3", "PbZrO3-AFE"}
@@ -53,7 +54,7 @@ def test_registry_and_stress_free_values_match_spec():
 def test_energies_are_consistent():
     p = np.array([0.05, -0.1, 0.2])
     sig = np.array([[1e8, 2e7, 0], [2e7, -5e7, 3e7], [0, 3e7, 4e7]])
-    # Helmholtz at the strain produced by σ equals G + σ:e (Legendre transform, §2.1)
+    # Helmholtz at the strain produced by σ equals G + σ:e (Legendre transform)
     s = _s_tensor(pz.get_material(BTO))
     e = pz.spontaneous_strain(p, BTO) + np.einsum("ijkl,kl->ij", s, sig)
     f = pz.helmholtz_energy_j_per_m3(p, e, BTO)
@@ -63,7 +64,7 @@ def test_energies_are_consistent():
         pz.landau_energy_j_per_m3(p, BTO), rel=1e-12)
 
 
-# ---------------------------------------------------------------- Q44 convention (§2.1 convention trap)
+# ---------------------------------------------------------------- Q44 convention (Voigt/Haun)
 
 def test_q44_is_voigt_haun_engineering_shear():
     """γ6 = 2e12 = Q44 P1P2: a rhombohedral P bends the cubic cell angle by exactly γ (to 1st order)."""
@@ -90,7 +91,7 @@ def test_q44_isotropy_condition_pins_factor():
         assert d @ e0 @ d == pytest.approx(0.1 * 0.04, rel=1e-12)
 
 
-# ---------------------------------------------------------------- full tensor (§2.2, §2.5)
+# ---------------------------------------------------------------- full tensor (closed form, known answer)
 
 @pytest.mark.parametrize("material", sorted(pz.MATERIALS))
 def test_full_tensor_round_trip_up_to_global_sign(material):
@@ -104,9 +105,9 @@ def test_full_tensor_round_trip_up_to_global_sign(material):
     assert not res.negative_square.any() and np.max(res.shear_residual) < 1e-15
 
 
-# ---------------------------------------------------------------- one reflection (§2.2, §2.5 table)
+# ---------------------------------------------------------------- one reflection (known-answer table)
 
-SPEC_TABLE = [  # domain, σ (Pa), ε_zz, |P| (spec §2.5)
+SPEC_TABLE = [  # domain, σ (Pa), ε_zz, |P| (docs/polarization.md, Known answers)
     ("c", 0.0, 6.7597e-3, 0.2600), ("c", 50e6, 7.4305e-3, 0.2641), ("c", -50e6, 6.0729e-3, 0.2555),
     ("a", 0.0, -2.2983e-3, 0.2600), ("a", 50e6, -1.8185e-3, 0.2585), ("a", -50e6, -2.7774e-3, 0.2614),
 ]
@@ -122,7 +123,7 @@ def test_bto_c_and_a_domains_under_unknown_uniaxial_stress():
     res = pz.polarization_from_strain_maps(eps, hkl=G001, material=BTO)
     p_abs = np.linalg.norm(res.polarization_c_per_m2, axis=-1)
     rel_err = np.abs(p_abs - [row[3] for row in SPEC_TABLE]) / [row[3] for row in SPEC_TABLE]
-    assert np.max(rel_err) < 2e-4  # spec table to its 4 digits; brief asks 2 %
+    assert np.max(rel_err) < 2e-4  # known-answer table to its 4 digits; brief asks 2 %
     assert _in_orbit(res, p_true, 1e-8).all()
     np.testing.assert_allclose(res.stress_along_g_pa[:, 0], [row[1] for row in SPEC_TABLE], atol=1e3)
     # ambiguity reported: c → ±P (2 solutions); a → ±x, ±y (x/y undetermined, 4 solutions)
@@ -130,7 +131,7 @@ def test_bto_c_and_a_domains_under_unknown_uniaxial_stress():
 
 
 def test_one_reflection_map_of_c_and_a_domains():
-    """Spec §2.5 map test (smaller grid): c+/c−/a stripes, Gaussian stress bump, noise 1e-5."""
+    """Map test of docs/polarization.md, Known answers (smaller grid): c+/c−/a stripes, stress bump, noise 1e-5."""
     n = 32
     ps = pz.spontaneous_polarization_c_per_m2(BTO)
     stripe = (np.arange(n)[:, None] // 8 + np.zeros(n, int)[None, :]) % 4  # 0 c+, 1 a_x, 2 c−, 3 a_y
@@ -146,7 +147,7 @@ def test_one_reflection_map_of_c_and_a_domains():
     is_c = np.abs(p[..., 2]) > np.hypot(p[..., 0], p[..., 1])
     np.testing.assert_array_equal(is_c, stripe % 2 == 0)  # c versus a exactly
     assert _in_orbit(res, p_true, 2e-3).all()
-    # c+ and c− give the same answer: strain alone cannot tell them apart (§2.3)
+    # c+ and c− give the same answer: strain alone cannot tell them apart (docs/polarization.md, Ambiguities)
     np.testing.assert_array_equal(res.n_equivalent[stripe % 2 == 0], 2)
     np.testing.assert_array_equal(res.n_equivalent[stripe % 2 == 1], 4)
     assert np.all(p[..., 2][stripe % 2 == 0] > 0)
@@ -174,7 +175,7 @@ def test_one_reflection_round_trip(material, hkl, direction, sigmas):
 
 
 def test_afe_near_degenerate_branch_is_reported():
-    """AFE ⟨101⟩ under −50 MPa along [001]: a ⟨111⟩-like state fits ε_zz with lower W (§2.3 ambiguity)."""
+    """AFE ⟨101⟩ under −50 MPa along [001]: a ⟨111⟩-like state fits ε_zz with lower W (branch ambiguity)."""
     m = "PbZrO3-AFE"
     p_true, eps = _forward_eps(m, np.array([[0.2, 0, 0.2]]), np.array([-50e6]), G001)
     res = pz.polarization_from_strain_maps(eps, hkl=G001, material=m)

@@ -47,8 +47,8 @@ stop_phases = ["ml"]
 
 def test_presets_are_one_mapping_and_pxm_keeps_its_names():
     from pxm.recipe_args import PRESET_NAMES
-    from pxm.reconstruct import RECIPES
-    from pxm.reconstruct import recipe_by_name as pxm_recipe_by_name
+    from pxm.reconstruction import RECIPES
+    from pxm.reconstruction import recipe_by_name as pxm_recipe_by_name
 
     assert tuple(PRESETS) == PRESET_NAMES == RECIPES == ("default", "seed", "quick", "baseline")
     assert pxm_recipe_by_name is recipe_by_name and recipe_by_name("seed") == seed_recipe()
@@ -119,6 +119,8 @@ def test_recipe_file_sets_every_table(tmp_path):
     ("n_epie_iterations = true\n", "recipe.toml: n_epie_iterations: expected an integer, got True"),
     ("sources = ['x']\n", "recipe.toml: unknown key 'sources'"),
     ("epie = 3\n", "recipe.toml: epie: expected a table of options, got 3"),
+    ("[epie]\ncpu_fused = false\n", "recipe.toml: 'epie.cpu_fused' is an execution setting, not part of a recipe"),
+    ("[ml]\nkeep_exit_waves = false\n", "recipe.toml: 'ml.keep_exit_waves' is an execution setting"),
 ])
 def test_recipe_file_refuses_unknown_keys_and_wrong_types_by_name(tmp_path, text, message):
     path = tmp_path / "recipe.toml"

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.solvers import MLOptions, ml
+from analysis.solvers import Execution, MLOptions, ml
 from analysis.solvers.smoothness import (
     PriorSums,
     illumination_maps,
@@ -144,15 +144,16 @@ def test_fused_passes_give_the_array_codes_prior_sums():
     w = ml.mu_weights(st, p.data, p.op, 0.0)
     out = {}
     for fused in (True, False):
-        opts = MLOptions(smoothness=0.3, cpu_fused=fused)
-        if fused and ml._fused(st, p.op, opts) is None:                          # noqa: SLF001 - the step's choice
+        opts, ex = MLOptions(smoothness=0.3), Execution(cpu_kernels=fused)
+        if fused and ml._fused(st, p.op, ex) is None:                          # noqa: SLF001 - the step's choice
             pytest.skip("fused CPU kernels unavailable (Numba/pyFFTW missing): nothing to compare")
         grad = PriorSums(strength=0.3, roughness=roughness_maps(st.object)[0])
-        _, g_o, g_p = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w, prior=grad)
+        _, g_o, g_p = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w, prior=grad, execution=ex)
         line = PriorSums(strength=0.3)
-        ml.line_coefficients(st, p.data, op=p.op, options=opts, weights=w, d_obj=d_o, d_probe=d_p, prior=line)
+        ml.line_coefficients(st, p.data, op=p.op, options=opts, weights=w, d_obj=d_o, d_probe=d_p, prior=line,
+                             execution=ex)
         out[fused] = (g_p, grad.maps[0], *line.maps)
-        g_p_data = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w)[2]
+        g_p_data = ml.cost_and_gradient(st, p.data, op=p.op, options=opts, weights=w, execution=ex)[2]
         assert np.linalg.norm(g_p - g_p_data) > 0.01 * np.linalg.norm(g_p)       # the prior's share is in there
     maps = illumination_maps(st.probe, p.data, p.op, st.object.shape, d_p)
     for a, b, ref in zip(out[True][1:], out[False][1:], maps, strict=True):

@@ -1,4 +1,5 @@
-"""Strain and tilt extraction against analytic phase fields (spec 4.2–4.4, seed Eqs 14–15)."""
+"""Strain and tilt extraction against analytic phase fields
+(docs/geometry.md, Strain and tilts in the sample frame, seed Eqs 14–15)."""
 
 from __future__ import annotations
 

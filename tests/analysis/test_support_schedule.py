@@ -59,6 +59,9 @@ def test_shrinkwrap_never_is_explicit_and_survives_scaling():
     assert r.support.shrinkwrap_start_iter is None
     seed = scaled_recipe(seed_recipe(), n_epie_iterations=200)
     assert [i for i in range(200) if seed.support.shrinkwrap_due(i)] == list(range(60, 101))
+    old_style = dataclasses.replace(seed_recipe(), support=SupportSchedule(shrinkwrap_start_iter=10 ** 6))
+    assert not any(old_style.support.shrinkwrap_due(i) for i in range(old_style.n_epie_iterations))
+    assert scaled_recipe(old_style, n_epie_iterations=50).support.shrinkwrap_start_iter is None  # still never
 
 
 def test_smoothed_shrink_wrap_drops_single_voxel_spikes():

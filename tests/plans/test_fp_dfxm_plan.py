@@ -57,7 +57,7 @@ def test_pattern_matches_the_simulators_mapping(geom, kind):
         d = diversity_scan(k, v, geom)
         total += d.shifts_rad
         image += d.image_shifts_m
-    np.testing.assert_allclose(total, s.shifts_rad, atol=1e-12)       # sim's §1.3 mapping agrees
+    np.testing.assert_allclose(total, s.shifts_rad, atol=1e-12)       # sim's motor→shift mapping agrees
     np.testing.assert_allclose(image, s.image_shifts_m, atol=1e-15)
     assert FPDiversitySettings.from_metadata(s.to_metadata()).shifts_rad.tolist() == s.shifts_rad.tolist()
     with pytest.raises(ValueError):

@@ -47,3 +47,27 @@ def test_catalog_uri_is_configurable(tmp_path):
     tree = cfg.config_dict(8000)["trees"][0]["args"]
     assert tree["uri"].startswith("postgresql+asyncpg://")
     assert tree["readable_storage"] == [str(tmp_path.resolve() / "raw")]
+
+
+def test_with_on_a_started_service_keeps_its_one_server(tmp_path):
+    """``with service:`` after ``start()`` (and a second ``start()``) reuses the running process: no second
+    server, no leaked first one; the block's end stops it, and it starts again afterwards."""
+    import os
+
+    from pxm.catalog import TiledService
+
+    service = TiledService(TiledServerConfig(data_dir=tmp_path, api_key="0123456789abcdef" * 2)).start()
+    try:
+        pid, uri = service.pid, service.uri
+        assert service.start() is service and (service.pid, service.uri) == (pid, uri)
+        with service as s:
+            assert s is service and (s.pid, s.uri) == (pid, uri) and s.running
+            assert list(s.client()) is not None                    # the one server answers
+        assert not service.running and service.pid is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)                                         # the process is gone, not leaked
+        with service:                                               # a stopped service starts again
+            assert service.running and service.pid != pid
+        assert not service.running
+    finally:
+        service.stop()

@@ -108,9 +108,9 @@ def _no_reconstruction(*_args, **_kwargs):
 @pytest.mark.parametrize("case", ["missing-folder", "is-a-folder", "is-the-input", "cxi-missing-folder",
                                   "cxi-is-the-output"])
 def test_reconstruct_checks_its_output_paths_before_computing(case, capsys, tmp_path, monkeypatch):
-    import pxm.reconstruct
+    import pxm.reconstruction
 
-    monkeypatch.setattr(pxm.reconstruct, "reconstruct_dataset", _no_reconstruction)
+    monkeypatch.setattr(pxm.reconstruction, "reconstruct_dataset", _no_reconstruction)
     monkeypatch.setattr("analysis.dataset.read_dataset", _no_reconstruction)
     dataset = tmp_path / "dataset.h5"
     dataset.write_bytes(b"not read")
@@ -132,9 +132,9 @@ def test_reconstruct_checks_its_output_paths_before_computing(case, capsys, tmp_
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
 def test_reconstruct_refuses_a_read_only_output_folder(capsys, tmp_path, monkeypatch):
-    import pxm.reconstruct
+    import pxm.reconstruction
 
-    monkeypatch.setattr(pxm.reconstruct, "reconstruct_dataset", _no_reconstruction)
+    monkeypatch.setattr(pxm.reconstruction, "reconstruct_dataset", _no_reconstruction)
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
     dataset = tmp_path / "dataset.h5"

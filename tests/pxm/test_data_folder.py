@@ -138,11 +138,12 @@ def test_data_folder_and_files_are_private_unless_group_access(tmp_path, group):
     want_dir, want_file = (0o750, 0o640) if group else (0o700, 0o600)
     kinds = {Path(f).suffix for f in files}
     # detector HDF5, JSONL, catalog, Tiled's tables, log, config; folders raw/, documents/, data/ (arrays)
-    assert {".h5", ".jsonl", ".db", ".duckdb", ".log", ".yml"} <= kinds, sorted(files)
+    assert {".h5", ".jsonl", ".db", ".sqlite", ".log", ".yml"} <= kinds, sorted(files)
     assert {"raw", "documents", "documents/tiled-backup", "data"} <= set(dirs), sorted(dirs)
     assert {k: oct(v) for k, v in dirs.items() if v != want_dir} == {}
-    # the server config holds the API key: 0600 even with group access
-    assert {k: oct(v) for k, v in files.items() if v != (0o600 if k == "tiled-config.yml" else want_file)} == {}
+    # the server config and the key file hold the API key: 0600 even with group access
+    key_files = ("tiled-config.yml", "api-key")
+    assert {k: oct(v) for k, v in files.items() if v != (0o600 if k in key_files else want_file)} == {}
 
 
 def test_group_access_switch(monkeypatch, tmp_path):

@@ -34,7 +34,8 @@ def test_sample_truth_follows_the_lgd_model_under_stress():
     assert truth.strain_g[0, 0] == pytest.approx(6.760e-3, abs=2e-6)
     assert p[-1, 0] == pytest.approx([0.2600, 0, 0], abs=2e-4)             # a: P_s x̂, ε_zz = Q12 P_s²
     assert truth.strain_g[-1, 0] == pytest.approx(-2.298e-3, abs=2e-6)
-    assert p[8, 16, 2] == pytest.approx(0.2680, abs=5e-4)                   # +100 MPa along z (spec §2.5 table)
+    # +100 MPa along z (docs/polarization.md, Known answers)
+    assert p[8, 16, 2] == pytest.approx(0.2680, abs=5e-4)
     assert truth.strain_g[8, 16] == pytest.approx(8.088e-3, abs=5e-6)      # Q11 P² + s11 σ
 
 

@@ -62,19 +62,31 @@ def test_bad_material_or_reflection_is_named(results_file, capsys, argv, match):
     assert match in capsys.readouterr().err
 
 
-def test_polarization_is_published_next_to_the_run(results_file, tiled_service, tiled_layout):
-    from tiled.queries import Key
+def test_polarization_is_published_next_to_the_run(results_file, tiled_service, tiled_layout, capsys):
+    """Found by query from the run's uid, an xarray dataset with dims, units and sample-frame coordinates."""
+    from tiled.client import from_uri
+
+    from pxm.polarization import find_polarization_results
+    from pxm.publication import find_results
 
     path, ps = results_file
     _, _, processed = tiled_layout
     assert main(["polarization", str(path), "--material", "BaTiO3", "--hkl", "0", "0", "2", "--publish",
                  "--tiled-uri", tiled_service.uri, "--api-key", tiled_service.config.api_key]) == 0
-    hits = processed.search(Key("raw_uid") == "0" * 32)
-    keys = [k for k in hits if "-polarization-" in k]
-    assert keys, list(hits)
+    keys = find_results(processed, "0" * 32, kind="polarization")
+    assert keys and keys == find_polarization_results(processed, "0" * 32)
+    assert f"published /processed/{keys[-1]}" in capsys.readouterr().out and "http" not in keys[-1]
     node = processed[keys[-1]]
-    assert node.metadata["material"] == "BaTiO3" and node.metadata["hkl"] == [0.0, 0.0, 2.0]
+    md = node.metadata
+    assert md["material"] == "BaTiO3" and md["hkl"] == [0.0, 0.0, 2.0] and "raw_uri" not in md
+    assert md["raw_key"] == f"raw/{'0' * 32}" and md["raw_runs"] == {"0" * 32: f"raw/{'0' * 32}"}
+    assert md["source_results"] == str(path.resolve())
     np.testing.assert_allclose(node["magnitude_c_per_m2"][1:], ps, rtol=0.02)
+    ds = from_uri(tiled_service.uri, api_key=tiled_service.config.api_key)["processed"][keys[-1]].read()
+    assert ds["magnitude_c_per_m2"].dims == ("x", "y", "z") and ds["magnitude_c_per_m2"].attrs["units"] == "C/m^2"
+    assert ds["polarization_c_per_m2"].dims == ("x", "y", "z", "p_component")
+    assert ds["stress_along_g_pa"].attrs["units"] == "Pa" and ds["x"].attrs["units"] == "m"
+    np.testing.assert_allclose(ds["y"].values, np.arange(8) * 20e-9)      # voxel 20 nm from the map's origin
 
 
 # --------------------------------------------------------------------------- physics sanity gates (issue 17)
@@ -168,3 +180,46 @@ def test_output_never_overwrites_the_input_or_another_file(results_file, capsys)
     assert path.read_bytes() == before
     out = path.with_name("pol.h5")
     assert main([*base, "-o", str(out)]) == 0 and main([*base, "-o", str(out)]) == 0   # its own file: updated
+
+
+# --------------------------------------------------------------------------- no back-links (issue 17 point 3)
+class _RawRunThatMustNotBeWritten:
+    """Stands in for a raw run's client: readable metadata, and any write fails the test."""
+
+    def __init__(self, uid: str) -> None:
+        self.metadata = {"start": {"uid": uid}, "stop": {"exit_status": "success"}}
+
+    def update_metadata(self, *args, **kwargs):
+        raise AssertionError("a publication wrote into a raw run's metadata")
+
+
+def test_maps_of_two_runs_name_both_and_write_neither(tiled_layout):
+    """2D FP-DFXM maps from two raw runs: both uids and keys in the result, found from each uid by query, the
+    raw runs untouched; dims row, col with coordinates in m from the image centre."""
+    import uuid
+
+    from pxm.polarization import PolarizationMaps, find_polarization_results, publish_polarization
+    from pxm.publication import find_results
+
+    _, _, processed = tiled_layout
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    mag = np.full((4, 5), 0.26)
+    maps = PolarizationMaps(material="BaTiO3", hkl=(0.0, 0.0, 2.0), strain_frame="fp-c+fp-a",
+                            polarization_c_per_m2=np.stack([0 * mag, 0 * mag, mag], -1), magnitude_c_per_m2=mag,
+                            n_equivalent=np.full(mag.shape, 2), stress_along_g_pa=np.zeros(mag.shape),
+                            branch_gap_j_per_m3=np.full(mag.shape, 1e6), voxel_size_m=(50e-9, 50e-9))
+    run = _RawRunThatMustNotBeWritten(first)
+    node = publish_polarization(processed, first, maps, raw_run=run, also_raw_uids=[second],
+                                extra_arrays={"variant_label": np.ones(mag.shape, np.int8)})
+    key = node.item["id"]
+    md = processed[key].metadata
+    assert md["raw_runs"] == {first: f"raw/{first}", second: f"raw/{second}"} and md["raw_key"] == f"raw/{first}"
+    assert "raw_uri" not in md and run.metadata == {"start": {"uid": first}, "stop": {"exit_status": "success"}}
+    assert find_polarization_results(processed, first) == [key] == find_polarization_results(processed, second)
+    assert find_results(processed, first, kind="polarization") == [key]
+    ds = processed[key].read()
+    assert ds["magnitude_c_per_m2"].dims == ("row", "col") and ds["variant_label"].dims == ("row", "col")
+    np.testing.assert_allclose(ds["col"].values, (np.arange(5) - 2) * 50e-9)
+    assert ds["n_equivalent"].attrs["units"] == "1" and ds["branch_gap_j_per_m3"].attrs["units"] == "J/m^3"
+    with pytest.raises(ValueError, match="raw run given is"):
+        publish_polarization(processed, second, maps, raw_run=run)

@@ -121,7 +121,7 @@ def test_reconstruct_run_and_publish(tiled_service, tiled_layout, bp_uid, tmp_pa
     assert key.startswith(f"{bp_uid[:8]}-recon-")
     md = res.metadata
     assert md["status"] == "complete" and md["parameters"]["n_epie_iterations"] == 2
-    assert md["raw_uri"].endswith(bp_uid) and md["software"]["name"] == "pxm"
+    assert md["raw_key"] == f"raw/{bp_uid}" and md["software"]["name"] == "pxm"   # a Tiled key, no server URL
     assert any(s.name == "BraggPtychoReconstruction" for s in res.specs)
     assert {"object", "probe", "background", "strain_zz", "omega_x", "omega_y", "error"} <= set(res)
     obj = res["object"].read()
@@ -134,7 +134,7 @@ def test_reconstruct_run_and_publish(tiled_service, tiled_layout, bp_uid, tmp_pa
     assert md["postprocessing_errors"] == {}
     assert md["metrics"]["r_factor"] == pytest.approx(md["metrics"]["r_factor_ml"])
     run = from_uri(tiled_service.uri, api_key=TEST_API_KEY)["raw"][bp_uid]
-    assert run.metadata["analysis"][-1]["key"] == key
+    assert "analysis" not in run.metadata                                 # the raw run is not written to
     assert run.metadata["start"]["uid"] == bp_uid                          # start left intact
 
 
@@ -173,7 +173,7 @@ def test_bad_inputs_give_one_line_errors(capsys, tmp_path, dataset_file, tiled_s
 
 
 def test_missing_start_metadata_is_named():
-    from pxm.export import run_to_dataset
+    from pxm.run_export import run_to_dataset
 
     class FakeRun:
         metadata = {"start": {"uid": "abc", "plan_name": "raster_rocking_scan", "pattern": {}}}
@@ -258,7 +258,7 @@ def test_reconstruct_refuses_too_few_prtf_runs_and_a_missing_gpu(capsys, dataset
 def _off_centre_probe_file(path, geometry, centre=(0.3e-6, -0.25e-6)):
     """A Gaussian beam-plane probe on rectangular pixels whose nodes hold the P2 nodes; returns its function."""
     from analysis.probe_init import oblique_matrix
-    from pxm.reconstruct import write_probe_file
+    from pxm.reconstruction import write_probe_file
 
     _, dr2, dr3 = geometry.voxel_size_m
     dv, dh = abs(oblique_matrix(geometry)[0, 1]) * dr3 / 3, dr2 / 2
@@ -276,7 +276,7 @@ def test_initial_probe_from_a_file_keeps_its_position_and_gets_no_na_mask(geomet
     """The probe file is resampled as it is (off-centre by the right distance, no blur) and gets an NA mask
     only when asked; the KB model probe keeps the seed's NA mask."""
     from analysis.probe_init import p2_plane_coordinates_m
-    from pxm.reconstruct import KB_NA_H_RAD, KB_NA_V_RAD, ReconstructOptions, initial_probe, probe_mask_na_rad
+    from pxm.reconstruction import KB_NA_H_RAD, KB_NA_V_RAD, ReconstructOptions, initial_probe, probe_mask_na_rad
 
     probe = _off_centre_probe_file(tmp_path / "probe.h5", geometry)
     p2, source = initial_probe(geometry, probe_file=tmp_path / "probe.h5")

@@ -97,7 +97,7 @@ def test_quality_per_phase_printed_stored_and_recomputed(dataset_file, tmp_path,
 def test_truth_hook_reports_the_error_against_the_truth_per_phase(dataset_file):
     """With the first run's final ρ as the 'truth' (placed by its placement), a second identical run reports
     E_ρ ≈ 0 at the end of ML and a larger E_ρ at the end of ePIE; a truth that raises is reported, not fatal."""
-    from pxm.reconstruct import ReconstructOptions, quick_recipe, reconstruct_dataset
+    from pxm.reconstruction import ReconstructOptions, quick_recipe, reconstruct_dataset
 
     ds = read_dataset(dataset_file)
     opts = ReconstructOptions(progress=False)

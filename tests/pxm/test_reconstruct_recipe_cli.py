@@ -142,7 +142,7 @@ def test_fixed_probe_at_u2_leaves_the_probe_unchanged(capsys, sample_file, tmp_p
     """--fixed-probe --upsampling 2 on a U = 1 dataset: P2 on the U = 2 grid is the model probe, only rescaled
     (--recipe baseline could only do U = 1); without --fixed-probe ML moves it."""
     from analysis.dataset import read_dataset
-    from pxm.reconstruct import initial_probe
+    from pxm.reconstruction import initial_probe
 
     g2 = dataclasses.replace(read_dataset(sample_file).geometry, upsampling=2)
     start, _ = initial_probe(g2)

@@ -52,7 +52,7 @@ def test_fp_dfxm_scan_to_tiled_reconstruct_publish(tiled_service, tiled_layout, 
     np.testing.assert_allclose(pub["object"][:], out.result.object.astype(np.complex64))
     assert pub["strain"].shape == (64, 64) and pub["pupil"].shape == (16, 16)
     assert pub["zernike_coefficients_rad"][:].tolist() == pytest.approx(list(out.result.zernike_rad.values()))
-    assert raw[uid].metadata["analysis"][-1]["key"] == key            # back-link on the raw run
+    assert "analysis" not in raw[uid].metadata                         # raw run untouched: found by raw_uid
 
     rc = main(["fp-reconstruct", "--run", uid, "--tiled-uri", tiled_service.uri, "--api-key",
                tiled_service.config.api_key, "--iterations", "5"])
@@ -60,3 +60,22 @@ def test_fp_dfxm_scan_to_tiled_reconstruct_publish(tiled_service, tiled_layout, 
     assert len(processed.search(Key("raw_uid") == uid)) == 2
     assert main(["fp-reconstruct", "--run", "no-such-run", "--tiled-uri", tiled_service.uri, "--api-key",
                  tiled_service.config.api_key]) == 1
+
+
+def test_dfxm_demo_closing_lines_name_the_key_file_not_the_key(tiled_service, tmp_path, capsys):
+    """`pxm dfxm-demo` against a running server: the key is in DATA/api-key (0600) and on no printed line."""
+    import dataclasses
+    import stat
+
+    from pxm.dfxm import run_dfxm_demo
+
+    key = tiled_service.config.api_key
+    raw_dir = tiled_service.config.raw_path / uuid.uuid4().hex[:8]
+    server = dataclasses.replace(tiled_service.config, data_dir=tmp_path / "data", raw_dir=raw_dir)
+    opts = DFXMDemoOptions(n_px=16, n_side=3, step_px=3, exposure_s=0.05, iterations=3)
+    assert run_dfxm_demo(server, opts, tiled_uri=tiled_service.uri) == 0
+    out = capsys.readouterr()
+    key_file = server.data_dir / "api-key"
+    assert key_file.read_text().strip() == key and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key not in out.out and key not in out.err
+    assert f"PXM_TILED_API_KEY=$(cat {key_file})" in out.out

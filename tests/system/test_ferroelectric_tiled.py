@@ -20,6 +20,8 @@ from pxm.ferroelectric import (
     run_ferroelectric_chain,
     variant_reference_strain,
 )
+from pxm.polarization import find_polarization_results
+from pxm.publication import find_results
 from sim.ferroelectric import VARIANT_A, VARIANT_C
 
 P_S_C_PER_M2 = 0.26  # BaTiO3 at 298 K (Li, Cross, Chen 2005 coefficients)
@@ -70,7 +72,7 @@ def test_polarization_magnitude_and_variants_match_the_truth(chain):
     assert np.mean(res.variant_label[ok] == label_true[ok]) >= 0.99
 
 
-def test_published_maps_report_the_ambiguities_and_link_both_runs(chain, capsys):
+def test_published_maps_report_the_ambiguities_and_name_both_runs(chain, capsys):
     _, raw, processed, res = chain
     node = processed[res.polarization_key]
     md = node.metadata
@@ -83,10 +85,14 @@ def test_published_maps_report_the_ambiguities_and_link_both_runs(chain, capsys)
     n_eq = node["n_equivalent"][:]
     label = node["variant_label"][:]
     assert np.all(n_eq[label == VARIANT_C] == 2) and np.all(n_eq[label == VARIANT_A] == 4)
+    assert md["raw_runs"] == {uid: f"raw/{uid}" for uid in res.uids.values()} and "raw_uri" not in md
+    assert tuple(node["magnitude_c_per_m2"].dims) == ("row", "col") == tuple(node["variant_label"].dims)
     for variant, uid in res.uids.items():
-        keys = [link["key"] for link in raw[uid].metadata["analysis"]]
-        assert res.polarization_key in keys and res.fp_keys[variant] in keys
+        assert "analysis" not in raw[uid].metadata                          # the raw runs are never written to
+        assert res.polarization_key in find_polarization_results(processed, uid)   # found by query from each run
+        assert res.fp_keys[variant] in find_results(processed, uid)
         assert processed[res.fp_keys[variant]].metadata["raw_uid"] == uid
-    print_chain_summary(res, uri="http://tiled", api_key="k")     # what `pxm dfxm-demo --ferroelectric` prints
+    print_chain_summary(res, uri="http://tiled", key_file="/data/api-key")   # `pxm dfxm-demo --ferroelectric` prints
     out = capsys.readouterr().out
+    assert "PXM_TILED_API_KEY=$(cat /data/api-key)" in out and "api_key='" not in out    # the key file, never the key
     assert "c/a label right on 100.0%" in out and "undetermined: the sign of P" in out and res.polarization_key in out

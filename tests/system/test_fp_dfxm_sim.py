@@ -25,7 +25,8 @@ from analysis.dfxm import (
 from sim.dfxm import bars_exit_field, crystal_exit_field, grid_shifts_rad, simulate_frames
 
 REFLECTION = Reflection(hkl=(0, 0, 2), d_spacing_m=2.018e-10)
-TRUE_ZERNIKE_RAD = {4: 0.5, 6: 0.35, 8: 0.25, 11: 0.4}     # defocus, astigmatism, coma, spherical (spec §1.7)
+# defocus, astigmatism, coma, spherical (docs/fp-dfxm.md, Algorithm)
+TRUE_ZERNIKE_RAD = {4: 0.5, 6: 0.35, 8: 0.25, 11: 0.4}
 FINE = 2
 
 

@@ -36,6 +36,7 @@ from pxm.live import (
     select_usable,
     tiled_documents,
 )
+from pxm.publication import find_results
 from pxm.runengine import make_run_engine
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 from testing.bragg_sim import (
@@ -100,8 +101,8 @@ def _check_final(processed, raw, uid):
     node = _final_node(processed, uid)
     md = node.metadata
     assert md["raw_uid"] == uid and md["status"] == "complete" and md["live"] is True
-    links = raw[uid].metadata.get("analysis") or []
-    assert node.item["id"] in [link["key"] for link in links]          # back-link on the raw run
+    assert "analysis" not in raw[uid].metadata                        # raw run untouched: found by raw_uid
+    assert node.item["id"] in find_results(processed, uid)
     return node
 
 
@@ -255,7 +256,7 @@ def test_replay_from_tiled_and_jsonl_equals_live(tiled_layout, tiled_service, ra
     np.testing.assert_array_equal(cb_t.sessions[0].final_result["object"], live_obj)
     # the CLI on the JSONL file publishes a second result for the same raw run
     out = subprocess.run([sys.executable, "-m", "pxm.cli", "replay", "--jsonl", str(tmp_path / "docs" / f"{uid}.jsonl"),
-                          "--tiled-uri", tiled_service.uri, "--api-key", tiled_service.config.api_key,
+                          "--tiled-uri", tiled_service.uri, "--api-key", tiled_service.config.api_key, "--publish",
                           "--iterations", str(N_EPIE)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
@@ -332,7 +333,7 @@ def test_analysis_dies_mid_scan_and_replay_finishes(tiled_layout, tiled_service,
     assert raw[uid]["primary"]["mpx_image"].shape == (45, 32, 32)
     assert not list(processed.search(Key("raw_uid") == uid).search(Key("status") == "complete"))
     out = subprocess.run([sys.executable, "-m", "pxm.cli", "replay", uid, "--tiled-uri", tiled_service.uri,
-                          "--api-key", tiled_service.config.api_key, "--iterations", str(N_EPIE)],
+                          "--api-key", tiled_service.config.api_key, "--publish", "--iterations", str(N_EPIE)],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
     node = _check_final(processed, raw, uid)

@@ -31,8 +31,7 @@ from analysis.strain import StrainOptions, strain_from_geometry
 from sim.sample import D220_W_M, CrystalSample, Dislocation, HomogeneousDisplacement, ImplantedLayer, Slab
 from testing.bragg_sim import SimProblem, gaussian_p2, lit_regions, raster, simulate, small_geometry, small_probe
 
-NO_SHRINKWRAP = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10**6,
-                                shrinkwrap_stop_iter=10**6)
+NO_SHRINKWRAP = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=None)
 
 
 JOINT_EPIE, JOINT_ML = 150, 50

@@ -1,4 +1,5 @@
-"""Resolution (spec 4.5) on simulator data: half-data FSC (binomial photon split, two reconstructions), and the
+"""Resolution (docs/dataset-format.md, Half-data resolution) on simulator data: half-data FSC
+(binomial photon split, two reconstructions), and the
 PRTF of six reconstructions from random starts.
 
 Small problem of ``test_reconstruct_sim.py`` (32² ROI, 24 angles, 16 positions; voxels 23 × 44 × 50 nm
@@ -27,7 +28,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pxm.reconstruct import ReconstructOptions, half_data_resolution, prtf_reconstructions, prtf_resolution
+from pxm.reconstruction import ReconstructOptions, half_data_resolution, prtf_reconstructions, prtf_resolution
 from testing.bragg_sim import half_data_reconstructions, resolution_problem, small_geometry, truth_fsc_crossings
 
 

@@ -100,7 +100,7 @@ def test_databroker_reads_the_same_frames(tiled_layout, raw_dir, geometry, tmp_p
         ds = raw[uid].v2.primary.read()             # databroker-2 (v2) API
         with h5py.File(bl.detector.file_path, "r") as f:
             np.testing.assert_array_equal(np.asarray(ds["mpx_image"]), f["/entry/data/data"][()])
-    finally:  # .v2 swaps tiled's process-global client registry (bluesky-tiled.md §3)
+    finally:  # .v2 swaps tiled's process-global client registry: later BlueskyRuns would be V2
         DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"].set("BlueskyRun", lambda: BlueskyRun)
 
 

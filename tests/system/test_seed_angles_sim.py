@@ -36,8 +36,7 @@ from testing.bragg_sim import (
 )
 
 N_EPIE, N_ML = 40, 10
-SUPPORT = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=10 ** 6,
-                          shrinkwrap_stop_iter=10 ** 6)
+SUPPORT = SupportSchedule(thickness_schedule_m=((0, 0.4e-6),), shrinkwrap_start_iter=None)
 
 
 def _object_error(p: SimProblem, n_ml: int = N_ML, smoothness: float = 0.0) -> float:

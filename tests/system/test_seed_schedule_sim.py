@@ -1,4 +1,4 @@
-"""The seed's whole schedule (spec 2.3), scaled to 60 ePIE + 20 ML sweeps, on simulator data.
+"""The seed's whole schedule (seed Methods; docs/seed-schedule.md), scaled to 60 ePIE + 20 ML sweeps, on simulator data.
 
 Seed-like phantom: a 0.45 µm W(220) slab tilted 5.5° about x and −2° about y with a 3e-4
 implanted layer; Poisson noise (1e9 ph/s × 0.2 s); the probe is retrieved from a σ = 60 nm
@@ -11,7 +11,7 @@ Measured (2026-11-21): E_ρ 0.31 on the lit crystal (phase RMSE 0.24 rad), E_P 0
 E_ρ 0.149 (phase 0.13 rad): with only 6 sweeps per thickness step, the widened 0.7/0.9 µm slab lets
 amplitude spread along the slab normal (soft lower face, a tail 50–100 nm beyond the upper face)
 and 13 shrink-wrap passes at 15 % remove only part of it. The thresholds below are what this short
-schedule reaches, with margin, not the spec's targets. The unscaled schedule (1000 + 500) on this problem:
+schedule reaches, with margin, not the acceptance targets (issue 3). The unscaled schedule (1000 + 500) on this problem:
 docs/seed-schedule.md (E_ρ 0.172 at sweep 100, 0.254 at 1000, then the ML phase fits the simulator/engine
 mismatch and E_ρ collapses to 1.0; ``benchmarks/bench_seed_schedule.py``).
 """

@@ -22,7 +22,8 @@ import numpy as np
 from analysis.dataset import BraggDataset
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi
 
-__all__ = ["ExportOptions", "find_run", "frame_indices", "roi_from_configuration", "run_to_dataset", "export_run"]
+__all__ = ["ExportOptions", "check_run_whole", "find_run", "frame_indices", "roi_from_configuration",
+           "run_to_dataset", "export_run"]
 
 BRAGG_PLAN = "raster_rocking_scan"
 
@@ -37,6 +38,9 @@ class ExportOptions:
     """Event stream holding the frames."""
     use_event_positions: bool = True
     """Stage positions and angles from the event columns (read-backs); False uses the pattern's targets."""
+    allow_partial: bool = False
+    """Export a partial run (no stop document, a stop other than success, frames missing:
+    :class:`pxm.catalog.RunCounts`) with the frames it has; by default such a run is refused."""
 
 
 def _missing(key: str, where: str, hint: str = "") -> ValueError:
@@ -55,6 +59,25 @@ def find_run(raw: Any, uid: str) -> Any:
         return raw[uid]
     except KeyError:
         raise ValueError(f"run {uid!r} is not in the raw catalog; list runs with `pxm runs`") from None
+
+
+def check_run_whole(run: Any, where: str) -> None:
+    """Raise ValueError (one line: how many frames are missing, and the ways on) unless ``run`` is complete.
+
+    Complete: a stop document with ``exit_status`` success, every planned frame present, no duplicated
+    event rows (:func:`pxm.catalog.tiled_run_counts`).
+    """
+    from pxm.catalog import tiled_run_counts
+
+    counts = tiled_run_counts(run)
+    status = counts.status()
+    if status == "complete":
+        return
+    have = counts.primary_frames
+    raise ValueError(
+        f"run {where} is not complete: {counts.missing_frames} of {counts.expected_frames} frames are missing "
+        f"({status}); if the frames are on disk, `pxm recover` puts them into Tiled, or pass --allow-partial "
+        f"to use the {have} frames there are")
 
 
 def frame_indices(order: str, k: np.ndarray, n_pos: int, n_ang: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +147,8 @@ def run_to_dataset(run: Any, *, tiled_uri: str | None = None,
     image_key = f"{det}_image"
     if image_key not in stream:
         raise ValueError(f"run {where}: {options.stream}.{image_key} is missing; no detector frames in this run")
+    if not options.allow_partial:
+        check_run_whole(run, where)
     frames = np.asarray(stream[image_key][:])
     if frames.ndim != 3:
         raise ValueError(f"run {where}: {image_key} has shape {frames.shape}, expected (frames, rows, cols)")
@@ -163,7 +188,7 @@ def run_to_dataset(run: Any, *, tiled_uri: str | None = None,
 
     provenance: dict[str, Any] = {
         "raw_uid": uid, "tiled_uri": tiled_uri or getattr(run, "uri", None), "scan_id": start.get("scan_id"),
-        "plan_name": plan, "pattern_order": order, "exporter": "pxm.export.run_to_dataset",
+        "plan_name": plan, "pattern_order": order, "exporter": "pxm.run_export.run_to_dataset",
         "detector": det, "roi_px": [roi.row0_px, roi.col0_px, roi.n_rows_px, roi.n_cols_px],
         "exposure_s": start.get("exposure_s"), "exit_status": (md.get("stop") or {}).get("exit_status"),
     }

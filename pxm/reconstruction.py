@@ -105,18 +105,22 @@ class ReconstructOptions:
     """Probe file: move its intensity centroid to the centre of P2 (else its pixel N//2 is the beam axis)."""
     probe_blur_px: float = 0.0
     """Probe file: Gaussian low-pass of σ = this many P2 samples before resampling (0: none)."""
+    probe_label: str | None = None
+    """Probe file: how ``probe_source`` names it in place of its path, e.g. the spiral run's Tiled key and uid
+    when the file was temporary (``pxm reconstruct --probe-run``); None: its absolute path and run uid."""
     progress: bool = True
     """Show a tqdm progress bar on stderr."""
     fsc: bool = False
     """Also reconstruct two half-data sets (binomial photon split, same recipe and seeds) and
-    estimate the resolution by their FSC (spec 4.5); triples the run time."""
+    estimate the resolution by their FSC (docs/dataset-format.md, Half-data resolution); triples the run time."""
     fsc_split_seed: int = 0
     """Seed of the binomial photon split."""
     fsc_illumination_fraction: float = 0.1
     """FSC mask: voxels in both supports where Σ_j |P_j|² ≥ this fraction of its maximum."""
     prtf_runs: int = 0
     """K > 0: also run K more reconstructions of the full data from random starts (white random phase in
-    the support, their own position order) and compute their PRTF (spec 4.5); K + 1 times the run time.
+    the support, their own position order) and compute their PRTF
+    (docs/dataset-format.md, Half-data resolution); K + 1 times the run time.
     K must be at least 6: fewer runs average even unrelated phases above the 1/e threshold."""
     prtf_seed: int = 0
     """Seed of the PRTF runs' random starts (run k: ``prtf_seed + k``)."""
@@ -190,7 +194,8 @@ def initial_probe(geometry: BraggGeometry, *, probe_file: str | Path | None = No
         except ValueError as exc:
             raise ValueError(f"{probe_file}: {exc}") from None
         run = f" (run {pf.metadata['raw_uid']})" if "raw_uid" in pf.metadata else ""
-        return p2, f"file {probe_file}{run}, {pf.describe()}, {how}, {na_text}"
+        where = options.probe_label or f"file {Path(probe_file).resolve()}{run}"
+        return p2, f"{where}, {pf.describe()}, {how}, {na_text}"
     if options.probe_recentre or options.probe_blur_px:
         raise ValueError("--probe-recentre and --probe-blur-px act on a probe file; give --probe-file or "
                          "--probe-run (the model probe is centred and band-limited already)")
@@ -219,10 +224,19 @@ def scan_of(dataset: BraggDataset | DatasetShare, *, source: str | None = None) 
     ------
     ValueError
         What the engine cannot take: a partial (flat) scan, positions that change with the angle by more
-        than 10 nm, angles that differ between positions.
+        than 10 nm, angles that differ between positions; and what has nothing to reconstruct: one rocking
+        angle, frames without a photon.
     """
+    if dataset.geometry.n_angles < 2:
+        raise ValueError(f"{source or 'the dataset'}: one rocking angle; Bragg ptychography needs a rocking curve "
+                         "(at least 2 angles, in practice a range of twice the probe's convergence) to resolve the "
+                         "third dimension and the strain: measure the scan with more angles")
     if isinstance(dataset, DatasetShare):
         return BraggScan.from_share(dataset, source=source)
+    frames = np.asarray(dataset.frames)
+    if not np.any(frames[..., np.asarray(dataset.detector_mask, bool)] > 0):
+        raise ValueError(f"{source or 'the dataset'}: no photons, every live pixel of every frame is 0; "
+                         "nothing to reconstruct: check the beam, the shutter, the detector ROI and the exposure")
     return BraggScan.from_dataset(dataset, source=source)
 
 
