@@ -132,7 +132,7 @@ class ReconstructOptions:
         if self.prtf_runs < 0:
             raise ValueError(f"ReconstructOptions.prtf_runs must be >= 0, got {self.prtf_runs}")
         floor = random_phase_prtf(self.prtf_runs) if self.prtf_runs else 0.0
-        if floor >= 1 / np.e:
+        if floor >= float(np.exp(-1.0)):
             raise ValueError(f"ReconstructOptions.prtf_runs: {self.prtf_runs} runs with unrelated phases already "
                              f"average to PRTF {floor:.2f}, above the 1/e threshold; use at least 6")
         if self.backend not in ("auto", "numpy", "cupy"):

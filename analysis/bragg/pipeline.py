@@ -74,7 +74,7 @@ class PipelineOptions:
             raise ValueError(f"PipelineOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
         if self.prtf_runs < 0:
             raise ValueError(f"PipelineOptions.prtf_runs must be >= 0, got {self.prtf_runs}")
-        if self.prtf_runs and random_phase_prtf(self.prtf_runs) >= 1 / np.e:
+        if self.prtf_runs and random_phase_prtf(self.prtf_runs) >= float(np.exp(-1.0)):
             raise ValueError(f"PipelineOptions.prtf_runs: {self.prtf_runs} runs with unrelated phases already "
                              "average above the 1/e threshold; use at least 6")
         if not 0.0 < self.fsc_illumination_fraction < 1.0:
