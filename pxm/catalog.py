@@ -133,8 +133,6 @@ class TiledServerConfig:
 
     def server_env(self) -> dict[str, str]:
         """Environment the ``tiled serve`` process needs on top of ours (see :meth:`config_dict`)."""
-        if self.table_storage_uri.startswith("postgresql"):
-            return {}
         return {"TILED_STORAGE_MAX_OVERFLOW": "0"}
 
     def config_dict(self, port: int) -> dict[str, Any]:
@@ -146,14 +144,15 @@ class TiledServerConfig:
         appending at once interleave their transactions ("cannot commit - no transaction is active",
         HTTP 500, then duplicated rows from TiledWriter's retries, or a crashed server); SQLite through
         ADBC has no busy timeout, so several connections fail with "database is locked". One pooled
-        connection makes every table write a whole transaction, queued, not refused. PostgreSQL
-        handles concurrent writers itself and keeps Tiled's default pool. Tables written by an older
+        connection makes every table write a whole transaction, queued, not refused. PostgreSQL gets the
+        same one-connection table pool: with Tiled's default pool, four scans starting at once lost a run's
+        event table (``primary/internal`` missing, 2026-12-07, a fresh-clone CI run), as concurrent
+        creation of the same table races in PostgreSQL. Tables written by an older
         pxm (``tables.duckdb``) stay readable.
 
         Tiled replaces a pool overflow of 0 in its configuration file by its default (10), so the
         "no overflow" half travels in the server's environment (:meth:`server_env`).
         """
-        embedded = not self.table_storage_uri.startswith("postgresql")
         readable = [str(self.raw_path)]
         legacy_tables = self.data_dir / "tables.duckdb"
         if legacy_tables.exists():
@@ -164,7 +163,7 @@ class TiledServerConfig:
             "readable_storage": readable,
             "init_if_not_exists": True,
         }
-        pool = {"storage_pool_size": 1} if embedded else {}
+        pool = {"storage_pool_size": 1}
         return {
             "authentication": {"single_user_api_key": self.api_key, "allow_anonymous_access": False},
             "trees": [{"path": "/", "tree": "catalog", "args": args}],

@@ -83,9 +83,9 @@ def test_a_data_folder_of_an_older_pxm_keeps_its_duckdb_tables_readable(tmp_path
     assert f"duckdb:///{tmp_path.resolve() / 'tables.duckdb'}" in args["readable_storage"]
 
 
-def test_a_postgresql_catalog_keeps_the_event_rows_in_postgresql_with_tileds_pool(tmp_path):
+def test_a_postgresql_catalog_keeps_the_event_rows_in_postgresql_through_one_connection(tmp_path):
     cfg = TiledServerConfig(data_dir=tmp_path, api_key=KEY, catalog_uri="postgresql+asyncpg://pxm:pw@db:5432/pxm")
     d = cfg.config_dict(8000)
     assert cfg.table_storage_uri == "postgresql://pxm:pw@db:5432/pxm"
     assert cfg.table_storage_uri in d["trees"][0]["args"]["writable_storage"]
-    assert "storage_pool_size" not in d and cfg.server_env() == {}
+    assert d["storage_pool_size"] == 1 and cfg.server_env() == {"TILED_STORAGE_MAX_OVERFLOW": "0"}
