@@ -394,7 +394,7 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
     """
     from analysis.dataset import BraggDataset, read_dataset
     from analysis.recipes import GivenSupport
-    from pxm.recipe_args import recipe_from_args, resolve_for_dataset
+    from pxm.recipe_args import PRESET_NAMES, recipe_from_args, resolve_for_dataset
     from pxm.reconstruction import ReconstructOptions, reconstruct_dataset
 
     with _as_pxm_error("reconstruct"):
@@ -409,7 +409,7 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
 
             dataset = run_to_dataset(data, tiled_uri=_client_uri(data), options=ExportOptions(
                 allow_partial=allow_partial))
-            source = _client_uri(data) or f"raw/{data.metadata['start']['uid']}"
+            source = f"raw/{data.metadata['start']['uid']} (Tiled key)"          # as `pxm reconstruct --run`
         else:
             raise ValueError(f"reconstruct: data is a {type(data).__name__}; give a BraggDataset, a dataset file "
                              "path or a run of /raw (client['raw'][uid])")
@@ -417,8 +417,8 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
             ns = _recipe_namespace(recipe, recipe_file=recipe_file, iterations=iterations, ml=ml,
                                    thickness_m=thickness_m, upsampling=upsampling, fixed_probe=fixed_probe,
                                    allow_undersampled=allow_undersampled)
-            if recipe not in ("default", "seed", "quick", "baseline"):
-                raise ValueError(f"recipe {recipe!r}: expected 'default', 'seed', 'quick' or 'baseline', or a Recipe")
+            if recipe not in PRESET_NAMES:
+                raise ValueError(f"recipe {recipe!r}: expected one of {', '.join(PRESET_NAMES)}, or a Recipe")
             chosen, given = recipe_from_args(ns)
             name = recipe
         else:
