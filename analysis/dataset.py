@@ -554,7 +554,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != RESULTS_FORMAT_NAME:
             raise ValueError(f"{path}: /@format is {f.attrs.get('format')!r}, expected {RESULTS_FORMAT_NAME!r}")
-        for k in ("object", "probe", "background", "error_history", "support"):
+        for k in ("object", "probe", "background", "error_history", "r_factor_history", "support"):
             if k in f:
                 out[k] = f[k][()]
         out["voxel_size_m"] = tuple(float(v) for v in f["object"].attrs["voxel_size_m"])

@@ -28,7 +28,7 @@ from analysis.solvers.distributed import Communicator, ScanShare, SerialCommunic
 from analysis.solvers.free import FreeCostHistory, FreeDataMonitor, held_out_rows, split_data
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import EpieOptions, Execution, FreeDataOptions, MLOptions
-from analysis.solvers.quality import r_factor_sums
+from analysis.solvers.quality import r_factor_due, r_factor_sums
 from analysis.solvers.smoothness import illumination_maps
 from analysis.solvers.support import shrink_wrap, shrinkwrap_floor, slab_support, smoothed_amplitude
 from analysis.xp import COMPLEX, fft_module, to_numpy
@@ -295,6 +295,9 @@ class ReconstructionResult:
     (``"initial"``) and at the end of each completed phase (``"epie"``, ``"ml"``)."""
     free_r_factors: dict[str, float] = field(default_factory=dict)
     """The same on the held-out entries (empty without held-out data)."""
+    r_factor_history: tuple[float, ...] = ()
+    """R-factor after each iteration, aligned with ``costs``; NaN where not computed (recorded every
+    ⌈n/20⌉-th iteration of a phase and at its end: :func:`analysis.solvers.quality.r_factor_due`)."""
 
     @property
     def placement(self) -> ObjectPlacement:
@@ -448,6 +451,7 @@ class Reconstruction:
         self._times: list[float] = []
         self._r_factors: dict[str, float] = {}
         self._free_r_factors: dict[str, float] = {}
+        self._r_history: list[float] = []
         self._thickness = recipe.support.thickness_m(0)
         self._band: Any = None
 
@@ -722,10 +726,14 @@ class Reconstruction:
                                                  n_done=done, n_phase=n)
             self._times.append(time.perf_counter() - t0)
             ph = self._phases[-1]
+            self._r_history.append(float("nan"))
             if ph == "epie" and (self.state.iteration == r.n_epie_iterations or (mon is not None and mon.epie_stopped)):
                 self._record_r_factors("epie")
             elif ph == "ml" and (self._n_ml_done == r.n_ml_iterations or (mon is not None and mon.finished)):
                 self._record_r_factors("ml")
+            elif r_factor_due(*((self.state.iteration, r.n_epie_iterations) if ph == "epie"
+                                else (self._n_ml_done, r.n_ml_iterations))):
+                self._r_history[-1] = self.r_factor()
         return self
 
     def r_factor(self, *, held_out: bool = False) -> float:
@@ -758,6 +766,8 @@ class Reconstruction:
         if key in self._r_factors:
             return
         self._r_factors[key] = self.r_factor()
+        if key != "initial" and self._r_history:
+            self._r_history[-1] = self._r_factors[key]          # the phase's closing value ends its history
         if self._free_data is not None:
             self._free_r_factors[key] = self.r_factor(held_out=True)
 
@@ -819,4 +829,4 @@ class Reconstruction:
             recipe=dataclasses.asdict(self.recipe),
             free=None if self._free_monitor is None else self._free_monitor.history(),
             origin_vox=np.asarray(self._grid.origin_vox, float).copy(), r_factors=dict(self._r_factors),
-            free_r_factors=dict(self._free_r_factors))
+            free_r_factors=dict(self._free_r_factors), r_factor_history=tuple(self._r_history))

@@ -35,7 +35,8 @@ from analysis.strain import StrainMaps, map_to_sample_frame  # noqa: E402
 from analysis.xp import to_numpy  # noqa: E402
 
 __all__ = ["complex_to_rgb", "robust_limit", "build_object_figure", "save_object_slices", "build_strain_figure",
-           "save_strain_slices", "build_probe_figure", "save_probe", "build_convergence_figure", "save_convergence",
+           "save_strain_slices", "restrict_maps", "DepthProfile", "strain_depth_profile", "build_probe_figure",
+           "save_probe", "build_convergence_figure", "save_convergence",
            "support_events", "build_map_figure", "save_map_figure", "save_error_history"]
 
 
@@ -211,7 +212,100 @@ _STRAIN_FIELDS = (("ε_zz", "ε_zz (×10⁻⁴, dimensionless)", "eps_zz", 1e4),
                   ("ω_x", "ω_x (µrad)", "omega_x_rad", 1e6), ("ω_y", "ω_y (µrad)", "omega_y_rad", 1e6))
 
 
-def build_strain_figure(maps: StrainMaps, *, sample_maps: StrainMaps | None = None, title: str = "strain") -> Figure:
+def _crop_to_finite(s: np.ndarray, ext: list[float] | None, margin_px: int = 2
+                    ) -> tuple[np.ndarray, list[float] | None]:
+    """``s`` and its imshow extent cut to the rows and columns holding finite values (± ``margin_px``).
+
+    A thin foil mapped in a box many times its thickness would otherwise be a line across an empty panel.
+    """
+    fin = np.isfinite(s)
+    if ext is None or s.ndim != 2 or not fin.any():
+        return s, ext
+    rows, cols = np.flatnonzero(fin.any(axis=1)), np.flatnonzero(fin.any(axis=0))
+    r0, r1 = max(0, int(rows[0]) - margin_px), min(s.shape[0], int(rows[-1]) + 1 + margin_px)
+    c0, c1 = max(0, int(cols[0]) - margin_px), min(s.shape[1], int(cols[-1]) + 1 + margin_px)
+    dx, dy = (ext[1] - ext[0]) / s.shape[1], (ext[3] - ext[2]) / s.shape[0]
+    return s[r0:r1, c0:c1], [ext[0] + c0 * dx, ext[0] + c1 * dx, ext[2] + r0 * dy, ext[2] + r1 * dy]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DepthProfile:
+    """ε_zz against the height above the foil's mid-plane, averaged over the mapped area (sample frame)."""
+
+    height_m: np.ndarray
+    """Bin centres: z − z_mid(x, y), metres (z_mid: half-way between the column's lowest and highest mapped voxel)."""
+    mean: np.ndarray
+    """Mean ε_zz per bin (NaN where empty)."""
+    spread: np.ndarray
+    """Standard deviation of ε_zz per bin."""
+    count: np.ndarray
+    """Voxels per bin."""
+
+
+def strain_depth_profile(sample_maps: StrainMaps, *, min_column_voxels: int = 3) -> DepthProfile:
+    """ε_zz of sample-frame maps binned by height above the foil's local mid-plane (one bin per z voxel).
+
+    Each (x, y) column's mid-plane is half-way between its lowest and highest mapped (finite) voxel, so a tilted
+    foil is followed column by column; layers parallel to the surfaces (implanted, FIB-damaged) show as steps of
+    the profile near ±thickness/2, which no single slice of a tilted foil shows.
+
+    Parameters
+    ----------
+    sample_maps
+        Maps in the sample frame (:func:`analysis.strain.map_to_sample_frame`; axes x, y, z, z ∥ Q).
+    min_column_voxels
+        Columns with fewer mapped voxels are left out (a foil's edge, a masked core).
+
+    Returns
+    -------
+    DepthProfile
+        Empty arrays when nothing is mapped.
+    """
+    if sample_maps.frame != "sample":
+        raise ValueError(f"strain_depth_profile: maps in the {sample_maps.frame!r} frame; map them to the sample "
+                         "frame first (analysis.strain.map_to_sample_frame)")
+    eps = np.asarray(to_numpy(sample_maps.eps_zz), float)
+    if eps.ndim != 3:
+        raise ValueError(f"strain_depth_profile: expected 3D maps, found shape {eps.shape}")
+    dz = float(sample_maps.voxel_size_m[2])
+    fin = np.isfinite(eps)
+    k = np.arange(eps.shape[2], dtype=float)[None, None, :]
+    keep = fin.sum(axis=2) >= min_column_voxels
+    lo = np.where(fin, k, k.size).min(axis=2)
+    hi = np.where(fin, k, -1.0).max(axis=2)
+    mid = np.where(keep, (lo + hi) / 2, np.nan)
+    h = (k - mid[:, :, None])                                 # height in voxels, half-integers or integers
+    sel = fin & keep[:, :, None]
+    hv, ev = np.round(h[sel] * 2) / 2, eps[sel]
+    if hv.size == 0:
+        e = np.zeros(0)
+        return DepthProfile(height_m=e, mean=e, spread=e, count=np.zeros(0, int))
+    bins = np.unique(hv)
+    idx = np.searchsorted(bins, hv)
+    count = np.bincount(idx, minlength=bins.size)
+    mean = np.bincount(idx, ev, minlength=bins.size) / count
+    var = np.bincount(idx, ev ** 2, minlength=bins.size) / count - mean ** 2
+    return DepthProfile(height_m=bins * dz, mean=mean, spread=np.sqrt(np.maximum(var, 0.0)), count=count)
+
+
+def _draw_depth_profile(ax: Any, prof: DepthProfile, *, region_note: str) -> None:
+    """The profile as ε_zz (×10⁻⁴) across, height (nm) up, mean ± spread; bins of fewer than 5 voxels faint."""
+    ok = prof.count >= 5
+    h_nm, m, sd = prof.height_m * 1e9, prof.mean * 1e4, prof.spread * 1e4
+    ax.fill_betweenx(h_nm[ok], (m - sd)[ok], (m + sd)[ok], color="C3", alpha=0.2, lw=0, label="± spread")
+    ax.plot(m[ok], h_nm[ok], "o-", color="C3", ms=3, label="mean ε_zz")
+    if (~ok).any():
+        ax.plot(m[~ok], h_nm[~ok], "o", color="C3", ms=2, alpha=0.3)
+    ax.axvline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("ε_zz (×10⁻⁴, dimensionless)")
+    ax.set_ylabel("height above the foil's mid-plane (nm)")
+    ax.set_title(f"depth profile of ε_zz, sample frame ({region_note}; layers ∥ the surfaces show as steps)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def build_strain_figure(maps: StrainMaps, *, sample_maps: StrainMaps | None = None, title: str = "strain",
+                        region_note: str = "every mapped voxel") -> Figure:
     """Slices of ε_zz (×10⁻⁴), ω_x and ω_y (µrad) through the mapped crystal's centre; masked voxels blank.
 
     Parameters
@@ -220,19 +314,27 @@ def build_strain_figure(maps: StrainMaps, *, sample_maps: StrainMaps | None = No
         Maps on the reconstruction grid (or any one frame).
     sample_maps
         The same maps in the sample frame (:func:`analysis.strain.map_to_sample_frame`), shown below with
-        x across and z up, in µm from the reconstruction's centre.
+        x across and z up, in µm from the reconstruction's centre, and their depth profile
+        (:func:`strain_depth_profile`) in a last row.
     title
         Figure title.
+    region_note
+        What the mapped voxels are (the profile's title says it), e.g. the lit crystal.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Axes in µm at equal aspect; colour limits ± the 99th percentile of |value| (:func:`robust_limit`).
+        Axes in µm at equal aspect, each panel cut to its mapped voxels; colour limits ± the 99th percentile of
+        |value| (:func:`robust_limit`).
     """
     sets = [(maps, False)] + ([(sample_maps, True)] if sample_maps is not None else [])
     f0 = np.asarray(to_numpy(maps.eps_zz))
     n_sl = 3 if f0.ndim == 3 else 1
-    fig, axes = plt.subplots(3 * len(sets), n_sl, figsize=(4.2 * n_sl, 3.2 * 3 * len(sets) + 0.4), squeeze=False)
+    profile = sample_maps is not None and f0.ndim == 3
+    n_rows = 3 * len(sets) + int(profile)
+    fig = plt.figure(figsize=(4.2 * n_sl, 3.2 * n_rows + 0.4))
+    grid = fig.add_gridspec(n_rows, n_sl)
+    axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(n_sl)] for r in range(3 * len(sets))])
     for k, (m, sample) in enumerate(sets):
         names = ("x", "y", "z") if m.frame == "sample" else ("e1", "e2", "e3")
         first = np.asarray(to_numpy(m.eps_zz))
@@ -253,10 +355,14 @@ def build_strain_figure(maps: StrainMaps, *, sample_maps: StrainMaps | None = No
                                               (origin[rest[1]] - vox[rest[1]] / 2) * 1e6))
                 if sample and centre is not None:
                     name = f"{names[j]} = {(origin[j] + centre[j] * vox[j]) * 1e6:.3g} µm"
+                s, ext = _crop_to_finite(s, ext)
                 ax = axes[row, col]
                 im = _show(ax, np.ma.masked_invalid(s), ext, labels, cmap="RdBu_r", vmin=-lim, vmax=lim)
                 ax.set_title(f"{m.frame} frame: {sym} {name}", fontsize=9)
                 labelled_colorbar(fig, im, ax, unit_label)
+    if profile:
+        assert sample_maps is not None
+        _draw_depth_profile(fig.add_subplot(grid[-1, :]), strain_depth_profile(sample_maps), region_note=region_note)
     vox_nm = " × ".join(f"{v * 1e9:.3g}" for v in maps.voxel_size_m)
     fig.suptitle(f"{title} (voxel {vox_nm} nm; colour ± 99th percentile"
                  + ("; sample frame: x along the surface, z ∥ Q)" if sample_maps is not None else ")"))
@@ -265,7 +371,8 @@ def build_strain_figure(maps: StrainMaps, *, sample_maps: StrainMaps | None = No
 
 def save_strain_slices(path: str | Path, maps: StrainMaps, *, title: str = "strain",
                        theta_bragg_rad: float | None = None, centre_position_m: Any = None,
-                       footer: FigureFooter | None = None, geometry: Any = None) -> Path:
+                       footer: FigureFooter | None = None, geometry: Any = None, region: Any = None,
+                       region_note: str = "every mapped voxel") -> Path:
     """Write :func:`build_strain_figure` as PNG; with ``theta_bragg_rad`` or ``geometry`` also the sample-frame maps.
 
     Parameters
@@ -283,12 +390,19 @@ def save_strain_slices(path: str | Path, maps: StrainMaps, *, title: str = "stra
         diffractometer's sample frame (x, y, z of the sample; values still ε along Q and the tilts about the
         axes ⟂ Q, docs/geometry.md) instead of the symmetric axes of ``theta_bragg_rad``; without a frame it
         stands for ``theta_bragg_rad``.
+    region
+        Boolean array on the maps' grid: only these voxels are drawn (e.g. where the probe lit the crystal, the
+        data constrain ρ; elsewhere the maps show the unconstrained start); None: every mapped voxel.
+    region_note
+        A few words naming ``region`` (in the depth profile's title).
 
     Returns
     -------
     Path
         ``path``.
     """
+    if region is not None:
+        maps = restrict_maps(maps, region)
     sample = None
     general = geometry is not None and getattr(geometry, "frame", None) is not None
     if geometry is not None and not general:
@@ -305,7 +419,35 @@ def save_strain_slices(path: str | Path, maps: StrainMaps, *, title: str = "stra
         if centre_position_m is not None:
             o = np.asarray(sample.origin_m, float) + np.asarray(centre_position_m, float).reshape(3)
             sample = dataclasses.replace(sample, origin_m=(float(o[0]), float(o[1]), float(o[2])))
-    return _save(build_strain_figure(maps, sample_maps=sample, title=title), path, footer)
+    return _save(build_strain_figure(maps, sample_maps=sample, title=title, region_note=region_note), path, footer)
+
+
+def restrict_maps(maps: StrainMaps, region: Any) -> StrainMaps:
+    """``maps`` with every voxel outside ``region`` (bool, the maps' shape) masked: NaN and ``mask`` False.
+
+    Parameters
+    ----------
+    maps
+        Strain and tilt maps.
+    region
+        Voxels to keep.
+
+    Returns
+    -------
+    StrainMaps
+        A copy; ``maps`` is unchanged.
+    """
+    keep = np.asarray(to_numpy(region), bool)
+    eps = np.asarray(to_numpy(maps.eps_zz))
+    if keep.shape != eps.shape:
+        raise ValueError(f"restrict_maps: region of shape {keep.shape}, the maps have {eps.shape}")
+
+    def cut(a: Any) -> np.ndarray:
+        return np.where(keep, np.asarray(to_numpy(a), float), np.nan)
+
+    return dataclasses.replace(maps, eps_zz=cut(maps.eps_zz), omega_x_rad=cut(maps.omega_x_rad),
+                               omega_y_rad=cut(maps.omega_y_rad),
+                               mask=np.asarray(to_numpy(maps.mask), bool) & keep)
 
 
 def build_probe_figure(probe: Any, *, pixel_size_m: float | tuple[float, float] = 1.0, title: str = "probe",

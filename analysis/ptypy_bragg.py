@@ -42,7 +42,7 @@ __all__ = ["PtypyBraggCase", "read_ptypy_bragg", "pxm_geometry", "pxm_dataset", 
            "smallest_upsampling", "probe_width_p1_m",
            "natural_to_lab_m", "lab_to_grid_vox", "LatticeTransfer", "lattice_transfer", "truth_on_grid",
            "TruthComparison", "compare_with_truth",
-           "ptypy_model_intensities"]
+           "ptypy_model_intensities", "lattice_probe", "compare_lattice_with_truth"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,12 +325,18 @@ class LatticeTransfer:
         spec = np.moveaxis(psi[flip], 2, 0)                            # (f3, f1, f2)
         return np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(spec), norm="ortho"))
 
-    def lattice_to_grid(self, lattice: np.ndarray) -> np.ndarray:
-        """(N3, N1, NO2) lattice values → the minimum-norm object on the grid with the same transform."""
+    def lattice_to_grid(self, lattice: np.ndarray, *, shift_lab_m: np.ndarray | None = None) -> np.ndarray:
+        """(N3, N1, NO2) lattice values → the minimum-norm object on the grid with the same transform.
+
+        ``shift_lab_m`` δ (lab, metres): the grid object is ρ(r + δ) instead (a phase ramp on the transform, exact
+        on the measured band), e.g. for lattice values that sit δ off the transfer's lattice points.
+        """
         g = self.geometry
         n1 = g.n_rows_px
         spec = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(np.asarray(lattice, complex)), norm="ortho"))
         psi = np.moveaxis(spec, 0, 2)[np.mod(n1 - np.arange(n1), n1)]
+        if shift_lab_m is not None:
+            psi = psi * np.exp(1j * self._q_dot(np.asarray(shift_lab_m, float)))
         out = np.zeros(self.object_shape, complex)
         n1p, _, n3 = g.recon_shape
         a, c = self.box_start_vox
@@ -562,3 +568,58 @@ def import_ptypy_bragg(source: str | Path, dataset_path: str | Path, probe_path:
     return ImportSummary(dataset_path=Path(dataset_path), probe_path=Path(probe_path), upsampling=u,
                          probe_width_p1_m=probe_width_p1_m(case), frames_shape=tuple(ds.frames.shape),
                          masked_pixels=int((~ds.detector_mask).sum()))
+
+
+def _lattice_to_truth_index(case: PtypyBraggCase, lattice_vectors_lab_m: np.ndarray, start_lab_m: np.ndarray,
+                            shape: tuple[int, ...], origin_nat_m: np.ndarray) -> np.ndarray:
+    """Integer natural-lattice indices (r3, r1, r2) of every point start + i·a of a pxm detector lattice array."""
+    basis = _natural_basis_lab(math.radians(case.theta_bragg_deg))
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    nat = (np.asarray(start_lab_m, float) + idx @ lattice_vectors_lab_m) @ np.linalg.inv(basis)
+    t = (nat - origin_nat_m) / np.asarray(case.voxel_natural_m)
+    off = float(np.abs(t - np.rint(t)).max(initial=0.0))
+    if off > 1e-3:
+        raise ValueError(f"the detector lattice is not ptypy's natural lattice here (points {off:.3f} voxel off)")
+    return np.rint(t).astype(np.int64)
+
+
+def lattice_probe(case: PtypyBraggCase, lattice: Any) -> np.ndarray:
+    """ptypy's 3D probe on one view of pxm's detector lattice (``analysis.solvers.lattice.DetectorLattice``):
+    the same samples, re-indexed (pxm's row axis runs along −r1); exact, no interpolation.
+    """
+    half = np.asarray(lattice.view_shape) // 2
+    ti = _lattice_to_truth_index(case, lattice.vectors_lab_m, -(half @ lattice.vectors_lab_m), lattice.view_shape,
+                                 np.zeros(3))
+    n = np.asarray(case.probe3d.shape)
+    ti = np.mod(ti + n // 2, n)                       # ptypy's view is periodic; index N//2 is its centre
+    return np.asarray(case.probe3d[ti[..., 0], ti[..., 1], ti[..., 2]], np.complex128)
+
+
+def compare_lattice_with_truth(obj: np.ndarray, lattice: Any, scan: Any, case: PtypyBraggCase, *,
+                               illumination_fraction: float = 0.1) -> TruthComparison:
+    """Error of an object on pxm's detector lattice (``analysis.solvers.lattice``) against the case's truth.
+
+    The two lattices coincide point by point (checked), so the object is re-indexed, not interpolated; compared
+    are the voxels the scan lit, as in :func:`compare_with_truth`. Removed: one global complex factor c only (no
+    shift along k̂_i is searched, so this E is an upper bound of :func:`compare_with_truth`'s).
+    """
+    if case.truth is None or case.truth_origin_m is None:
+        raise ValueError(f"{case.source}: no /truth/object; the comparison needs the true object")
+    ti = _lattice_to_truth_index(case, lattice.vectors_lab_m, scan.origin_lab_m, obj.shape, case.truth_origin_m)
+    shape = np.asarray(case.truth.shape)
+    inside = np.all((ti >= 0) & (ti < shape), axis=-1)
+    est = np.zeros(case.truth.shape, complex)
+    est[ti[inside][:, 0], ti[inside][:, 1], ti[inside][:, 2]] = np.asarray(obj)[inside]
+    lit = _illumination(case)
+    region = lit >= illumination_fraction * lit.max()
+    t_ref, e_ref = case.truth[region], est[region]
+    norm = float(np.linalg.norm(t_ref))
+    den = float(np.vdot(e_ref, e_ref).real)
+    c = complex(np.vdot(e_ref, t_ref) / den) if den > 0 else 0j
+    err = float(np.linalg.norm(c * e_ref - t_ref)) / norm
+    a, b = np.abs(c * e_ref), np.abs(t_ref)
+    corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    aligned = np.zeros(case.truth.shape, complex)
+    aligned[region] = c * e_ref
+    return TruthComparison(error=err, amplitude_correlation=corr, beam_shift_m=0.0, scale=c,
+                           n_voxels=int(region.sum()), aligned=aligned)

@@ -26,7 +26,7 @@ from analysis.solvers.support import slab_normal, slab_tilts_deg
 from analysis.thickness import ThicknessEstimate
 
 __all__ = ["PRESETS", "DEFAULT_ML_SMOOTHNESS", "DEFAULT_EPIE_ITERATIONS", "default_recipe", "quick_recipe",
-           "recipe_by_name", "schedule_iterations", "recipe_with", "read_recipe_file",
+           "recipe_by_name", "schedule_iterations", "thin_layer_recipe", "recipe_with", "read_recipe_file",
            "GivenSupport", "resolve_sample", "support_line", "shrinkwrap_line"]
 
 
@@ -60,8 +60,21 @@ def default_recipe() -> Recipe:
     return dataclasses.replace(r, ml=dataclasses.replace(r.ml, smoothness=DEFAULT_ML_SMOOTHNESS))
 
 
+def thin_layer_recipe() -> Recipe:
+    """``--recipe thin-layer``'s engine recipe: the grid at U = 1 where the lattice object is put (probe held, no
+    iterations, no probe scaling, b = 0); the work is the lattice route's
+    (:func:`analysis.bragg.pipeline.reconstruct_thin_layer`, docs/recipes.md).
+    """
+    from analysis.engine import with_fixed_probe
+
+    r = Recipe(n_epie_iterations=0, n_ml_iterations=0, upsampling=1, match_initial_scale=False, background_init=0.0,
+               allow_undersampled=True)
+    return with_fixed_probe(r)
+
+
 PRESETS: Mapping[str, Callable[[], Recipe]] = types.MappingProxyType(
-    {"default": default_recipe, "seed": seed_recipe, "quick": quick_recipe, "baseline": fixed_probe_baseline})
+    {"default": default_recipe, "seed": seed_recipe, "quick": quick_recipe, "baseline": fixed_probe_baseline,
+     "thin-layer": thin_layer_recipe})
 """The named recipes of ``pxm reconstruct --recipe``."""
 
 

@@ -8,6 +8,11 @@ Difference-map sweeps first (docs/recipes.md; a recipe file with ``[epie] dm_ite
 
     --run "dm=--iterations 100 --ml 0 --fixed-probe --thickness-m 0.3e-6 --recipe-file dm.toml"
 
+The thin-layer route (`pxm reconstruct-thin-layer`: the difference map on the detector lattice, slab picked by the
+data; analysis.solvers.lattice)::
+
+    --thin-layer "layer=" [--thin-layer "layer-fast=--offsets 8 --search-iterations 15"]
+
 Each run is the command a user types: `pxm import-ptypy-bragg` once, then `pxm reconstruct DATASET --probe-file
 PROBE ARGS`. The error is measured on the truth's own lattice (analysis.ptypy_bragg.compare_with_truth: the
 band-consistent transfer of the object, one global complex factor and the shift along k_i removed, over the
@@ -54,6 +59,26 @@ def error_of_results(case_path: Path, dataset_path: Path, results_path: Path) ->
             "r_factor": float(metrics.get("r_factor", np.nan)), "n_voxels": c.n_voxels}
 
 
+def error_of_thin_layer_result(case_path: Path, results_path: Path) -> dict[str, float]:
+    """E and |ρ| correlation of a `pxm reconstruct-thin-layer` result against the case's truth (re-indexed, exact)."""
+    import types
+
+    import h5py
+
+    from analysis.ptypy_bragg import compare_lattice_with_truth, read_ptypy_bragg
+
+    case = read_ptypy_bragg(case_path)
+    with h5py.File(results_path, "r") as f:
+        obj = f["object"][()]
+        lattice = types.SimpleNamespace(vectors_lab_m=f["lattice_vectors_lab_m"][()])
+        scan = types.SimpleNamespace(origin_lab_m=f["origin_lab_m"][()])
+        chosen = json.loads(f.attrs["chosen_json"])
+    c = compare_lattice_with_truth(obj, lattice, scan, case)
+    return {"error": c.error, "amplitude_correlation": c.amplitude_correlation, "r_factor": chosen["r_factor"],
+            "thickness_um": chosen["thickness_m"] * 1e6, "offset_nm": chosen["offset_m"] * 1e9,
+            "n_voxels": c.n_voxels}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Import the case once, run each `pxm reconstruct` variant, print one JSON line per run."""
     from pxm.cli import main as pxm_main
@@ -62,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--case", type=Path, default=DEFAULT_CASE)
     p.add_argument("--run", action="append", default=None, metavar="NAME=ARGS",
                    help="a named set of `pxm reconstruct` arguments (repeatable)")
+    p.add_argument("--thin-layer", action="append", default=None, metavar="NAME=ARGS",
+                   help="a named set of `pxm reconstruct-thin-layer` arguments (repeatable; '' for the defaults)")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args(argv)
-    runs = args.run or ["default100=--iterations 100"]
+    runs = args.run if args.run is not None else ([] if args.thin_layer else ["default100=--iterations 100"])
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pxm-ptypy-"))
     work.mkdir(parents=True, exist_ok=True)
     ds_path, probe_path = work / "case.h5", work / "case_probe.h5"
@@ -80,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         row = {"run": name, "args": extra, "rc": rc, "wall_s": round(wall, 1)}
         if out.is_file():
             row.update(error_of_results(args.case, ds_path, out))
+        print(json.dumps(row), flush=True)
+    for spec in args.thin_layer or []:
+        name, _, extra = spec.partition("=")
+        out = work / f"{name}.h5"
+        t0 = time.perf_counter()
+        rc = pxm_main(["reconstruct-thin-layer", str(ds_path), "--probe-file", str(probe_path), "-o", str(out),
+                       *extra.split()])
+        row = {"run": name, "command": "reconstruct-thin-layer", "args": extra, "rc": rc,
+               "wall_s": round(time.perf_counter() - t0, 1)}
+        if out.is_file():
+            row.update(error_of_thin_layer_result(args.case, out))
         print(json.dumps(row), flush=True)
     return 0
 

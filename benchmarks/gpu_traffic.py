@@ -67,9 +67,10 @@ def count_phases(g: BraggGeometry, frames: np.ndarray, stage: np.ndarray, probe:
     """Traffic of the engine's set-up and of each of its 3 ePIE sweeps and 3 ML iterations.
 
     ``epie`` and ``ml`` are the middle ones: the first ePIE sweep also computes the initial R-factors, the
-    last of each phase the phase's R-factors (the engine's ``_record_r_factors``, once per phase), and the
-    first ML iteration sets up μ_j, the μ map and Ψ0. ``sites``, if given, receives each phase's
-    ``call site → [launches, bytes]`` (the counter must record sites).
+    last of each phase the phase's R-factors (R-factors at the phase ends only:
+    :func:`testing.gpu_traffic.r_factors_at_phase_ends`), and the first ML iteration sets up μ_j, the μ map
+    and Ψ0. ``sites``, if given, receives each phase's ``call site → [launches, bytes]`` (the counter must
+    record sites).
     """
     names = ("setup", "epie_first", "epie", "epie_last", "ml_first", "ml", "ml_last")
     snaps = [tr.snapshot()]
@@ -77,7 +78,8 @@ def count_phases(g: BraggGeometry, frames: np.ndarray, stage: np.ndarray, probe:
     rec = engine(g, frames, stage, probe, xp)
     for i in range(rec.recipe.n_iterations + 1):
         if i:
-            rec.iterate(1)
+            with gpu_traffic.r_factors_at_phase_ends():
+                rec.iterate(1)
         snaps.append(tr.snapshot())
         if sites is not None:
             now = {k: list(v) for k, v in tr.by_site.items()}

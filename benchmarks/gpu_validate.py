@@ -2,12 +2,16 @@
 
 One run, ≤ 8 min on an H100 (``PYTHONPATH=. python3 benchmarks/gpu_validate.py``):
 
-1. **check** — the engine on CuPy against NumPy's array code (``PXM_CPU_KERNELS=0``) on a small case
-   (ePIE with probe, background and NA mask, then ML): costs, object and probe to float32 tolerance; and
-   the Fourier and probe-extrusion operators, forward and adjoint, at the seed's box (294 × 160 × 126).
-2. **timing** — seconds per ePIE sweep and per ML iteration at the seed's size (400 positions × 42
+1. **check** — the engine on CuPy (the fused ePIE sweep and ML passes of ``analysis/solvers/fused_gpu.py``)
+   against NumPy's array code (``PXM_CPU_KERNELS=0``) on a small case (ePIE with probe, background and NA
+   mask, then ML): costs, object and probe to float32 tolerance, and that both fused paths ran; every CUDA
+   kernel of ``analysis/gpu_kernels.py`` against its NumPy reference (≤ 1e-5, two sizes); the Fourier and
+   probe-extrusion operators, forward and adjoint, at the seed's box (294 × 160 × 126).
+2. **timing** — seconds per ePIE sweep (fused) and per ML iteration at the seed's size (400 positions × 42
    angles, U = 3, 200 × 160 frames; the recipe ``benchmarks/gpu_traffic.py`` counts), medians after a
-   warm-up; the seed schedule (1000 + 500) projected from them against the 300 s goal.
+   warm-up, and per ePIE sweep of the CuPy array code (``PXM_GPU_KERNELS=0`` also turns off the fused ML;
+   ``--no-array-baseline`` skips it); the seed schedule (1000 + 500) projected from them against the 300 s
+   goal.
 3. **memory** — CuPy's pool bytes at the end of each phase, the pool's free blocks released at its start
    (the pool keeps the blocks a phase needed: its size is the phase's peak).
 4. **device** — a streaming-bandwidth probe (a large device copy) and the launch overhead (a tiny kernel).
@@ -66,19 +70,47 @@ def _rel(a: Any, b: Any) -> float:
     return float(np.linalg.norm(a - b) / max(float(np.linalg.norm(b)), 1e-30))
 
 
-def check_engine(xp: Any, size: str) -> dict[str, float]:
-    """Engine on ``xp`` against NumPy's array code: 3 ePIE sweeps + 2 ML iterations, the same inputs."""
+def check_engine(xp: Any, size: str) -> tuple[dict[str, float], bool]:
+    """Engine on ``xp`` (the fused GPU ePIE sweep and ML passes) against NumPy's array code: 3 ePIE sweeps + 2 ML
+    iterations, the same inputs. Returns the differences and whether both fused GPU paths ran.
+    """
     g, stage = problem(size)
     frames, probe = synthetic_frames(g, stage, (4.0, 6.0))
     res = {}
+    fused = False
     for name, mod in (("numpy", np), ("device", xp)):
         rec = engine(g, frames, stage, probe, mod, n_epie=3, n_ml=2)      # Recipe.rng_seed: the same sweep order
         rec.iterate(rec.recipe.n_iterations)
         res[name] = rec.result()
+        fused = fused or {"gpu-epie", "gpu-ml"} <= set(rec.op.fused_cpu)
     a, b = res["device"], res["numpy"]
     return {"engine_cost_rel_diff": float(np.max(np.abs(np.subtract(a.costs, b.costs)) / np.abs(b.costs))),
             "engine_object_rel_diff": _rel(a.object, b.object),
-            "engine_probe_rel_diff": _rel(a.probe, b.probe)}
+            "engine_probe_rel_diff": _rel(a.probe, b.probe)}, fused
+
+
+def check_kernels(xp: Any) -> dict[str, float]:
+    """Every fused kernel (analysis/gpu_kernels.py) on the device against its NumPy reference, on the inputs of
+    ``testing.gpu_kernel_cases`` at a small size and at one that spans many blocks (atomics, warp reductions).
+    """
+    from analysis.gpu_kernels import CUDA_SOURCE, launch_grid
+    from analysis.gpu_kernels import KERNELS as SPECS
+    from testing.gpu_kernel_cases import CaseSizes, kernel_cases, max_rel_diff
+
+    module = xp.RawModule(code=CUDA_SOURCE)
+    worst: dict[str, float] = {}
+    big = CaseSizes(n1p=96, n2=40, n3=63, nm=21, n1=61, obj=(110, 50, 70), offset=(7, 3, 5))
+    for sizes in (CaseSizes(), big):
+        for name, args in kernel_cases(np.random.default_rng(11), sizes):
+            ref = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+            SPECS[name].reference(*ref)
+            dev = tuple(xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args)
+            n = max(int(a.size) for a in args if isinstance(a, np.ndarray))
+            module.get_function(name)(*launch_grid(n), dev)
+            got = tuple(to_numpy(d) if isinstance(a, np.ndarray) else d for a, d in zip(args, dev, strict=True))
+            worst[name] = max(worst.get(name, 0.0), max_rel_diff(name, ref, got))
+    print("kernels: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()), flush=True)
+    return {"kernels_max_rel_diff": max(worst.values())}
 
 
 def check_operators(xp: Any, g: BraggGeometry) -> dict[str, float]:
@@ -103,8 +135,9 @@ def check_operators(xp: Any, g: BraggGeometry) -> dict[str, float]:
 
 
 def time_seed(xp: Any, size: str, n_sweeps: int, n_ml: int, phase: Callable[[str], None],
-              counter: Any = None) -> dict[str, float]:
-    """Seconds per ePIE sweep and per ML iteration (medians after one warm-up each) at ``size``.
+              counter: Any = None, array_baseline: bool = False) -> dict[str, float]:
+    """Seconds per ePIE sweep (the fused GPU sweep) and per ML iteration (medians after one warm-up each) at
+    ``size``; with ``array_baseline`` also per ePIE sweep of the CuPy array code (``PXM_GPU_KERNELS=0``).
 
     With ``counter`` (the stand-in's :class:`testing.gpu_traffic.Traffic`), also the bytes it counted per
     timed ePIE sweep and ML iteration (``epie_bytes``, ``ml_bytes``).
@@ -129,6 +162,19 @@ def time_seed(xp: Any, size: str, n_sweeps: int, n_ml: int, phase: Callable[[str
             times[ph].append(time.perf_counter() - t0)
         if counter is not None and n > 1:
             out[f"{ph}_bytes"] = (counter.snapshot() - before).bytes / (n - 1)
+    if array_baseline:                          # the same sweeps through the CuPy array code (no fused kernels)
+        phase("epie_array")
+        os.environ["PXM_GPU_KERNELS"] = "0"
+        try:
+            rec = engine(g, frames, stage, probe, xp, n_epie=3, n_ml=1)
+            for _ in range(3):
+                t0 = time.perf_counter()
+                rec.iterate(1)
+                sync(xp)
+                times.setdefault("epie_array", []).append(time.perf_counter() - t0)
+        finally:
+            os.environ.pop("PXM_GPU_KERNELS")
+        out["s_per_epie_sweep_array"] = float(np.median(times["epie_array"][1:]))
     out["s_per_epie_sweep"] = float(np.median(times["epie"][1:]))
     out["s_per_ml_iteration"] = float(np.median(times["ml"][1:]))
     out["first_epie_sweep_s"], out["first_ml_iteration_s"] = times["epie"][0], times["ml"][0]
@@ -179,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sweeps", type=int, default=3, help="timed ePIE sweeps (after one warm-up)")
     ap.add_argument("--ml", type=int, default=3, help="timed ML iterations (after one warm-up)")
     ap.add_argument("--traffic-json", type=Path, default=None, help="the counter's JSON (benchmarks/gpu_traffic.py)")
+    ap.add_argument("--no-array-baseline", action="store_true",
+                    help="skip timing the ePIE sweep through the CuPy array code (PXM_GPU_KERNELS=0)")
     args = ap.parse_args(argv)
     out_dir = Path(os.environ.get("OUT") or "gpu_validate_out")
     os.environ["PXM_CPU_KERNELS"] = "0"                     # NumPy reference = the same array code
@@ -213,14 +261,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t_all = time.perf_counter()
     phase("check")
-    res["check"] = check_engine(xp, check_size)
+    res["check"], res["engine_fused_gpu"] = check_engine(xp, check_size)
     phase("operators")
     res["check"].update(check_operators(xp, box_g))
-    tol = {"engine": 1e-3, "fourier": 1e-4, "extrusion": 1e-4}
-    res["check_passed"] = all(v <= tol[k.split("_")[0]] for k, v in res["check"].items())
+    res["check"].update(check_kernels(xp))
+    tol = {"engine": 1e-3, "fourier": 1e-4, "extrusion": 1e-4, "kernels": 1e-5}
+    res["check_passed"] = res["engine_fused_gpu"] and all(v <= tol[k.split("_")[0]] for k, v in res["check"].items())
     print("check: " + ", ".join(f"{k} {v:.2e}" for k, v in res["check"].items())
           + f" -> {'PASSED' if res['check_passed'] else 'FAILED'}", flush=True)
-    timing = time_seed(xp, time_size, args.sweeps, args.ml, phase, tr)
+    timing = time_seed(xp, time_size, args.sweeps, args.ml, phase, tr, array_baseline=not args.no_array_baseline)
     res["timing"] = timing
     phase("bandwidth")
     res["stream_bytes_per_s"] = bandwidth_probe(xp, 64 << 20 if args.stand_in else 4 << 30)
@@ -238,7 +287,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures: list[tuple[str, float, str]] = [
         ("check_passed", float(res["check_passed"]), ""),
         *((k, v, "") for k, v in res["check"].items()),
+        ("engine_fused_gpu", float(res["engine_fused_gpu"]), ""),
         ("s_per_epie_sweep", timing["s_per_epie_sweep"], "s"),
+        *((("s_per_epie_sweep_array", timing["s_per_epie_sweep_array"], "s"),
+           ("epie_speedup_vs_array", timing["s_per_epie_sweep_array"] / timing["s_per_epie_sweep"], ""))
+          if "s_per_epie_sweep_array" in timing else ()),
         ("s_per_ml_iteration", timing["s_per_ml_iteration"], "s"),
         ("setup", timing["setup_s"], "s"),
         *((f"pool_peak_{k}", v, "GB") for k, v in res["pool_gb"].items()),

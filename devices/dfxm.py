@@ -17,10 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsMotor, Kind
+from ophyd import Device, Kind
 
 from analysis.geometry import Roi
 from devices.maxipix import Maxipix, MaxipixBackend
+from devices.motion import StoppableEpicsMotor
 from devices.signals import SimAxis, UnitSignal
 
 LENS_TRANSLATION_UNITS = "um"
@@ -32,13 +33,17 @@ ANGLE_UNITS = "deg"
 
 
 class CRLStage(Device):
-    """EPICS objective-lens (CRL) stage: ``x``, ``y``, ``z`` (µm) and ``pitch``, ``yaw`` (mrad); limits from the IOC."""
+    """EPICS objective-lens (CRL) stage: ``x``, ``y``, ``z`` (µm) and ``pitch``, ``yaw`` (mrad); limits from the IOC.
 
-    x = Cpt(EpicsMotor, "X")
-    y = Cpt(EpicsMotor, "Y")
-    z = Cpt(EpicsMotor, "Z")
-    pitch = Cpt(EpicsMotor, "PITCH")
-    yaw = Cpt(EpicsMotor, "YAW")
+    Axes are :class:`devices.motion.StoppableEpicsMotor`: a stopped move fails its status
+    (tests/devices/test_epics_ioc_general.py).
+    """
+
+    x = Cpt(StoppableEpicsMotor, "X")
+    y = Cpt(StoppableEpicsMotor, "Y")
+    z = Cpt(StoppableEpicsMotor, "Z")
+    pitch = Cpt(StoppableEpicsMotor, "PITCH")
+    yaw = Cpt(StoppableEpicsMotor, "YAW")
 
 
 class SimCRLStage(Device):
@@ -64,11 +69,11 @@ class SimCRLStage(Device):
 
 
 class DFXMGoniometer(Device):
-    """EPICS DFXM goniometer: rocking ``theta``, roll ``chi``, objective arm ``tth`` (degrees)."""
+    """EPICS DFXM goniometer: rocking ``theta``, roll ``chi``, objective arm ``tth`` (degrees; stoppable motors)."""
 
-    theta = Cpt(EpicsMotor, "THETA")
-    chi = Cpt(EpicsMotor, "CHI")
-    tth = Cpt(EpicsMotor, "TTH")
+    theta = Cpt(StoppableEpicsMotor, "THETA")
+    chi = Cpt(StoppableEpicsMotor, "CHI")
+    tth = Cpt(StoppableEpicsMotor, "TTH")
 
 
 class SimDFXMGoniometer(Device):

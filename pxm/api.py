@@ -15,7 +15,20 @@ function                    command                      calls
 :func:`write_results`       ``pxm reconstruct -o``       :func:`pxm.reconstruction.write_outputs`
 :func:`publish`             ``pxm reconstruct --publish``:func:`pxm.publication.publish_outcome`
 :func:`replay`              ``pxm replay``               :func:`pxm.live.replay_documents`
+:func:`probe`               ``pxm probe``                :func:`pxm.reconstruction.probe_from_spiral_run`
+:func:`recover_runs`        ``pxm recover``              :func:`pxm.recover.recover_runs`
+:func:`import_ptypy_bragg`  ``pxm import-ptypy-bragg``   :func:`analysis.ptypy_bragg.import_ptypy_bragg`
+:func:`export_cxi`          ``pxm export-cxi``           :func:`analysis.cxi_nexus.export_cxi_dataset` (+ check)
+:func:`import_cxi`          ``pxm import-cxi``           :func:`analysis.cxi_nexus.import_cxi_dataset`
+:func:`export_vtk`          ``pxm export-vtk``           :func:`analysis.vtk_export.export_results_vtk`
+:func:`polarization_maps`   ``pxm polarization``         :func:`pxm.polarization.polarization_from_results`
+:func:`simulate_fp_dfxm`    ``pxm dfxm-demo`` (scan)     :func:`pxm.dfxm.run_fp_dfxm_acquisition`
+:func:`fp_reconstruct`      ``pxm fp-reconstruct``       :func:`pxm.dfxm.reconstruct_fp_run`, ``publish_fp_run``
+:func:`live_consumer`       ``pxm live-consumer``        :func:`pxm.live_feed.consume_live`
 ==========================  ===========================  ===================================================
+
+``recover_runs`` and ``polarization_maps`` are named apart from the modules :mod:`pxm.recover` and
+:mod:`pxm.polarization` (importing a submodule sets the package attribute of its name).
 
 Options are keyword-only with the commands' defaults. Whatever the command prints as
 ``pxm CMD: error: MESSAGE`` is raised here as :class:`PxmError` with the same one-line ``MESSAGE``.
@@ -39,9 +52,11 @@ if TYPE_CHECKING:
     from analysis.engine import Recipe
     from pxm.catalog import TiledService
 
-__all__ = ["PxmError", "RunInfo", "Beamtime", "WrittenResults", "ReplayResult", "API_KEY_ENV", "TILED_URI_ENV",
+__all__ = ["PxmError", "RunInfo", "Beamtime", "WrittenResults", "ReplayResult", "SpiralProbe", "RecoverReport",
+           "Polarization", "FPReconstruction", "API_KEY_ENV", "TILED_URI_ENV",
            "serve", "connect", "runs", "simulate_beamtime", "export", "load_dataset", "reconstruct",
-           "write_results", "publish", "replay"]
+           "write_results", "publish", "replay", "probe", "recover_runs", "import_ptypy_bragg", "export_cxi",
+           "import_cxi", "export_vtk", "polarization_maps", "simulate_fp_dfxm", "fp_reconstruct", "live_consumer"]
 
 API_KEY_ENV = "PXM_TILED_API_KEY"
 """Environment variable giving the default API key (as ``--api-key`` of the commands)."""
@@ -224,11 +239,12 @@ class Beamtime:
     """The spiral's forward-ptychography probe file (``pxm reconstruct --probe-file``)."""
 
 
-def simulate_beamtime(server: TiledService, *, n_raster: int = 5, n_angles: int = 21,
+def simulate_beamtime(server: TiledService | None = None, *, n_raster: int = 5, n_angles: int = 21,
                       roi_px: tuple[int, int] = (64, 64), n_spiral: int = 60, probe_iterations: int = 100,
                       live: bool = True, live_iterations: int | None = None, seed: int = 2021,
-                      full: bool = False, timeout_s: float = 3600.0) -> Beamtime:
-    """Run ``pxm demo``'s simulated beamtime into a server started by :func:`serve`.
+                      full: bool = False, timeout_s: float = 3600.0, tiled_uri: str | None = None,
+                      api_key: str | None = None, data_dir: str | Path = "pxm-data") -> Beamtime:
+    """Run ``pxm demo``'s simulated beamtime into a server started by :func:`serve`, or a running one by URL.
 
     Alignment rocking curve, a Siemens-star spiral and its forward ptychography (the probe file), then
     the Bragg-ptychography raster × rocking scan; with ``live`` the live reconstruction publishes its
@@ -237,29 +253,46 @@ def simulate_beamtime(server: TiledService, *, n_raster: int = 5, n_angles: int 
     Parameters
     ----------
     server
-        A running :func:`serve` server: the simulated detector writes into its raw folder.
+        A running :func:`serve` server: the simulated detector writes into its raw folder. None: reach
+        ``tiled_uri`` (as ``pxm demo --tiled-uri``).
     n_raster, n_angles, roi_px, n_spiral, probe_iterations, seed, full
         ``--raster``, ``--angles``, ``--roi``, spiral points, ``pxm probe --iterations``, ``--seed``, ``--full``.
     live, live_iterations
         Run the live reconstruction (``--no-live`` is False); its ePIE sweeps (``--live-iterations``).
     timeout_s
         Limit on waiting for the live final result.
+    tiled_uri, api_key
+        Without ``server``: the running server's URL and key (``--tiled-uri``, ``--api-key``; defaults
+        ``$PXM_TILED_URI``, ``$PXM_TILED_API_KEY``), e.g. ``pxm serve`` on another terminal.
+    data_dir
+        Without ``server``: the data folder the detector files go to (``--data-dir``, under ``DATA_DIR/raw``);
+        the server must read them (``pxm serve --data-dir`` the same folder). Checked before any scan.
 
     Returns
     -------
     Beamtime
         Run uids, live results and the probe file.
     """
+    from pxm.catalog import ensure_layout
     from pxm.demo import DemoOptions, demo_live_options, run_beamtime
 
     with _as_pxm_error("demo"):
+        if server is not None and tiled_uri is not None:
+            raise ValueError("give either a server started by pxm.serve or tiled_uri=, not both")
         opts = DemoOptions(full=full, seed=seed, n_raster=n_raster, n_angles=n_angles,
                            roi_px=(int(roi_px[0]), int(roi_px[1])), n_spiral=n_spiral,
                            probe_iterations=probe_iterations, live=live, live_iterations=live_iterations)
-        cfg = server.config
-        client = server.client()
-        from pxm.catalog import ensure_layout
+        if server is not None:
+            cfg = server.config
+            client = server.client()
+        else:
+            from pxm.catalog import TiledServerConfig, check_server_reads
+            from pxm.catalog import connect as catalog_connect
 
+            uri, key = _default_uri(tiled_uri, "demo"), _default_key(api_key, "demo")
+            cfg = TiledServerConfig(data_dir=Path(data_dir), api_key=key)
+            client = catalog_connect(uri, key)
+            check_server_reads(client, cfg.raw_path, uri)     # as `pxm demo --tiled-uri`: before any scan
         raw, processed = ensure_layout(client)
         callback = None
         if live:
@@ -338,6 +371,11 @@ def load_dataset(path: str | Path) -> BraggDataset:
 
 
 def _client_uri(node: Any) -> str | None:
+    """The server's URL (what ``--tiled-uri`` gives the command) of a Tiled client node, None if unknown."""
+    api_uri = getattr(getattr(node, "context", None), "api_uri", None)
+    if api_uri is not None:
+        base = str(api_uri).rstrip("/")
+        return base.removesuffix("/api/v1")
     uri = getattr(node, "uri", None)
     return str(uri) if uri is not None else None
 
@@ -619,3 +657,500 @@ def replay(source: str | Path, *, client: Any = None, iterations: int = 6, ml: i
             written = WrittenResults(results=Path(out["results"]), cxi=None, figures=tuple(out["figures"]),
                                      errors=dict(out["errors"]))
         return ReplayResult(summaries=list(summaries), outcome=outcome, written=written)
+
+
+# ------------------------------------------------------------------------------------------ probe
+@dataclass(frozen=True, kw_only=True)
+class SpiralProbe:
+    """The beam-plane probe :func:`probe` retrieved from a spiral run (and the files it wrote)."""
+
+    probe: Any
+    """Complex (V, H) probe in the beam plane (numpy array)."""
+    pixel_size_m: float
+    """Its pixel size (m)."""
+    metadata: dict[str, Any]
+    """``raw_uid``, ``algorithm``, ``n_iterations``, energy and distance, ``tiled_uri`` (as in the probe file)."""
+    error_history: Any
+    """Forward-ptychography error per sweep."""
+    path: Path | None
+    """The probe file written (``pxm reconstruct --probe-file``), None without ``output``."""
+    figures: tuple[Path, ...]
+    """PNG figures written (``figures_dir``)."""
+
+
+def probe(client: Any, run_uid: str, *, output: str | Path | None = "probe.h5", iterations: int = 100,
+          algorithm: str = "epie", figures_dir: str | Path | None = None, allow_partial: bool = False) -> SpiralProbe:
+    """Forward ptychography of a ``spiral_probe_scan`` run → the beam's probe (``pxm probe``).
+
+    Parameters
+    ----------
+    client
+        The root client (:func:`connect`).
+    run_uid
+        uid of a ``spiral_probe_scan`` run in ``/raw``.
+    output
+        Probe file to write (``-o``; default ``probe.h5`` as the command); None: return the array only.
+    iterations
+        ePIE sweeps (``--iterations``, default 100 as in the seed).
+    algorithm
+        ``epie`` or ``mpie`` (``--algorithm``).
+    figures_dir
+        Write PNG figures into this folder (``--figures``).
+    allow_partial
+        Use a run without stop document or with frames missing (``--allow-partial``; refused by default).
+
+    Returns
+    -------
+    SpiralProbe
+        The probe array, its pixel size, metadata, error history, and the files written.
+    """
+    from analysis.probe_file import write_probe_file
+    from pxm.catalog import ensure_layout
+    from pxm.logbook_figures import check_figures_dir
+    from pxm.reconstruction import probe_from_spiral_run
+    from pxm.run_export import check_run_whole, find_run
+
+    with _as_pxm_error("probe"):
+        if algorithm not in ("epie", "mpie"):
+            raise ValueError(f"algorithm {algorithm!r}: expected 'epie' or 'mpie'")
+        check_figures_dir(figures_dir)
+        if output is not None:
+            from pxm.cli import check_output_path
+
+            check_output_path(Path(output), "-o")
+        raw, _ = ensure_layout(client)
+        run = find_run(raw, run_uid)
+        if not allow_partial:                           # as the command: no partial run unasked
+            check_run_whole(run, run_uid)
+        arr, px, md, err = probe_from_spiral_run(run, n_iterations=iterations, algorithm=algorithm,
+                                                 allow_partial=allow_partial)
+        md["tiled_uri"] = _client_uri(client)
+        path = None
+        if output is not None:
+            path = Path(output)
+            write_probe_file(path, arr, pixel_size_m=px, metadata=md, error_history=err)
+        figures: list[Path] = []
+        if figures_dir is not None:
+            from pxm.logbook_figures import probe_figures
+
+            figures = probe_figures(figures_dir, arr, pixel_size_m=px, run_uid=str(md.get("raw_uid") or run_uid),
+                                    algorithm=algorithm, n_iterations=iterations, error_history=err)
+        return SpiralProbe(probe=arr, pixel_size_m=px, metadata=md, error_history=err, path=path,
+                           figures=tuple(Path(f) for f in figures))
+
+
+# ------------------------------------------------------------------------------------------ recover
+@dataclass(frozen=True, kw_only=True)
+class RecoverReport:
+    """What :func:`recover_runs` did with each run on disk (``pxm recover``'s lines)."""
+
+    results: list[Any]
+    """One :class:`pxm.recover.RecoverResult` per run: ``uid``, ``action`` (``ok``, ``added``, ``completed``,
+    ``skipped``, ``failed``; ``would add``/``would complete`` in a dry run), ``detail``, ``counts``."""
+
+    @property
+    def tally(self) -> dict[str, int]:
+        """Runs per action, in the order the actions first occur."""
+        actions = dict.fromkeys(r.action for r in self.results)
+        return {a: sum(r.action == a for r in self.results) for a in actions}
+
+    @property
+    def failed(self) -> list[Any]:
+        """The runs that could not be recovered (the command then exits 1)."""
+        return [r for r in self.results if r.action == "failed"]
+
+    def lines(self) -> list[str]:
+        """What ``pxm recover`` prints: one line per run, then the tally."""
+        tally = self.tally
+        return [*(r.line() for r in self.results),
+                f"{len(self.results)} run(s) on disk: " + (", ".join(f"{n} {a}" for a, n in tally.items()) or "none")]
+
+
+def recover_runs(client: Any, *, data_dir: str | Path = "pxm-data", documents: str | Path | None = None,
+            runs: Iterable[str] = (), settle_s: float = 30.0, dry_run: bool = False) -> RecoverReport:
+    """Re-ingest runs into Tiled from their JSONL copies after an outage (``pxm recover``).
+
+    A run Tiled holds whole is left alone, a missing one is added, a partial one rebuilt (docs/reliability.md);
+    running it twice changes nothing the second time.
+
+    Parameters
+    ----------
+    client
+        The root client (:func:`connect`).
+    data_dir
+        The data folder the scans wrote to (``--data-dir``); its ``documents/`` holds ``<uid>.jsonl``.
+    documents
+        Folder of the JSONL copies instead (``--documents``).
+    runs
+        Only these uids (``--run``, repeatable).
+    settle_s
+        Skip runs whose JSONL changed less than this many seconds ago (``--settle-s``).
+    dry_run
+        Only say what would be done (``--dry-run``).
+
+    Returns
+    -------
+    RecoverReport
+        The per-run results (failed runs are in ``.failed``, not raised), ``.tally`` and ``.lines()``.
+    """
+    from pxm.catalog import ensure_layout
+    from pxm.recover import RecoverOptions, check_documents_dir, recover_runs
+
+    with _as_pxm_error("recover"):
+        options = RecoverOptions(settle_s=settle_s, dry_run=dry_run)
+        folder = check_documents_dir(Path(documents) if documents is not None else Path(data_dir) / "documents")
+        raw, _ = ensure_layout(client)
+        return RecoverReport(results=recover_runs(raw, folder, options, uids=tuple(runs)))
+
+
+# ------------------------------------------------------------------------------------------ exchange formats
+def import_ptypy_bragg(source: str | Path, output: str | Path, *, probe_out: str | Path | None = None,
+                       upsampling: int | None = None) -> Any:
+    """Convert a ptypy Bragg3dSimScan export into a dataset file and a probe file (``pxm import-ptypy-bragg``).
+
+    Parameters
+    ----------
+    source
+        The ptypy export (docs/dataset-format.md §5).
+    output
+        pxm dataset file to write (``-o``).
+    probe_out
+        Probe file to write (default: ``output`` with ``_probe`` before ``.h5``, as the command).
+    upsampling
+        U of the dataset's geometry (default: the smallest whose P2 holds the probe).
+
+    Returns
+    -------
+    analysis.ptypy_bragg.ImportSummary
+        Paths written, U, frame shape; ``.lines()`` is what the command prints.
+    """
+    from analysis.ptypy_bragg import import_ptypy_bragg as convert
+
+    with _as_pxm_error("import-ptypy-bragg"):
+        out = Path(output)
+        return convert(source, out, probe_out if probe_out is not None else out.with_name(out.stem + "_probe.h5"),
+                       upsampling=upsampling)
+
+
+def export_cxi(dataset: str | Path, output: str | Path) -> Path:
+    """Write a dataset file as NeXus/CXI (``NXcxi_ptycho``) and check it (``pxm export-cxi``).
+
+    Parameters
+    ----------
+    dataset
+        pxm dataset file (:func:`export`).
+    output
+        CXI file to write (``.cxi`` or ``.nxs``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``output``, checked against the class definition (a missing field raises :class:`PxmError`).
+    """
+    from analysis.cxi_nexus import check_nxcxi_ptycho, export_cxi_dataset
+    from analysis.dataset import read_dataset
+
+    with _as_pxm_error("export-cxi"):
+        export_cxi_dataset(output, read_dataset(dataset))
+        problems = check_nxcxi_ptycho(output)
+        if problems:
+            raise RuntimeError(f"{output}: written but not NXcxi_ptycho: {'; '.join(problems)}")
+        return Path(output)
+
+
+def import_cxi(source: str | Path, output: str | Path | None = None, *, upsampling: int | None = None,
+               d_spacing_m: float | None = None) -> BraggDataset:
+    """Read a NeXus/CXI ptychography scan (pxm's or another facility's) as a dataset (``pxm import-cxi``).
+
+    Parameters
+    ----------
+    source
+        CXI/NeXus file.
+    output
+        Dataset file to write (``-o``); None: only return the dataset.
+    upsampling
+        Virtual planes per measured rocking step (default: the file's, else 1).
+    d_spacing_m
+        Lattice-plane spacing (default: the file's, else Bragg's law at the measured 2θ).
+
+    Returns
+    -------
+    analysis.dataset.BraggDataset
+        The imported scan (ready for :func:`reconstruct`).
+    """
+    from analysis.cxi_nexus import import_cxi_dataset
+    from analysis.dataset import write_dataset
+
+    with _as_pxm_error("import-cxi"):
+        summary = import_cxi_dataset(source, upsampling=upsampling, d_spacing_m=d_spacing_m)
+        if output is not None:
+            write_dataset(output, summary.dataset)
+        return summary.dataset
+
+
+def export_vtk(results: str | Path, output: str | Path) -> Any:
+    """Write a results file's object, strain and tilts as VTK for ParaView, in the sample frame (``pxm export-vtk``).
+
+    Parameters
+    ----------
+    results
+        Results file (:func:`write_results`).
+    output
+        ``F.vti`` (ImageData with a direction matrix, VTK >= 9) or ``F.vts`` (StructuredGrid).
+
+    Returns
+    -------
+    analysis.vtk_export.VtkExport
+        Path, kind, shape, arrays written and entries skipped; ``.lines()`` is what the command prints.
+    """
+    from analysis.vtk_export import export_results_vtk
+
+    with _as_pxm_error("export-vtk"):
+        return export_results_vtk(results, output)
+
+
+# ------------------------------------------------------------------------------------------ polarization
+@dataclass(frozen=True, kw_only=True)
+class Polarization:
+    """What :func:`polarization_maps` computed and wrote."""
+
+    maps: Any
+    """:class:`pxm.polarization.PolarizationMaps`: ``magnitude_c_per_m2``, ``polarization_c_per_m2``, ...,
+    ``sample_check`` (how material/hkl compared with the results' sample)."""
+    path: Path
+    """The polarization file (never the results file)."""
+    group: str
+    """``/polarization/<strain frame>`` in it."""
+    summary: dict[str, Any]
+    """Voxels, mean and max |P| (C/m²), the numbers of symmetry-equivalent solutions."""
+    figures: tuple[Path, ...]
+    published_key: str | None
+    """Key in ``/processed`` with ``publish``."""
+    warning: str | None
+    """The command's ``warning:`` line (a forced material/reflection mismatch), if any."""
+
+
+def polarization_maps(results: str | Path, *, material: str, hkl: tuple[float, float, float],
+                 strain_frame: str | None = None, output: str | Path | None = None, force: bool = False,
+                 figures_dir: str | Path | None = None, publish: bool = False, client: Any = None,
+                 raw_uid: str | None = None) -> Polarization:
+    """Polarization maps from the strain maps of a results file, Landau-Ginzburg-Devonshire (``pxm polarization``).
+
+    The material and reflection are checked against what the results record about their sample first
+    (name, hkl, d-spacing within 1 %); a mismatch raises :class:`PxmError` unless ``force``.
+
+    Parameters
+    ----------
+    results
+        Results file of ``pxm reconstruct`` (or :func:`write_results`).
+    material
+        LGD coefficient set, e.g. ``BaTiO3``, ``PbTiO3``, ``SrTiO3`` (``--material``).
+    hkl
+        The measured reflection in the parent cubic frame (``--hkl``).
+    strain_frame
+        Which ``/strain`` map to invert (default: the first).
+    output
+        Polarization file (default ``RESULTS-polarization-MATERIAL-HKL.h5`` beside the results).
+    force
+        Invert despite a material/reflection mismatch (``--force``).
+    figures_dir
+        Write PNG figures into this folder (``--figures``).
+    publish, client, raw_uid
+        Also publish to ``/processed`` of ``client`` (``--publish``), beside ``raw_uid`` (default: the results'
+        raw run).
+
+    Returns
+    -------
+    Polarization
+        The maps, the file and group written, the summary numbers, figures, the published key.
+    """
+    from analysis.dataset import read_results
+    from pxm.logbook_figures import check_figures_dir
+    from pxm.polarization import (
+        default_output_path,
+        polarization_from_results,
+        publish_polarization,
+        summary,
+        write_polarization,
+    )
+
+    with _as_pxm_error("polarization"):
+        results = Path(results)
+        if not results.exists():
+            raise ValueError(f"results file {results} does not exist")
+        check_figures_dir(figures_dir)
+        if publish and client is None:
+            raise ValueError("--publish needs --tiled-uri and --api-key")
+        maps = polarization_from_results(results, material=material, hkl=(float(hkl[0]), float(hkl[1]),
+                                                                          float(hkl[2])),
+                                         strain_frame=strain_frame, force=force)
+        note = maps.sample_check.get("note")
+        out = Path(output) if output is not None else default_output_path(results, maps)
+        group = write_polarization(out, maps, source_results=results)
+        uid = raw_uid or str(read_results(results)["provenance"].get("raw_uid") or "")
+        figures: list[Path] = []
+        if figures_dir is not None:
+            from pxm.logbook_figures import polarization_figures
+
+            figures = polarization_figures(figures_dir, maps, run_uid=uid, source=results.name)
+        key = None
+        if publish:
+            from pxm.catalog import ensure_layout
+
+            if not uid:
+                raise ValueError("--publish: the results file records no raw run uid; pass --raw-uid")
+            raw, processed = ensure_layout(client)
+            node = publish_polarization(processed, uid, maps, raw_run=raw[uid] if uid in raw else None,
+                                        source=str(results.resolve()))
+            key = str(node.item["id"])
+        return Polarization(maps=maps, path=out, group=group, summary=summary(maps),
+                            figures=tuple(Path(f) for f in figures), published_key=key,
+                            warning=str(note) if note else None)
+
+
+# ------------------------------------------------------------------------------------------ FP-DFXM
+def simulate_fp_dfxm(server: TiledService, *, n_px: int = 32, grid: int = 5, step_px: int = 6,
+                     kind: str = "rock_roll", seed: int = 6) -> str:
+    """Acquire ``pxm dfxm-demo``'s simulated FP-DFXM scan into a server started by :func:`serve`.
+
+    A BaTiO₃ (002) film behind the simulated FP-DFXM instrument, :func:`plans.fp_dfxm_scan` under the
+    RunEngine into ``/raw``. ``pxm dfxm-demo`` is this and :func:`fp_reconstruct` of the run.
+
+    Parameters
+    ----------
+    server
+        A running :func:`serve` server: the camera writes into its raw folder.
+    n_px, grid, step_px, kind, seed
+        ``--n-px``, ``--grid`` (n × n diversity grid), ``--step-px``, ``--kind`` (``rock_roll``,
+        ``two_theta_roll``, ``lens_translation``), ``--seed``.
+
+    Returns
+    -------
+    str
+        The run's uid in ``/raw``.
+    """
+    from pxm.catalog import ensure_layout
+    from pxm.datadir import private_files
+    from pxm.dfxm import DFXMDemoOptions, run_fp_dfxm_acquisition
+
+    with _as_pxm_error("dfxm-demo"):
+        opts = DFXMDemoOptions(n_px=n_px, n_side=grid, step_px=step_px, kind=kind, seed=seed)
+        raw, _ = ensure_layout(server.client())
+        cfg = server.config
+        with private_files():                           # detector files, JSONL: the user's only (as the command)
+            return run_fp_dfxm_acquisition(raw, cfg.raw_path, cfg.data_dir / "documents", opts,
+                                           log=lambda *a, **k: None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FPReconstruction:
+    """What :func:`fp_reconstruct` got: the reconstruction and where it went."""
+
+    result: Any
+    """:class:`pxm.dfxm.FPRunResult`: ``.result`` (object, pupil, ``zernike_rad``, ``error_history``),
+    ``.misalignment`` (defocus, astigmatism, coma, ...), ``.maps`` (strain, tilts), ``.data``, ``.elapsed_s``."""
+    published_key: str | None
+    """Key in ``/processed`` (None with ``publish=False``)."""
+    figures: tuple[Path, ...]
+
+
+def fp_reconstruct(client: Any, run_uid: str, *, iterations: int = 150, fixed_pupil: bool = False,
+                   publish: bool = True, figures_dir: str | Path | None = None) -> FPReconstruction:
+    """Zernike-EPRY reconstruction of a recorded ``fp_dfxm_scan`` run, published (``pxm fp-reconstruct``).
+
+    Parameters
+    ----------
+    client
+        The root client (:func:`connect`).
+    run_uid
+        uid of an ``fp_dfxm_scan`` run in ``/raw``.
+    iterations
+        Zernike-EPRY sweeps (``--iterations``, default 150).
+    fixed_pupil
+        Do not refine the pupil aberrations (``--fixed-pupil``).
+    publish
+        Publish to ``/processed`` (``--no-publish`` is False).
+    figures_dir
+        Write PNG figures into this folder (``--figures``).
+
+    Returns
+    -------
+    FPReconstruction
+        The reconstruction with its read-outs, the published key and the figures.
+    """
+    from analysis.dfxm import FPOptions
+    from pxm.catalog import ensure_layout
+    from pxm.dfxm import publish_fp_run, reconstruct_fp_run
+    from pxm.logbook_figures import check_figures_dir
+    from pxm.run_export import find_run
+
+    with _as_pxm_error("fp-reconstruct"):
+        check_figures_dir(figures_dir)
+        raw, processed = ensure_layout(client)
+        run = find_run(raw, run_uid)
+        out = reconstruct_fp_run(run, options=FPOptions(n_iterations=iterations, recover_pupil=not fixed_pupil))
+        figures: list[Path] = []
+        if figures_dir is not None:
+            from pxm.logbook_figures import fp_figures
+
+            figures = fp_figures(figures_dir, out)
+        key = str(publish_fp_run(processed, run, out).item["id"]) if publish else None
+        return FPReconstruction(result=out, published_key=key, figures=tuple(Path(f) for f in figures))
+
+
+# ------------------------------------------------------------------------------------------ live consumer
+def live_consumer(*, zmq: str | None = None, nats: str | None = None, client: Any = None, publish: bool = True,
+                  once: bool = True, stream: str = "bluesky", subject: str = "events.>", iterations: int = 6,
+                  ml: int = 0, figures_dir: str | Path | None = None, live_engine: bool = True,
+                  backend: str = "auto", timeout_s: float | None = None) -> list[dict[str, Any]]:
+    """Run the live reconstruction on a document stream until a Bragg run ends (``pxm live-consumer --once``).
+
+    Blocks while it listens (in a notebook, run it in a thread); documents published by a RunEngine
+    (:class:`pxm.transport.ZmqPublisher` through a bluesky 0MQ proxy, or NATS JetStream) are reconstructed
+    as they arrive, with previews and the final result in ``/processed`` of ``client``.
+
+    Parameters
+    ----------
+    zmq, nats
+        Exactly one: the 0MQ proxy's out ``HOST:PORT`` (``--zmq``), or a NATS server URL (``--nats``; the
+        stream is read from its first document).
+    client
+        Root client (:func:`connect`) to publish to; None: publish nowhere.
+    publish
+        Publish previews and results when a ``client`` is given.
+    once
+        Return after the first Bragg run's final result (``--once``; the API's default, unlike the command's);
+        False: listen until interrupted (KeyboardInterrupt).
+    stream, subject
+        JetStream stream and subject filter (``--stream``, ``--subject``; ``nats`` only).
+    iterations, ml
+        ePIE sweeps and ML iterations of the live recipe (``--iterations``, ``--ml``; defaults 6 and 0).
+    figures_dir
+        Write PNG figures into this folder (``--figures``).
+    live_engine
+        Reconstruct while frames arrive (False: assemble only, reconstruct after the stop).
+    backend
+        ``auto``, ``numpy`` or ``cupy``.
+    timeout_s
+        Limit on waiting for the final results after the run ended (``--timeout``).
+
+    Returns
+    -------
+    list of dict
+        One summary per Bragg run: ``uid``, ``metrics`` (``n_frames_used``, ``final_cost``, ...),
+        ``final_key`` in ``/processed``, ``missing_frames``.
+    """
+    from pxm.catalog import ensure_layout
+    from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
+    from pxm.live_feed import consume_live
+
+    with _as_pxm_error("live-consumer"):
+        raw = processed = None
+        if client is not None:
+            raw, processed = ensure_layout(client)
+        options = LiveOptions(recipe=live_recipe(iterations, ml),
+                              figures_dir=Path(figures_dir) if figures_dir is not None else None,
+                              reconstruct_live=live_engine, backend=backend)
+        callback = LiveReconstructionCallback(processed=processed if publish else None, raw=raw, options=options)
+        return consume_live(callback, zmq=zmq, nats=nats, stream=stream, subject=subject, once=once,
+                            timeout_s=timeout_s)

@@ -128,18 +128,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     """Re-ingest runs from the JSONL documents (and their HDF5 frames) into Tiled after an outage."""
+    from pxm.api import RecoverReport  # its lines() are what pxm.recover_runs returns
     from pxm.catalog import connect, ensure_layout
     from pxm.recover import RecoverOptions, check_documents_dir, recover_runs
 
     options = RecoverOptions(settle_s=args.settle_s, dry_run=args.dry_run)
     documents = check_documents_dir(args.documents if args.documents is not None else args.data_dir / "documents")
     raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "recover")))
-    results = recover_runs(raw, documents, options, uids=tuple(args.run or ()))
-    for r in results:
-        print(r.line())
-    tally = {a: sum(r.action == a for r in results) for a in dict.fromkeys(r.action for r in results)}
-    print(f"{len(results)} run(s) on disk: " + (", ".join(f"{n} {a}" for a, n in tally.items()) or "none"))
-    return 1 if tally.get("failed") else 0
+    report = RecoverReport(results=recover_runs(raw, documents, options, uids=tuple(args.run or ())))
+    for line in report.lines():
+        print(line)
+    return 1 if report.failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -156,26 +155,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
             run_general_geometry_demo,
         )
 
-        gopts = GeneralDemoOptions(geometry=args.geometry, seed=args.seed)
+        gopts = GeneralDemoOptions(geometry=args.geometry, seed=args.seed, **_general_demo_sizes(args))
         if getattr(args, "one_process", False):          # the science chain alone, no Bluesky/Tiled
             summary = run_general_geometry_demo(gopts, Path(args.data_dir) / f"geometry-{args.geometry}")
             summary.pop("diffractometer")
             print(json.dumps(summary))
             return 0
         from pxm.catalog import tiled_session
+        from pxm.runengine import interrupt_between_scans
 
         server = _server_config(args)
-        with tiled_session(server, args.tiled_uri) as session:
+        with interrupt_between_scans(), tiled_session(server, args.tiled_uri) as session:
             summary = run_general_beamtime(gopts, raw_catalog=session.raw, raw_dir=server.raw_path,
                                            documents_dir=server.data_dir / "documents")
         print(json.dumps(summary))
         for line in closing_lines_general(summary):
             print(line)
         return 0
-    opts = DemoOptions(full=args.full, seed=args.seed, n_raster=args.raster, n_angles=args.angles,
-                       roi_px=tuple(args.roi), live=not args.no_live, live_iterations=args.live_iterations,
+    opts = DemoOptions(full=args.full, seed=args.seed, n_raster=5 if args.raster is None else args.raster,
+                       n_angles=21 if args.angles is None else args.angles,
+                       roi_px=(64, 64) if args.roi is None else tuple(args.roi), live=not args.no_live,
+                       live_iterations=args.live_iterations,
                        ferroelectric=args.ferroelectric)
-    from pxm.runengine import EXIT_SIGINT, InterruptOptions, ScanInterrupted
+    from pxm.runengine import BeamtimeInterrupted, InterruptOptions, ScanInterrupted
 
     try:
         return run_demo(_server_config(args), opts, tiled_uri=args.tiled_uri,
@@ -183,10 +185,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ScanInterrupted as exc:                      # stop document written, detector file closed
         print(f"pxm demo: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:                           # Ctrl-C between scans: nothing was open
-        print("pxm demo: interrupted between scans (no scan was running); the runs so far are in "
-              f"{args.data_dir} and Tiled", file=sys.stderr)
-        return EXIT_SIGINT
+    except BeamtimeInterrupted as exc:                  # Ctrl-C/SIGTERM between scans: nothing was open
+        print(f"pxm demo: {exc.line(args.data_dir)}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _general_demo_sizes(args: argparse.Namespace) -> dict[str, int]:
+    """The sizes given to ``pxm demo --geometry NAME`` (``--raster``, ``--angles``, ``--roi``; a square crop)."""
+    sizes = {}
+    if args.raster is not None:
+        sizes["n_raster"] = args.raster
+    if args.angles is not None:
+        sizes["n_angles"] = args.angles
+    if args.roi is not None:
+        if args.roi[0] != args.roi[1]:
+            raise ValueError(f"--roi {args.roi[0]} {args.roi[1]}: the --geometry demo simulates a square crop; "
+                             "give equal ROWS and COLS")
+        sizes["roi_px"] = args.roi[0]
+    return sizes
 
 
 def _need_key(args: argparse.Namespace, cmd: str) -> str:
@@ -211,12 +227,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from pxm.catalog import connect, ensure_layout
     from pxm.logbook_figures import check_figures_dir
     from pxm.reconstruction import probe_from_spiral_run, write_probe_file
-    from pxm.run_export import find_run
+    from pxm.run_export import check_run_whole, find_run
 
     check_figures_dir(args.figures)
+    check_output_path(args.output, "-o")
     raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "probe")))
-    probe, px, md, err = probe_from_spiral_run(find_run(raw, args.run), n_iterations=args.iterations,
-                                               algorithm=args.algorithm)
+    run = find_run(raw, args.run)
+    if not args.allow_partial:                          # as export / reconstruct --run: no partial run unasked
+        check_run_whole(run, args.run)
+    probe, px, md, err = probe_from_spiral_run(run, n_iterations=args.iterations, algorithm=args.algorithm,
+                                               allow_partial=args.allow_partial)
     md["tiled_uri"] = args.tiled_uri
     write_probe_file(args.output, probe, pixel_size_m=px, metadata=md, error_history=err)
     print(f"wrote {args.output}: probe {probe.shape}, pixel {px * 1e9:.2f} nm, final error {err[-1]:.4g}")
@@ -339,15 +359,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             from pxm.reconstruction import probe_from_spiral_run, write_probe_file
             from pxm.run_export import find_run
 
-            probe, px, md, err = probe_from_spiral_run(find_run(raw, args.probe_run))
+            probe, px, md, err = probe_from_spiral_run(find_run(raw, args.probe_run),   # partial: refused
+                                                       allow_partial=args.allow_partial)
             probe_file = Path(tmp.name) / "probe.h5"       # temporary: probe_source names the run, not the file
             write_probe_file(probe_file, probe, pixel_size_m=px, metadata=md, error_history=err)
             probe_label = (f"spiral run raw/{md['raw_uid']} (Tiled key; uid {md['raw_uid']}), forward "
                            f"ptychography ({md['algorithm']}, {md['n_iterations']} iterations) by --probe-run")
         recipe = resolve_for_dataset(recipe, given, dataset, recipe_name=args.recipe, comm=comm)
         if comm is None or comm.rank == 0:
-            for line in recipe.sources:                 # support, shrink-wrap, sampling T: where each came from
-                print(line)
+            for line in recipe.sources if args.recipe != "thin-layer" else ():   # the lattice route picks its slab
+                print(line)                             # support, shrink-wrap, sampling T: where each came from
         save_first = None if comm is not None and comm.rank != 0 else (   # on disk before any post-processing
             lambda o: write_reconstruction(o, args.output))
         outcome = reconstruct_dataset(dataset, recipe=recipe, recipe_name=args.recipe, probe_file=probe_file,
@@ -369,6 +390,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     for line in outcome.quality_lines():               # R-factor, cost, free cost per phase
         print(line)
     print(f"probe: {outcome.probe_source}")
+    if "lattice_slab_thickness_m" in m:
+        print(f"thin layer: {m['lattice_slabs_tried']} slabs tried on the detector lattice, chosen T = "
+              f"{m['lattice_slab_thickness_m'] * 1e6:.3g} µm, offset {m['lattice_slab_offset_m'] * 1e9:+.0f} nm; "
+              f"R-factor {m['r_factor_lattice_model']:.4g} on the lattice model, {m['r_factor']:.4g} on pxm's grid "
+              f"model (object × {m['lattice_to_grid_scale']:.4g}, exact transfer); /lattice holds the lattice object")
     if outcome.resolution is not None:
         print(outcome.resolution.summary())
     if outcome.prtf is not None:
@@ -413,13 +439,10 @@ def cmd_dfxm_demo(args: argparse.Namespace) -> int:
     opts = DFXMDemoOptions(n_px=args.n_px, n_side=args.grid, step_px=args.step_px, kind=args.kind,
                            iterations=args.iterations, seed=args.seed)
     if args.ferroelectric:
-        if args.figures is not None:
-            raise ValueError("--figures is not available with --ferroelectric yet; run `pxm polarization RESULTS.h5 "
-                             "--figures DIR` on its results, or drop --ferroelectric")
         from pxm.ferroelectric import FerroelectricDemoOptions, run_ferroelectric_demo
 
         fe = FerroelectricDemoOptions(fp=opts, material=args.material, stress_bump_pa=args.stress_bump_mpa * 1e6)
-        return run_ferroelectric_demo(_server_config(args), fe, tiled_uri=args.tiled_uri)
+        return run_ferroelectric_demo(_server_config(args), fe, tiled_uri=args.tiled_uri, figures_dir=args.figures)
     return run_dfxm_demo(_server_config(args), opts, tiled_uri=args.tiled_uri, figures_dir=args.figures)
 
 
@@ -478,63 +501,14 @@ def _print_summaries(summaries: list) -> None:
               f"result {s.get('final_key') or '(not published)'}", flush=True)
 
 
-def _live_consumer_nats(args: argparse.Namespace) -> int:
-    """``live-consumer --nats``: every document of the JetStream stream, from its first, into the callback."""
-    from pxm.transport import consume_nats
-
-    cb, _ = _live_callback(args)
-
-    def bragg_run_stopped(stop: dict) -> bool:
-        return args.once and any(s.info.uid == stop.get("run_start") for s in cb.sessions)
-
-    print(f"pxm live-consumer: listening on {args.nats} (stream {args.stream}, {args.subject})", flush=True)
-    try:
-        consume_nats(args.nats, cb, subject=args.subject, stream=args.stream, until=bragg_run_stopped)
-    except KeyboardInterrupt:
-        pass
-    _print_summaries(cb.wait(args.timeout))
-    return 0
-
-
 def cmd_live_consumer(args: argparse.Namespace) -> int:
     """Run the live reconstruction in this process, fed by a bluesky 0MQ proxy or NATS JetStream."""
-    import asyncio
-    import threading
-
-    if args.nats:
-        return _live_consumer_nats(args)
-    from bluesky.callbacks.zmq import RemoteDispatcher
+    from pxm.live_feed import consume_live
 
     cb, _ = _live_callback(args)
-    dispatcher = RemoteDispatcher(args.zmq)
-    done: list = []
-
-    def finish_after_stop(name: str, doc: dict) -> None:
-        cb(name, doc)
-        if name == "stop" and cb.sessions and args.once and not done:
-            done.append(True)
-
-            def wait_and_quit() -> None:
-                try:
-                    _print_summaries(cb.wait(args.timeout))
-                except Exception as exc:  # reported on exit
-                    done.append(exc)
-                # bluesky declares RemoteDispatcher._task as None; start() sets it to the running task
-                dispatcher.loop.call_soon_threadsafe(dispatcher._task.cancel)  # type: ignore[attr-defined]
-
-            threading.Thread(target=wait_and_quit, daemon=True).start()
-
-    dispatcher.subscribe(finish_after_stop)
-    print(f"pxm live-consumer: listening on {args.zmq}", flush=True)
-    try:
-        dispatcher.start()
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        pass
-    errors = [e for e in done if isinstance(e, BaseException)]
-    if errors:
-        raise RuntimeError(str(errors[0]))
-    if not args.once:
-        _print_summaries(cb.wait(args.timeout))
+    _print_summaries(consume_live(cb, zmq=args.zmq, nats=args.nats, stream=args.stream, subject=args.subject,
+                                  once=args.once, timeout_s=args.timeout,
+                                  on_listening=lambda line: print(f"pxm live-consumer: {line}", flush=True)))
     return 0
 
 
@@ -666,12 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV),
                    help="use this running server instead of starting one (default: $PXM_TILED_URI)")
     p.add_argument("--full", action="store_true", help="the seed's full 20 × 20 × 42 scan with 200 × 160 frames")
-    p.add_argument("--raster", type=int, default=5, help="raster points per axis (default 5)")
-    p.add_argument("--angles", type=int, default=21,
+    p.add_argument("--raster", type=int, default=None,
+                   help="raster points per axis (default 5; with --geometry NAME: 3)")
+    p.add_argument("--angles", type=int, default=None,
                    help="rocking angles (default 21; at least 17 at the 0.005° step: the range must be twice the "
-                        "probe's convergence)")
-    p.add_argument("--roi", type=int, nargs=2, default=(64, 64), metavar=("ROWS", "COLS"),
-                   help="detector region saved per frame (default 64 64)")
+                        "probe's convergence; with --geometry NAME: 10 of 0.012°)")
+    p.add_argument("--roi", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
+                   help="detector region saved per frame (default 64 64; with --geometry NAME: 20 20, square)")
     p.add_argument("--seed", type=int, default=2021, help="random seed of the simulation")
     p.add_argument("--no-live", action="store_true", help="no live reconstruction during the BP scan")
     p.add_argument("--live-iterations", type=int, default=None,
@@ -750,11 +725,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="U of the dataset's geometry (default: the smallest whose P2 holds the probe)")
     p.set_defaults(func=cmd_import_ptypy_bragg)
 
+    p = sub.add_parser("reconstruct-thin-layer",
+                       help="a thin crystalline layer with a known probe: difference map on the detector lattice, the "
+                            "slab picked by the data (docs/recipes.md)")
+    p.add_argument("dataset", type=Path, metavar="DATASET.h5")
+    p.add_argument("--probe-file", type=Path, required=True, metavar="F",
+                   help="the known probe (docs/dataset-format.md §4), held fixed")
+    p.add_argument("-o", "--output", type=Path, required=True, help="result HDF5 file to write")
+    p.add_argument("--thickness-m", type=float, nargs="+", default=None, metavar="T",
+                   help="slab thicknesses to try (default: 0.75/1/1.25 × /sample thickness_m, else 0.15 0.2 0.25 µm)")
+    p.add_argument("--offsets", type=int, default=12, help="slab offsets tried per thickness (default 12)")
+    p.add_argument("--search-iterations", type=int, default=20, help="map iterations per slab (default 20)")
+    p.add_argument("--iterations", type=int, default=60, help="map iterations on the chosen slab (default 60)")
+    p.set_defaults(func=cmd_reconstruct_thin_layer)
+
     p = sub.add_parser("probe", help="forward ptychography of a spiral run → probe file")
     p.add_argument("run", metavar="RUN_UID", help="uid of a spiral_probe_scan run in /raw")
     p.add_argument("--tiled-uri", **_tiled_uri_required())
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, default=Path("probe.h5"), help="probe file (default probe.h5)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="use a run without stop document or with frames missing (refused by default)")
     p.add_argument("--iterations", type=int, default=100, help="ePIE sweeps (default 100, as in the seed)")
     p.add_argument("--algorithm", choices=("epie", "mpie"), default="epie")
     p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
@@ -765,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="UID", help="reconstruct this /raw run instead of a file")
     p.add_argument("--allow-partial", action="store_true",
                    help="with --run: reconstruct a partial run (no stop document, not ended in success, frames "
-                        "missing) from the frames it has")
+                        "missing) from the frames it has; with --probe-run: take the probe from a partial spiral run")
     p.add_argument("--tiled-uri", default=os.environ.get(TILED_URI_ENV))
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     p.add_argument("-o", "--output", type=Path, required=True, help="results HDF5 file to write")
@@ -855,7 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-bump-mpa", type=float, default=60.0,
                    help="peak elastic stress along ĝ in the --ferroelectric film (default 60 MPa)")
     p.add_argument("--figures", type=Path, default=None, metavar="DIR",
-                   help="write PNG figures of the FP-DFXM result into DIR (not with --ferroelectric)")
+                   help="write PNG figures of the FP-DFXM result into DIR (--ferroelectric: both scans and the "
+                        "polarization maps)")
     p.set_defaults(func=cmd_dfxm_demo)
 
     p = sub.add_parser("fp-reconstruct", help="reconstruct a recorded FP-DFXM run and publish it")
@@ -886,6 +878,43 @@ def cmd_import_ptypy_bragg(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconstruct_thin_layer(args: argparse.Namespace) -> int:
+    """``pxm reconstruct-thin-layer``: known probe, thin layer, slab found by the data (analysis.solvers.lattice)."""
+    import time
+
+    from analysis.dataset import read_dataset, scan_axes
+    from analysis.probe_file import p2_from_probe_file, read_probe_file
+    from analysis.solvers.lattice import ThinLayerOptions, reconstruct_thin_layer, write_thin_layer_result
+
+    check_output_path(args.output, "-o", inputs=(args.dataset, args.probe_file))
+    if not Path(args.dataset).is_file():
+        raise ValueError(f"{args.dataset}: no such file")
+    ds = read_dataset(args.dataset)
+    g = ds.geometry
+    thick = args.thickness_m
+    t_sample = ds.sample.get("thickness_m") if isinstance(ds.sample, dict) else None
+    if thick is None and isinstance(t_sample, (int, float)) and t_sample > 0:
+        thick = [0.75 * t_sample, t_sample, 1.25 * t_sample]
+    opts = ThinLayerOptions(n_offsets=args.offsets, n_search_iterations=args.search_iterations,
+                            n_iterations=args.iterations, **({"thicknesses_m": tuple(thick)} if thick else {}))
+    p2, how = p2_from_probe_file(read_probe_file(args.probe_file), g)
+    stage, _ = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, g)
+    t0 = time.perf_counter()
+    res = reconstruct_thin_layer(ds.frames, ds.detector_mask, stage, g, p2, g, sample=dict(ds.sample),
+                                 options=opts)
+    wall = time.perf_counter() - t0
+    write_thin_layer_result(str(args.output), res, metadata={"dataset": str(args.dataset),
+                                                              "probe_file": str(args.probe_file), "probe": how})
+    c = res.search.chosen
+    print(f"probe: {args.probe_file} ({how}), held fixed")
+    print(f"{len(res.search.trials)} slabs tried ({', '.join(f'{t * 1e6:g}' for t in opts.thicknesses_m)} µm × "
+          f"{opts.n_offsets} offsets, {opts.n_search_iterations} map iterations each); chosen: T = "
+          f"{c.thickness_m * 1e6:.3g} µm, offset {c.offset_m * 1e9:+.0f} nm along n = "
+          f"({', '.join(f'{v:.3f}' for v in res.normal)}), {c.n_voxels} voxels")
+    print(f"wrote {args.output}: R-factor {c.r_factor:.4g} after {opts.n_iterations} more iterations, {wall:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pxm`` command."""
     from pxm.recipe_args import one_line_warnings
@@ -894,7 +923,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with one_line_warnings(args.command):           # e.g. --allow-undersampled: the sampling check's warning
             return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        runengine = sys.modules.get("pxm.runengine")    # loaded by every command that can raise this one
+        if runengine is not None and isinstance(exc, runengine.BeamtimeInterrupted):
+            print(f"pxm {args.command}: {exc.line(getattr(args, 'data_dir', '.'))}", file=sys.stderr)
+            return exc.exit_code
+        print(f"pxm {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except (ValueError, ConnectionError, RuntimeError, TimeoutError, OSError) as exc:
+        runengine = sys.modules.get("pxm.runengine")
+        if runengine is not None and isinstance(exc, runengine.ScanInterrupted):   # stop document written
+            print(f"pxm {args.command}: {exc}", file=sys.stderr)
+            return exc.exit_code
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"pxm {args.command}: error: {msg}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ truth (strain RMSE in the lit crystal) and prints it with the R-factor and the c
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,7 +20,15 @@ from typing import Any
 
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, seed_geometry
 from pxm.catalog import TiledServerConfig, tiled_session, write_key_file
-from pxm.runengine import InterruptOptions, ScanInterrupted, interruptible, make_run_engine, run_uids
+from pxm.runengine import (
+    BeamtimeInterrupted,
+    InterruptOptions,
+    ScanInterrupted,
+    interrupt_between_scans,
+    interruptible,
+    make_run_engine,
+    run_uids,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,7 +219,7 @@ def demo_geometry(opts: DemoOptions) -> BraggGeometry:
 def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: DemoOptions,
                  *, log: Any = print, extra_callbacks: tuple[Any, ...] = (), probe_dir: Path | None = None,
                  on_probe_file: Callable[[Path], None] | None = None,
-                 interrupts: InterruptOptions | None = None) -> dict[str, str]:
+                 interrupts: InterruptOptions | None = None, runs: dict[str, str] | None = None) -> dict[str, str]:
     """Run alignment, the forward spiral, its forward ptychography → probe file, then the BP scan.
 
     Parameters
@@ -232,6 +241,8 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
     interrupts
         Ctrl-C / SIGTERM handling of every scan (:func:`pxm.runengine.run_plan`): an interrupted scan
         raises :class:`pxm.runengine.ScanInterrupted` after its stop document, and the beamtime ends there.
+    runs
+        Filled in with ``{run name: uid}`` as each run ends (what a Ctrl-C between two scans leaves done).
 
     Returns
     -------
@@ -265,7 +276,7 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
                              beam_signal=bl.monitor.current, extra_callbacks=extra_callbacks,
                              tiled_batch_size=opts.tiled_batch_size)
     RE = interruptible(wiring.RE, documents_dir=documents_dir, options=interrupts or InterruptOptions())
-    uids: dict[str, str] = {}
+    uids: dict[str, str] = runs if runs is not None else {}
     sample_md = {"name": "W-1Re foil, He-implanted (simulated)", "material": "W", "hkl": [2, 2, 0],
                  "thickness_m": sample.slab.thickness_m, "tilt_x_deg": sample.slab.tilt_x_deg,
                  "tilt_y_deg": sample.slab.tilt_y_deg, "simulated": True}   # pxm reconstruct's slab (docs/recipes.md)
@@ -302,7 +313,12 @@ def run_beamtime(raw_catalog: Any, raw_dir: Path, documents_dir: Path, opts: Dem
     folder = Path(probe_dir) if probe_dir is not None else Path(documents_dir).parent / "probes"
     folder.mkdir(parents=True, exist_ok=True)
     probe_path = (folder / f"{uid[:8]}-probe.h5").resolve()
-    write_probe_file(probe_path, probe_fp, pixel_size_m=px_m, metadata=probe_md, error_history=probe_err)
+    partial = probe_path.with_name(f".{probe_path.name}.part")    # a Ctrl-C while writing leaves no probe file
+    try:
+        write_probe_file(partial, probe_fp, pixel_size_m=px_m, metadata=probe_md, error_history=probe_err)
+        os.replace(partial, probe_path)
+    finally:
+        partial.unlink(missing_ok=True)
     log(f"    probe {probe_fp.shape}, pixel {px_m * 1e9:.2f} nm, final error {probe_err[-1]:.3g} -> {probe_path}  "
         f"[{time.perf_counter() - t3:.1f} s]")
     if on_probe_file is not None:
@@ -425,6 +441,9 @@ def _end_live_after_interrupt(live: Any, exc: ScanInterrupted) -> None:
     except (RuntimeError, TimeoutError) as err:
         print(f"live reconstruction: {' '.join(str(err).split())}")
         return
+    except BeamtimeInterrupted as again:              # a signal while the stopped run's result is computed
+        print(f"live reconstruction: {_abort_live_final(live, again.signal_name)}")
+        return
     for sm in summaries:
         if sm.get("status") == "aborted":
             key = sm.get("preview_key")
@@ -435,14 +454,43 @@ def _end_live_after_interrupt(live: Any, exc: ScanInterrupted) -> None:
                   f"{sm.get('metrics', {}).get('n_frames_used')} frames in /processed/{sm['final_key']}")
 
 
+def _abort_live_final(live: Any, signal_name: str) -> str:
+    """Mark the live result of a signal during the final reconstruction ``aborted``; say what became of it.
+
+    The Bragg run itself is whole (stop document ``success``): the result is not completed from a
+    reconstruction cut short (it would look final and is not); the run is reconstructed again with
+    ``pxm reconstruct --run``.
+    """
+    notes = []
+    for sm in live.abort(f"interrupted ({signal_name}) while the final result was computed; the raw run is whole"):
+        uid = sm["uid"]
+        if sm.get("final_key"):
+            notes.append(f"the final result of run {uid[:8]} was already published: /processed/{sm['final_key']}")
+        elif sm.get("status") == "aborted":
+            key = sm.get("preview_key")
+            where = f"live preview /processed/{key} marked 'aborted'" if key else "no live preview had been published"
+            notes.append(f"no final result of run {uid[:8]} was published ({where}); reconstruct it with "
+                         f"`pxm reconstruct --run {uid} -o RESULTS.h5`")
+    return "; ".join(notes) or "no live result was being computed"
+
+
 def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | None = None,
              interrupts: InterruptOptions | None = None) -> int:
     """Start (or reach) Tiled, run the simulated beamtime, print where the runs live.
 
     An interrupted or failed scan raises :class:`pxm.runengine.ScanInterrupted` (its message says where
     the data are) once the live reconstruction has ended: marked aborted, or, after a stop, its result
-    from the frames that arrived.
+    from the frames that arrived. Ctrl-C or SIGTERM outside a scan (e.g. during the probe's forward
+    ptychography) raises :class:`pxm.runengine.BeamtimeInterrupted` naming the runs that had ended, after
+    the embedded Tiled server is stopped and without leaving a probe file.
     """
+    with interrupt_between_scans():
+        return _run_demo(server, opts, tiled_uri=tiled_uri, interrupts=interrupts)
+
+
+def _run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | None,
+              interrupts: InterruptOptions | None) -> int:
+    runs_done: dict[str, str] = {}
     with tiled_session(server, tiled_uri) as session:
         uri, raw, processed = session.uri, session.raw, session.processed
         live = None
@@ -460,11 +508,17 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
         try:
             uids = run_beamtime(raw, server.raw_path, server.data_dir / "documents", opts,
                                 extra_callbacks=(live,) if live is not None else (),
-                                probe_dir=server.data_dir / "probes", on_probe_file=hand_over, interrupts=interrupts)
+                                probe_dir=server.data_dir / "probes", on_probe_file=hand_over, interrupts=interrupts,
+                                runs=runs_done)
+            summaries = live.wait(3600) if live is not None else []   # raises if the final result failed
         except ScanInterrupted as exc:
             _end_live_after_interrupt(live, exc)
             raise
-        summaries = live.wait(3600) if live is not None else []   # raises if the final result failed
+        except BeamtimeInterrupted as exc:
+            exc.runs = dict(runs_done)
+            if live is not None and live.sessions:      # after the Bragg scan: its final result was being computed
+                exc.live_note = _abort_live_final(live, exc.signal_name)
+            raise
         elapsed = time.perf_counter() - t0
         bp = raw[uids["bragg_ptychography"]]
         frames = bp["primary"]["mpx_image"]
@@ -506,4 +560,8 @@ def run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | N
             fe = run_ferroelectric_chain(raw, processed, server.raw_path, server.data_dir / "documents",
                                          FerroelectricDemoOptions())
             print_chain_summary(fe, uri=uri, key_file=key_file)
+            from pxm.logbook_figures import ferroelectric_figures
+
+            for path in ferroelectric_figures(server.data_dir / "figures" / "ferroelectric", fe):
+                print(f"    figure: {path}")
     return 0

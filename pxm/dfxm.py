@@ -92,12 +92,15 @@ def acquire_fp_run(raw_catalog: Any, raw_dir: Path, documents_dir: Path, source:
                    opts: DFXMDemoOptions, *, sample: dict[str, Any], md: dict[str, Any], log: Any = print) -> str:
     """Run :func:`plans.fp_dfxm_scan` on the sim FP-DFXM beamline around ``source``; return the run uid.
 
+    The plan runs through :func:`pxm.runengine.run_plan`: an interrupted or failed scan raises
+    :class:`pxm.runengine.ScanInterrupted` after its stop document.
+
     ``source`` is a :class:`sim.dfxm.DFXMSimulator`; the goniometer starts at ``geometry``'s θ_B,
     so the scan's 2θ is that of ``geometry.reflection`` (its reference lattice).
     """
     from devices.sim_beamline import make_sim_dfxm_beamline
     from plans import fp_dfxm_scan, fp_diversity_settings
-    from pxm.runengine import make_run_engine, run_uids
+    from pxm.runengine import make_run_engine, run_plan, run_uids
 
     bl = make_sim_dfxm_beamline(source, geometry=geometry, data_dir=raw_dir, exposure_s=opts.exposure_s,
                                 simulate_exposure=False, seed=opts.seed)
@@ -105,9 +108,10 @@ def acquire_fp_run(raw_catalog: Any, raw_dir: Path, documents_dir: Path, source:
     settings = fp_diversity_settings(geometry, n_side=opts.n_side, step_px=opts.step_px, kind=opts.kind)
     log(f"FP-DFXM scan: {settings.n_frames} frames of {geometry.n_px} × {geometry.n_px} px ({opts.kind}, step "
         f"{opts.step_px} px = {opts.step_px * geometry.angle_per_freq_px_rad * 1e3:.3f} mrad) ...")
-    (uid,) = run_uids(wiring.RE(fp_dfxm_scan(bl.camera, bl.lens, bl.gonio, geometry=geometry, settings=settings,
-                                             sample=sample, exposure_s=opts.exposure_s, monitors=[bl.monitor],
-                                             md=md)))
+    plan = fp_dfxm_scan(bl.camera, bl.lens, bl.gonio, geometry=geometry, settings=settings, sample=sample,
+                        exposure_s=opts.exposure_s, monitors=[bl.monitor], md=md)
+    # Ctrl-C / SIGTERM as in pxm demo: stop document, detector file closed, then ScanInterrupted (exit 130/143)
+    (uid,) = run_uids(run_plan(wiring.RE, plan, documents_dir=documents_dir))
     return uid
 
 
@@ -211,8 +215,9 @@ def run_dfxm_demo(server: Any, opts: DFXMDemoOptions, *, tiled_uri: str | None =
     With ``figures_dir`` the result's figures go there too (:func:`pxm.logbook_figures.fp_figures`).
     """
     from pxm.catalog import tiled_session, write_key_file
+    from pxm.runengine import interrupt_between_scans
 
-    with tiled_session(server, tiled_uri) as session:
+    with interrupt_between_scans(), tiled_session(server, tiled_uri) as session:
         uri, raw, processed = session.uri, session.raw, session.processed
         t0 = time.perf_counter()
         uid = run_fp_dfxm_acquisition(raw, server.raw_path, server.data_dir / "documents", opts)

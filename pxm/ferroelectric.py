@@ -383,13 +383,24 @@ def print_chain_summary(res: FerroelectricChainResult, *, uri: str, key_file: st
     print("    pol['magnitude_c_per_m2'][:], pol['variant_label'][:], pol.metadata['ambiguity']")
 
 
-def run_ferroelectric_demo(server: Any, opts: FerroelectricDemoOptions, *, tiled_uri: str | None = None) -> int:
-    """Start (or reach) Tiled, run :func:`run_ferroelectric_chain` and print where everything lives."""
-    from pxm.catalog import tiled_session, write_key_file
+def run_ferroelectric_demo(server: Any, opts: FerroelectricDemoOptions, *, tiled_uri: str | None = None,
+                           figures_dir: Path | None = None) -> int:
+    """Start (or reach) Tiled, run :func:`run_ferroelectric_chain` and print where everything lives.
 
-    with tiled_session(server, tiled_uri) as session:
+    ``figures_dir``: also write the logbook figures of both scans and the polarization maps there
+    (:func:`pxm.logbook_figures.ferroelectric_figures`).
+    """
+    from pxm.catalog import tiled_session, write_key_file
+    from pxm.runengine import interrupt_between_scans
+
+    with interrupt_between_scans(), tiled_session(server, tiled_uri) as session:   # Ctrl-C: docs/reliability.md
         res = run_ferroelectric_chain(session.raw, session.processed, server.raw_path, server.data_dir / "documents",
                                       opts)
         key_file = write_key_file(server.data_dir, server.api_key)    # the key never goes on a printed line
         print_chain_summary(res, uri=session.uri, key_file=key_file)
+        if figures_dir is not None:
+            from pxm.logbook_figures import ferroelectric_figures
+
+            for path in ferroelectric_figures(figures_dir, res):
+                print(f"wrote {path}")
     return 0

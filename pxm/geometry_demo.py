@@ -1,7 +1,7 @@
 """``pxm demo --geometry NAME``: a simulated Bragg-ptychography scan in a general diffractometer geometry.
 
 The science chain of the beamtime in an asymmetric or out-of-plane geometry (issue 19,
-docs/geometry.md), in one process and without Bluesky/Tiled: the simulator's direct-summation route
+docs/geometry.md), in one process and without Bluesky/Tiled: the simulator's own summation route
 (:class:`sim.general_geometry.GeneralBraggSimulator`: exact xrayutilities q of every pixel, the beam
 turning with the rocking circle) makes Poisson frames of a strained, tilted slab for a raster ×
 rocking scan; they are written as a format-1.1 dataset file (``/geometry/diffractometer`` holds the
@@ -201,7 +201,7 @@ def run_general_beamtime(opts: GeneralDemoOptions, *, raw_catalog: Any, raw_dir:
     from devices.sim_beamline import make_sim_beamline
     from plans import raster_rocking_scan, rocking_angles_deg
     from pxm.run_export import run_to_dataset
-    from pxm.runengine import make_run_engine, run_uids
+    from pxm.runengine import make_run_engine, run_plan, run_uids
     from sim.diffraction import CLASSICAL_ELECTRON_RADIUS_M
 
     d, g, truth, sim = _scenario(opts)
@@ -218,13 +218,13 @@ def run_general_beamtime(opts: GeneralDemoOptions, *, raw_catalog: Any, raw_dir:
     # centred on η like any scan: the engine places q3 from the recorded angles (even counts included)
     angles = rocking_angles_deg(g.rocking_centre_deg, g.rocking_step_deg, g.n_angles)
     log(f"{opts.geometry}: {len(positions)} positions × {len(angles)} η angles = {len(positions) * len(angles)} "
-        f"frames of {opts.roi_px} × {opts.roi_px} px (direct sum at the exact q of every pixel) ...")
+        f"frames of {opts.roi_px} × {opts.roi_px} px (the sum at the exact q of every pixel) ...")
     t0 = time.perf_counter()
-    (uid,) = run_uids(wiring.RE(raster_rocking_scan(
+    (uid,) = run_uids(run_plan(wiring.RE, raster_rocking_scan(   # Ctrl-C: stop document, then ScanInterrupted
         bl.detector, bl.stage, bl.gonio, geometry=g, positions_um=positions, angles_deg=angles,
         sample={"name": f"strained slab, {opts.geometry} (simulated)", "thickness_m": opts.thickness_m,
                 "simulated": True}, exposure_s=1.0, monitors=[bl.monitor],
-        md={"purpose": "bragg-ptychography", "geometry_preset": opts.geometry})))
+        md={"purpose": "bragg-ptychography", "geometry_preset": opts.geometry}), documents_dir=documents_dir))
     t_scan = time.perf_counter() - t0
     log(f"    run {uid[:8]} in Tiled after {t_scan:.1f} s; export and reconstruct ...")
     t1 = time.perf_counter()

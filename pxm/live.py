@@ -410,6 +410,31 @@ class LiveReconstructionCallback(event_model.DocumentRouter):
                                    f"{s.final_error}") from s.final_exc
         return [s.summary for s in self.sessions]
 
+    def abort(self, reason: str, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """End every run's live session that is still working: nothing more is published, previews say ``aborted``.
+
+        For a Ctrl-C or SIGTERM while a session computes its final result (e.g. ``pxm demo`` after its
+        Bragg scan): the session's preview gets ``status: "aborted"`` with ``reason`` and no final result is
+        written, however long the computation still runs (its worker thread is a daemon and publishes
+        nothing once aborted). A session whose final result was already published, or that had ended, is
+        left as it is.
+
+        Parameters
+        ----------
+        reason
+            Why (put into the preview's metadata and the summary).
+        timeout_s
+            How long to wait for a publication in progress to end before marking the preview.
+
+        Returns
+        -------
+        list of dict
+            The sessions' summaries; an aborted one has ``status`` ``"aborted"`` and ``preview_key``.
+        """
+        for s in self.sessions:
+            s.cancel(reason, timeout_s=timeout_s)
+        return [s.summary for s in self.sessions]
+
 
 # ------------------------------------------------------------------------------------------ worker
 class _RunSession:
@@ -449,6 +474,24 @@ class _RunSession:
         self.summary: dict[str, Any] = {"uid": info.uid}
         self.final_result: dict[str, Any] | None = None
         self.final_key: str | None = None
+        self.cancelled: str | None = None                  # the reason, once LiveReconstructionCallback.abort ran
+        self.ended = False                                 # the worker returned (not thread.is_alive(): a join
+        # interrupted by a signal's exception marks a running thread stopped in CPython 3.11, bpo-45274's fix)
+        self.publish_lock = threading.Lock()              # a publication and an abort never interleave
+
+    def cancel(self, reason: str, *, timeout_s: float) -> None:
+        """Stop publishing; mark the preview ``aborted`` unless the session had ended or its result is out."""
+        locked = self.publish_lock.acquire(timeout=timeout_s)
+        try:
+            if self.ended or self.final_key is not None or self.cancelled is not None:
+                return
+            self.cancelled = reason
+            self.summary.update(status="aborted", reason=reason, preview_key=self.preview_key,
+                                exit_status=(self.stop_doc or {}).get("exit_status"))
+            self._finish_preview("aborted", force=True, reason=reason)
+        finally:
+            if locked:
+                self.publish_lock.release()
 
     # --- message handling -------------------------------------------------------------------------
     def _handle(self, msg: tuple) -> None:
@@ -648,7 +691,8 @@ class _RunSession:
         return out
 
     def _publish_preview(self, force: bool = False) -> None:
-        if self.processed is None or not self.options.publish_previews or self.engine is None:
+        if (self.processed is None or not self.options.publish_previews or self.engine is None
+                or self.cancelled is not None):
             return
         now = time.time()
         if not force and now - self.last_preview_t < self.options.preview_interval_s:
@@ -659,52 +703,55 @@ class _RunSession:
             res = self.engine.result()
             arrays = self._preview_arrays(res, self.engine.illuminated_support())
             t1 = time.perf_counter()
-            md = {"raw_uid": self.info.uid, "kind": "live-preview", "status": "running",
-                  "iteration": int(res.iterations), "n_frames_used": int(self.engine_frames),
-                  "n_frames_measured": self.grid.n_measured,
-                  "n_frames_total": self.grid.n_positions * self.grid.n_angles,
-                  "mode": self.summary.get("live_mode"), "cost": float(res.costs[-1]) if res.costs else None,
-                  "costs": [float(c) for c in res.costs], "n_previews": self.n_previews + 1, "updated_at": now}
-            md.update(raw_key=f"raw/{self.info.uid}", voxel_size_m=[float(v) for v in res.geometry.voxel_size_m])
-            if self.preview is None:   # the dataset (dims, units, coordinates) once; later only the arrays
-                from pxm.publication import publish_dataset
+            with self.publish_lock:       # an abort marks the preview between two writes, never during one
+                if self.cancelled is not None:
+                    return
+                md = {"raw_uid": self.info.uid, "kind": "live-preview", "status": "running",
+                      "iteration": int(res.iterations), "n_frames_used": int(self.engine_frames),
+                      "n_frames_measured": self.grid.n_measured,
+                      "n_frames_total": self.grid.n_positions * self.grid.n_angles,
+                      "mode": self.summary.get("live_mode"), "cost": float(res.costs[-1]) if res.costs else None,
+                      "costs": [float(c) for c in res.costs], "n_previews": self.n_previews + 1, "updated_at": now}
+                md.update(raw_key=f"raw/{self.info.uid}", voxel_size_m=[float(v) for v in res.geometry.voxel_size_m])
+                if self.preview is None:   # the dataset (dims, units, coordinates) once; later only the arrays
+                    from pxm.publication import publish_dataset
 
-                placement = res.placement if getattr(res, "origin_vox", None) is not None else None
-                origin_e = (None if placement is None
-                            else tuple(np.linalg.solve(placement.axes_lab.T, placement.origin_m)))
-                ds = preview_dataset(arrays, object_shape=tuple(res.object.shape),
-                                     voxel_size_m=tuple(res.geometry.voxel_size_m), origin_e_m=origin_e)
-                self.preview_attrs = dict(ds.attrs)
-                self.preview_key = _next_key(self.processed, f"{self.info.uid[:8]}-live-")
-                clients: dict[str, Any] = {}
-                self.preview = publish_dataset(self.processed, self.preview_key, ds, metadata=md,
-                                               specs=[(PREVIEW_SPEC, PREVIEW_SPEC_VERSION)], array_clients=clients)
-                self.preview_nodes = {k: clients[k] for k in arrays}
-                arrays = {}
-            md["attrs"] = self.preview_attrs
-            for k, v in arrays.items():   # one request per array: the array clients are kept
-                v = np.ascontiguousarray(v)
-                node = self.preview_nodes.get(k)
-                if node is not None and tuple(node.shape) == v.shape:
-                    node.write(v)
-                else:
-                    dims, meta = (None, None) if node is None else (node.dims, dict(node.metadata))
-                    if node is not None:   # a new shape: same dims and units, new extent
-                        self.preview.delete_contents(k, external_only=False)
-                    self.preview_nodes[k] = self.preview.write_array(v, key=k, dims=dims, metadata=meta,
-                                                                     specs=None if node is None else node.specs)
-            self.preview.update_metadata(metadata=md)
-            self.n_previews += 1
-            self.preview_times_s.append((t1 - t0, time.perf_counter() - t1))
-            for a, t in list(self.layer_preview_t.items()):
-                if t < 0 and self.grid.measured[:, a].all() and a in set(_angles_in_engine(self)):
-                    self.layer_preview_t[a] = time.time() + t      # delay from layer end to preview
+                    placement = res.placement if getattr(res, "origin_vox", None) is not None else None
+                    origin_e = (None if placement is None
+                                else tuple(np.linalg.solve(placement.axes_lab.T, placement.origin_m)))
+                    ds = preview_dataset(arrays, object_shape=tuple(res.object.shape),
+                                         voxel_size_m=tuple(res.geometry.voxel_size_m), origin_e_m=origin_e)
+                    self.preview_attrs = dict(ds.attrs)
+                    self.preview_key = _next_key(self.processed, f"{self.info.uid[:8]}-live-")
+                    clients: dict[str, Any] = {}
+                    self.preview = publish_dataset(self.processed, self.preview_key, ds, metadata=md,
+                                                   specs=[(PREVIEW_SPEC, PREVIEW_SPEC_VERSION)], array_clients=clients)
+                    self.preview_nodes = {k: clients[k] for k in arrays}
+                    arrays = {}
+                md["attrs"] = self.preview_attrs
+                for k, v in arrays.items():   # one request per array: the array clients are kept
+                    v = np.ascontiguousarray(v)
+                    node = self.preview_nodes.get(k)
+                    if node is not None and tuple(node.shape) == v.shape:
+                        node.write(v)
+                    else:
+                        dims, meta = (None, None) if node is None else (node.dims, dict(node.metadata))
+                        if node is not None:   # a new shape: same dims and units, new extent
+                            self.preview.delete_contents(k, external_only=False)
+                        self.preview_nodes[k] = self.preview.write_array(v, key=k, dims=dims, metadata=meta,
+                                                                         specs=None if node is None else node.specs)
+                self.preview.update_metadata(metadata=md)
+                self.n_previews += 1
+                self.preview_times_s.append((t1 - t0, time.perf_counter() - t1))
+                for a, t in list(self.layer_preview_t.items()):
+                    if t < 0 and self.grid.measured[:, a].all() and a in set(_angles_in_engine(self)):
+                        self.layer_preview_t[a] = time.time() + t      # delay from layer end to preview
         except Exception as exc:  # previews may fail; acquisition and the final result go on
             self.preview_errors.append(repr(exc))
             log.warning("live %s: preview not written: %r", self.info.uid[:8], exc)
 
-    def _finish_preview(self, status: str, **extra: Any) -> None:
-        if self.preview is None:
+    def _finish_preview(self, status: str, *, force: bool = False, **extra: Any) -> None:
+        if self.preview is None or (self.cancelled is not None and not force):   # aborted: its status stays
             return
         try:
             self.preview.update_metadata(metadata={"status": status, "final_key": self.final_key, **extra})
@@ -740,7 +787,7 @@ class _RunSession:
         metrics.setdefault("valid_strain_voxels", 0)
         if self.options.figures_dir is not None:
             figures = save_outcome_figures(outcome, Path(self.options.figures_dir), postprocessing_errors,
-                                           prefix="live_", title_prefix="live: ", convergence=False)
+                                           prefix="live_", title_prefix="live: ", convergence=True)
             self.summary["figures"] = [str(p) for p in figures]
         self.final_result = {**outcome.arrays(), "metrics": metrics, "timings_s": timings,
                              "strain_maps": outcome.strain, "geometry": outcome.geometry,
@@ -750,8 +797,18 @@ class _RunSession:
                             postprocessing_errors=postprocessing_errors)
         if self.processed is None:
             return
+        with self.publish_lock:
+            if self.cancelled is None:
+                self._publish_final(outcome, missing, excluded_pos, masked_ang, mode, metrics, timings,
+                                    postprocessing_errors)
+
+    def _publish_final(self, outcome: Any, missing: list[tuple[int, int]], excluded_pos: list[int],
+                       masked_ang: list[int], mode: str, metrics: dict[str, Any], timings: dict[str, float],
+                       postprocessing_errors: dict[str, str]) -> None:
+        """Write the final result to ``/processed`` (called with ``publish_lock`` held, not after an abort)."""
         from pxm.publication import publish_outcome
 
+        g = self.grid
         raw_run = None
         if self.raw is not None:
             try:
@@ -773,6 +830,7 @@ class _RunSession:
         try:
             self._loop()
         finally:
+            self.ended = True
             for f in self.files.values():
                 try:
                     f.file.close()
@@ -781,7 +839,7 @@ class _RunSession:
 
     def _loop(self) -> None:
         o = self.options
-        while self.stop_doc is None:
+        while self.stop_doc is None and self.cancelled is None:
             try:
                 msg = self.q.get(timeout=0.05 if self.engine is None else 0.0)
                 self._handle(msg)
@@ -802,6 +860,8 @@ class _RunSession:
                 self.preview_errors.append(repr(exc))
                 log.warning("live %s: %s", self.info.uid[:8], traceback.format_exc())
                 self.engine = None
+        if self.cancelled is not None:
+            return
         self.timeline["stop_received_t"] = time.time()
         while True:   # documents that arrived with or after stop (replayed stream_datum comes late)
             try:
@@ -830,6 +890,8 @@ class _RunSession:
             return
         try:
             self._final()
+            if self.cancelled is not None:
+                return
             self._finish_preview("complete")
             self.summary["final_delay_s"] = time.time() - self.timeline["stop_received_t"]
         except Exception as exc:   # the final result must not be lost silently: wait() raises it

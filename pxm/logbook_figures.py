@@ -19,9 +19,10 @@ from analysis.figures import save_error_history, save_map_figure, save_probe
 
 if TYPE_CHECKING:
     from pxm.dfxm import FPRunResult
+    from pxm.ferroelectric import FerroelectricChainResult
     from pxm.polarization import PolarizationMaps
 
-__all__ = ["check_figures_dir", "probe_figures", "fp_figures", "polarization_figures"]
+__all__ = ["check_figures_dir", "probe_figures", "fp_figures", "polarization_figures", "ferroelectric_figures"]
 
 
 def _now_utc() -> str:
@@ -83,7 +84,8 @@ def probe_figures(directory: str | Path, probe: Any, *, pixel_size_m: float, run
                                title=f"forward ptychography ({algorithm})", footer=footer)]
 
 
-def fp_figures(directory: str | Path, out: FPRunResult, *, command: str = "pxm fp-reconstruct") -> list[Path]:
+def fp_figures(directory: str | Path, out: FPRunResult, *, command: str = "pxm fp-reconstruct",
+               prefix: str = "") -> list[Path]:
     """FP-DFXM result figures: object and strain/tilt maps (µm), pupil, error per sweep.
 
     Parameters
@@ -94,6 +96,8 @@ def fp_figures(directory: str | Path, out: FPRunResult, *, command: str = "pxm f
         The reconstruction of one run (:func:`pxm.dfxm.reconstruct_fp_run`).
     command
         The command, named in the footer.
+    prefix
+        Put before each file name (one set per scan in one folder, e.g. ``"c_"``).
 
     Returns
     -------
@@ -111,7 +115,7 @@ def fp_figures(directory: str | Path, out: FPRunResult, *, command: str = "pxm f
     px = out.data.geometry.hr_pixel_size_m
     names = ("row", "col")
     paths = [
-        save_map_figure(d / "fp_object.png", [
+        save_map_figure(d / f"{prefix}fp_object.png", [
             ("|O|", "|O| (arb. units)", np.abs(obj)),
             ("O (hue = phase)", "", obj),
             ("strain ε_GG", "ε_GG (×10⁻⁴, dimensionless)", masked(out.maps.strain, 1e4)),
@@ -120,18 +124,19 @@ def fp_figures(directory: str | Path, out: FPRunResult, *, command: str = "pxm f
         ], pixel_size_m=px, axis_names=names, symmetric=[False, False, True, True, True],
             title=f"FP-DFXM object, image plane ({px * 1e9:.1f} nm pixels; maps blank below 10 % of max|O|)",
             footer=footer),
-        save_map_figure(d / "fp_pupil.png", [
+        save_map_figure(d / f"{prefix}fp_pupil.png", [
             ("|pupil|", "|pupil| (transmission, dimensionless)", np.abs(np.asarray(out.result.pupil))),
             ("pupil (hue = phase)", "", np.asarray(out.result.pupil)),
         ], axis_names=("pupil row", "pupil col"), title="objective pupil (frequency pixels)", footer=footer),
-        save_error_history(d / "fp_convergence.png", out.result.error_history,
+        save_error_history(d / f"{prefix}fp_convergence.png", out.result.error_history,
                            ylabel="Σ(|ψ|−√I)²/ΣI (dimensionless)", title="Zernike-EPRY", footer=footer),
     ]
     return paths
 
 
 def polarization_figures(directory: str | Path, maps: PolarizationMaps, *, run_uid: str = "",
-                         source: str = "") -> list[Path]:
+                         source: str = "", axis_names: tuple[str, ...] | None = None,
+                         command: str = "pxm polarization") -> list[Path]:
     """``pxm polarization --figures``: |P|, the stress along the reflection and the branch gap.
 
     Parameters
@@ -144,6 +149,10 @@ def polarization_figures(directory: str | Path, maps: PolarizationMaps, *, run_u
         The raw run's uid (from the results' provenance).
     source
         The results file, named in the footer.
+    axis_names
+        Names of the maps' axes; None: x, y, z in the sample frame, e1, e2, e3 otherwise.
+    command
+        The command, named in the footer before ``source``.
 
     Returns
     -------
@@ -152,8 +161,8 @@ def polarization_figures(directory: str | Path, maps: PolarizationMaps, *, run_u
     d = _folder(directory)
     hkl = " ".join(f"{v:g}" for v in maps.hkl)
     footer = FigureFooter(run_uid=run_uid, recipe=f"LGD inversion, {maps.material} ({hkl})", date_utc=_now_utc(),
-                          extra=f"pxm polarization {source}".strip())
-    names = ("x", "y", "z") if maps.strain_frame == "sample" else ("e1", "e2", "e3")
+                          extra=f"{command} {source}".strip())
+    names = axis_names or (("x", "y", "z") if maps.strain_frame == "sample" else ("e1", "e2", "e3"))
     mag = np.asarray(maps.magnitude_c_per_m2, float)
     return [save_map_figure(d / f"polarization_{maps.strain_frame}.png", [
         ("|P|", "|P| (C/m²)", mag),
@@ -161,3 +170,41 @@ def polarization_figures(directory: str | Path, maps: PolarizationMaps, *, run_u
         ("branch gap", "branch gap (kJ/m³)", np.asarray(maps.branch_gap_j_per_m3, float) * 1e-3),
     ], pixel_size_m=maps.voxel_size_m, axis_names=names[:mag.ndim], symmetric=[False, True, False],
         title=f"polarization from strain ({maps.strain_frame} frame), {maps.material} ({hkl})", footer=footer)]
+
+
+def ferroelectric_figures(directory: str | Path, res: FerroelectricChainResult) -> list[Path]:
+    """``pxm dfxm-demo --ferroelectric --figures``: each variant scan's FP-DFXM figures, then the merged maps.
+
+    Files: ``<variant>_fp_object.png``, ``<variant>_fp_pupil.png``, ``<variant>_fp_convergence.png`` per scan
+    (:func:`fp_figures`), ``polarization_<frames>.png`` (|P|, σ_gg, branch gap of the merged maps,
+    :func:`polarization_figures`) and ``polarization_variants.png`` (the c/a label of P and the scan each voxel
+    came from).
+
+    Parameters
+    ----------
+    directory
+        Folder for the PNGs (created).
+    res
+        The chain's result (:func:`pxm.ferroelectric.run_ferroelectric_chain`).
+
+    Returns
+    -------
+    list of Path
+    """
+    d = _folder(directory)
+    paths: list[Path] = []
+    for variant, out in res.fp.items():
+        paths += fp_figures(d, out, command=f"pxm dfxm-demo --ferroelectric ({variant} variant scan)",
+                            prefix=f"{variant}_")
+    first = next(iter(res.uids.values()), "")
+    paths += polarization_figures(d, res.maps, run_uid=first, source="(merged variant scans)",
+                                  axis_names=("row", "col"), command="pxm dfxm-demo --ferroelectric")
+    scans = ", ".join(f"{i + 1} {v.variant}-variant scan" for i, v in enumerate(res.parts))
+    footer = FigureFooter(run_uid=first, recipe=f"LGD inversion, {res.maps.material}, one FP scan per variant",
+                          date_utc=_now_utc(), extra="pxm dfxm-demo --ferroelectric")
+    paths.append(save_map_figure(d / "polarization_variants.png", [
+        ("c/a variant of P", "variant (0 not inverted, 1 c, 2 a)", np.asarray(res.variant_label, float)),
+        ("scan each voxel came from", f"scan (0 none, {scans})", np.asarray(res.source_scan, float)),
+    ], pixel_size_m=res.maps.voxel_size_m, axis_names=("row", "col"), symmetric=[False, False],
+        title="ferroelectric domains: c/a label of the inverted P and the scan used per voxel", footer=footer))
+    return paths

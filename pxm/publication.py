@@ -162,6 +162,9 @@ def outcome_dataset(outcome: Outcome) -> xarray.Dataset:
         "error_phase": (("iteration",), np.asarray([p == "ml" for p in res.phases], np.int8),
                         _attrs("1", "phase of each iteration", flag_values=[0, 1], flag_meanings="ePIE ML")),
     }
+    if len(res.r_factor_history) == len(res.costs) and res.costs:
+        data["r_factor"] = (("iteration",), np.asarray(res.r_factor_history, np.float64),
+                            _attrs("1", "R-factor after each iteration, NaN where not computed"))
     names = {"strain_zz": ("1", "strain eps_zz = du_z/dz (z along Q)"),
              "omega_x": ("rad", "lattice tilt omega_x = arcsin(du_z/dy)"),
              "omega_y": ("rad", "lattice tilt omega_y = arcsin(du_z/dx)")}

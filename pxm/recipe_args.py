@@ -22,7 +22,7 @@ if TYPE_CHECKING:                                   # heavy imports stay inside 
 
 __all__ = ["PRESET_NAMES", "add_recipe_arguments", "recipe_from_args", "resolve_for_dataset", "one_line_warnings"]
 
-PRESET_NAMES = ("default", "seed", "quick", "baseline")
+PRESET_NAMES = ("default", "seed", "quick", "baseline", "thin-layer")
 """The names of :data:`analysis.recipes.PRESETS`, for the parser."""
 
 ILLUMINATED_FRACTION = 0.01
@@ -35,7 +35,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: the seed's schedule scaled to 200 ePIE + 100 ML with the ML smoothness prior 0.01, "
                         "whose last state stays its best on simulated data (docs/benchmarks.md, quality by recipe); "
                         "seed: the seed's literal schedule (1000 ePIE + 500 ML, no prior; hours); baseline: fixed "
-                        "probe, U = 1; quick: seconds (CI)")
+                        "probe, U = 1; quick: seconds (CI); thin-layer: a thin layer with the known probe "
+                        "(--probe-file), difference map on the detector lattice, y line scans (docs/recipes.md)")
     p.add_argument("--recipe-file", default=None, metavar="F.toml",
                    help="TOML file setting any recipe option over the --recipe preset (tables epie, ml, support, "
                         "free; docs/recipes.md); unknown keys are refused")

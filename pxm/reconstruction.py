@@ -38,11 +38,13 @@ from analysis.bragg.outcome import (
     write_outcome,
 )
 from analysis.bragg.pipeline import (
+    THIN_LAYER,
     PipelineOptions,
     TruthObject,
     convergence_metrics,
     free_cost_metrics,
     recipe_geometry,
+    reconstruct_thin_layer,
     run_metrics,
 )
 from analysis.bragg.pipeline import prtf_reconstructions as _prtf_runs
@@ -288,8 +290,20 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
     if isinstance(dataset, DatasetShare) and (options.fsc or options.prtf_runs):
         raise ValueError("reconstruct_dataset: the FSC half-data runs and the PRTF runs are not available under "
                          "MPI; drop --fsc / --prtf")
+    if recipe_name == THIN_LAYER:
+        if probe_file is None:
+            raise ValueError("--recipe thin-layer needs the known probe: give --probe-file F (or --probe-run UID)")
+        if isinstance(dataset, DatasetShare):
+            raise ValueError("--recipe thin-layer runs in one process on the whole scan; drop --mpi")
     scan = scan_of(dataset, source=dataset_source)
     p2, source = initial_probe(recipe_geometry(scan.geometry, recipe), probe_file=probe_file, options=options)
+    if recipe_name == THIN_LAYER:
+        fine = None if scan.geometry.upsampling == 1 else initial_probe(scan.geometry, probe_file=probe_file,
+                                                                        options=options)[0]
+        return reconstruct_thin_layer(scan, recipe, p2, lattice_probe=fine,
+                                      lattice_probe_geometry=None if fine is None else scan.geometry,
+                                      options=options.pipeline_options(from_file=True), recipe_name=recipe_name,
+                                      probe_source=f"{source}, held fixed", checkpoint=checkpoint)
     return _reconstruct(scan, recipe, p2, comm=comm, options=options.pipeline_options(from_file=probe_file is not None),
                         recipe_name=recipe_name, probe_source=source, truth_object=truth_object,
                         checkpoint=checkpoint)
@@ -382,11 +396,14 @@ def write_outputs(outcome: Outcome, results_path: str | Path, *, dataset: BraggD
 
 # ------------------------------------------------------------------------------------------ pxm probe
 def probe_from_spiral_run(run: Any, *, n_iterations: int = 100, algorithm: str = "epie",
-                          detector_pixel_size_m: float = 55e-6) -> tuple[np.ndarray, float, dict[str, Any], Any]:
+                          detector_pixel_size_m: float = 55e-6,
+                          allow_partial: bool = False) -> tuple[np.ndarray, float, dict[str, Any], Any]:
     """Forward ptychography of a ``spiral_probe_scan`` run: (probe (V, H), pixel m, metadata, error history).
 
     Stage x ↔ detector rows ↔ V and stage y ↔ columns ↔ H (``sim.TransmissionSimulator``);
-    the starting probe is the KB rectangular NA.
+    the starting probe is the KB rectangular NA. A partial run (no stop document, a stop other than
+    success, frames missing) is refused before any computation with the one line of ``pxm probe`` and
+    ``pxm export`` (:func:`pxm.run_export.check_run_whole`) unless ``allow_partial``.
     """
     from analysis.forward_ptycho import (
         ForwardGeometry,
@@ -400,6 +417,10 @@ def probe_from_spiral_run(run: Any, *, n_iterations: int = 100, algorithm: str =
     uid = start.get("uid", "?")
     if start.get("plan_name") != "spiral_probe_scan":
         raise ValueError(f"run {uid}: plan_name is {start.get('plan_name')!r}, expected 'spiral_probe_scan'")
+    if not allow_partial:                                # pxm probe, reconstruct --probe-run, the demo: whole runs only
+        from pxm.run_export import check_run_whole
+
+        check_run_whole(run, uid)
     gmd = start.get("geometry") or {}
     for key in ("energy_kev", "detector_distance_m"):
         if key not in gmd:

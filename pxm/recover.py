@@ -38,8 +38,8 @@ import h5py
 from devices.maxipix import COMPLETE_PATH
 from pxm.catalog import RunCounts, tiled_run_counts
 
-__all__ = ["RecoverOptions", "DiskRun", "RecoverResult", "check_documents_dir", "read_disk_run", "repair_detector_file",
-           "recovered_stop_document", "recover_run", "recover_runs"]
+__all__ = ["RecoverOptions", "DiskRun", "RecoverResult", "check_documents_dir", "read_disk_run", "read_frames_so_far",
+           "repair_detector_file", "recovered_stop_document", "recover_run", "recover_runs"]
 
 RECOVERED_BY = "pxm recover"
 HDF5_MIMETYPE = "application/x-hdf5"
@@ -110,6 +110,36 @@ class RecoverResult:
 def _file_path(uri: str) -> Path | None:
     parts = urlsplit(uri)
     return Path(unquote(parts.path)) if parts.scheme == "file" else None
+
+
+def read_frames_so_far(array: Any) -> Any:
+    """The frames of a run's detector array (a Tiled ``ArrayClient``), also while its scan still writes.
+
+    A plain ``array.read()`` or ``array[:]`` asks the server for the *whole* array and sends the shape the
+    client knows; while the scan runs, TiledWriter grows the array's shape in the catalog with every
+    frame (``PUT /data_source … patch_shape``), so between the client's metadata request and its data
+    request the server may serve one frame more than the client expects and answers HTTP 500 ("The shape
+    expected from the structure … does not match the actual data shape"; Tiled 0.2.20), which the client
+    retries in vain. Asking for the explicit slice ``[0:n]`` of the ``n`` frames the client knows gets
+    exactly those frames (the detector writes and flushes each frame before announcing it, so the file
+    always holds them). docs/reliability.md, "Many writers".
+
+    Parameters
+    ----------
+    array
+        ``run[stream][key]`` of an external detector array, e.g. ``raw[uid]["primary"]["mpx_image"]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_frames, rows, cols), n_frames as announced when ``array`` was fetched (0 frames: an empty array).
+    """
+    import numpy as np
+
+    n = int(array.shape[0])
+    if n == 0:
+        return np.zeros(tuple(array.shape), dtype=array.dtype)
+    return np.asarray(array.read(slice=(slice(0, n),)))
 
 
 def read_disk_run(path: Path) -> DiskRun:

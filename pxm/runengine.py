@@ -8,7 +8,8 @@ TiledWriter (with its own JSONL ``backup_directory`` for failed writes) and a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,67 @@ def run_plan(RE: RunEngine, plan: Any, *, documents_dir: Path, options: Interrup
         RE.context_managers = saved_managers
         RE.unsubscribe(token)
         logging.getLogger("bluesky").removeFilter(quiet)
+
+
+class BeamtimeInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived outside a running plan (e.g. during a reconstruction between two scans).
+
+    A ``KeyboardInterrupt`` (so no ``except Exception`` on the way swallows it); ``signal_name`` is
+    ``"Ctrl-C"`` or ``"SIGTERM"``, ``exit_code`` 130 or 143, ``runs`` the ``{name: uid}`` of the runs that
+    had ended before it, filled in by the code that knows them. ``live_note`` is set when the signal came
+    while the live reconstruction computed a final result (no scan running): what became of it.
+    """
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, exit_code
+        self.runs: dict[str, str] = {}
+        self.live_note: str | None = None
+
+    def line(self, data_dir: Path | str) -> str:
+        """The one line a command prints: what had ended, where it is, what was not written."""
+        done = ": " + ", ".join(f"{name} {uid}" for name, uid in self.runs.items()) if self.runs else ""
+        if self.live_note is not None:
+            return (f"interrupted ({self.signal_name}) during the live reconstruction's final result, no scan was "
+                    f"running; the runs that had ended{done} are whole (stop document, in Tiled and "
+                    f"{Path(data_dir) / 'documents'}); {self.live_note}")
+        return (f"interrupted ({self.signal_name}) between scans, no scan was running; the runs that had ended"
+                f"{done} are whole (stop document, in Tiled and {Path(data_dir) / 'documents'}); nothing of the "
+                "step that was running was kept (no probe file or result); run it again")
+
+
+@contextmanager
+def interrupt_between_scans() -> Iterator[None]:
+    """For the block, SIGINT and SIGTERM raise :class:`BeamtimeInterrupted` in the main thread.
+
+    A batch system's SIGTERM would otherwise end the process at once (no ``finally``: an embedded Tiled
+    server left running, a half-written file); Ctrl-C would raise a bare ``KeyboardInterrupt``. Only the
+    first signal raises; later ones during the cleanup are ignored. :func:`run_plan` puts its own handlers
+    in place while a plan runs (pause, then stop document) and brings these back after it. Outside the main
+    thread the block runs unchanged.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised: list[int] = []
+
+    def handle(signum: int, frame: object) -> None:
+        if raised:
+            return
+        raised.append(signum)
+        if signum == signal.SIGTERM:
+            raise BeamtimeInterrupted("SIGTERM", EXIT_SIGTERM)
+        raise BeamtimeInterrupted("Ctrl-C", EXIT_SIGINT)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def interruptible(RE: RunEngine, *, documents_dir: Path,

@@ -18,11 +18,20 @@ the package (``pip install -e .``), so no ``PYTHONPATH`` is needed:
   loopback (the EPICS device tests);
 * :mod:`testing.concurrent_scan`: one scan process into a running Tiled server, several at once with a polling
   reader and a live consumer, and the check that a run holds each frame exactly once (the concurrency tests);
+* :mod:`testing.small_bragg_scan`: the 3 × 3 × 5 Bragg scan plan of a flat slab on the simulated beamline
+  (the Tiled-layout, live-preview and interrupted-scan tests);
 * :mod:`testing.postgres`: a private PostgreSQL server on loopback (``initdb`` in a temporary folder) for the
   facility-deployment test;
+* :mod:`testing.live_scan`: the small live-pipeline scan (geometry, simulator, plan) and the check of a run's
+  final live result (the live tests over every transport);
+* :mod:`testing.spiral_scan`: the demo's Siemens-star spiral on the simulated forward beamline (the probe tests);
+* :mod:`testing.fp_dfxm_problem`: the small FP-DFXM geometry and angle grid of the FP-DFXM solver tests;
 * :mod:`testing.recipe_quality`: the data sets and the runner of "quality by recipe" (a recipe scored against
   the truth along the run: best and last state).
 
 Runtime code (``pxm``, ``plans``, ``devices``, ``sim``, ``analysis``) must not import this package: an
 import-linter contract in ``pyproject.toml`` forbids it. Pytest fixtures stay in ``tests/conftest.py``.
 """
+
+TEST_API_KEY = "pxmtestkey0123456789"
+"""The API key of the tests' Tiled servers (>= 16 characters: pxm refuses shorter keys)."""

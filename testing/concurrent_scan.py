@@ -28,6 +28,7 @@ from devices.testing import EncodingFrameSource
 from plans.bragg import raster_rocking_scan
 from plans.patterns import raster_positions_um, rocking_angles_deg
 from pxm.catalog import connect, ensure_layout
+from pxm.recover import read_frames_so_far
 from pxm.runengine import make_run_engine, run_uids
 
 FRAME_SHAPE_PX = (16, 16)
@@ -89,7 +90,9 @@ class ConcurrencyOutcome:
     errors: tuple[str, ...]
     """Failures of the reader and the consumer (empty when the server served them all)."""
     live_array_errors: int = 0
-    """Reads of a running scan's frames that failed (the frames of a finished run must all read)."""
+    """Reads of a running scan's frames that failed (each is also in ``errors``)."""
+    live_array_reads: int = 0
+    """Reads of a running scan's frames (:func:`pxm.recover.read_frames_so_far`) that served its frames so far."""
 
     @property
     def n_frames(self) -> int:
@@ -106,7 +109,7 @@ def run_concurrent_scans(tiled_uri: str, api_key: str, data_dir: Path, *, n_writ
                          n_angles: int = 5, timeout_s: float = 240.0) -> ConcurrencyOutcome:
     """Run ``n_writers`` scan processes at once into one server, with a reader and a live consumer polling.
 
-    The reader lists ``/raw`` and reads every run's ``primary`` table again and again; the consumer
+    The reader lists ``/raw`` and reads every new run's ``primary`` table and frames again and again; the consumer
     publishes a small array to ``/processed`` on each of its polls (what the live reconstruction does).
     Both run in threads of this process until the writers end. Raises RuntimeError naming the writer
     and its stderr when one fails or outlives ``timeout_s``.
@@ -118,7 +121,7 @@ def run_concurrent_scans(tiled_uri: str, api_key: str, data_dir: Path, *, n_writ
     env = {**os.environ, "PXM_TILED_API_KEY": api_key}
     done = threading.Event()
     errors: list[str] = []
-    counts = {"reads": 0, "published": 0, "live_array_errors": 0}
+    counts = {"reads": 0, "published": 0, "live_array_errors": 0, "live_array_reads": 0}
 
     def read_run(uid: str) -> None:
         run = raw[uid]
@@ -127,9 +130,9 @@ def run_concurrent_scans(tiled_uri: str, api_key: str, data_dir: Path, *, n_writ
         if run.metadata.get("stop") is not None:
             run["primary"].read()                  # a finished run reads back whole
             return
-        # A running scan: its event rows so far, each once. (Its frames are read once it has ended: the
-        # array and the table of a running scan grow one request apart, so a whole read can see them
-        # at different lengths; counted in live_array_errors, not an error of the catalog.)
+        # A running scan: its event rows so far, each once, and its frames so far, each once and in order
+        # (read_frames_so_far: an explicit slice of the frames the client knows; a bare [:] can meet
+        # Tiled's HTTP 500 while TiledWriter grows the array, docs/reliability.md).
         stream = run["primary"].base
         if "internal" not in stream:               # no event yet
             return
@@ -137,14 +140,22 @@ def run_concurrent_scans(tiled_uri: str, api_key: str, data_dir: Path, *, n_writ
         if len(np.unique(seq)) != len(seq):
             errors.append(f"reader: run {uid} shows duplicated rows while running: {seq.tolist()}")
         try:
-            run["primary"]["mpx_image"][:]
-        except Exception:                          # noqa: BLE001
+            frames = read_frames_so_far(stream["mpx_image"])
+        except Exception as exc:                   # noqa: BLE001 - every failure is a finding
             counts["live_array_errors"] += 1
+            errors.append(f"reader: frames of running run {uid}: {exc!r}"[:300])
+            return
+        counts["live_array_reads"] += 1
+        calls = np.asarray(frames[:, 0, 5], dtype=np.int64)
+        if not np.array_equal(calls, np.arange(1, len(calls) + 1)):
+            errors.append(f"reader: running run {uid} served frames {calls.tolist()}")
+
+    existing = set(raw)                            # runs from before (a shared server): not polled
 
     def reader() -> None:
         while not done.is_set():
             try:
-                for uid in list(raw):
+                for uid in [u for u in raw if u not in existing]:
                     read_run(uid)
                 counts["reads"] += 1
             except Exception as exc:               # noqa: BLE001 - every failure is a finding
@@ -191,7 +202,8 @@ def run_concurrent_scans(tiled_uri: str, api_key: str, data_dir: Path, *, n_writ
             t.join(timeout=30)
     return ConcurrencyOutcome(runs=tuple(runs), wall_s=wall_s, n_reads=counts["reads"],
                               n_published=counts["published"], errors=tuple(errors),
-                              live_array_errors=counts["live_array_errors"])
+                              live_array_errors=counts["live_array_errors"],
+                              live_array_reads=counts["live_array_reads"])
 
 
 def check_run_complete(raw: Any, uid: str, n_frames: int) -> None:

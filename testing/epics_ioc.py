@@ -3,12 +3,18 @@
 Run it as a process (``python -m testing.epics_ioc --prefix PXMTEST: --interfaces 127.0.0.1``) with
 ``EPICS_CA_SERVER_PORT`` set; :func:`serve_ioc` does that for tests and waits until the PVs answer.
 
-PVs under ``<prefix>`` (what ``devices.motion.Goniometer``, ``devices.motion.PiezoStage`` and
+PVs under ``<prefix>`` (what ``devices.motion.Goniometer``, ``devices.motion.PiezoStage``,
+``devices.motion.SixCircle``, ``devices.dfxm.DFXMGoniometer``, ``devices.dfxm.CRLStage`` and
 ``devices.beam.BeamMonitor`` connect to):
 
 * ``GONIO:THETA``, ``GONIO:TTH`` (deg), ``STAGE:X``, ``STAGE:Y``, ``STAGE:Z`` (um): the fields of a motor
   record that ``ophyd.EpicsMotor`` reads (``.VAL .RBV .DMOV .MOVN .HLM .LLM .HLS .LLS .TDIR .STOP .VELO
   .ACCL .EGU .OFF .DIR .FOFF .SET .HOMF .HOMR``);
+* ``SIX:MU``, ``SIX:ETA``, ``SIX:CHI``, ``SIX:PHI``, ``SIX:NU``, ``SIX:DELTA`` (deg): the circles of
+  ``devices.motion.SixCircle`` (prefix ``<prefix>SIX:``), the 4S+2D diffractometer of a general geometry;
+* ``DFXM:THETA``, ``DFXM:CHI``, ``DFXM:TTH`` (deg): ``devices.dfxm.DFXMGoniometer`` (prefix ``<prefix>DFXM:``);
+  ``CRL:X``, ``CRL:Y``, ``CRL:Z`` (um), ``CRL:PITCH``, ``CRL:YAW`` (mrad): ``devices.dfxm.CRLStage``
+  (prefix ``<prefix>CRL:``), all with the same motor-record fields;
 * ``RING:CURRENT`` (mA): the storage-ring current, writable so that a test can dump the beam.
 
 Motor behaviour follows the EPICS motor record where ophyd depends on it: a put to ``.VAL`` outside
@@ -180,10 +186,11 @@ class RingCurrent(PVGroup):
 
 
 class BeamlineIOC(PVGroup):
-    """The EPICS side of one pxm Bragg-ptychography beamline: goniometer, piezo stage, ring current.
+    """The EPICS side of one pxm beamline: goniometer, piezo stage, ring current, six-circle, FP-DFXM axes.
 
-    Limits match the sim twins' defaults (``SimGoniometer``, ``SimPiezoStage``). Velocities are
-    realistic for a piezo stage (50 um/s) and quick for the goniometer (20 deg/s).
+    Limits match the sim twins' defaults (``SimGoniometer``, ``SimPiezoStage``, ``SimSixCircle``,
+    ``SimDFXMGoniometer``, ``SimCRLStage``). Velocities are realistic for a piezo stage (50 um/s) and
+    quick for the angles (20 deg/s goniometer, 50 deg/s six-circle) so that tests stay short.
     """
 
     theta = SubGroup(MotorAxis, prefix="GONIO:THETA", egu="deg", limits_egu=(-10.0, 100.0),
@@ -193,6 +200,23 @@ class BeamlineIOC(PVGroup):
     y = SubGroup(MotorAxis, prefix="STAGE:Y", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
     z = SubGroup(MotorAxis, prefix="STAGE:Z", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
     ring = SubGroup(RingCurrent, prefix="RING:")
+    # the 4S+2D six-circle diffractometer of a general geometry (devices.motion.SixCircle, docs/geometry.md)
+    mu = SubGroup(MotorAxis, prefix="SIX:MU", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
+    eta = SubGroup(MotorAxis, prefix="SIX:ETA", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
+    chi = SubGroup(MotorAxis, prefix="SIX:CHI", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
+    phi = SubGroup(MotorAxis, prefix="SIX:PHI", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
+    nu = SubGroup(MotorAxis, prefix="SIX:NU", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
+    delta = SubGroup(MotorAxis, prefix="SIX:DELTA", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
+    # FP-DFXM: the DFXM goniometer and the objective-lens (CRL) stage (devices.dfxm)
+    dfxm_theta = SubGroup(MotorAxis, prefix="DFXM:THETA", egu="deg", limits_egu=(-10.0, 100.0),
+                          velocity_egu_per_s=20.0)
+    dfxm_chi = SubGroup(MotorAxis, prefix="DFXM:CHI", egu="deg", limits_egu=(-10.0, 10.0), velocity_egu_per_s=5.0)
+    dfxm_tth = SubGroup(MotorAxis, prefix="DFXM:TTH", egu="deg", limits_egu=(-5.0, 170.0), velocity_egu_per_s=40.0)
+    crl_x = SubGroup(MotorAxis, prefix="CRL:X", egu="um", limits_egu=(-2000.0, 2000.0), velocity_egu_per_s=500.0)
+    crl_y = SubGroup(MotorAxis, prefix="CRL:Y", egu="um", limits_egu=(-2000.0, 2000.0), velocity_egu_per_s=500.0)
+    crl_z = SubGroup(MotorAxis, prefix="CRL:Z", egu="um", limits_egu=(-2000.0, 2000.0), velocity_egu_per_s=500.0)
+    crl_pitch = SubGroup(MotorAxis, prefix="CRL:PITCH", egu="mrad", limits_egu=(-5.0, 5.0), velocity_egu_per_s=2.0)
+    crl_yaw = SubGroup(MotorAxis, prefix="CRL:YAW", egu="mrad", limits_egu=(-5.0, 5.0), velocity_egu_per_s=2.0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,12 +11,15 @@ NumPy-only code fail under CuPy (docs.cupy.dev, "Conversion to/from NumPy arrays
 * ``cupyx.scipy.fft`` has no ``workers`` keyword; ``cupyx.scipy.ndimage`` takes device arrays.
 
 It counts host→device and device→host copies (:class:`Transfers`) so a test can bound them per
-iteration: each one is a synchronisation on a real GPU. It cannot check kernels, streams, memory,
-speed or cuFFT's rounding: that needs the GPU itself (``benchmarks/bench_gpu.py``).
+iteration: each one is a synchronisation on a real GPU. ``cupy.RawModule`` kernels run through their NumPy
+references (:mod:`analysis.gpu_kernels`). It cannot check the CUDA code itself, streams, memory, speed or
+cuFFT's rounding: that needs the GPU (``benchmarks/gpu_validate.py``; the kernels' source is also compiled and
+run on the host by ``tests/analysis/test_gpu_kernels.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 import operator
 import sys
 import types
@@ -267,6 +270,49 @@ def build() -> tuple[dict[str, types.ModuleType], Transfers]:
         return cupy if any(isinstance(a, ndarray) for a in args) else np
 
     cupy.asarray, cupy.array, cupy.asnumpy, cupy.get_array_module = asarray, array, asnumpy, get_array_module
+
+    class RawModule:
+        """``cupy.RawModule`` whose kernels run through their NumPy references (:data:`analysis.gpu_kernels.KERNELS`).
+
+        A launch ``kernel(grid, block, args)`` checks what CuPy and the CUDA code need (device arrays
+        C-contiguous, scalars as NumPy scalars of an explicit C type, a kernel named in the source), runs the
+        reference on the arrays in place, then calls ``cupy.raw_launch_hook(name, args)`` if one is set.
+        """
+
+        def __init__(self, code: str | None = None, *, options: tuple[str, ...] = (), **_: Any) -> None:
+            self.code = code or ""
+
+        def get_function(self, name: str) -> Any:
+            specs = importlib.import_module("analysis.gpu_kernels").KERNELS
+            if f" {name}(" not in self.code or name not in specs:
+                raise AttributeError(f"RawModule: no kernel {name!r} in the source (or no NumPy reference for it)")
+            return _RawKernel(name, specs[name].reference)
+
+    class _RawKernel:
+        def __init__(self, name: str, reference: Any) -> None:
+            self.name, self.reference = name, reference
+
+        def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+                     shared_mem: int = 0) -> None:
+            if not (isinstance(grid, tuple) and isinstance(block, tuple) and all(int(g) > 0 for g in grid + block)):
+                raise ValueError(f"{self.name}: grid {grid!r} and block {block!r} must be tuples of positive ints")
+            plain: list[Any] = []
+            for i, a in enumerate(args):
+                if isinstance(a, ndarray):
+                    if not a._a.flags.c_contiguous:
+                        raise ValueError(f"{self.name}: argument {i} is not C-contiguous (the kernel indexes it flat)")
+                    plain.append(a._a)
+                elif isinstance(a, np.generic) and not isinstance(a, np.ndarray):
+                    plain.append(a)
+                else:
+                    raise TypeError(f"{self.name}: argument {i} is {type(a).__name__}; pass device arrays and NumPy "
+                                    "scalars (np.int32, np.float32, np.float64) so that the C types match")
+            self.reference(*plain)
+            hook = cupy.__dict__.get("raw_launch_hook")
+            if hook is not None:
+                hook(self.name, tuple(plain))
+
+    cupy.RawModule = RawModule
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1,
                                       getDeviceProperties=lambda i: {"name": b"fake-cupy (NumPy)"}),

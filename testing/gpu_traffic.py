@@ -32,6 +32,9 @@ The model (what counts as a launch, and its bytes):
   CuPy scales a normalised transform (``norm="ortho"``, the inverse with ``"backward"``, the forward
   with ``"forward"``) in a separate elementwise launch, and casts a real input to complex in one more.
 * **other cupyx.scipy functions** (``ndimage``): one launch, inputs read and result written.
+* **fused kernels** (``cupy.RawModule`` kernels of :mod:`analysis.gpu_kernels`, run through their NumPy
+  references): one launch each, kind ``kernel:<name>``, with the bytes of the kernel's own model
+  (:attr:`analysis.gpu_kernels.KernelSpec.traffic`: the box view of ρ it touches, not the whole object).
 * **host↔device**: ``cupy.asarray(host)``, host values assigned or used as indices are host→device copies;
   ``.get()``, ``asnumpy``, ``float()``/``int()``/``bool()``/``item()``/``tolist()``/formatting of a device
   array are device→host copies, and each one is a **host sync** (the host waits for the device queue).
@@ -43,9 +46,12 @@ the Python code asks for, which is what fused kernels must reduce. Runtime code 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -446,8 +452,31 @@ def build(record_sites: bool = False) -> tuple[dict[str, types.ModuleType], Traf
         return generic("ndimage", name, fn) if callable(fn) else fn
 
     ndi.__getattr__ = getattr_ndi  # type: ignore[method-assign]
+    specs = importlib.import_module("analysis.gpu_kernels").KERNELS
+
+    def raw_launch(name: str, args: tuple[Any, ...]) -> None:             # one fused kernel: its own byte model
+        read, written = specs[name].traffic(args)
+        tr.record(f"kernel:{name}", read, written)
+
+    cp.__dict__["raw_launch_hook"] = raw_launch
     cp.__dict__["traffic"] = tr
     return mods, tr
+
+
+@contextlib.contextmanager
+def r_factors_at_phase_ends() -> Iterator[None]:
+    """Within the block the engine records R-factors only at the end of each phase (and its start), as when a
+    phase is long: with the default 20 points per phase every iteration of a 3-iteration phase would also run
+    an R-factor pass, which is not the iteration's own traffic. Restores the engine's rule afterwards.
+    """
+    engine = importlib.import_module("analysis.engine")
+    quality = importlib.import_module("analysis.solvers.quality")
+    saved = engine.r_factor_due
+    engine.r_factor_due = functools.partial(quality.r_factor_due, points=1)
+    try:
+        yield
+    finally:
+        engine.r_factor_due = saved
 
 
 def install(monkeypatch: Any, record_sites: bool = False) -> tuple[types.ModuleType, Traffic]:

@@ -11,12 +11,12 @@ from bluesky import RunEngine
 from analysis.geometry import BraggGeometry
 from devices.sim_beamline import make_sim_beamline
 from devices.testing import EncodingFrameSource
+from testing import TEST_API_KEY
 
 # Fail fast instead of retrying for 45 s when a Tiled server is down (tiled's client retries for about 45 s by default).
 os.environ.setdefault("TILED_RETRY_ATTEMPTS", "1")
 os.environ.setdefault("TILED_RETRY_TIMEOUT", "5")
 
-TEST_API_KEY = "pxmtestkey0123456789"  # >= 16 characters: pxm refuses shorter keys
 
 
 def _cupy_or_skip():

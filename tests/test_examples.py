@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow                        # five processes, ~100 s of CPU in all
+pytestmark = pytest.mark.slow                        # eleven processes, ~200 s of CPU in all
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -25,6 +25,8 @@ N_FRAMES = 3 * 3 * 17
 """The small beamtime's Bragg scan: 3 × 3 raster × 17 angles (examples/_beamtime.py SMALL)."""
 STRAIN_RMSE_BOUND = 2e-4
 """Bound on example 03's strain RMSE against the simulator's truth (as the small demo's)."""
+ZERNIKE_ERROR_BOUND_RAD = 0.1
+"""Bound on example 08's largest error of a retrieved Zernike coefficient (true ones 0.3-0.4 rad)."""
 
 
 def _run(name: str, work: Path) -> str:
@@ -78,7 +80,9 @@ def work(tmp_path_factory) -> Path:
 def test_every_example_is_tested():
     scripts = {p.name for p in EXAMPLES.glob("[0-9]*.py")}
     assert scripts == {"01_simulate_beamtime.py", "02_export_and_reconstruct.py", "03_reconstruct_dataset_strain.py",
-                       "04_publish_and_read_back.py", "05_replay_recorded_run.py"}
+                       "04_publish_and_read_back.py", "05_replay_recorded_run.py", "06_probe_from_spiral.py",
+                       "07_recover_after_outage.py", "08_fp_dfxm.py", "09_polarization.py",
+                       "10_exchange_formats.py", "11_live_consumer.py"}
 
 
 def test_02_export_and_reconstruct(work):
@@ -107,3 +111,44 @@ def test_05_replay(work):
     out = _run("05_replay_recorded_run.py", work)
     assert _number(r"(\d+) of \d+ frames used", out) == N_FRAMES
     assert (work / "replayed.h5").is_file()
+
+
+def test_06_probe_from_spiral(work):
+    out = _run("06_probe_from_spiral.py", work)
+    assert (work / "probe-api.h5").is_file()
+    assert _number(r"max \|probe - beamtime's probe file\| = (\S+)", out) == 0     # the same code, the same probe
+    assert _number(r" -> (\S+) in \d+ sweeps", out) < _number(r"error (\S+) -> ", out)   # ePIE converged
+
+
+def test_07_recover_after_outage(work):
+    out = _run("07_recover_after_outage.py", work)
+    assert "in Tiled: False" in out                     # the outage
+    assert re.search(r"dry run: \S+  would add:", out) and re.search(r"\S+  added: ", out), out
+    assert re.search(r"frames of the run: 153 before, 153 after recovery", out), out
+    assert re.search(r"second pass: \{'ok': 3\}", out), out
+
+
+def test_08_fp_dfxm(work):
+    out = _run("08_fp_dfxm.py", work)
+    assert "frames (25, 32, 32)" in out and re.search(r"published /processed/\S+", out)
+    assert _number(r"largest Zernike error: (\S+) rad", out) < ZERNIKE_ERROR_BOUND_RAD
+    assert _number(r"strain map \(\d+, \d+\): (\d+) lit pixels", out) > 0
+
+
+def test_09_polarization(work):
+    out = _run("09_polarization.py", work)
+    ps = _number(r"Ps = (\S+) C/m", out)
+    assert _number(r"max \| \|P\| - Ps \| = (\S+) C/m", out) < 1e-3 * ps    # |P| = Ps in both domains
+    assert "refused: pxm polarization: error: " in out and "--force" in out       # 02's W (220) is not BaTiO3
+
+
+def test_10_exchange_formats(work):
+    out = _run("10_exchange_formats.py", work)
+    assert _number(r"max \|frames - original\| = (\S+),", out) == 0 and "same geometry: True" in out
+    assert re.search(r"wrote \S+results\.vti: VTK ImageData", out), out
+
+
+def test_11_live_consumer(work):
+    out = _run("11_live_consumer.py", work)
+    assert _number(r"live: run \S+: (\d+) of \d+ frames used", out) == N_FRAMES
+    assert "status complete" in out

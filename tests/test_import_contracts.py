@@ -32,7 +32,7 @@ def test_benchmarks_take_helpers_from_testing_not_tests():
     """Benchmarks import the shared problems and metrics from the installed ``testing`` package, never
     from ``tests/`` (which is not a package and needs PYTHONPATH tricks); runtime code imports neither."""
     offenders = []
-    for room in ("benchmarks", "testing", "pxm", "plans", "devices", "sim", "analysis"):
+    for room in ("tests", "benchmarks", "testing", "pxm", "plans", "devices", "sim", "analysis"):
         for path in (ROOT / room).rglob("*.py"):
             for line in path.read_text().splitlines():
                 s = line.strip()

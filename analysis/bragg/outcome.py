@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "PHASE_NAMES", "POSTPROCESSING_STEPS", "error_line", "software_info", "write_outcome",
            "finish_results", "save_outcome_figures", "outcome_footer"]
 
-PHASE_NAMES = {"epie": "ePIE", "ml": "ML"}
+PHASE_NAMES = {"epie": "ePIE", "ml": "ML",
+               "thin_layer": "thin layer (R-factor: pxm's grid model; cost: R-factor of the lattice model fitted)"}
 """Display names of the engine's phases."""
 POSTPROCESSING_STEPS = {"strain": "strain maps", "fsc": "half-data FSC", "prtf": "PRTF runs",
                         "truth_error": "error against the truth", "resolution": "resolution curves",
@@ -113,6 +114,9 @@ class Outcome:
     sample name, phases, MPI ranks and device."""
     sample: dict[str, Any] = field(default_factory=dict)
     """The scan's sample description (name, material, thickness_m, ...)."""
+    extra_datasets: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Further arrays for the results file, written as ``/<name>`` with the iterations (e.g. the thin-layer
+    recipe's ``lattice/object``, ``lattice/vectors_lab_m``); names must not collide with the standard layout."""
 
     # --- views ------------------------------------------------------------------------------------
     @property
@@ -163,6 +167,7 @@ class Outcome:
         return {"object": res.object, "probe": res.probe, "background": res.background, **self.strain_arrays(),
                 "error": np.asarray(res.costs, float),
                 "error_phase": np.asarray([p == "ml" for p in res.phases], np.int8),
+                "r_factor_history": np.asarray(res.r_factor_history, float),
                 "metrics": self.metrics, "timings_s": self.timings_s}
 
     def quality_lines(self) -> list[str]:
@@ -224,6 +229,12 @@ def write_outcome(outcome: Outcome, path: str | Path, *,
         with h5py.File(path, "a") as f:
             if res.free is not None:
                 _write_free_cost(f, res.free)
+            for name, value in outcome.extra_datasets.items():
+                f[name] = value
+            if res.r_factor_history:
+                d = f.create_dataset("r_factor_history", data=np.asarray(res.r_factor_history, float))
+                d.attrs["description"] = ("R-factor after each iteration (aligned with /error_history), NaN where "
+                                          "not computed; docs/dataset-format.md §2")
             f["timings"].attrs["write_s"] = time.perf_counter() - t0
         return {}
     if stage != "postprocessing":
@@ -284,6 +295,43 @@ def _write_free_cost(f: Any, h: FreeCostHistory) -> None:
 
 
 # ------------------------------------------------------------------------------------------ figures
+LIT_FRACTION = 0.05
+"""The strain figure draws the support's voxels where Σ_j |P_j|² is at least this fraction of its maximum there:
+where the data constrain ρ. Elsewhere the maps (``illuminated_support``, 1 %) show mostly the flat start; the demo's
+truth scores use the stricter 20 % of the true probe (``pxm.demo.truth_scores``)."""
+
+
+def lit_region(result: ReconstructionResult, fraction: float = LIT_FRACTION) -> np.ndarray:
+    """The support S where Σ_j |P_j|² of the final probe at its positions is ≥ ``fraction`` of its maximum on S.
+
+    Parameters
+    ----------
+    result
+        The engine's result (probe, view offsets and sub-pixel shifts, geometry).
+    fraction
+        Threshold relative to the maximum, in (0, 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool, the object's shape.
+    """
+    from analysis.solvers.model import BraggModel
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"lit_region: fraction must lie in (0, 1), got {fraction}")
+    shape = tuple(int(n) for n in result.object.shape)
+    op = BraggModel.from_geometry(result.geometry, (shape[0], shape[1], shape[2]))
+    probe = np.asarray(result.probe)
+    w = np.zeros(shape)
+    for off, shift in zip(result.offsets_vox, result.shifts_px, strict=True):
+        pj = op.probe_at(probe, np.asarray(shift))
+        w[op.view(np.asarray(off))] += pj.real ** 2 + pj.imag ** 2
+    sup = np.asarray(result.support, bool)
+    top = float(w[sup].max()) if sup.any() else 0.0
+    return sup & (w >= fraction * top) if top > 0 else np.zeros(shape, bool)
+
+
 def outcome_footer(outcome: Outcome) -> FigureFooter:
     """The figures' footer of ``outcome``: raw run uid, recipe (name and iterations), date, pxm version.
 
@@ -348,11 +396,16 @@ def save_outcome_figures(outcome: Outcome, directory: str | Path, errors: dict[s
     if strain is not None:
         centre_m = (place.position_m(np.asarray(strain.eps_zz.shape) // 2)
                     if place is not None and tuple(strain.eps_zz.shape) == tuple(res.object.shape) else None)
-        makers["strain.png"] = lambda p: save_strain_slices(p, strain, title=f"{title_prefix}strain",
-                                                            theta_bragg_rad=theta, centre_position_m=centre_m,
-                                                            footer=footer, geometry=res.geometry)
+        lit = (lit_region(res, LIT_FRACTION) if tuple(strain.eps_zz.shape) == tuple(res.object.shape)
+               and res.origin_vox is not None else None)
+        makers["strain.png"] = lambda p: save_strain_slices(
+            p, strain, title=f"{title_prefix}strain", theta_bragg_rad=theta, centre_position_m=centre_m,
+            footer=footer, geometry=res.geometry, region=lit,
+            region_note=f"lit crystal: Σ_j|P_j|² ≥ {LIT_FRACTION:.0%} of its maximum" if lit is not None
+            else "every mapped voxel")
     if convergence:
         makers["convergence.png"] = lambda p: save_convergence(p, res.costs, res.phases, r_factors=res.r_factors,
+                                                               r_factor_history=res.r_factor_history or None,
                                                                recipe=res.recipe, footer=footer,
                                                                title=f"{title_prefix}convergence")
         if outcome.resolution is not None or outcome.prtf is not None:

@@ -33,7 +33,11 @@ from analysis.strain import StrainOptions
 from analysis.xp import array_module, backend, device_description
 
 __all__ = ["PipelineOptions", "TruthObject", "recipe_geometry", "build_engine", "iterate", "reconstruct",
-           "prtf_reconstructions", "run_metrics", "free_cost_metrics", "convergence_metrics"]
+           "prtf_reconstructions", "run_metrics", "free_cost_metrics", "convergence_metrics", "THIN_LAYER",
+           "reconstruct_thin_layer"]
+
+THIN_LAYER = "thin-layer"
+"""Recipe name of the lattice route (:func:`reconstruct_thin_layer`, docs/recipes.md)."""
 
 TruthObject = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """ρ_true at sample-frame points x, y, z in metres (arrays of one shape), e.g. ``BraggSimulator.truth_object``."""
@@ -276,6 +280,165 @@ def reconstruct(scan: BraggScan, recipe: Any, probe: np.ndarray, *, comm: Commun
     strain, resolution, prtf_est = _postprocess(rec, scan, recipe, probe, options, metrics, timings, errors)
     return dataclasses.replace(outcome, strain=strain, resolution=resolution, prtf=prtf_est, metrics=metrics,
                                timings_s=timings, postprocessing_errors=errors)
+
+
+def reconstruct_thin_layer(scan: BraggScan, recipe: Any, probe: np.ndarray, *, lattice_probe: np.ndarray | None = None,
+                           lattice_probe_geometry: BraggGeometry | None = None, thin_layer: Any = None,
+                           options: PipelineOptions = PipelineOptions(), recipe_name: str = THIN_LAYER,
+                           probe_source: str = "given", checkpoint: Callable[[Outcome], Any] | None = None) -> Outcome:
+    """A thin crystalline layer with a known probe, on the detector lattice, returned as the usual :class:`Outcome`.
+
+    :func:`analysis.solvers.lattice.reconstruct_thin_layer` (difference map, slab picked by the data) runs on the
+    lattice dual to the measured q at U = 1; its object goes onto pxm's grid at U = 1 exactly
+    (:func:`analysis.solvers.lattice.detector_lattice_to_grid`: y line scans only, anything else is refused).
+    The engine is built on that grid with ``recipe`` (0 iterations, probe held, no scale matching, b = 0) only to
+    state the result in pxm's model: ``r_factor`` is pxm's sheared-grid model on the grid object (one global
+    factor fitted: ``lattice_to_grid_scale``), ``r_factor_lattice_model`` the lattice model's (the one the map
+    fitted; also the phase's "cost"). Then checkpoint, strain, as for :func:`reconstruct`. The results keep the
+    lattice object and its placement as ``/lattice/*``.
+
+    Parameters
+    ----------
+    scan
+        The whole scan (no MPI share).
+    recipe
+        The engine's recipe on the grid: :func:`analysis.recipes.thin_layer_recipe`.
+    probe
+        (N2, N3) P2 on the U = 1 grid, the known probe (held).
+    lattice_probe, lattice_probe_geometry
+        The same probe on a finer geometry (any U; the probe file's own P2 at the dataset's U), used for the
+        lattice probe; None: ``probe`` on the U = 1 grid.
+    thin_layer
+        :class:`analysis.solvers.lattice.ThinLayerOptions`, or None: the defaults with thicknesses from the sample
+        (:meth:`~analysis.solvers.lattice.ThinLayerOptions.for_sample`) and, when ``recipe.n_epie_iterations`` > 0
+        (``--iterations N``), N map iterations on the chosen slab.
+    options, recipe_name, probe_source, checkpoint
+        As for :func:`reconstruct` (no FSC, no PRTF).
+
+    Returns
+    -------
+    Outcome
+        Object on pxm's grid, metrics (both R-factors, the slab chosen), strain, provenance.
+    """
+    import warnings
+
+    from analysis.engine import UndersampledWarning
+    from analysis.ptypy_bragg import lattice_transfer
+    from analysis.solvers import lattice as lat_dm
+
+    if scan.is_share:
+        raise ValueError(f"{THIN_LAYER} recipe: runs in one process on the whole scan; drop --mpi")
+    if options.fsc or options.prtf_runs:
+        raise ValueError(f"{THIN_LAYER} recipe: the FSC and PRTF runs need the engine's iterations; drop --fsc/--prtf")
+    g = recipe_geometry(scan.geometry, recipe)
+    if g.upsampling != 1:
+        raise ValueError(f"{THIN_LAYER} recipe: the detector lattice is the grid at U = 1, got U = {g.upsampling}; "
+                         "drop --upsampling")
+    t0 = time.perf_counter()
+    lattice = lat_dm.DetectorLattice.from_geometry(g)
+    lscan = lat_dm.lattice_scan(lattice, scan.stage_xyz_m)
+    lat_dm.check_line_scan(lattice, lscan)                  # before any work: one line for a scan it cannot map
+    if scan.frame_valid is not None and not np.all(scan.frame_valid):
+        raise ValueError(f"{THIN_LAYER} recipe: the scan has missing frames; the lattice map needs every frame")
+    with warnings.catch_warnings():                     # the sampling check sizes pxm's grid model, not the lattice's
+        warnings.simplefilter("ignore", UndersampledWarning)
+        rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
+                           execution=options.execution)
+    res0 = rec.result()
+    transfer = lattice_transfer(g, g.theta_bragg_deg, res0.object.shape, res0.origin_vox, res0.offsets_vox)
+    t_setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if recipe.n_ml_iterations:
+        raise ValueError(f"{THIN_LAYER} recipe: no ML refinement on the lattice; drop --ml")
+    finish = {"n_iterations": int(recipe.n_epie_iterations)} if recipe.n_epie_iterations else {}   # --iterations N
+    opts = thin_layer if thin_layer is not None else lat_dm.ThinLayerOptions.for_sample(dict(scan.sample), **finish)
+    frames, mask = np.asarray(scan.frames, float), np.asarray(scan.mask, bool)
+    if g.rocking_step_deg < 0:
+        frames, mask = frames[:, ::-1], (mask[::-1] if mask.ndim == 3 else mask)
+    found = lat_dm.reconstruct_thin_layer(
+        frames, mask, scan.stage_xyz_m, g, probe if lattice_probe is None else lattice_probe,
+        g if lattice_probe_geometry is None else lattice_probe_geometry, sample=dict(scan.sample), options=opts)
+    t_iter = time.perf_counter() - t1
+    grid_obj = lat_dm.detector_lattice_to_grid(found.search.object, lattice, lscan, transfer)
+    xp = array_module(rec.state.object)
+    r_initial = float(rec.r_factor())
+    scale = _fit_scale(rec, grid_obj)                   # the lattice's unnormalised FFT vs pxm's operator
+    grid_obj = grid_obj * scale
+    rec.state.object = xp.asarray(rec.model_object(grid_obj), dtype=rec.state.object.dtype)
+    amp = np.abs(grid_obj)
+    rec.state.support = xp.asarray(amp >= 0.1 * amp.max(initial=0.0))
+    r_grid = float(rec.r_factor())
+    search = found.search
+    hist = tuple(float(v) for v in search.r_history)
+    phase = "thin_layer"
+    res = dataclasses.replace(rec.result(), costs=hist, phases=(phase,) * len(hist),
+                              timings_s=(t_iter / max(len(hist), 1),) * len(hist),
+                              r_factors={"initial": r_initial, phase: r_grid},
+                              r_factor_history=(float("nan"),) * (len(hist) - 1) + (r_grid,) if hist else ())
+    c = search.chosen
+    metrics: dict[str, Any] = {**run_metrics(res, n_angles=scan.n_angles),
+                               "initial_probe_scale": 1.0, "r_factor_lattice_model": float(c.r_factor),
+                               f"final_{phase}_cost": float(c.r_factor),
+                               "lattice_to_grid_scale": scale,
+                               "lattice_slab_thickness_m": c.thickness_m, "lattice_slab_offset_m": c.offset_m,
+                               "lattice_slab_voxels": c.n_voxels, "lattice_slabs_tried": len(search.trials),
+                               "lattice_map_iterations": int(len(search.trials) * opts.n_search_iterations
+                                                             + opts.n_iterations),
+                               "n_iterations": int(len(search.trials) * opts.n_search_iterations
+                                                   + opts.n_iterations)}
+    verdict = convergence(hist, (phase,) * len(hist), {"initial": hist[0] if hist else float("nan"),
+                                                       phase: float(min(hist, default=float("nan")))})
+    verdict = dataclasses.replace(verdict, reason=verdict.reason.replace(
+        "ePIE: cost", f"lattice map: R-factor per {min(10, max(opts.n_iterations, 1))} iterations"))
+    metrics.update(convergence_metrics(verdict))
+    timings = {"setup_s": t_setup, "iterations_s": t_iter,
+               "per_iteration_mean_s": t_iter / max(metrics["lattice_map_iterations"], 1)}
+    device = device_description(array_module(rec.state.object))
+    provenance = {**scan.provenance, "software": "pxm", "software_info": software_info(), "recipe_name": recipe_name,
+                  "probe_source": probe_source, "dataset": scan.source, "sample_name": scan.sample.get("name"),
+                  "sample": sample_record(scan.sample, scan.geometry), "phases": [phase], "mpi_ranks": 1,
+                  "device": device, "lattice_route": (
+                      "difference map on the detector lattice, slab picked by the data "
+                      "(analysis.solvers.lattice); /object is its exact image on pxm's U = 1 grid")}
+    extra = {"lattice/object": search.object.astype(np.complex64), "lattice/support": search.support,
+             "lattice/vectors_lab_m": lattice.vectors_lab_m, "lattice/origin_lab_m": lscan.origin_lab_m,
+             "lattice/view_starts": lscan.starts, "lattice/slab_normal_lab": found.normal,
+             "lattice/trials_r_factor": np.array([t.r_factor for t in search.trials], float),
+             "lattice/trials_thickness_m": np.array([t.thickness_m for t in search.trials], float),
+             "lattice/trials_offset_m": np.array([t.offset_m for t in search.trials], float)}
+    outcome = Outcome(result=res, metrics=dict(metrics), timings_s=dict(timings), recipe=recipe,
+                      recipe_name=recipe_name, probe_source=probe_source, convergence=verdict,
+                      postprocessing_errors={}, n_ranks=1, device=device,
+                      provenance={k: v for k, v in provenance.items() if v is not None}, sample=dict(scan.sample),
+                      extra_datasets=extra)
+    if checkpoint is not None:
+        checkpoint(outcome)
+    errors: dict[str, str] = {}
+    strain, _, _ = _postprocess(rec, scan, recipe, probe, options, metrics, timings, errors)
+    return dataclasses.replace(outcome, strain=strain, metrics=metrics, timings_s=timings,
+                               postprocessing_errors=errors)
+
+
+def _fit_scale(rec: Any, obj: np.ndarray) -> float:
+    """The real factor s > 0 with the lowest R-factor of s·``obj`` in the engine's model (a bounded search on log s).
+
+    The lattice map's model is an unnormalised FFT of ρ·P; pxm's operator has its own normalisation, so the same
+    object fits the same data up to one global factor.
+    """
+    from scipy.optimize import minimize_scalar
+
+    dtype = rec.state.object.dtype
+    xp = array_module(rec.state.object)
+
+    def r_at(log_s: float) -> float:
+        rec.state.object = xp.asarray(rec.model_object(obj * 10.0 ** log_s), dtype=dtype)
+        return float(rec.r_factor())
+
+    grid = np.arange(-4.0, 6.01, 1.0)
+    k = int(np.argmin([r_at(v) for v in grid]))
+    fit = minimize_scalar(r_at, bounds=(grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]), method="bounded",
+                          options={"xatol": 1e-3})
+    return float(10.0 ** fit.x)
 
 
 def _postprocess(rec: Any, scan: BraggScan, recipe: Any, probe: np.ndarray, options: PipelineOptions,

@@ -289,8 +289,16 @@ def measured_band_mask(geometry: BraggGeometry, object_shape: tuple[int, int, in
 
     A measured point q = m1Δq1 e1 + m3Δq3 û has, in cycles per voxel of the r-grid,
     f1 = m1/N1' + c f3 with c = N3 Δq3 u1 Δr1 / 2π and f3 = m3/N3 (docs/geometry.md, Operators). The crop keeps
-    |m1| ≤ N1/2, so the band is |f1 − c f3| ≤ N1/(2 N1'). Along k_i ≈ e1 the probe carries no
-    frequencies, so object content outside this band is never measured (set only by the support).
+    |m1| ≤ N1/2, so the band is |f1 − c f3| ≤ N1/(2 N1'). This is exact for the exit wave P·ρ; for the object it
+    holds only as far as the probe carries no frequencies across it (the probe is invariant along k̂_i alone),
+    so the projection is an option of the engine (``band_limit_object``), not a property of the data.
+
+    The columns' band |f2 − c2 f3| ≤ N2/(2 N2') (c2 from the e2 shear, :func:`shear_per_index_rad`) is not
+    applied: in an out-of-plane geometry the probe carries e2 frequencies of the order of the out-of-band
+    margin (N2' − N2)/2, so object content outside it is measured through the probe. Brute-force DFT at the
+    measured q (asymmetric-out-of-plane, 12² px, box 18 × 16 × 6, 0.24 µm Gaussian beam): an object
+    frequency outside the columns' band keeps 10–32 % of its exit-wave energy at the measured points
+    (in band 99 %; as an exit wave without the probe, 0 %), tests/analysis/test_band_general_geometry.py.
     """
     n1p, _, n3 = geometry.recon_shape
     if len(object_shape) != 3 or min(object_shape) < 1:

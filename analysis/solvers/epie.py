@@ -13,6 +13,7 @@ import numpy as np
 
 from analysis.operators.probe import apply_fourier_mask_2d
 from analysis.solvers.fused_cpu import FusedCpuSweep
+from analysis.solvers.fused_gpu import FusedGpuSweep
 from analysis.solvers.model import BraggData, BraggModel, BraggState, normalise_scale
 from analysis.solvers.options import EpieOptions, Execution
 from analysis.xp import Array, array_module
@@ -29,7 +30,8 @@ class SweepStats:
     probe_updated: bool
     """Whether P2 was updated in this sweep."""
     kernels: str = "array"
-    """Which code ran the sweep: "array" (NumPy/CuPy array code), "fused-cpu" (Numba + FFTW) or "dm"
+    """Which code ran the sweep: "array" (NumPy/CuPy array code), "fused-cpu" (Numba + FFTW), "fused-gpu"
+    (cuFFT + the CUDA kernels of :mod:`analysis.gpu_kernels`) or "dm"
     (a difference-map / RAAR sweep, :mod:`analysis.solvers.dm`)."""
 
 
@@ -244,6 +246,13 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
     else:
         order = rng.permutation(data.n_positions)
         fused = FusedCpuSweep.for_model(op, state, Execution() if execution is None else execution)
+        gpu = FusedGpuSweep.for_model(op, state) if fused is None else None
+        if gpu is not None:                             # NA mask and ρ/P scale done on the device
+            na_on = update_probe and op.na_mask is not None and it < options.na_mask_stop_iter
+            cost = gpu.sweep(state, data, options, order, update_probe, na_on, options.normalise_scale)
+            state.iteration = it + 1
+            return state, SweepStats(cost=cost / max(data.measured_sum(), _TINY), probe_updated=update_probe,
+                                     kernels="fused-gpu")
         if fused is None:
             cost, kernels = _sequential(state, data, op, options, order, update_probe), "array"
         else:

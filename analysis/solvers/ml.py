@@ -16,6 +16,7 @@ import numpy as np
 
 from analysis.solvers.distributed import Communicator, SerialCommunicator
 from analysis.solvers.fused_cpu import FusedCpuML
+from analysis.solvers.fused_gpu import FusedGpuML
 from analysis.solvers.model import BraggData, BraggModel, BraggState
 from analysis.solvers.options import Execution, MLOptions
 from analysis.solvers.smoothness import (
@@ -35,7 +36,7 @@ class ExitWaves:
     """Ψ0_j = F(P_j ρ_j) of every position, kept by :func:`cost_and_gradient` for :func:`line_coefficients`."""
 
     kernels: str = ""
-    """Which code filled ``waves``: "array" (Ψ0_j per position) or "fused-cpu" (unnormalised crops)."""
+    """Which code filled ``waves``: "array" (Ψ0_j per position), "fused-cpu" or "fused-gpu" (unnormalised crops)."""
     waves: Any = None
     """One crop set: a list of (N1, N2, NM) arrays, or the fused path's (POS, N1, N2, NM) buffer."""
     state_key: StateStamp | None = None
@@ -79,7 +80,8 @@ class MLStats:
     beta: float
     """Polak–Ribière β used (0 = restart)."""
     kernels: str = "array"
-    """Which code ran the transforms: "array" (NumPy/CuPy array code) or "fused-cpu" (Numba + FFTW)."""
+    """Which code ran the transforms: "array" (NumPy/CuPy array code), "fused-cpu" (Numba + FFTW) or "fused-gpu"
+    (cuFFT + the CUDA kernels of :mod:`analysis.gpu_kernels`)."""
 
 
 def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) -> np.ndarray:
@@ -126,8 +128,15 @@ def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[A
     return cost, psi_q * chi.astype(psi_q.real.dtype)
 
 
-def _fused(state: BraggState, op: BraggModel, execution: Execution | None) -> FusedCpuML | None:
-    return FusedCpuML.for_model(op, state, Execution() if execution is None else execution)
+def _fused(state: BraggState, op: BraggModel, execution: Execution | None) -> FusedCpuML | FusedGpuML | None:
+    """The fused path: Numba + FFTW on NumPy arrays, CUDA kernels on CuPy arrays, or None (the array code)."""
+    cpu = FusedCpuML.for_model(op, state, Execution() if execution is None else execution)
+    return cpu if cpu is not None else FusedGpuML.for_model(op, state)
+
+
+def _kernels(fused: FusedCpuML | FusedGpuML | None) -> str:
+    """The name of the code a fused path runs ("array" without one)."""
+    return "array" if fused is None else getattr(fused, "kernels", "fused-cpu")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -184,7 +193,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
     w0 = prior.start(state.object, 1)[0] if prior is not None else None
     r0 = prior.roughness if prior is not None and with_probe else None
     strength = prior.strength if prior is not None else 0.0
-    kernels = "array" if fused is None else "fused-cpu"
+    kernels = _kernels(fused)
     kept: Any = None                                        # Ψ_j per position: the fused kernels' array or a list
     if exit_waves is not None:
         kept = fused.kept_waves(data.n_positions, exit_waves.waves) if fused is not None else exit_waves.waves
@@ -256,7 +265,7 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
                                     options.noise_model)[0]
         total = float(total)
     if exit_waves is not None:
-        exit_waves.kernels = "array" if fused is None else "fused-cpu"
+        exit_waves.kernels = _kernels(fused)
         exit_waves.waves, exit_waves.state_key = kept, StateStamp.of(state, data)
     w = build_mu_map(state, data, op, weights) if mu_map is None else mu_map
     return total + _mu_cost(state.object, w)
@@ -303,7 +312,7 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
     """
     xp = array_module(state.object)
     fused = _fused(state, op, execution)
-    kernels = "array" if fused is None else "fused-cpu"
+    kernels = _kernels(fused)
     kept = exit_waves.waves if exit_waves is not None and exit_waves.kernels == kernels else None
     w12 = None
     if prior is not None:
@@ -424,7 +433,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     sums = PriorSums(strength=sm, roughness=roughness_maps(state.object)[0] if with_p else None) if sm else None
     c0, g_o, g_p = cost_and_gradient(state, data, op=op, options=options, weights=mem.mu_weights, with_probe=with_p,
                                      mu_map=mem.mu_map, exit_waves=kept, prior=sums, execution=execution)
-    kernels = kept.kernels if kept is not None else ("array" if _fused(state, op, execution) is None else "fused-cpu")
+    kernels = kept.kernels if kept is not None else _kernels(_fused(state, op, execution))
     mem.mu_map_support = state.support                      # the fused path may have made S contiguous
     c0 = comm.allreduce_scalar(c0)
     g_o = comm.allreduce_sum(g_o)

@@ -92,35 +92,44 @@ def test_dfxm_demo_and_fp_reconstruct_figures(tiled_service, tiled_layout, tmp_p
     assert by_name["fp_pupil.png"][1]                                   # the complex pupil has its colour wheel
     assert all("Zernike-EPRY 3 sweeps" in footer and "pxm fp-reconstruct" in footer for _, _, footer, _ in drawn)
 
-    assert main(["dfxm-demo", "--ferroelectric", "--figures", str(demo_figs), "--tiled-uri", "http://127.0.0.1:9"]) == 1
-    assert "--figures is not available with --ferroelectric" in capsys.readouterr().err
+
+def test_ferroelectric_demo_figures(tiled_service, tmp_path, drawn, capsys):
+    """`pxm dfxm-demo --ferroelectric --figures DIR`: both variant scans' FP figures and the polarization maps."""
+    figs = tmp_path / "fe"
+    assert main(["dfxm-demo", "--ferroelectric", "--tiled-uri", tiled_service.uri,
+                 "--api-key", tiled_service.config.api_key, "--data-dir", str(tiled_service.config.data_dir),
+                 "--n-px", "16", "--grid", "3", "--step-px", "3", "--iterations", "3",
+                 "--figures", str(figs)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    uids = {line.split()[1].strip("():"): line.split()[3] for line in out.splitlines()
+            if line.startswith("run (") and "variant" in line}
+    assert set(uids) == {"c", "a"}, out
+    fp = ["fp_object.png", "fp_pupil.png", "fp_convergence.png"]
+    names = [f"{v}_{n}" for v in ("c", "a") for n in fp] + ["polarization_fp-c+fp-a.png", "polarization_variants.png"]
+    assert sorted(n for n, *_ in drawn) == sorted(names)
+    for name, labels, footer, _ in drawn:
+        assert (figs / name).read_bytes()[:8] == PNG and f"wrote {figs / name}" in out
+        assert all(lab.strip() for lab in labels), (name, labels)
+        assert "pxm dfxm-demo --ferroelectric" in footer and "pxm " in footer and " UTC" in footer, (name, footer)
+        variant = name.split("_")[0]
+        if variant in uids:                                  # each scan's figures name its own run
+            assert f"run {uids[variant]}" in footer and f"({variant} variant scan)" in footer, (name, footer)
+    by_name = {n: labels for n, labels, _, _ in drawn}
+    pol = by_name["polarization_fp-c+fp-a.png"]
+    assert "|P| (C/m²)" in pol and "σ_gg (MPa)" in pol
+    assert any(lab.startswith("variant (0 not inverted, 1 c, 2 a)") for lab in by_name["polarization_variants.png"])
 
 
 def test_probe_figures(tiled_service, tiled_layout, tmp_path, drawn, capsys):
-    from analysis.geometry import DetectorLayout, Roi
-    from devices.sim_beamline import make_sim_beamline
-    from plans import spiral_probe_scan
-    from pxm.demo import DemoOptions, demo_geometry, demo_probe
     from pxm.runengine import make_run_engine, run_uids
-    from sim import SiemensStar, TransmissionSimulator
+    from testing.spiral_scan import spiral_beamline, spiral_plan
 
     _, raw, _ = tiled_layout
     raw_dir = tiled_service.config.raw_path / uuid.uuid4().hex[:8]
     raw_dir.mkdir(parents=True)
-    opts = DemoOptions()
-    geom = demo_geometry(opts)
-    layout = DetectorLayout()
-    star = SiemensStar(energy_kev=geom.energy_kev)
-    fwd = make_sim_beamline(TransmissionSimulator(demo_probe(opts, geom.energy_kev), star, energy_kev=geom.energy_kev,
-                                                  detector_distance_m=geom.detector_distance_m, layout=layout,
-                                                  flux_ph_per_s=opts.flux_ph_per_s),
-                            geometry=geom, data_dir=raw_dir, roi=Roi.centred(layout, 64, 64), exposure_s=1.0,
-                            simulate_exposure=False, seed=3, prefix="fwd_")
+    fwd, geom = spiral_beamline(raw_dir)
     wiring = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs", beam_signal=fwd.monitor.current)
-    (uid,) = run_uids(wiring.RE(spiral_probe_scan(fwd.detector, fwd.stage, n_points=12, step_um=0.1, exposure_s=1.0,
-                                                  energy_kev=geom.energy_kev,
-                                                  detector_distance_m=geom.detector_distance_m,
-                                                  sample={"name": "Siemens star (simulated)"})))
+    (uid,) = run_uids(wiring.RE(spiral_plan(fwd, geom)))
     figs = tmp_path / "probe_figs"
     assert main(["probe", uid, "--tiled-uri", tiled_service.uri, "--api-key", tiled_service.config.api_key,
                  "-o", str(tmp_path / "probe.h5"), "--iterations", "3", "--figures", str(figs)]) == 0, \

@@ -14,7 +14,6 @@ from analysis.dfxm import (
     FPDFXMGeometry,
     FPDFXMOperator,
     FPOptions,
-    Reflection,
     aberrated_pupil,
     check_overlap,
     find_phase_vortices,
@@ -27,21 +26,14 @@ from analysis.dfxm import (
     strain_tilt_from_phase,
     zernike,
 )
+from testing.fp_dfxm_problem import FP_REFLECTION, fp_angle_grid, fp_geometry
 from testing.operator_contract import check_adjoint
 
-REFL = Reflection(hkl=(0, 0, 2), d_spacing_m=2.018e-10)
+REFL = FP_REFLECTION
 
 
-def _geom(**kw):
-    base = dict(reflection=REFL, n_px=16, upsampling=3, pixel_size_m=40e-9)
-    base.update(kw)
-    return FPDFXMGeometry(**base)
-
-
-def _grid(geom, n_side=5, step_px=4):
-    k = (np.arange(n_side) - (n_side - 1) / 2) * step_px * geom.angle_per_freq_px_rad
-    rr, cc = np.meshgrid(k, k, indexing="ij")
-    return np.stack([rr.ravel(), cc.ravel()], axis=1)
+_geom = fp_geometry
+_grid = fp_angle_grid
 
 
 def test_crl_numbers_match_spec():

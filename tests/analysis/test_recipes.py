@@ -50,10 +50,11 @@ def test_presets_are_one_mapping_and_pxm_keeps_its_names():
     from pxm.reconstruction import RECIPES
     from pxm.reconstruction import recipe_by_name as pxm_recipe_by_name
 
-    assert tuple(PRESETS) == PRESET_NAMES == RECIPES == ("default", "seed", "quick", "baseline")
+    assert tuple(PRESETS) == PRESET_NAMES == RECIPES == ("default", "seed", "quick", "baseline", "thin-layer")
     assert pxm_recipe_by_name is recipe_by_name and recipe_by_name("seed") == seed_recipe()
     assert quick_recipe().support.shrinkwrap_start_iter is None
-    with pytest.raises(ValueError, match="unknown recipe 'fast'; choose one of default, seed, quick, baseline"):
+    with pytest.raises(ValueError,
+                       match="unknown recipe 'fast'; choose one of default, seed, quick, baseline, thin-layer"):
         recipe_by_name("fast")
 
 

@@ -31,8 +31,8 @@ def _many_writers(service: TiledService, tmp_path, capsys) -> None:
                                    n_angles=N_ANGLES)
     print(f"\n{N_WRITERS} writers, {outcome.n_frames} frames in {outcome.wall_s:.1f} s "
           f"({outcome.frames_per_s:.1f} frames/s), {outcome.n_reads} reader polls, "
-          f"{outcome.n_published} consumer writes, {outcome.live_array_errors} failed reads of running "
-          f"frames, catalog {cfg.resolved_catalog_uri.split('@')[-1]}")
+          f"{outcome.n_published} consumer writes, {outcome.live_array_reads} reads of running scans' frames "
+          f"({outcome.live_array_errors} failed), catalog {cfg.resolved_catalog_uri.split('@')[-1]}")
     assert outcome.errors == (), outcome.errors[:5]
     assert outcome.n_reads >= 1 and outcome.n_published >= 1        # both really ran beside the writers
     assert len({r["uid"] for r in outcome.runs}) == N_WRITERS
@@ -48,8 +48,8 @@ def _many_writers(service: TiledService, tmp_path, capsys) -> None:
     # The server failed no write (the former 500 "no transaction is active" of table appends).
     failed = [line for line in service.log_path.read_text(errors="replace").splitlines()
               if "500 Internal Server Error" in line or "Traceback" in line]
-    assert not [line for line in failed if "GET " not in line], failed[:3]
-    assert len(failed) <= outcome.live_array_errors, failed[:3]     # only reads of a running scan's frames
+    # nor any read: a running scan's frames are read with pxm.recover.read_frames_so_far (docs/reliability.md)
+    assert failed == [], failed[:3]
 
 
 def test_four_scans_at_once_into_the_embedded_server_lose_and_duplicate_nothing(tmp_path, capsys):

@@ -16,36 +16,23 @@ import uuid
 
 import pytest
 
-from analysis.geometry import DetectorLayout, Roi, seed_geometry
-from devices.sim_beamline import make_sim_beamline
 from devices.testing import HookedFrameSource
-from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
 from pxm.live import NO_STOP_REASON, LiveOptions, LiveReconstructionCallback, live_recipe
 from pxm.runengine import InterruptOptions, ScanInterrupted, make_run_engine, run_plan
+from testing.small_bragg_scan import small_bragg_scan_plan
 
 
 @pytest.fixture(scope="module")
 def aborted_run(tiled_layout, tiled_service, tmp_path_factory):
     """(uid, live callback, JSONL path) of a 3 × 3 × 5 Bragg scan aborted by Ctrl-C at frame 30."""
-    from sim import BraggSimulator, KBProbe, uniform_strain_sample
-
     _, raw, processed = tiled_layout
-    geom = seed_geometry(n_rows_px=32, n_cols_px=32, n_angles=5, rocking_step_deg=0.005, upsampling=1)
-    layout = DetectorLayout()
-    src = BraggSimulator(geom, uniform_strain_sample(strain=0.0), KBProbe(energy_kev=8.0), layout=layout,
-                         flux_ph_per_s=1e9, background_ph_per_px_per_s=0.05)
-    raw_dir = tiled_service.config.raw_path / uuid.uuid4().hex[:8]
-    bl = make_sim_beamline(HookedFrameSource(src, 30, lambda kw: os.kill(os.getpid(), signal.SIGINT)),
-                           geometry=geom, data_dir=raw_dir, roi=Roi.centred(layout, 32, 32), exposure_s=0.2,
-                           simulate_exposure=False, seed=5)
+    plan = small_bragg_scan_plan(tiled_service.config.raw_path / uuid.uuid4().hex[:8], sample_name="W-abort-test",
+                                 seed=5, wrap_source=lambda src: HookedFrameSource(
+                                     src, 30, lambda kw: os.kill(os.getpid(), signal.SIGINT)))
     live = LiveReconstructionCallback(processed=processed, raw=raw, options=LiveOptions(
         recipe=live_recipe(4), preview_interval_s=0.2))
     docs_dir = tmp_path_factory.mktemp("docs")
     w = make_run_engine(raw_catalog=raw, documents_dir=docs_dir, extra_callbacks=(live,))
-    positions = raster_positions_um(3, 3, 0.1)
-    angles = rocking_angles_deg(geom.theta_bragg_deg, geom.rocking_step_deg, geom.n_angles)
-    plan = raster_rocking_scan(bl.detector, bl.stage, bl.gonio, geometry=geom, positions_um=positions,
-                               angles_deg=angles, sample={"name": "W-abort-test", "material": "W"}, exposure_s=0.2)
     with pytest.raises(ScanInterrupted) as info:
         run_plan(w.RE, plan, documents_dir=docs_dir, options=InterruptOptions(), stdin_is_tty=False)
     assert info.value.exit_status == "abort"

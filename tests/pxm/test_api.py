@@ -126,6 +126,7 @@ def test_api_export_reconstruct_write_publish_match_the_commands(tiled_service, 
     cli_ds = pxm.load_dataset(tmp_path / "cli.h5")
     np.testing.assert_array_equal(np.asarray(ds.frames), np.asarray(cli_ds.frames))
     np.testing.assert_array_equal(pxm.load_dataset(tmp_path / "api.h5").rocking_angle_deg, cli_ds.rocking_angle_deg)
+    assert ds.provenance["tiled_uri"] == cli_ds.provenance["tiled_uri"] == tiled_service.uri   # the server, as given
 
     outcome = pxm.reconstruct(tmp_path / "api.h5", recipe="quick", backend="numpy")
     written = pxm.write_results(outcome, tmp_path / "api-results.h5")

@@ -19,7 +19,7 @@ import pytest
 
 from pxm.catalog import TiledService, free_port
 from pxm.cli import main
-from tests.conftest import TEST_API_KEY
+from testing import TEST_API_KEY
 
 WRONG_KEY = "0123456789abcdef" * 2                      # well-formed (32 hex digits), not the server's
 

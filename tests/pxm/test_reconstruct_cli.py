@@ -15,7 +15,7 @@ import pytest
 from analysis.dataset import read_dataset, read_results, write_dataset
 from analysis.geometry import DetectorLayout, Roi, seed_geometry
 from pxm.cli import main
-from tests.conftest import TEST_API_KEY
+from testing import TEST_API_KEY
 
 SAMPLE = {"name": "cli-test-crystal", "material": "W"}
 

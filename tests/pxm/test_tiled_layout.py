@@ -19,10 +19,9 @@ import uuid
 import numpy as np
 import pytest
 
-from analysis.geometry import DetectorLayout, Roi, seed_geometry
-from devices.sim_beamline import make_sim_beamline
-from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
+from analysis.geometry import seed_geometry
 from pxm.cli import main
+from testing.small_bragg_scan import small_bragg_scan_plan
 
 API_KEY = "pxmtestkey0123456789"            # the session server's key (tests/conftest.py)
 
@@ -180,21 +179,9 @@ def test_replay_writes_results_and_publishes_without_touching_the_raw_run(tiled_
     from analysis.dataset import read_results
     from pxm.publication import XARRAY_SPEC, find_results
     from pxm.runengine import make_run_engine
-    from sim import BraggSimulator, KBProbe, uniform_strain_sample
-
     _, raw, processed = tiled_layout
-    geom = seed_geometry(n_rows_px=32, n_cols_px=32, n_angles=5, rocking_step_deg=0.005, upsampling=1)
-    layout = DetectorLayout()
-    src = BraggSimulator(geom, uniform_strain_sample(strain=0.0), KBProbe(energy_kev=8.0), layout=layout,
-                         flux_ph_per_s=1e9, background_ph_per_px_per_s=0.05)
-    raw_dir = tiled_service.config.raw_path / uuid.uuid4().hex[:8]
-    raw_dir.mkdir(parents=True)
-    bl = make_sim_beamline(src, geometry=geom, data_dir=raw_dir, roi=Roi.centred(layout, 32, 32), exposure_s=0.2,
-                           simulate_exposure=False, seed=3)
-    angles = rocking_angles_deg(geom.theta_bragg_deg, geom.rocking_step_deg, geom.n_angles)
-    plan = raster_rocking_scan(bl.detector, bl.stage, bl.gonio, geometry=geom, angles_deg=angles, exposure_s=0.2,
-                               positions_um=raster_positions_um(3, 3, 0.1),
-                               sample={"name": "W-layout-test", "material": "W"})
+    plan = small_bragg_scan_plan(tiled_service.config.raw_path / uuid.uuid4().hex[:8], sample_name="W-layout-test",
+                                 seed=3)
     w = make_run_engine(raw_catalog=raw, documents_dir=tmp_path / "docs", extra_callbacks=())
     (uid,) = w.RE(plan)
     before = json.dumps(dict(from_uri(tiled_service.uri, api_key=API_KEY)["raw"][uid].metadata), sort_keys=True)

@@ -14,15 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import numpy as np
-import pytest
 from scipy.ndimage import binary_erosion
 from tiled.queries import Key
 
 from analysis.engine import EpieOptions, MLOptions
-from analysis.geometry import DetectorLayout, Roi, seed_geometry
 from devices.sim_beamline import make_sim_beamline
 from devices.testing import EncodingFrameSource, HookedFrameSource
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
@@ -36,7 +33,6 @@ from pxm.live import (
     select_usable,
     tiled_documents,
 )
-from pxm.publication import find_results
 from pxm.runengine import make_run_engine
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 from testing.bragg_sim import (
@@ -48,9 +44,14 @@ from testing.bragg_sim import (
     small_probe,
     truth_p2,
 )
+from testing.live_scan import LIVE_N_EPIE
+from testing.live_scan import LIVE_SAMPLE as SAMPLE
+from testing.live_scan import check_final_result as _check_final
+from testing.live_scan import final_result_node as _final_node
+from testing.live_scan import live_plan as _plan
+from testing.live_scan import live_sim_source as _sim_source
 
-SAMPLE = {"name": "W-live-test", "material": "W"}
-N_EPIE = 6
+N_EPIE = LIVE_N_EPIE
 ACC_EPIE, ACC_ML = 30, 10
 LIVE_STRAIN_RMSE_MAX = 5e-5
 """Strain RMSE bound of the live end-to-end test: the engine reaches 1.5e-5 in this set-up offline
@@ -58,52 +59,8 @@ LIVE_STRAIN_RMSE_MAX = 5e-5
 quarter of the strain itself and 3 × the engine's floor."""
 
 
-@pytest.fixture(scope="module")
-def geom():
-    """seed W(220) geometry cut to 32 × 32 px and 5 angles, U = 1 (the engine's sampling check passes)."""
-    return seed_geometry(n_rows_px=32, n_cols_px=32, n_angles=5, rocking_step_deg=0.005, upsampling=1)
-
-
-@pytest.fixture
-def raw_dir(tiled_service):
-    d = tiled_service.config.raw_path / uuid.uuid4().hex[:8]
-    d.mkdir(parents=True)
-    return d
-
-
-def _sim_source(geom, strain=0.0):
-    from sim import BraggSimulator, KBProbe, uniform_strain_sample
-
-    layout = DetectorLayout()
-    return BraggSimulator(geom, uniform_strain_sample(strain=strain), KBProbe(energy_kev=8.0), layout=layout,
-                          flux_ph_per_s=1e9, background_ph_per_px_per_s=0.05), Roi.centred(layout, 32, 32)
-
-
-def _plan(bl, geom, order="angle_outer", n=3):
-    positions = raster_positions_um(n, n, 0.1)
-    angles = rocking_angles_deg(geom.theta_bragg_deg, geom.rocking_step_deg, geom.n_angles)
-    return raster_rocking_scan(bl.detector, bl.stage, bl.gonio, geometry=geom, positions_um=positions,
-                               angles_deg=angles, sample=SAMPLE, exposure_s=0.2, order=order)
-
-
 def _options(**kw):
     return LiveOptions(recipe=live_recipe(N_EPIE), preview_interval_s=0.2, **kw)
-
-
-def _final_node(processed, uid):
-    nodes = [processed[k] for k in processed.search(Key("raw_uid") == uid)
-             if processed[k].metadata.get("status") == "complete" and "object" in processed[k]]
-    assert len(nodes) >= 1
-    return nodes[-1]
-
-
-def _check_final(processed, raw, uid):
-    node = _final_node(processed, uid)
-    md = node.metadata
-    assert md["raw_uid"] == uid and md["status"] == "complete" and md["live"] is True
-    assert "analysis" not in raw[uid].metadata                        # raw run untouched: found by raw_uid
-    assert node.item["id"] in find_results(processed, uid)
-    return node
 
 
 def _accuracy_recipe():

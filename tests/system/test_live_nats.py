@@ -16,7 +16,10 @@ import pytest
 
 from devices.sim_beamline import make_sim_beamline
 from pxm.runengine import make_run_engine
-from tests.system.test_live import N_EPIE, _check_final, _plan, _sim_source, geom, raw_dir  # noqa: F401 (fixtures)
+from testing.live_scan import LIVE_N_EPIE as N_EPIE
+from testing.live_scan import check_final_result as _check_final
+from testing.live_scan import live_plan as _plan
+from testing.live_scan import live_sim_source as _sim_source
 
 pytest.importorskip("bluesky_nats", reason="bluesky-nats is not installed")
 
