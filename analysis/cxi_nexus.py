@@ -29,6 +29,9 @@ Conventions (all units SI in the standard fields, each with ``@units``):
   facility's) is imported from the standard fields alone (:func:`import_cxi_dataset`).
 """
 
+# Why this module is long: the NXcxi_ptycho layout both ways (export, import, check) is one mapping; keeping writer
+# and reader together keeps them symmetric (docs/interop.md).
+
 from __future__ import annotations
 
 import datetime as _dt

@@ -9,6 +9,9 @@
   (``/cxi_version``, ``/entry_1/image_1/data``, ``/entry_1/instrument_1/...``, SI units).
 """
 
+# Why this module is long: the dataset and results file formats (docs/dataset-format.md): writer, reader and
+# validation of one layout, kept together so they cannot drift apart.
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +24,8 @@ from typing import Any, cast
 import h5py
 import numpy as np
 
+from analysis.bragg.operators.scan import ObjectPlacement
 from analysis.geometry import HC_KEV_M, BraggGeometry
-from analysis.operators.scan import ObjectPlacement
 from analysis.strain import StrainMaps
 from analysis.xp import to_numpy
 
@@ -378,7 +381,7 @@ class DatasetShare:
 
 def read_dataset_share(path: str | Path, *, rank: int = 0, size: int = 1) -> DatasetShare:
     """Read the frames of positions j ≡ ``rank`` (mod ``size``) only (grid layout; cf.
-    :func:`analysis.solvers.distributed.owned_positions`), plus every position's angles and stage
+    :func:`analysis.bragg.solvers.distributed.owned_positions`), plus every position's angles and stage
     positions. Each position's frames are read with one HDF5 hyperslab, so a rank never holds
     (or decompresses) the other ranks' frames. Errors name the file and key.
     """

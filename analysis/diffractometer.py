@@ -22,6 +22,8 @@ in it. :func:`symmetric_coplanar` labels the axes so that the result is pxm's hi
 (z ∥ Q, y the rocking axis) and reproduces the symmetric :class:`BraggGeometry`.
 """
 
+# Why this module is long: diffractometer angles → q with xrayutilities: one geometry conversion and its checks.
+
 from __future__ import annotations
 
 import math

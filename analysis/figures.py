@@ -9,6 +9,9 @@ returns the open Matplotlib figure (for inspection); each ``save_*`` function wr
 its path; nothing is shown on screen.
 """
 
+# Why this module is long: one figure per function (object, strain, probe, convergence) over the same colouring and
+# sample-frame helpers; splitting would only move those shared helpers around.
+
 from __future__ import annotations
 
 import dataclasses

@@ -14,6 +14,9 @@ Sampling (seed Eq 2 and Eq 12, docs/geometry.md, Sampling): Δq1 = Δq2 = kp/D, 
 Δr3 = λ / (2 N3 δθ sinθ cosθ), Δr1 = 2π/(N1' Δq1) with N1' ≥ N1 + N3 Δq3 u1/Δq1.
 """
 
+# Why this module is long: the one Bragg geometry definition used by every room (docs/geometry.md); its frames,
+# detector layout and sampling checks are one consistent set of conventions.
+
 from __future__ import annotations
 
 import dataclasses

@@ -122,7 +122,7 @@ def asarray(a: Any, xp: ModuleType, dtype: Any = None) -> Array:
 
 
 def cpu_kernels() -> ModuleType | None:
-    """The fused CPU kernels (:mod:`analysis.cpu_kernels`, Numba) and FFTW, or None if either is missing.
+    """The fused CPU kernels (:mod:`analysis.bragg.solvers.cpu_kernels`, Numba) and FFTW, or None if either is missing.
 
     ``PXM_CPU_KERNELS=0`` turns them off (the plain NumPy/SciPy code then runs).
     """
@@ -134,7 +134,7 @@ def cpu_kernels() -> ModuleType | None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         importlib.import_module("pyfftw")
-        return importlib.import_module("analysis.cpu_kernels")
+        return importlib.import_module("analysis.bragg.solvers.cpu_kernels")
     except ImportError:
         return None
 

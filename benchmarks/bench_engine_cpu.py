@@ -16,9 +16,9 @@ import sys
 import numpy as np
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
-from analysis.engine import EpieOptions
+from analysis.bragg.engine import EpieOptions
+from analysis.bragg.solvers.options import Execution, FftwEffort
 from analysis.geometry import seed_geometry
-from analysis.solvers.options import Execution, FftwEffort
 from analysis.xp import cpu_kernels
 
 

@@ -4,7 +4,7 @@ size and up-sampling, and convergence per second against the mini-batch count.
 Sweep timing uses the synthetic problem of ``bench_engine_cpu.py`` (seed geometry, uniform slab
 under a Gaussian probe); one parameter varies at a time around 11 positions × 20 angles × 128²,
 U = 1. Convergence uses the small noise-free test problem (16 positions) with the sequential
-update (docs/mpi.md) and the batched one (B, ``analysis.solvers.distributed`` on one rank).
+update (docs/mpi.md) and the batched one (B, ``analysis.bragg.solvers.distributed`` on one rank).
 Run: ``.venv/bin/python benchmarks/bench_engine_scaling.py`` (prints a Markdown table).
 """
 
@@ -15,10 +15,10 @@ import time
 import numpy as np
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
-from analysis.engine import EpieOptions
+from analysis.bragg.engine import EpieOptions
+from analysis.bragg.solvers import distributed, epie
+from analysis.bragg.solvers.options import Execution
 from analysis.geometry import seed_geometry
-from analysis.solvers import distributed, epie
-from analysis.solvers.options import Execution
 from testing.bragg_problem import gaussian_probe, initial_state, make_problem
 
 

@@ -2,7 +2,7 @@
 
 Problem and start as :mod:`benchmarks.bench_seed_schedule` (``seed_like_problem(noise_seed=1)``, σ = 60 nm
 Gaussian start, NA mask 1.5 × 6e-4), recipe ``seed_recipe()`` (1000 ePIE + 500 ML) with
-``Recipe.free`` = :class:`analysis.engine.FreeDataOptions`. Variants (``--variants``):
+``Recipe.free`` = :class:`analysis.bragg.engine.FreeDataOptions`. Variants (``--variants``):
 
 * ``none``: no held-out data, scored up to ``--reference-sweeps`` (what the held-out data costs);
 * ``track-entry`` / ``track-frame``: 5 % held out (single detector-voxels / whole frames), free cost every
@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from analysis.engine import FreeDataOptions, Recipe, Reconstruction, seed_recipe
+from analysis.bragg.engine import FreeDataOptions, Recipe, Reconstruction, seed_recipe
 from benchmarks.bench_seed_schedule import INITIAL_PROBE_SIGMA_M, PROBE_NA_RAD
 from testing.bragg_sim import (
     SEED_LIKE_SAMPLE,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
-from analysis.engine import EpieOptions, MLOptions
+from analysis.bragg.engine import EpieOptions, MLOptions
 from analysis.geometry import BraggGeometry, seed_geometry
 from analysis.xp import backend, device_description
 from testing.bragg_sim import raster
@@ -64,8 +64,8 @@ def _memory(xp: Any) -> tuple[float, float]:
 
 def check(xp: Any) -> dict[str, float]:
     """Engine on ``xp`` against NumPy's array code, and the operators' adjoint contract on ``xp``."""
-    from analysis.operators.fourier import FoldedFourier3D
-    from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
+    from analysis.bragg.operators.fourier import FoldedFourier3D
+    from analysis.bragg.operators.probe import ProbeExtrusion, extrusion_slope_px
     from testing.operator_contract import check_adjoint
 
     g, stage, sigma, n_batches = sizes()["small"]

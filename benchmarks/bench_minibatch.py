@@ -17,7 +17,7 @@ import time
 import numpy as np
 from scipy.ndimage import binary_dilation
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.metrics import object_error
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 from testing.bragg_sim import SimProblem, raster, simulate, small_geometry, small_probe

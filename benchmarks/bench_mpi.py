@@ -2,7 +2,7 @@
 
 The synthetic problem of ``bench_engine_scaling.py`` (seed geometry, uniform slab under a Gaussian
 probe), written to a dataset file; each rank reads only its positions' frames
-(:meth:`analysis.engine.Reconstruction.from_file`). Run on loopback, e.g.::
+(:meth:`analysis.bragg.engine.Reconstruction.from_file`). Run on loopback, e.g.::
 
     .venv/bin/python benchmarks/bench_mpi.py prepare /tmp/bench_mpi.h5
     .venv/bin/mpirun -n 1 .venv/bin/python benchmarks/bench_mpi.py run /tmp/bench_mpi.h5
@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 
+from analysis.bragg.engine import EpieOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.operators import view_grid
+from analysis.bragg.solvers import distributed
+from analysis.bragg.solvers.model import BraggModel
 from analysis.dataset import BraggDataset, write_dataset
-from analysis.engine import EpieOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.geometry import seed_geometry
-from analysis.operators import view_grid
-from analysis.solvers import distributed
-from analysis.solvers.model import BraggModel
 
 N_POSITIONS = 16
 N_ANGLES = 20

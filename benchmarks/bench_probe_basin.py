@@ -7,7 +7,7 @@ probe frozen for 1 sweep). Starts of P2:
 
 * ``gaussian``: flat-phase Gaussians of σ = 30 … 180 nm (:func:`testing.bragg_sim.gaussian_p2`);
 * ``na``: the aberration-free focus of a rectangular NA with flat pupil phase
-  (:func:`analysis.probe_init.model_probe`), for NA = f × the true NA, f = 0.5 … 1.5 (an NA estimated
+  (:func:`analysis.bragg.probe_init.model_probe`), for NA = f × the true NA, f = 0.5 … 1.5 (an NA estimated
   f times too small gives a lobe 1/f times too wide).
 
 Each start is labelled by the RMS radius of its |P2|² lobe in the beam plane relative to the true
@@ -22,10 +22,10 @@ import json
 
 import numpy as np
 
-from analysis.engine import scaled_recipe, seed_recipe
+from analysis.bragg.engine import scaled_recipe, seed_recipe
+from analysis.bragg.probe_init import model_probe, p2_plane_coordinates_m
 from analysis.geometry import BraggGeometry
 from analysis.metrics import probe_error
-from analysis.probe_init import model_probe, p2_plane_coordinates_m
 from benchmarks.bench_seed_schedule import PROBE_NA_RAD, run
 from testing.bragg_sim import gaussian_p2, seed_like_problem
 

@@ -9,12 +9,12 @@ Difference-map sweeps first (docs/recipes.md; a recipe file with ``[epie] dm_ite
     --run "dm=--iterations 100 --ml 0 --fixed-probe --thickness-m 0.3e-6 --recipe-file dm.toml"
 
 The thin-layer route (`pxm reconstruct-thin-layer`: the difference map on the detector lattice, slab picked by the
-data; analysis.solvers.lattice)::
+data; analysis.bragg.solvers.lattice)::
 
     --thin-layer "layer=" [--thin-layer "layer-fast=--offsets 8 --search-iterations 15"]
 
 Each run is the command a user types: `pxm import-ptypy-bragg` once, then `pxm reconstruct DATASET --probe-file
-PROBE ARGS`. The error is measured on the truth's own lattice (analysis.ptypy_bragg.compare_with_truth: the
+PROBE ARGS`. The error is measured on the truth's own lattice (analysis.bragg.ptypy_bragg.compare_with_truth: the
 band-consistent transfer of the object, one global complex factor and the shift along k_i removed, over the
 voxels the scan lit). Results go to docs/benchmarks.md by hand, with the machine and date.
 """
@@ -36,10 +36,10 @@ def error_of_results(case_path: Path, dataset_path: Path, results_path: Path) ->
     """E, |ρ| correlation and beam shift of a results file's object against the case's truth."""
     import h5py
 
+    from analysis.bragg.operators.scan import view_grid
+    from analysis.bragg.ptypy_bragg import compare_with_truth, lattice_transfer, read_ptypy_bragg
     from analysis.dataset import read_dataset, scan_axes
     from analysis.geometry import BraggGeometry
-    from analysis.operators.scan import view_grid
-    from analysis.ptypy_bragg import compare_with_truth, lattice_transfer, read_ptypy_bragg
 
     case = read_ptypy_bragg(case_path)
     ds = read_dataset(dataset_path)
@@ -65,7 +65,7 @@ def error_of_thin_layer_result(case_path: Path, results_path: Path) -> dict[str,
 
     import h5py
 
-    from analysis.ptypy_bragg import compare_lattice_with_truth, read_ptypy_bragg
+    from analysis.bragg.ptypy_bragg import compare_lattice_with_truth, read_ptypy_bragg
 
     case = read_ptypy_bragg(case_path)
     with h5py.File(results_path, "r") as f:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.bragg import PipelineOptions, reconstruct
-from analysis.recipes import quick_recipe
+from analysis.bragg.recipes import quick_recipe
 from pxm.catalog import TiledServerConfig, TiledService, ensure_layout
 from pxm.publication import outcome_dataset, publish_outcome
 from testing.bragg_problem import engine_inputs, make_problem, scan_of

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import binary_dilation
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.geometry import BraggGeometry
 from analysis.metrics import object_error, probe_error
 from sim.probe import KBProbe

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.geometry import BraggGeometry, cubic_d_spacing_m
 from analysis.metrics import object_error
 from sim.probe import KBProbe

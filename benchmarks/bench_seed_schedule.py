@@ -8,7 +8,7 @@ Problem: :func:`testing.bragg_sim.seed_like_problem` (the one of
 
 Variants (``--variants``):
 
-* ``seed``: :func:`analysis.engine.seed_recipe` — 1000 ePIE sweeps (slab 0.5/0.7/0.9 µm from sweeps
+* ``seed``: :func:`analysis.bragg.engine.seed_recipe` — 1000 ePIE sweeps (slab 0.5/0.7/0.9 µm from sweeps
   0/100/200, shrink-wrap 15 % every 5 sweeps in 300–500, probe frozen for 5 sweeps, NA mask until
   1000) + 500 ML (Gaussian);
 * ``scaled``: ``scaled_recipe(seed_recipe(), n_epie_iterations=60, n_ml_iterations=20)`` (the test);
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.engine import MLOptions, Recipe, Reconstruction, scaled_recipe, seed_recipe
-from analysis.solvers import ml
+from analysis.bragg.engine import MLOptions, Recipe, Reconstruction, scaled_recipe, seed_recipe
+from analysis.bragg.solvers import ml
 from testing.bragg_sim import (
     SEED_LIKE_SAMPLE,
     ReconstructionScores,

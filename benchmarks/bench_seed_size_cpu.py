@@ -17,7 +17,7 @@ import time
 import numpy as np
 from synthetic_bragg import synthetic_frames, timing_reconstruction
 
-from analysis.engine import MLOptions
+from analysis.bragg.engine import MLOptions
 from analysis.geometry import seed_geometry
 from analysis.xp import cpu_kernels
 

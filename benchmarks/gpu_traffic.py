@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from synthetic_bragg import synthetic_frames
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.geometry import BraggGeometry, seed_geometry
 from testing import gpu_traffic
 from testing.gpu_traffic import H100_BANDWIDTH_B_PER_S, LAUNCH_OVERHEAD_S, Counts

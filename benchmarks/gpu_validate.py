@@ -2,10 +2,10 @@
 
 One run, ≤ 8 min on an H100 (``PYTHONPATH=. python3 benchmarks/gpu_validate.py``):
 
-1. **check** — the engine on CuPy (the fused ePIE sweep and ML passes of ``analysis/solvers/fused_gpu.py``)
+1. **check** — the engine on CuPy (the fused ePIE sweep and ML passes of ``analysis/bragg/solvers/fused_gpu.py``)
    against NumPy's array code (``PXM_CPU_KERNELS=0``) on a small case (ePIE with probe, background and NA
    mask, then ML): costs, object and probe to float32 tolerance, and that both fused paths ran; every CUDA
-   kernel of ``analysis/gpu_kernels.py`` against its NumPy reference (≤ 1e-5, two sizes); the Fourier and
+   kernel of ``analysis/bragg/solvers/gpu_kernels.py`` against its NumPy reference (≤ 1e-5, two sizes); the Fourier and
    probe-extrusion operators, forward and adjoint, at the seed's box (294 × 160 × 126).
 2. **timing** — seconds per ePIE sweep (fused) and per ML iteration at the seed's size (400 positions × 42
    angles, U = 3, 200 × 160 frames; the recipe ``benchmarks/gpu_traffic.py`` counts), medians after a
@@ -90,11 +90,12 @@ def check_engine(xp: Any, size: str) -> tuple[dict[str, float], bool]:
 
 
 def check_kernels(xp: Any) -> dict[str, float]:
-    """Every fused kernel (analysis/gpu_kernels.py) on the device against its NumPy reference, on the inputs of
+    """Every fused kernel (analysis/bragg/solvers/gpu_kernels.py) on the device against its NumPy reference, on the
+    inputs of
     ``testing.gpu_kernel_cases`` at a small size and at one that spans many blocks (atomics, warp reductions).
     """
-    from analysis.gpu_kernels import CUDA_SOURCE, launch_grid
-    from analysis.gpu_kernels import KERNELS as SPECS
+    from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE, launch_grid
+    from analysis.bragg.solvers.gpu_kernels import KERNELS as SPECS
     from testing.gpu_kernel_cases import CaseSizes, kernel_cases, max_rel_diff
 
     module = xp.RawModule(code=CUDA_SOURCE)
@@ -115,8 +116,8 @@ def check_kernels(xp: Any) -> dict[str, float]:
 
 def check_operators(xp: Any, g: BraggGeometry) -> dict[str, float]:
     """Fourier and extrusion operators at ``g``'s box: device against NumPy, forward and adjoint (complex64)."""
-    from analysis.operators.fourier import FoldedFourier3D
-    from analysis.operators.probe import ProbeExtrusion, extrusion_slope_px
+    from analysis.bragg.operators.fourier import FoldedFourier3D
+    from analysis.bragg.operators.probe import ProbeExtrusion, extrusion_slope_px
 
     rng = np.random.default_rng(1)
 

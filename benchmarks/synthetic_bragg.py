@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.operators import view_grid
+from analysis.bragg.solvers.model import BraggModel
+from analysis.bragg.solvers.options import Execution
 from analysis.geometry import BraggGeometry
-from analysis.operators import view_grid
-from analysis.solvers.model import BraggModel
-from analysis.solvers.options import Execution
 from analysis.xp import to_numpy
 
 
@@ -45,7 +45,7 @@ def timing_reconstruction(g: BraggGeometry, frames: np.ndarray, stage_xyz_m: np.
                           ml: MLOptions | None = None, xp: Any = np,
                           execution: Execution | None = None) -> Reconstruction:
     """The Reconstruction the timing scripts iterate (all pixels valid, 0.5 µm slab, no shrink-wrap);
-    ``execution``: how it runs (default :class:`~analysis.solvers.options.Execution`).
+    ``execution``: how it runs (default :class:`~analysis.bragg.solvers.options.Execution`).
     """
     epie = EpieOptions(probe_update_start_iter=0) if epie is None else epie
     recipe = Recipe(n_epie_iterations=n_epie, n_ml_iterations=n_ml, epie=epie, ml=MLOptions() if ml is None else ml,

@@ -11,7 +11,7 @@ import numpy as np
 from _beamtime import SMALL, probe_file, small_beamtime, work_dir
 
 import pxm
-from analysis.probe_file import read_probe_file
+from analysis.bragg.probe_file import read_probe_file
 
 work = work_dir()
 server, uids = small_beamtime(work)

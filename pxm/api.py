@@ -17,14 +17,14 @@ function                    command                      calls
 :func:`replay`              ``pxm replay``               :func:`pxm.live.replay_documents`
 :func:`probe`               ``pxm probe``                :func:`pxm.reconstruction.probe_from_spiral_run`
 :func:`recover_runs`        ``pxm recover``              :func:`pxm.recover.recover_runs`
-:func:`import_ptypy_bragg`  ``pxm import-ptypy-bragg``   :func:`analysis.ptypy_bragg.import_ptypy_bragg`
+:func:`import_ptypy_bragg`  ``pxm import-ptypy-bragg``   :func:`analysis.bragg.ptypy_bragg.import_ptypy_bragg`
 :func:`export_cxi`          ``pxm export-cxi``           :func:`analysis.cxi_nexus.export_cxi_dataset` (+ check)
 :func:`import_cxi`          ``pxm import-cxi``           :func:`analysis.cxi_nexus.import_cxi_dataset`
 :func:`export_vtk`          ``pxm export-vtk``           :func:`analysis.vtk_export.export_results_vtk`
 :func:`polarization_maps`   ``pxm polarization``         :func:`pxm.polarization.polarization_from_results`
 :func:`simulate_fp_dfxm`    ``pxm dfxm-demo`` (scan)     :func:`pxm.dfxm.run_fp_dfxm_acquisition`
 :func:`fp_reconstruct`      ``pxm fp-reconstruct``       :func:`pxm.dfxm.reconstruct_fp_run`, ``publish_fp_run``
-:func:`live_consumer`       ``pxm live-consumer``        :func:`pxm.live_feed.consume_live`
+:func:`live_consumer`       ``pxm live-consumer``        :func:`pxm.live.feed.consume_live`
 ==========================  ===========================  ===================================================
 
 ``recover_runs`` and ``polarization_maps`` are named apart from the modules :mod:`pxm.recover` and
@@ -34,6 +34,9 @@ Options are keyword-only with the commands' defaults. Whatever the command print
 ``pxm CMD: error: MESSAGE`` is raised here as :class:`PxmError` with the same one-line ``MESSAGE``.
 ``uri``/``api_key`` default to ``$PXM_TILED_URI``/``$PXM_TILED_API_KEY``, as the commands' options do.
 """
+
+# Why this module is long: the Python API is one facade: one function per CLI command, each a thin typed wrapper
+# with the same error translation (PxmError); splitting would scatter what `import pxm` gives.
 
 from __future__ import annotations
 
@@ -47,9 +50,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from analysis.bragg.engine import Recipe
     from analysis.bragg.outcome import Outcome
     from analysis.dataset import BraggDataset
-    from analysis.engine import Recipe
     from pxm.catalog import TiledService
 
 __all__ = ["PxmError", "RunInfo", "Beamtime", "WrittenResults", "ReplayResult", "SpiralProbe", "RecoverReport",
@@ -296,7 +299,7 @@ def simulate_beamtime(server: TiledService | None = None, *, n_raster: int = 5, 
         raw, processed = ensure_layout(client)
         callback = None
         if live:
-            from pxm.live import LiveReconstructionCallback
+            from pxm.live.router import LiveReconstructionCallback
 
             callback = LiveReconstructionCallback(processed=processed, raw=raw,
                                                   options=demo_live_options(opts, cfg.data_dir / "figures"))
@@ -406,7 +409,7 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
         A :class:`~analysis.dataset.BraggDataset`, a dataset file, or a run of ``/raw`` (``client["raw"][uid]``).
     recipe
         Preset name (``default``, ``seed``, ``quick``, ``baseline``; ``--recipe``) or a ready
-        :class:`~analysis.engine.Recipe` (used as given, apart from the dataset's thickness/tilt/sampling).
+        :class:`~analysis.bragg.engine.Recipe` (used as given, apart from the dataset's thickness/tilt/sampling).
     recipe_file, iterations, ml, thickness_m, upsampling, fixed_probe, allow_undersampled
         ``--recipe-file``, ``--iterations``, ``--ml``, ``--thickness-m``, ``--upsampling``, ``--fixed-probe``,
         ``--allow-undersampled`` (with a preset name).
@@ -430,8 +433,8 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
         ``.result.object``/``.result.probe``, ``.strain`` (strain maps), ``.metrics``, ``.convergence``, ...;
         post-processing failures are in ``.postprocessing_errors``, not raised.
     """
+    from analysis.bragg.recipes import GivenSupport
     from analysis.dataset import BraggDataset, read_dataset
-    from analysis.recipes import GivenSupport
     from pxm.recipe_args import PRESET_NAMES, recipe_from_args, resolve_for_dataset
     from pxm.reconstruction import ReconstructOptions, reconstruct_dataset
 
@@ -501,7 +504,7 @@ def write_results(outcome: Outcome, path: str | Path, *, cxi_path: str | Path | 
     WrittenResults
         Paths written and failed post-processing steps (the file is complete either way).
     """
-    from pxm.cli import check_output_path
+    from pxm.cli._common import check_output_path
     from pxm.reconstruction import write_outputs
 
     with _as_pxm_error("reconstruct"):
@@ -597,22 +600,16 @@ def replay(source: str | Path, *, client: Any = None, iterations: int = 6, ml: i
         A missing file or run, a recording cut off (no final result), a timeout.
     """
     from pxm.catalog import ensure_layout
-    from pxm.live import (
-        REPLAY_TIMEOUT_S,
-        LiveOptions,
-        LiveReconstructionCallback,
-        jsonl_documents,
-        live_recipe,
-        replay_documents,
-        tiled_documents,
-    )
+    from pxm.live.options import LiveOptions, live_recipe
+    from pxm.live.replay import REPLAY_TIMEOUT_S, jsonl_documents, replay_documents, tiled_documents
+    from pxm.live.router import LiveReconstructionCallback
 
     with _as_pxm_error("replay"):
         is_file = isinstance(source, Path) or str(source).endswith(".jsonl")
         if publish and client is None:
             raise ValueError("--publish needs --tiled-uri URL and --api-key (the server to publish to)")
         if output is not None:
-            from pxm.cli import check_output_path
+            from pxm.cli._common import check_output_path
 
             check_output_path(Path(output), "-o", inputs=(Path(source),) if is_file else ())
         raw = processed = None
@@ -704,7 +701,7 @@ def probe(client: Any, run_uid: str, *, output: str | Path | None = "probe.h5", 
     SpiralProbe
         The probe array, its pixel size, metadata, error history, and the files written.
     """
-    from analysis.probe_file import write_probe_file
+    from analysis.bragg.probe_file import write_probe_file
     from pxm.catalog import ensure_layout
     from pxm.logbook_figures import check_figures_dir
     from pxm.reconstruction import probe_from_spiral_run
@@ -715,7 +712,7 @@ def probe(client: Any, run_uid: str, *, output: str | Path | None = "probe.h5", 
             raise ValueError(f"algorithm {algorithm!r}: expected 'epie' or 'mpie'")
         check_figures_dir(figures_dir)
         if output is not None:
-            from pxm.cli import check_output_path
+            from pxm.cli._common import check_output_path
 
             check_output_path(Path(output), "-o")
         raw, _ = ensure_layout(client)
@@ -821,10 +818,10 @@ def import_ptypy_bragg(source: str | Path, output: str | Path, *, probe_out: str
 
     Returns
     -------
-    analysis.ptypy_bragg.ImportSummary
+    analysis.bragg.ptypy_bragg.ImportSummary
         Paths written, U, frame shape; ``.lines()`` is what the command prints.
     """
-    from analysis.ptypy_bragg import import_ptypy_bragg as convert
+    from analysis.bragg.ptypy_bragg import import_ptypy_bragg as convert
 
     with _as_pxm_error("import-ptypy-bragg"):
         out = Path(output)
@@ -1141,8 +1138,9 @@ def live_consumer(*, zmq: str | None = None, nats: str | None = None, client: An
         ``final_key`` in ``/processed``, ``missing_frames``.
     """
     from pxm.catalog import ensure_layout
-    from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
-    from pxm.live_feed import consume_live
+    from pxm.live.feed import consume_live
+    from pxm.live.options import LiveOptions, live_recipe
+    from pxm.live.router import LiveReconstructionCallback
 
     with _as_pxm_error("live-consumer"):
         raw = processed = None

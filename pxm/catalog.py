@@ -11,6 +11,9 @@ Layout inside the server (``docs/tiled-layout.md``, ``docs/decisions/0006-tiled-
   (``pxm.publication.find_results``).
 """
 
+# Why this module is long: the embedded Tiled server and its catalog (SQLite or PostgreSQL, layout, keys) are one
+# configuration that must agree with itself (docs/decisions/0006-tiled-layout.md).
+
 from __future__ import annotations
 
 import errno

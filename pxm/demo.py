@@ -8,6 +8,9 @@ storage, documents also as JSONL. At the end the demo scores the final result ag
 truth (strain RMSE in the lit crystal) and prints it with the R-factor and the convergence verdict.
 """
 
+# Why this module is long: `pxm demo` is one beamtime script (alignment, forward ptychography, Bragg scan, live
+# reconstruction, publication) run top to bottom; its steps share the one session state.
+
 from __future__ import annotations
 
 import math
@@ -405,8 +408,8 @@ def demo_live_options(opts: DemoOptions, figures_dir: Path | None) -> Any:
 
     The start probe is set when the spiral's probe file exists (``initial_probe_file``, :func:`run_demo`).
     """
-    from analysis.recipes import recipe_by_name
-    from pxm.live import LiveOptions
+    from analysis.bragg.recipes import recipe_by_name
+    from pxm.live.options import LiveOptions
     from pxm.reconstruction import KB_NA_H_RAD, KB_NA_V_RAD
 
     return LiveOptions(recipe=recipe_by_name("default", n_epie_iterations=opts.live_iterations),
@@ -495,7 +498,7 @@ def _run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | 
         uri, raw, processed = session.uri, session.raw, session.processed
         live = None
         if opts.live:
-            from pxm.live import LiveReconstructionCallback
+            from pxm.live.router import LiveReconstructionCallback
 
             live = LiveReconstructionCallback(processed=processed, raw=raw,
                                               options=demo_live_options(opts, server.data_dir / "figures"))

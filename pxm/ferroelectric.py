@@ -13,6 +13,9 @@ The sample's truth (P and ε_g of the LGD model under a local stress) is compute
 ``analysis.ferro`` and handed to ``sim.ferroelectric`` as data.
 """
 
+# Why this module is long: `pxm dfxm-demo --ferroelectric` is one chain (two FP scans, strain, polarization, Tiled)
+# run top to bottom over one session.
+
 from __future__ import annotations
 
 import math

@@ -5,7 +5,7 @@ docs/geometry.md), in one process and without Bluesky/Tiled: the simulator's own
 (:class:`sim.general_geometry.GeneralBraggSimulator`: exact xrayutilities q of every pixel, the beam
 turning with the rocking circle) makes Poisson frames of a strained, tilted slab for a raster ×
 rocking scan; they are written as a format-1.1 dataset file (``/geometry/diffractometer`` holds the
-circles and angles) and read back; the engine (:class:`analysis.engine.Reconstruction`, known probe)
+circles and angles) and read back; the engine (:class:`analysis.bragg.engine.Reconstruction`, known probe)
 reconstructs them on the geometry's sheared grid; strain and tilts are mapped to the reflection frame
 (:func:`analysis.diffractometer.strain_maps_sample_frame`) and scored against the simulator's truth.
 A control reconstructs the same file with the rocking direction's e2 component dropped.
@@ -23,9 +23,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from analysis.bragg.engine import Reconstruction, scaled_recipe, seed_recipe, with_fixed_probe
 from analysis.dataset import BraggDataset, read_dataset, scan_axes, write_dataset
 from analysis.diffractometer import GEOMETRY_PRESETS, reflection_axes, strain_maps_sample_frame
-from analysis.engine import Reconstruction, scaled_recipe, seed_recipe, with_fixed_probe
 from analysis.geometry import BraggGeometry
 from analysis.strain import StrainOptions
 from sim.general_geometry import GeneralBraggSimulator

@@ -11,6 +11,9 @@ into a *new* file (never into the results file it read) and can publish the maps
 run by a metadata query (docs/tiled-layout.md).
 """
 
+# Why this module is long: the `pxm polarization` command: read results, check the sample, run the inversion, write
+# and draw; one sequence over one results file.
+
 from __future__ import annotations
 
 import datetime as _dt

@@ -110,7 +110,8 @@ def build_namespace(*, data_dir: Path, tiled_uri: str | None = None, api_key: st
         raw, processed = ensure_layout(connect(tiled_uri, api_key))
         extra: tuple[Any, ...] = ()
         if live:
-            from pxm.live import LiveOptions, LiveReconstructionCallback, live_recipe
+            from pxm.live.options import LiveOptions, live_recipe
+            from pxm.live.router import LiveReconstructionCallback
 
             ns["pxm_live"] = LiveReconstructionCallback(processed=processed, raw=raw, options=LiveOptions(
                 recipe=live_recipe(live_iterations), figures_dir=Path(data_dir) / "figures"))

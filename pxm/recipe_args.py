@@ -2,7 +2,7 @@
 
 The recipe is built in this order, each step overriding the one before (docs/recipes.md):
 ``--recipe`` preset → ``--recipe-file`` (TOML) → the options below → ``--iterations``/``--ml`` (the whole
-schedule scaled) → the sample (:func:`analysis.recipes.resolve_sample`: ``/sample``, else the data).
+schedule scaled) → the sample (:func:`analysis.bragg.recipes.resolve_sample`: ``/sample``, else the data).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:                                   # heavy imports stay inside the functions: `pxm --help` is fast
+    from analysis.bragg.engine import Recipe
+    from analysis.bragg.recipes import GivenSupport
     from analysis.dataset import BraggDataset, DatasetShare
-    from analysis.engine import Recipe
-    from analysis.recipes import GivenSupport
 
 __all__ = ["PRESET_NAMES", "add_recipe_arguments", "recipe_from_args", "resolve_for_dataset", "one_line_warnings"]
 
 PRESET_NAMES = ("default", "seed", "quick", "baseline", "thin-layer")
-"""The names of :data:`analysis.recipes.PRESETS`, for the parser."""
+"""The names of :data:`analysis.bragg.recipes.PRESETS`, for the parser."""
 
 ILLUMINATED_FRACTION = 0.01
 """``--support illuminated``: S = [Σ_j |P_j|² ≥ this fraction of its maximum] (kind "none")."""
@@ -69,8 +69,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace) -> tuple[Recipe, GivenSupport]:
     """(recipe before the sample's defaults, what the user fixed) from the parsed options."""
-    from analysis.engine import with_fixed_probe
-    from analysis.recipes import PRESETS, GivenSupport, read_recipe_file, recipe_with, schedule_iterations
+    from analysis.bragg.engine import with_fixed_probe
+    from analysis.bragg.recipes import PRESETS, GivenSupport, read_recipe_file, recipe_with, schedule_iterations
 
     recipe = PRESETS[args.recipe]()
     given: dict[str, Any] = {}
@@ -117,8 +117,8 @@ def _estimator(dataset: BraggDataset | DatasetShare, comm: Any) -> Any:
     """normal → :class:`ThicknessEstimate` of the dataset's frames (every rank's positions under MPI)."""
     import numpy as np
 
+    from analysis.bragg.thickness import ThicknessEstimate, estimate_thickness_m
     from analysis.dataset import DatasetShare, scan_axes
-    from analysis.thickness import ThicknessEstimate, estimate_thickness_m
 
     local = dataset.local if isinstance(dataset, DatasetShare) else dataset
 
@@ -139,7 +139,7 @@ def _estimator(dataset: BraggDataset | DatasetShare, comm: Any) -> Any:
 def resolve_for_dataset(recipe: Recipe, given: GivenSupport, dataset: BraggDataset | DatasetShare, *,
                         recipe_name: str, comm: Any = None) -> Recipe:
     """The recipe with this dataset's thickness, tilt and sampling T; ``Recipe.sources`` says where each came from."""
-    from analysis.recipes import resolve_sample
+    from analysis.bragg.recipes import resolve_sample
 
     return resolve_sample(recipe, recipe_name=recipe_name, sample=dataset.sample, given=given,
                           estimate=_estimator(dataset, comm))
@@ -147,7 +147,7 @@ def resolve_for_dataset(recipe: Recipe, given: GivenSupport, dataset: BraggDatas
 
 @contextlib.contextmanager
 def one_line_warnings(command: str) -> Iterator[None]:
-    """Inside: an :class:`~analysis.engine.UndersampledWarning` prints as one line ``pxm COMMAND: warning: ...``
+    """Inside: an :class:`~analysis.bragg.engine.UndersampledWarning` prints as one line ``pxm COMMAND: warning: ...``
     on stderr, once per command even when FSC/PRTF build more engines (other warnings as usual); the warning
     machinery is restored on exit.
     """

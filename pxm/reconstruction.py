@@ -1,6 +1,6 @@
 """``pxm reconstruct`` and ``pxm probe``: dataset → :func:`analysis.bragg.reconstruct` → results file, CXI and figures.
 
-* :func:`recipe_by_name` (from :mod:`analysis.recipes`) — ``seed`` (Methods: 1000 ePIE + 500 ML),
+* :func:`recipe_by_name` (from :mod:`analysis.bragg.recipes`) — ``seed`` (Methods: 1000 ePIE + 500 ML),
   ``baseline`` (fixed probe, U = 1) and ``quick`` (a few iterations, for CI and smoke tests);
 * :func:`initial_probe` — P2 from a probe file written by ``pxm probe`` (forward
   ptychography of the Siemens-star spiral) or from the KB rectangular-NA model;
@@ -16,6 +16,9 @@ The resolution science (FSC, PRTF) lives in :mod:`analysis.bragg.resolution`, th
 outcome in :mod:`analysis.bragg`; their names are re-exported here for existing callers.
 """
 
+# Why this module is long: the `pxm reconstruct` command's one sequence: read, engine inputs, pipeline, write,
+# publish.
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.bragg.engine import Recipe
 from analysis.bragg.outcome import (
     PHASE_NAMES,
     POSTPROCESSING_STEPS,
@@ -49,6 +53,8 @@ from analysis.bragg.pipeline import (
 )
 from analysis.bragg.pipeline import prtf_reconstructions as _prtf_runs
 from analysis.bragg.pipeline import reconstruct as _reconstruct
+from analysis.bragg.probe_file import PROBE_FILE_FORMAT, read_probe_file, write_probe_file
+from analysis.bragg.recipes import PRESETS, quick_recipe, recipe_by_name  # noqa: F401 - re-exported for existing callers
 from analysis.bragg.resolution import (
     PRTFEstimate,
     ResolutionEstimate,
@@ -58,13 +64,10 @@ from analysis.bragg.resolution import (
     save_resolution,
 )
 from analysis.bragg.scan import BraggScan
+from analysis.bragg.solvers.distributed import Communicator
 from analysis.dataset import BraggDataset, DatasetShare
-from analysis.engine import Recipe
 from analysis.geometry import BraggGeometry
 from analysis.metrics import random_phase_prtf
-from analysis.probe_file import PROBE_FILE_FORMAT, read_probe_file, write_probe_file
-from analysis.recipes import PRESETS, quick_recipe, recipe_by_name  # noqa: F401 - re-exported for existing callers
-from analysis.solvers.distributed import Communicator
 
 __all__ = ["RECIPES", "KB_NA_V_RAD", "KB_NA_H_RAD", "PROBE_FILE_FORMAT", "quick_recipe", "recipe_by_name",
            "ReconstructOptions", "ReconstructionOutcome", "ResolutionEstimate", "scan_of", "initial_probe",
@@ -183,8 +186,8 @@ def probe_mask_na_rad(options: ReconstructOptions, *, from_file: bool) -> tuple[
 def initial_probe(geometry: BraggGeometry, *, probe_file: str | Path | None = None,
                   options: ReconstructOptions = ReconstructOptions()) -> tuple[np.ndarray, str]:
     """(P2 on ``geometry.recon_shape[1:]``, one line: its source and what was done to it, NA mask included)."""
-    from analysis.probe_file import p2_from_probe_file
-    from analysis.probe_init import ProbeInitOptions, model_probe
+    from analysis.bragg.probe_file import p2_from_probe_file
+    from analysis.bragg.probe_init import ProbeInitOptions, model_probe
 
     na = probe_mask_na_rad(options, from_file=probe_file is not None)
     na_text = "no NA mask" if na is None else f"NA mask {na[0]:g} (V) × {na[1]:g} (H) rad"
@@ -328,7 +331,7 @@ def prtf_reconstructions(geometry: BraggGeometry, inputs: dict[str, Any], probe_
 
     Returns
     -------
-    list of analysis.engine.Reconstruction
+    list of analysis.bragg.engine.Reconstruction
         The iterated runs.
     """
     scan = BraggScan(geometry=geometry, frames=inputs["frames"], mask=np.asarray(inputs["mask"], bool),

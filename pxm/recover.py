@@ -21,6 +21,9 @@ disk holds every frame announced up to then but no stop document, and the HDF5 f
 Runs whose JSONL changed less than ``settle_s`` ago are skipped: their scan may still be running.
 """
 
+# Why this module is long: `pxm recover` is one comparison of the JSONL copies with /raw and its repairs; every case
+# (partial run, missing run, killed scan) shares the same document reading.
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,9 @@ TiledWriter (with its own JSONL ``backup_directory`` for failed writes) and a
 ``JSONLinesWriter`` holding the exact original documents for offline replay.
 """
 
+# Why this module is long: the RunEngine and everything subscribed to it (TiledWriter, JSONL documents, suspenders,
+# interrupts) is one wiring whose order matters.
+
 from __future__ import annotations
 
 import os

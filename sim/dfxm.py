@@ -10,6 +10,9 @@ Model (docs/fp-dfxm.md, Model and conventions): I_j(x) = |F⁻¹{Õ(k − κ_j) 
 P(α) = exp(−|α−α_c|²/(4NA²)) · circ(|α−α_c| ≤ D/2d1) · exp(i Σ c_j Z_j((α−α_c)/α₀)).
 """
 
+# Why this module is long: the simulated FP-DFXM microscope: one optical model (condenser, sample, objective,
+# detector).
+
 from __future__ import annotations
 
 import math

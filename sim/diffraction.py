@@ -36,6 +36,9 @@ larger row indices by Δ(2θ) D/p. Approximations: flat Ewald sphere, kinematic,
 absorption/refraction, point-sampled pixels, ρ sampled on a Δz grid (default 10 nm).
 """
 
+# Why this module is long: the Bragg and transmission frame sources of docs/decisions/0001-rooms.md: one physics
+# model each, sharing the detector sampling and noise.
+
 from __future__ import annotations
 
 import math

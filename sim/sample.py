@@ -21,6 +21,9 @@ Every part is a frozen dataclass; :func:`seed_sample` gives the seed-like phanto
 :func:`uniform_strain_sample` and :func:`tilted_sample` simple ones for tests.
 """
 
+# Why this module is long: the crystal sample model (shapes, displacement fields, misorientation) is one set of
+# classes behind one protocol, used together by the simulator.
+
 from __future__ import annotations
 
 import math

@@ -7,7 +7,7 @@ the package (``pip install -e .``), so no ``PYTHONPATH`` is needed:
   (solver unit tests), and its error metrics;
 * :mod:`testing.bragg_sim`: small data sets from the independent simulator (:mod:`sim`) on the engine's
   grid, and the truth metrics of a reconstruction (E_ρ, strain and phase RMSE, FSC against the truth);
-* :mod:`testing.operator_contract`: the adjointness contract every operator in :mod:`analysis.operators`
+* :mod:`testing.operator_contract`: the adjointness contract every operator in :mod:`analysis.bragg.operators`
   satisfies;
 * :mod:`testing.fake_cupy`: a NumPy-backed CuPy stand-in that enforces CuPy's host/device rules;
 * :mod:`testing.gpu_traffic`: that stand-in instrumented to count kernel launches, device bytes, host↔device

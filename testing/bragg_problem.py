@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from analysis.bragg.operators import view_grid
 from analysis.bragg.scan import BraggScan
+from analysis.bragg.solvers import BraggData, BraggModel, BraggState
+from analysis.bragg.solvers.support import slab_support
 from analysis.dataset import BraggDataset
 from analysis.geometry import BraggGeometry, cubic_d_spacing_m
-from analysis.operators import view_grid
-from analysis.solvers import BraggData, BraggModel, BraggState
-from analysis.solvers.support import slab_support
 
 
 def tiny_geometry(upsampling: int = 1, n_angles: int = 12) -> BraggGeometry:
@@ -200,7 +200,7 @@ def probe_error(est: np.ndarray, truth: np.ndarray, remove_ramp: bool = True) ->
 
 
 def engine_inputs(p: Problem, *, with_object_shape: bool = False) -> dict:
-    """Keyword arguments of ``analysis.engine.Reconstruction`` for a test problem."""
+    """Keyword arguments of ``analysis.bragg.engine.Reconstruction`` for a test problem."""
     g = p.geometry
     frames = np.moveaxis(p.data.intensities, -1, 1).astype(np.float32)       # (POS, ANGLE, N1, N2)
     mask = np.moveaxis(p.data.mask, -1, 0)

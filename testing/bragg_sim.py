@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.engine import ReconstructionResult
+from analysis.bragg.engine import ReconstructionResult
+from analysis.bragg.operators import view_grid
+from analysis.bragg.solvers.model import BraggModel
 from analysis.geometry import BraggGeometry, DetectorLayout, Roi, cubic_d_spacing_m
-from analysis.operators import view_grid
-from analysis.solvers.model import BraggModel
 from sim.diffraction import BraggSimulator
 from sim.probe import KBProbe, probe_axes
 from sim.sample import CrystalSample, ImplantedLayer, Slab
@@ -134,7 +134,7 @@ def lit_regions(geometry: BraggGeometry, simulator: BraggSimulator, probe_p2: np
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """(ρ_true, S′ = true support dilated by 1, S′ ∧ Σ|P_j|² ≥ 20 % max, lab (x, y, z) in m) on the engine's grid.
 
-    The grid is the one :class:`analysis.engine.Reconstruction` builds for ``stage_xyz_m``
+    The grid is the one :class:`analysis.bragg.engine.Reconstruction` builds for ``stage_xyz_m``
     (``margin_vox`` as there); ``object_shape`` is checked against it.
     """
     from scipy.ndimage import binary_dilation
@@ -335,7 +335,7 @@ def resolution_problem(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10
     at ``flux_ph_per_s`` × 0.2 s; and its recipe: known probe, ``n_epie`` ePIE + ``n_ml`` Poisson-ML sweeps,
     fixed 0.4 µm slab support. Returns (SimProblem, Recipe).
     """
-    from analysis.engine import EpieOptions, MLOptions, Recipe, SupportSchedule
+    from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, SupportSchedule
 
     g = small_geometry()
     sample = CrystalSample(slab=Slab(thickness_m=0.3e-6, tilt_x_deg=5.5, tilt_y_deg=-2.0, edge_width_m=60e-9),
@@ -352,7 +352,7 @@ def resolution_problem(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10
 def half_data_reconstructions(flux_ph_per_s: float, *, n_epie: int = 40, n_ml: int = 10,
                               split_seed: int = 0) -> tuple[SimProblem, list]:
     """:func:`resolution_problem`'s data split binomially, both halves reconstructed with its recipe."""
-    from analysis.engine import Reconstruction
+    from analysis.bragg.engine import Reconstruction
     from analysis.metrics import binomial_split
 
     p, recipe = resolution_problem(flux_ph_per_s, n_epie=n_epie, n_ml=n_ml)

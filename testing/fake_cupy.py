@@ -12,7 +12,7 @@ NumPy-only code fail under CuPy (docs.cupy.dev, "Conversion to/from NumPy arrays
 
 It counts host→device and device→host copies (:class:`Transfers`) so a test can bound them per
 iteration: each one is a synchronisation on a real GPU. ``cupy.RawModule`` kernels run through their NumPy
-references (:mod:`analysis.gpu_kernels`). It cannot check the CUDA code itself, streams, memory, speed or
+references (:mod:`analysis.bragg.solvers.gpu_kernels`). It cannot check the CUDA code itself, streams, memory, speed or
 cuFFT's rounding: that needs the GPU (``benchmarks/gpu_validate.py``; the kernels' source is also compiled and
 run on the host by ``tests/analysis/test_gpu_kernels.py``).
 """
@@ -272,7 +272,8 @@ def build() -> tuple[dict[str, types.ModuleType], Transfers]:
     cupy.asarray, cupy.array, cupy.asnumpy, cupy.get_array_module = asarray, array, asnumpy, get_array_module
 
     class RawModule:
-        """``cupy.RawModule`` whose kernels run through their NumPy references (:data:`analysis.gpu_kernels.KERNELS`).
+        """``cupy.RawModule`` whose kernels run through their NumPy references
+        (:data:`analysis.bragg.solvers.gpu_kernels.KERNELS`).
 
         A launch ``kernel(grid, block, args)`` checks what CuPy and the CUDA code need (device arrays
         C-contiguous, scalars as NumPy scalars of an explicit C type, a kernel named in the source), runs the
@@ -283,7 +284,7 @@ def build() -> tuple[dict[str, types.ModuleType], Transfers]:
             self.code = code or ""
 
         def get_function(self, name: str) -> Any:
-            specs = importlib.import_module("analysis.gpu_kernels").KERNELS
+            specs = importlib.import_module("analysis.bragg.solvers.gpu_kernels").KERNELS
             if f" {name}(" not in self.code or name not in specs:
                 raise AttributeError(f"RawModule: no kernel {name!r} in the source (or no NumPy reference for it)")
             return _RawKernel(name, specs[name].reference)

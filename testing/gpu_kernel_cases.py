@@ -1,4 +1,5 @@
-"""Inputs for every kernel of :mod:`analysis.gpu_kernels`, to run a kernel and its NumPy reference side by side.
+"""Inputs for every kernel of :mod:`analysis.bragg.solvers.gpu_kernels`, to run a kernel and its NumPy reference side by
+side.
 
 Used by ``tests/analysis/test_gpu_kernels.py`` (the CUDA source compiled for the host) and by
 ``benchmarks/gpu_validate.py`` (the same source on a lent GPU). Sizes are odd and even along the axes the

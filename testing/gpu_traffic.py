@@ -32,9 +32,9 @@ The model (what counts as a launch, and its bytes):
   CuPy scales a normalised transform (``norm="ortho"``, the inverse with ``"backward"``, the forward
   with ``"forward"``) in a separate elementwise launch, and casts a real input to complex in one more.
 * **other cupyx.scipy functions** (``ndimage``): one launch, inputs read and result written.
-* **fused kernels** (``cupy.RawModule`` kernels of :mod:`analysis.gpu_kernels`, run through their NumPy
+* **fused kernels** (``cupy.RawModule`` kernels of :mod:`analysis.bragg.solvers.gpu_kernels`, run through their NumPy
   references): one launch each, kind ``kernel:<name>``, with the bytes of the kernel's own model
-  (:attr:`analysis.gpu_kernels.KernelSpec.traffic`: the box view of ρ it touches, not the whole object).
+  (:attr:`analysis.bragg.solvers.gpu_kernels.KernelSpec.traffic`: the box view of ρ it touches, not the whole object).
 * **host↔device**: ``cupy.asarray(host)``, host values assigned or used as indices are host→device copies;
   ``.get()``, ``asnumpy``, ``float()``/``int()``/``bool()``/``item()``/``tolist()``/formatting of a device
   array are device→host copies, and each one is a **host sync** (the host waits for the device queue).
@@ -43,6 +43,9 @@ This is a model, not a profiler: it cannot see cuFFT's exact plans, kernel fusio
 none for plain array expressions), caches beyond broadcast re-reads, or launch concurrency. It counts what
 the Python code asks for, which is what fused kernels must reduce. Runtime code never imports this module.
 """
+
+# Why this module is long: test support: one CuPy stand-in that counts host↔device traffic; its fake array API is
+# one piece.
 
 from __future__ import annotations
 
@@ -452,7 +455,7 @@ def build(record_sites: bool = False) -> tuple[dict[str, types.ModuleType], Traf
         return generic("ndimage", name, fn) if callable(fn) else fn
 
     ndi.__getattr__ = getattr_ndi  # type: ignore[method-assign]
-    specs = importlib.import_module("analysis.gpu_kernels").KERNELS
+    specs = importlib.import_module("analysis.bragg.solvers.gpu_kernels").KERNELS
 
     def raw_launch(name: str, args: tuple[Any, ...]) -> None:             # one fused kernel: its own byte model
         read, written = specs[name].traffic(args)
@@ -469,8 +472,8 @@ def r_factors_at_phase_ends() -> Iterator[None]:
     phase is long: with the default 20 points per phase every iteration of a 3-iteration phase would also run
     an R-factor pass, which is not the iteration's own traffic. Restores the engine's rule afterwards.
     """
-    engine = importlib.import_module("analysis.engine")
-    quality = importlib.import_module("analysis.solvers.quality")
+    engine = importlib.import_module("analysis.bragg.engine")
+    quality = importlib.import_module("analysis.bragg.solvers.quality")
     saved = engine.r_factor_due
     engine.r_factor_due = functools.partial(quality.r_factor_due, points=1)
     try:

@@ -2,7 +2,7 @@
 
 Usage: ``python -m testing.mpi_run OUT.npz [serial]`` (solver sweeps) or
 ``python -m testing.mpi_run engine DATASET.h5 OUT_PREFIX`` (the whole
-:class:`analysis.engine.Reconstruction` recipe; every rank saves ``OUT_PREFIX.rank<r>.npz``).
+:class:`analysis.bragg.engine.Reconstruction` recipe; every rank saves ``OUT_PREFIX.rank<r>.npz``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.engine import Recipe, Reconstruction, SupportSchedule
-from analysis.solvers import distributed
-from analysis.solvers.options import EpieOptions, MLOptions
+from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.solvers import distributed
+from analysis.bragg.solvers.options import EpieOptions, MLOptions
 from analysis.xp import to_numpy
 from testing.bragg_problem import gaussian_probe, initial_state, make_problem, tiny_geometry
 

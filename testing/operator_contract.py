@@ -1,4 +1,4 @@
-"""The one adjointness contract every operator in analysis.operators must satisfy."""
+"""The one adjointness contract every operator in analysis.bragg.operators must satisfy."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Recipes scored against the truth along the run: the cases and the runner of "quality by recipe" (issue 14).
 
 Shared by ``benchmarks/bench_recipe_quality.py`` (the table in docs/benchmarks.md) and
-``tests/system/test_default_recipe_sim.py``. Each recipe is a preset of :data:`analysis.recipes.PRESETS`
+``tests/system/test_default_recipe_sim.py``. Each recipe is a preset of :data:`analysis.bragg.recipes.PRESETS`
 scaled to ``n_epie`` sweeps (ML scaled with it, as ``pxm reconstruct --iterations N``), given the sample's
-thickness and tilt by :func:`analysis.recipes.resolve_sample`, and scored at about 20 checkpoints.
+thickness and tilt by :func:`analysis.bragg.recipes.resolve_sample`, and scored at about 20 checkpoints.
 
 Cases:
 
@@ -18,7 +18,7 @@ Cases:
   data the model describes exactly; initial probe the 60 nm Gaussian;
 * ``ptypy``: ``../shared/data/ptypy_bragg_case_dev.h5`` imported as ``pxm import-ptypy-bragg`` does (U from Eq 12),
   its known probe as the start, thickness estimated from the data; error on the truth's own lattice
-  (:func:`analysis.ptypy_bragg.compare_with_truth`); no strain truth.
+  (:func:`analysis.bragg.ptypy_bragg.compare_with_truth`); no strain truth.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.engine import Recipe, Reconstruction
-from analysis.recipes import GivenSupport, recipe_by_name, resolve_sample
+from analysis.bragg.engine import Recipe, Reconstruction
+from analysis.bragg.recipes import GivenSupport, recipe_by_name, resolve_sample
 
 PTYPY_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptypy_bragg_case_dev.h5"
 N_CHECKPOINTS = 20
@@ -82,7 +82,7 @@ def demo_case(seed: int = 2021, *, n_angles: int | None = None, resolvable: bool
     true one gives R = 1.08), the probe cut to the detector window λD/p = 3.94 µm, and the seed foil without
     the FIB surface layers and dislocation cores and with 60 nm edges (finer than the grid's band).
     """
-    from analysis.probe_init import model_probe
+    from analysis.bragg.probe_init import model_probe
     from pxm.demo import DemoOptions, demo_geometry
     from sim import KBProbe, seed_sample
     from testing.bragg_sim import raster, simulate
@@ -151,8 +151,7 @@ def engine_model_case(seed: int = 7) -> Case:
 
 def ptypy_case(path: Path = PTYPY_CASE) -> Case:
     """The ptypy Bragg case, imported as `pxm import-ptypy-bragg` does."""
-    from analysis.dataset import scan_axes
-    from analysis.ptypy_bragg import (
+    from analysis.bragg.ptypy_bragg import (
         compare_with_truth,
         lattice_transfer,
         probe_p2,
@@ -160,7 +159,8 @@ def ptypy_case(path: Path = PTYPY_CASE) -> Case:
         read_ptypy_bragg,
         smallest_upsampling,
     )
-    from analysis.thickness import estimate_thickness_m
+    from analysis.bragg.thickness import estimate_thickness_m
+    from analysis.dataset import scan_axes
 
     case = read_ptypy_bragg(path)
     u = smallest_upsampling(case)
@@ -203,7 +203,7 @@ def run(case: Case, recipe_name: str, n_epie: int | None, *, ml_smoothness: floa
     ``overrides`` sets recipe fields as a recipe file would (e.g. ``{"epie": {"dm_iterations": 60}}``), before
     the schedule is scaled to ``n_epie``.
     """
-    from analysis.recipes import PRESETS, recipe_with, schedule_iterations
+    from analysis.bragg.recipes import PRESETS, recipe_with, schedule_iterations
 
     if overrides:
         if recipe_name not in PRESETS:

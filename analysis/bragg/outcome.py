@@ -8,6 +8,9 @@ complete") before any post-processing, then ``write_outcome(..., stage="postproc
 post-processing metrics and the resolution curves, and :func:`finish_results` sets the final status.
 """
 
+# Why this module is long: the Outcome and its results file: the two-stage writer, the reader and the figures of one
+# value, kept together so the value and the file cannot drift apart (docs/dataset-format.md §2).
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from analysis.bragg.engine import FreeCostHistory, Recipe, ReconstructionResult
 from analysis.bragg.resolution import PRTFEstimate, ResolutionEstimate, save_resolution, write_resolution
-from analysis.engine import FreeCostHistory, Recipe, ReconstructionResult
 from analysis.metrics import ConvergenceVerdict
 from analysis.strain import StrainMaps
 
 if TYPE_CHECKING:
+    from analysis.bragg.operators.scan import ObjectPlacement
     from analysis.figure_style import FigureFooter
     from analysis.geometry import BraggGeometry
-    from analysis.operators.scan import ObjectPlacement
 
 __all__ = ["Outcome", "PHASE_NAMES", "POSTPROCESSING_STEPS", "error_line", "software_info", "write_outcome",
            "finish_results", "save_outcome_figures", "outcome_footer"]
@@ -316,7 +319,7 @@ def lit_region(result: ReconstructionResult, fraction: float = LIT_FRACTION) -> 
     numpy.ndarray
         Bool, the object's shape.
     """
-    from analysis.solvers.model import BraggModel
+    from analysis.bragg.solvers.model import BraggModel
 
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"lit_region: fraction must lie in (0, 1), got {fraction}")

@@ -6,9 +6,12 @@ per phase, cost, free cost, convergence, E_ρ against a truth), then the post-pr
 optional half-data FSC and PRTF), whose failures are recorded in the outcome, never raised.
 
 The initial probe is scaled in exactly one place: the engine's constructor, when ``recipe.match_initial_scale``
-(√(Σ ω I / Σ ω |Ψ|²) over every measured frame; :class:`analysis.engine.Reconstruction`). The factor is
+(√(Σ ω I / Σ ω |Ψ|²) over every measured frame; :class:`analysis.bragg.engine.Reconstruction`). The factor is
 ``metrics["initial_probe_scale"]``. Callers pass the probe as made (model or file), unscaled.
 """
+
+# Why this module is long: the one reconstruction pipeline (engine, strain, metrics, resolution → Outcome) that the
+# CLI, the live final result, the tests and the benchmarks call; its steps are one sequence.
 
 from __future__ import annotations
 
@@ -20,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from analysis.bragg.engine import ReconstructionResult
 from analysis.bragg.outcome import Outcome, error_line, software_info
 from analysis.bragg.resolution import PRTFEstimate, ResolutionEstimate, half_data_resolution, prtf_resolution
 from analysis.bragg.scan import BraggScan
-from analysis.engine import ReconstructionResult
+from analysis.bragg.solvers.distributed import Communicator
+from analysis.bragg.solvers.options import Execution
 from analysis.geometry import BraggGeometry
 from analysis.metrics import ConvergenceVerdict, convergence, random_phase_prtf
 from analysis.sample_record import sample_record
-from analysis.solvers.distributed import Communicator
-from analysis.solvers.options import Execution
 from analysis.strain import StrainOptions
 from analysis.xp import array_module, backend, device_description
 
@@ -94,7 +97,7 @@ def recipe_geometry(geometry: BraggGeometry, recipe: Any) -> BraggGeometry:
     geometry
         The scan's geometry.
     recipe
-        A :class:`analysis.engine.Recipe`; ``recipe.upsampling`` None keeps ``geometry.upsampling``.
+        A :class:`analysis.bragg.engine.Recipe`; ``recipe.upsampling`` None keeps ``geometry.upsampling``.
 
     Returns
     -------
@@ -109,14 +112,15 @@ def recipe_geometry(geometry: BraggGeometry, recipe: Any) -> BraggGeometry:
 def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_rad: tuple[float, float] | None = None,
                  backend_name: str = "auto", comm: Communicator | None = None,
                  frame_valid: np.ndarray | None = None, execution: Execution | None = None) -> Any:
-    """An :class:`analysis.engine.Reconstruction` on ``scan``; the engine scales the probe (``match_initial_scale``).
+    """An :class:`analysis.bragg.engine.Reconstruction` on ``scan``; the engine scales the probe
+    (``match_initial_scale``).
 
     Parameters
     ----------
     scan
         Frames, mask, stage positions and rocking offsets.
     recipe
-        The :class:`analysis.engine.Recipe`.
+        The :class:`analysis.bragg.engine.Recipe`.
     probe
         (N2, N3) complex initial P2 on ``recipe_geometry(scan.geometry, recipe).recon_shape[1:]``.
     probe_na_rad
@@ -132,10 +136,10 @@ def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_ra
 
     Returns
     -------
-    analysis.engine.Reconstruction
+    analysis.bragg.engine.Reconstruction
         The engine, before its first iteration.
     """
-    from analysis.engine import Reconstruction  # looked up at call time: tests may wrap the class
+    from analysis.bragg.engine import Reconstruction  # looked up at call time: tests may wrap the class
 
     fv = scan.frame_valid if frame_valid is None else frame_valid
     return Reconstruction(scan.geometry, scan.frames, scan.mask, scan.stage_xyz_m, scan.rocking_offsets_deg, probe,
@@ -150,7 +154,7 @@ def iterate(rec: Any, *, progress: bool = False, label: str = "pxm reconstruct",
     Parameters
     ----------
     rec
-        An :class:`analysis.engine.Reconstruction`.
+        An :class:`analysis.bragg.engine.Reconstruction`.
     progress
         Show the bar on stderr.
     label
@@ -160,7 +164,7 @@ def iterate(rec: Any, *, progress: bool = False, label: str = "pxm reconstruct",
 
     Returns
     -------
-    analysis.engine.Reconstruction
+    analysis.bragg.engine.Reconstruction
         ``rec``, iterated until ``rec.remaining_iterations`` is 0 (fewer iterations when the free-data rule stops).
     """
     from tqdm import tqdm
@@ -196,7 +200,7 @@ def reconstruct(scan: BraggScan, recipe: Any, probe: np.ndarray, *, comm: Commun
     scan
         The validated scan (under MPI: this rank's share, :meth:`BraggScan.from_share`).
     recipe
-        The :class:`analysis.engine.Recipe` (support, shrink-wrap, schedule).
+        The :class:`analysis.bragg.engine.Recipe` (support, shrink-wrap, schedule).
     probe
         (N2, N3) complex initial P2 on ``recipe_geometry(scan.geometry, recipe)``, unscaled.
     comm
@@ -288,9 +292,9 @@ def reconstruct_thin_layer(scan: BraggScan, recipe: Any, probe: np.ndarray, *, l
                            probe_source: str = "given", checkpoint: Callable[[Outcome], Any] | None = None) -> Outcome:
     """A thin crystalline layer with a known probe, on the detector lattice, returned as the usual :class:`Outcome`.
 
-    :func:`analysis.solvers.lattice.reconstruct_thin_layer` (difference map, slab picked by the data) runs on the
+    :func:`analysis.bragg.solvers.lattice.reconstruct_thin_layer` (difference map, slab picked by the data) runs on the
     lattice dual to the measured q at U = 1; its object goes onto pxm's grid at U = 1 exactly
-    (:func:`analysis.solvers.lattice.detector_lattice_to_grid`: y line scans only, anything else is refused).
+    (:func:`analysis.bragg.solvers.lattice.detector_lattice_to_grid`: y line scans only, anything else is refused).
     The engine is built on that grid with ``recipe`` (0 iterations, probe held, no scale matching, b = 0) only to
     state the result in pxm's model: ``r_factor`` is pxm's sheared-grid model on the grid object (one global
     factor fitted: ``lattice_to_grid_scale``), ``r_factor_lattice_model`` the lattice model's (the one the map
@@ -302,15 +306,15 @@ def reconstruct_thin_layer(scan: BraggScan, recipe: Any, probe: np.ndarray, *, l
     scan
         The whole scan (no MPI share).
     recipe
-        The engine's recipe on the grid: :func:`analysis.recipes.thin_layer_recipe`.
+        The engine's recipe on the grid: :func:`analysis.bragg.recipes.thin_layer_recipe`.
     probe
         (N2, N3) P2 on the U = 1 grid, the known probe (held).
     lattice_probe, lattice_probe_geometry
         The same probe on a finer geometry (any U; the probe file's own P2 at the dataset's U), used for the
         lattice probe; None: ``probe`` on the U = 1 grid.
     thin_layer
-        :class:`analysis.solvers.lattice.ThinLayerOptions`, or None: the defaults with thicknesses from the sample
-        (:meth:`~analysis.solvers.lattice.ThinLayerOptions.for_sample`) and, when ``recipe.n_epie_iterations`` > 0
+        :class:`analysis.bragg.solvers.lattice.ThinLayerOptions`, or None: the defaults with thicknesses from the sample
+        (:meth:`~analysis.bragg.solvers.lattice.ThinLayerOptions.for_sample`) and, when ``recipe.n_epie_iterations`` > 0
         (``--iterations N``), N map iterations on the chosen slab.
     options, recipe_name, probe_source, checkpoint
         As for :func:`reconstruct` (no FSC, no PRTF).
@@ -322,9 +326,9 @@ def reconstruct_thin_layer(scan: BraggScan, recipe: Any, probe: np.ndarray, *, l
     """
     import warnings
 
-    from analysis.engine import UndersampledWarning
-    from analysis.ptypy_bragg import lattice_transfer
-    from analysis.solvers import lattice as lat_dm
+    from analysis.bragg.engine import UndersampledWarning
+    from analysis.bragg.ptypy_bragg import lattice_transfer
+    from analysis.bragg.solvers import lattice as lat_dm
 
     if scan.is_share:
         raise ValueError(f"{THIN_LAYER} recipe: runs in one process on the whole scan; drop --mpi")
@@ -399,7 +403,7 @@ def reconstruct_thin_layer(scan: BraggScan, recipe: Any, probe: np.ndarray, *, l
                   "sample": sample_record(scan.sample, scan.geometry), "phases": [phase], "mpi_ranks": 1,
                   "device": device, "lattice_route": (
                       "difference map on the detector lattice, slab picked by the data "
-                      "(analysis.solvers.lattice); /object is its exact image on pxm's U = 1 grid")}
+                      "(analysis.bragg.solvers.lattice); /object is its exact image on pxm's U = 1 grid")}
     extra = {"lattice/object": search.object.astype(np.complex64), "lattice/support": search.support,
              "lattice/vectors_lab_m": lattice.vectors_lab_m, "lattice/origin_lab_m": lscan.origin_lab_m,
              "lattice/view_starts": lscan.starts, "lattice/slab_normal_lab": found.normal,
@@ -503,7 +507,7 @@ def prtf_reconstructions(scan: BraggScan, recipe: Any, probe: np.ndarray, option
 
     Returns
     -------
-    list of analysis.engine.Reconstruction
+    list of analysis.bragg.engine.Reconstruction
         The K iterated engines.
     """
     runs = []
@@ -550,7 +554,7 @@ def run_metrics(result: ReconstructionResult, *, n_angles: int) -> dict[str, Any
     """Counts, cost and R-factor per phase of a run for ``/metrics`` (docs/dataset-format.md §2, "Quality").
 
     ``final_<phase>_cost`` is the last cost of each phase; ``r_factor_initial``, ``r_factor_<phase>``:
-    :meth:`analysis.engine.Reconstruction.r_factor` before the first iteration and at each phase's end;
+    :meth:`analysis.bragg.engine.Reconstruction.r_factor` before the first iteration and at each phase's end;
     ``r_factor``: at the end of the last phase.
 
     Parameters

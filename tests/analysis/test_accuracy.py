@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.solvers import EpieOptions, MLOptions, epie, ml
+from analysis.bragg.solvers import EpieOptions, MLOptions, epie, ml
 from testing.bragg_problem import (
     band_limit,
     gaussian_probe,

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
+from analysis.bragg.operators.fourier import measured_band_mask, shear_per_index_rad
 from analysis.diffractometer import asymmetric_out_of_plane, native_sample_coordinates_m
-from analysis.operators.fourier import measured_band_mask, shear_per_index_rad
 
 
 def _setup():

@@ -148,7 +148,7 @@ def test_results_round_trip(tmp_path):
 def test_results_in_two_stages_with_placement_and_errors(tmp_path):
     """The reconstruction first ("iterations complete", with the object's placement), then strain, metrics and a
     failed step appended; every stage reads back."""
-    from analysis.operators import object_placement
+    from analysis.bragg.operators import object_placement
 
     rng = np.random.default_rng(2)
     obj = (rng.random((6, 5, 4)) + 1j).astype(np.complex64)

@@ -15,9 +15,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.solvers import EpieOptions, MLOptions
 from analysis.dataset import read_results, write_dataset
-from analysis.engine import Recipe, Reconstruction, SupportSchedule
-from analysis.solvers import EpieOptions, MLOptions
 from analysis.xp import backend, device_description
 from testing import fake_cupy
 from testing.bragg_problem import dataset_of, engine_inputs, make_problem
@@ -89,7 +89,7 @@ def test_engine_on_device_matches_numpy(cp, problem, n_batches, noise):
 
 def test_distributed_path_on_device_matches_numpy(cp, problem):
     """The MPI code path (``comm``: batched ePIE with all-reduced sums, reduced ML), one rank, on device arrays."""
-    from analysis.solvers.distributed import SerialCommunicator
+    from analysis.bragg.solvers.distributed import SerialCommunicator
 
     recipe = dataclasses.replace(_recipe(n_batches=2), support=SupportSchedule(thickness_schedule_m=((0, 0.55e-6),),
                                                                                shrinkwrap_start_iter=None))
@@ -121,7 +121,7 @@ def test_device_syncs_do_not_grow_with_positions(cp):
     assert max(host[:4]) <= 4, host         # ePIE sweep: the cost and the scale fix (measured: 3)
     assert max(host[4:]) <= 40, host        # ML: CG scalars, prior sums, line search, Armijo trials (measured: 25-26)
     assert device[0] <= 5 and max(device[1:]) == 0, device   # constants once per model (the fused GPU path's
-    # slices, ramp, DFT table, plane flags, NA mask: analysis/solvers/fused_gpu.py), nothing per call after
+    # slices, ramp, DFT table, plane flags, NA mask: analysis/bragg/solvers/fused_gpu.py), nothing per call after
 
 
 def test_reconstruct_cli_on_device(cp, problem, tmp_path, capsys):

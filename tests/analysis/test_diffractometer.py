@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from analysis.bragg.operators.fourier import FoldedFourier3D, ShearedFourier3D, shear_per_index_rad
+from analysis.bragg.operators.probe import extrusion_slope_px, probe_na_mask
 from analysis.diffractometer import (
     GEOMETRY_PRESETS,
     Diffractometer,
@@ -18,8 +20,6 @@ from analysis.diffractometer import (
     symmetric_coplanar,
 )
 from analysis.geometry import BraggGeometry, seed_geometry
-from analysis.operators.fourier import FoldedFourier3D, ShearedFourier3D, shear_per_index_rad
-from analysis.operators.probe import extrusion_slope_px, probe_na_mask
 from analysis.strain import StrainOptions
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 

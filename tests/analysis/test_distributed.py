@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.bragg.engine import Reconstruction
+from analysis.bragg.solvers import distributed, epie
+from analysis.bragg.solvers.options import EpieOptions
 from analysis.dataset import read_dataset_share, write_dataset
-from analysis.engine import Reconstruction
-from analysis.solvers import distributed, epie
-from analysis.solvers.options import EpieOptions
 from testing import mpi_run as runner
 from testing.bragg_problem import dataset_of, gaussian_probe, initial_state, make_problem
 

@@ -7,14 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.engine import (
+from analysis.bragg.engine import (
     Recipe,
     Reconstruction,
     SupportSchedule,
     fixed_probe_baseline,
     seed_recipe,
 )
-from analysis.solvers import EpieOptions, MLOptions
+from analysis.bragg.solvers import EpieOptions, MLOptions
 from testing.bragg_problem import engine_inputs, make_problem
 
 

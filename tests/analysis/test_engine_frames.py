@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.engine import Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule
 from testing.bragg_problem import engine_inputs, make_problem
 
 

@@ -162,7 +162,7 @@ def test_outcome_figures_of_a_real_reconstruction_carry_footer_units_and_sample_
     import analysis.figures as figmod
     from analysis.bragg import PipelineOptions, reconstruct
     from analysis.bragg.outcome import save_outcome_figures
-    from analysis.recipes import quick_recipe
+    from analysis.bragg.recipes import quick_recipe
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()

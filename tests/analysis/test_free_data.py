@@ -11,11 +11,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.engine import FreeDataOptions, Recipe, Reconstruction, SupportSchedule
-from analysis.solvers import free as free_mod
-from analysis.solvers import ml
-from analysis.solvers.model import BraggData
-from analysis.solvers.options import Execution, MLOptions
+from analysis.bragg.engine import FreeDataOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.solvers import free as free_mod
+from analysis.bragg.solvers import ml
+from analysis.bragg.solvers.model import BraggData
+from analysis.bragg.solvers.options import Execution, MLOptions
 from testing.bragg_problem import engine_inputs, make_problem
 
 

@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.solvers import epie
-from analysis.solvers.fused_cpu import FusedCpuSweep
-from analysis.solvers.options import EpieOptions, Execution
+from analysis.bragg.solvers import epie
+from analysis.bragg.solvers.fused_cpu import FusedCpuSweep
+from analysis.bragg.solvers.options import EpieOptions, Execution
 from analysis.xp import cpu_kernels
 from testing.bragg_problem import initial_state, make_problem, rel_error, with_validity
 
@@ -73,7 +73,7 @@ def test_fused_path_declines_what_it_does_not_implement():
 def test_engine_execution_picks_the_kernels_and_is_checked():
     """``Reconstruction(execution=)`` reaches the ePIE and ML steps: the fused path builds its FFTW transforms
     only when ``Execution.cpu_kernels``; the physics options carry no execution switch any more."""
-    from analysis.engine import Recipe, Reconstruction, SupportSchedule
+    from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule
     from testing.bragg_problem import engine_inputs
 
     p = make_problem(upsampling=1, n_side=2, seed=4)

@@ -1,9 +1,10 @@
-"""The fused GPU sweep (cuFFT + the CUDA kernels of analysis/gpu_kernels.py) gives the array code's numbers.
+"""The fused GPU sweep (cuFFT + the CUDA kernels of analysis/bragg/solvers/gpu_kernels.py) gives the array code's
+numbers.
 
 No GPU in CI: the sweep runs on the CuPy stand-in (``testing/fake_cupy.py``), which executes each kernel
 through its NumPy reference; ``tests/analysis/test_gpu_kernels.py`` checks the CUDA source against those
 references. Here the whole sweep (seed Eqs 1, 5–11, 13, NA mask, ρ/P scale) is compared with the NumPy
-array code of :func:`analysis.solvers.epie._sequential` from the same state and sweep order.
+array code of :func:`analysis.bragg.solvers.epie._sequential` from the same state and sweep order.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.solvers import BraggModel, MLOptions, epie, ml
-from analysis.solvers.fused_gpu import FusedGpuSweep
-from analysis.solvers.model import BraggData
-from analysis.solvers.options import EpieOptions, Execution
+from analysis.bragg.solvers import BraggModel, MLOptions, epie, ml
+from analysis.bragg.solvers.fused_gpu import FusedGpuSweep
+from analysis.bragg.solvers.model import BraggData
+from analysis.bragg.solvers.options import EpieOptions, Execution
 from analysis.xp import to_numpy
 from testing import fake_cupy
 from testing.bragg_problem import initial_state, make_problem, perturbed_state, rel_error, with_validity
@@ -102,7 +103,7 @@ def test_fused_gpu_path_declines_what_it_does_not_implement(cp, monkeypatch):
 
 
 def test_stand_in_kernels_refuse_what_cupy_would(cp):
-    from analysis.gpu_kernels import CUDA_SOURCE
+    from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE
 
     fn = cp.RawModule(code=CUDA_SOURCE).get_function("pxm_extrude")
     spec, sl, box = (cp.asarray(np.ones(s, np.complex64)) for s in ((3, 4), (2, 4), (2, 3, 4)))

@@ -8,8 +8,8 @@ import copy
 import numpy as np
 import pytest
 
-from analysis.solvers import Execution, MLOptions, ml
-from analysis.solvers.fused_cpu import FusedCpuML
+from analysis.bragg.solvers import Execution, MLOptions, ml
+from analysis.bragg.solvers.fused_cpu import FusedCpuML
 from analysis.xp import cpu_kernels
 from testing.bragg_problem import make_problem, near_truth_state, perturbed_state, rel_error, with_validity
 

@@ -1,4 +1,4 @@
-"""The CUDA source of analysis/gpu_kernels.py computes what its NumPy references compute (issue 16).
+"""The CUDA source of analysis/bragg/solvers/gpu_kernels.py computes what its NumPy references compute (issue 16).
 
 No GPU in CI, so the very source CuPy compiles on a GPU is compiled here by the host C++ compiler with
 ``-DPXM_HOST`` (one thread walks each grid-stride loop; atomics and warp reductions become plain updates)
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis.gpu_kernels import CUDA_SOURCE, KERNELS, launch_grid
+from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE, KERNELS, launch_grid
 from testing.gpu_kernel_cases import kernel_cases, max_rel_diff
 
 I32, F32, F64 = np.int32, np.float32, np.float64

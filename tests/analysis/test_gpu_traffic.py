@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.engine import Recipe, Reconstruction, SupportSchedule
-from analysis.solvers import EpieOptions, MLOptions
+from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.solvers import EpieOptions, MLOptions
 from testing import gpu_traffic
 from testing.bragg_problem import engine_inputs, make_problem
 from testing.gpu_traffic import Counts, fft_launches, fft_passes, spanned_bytes
@@ -123,7 +123,7 @@ def test_host_copies_and_syncs_are_counted_apart_from_launches(counted):
 def test_fused_kernel_is_one_launch_moving_the_bytes_it_touches(counted):
     """A RawModule kernel runs through its NumPy reference and counts once; the fold reads the box view of ρ
     (not the whole object), P_j and its tables, and writes the folded spectrum."""
-    from analysis.gpu_kernels import CUDA_SOURCE
+    from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE
 
     cp, tr = counted
     fn = cp.RawModule(code=CUDA_SOURCE).get_function("pxm_fold_spectrum")
@@ -174,10 +174,10 @@ def test_engine_sweep_and_ml_iteration_are_counted(counted):
 
 
 def test_host_device_traffic_inside_iterations(counted):
-    """The fused ePIE sweep (analysis/solvers/fused_gpu.py) copies nothing host→device (the NA mask, ramps and
+    """The fused ePIE sweep (analysis/bragg/solvers/fused_gpu.py) copies nothing host→device (the NA mask, ramps and
     tables are copied once per model) and syncs once per sweep, for the printed cost, at any number of
     positions; an ML iteration copies nothing and syncs 20 times: once per fused pass (gradient, line search,
-    Armijo cost) and the rest in the CG algebra of analysis/solvers/ml.py (μ term, inner products, step)."""
+    Armijo cost) and the rest in the CG algebra of analysis/bragg/solvers/ml.py (μ term, inner products, step)."""
     cp, tr = counted
     for n_side in (2, 3):
         its = _per_iteration(cp, tr, n_side)

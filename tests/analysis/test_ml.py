@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.solvers import MLOptions, ml
+from analysis.bragg.solvers import MLOptions, ml
 from testing.bragg_problem import make_problem, near_truth_state, perturbed_state
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.geometry import BraggGeometry, cubic_d_spacing_m
-from analysis.operators import (
+from analysis.bragg.operators import (
     FoldedFourier3D,
     ProbeExtrusion,
     ShearedFourier3D,
@@ -15,6 +14,7 @@ from analysis.operators import (
     shear_per_index_rad,
     view_grid,
 )
+from analysis.geometry import BraggGeometry, cubic_d_spacing_m
 from testing.operator_contract import check_adjoint, random_complex
 
 
@@ -188,7 +188,7 @@ def test_view_grid_offsets_and_shifts_rebuild_the_position():
 def test_measured_band_mask_matches_the_sheared_band():
     """The engine's band-limit projection keeps exactly the band of docs/geometry.md, Operators
     (cf. bragg_problem.band_limit)."""
-    from analysis.operators.fourier import measured_band_mask
+    from analysis.bragg.operators.fourier import measured_band_mask
     from testing.bragg_problem import band_limit, make_problem
 
     p = make_problem()

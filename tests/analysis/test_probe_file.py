@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
+from analysis.bragg.probe_file import p2_from_probe_file, read_probe_file, write_probe_file
+from analysis.bragg.probe_init import ProbeInitOptions, oblique_matrix, p2_plane_coordinates_m
 from analysis.geometry import seed_geometry
-from analysis.probe_file import p2_from_probe_file, read_probe_file, write_probe_file
-from analysis.probe_init import ProbeInitOptions, oblique_matrix, p2_plane_coordinates_m
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.geometry import seed_geometry
-from analysis.operators.probe import probe_na_mask
-from analysis.probe_init import (
+from analysis.bragg.operators.probe import probe_na_mask
+from analysis.bragg.probe_init import (
     ProbeInitOptions,
     model_probe,
     oblique_matrix,
@@ -16,6 +15,7 @@ from analysis.probe_init import (
     probe_from_perpendicular,
     probe_from_section,
 )
+from analysis.geometry import seed_geometry
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Data made by another code: the ptypy Bragg3dSimScan importer (analysis.ptypy_bragg, pxm import-ptypy-bragg).
+"""Data made by another code: the ptypy Bragg3dSimScan importer (analysis.bragg.ptypy_bragg, pxm import-ptypy-bragg).
 
 tests/data/ptypy_bragg_subset.h5 holds 3 of the 13 positions of ../shared/data/ptypy_bragg_case_dev.h5 as
 ptypy wrote them (noise-free intensities, its 3D probe and the true object).
@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.dataset import read_dataset, scan_axes
-from analysis.operators.scan import view_grid
-from analysis.probe_file import read_probe_file
-from analysis.ptypy_bragg import (
+from analysis.bragg.operators.scan import view_grid
+from analysis.bragg.probe_file import read_probe_file
+from analysis.bragg.ptypy_bragg import (
     compare_with_truth,
     lattice_transfer,
     probe_p2,
@@ -25,7 +24,8 @@ from analysis.ptypy_bragg import (
     read_ptypy_bragg,
     truth_on_grid,
 )
-from analysis.solvers.model import BraggModel
+from analysis.bragg.solvers.model import BraggModel
+from analysis.dataset import read_dataset, scan_axes
 
 SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
 
@@ -64,7 +64,7 @@ def _pxm_far_field(case, obj_natural_fn, probe_perp_fn, upsampling):
     g = ds.geometry
     stage, _ = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, g)
     grid = view_grid(g, stage, margin_vox=2)
-    from analysis.probe_init import p2_plane_coordinates_m
+    from analysis.bragg.probe_init import p2_plane_coordinates_m
 
     p2 = probe_perp_fn(*p2_plane_coordinates_m(g))
     ax = g.lab_axes()

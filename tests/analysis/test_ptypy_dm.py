@@ -1,4 +1,4 @@
-"""Difference map / RAAR before ePIE (analysis.solvers.dm) on data ptypy made (issue 14).
+"""Difference map / RAAR before ePIE (analysis.bragg.solvers.dm) on data ptypy made (issue 14).
 
 On tests/data/ptypy_bragg_subset.h5 (3 of the 13 positions of ptypy's Bragg3dSimScan case, noise-free), known
 probe held, U = 1, a 0.3 µm untilted slab: ePIE from the flat start settles far from the truth; difference-map
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule, scaled_recipe, with_fixed_probe
+from analysis.bragg.ptypy_bragg import compare_with_truth, lattice_transfer, probe_p2, pxm_dataset, read_ptypy_bragg
+from analysis.bragg.recipes import recipe_with
+from analysis.bragg.solvers import dm
+from analysis.bragg.solvers.options import EpieOptions
 from analysis.dataset import scan_axes
-from analysis.engine import Recipe, Reconstruction, SupportSchedule, scaled_recipe, with_fixed_probe
-from analysis.ptypy_bragg import compare_with_truth, lattice_transfer, probe_p2, pxm_dataset, read_ptypy_bragg
-from analysis.recipes import recipe_with
-from analysis.solvers import dm
-from analysis.solvers.options import EpieOptions
 
 SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
 
@@ -95,7 +95,7 @@ def test_options_are_checked_and_scaled():
 
 def test_difference_map_is_refused_under_mpi(case):
     """The map runs in one process; a communicator gets one clear error instead of sweeps silently left out."""
-    from analysis.solvers.distributed import SerialCommunicator
+    from analysis.bragg.solvers.distributed import SerialCommunicator
 
     c, g, frames, mask, stage, offs, p2 = case
     recipe = dataclasses.replace(_recipe(5, 10), epie=EpieOptions(dm_iterations=5, n_batches=1))

@@ -1,5 +1,5 @@
 """The difference map on the detector-conjugate lattice with a thin-layer slab found by the data
-(analysis.solvers.lattice) on data ptypy made (issue 14, point 6).
+(analysis.bragg.solvers.lattice) on data ptypy made (issue 14, point 6).
 
 tests/data/ptypy_bragg_subset.h5: 3 of the 13 positions of ptypy's Bragg3dSimScan case, noise-free, known probe.
 Everything the solver gets is what `pxm import-ptypy-bragg` writes (the pxm dataset and the P2 probe section);
@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.dataset import scan_axes
-from analysis.ptypy_bragg import (
+from analysis.bragg.ptypy_bragg import (
     compare_lattice_with_truth,
     lattice_probe,
     probe_p2,
@@ -25,7 +24,8 @@ from analysis.ptypy_bragg import (
     read_ptypy_bragg,
     smallest_upsampling,
 )
-from analysis.solvers import lattice as lat_dm
+from analysis.bragg.solvers import lattice as lat_dm
+from analysis.dataset import scan_axes
 
 SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
 
@@ -73,7 +73,7 @@ def test_truth_through_the_lattice_model_reproduces_ptypys_frames(setup):
 
 
 def _lattice_truth(case, lattice, scan):
-    from analysis.ptypy_bragg import _lattice_to_truth_index
+    from analysis.bragg.ptypy_bragg import _lattice_to_truth_index
 
     ti = _lattice_to_truth_index(case, lattice.vectors_lab_m, scan.origin_lab_m, scan.object_shape,
                                  case.truth_origin_m)
@@ -126,8 +126,8 @@ def test_detector_lattice_to_grid_is_exact_for_a_y_line_scan(setup):
     truth by the grid comparison (compare_with_truth) to rounding; a raster scan is refused in one line."""
     import dataclasses
 
-    from analysis.operators.scan import view_grid
-    from analysis.ptypy_bragg import compare_with_truth, lattice_transfer
+    from analysis.bragg.operators.scan import view_grid
+    from analysis.bragg.ptypy_bragg import compare_with_truth, lattice_transfer
 
     case, lattice, scan, probe, amplitudes, mask = setup
     ds = pxm_dataset(case, upsampling=1)

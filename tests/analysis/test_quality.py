@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.engine import FreeDataOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import FreeDataOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.operators import object_placement, positions_to_voxels
+from analysis.bragg.solvers.support import shrinkwrap_floor
 from analysis.metrics import r_factor
-from analysis.operators import object_placement, positions_to_voxels
-from analysis.solvers.support import shrinkwrap_floor
 from testing.bragg_problem import engine_inputs, make_problem
 
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis.solvers.quality import r_factor_due
+from analysis.bragg.solvers.quality import r_factor_due
 
 
 def test_r_factor_due_spreads_points_over_the_phase_and_ends_on_its_last_iteration():
@@ -23,7 +23,7 @@ def test_r_factor_due_spreads_points_over_the_phase_and_ends_on_its_last_iterati
 def outcome():
     """A short run of the tests' engine-model problem: 12 ePIE sweeps then 6 ML iterations (seconds)."""
     from analysis.bragg import PipelineOptions, reconstruct
-    from analysis.recipes import quick_recipe
+    from analysis.bragg.recipes import quick_recipe
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.engine import seed_recipe
-from analysis.recipes import (
+from analysis.bragg.engine import seed_recipe
+from analysis.bragg.recipes import (
     PRESETS,
     GivenSupport,
     quick_recipe,
@@ -16,7 +16,7 @@ from analysis.recipes import (
     resolve_sample,
     schedule_iterations,
 )
-from analysis.thickness import ThicknessEstimate
+from analysis.bragg.thickness import ThicknessEstimate
 
 RECIPE_TOML = """
 n_epie_iterations = 40

@@ -53,7 +53,7 @@ def test_outcome_resolution_figure_has_the_outcomes_footer(tmp_path, footers):
     """save_outcome_figures hands its footer (run uid, recipe, date, version) to resolution.png too."""
     from analysis.bragg import PipelineOptions, reconstruct
     from analysis.bragg.outcome import outcome_footer, save_outcome_figures
-    from analysis.recipes import quick_recipe
+    from analysis.bragg.recipes import quick_recipe
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem(n_angles=6, n_side=3)

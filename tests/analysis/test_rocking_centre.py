@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import pytest
 
+from analysis.bragg.engine import Reconstruction
+from analysis.bragg.operators.fourier import FoldedFourier3D
 from analysis.diffractometer import GEOMETRY_PRESETS
-from analysis.engine import Reconstruction
 from analysis.geometry import BraggGeometry, rocking_shift_phase, rocking_shift_steps
-from analysis.operators.fourier import FoldedFourier3D
 from plans.patterns import rocking_angles_deg
 from testing.bragg_sim import (
     SEED_LIKE_SAMPLE,

@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.solvers import Execution, MLOptions, ml
-from analysis.solvers.smoothness import (
+from analysis.bragg.solvers import Execution, MLOptions, ml
+from analysis.bragg.solvers.smoothness import (
     PriorSums,
     illumination_maps,
     polynomial_value,
@@ -166,7 +166,7 @@ def test_fused_passes_give_the_array_codes_prior_sums():
 def test_numba_prior_kernels_give_the_array_codes_numbers(dtype, monkeypatch):
     """On NumPy 3D ρ the prior's maps and sums come from voxel-by-voxel Numba kernels: same numbers as the
     whole-array differences (the CuPy path), to the dtype's rounding; the float64 line sums need no rescaling."""
-    from analysis.solvers import smoothness
+    from analysis.bragg.solvers import smoothness
 
     rng = np.random.default_rng(15)
     rho = (rng.standard_normal((12, 7, 10)) + 1j * rng.standard_normal((12, 7, 10))).astype(dtype)

@@ -80,9 +80,9 @@ def test_restrict_maps_keeps_only_the_region():
 
 def test_lit_region_is_the_engines_illumination_on_the_support():
     """The strain figure's region: the support where the engine's own Σ_j|P_j|² is ≥ a fraction of its maximum."""
+    from analysis.bragg.engine import Reconstruction
     from analysis.bragg.outcome import lit_region
-    from analysis.engine import Reconstruction
-    from analysis.recipes import quick_recipe
+    from analysis.bragg.recipes import quick_recipe
     from testing.bragg_problem import engine_inputs, make_problem
 
     rec = Reconstruction(**engine_inputs(make_problem()),

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.bragg.operators import apply_fourier_mask_2d, probe_na_mask
+from analysis.bragg.solvers.support import (
+    shrink_wrap,
+    shrinkwrap_floor,
+    slab_normal,
+    slab_support,
+    voxel_lab_coordinates_m,
+)
 from analysis.geometry import seed_geometry
-from analysis.operators import apply_fourier_mask_2d, probe_na_mask
-from analysis.solvers.support import shrink_wrap, shrinkwrap_floor, slab_normal, slab_support, voxel_lab_coordinates_m
 
 
 def test_slab_normal_and_thickness():

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis.engine import (
+from analysis.bragg.engine import (
     Recipe,
     Reconstruction,
     SupportSchedule,
@@ -18,8 +18,8 @@ from analysis.engine import (
     seed_recipe,
     with_fixed_probe,
 )
-from analysis.solvers.smoothness import illumination_maps
-from analysis.solvers.support import shrink_wrap, slab_normal, slab_tilts_deg, smoothed_amplitude
+from analysis.bragg.solvers.smoothness import illumination_maps
+from analysis.bragg.solvers.support import shrink_wrap, slab_normal, slab_tilts_deg, smoothed_amplitude
 from testing.bragg_problem import engine_inputs, make_problem
 
 

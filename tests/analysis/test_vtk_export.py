@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.bragg.operators.scan import object_placement
 from analysis.dataset import write_results
 from analysis.geometry import seed_geometry
-from analysis.operators.scan import object_placement
 from analysis.strain import StrainMaps
 from analysis.vtk_export import export_results_vtk
 

@@ -47,7 +47,7 @@ def spiral_uid(tiled_service, tiled_layout, tmp_path_factory):
 
 
 def test_probe_file_of_the_api_equals_the_commands(tiled_service, spiral_uid, tmp_path, capsys):
-    from analysis.probe_file import read_probe_file
+    from analysis.bragg.probe_file import read_probe_file
 
     assert main(["probe", spiral_uid, *_server(tiled_service), "--iterations", "5", "-o",
                  str(tmp_path / "cli.h5")]) == 0
@@ -137,9 +137,9 @@ def _dataset_file(path: Path) -> None:
 
 
 def test_cxi_and_vtk_of_the_api_equal_the_commands(tmp_path):
+    from analysis.bragg.operators.scan import object_placement
     from analysis.dataset import read_dataset, write_results
     from analysis.geometry import seed_geometry
-    from analysis.operators.scan import object_placement
 
     _dataset_file(tmp_path / "d.h5")
     assert main(["export-cxi", str(tmp_path / "d.h5"), "-o", str(tmp_path / "cli.cxi")]) == 0
@@ -167,8 +167,8 @@ def test_cxi_and_vtk_of_the_api_equal_the_commands(tmp_path):
 
 
 def test_import_ptypy_bragg_of_the_api_equals_the_commands(tmp_path):
+    from analysis.bragg.probe_file import read_probe_file
     from analysis.dataset import read_dataset
-    from analysis.probe_file import read_probe_file
 
     assert main(["import-ptypy-bragg", str(PTYPY_SUBSET), "-o", str(tmp_path / "cli.h5")]) == 0
     summary = pxm.import_ptypy_bragg(PTYPY_SUBSET, tmp_path / "api.h5")

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
+from analysis.bragg.operators.scan import object_placement
 from analysis.dataset import BraggDataset, read_dataset, write_dataset, write_results
 from analysis.geometry import seed_geometry
-from analysis.operators.scan import object_placement
 from pxm.cli import main
 
 GEOM = seed_geometry(n_rows_px=8, n_cols_px=6, n_angles=3, upsampling=2)

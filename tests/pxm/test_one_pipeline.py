@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from analysis.bragg import BraggScan, Outcome
+from analysis.bragg.recipes import quick_recipe, schedule_iterations
 from analysis.dataset import BraggDataset, read_results, write_dataset
 from analysis.geometry import DetectorLayout, Roi, seed_geometry
-from analysis.recipes import quick_recipe, schedule_iterations
 from devices.sim_beamline import make_sim_beamline
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
 from pxm.cli import main
@@ -166,8 +166,8 @@ def test_pipeline_on_a_test_factory_problem_is_the_engine_plus_post_processing(t
     """The tests' problem factory as a BraggScan: :func:`analysis.bragg.reconstruct` gives exactly the engine's
     result driven by hand, and its Outcome goes to the results file in two stages without being read back."""
     from analysis.bragg import PipelineOptions, reconstruct, write_outcome
+    from analysis.bragg.engine import Reconstruction
     from analysis.bragg.outcome import finish_results
-    from analysis.engine import Reconstruction
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()

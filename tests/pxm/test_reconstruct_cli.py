@@ -257,7 +257,7 @@ def test_reconstruct_refuses_too_few_prtf_runs_and_a_missing_gpu(capsys, dataset
 
 def _off_centre_probe_file(path, geometry, centre=(0.3e-6, -0.25e-6)):
     """A Gaussian beam-plane probe on rectangular pixels whose nodes hold the P2 nodes; returns its function."""
-    from analysis.probe_init import oblique_matrix
+    from analysis.bragg.probe_init import oblique_matrix
     from pxm.reconstruction import write_probe_file
 
     _, dr2, dr3 = geometry.voxel_size_m
@@ -275,7 +275,7 @@ def _off_centre_probe_file(path, geometry, centre=(0.3e-6, -0.25e-6)):
 def test_initial_probe_from_a_file_keeps_its_position_and_gets_no_na_mask(geometry, tmp_path):
     """The probe file is resampled as it is (off-centre by the right distance, no blur) and gets an NA mask
     only when asked; the KB model probe keeps the seed's NA mask."""
-    from analysis.probe_init import p2_plane_coordinates_m
+    from analysis.bragg.probe_init import p2_plane_coordinates_m
     from pxm.reconstruction import KB_NA_H_RAD, KB_NA_V_RAD, ReconstructOptions, initial_probe, probe_mask_na_rad
 
     probe = _off_centre_probe_file(tmp_path / "probe.h5", geometry)
@@ -299,16 +299,16 @@ def test_initial_probe_from_a_file_keeps_its_position_and_gets_no_na_mask(geomet
 def test_reconstruct_probe_options_are_applied_and_reported(capsys, dataset_file, tmp_path, monkeypatch):
     """--probe-file alone: no re-centring, blur or NA mask (the engine gets probe_na_rad None);
     --probe-recentre --probe-blur-px --probe-na-mask V H: all three, each said on the probe line."""
-    import analysis.engine
+    import analysis.bragg.engine
 
     seen = []
 
-    class Spy(analysis.engine.Reconstruction):
+    class Spy(analysis.bragg.engine.Reconstruction):
         def __init__(self, *args, **kw):
             seen.append(kw["probe_na_rad"])
             super().__init__(*args, **kw)
 
-    monkeypatch.setattr(analysis.engine, "Reconstruction", Spy)
+    monkeypatch.setattr(analysis.bragg.engine, "Reconstruction", Spy)
     _off_centre_probe_file(tmp_path / "probe.h5", read_dataset(dataset_file).geometry)
     base = ["reconstruct", str(dataset_file), "--recipe", "quick", "--probe-file", str(tmp_path / "probe.h5"),
             "--no-progress"]

@@ -11,10 +11,10 @@ import re
 import numpy as np
 import pytest
 
+from analysis.bragg.operators import object_placement, positions_to_voxels, view_grid
+from analysis.bragg.solvers.model import BraggModel
 from analysis.dataset import read_dataset, read_results, write_dataset
 from analysis.metrics import r_factor
-from analysis.operators import object_placement, positions_to_voxels, view_grid
-from analysis.solvers.model import BraggModel
 from pxm.cli import main
 from testing.bragg_problem import dataset_of, make_problem
 

@@ -2,7 +2,7 @@
 
 tests/data/ptypy_bragg_subset.h5 (3 of the 13 positions of ptypy's case, noise-free, known probe), imported by
 `pxm import-ptypy-bragg`; the truth is used only to score, by the exact comparison on the truth's own lattice
-(analysis.ptypy_bragg.compare_with_truth).
+(analysis.bragg.ptypy_bragg.compare_with_truth).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def imported(tmp_path_factory):
 
 
 def _error_against_truth(dataset: Path, results: Path):
+    from analysis.bragg.operators.scan import view_grid
+    from analysis.bragg.ptypy_bragg import compare_with_truth, lattice_transfer, read_ptypy_bragg
     from analysis.dataset import read_dataset, scan_axes
     from analysis.geometry import BraggGeometry
-    from analysis.operators.scan import view_grid
-    from analysis.ptypy_bragg import compare_with_truth, lattice_transfer, read_ptypy_bragg
 
     case = read_ptypy_bragg(SUBSET)
     ds = read_dataset(dataset)

@@ -44,7 +44,7 @@ json.dump(report, open(out + ".json", "w"))
 def outcome():
     """A short reconstruction of the tests' engine-model problem (a few seconds)."""
     from analysis.bragg import PipelineOptions, reconstruct
-    from analysis.recipes import quick_recipe
+    from analysis.bragg.recipes import quick_recipe
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from analysis.bragg.operators.fourier import ShearedFourier3D
 from analysis.diffractometer import asymmetric_out_of_plane, native_sample_coordinates_m
 from analysis.geometry import BraggGeometry
-from analysis.operators.fourier import ShearedFourier3D
 from sim.general_geometry import GeneralBraggSimulator
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 from testing.bragg_sim import small_probe

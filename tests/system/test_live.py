@@ -19,7 +19,7 @@ import numpy as np
 from scipy.ndimage import binary_erosion
 from tiled.queries import Key
 
-from analysis.engine import EpieOptions, MLOptions
+from analysis.bragg.engine import EpieOptions, MLOptions
 from devices.sim_beamline import make_sim_beamline
 from devices.testing import EncodingFrameSource, HookedFrameSource
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from analysis.engine import Reconstruction, seed_recipe
+from analysis.bragg.engine import Reconstruction, seed_recipe
 from testing.bragg_sim import SEED_LIKE_SAMPLE, gaussian_p2, score_reconstruction, seed_like_problem
 
 N_EPIE, N_ML = 150, 200

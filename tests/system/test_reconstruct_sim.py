@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.solvers.model import BraggModel
 from analysis.metrics import object_error, probe_error
-from analysis.solvers.model import BraggModel
 from analysis.strain import StrainOptions, strain_from_geometry
 from sim.sample import D220_W_M, CrystalSample, Dislocation, HomogeneousDisplacement, ImplantedLayer, Slab
 from testing.bragg_sim import SimProblem, gaussian_p2, lit_regions, raster, simulate, small_geometry, small_probe

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
+from analysis.bragg.engine import EpieOptions, MLOptions, Recipe, Reconstruction, SupportSchedule
 from analysis.metrics import object_error
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 from testing.bragg_sim import (

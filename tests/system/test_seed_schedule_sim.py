@@ -3,7 +3,7 @@
 Seed-like phantom: a 0.45 µm W(220) slab tilted 5.5° about x and −2° about y with a 3e-4
 implanted layer; Poisson noise (1e9 ph/s × 0.2 s); the probe is retrieved from a σ = 60 nm
 flat-phase Gaussian; b = 0.1, γ = 0.1, μ = 0.02; NA mask 1.5 × NA. The scaled schedule
-(:func:`analysis.engine.scaled_recipe`): slab 0.5/0.7/0.9 µm from sweeps 0/6/12, shrink-wrap at
+(:func:`analysis.bragg.engine.scaled_recipe`): slab 0.5/0.7/0.9 µm from sweeps 0/6/12, shrink-wrap at
 15 % every sweep in 18–30, probe frozen for sweep 0, then amplitude-Gaussian ML.
 
 Measured (2026-11-21): E_ρ 0.31 on the lit crystal (phase RMSE 0.24 rad), E_P 0.031, strain RMSE
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.engine import Reconstruction, scaled_recipe, seed_recipe
+from analysis.bragg.engine import Reconstruction, scaled_recipe, seed_recipe
 from testing.bragg_sim import SEED_LIKE_SAMPLE, gaussian_p2, score_reconstruction, seed_like_problem
 
 MAX_OBJECT_ERROR = 0.45

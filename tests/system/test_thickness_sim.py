@@ -1,4 +1,5 @@
-"""Crystal thickness estimated from simulated 3D patterns (:mod:`analysis.thickness`) against the simulator's slab.
+"""Crystal thickness estimated from simulated 3D patterns (:mod:`analysis.bragg.thickness`) against the simulator's
+slab.
 
 The simulator (:mod:`sim`, not the engine's model) lights a 4 × 4 raster on seed-like W(220) slabs with a 60 nm
 soft edge and the seed's 3×10⁻⁴ implanted layer (its edge at y = 0 puts a strain step inside some positions'
@@ -12,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.solvers.support import slab_normal
-from analysis.thickness import estimate_thickness_m
+from analysis.bragg.solvers.support import slab_normal
+from analysis.bragg.thickness import estimate_thickness_m
 from sim.sample import CrystalSample, ImplantedLayer, Slab
 from testing.bragg_sim import raster, simulate, small_geometry, small_probe
 
