@@ -124,10 +124,9 @@ def asarray(a: Any, xp: ModuleType, dtype: Any = None) -> Array:
 def cpu_kernels() -> ModuleType | None:
     """The fused CPU kernels (:mod:`analysis.bragg.solvers.cpu_kernels`, Numba) and FFTW, or None if either is missing.
 
-    ``PXM_CPU_KERNELS=0`` turns them off (the plain NumPy/SciPy code then runs).
+    Availability only: whether a reconstruction uses them is ``Execution.cpu_kernels``
+    (:class:`analysis.bragg.solvers.options.Execution`, whose default ``PXM_CPU_KERNELS=0`` turns off).
     """
-    if os.environ.get("PXM_CPU_KERNELS", "1") == "0":
-        return None
     # Numba's OpenMP workers spin after each kernel by default and starve the FFTW threads that
     # follow on the same cores (measured: +9 ms per kernel → FFT hand-over on 2 cores); passive
     # waiting unless the user chose otherwise. Read by libgomp when Numba first starts it.

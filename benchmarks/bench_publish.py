@@ -17,6 +17,7 @@ import numpy as np
 
 from analysis.bragg import PipelineOptions, reconstruct
 from analysis.bragg.recipes import quick_recipe
+from analysis.bragg.solvers.options import Execution
 from pxm.catalog import TiledServerConfig, TiledService, ensure_layout
 from pxm.publication import outcome_dataset, publish_outcome
 from testing.bragg_problem import engine_inputs, make_problem, scan_of
@@ -27,7 +28,7 @@ def main() -> None:
     problem = make_problem()
     recipe = dataclasses.replace(quick_recipe(), allow_undersampled=True)
     outcome = reconstruct(scan_of(problem), recipe, engine_inputs(problem)["probe"],
-                          options=PipelineOptions(backend="numpy", progress=False))
+                          options=PipelineOptions(execution=Execution(backend="numpy"), progress=False))
     n_arrays = len(outcome_dataset(outcome).variables)
     cfg = TiledServerConfig(data_dir=Path(tempfile.mkdtemp()), api_key="benchkey0123456789")
     with TiledService(cfg) as service:

@@ -197,6 +197,7 @@ def run_general_beamtime(opts: GeneralDemoOptions, *, raw_catalog: Any, raw_dir:
     """
     from analysis.bragg import BraggScan, PipelineOptions, reconstruct
     from analysis.bragg.pipeline import recipe_geometry
+    from analysis.bragg.solvers.options import Execution
     from devices.maxipix import FrameSource
     from devices.sim_beamline import make_sim_beamline
     from plans import raster_rocking_scan, rocking_angles_deg
@@ -232,7 +233,7 @@ def run_general_beamtime(opts: GeneralDemoOptions, *, raw_catalog: Any, raw_dir:
     scan = BraggScan.from_dataset(ds)
     recipe = _demo_recipe(opts)
     probe = _section_probe(sim, recipe_geometry(scan.geometry, recipe))
-    outcome = reconstruct(scan, recipe, probe, options=PipelineOptions(backend="numpy"),
+    outcome = reconstruct(scan, recipe, probe, options=PipelineOptions(execution=Execution(backend="numpy")),
                           recipe_name="demo-known-probe", probe_source="simulator (known probe)")
     t_rec = time.perf_counter() - t1
     scores = _score(outcome.result, sim, scan.stage_xyz_m, opts)

@@ -65,6 +65,7 @@ from analysis.bragg.resolution import (
 )
 from analysis.bragg.scan import BraggScan
 from analysis.bragg.solvers.distributed import Communicator
+from analysis.bragg.solvers.options import Execution
 from analysis.dataset import BraggDataset, DatasetShare
 from analysis.geometry import BraggGeometry
 from analysis.metrics import random_phase_prtf
@@ -166,7 +167,8 @@ class ReconstructOptions:
         PipelineOptions
             Probe NA mask, backend, FSC, PRTF and progress of :func:`analysis.bragg.reconstruct`.
         """
-        return PipelineOptions(probe_na_rad=probe_mask_na_rad(self, from_file=from_file), backend=self.backend,
+        return PipelineOptions(probe_na_rad=probe_mask_na_rad(self, from_file=from_file),
+                               execution=Execution(backend=self.backend),
                                fsc=self.fsc, fsc_split_seed=self.fsc_split_seed,
                                fsc_illumination_fraction=self.fsc_illumination_fraction, prtf_runs=self.prtf_runs,
                                prtf_seed=self.prtf_seed, progress=self.progress)

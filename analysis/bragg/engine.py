@@ -35,7 +35,7 @@ from analysis.bragg.solvers.smoothness import illumination_maps
 from analysis.bragg.solvers.support import shrink_wrap, shrinkwrap_floor, slab_support, smoothed_amplitude
 from analysis.dataset import DatasetShare, read_dataset_share, scan_axes
 from analysis.geometry import BraggGeometry, rocking_shift_phase, rocking_shift_steps
-from analysis.xp import COMPLEX, fft_module, to_numpy
+from analysis.xp import COMPLEX, backend, fft_module, to_numpy
 
 __all__ = ["EpieOptions", "MLOptions", "FreeDataOptions", "FreeCostHistory", "SupportSchedule", "Recipe",
            "seed_recipe", "fixed_probe_baseline", "with_fixed_probe", "scaled_recipe", "sampling_check",
@@ -355,7 +355,7 @@ class Reconstruction:
                  rocking_offsets_deg: np.ndarray, probe: np.ndarray, *, recipe: Recipe | None = None,
                  probe_na_rad: tuple[float, float] | None = None, probe_width_m: float | None = None,
                  object_shape: tuple[int, int, int] | None = None, margin_vox: int = 2,
-                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = np,
+                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = None,
                  comm: Communicator | None = None, execution: Execution | None = None) -> None:
         recipe = seed_recipe() if recipe is None else recipe
         if comm is not None and recipe.epie.n_batches < 1 and recipe.n_epie_iterations > 0:
@@ -373,7 +373,9 @@ class Reconstruction:
         self.geometry = geometry
         self.recipe = recipe
         self.execution = Execution() if execution is None else execution
-        """How it runs (fused CPU kernels, FFTW effort, kept exit waves), apart from the physics in ``recipe``."""
+        """How it runs (array backend, fused kernels, FFTW effort, kept exit waves), apart from the physics in
+        ``recipe``; ``xp`` given explicitly overrides ``execution.backend``."""
+        xp = backend(self.execution.backend) if xp is None else xp
         self._xp = xp
         self._dtype = np.dtype(dtype)
         n1, n2, nm = geometry.n_rows_px, geometry.n_cols_px, geometry.n_angles
@@ -482,6 +484,11 @@ class Reconstruction:
         """Engine on a dataset file (grid layout); with ``comm`` each rank reads only its own positions' frames."""
         c = SerialCommunicator() if comm is None else comm
         return cls.from_share(read_dataset_share(path, rank=c.rank, size=c.size), probe, comm=comm, **kwargs)
+
+    @property
+    def xp(self) -> Any:
+        """The array module the engine runs on (NumPy or CuPy)."""
+        return self._xp
 
     @property
     def comm(self) -> Communicator:

@@ -56,10 +56,9 @@ class PipelineOptions:
 
     probe_na_rad: tuple[float, float] | None = None
     """(V, H) NA of the ePIE probe mask (the engine's ``probe_na_rad``); None: no mask."""
-    backend: str = "auto"
-    """Array backend: ``"auto"``, ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
     execution: Execution = dataclasses.field(default_factory=Execution)
-    """Fused CPU kernels, FFTW planning effort, kept exit waves (docs/decisions/0008-execution-options.md)."""
+    """Array backend, fused CPU/GPU kernels, FFTW planning effort, kept exit waves
+    (docs/decisions/0008-execution-options.md)."""
     strain: StrainOptions = dataclasses.field(default_factory=StrainOptions)
     """Options of the strain maps (``pxm reconstruct``: the defaults; the live pipeline keeps the ramp)."""
     fsc: bool = False
@@ -77,8 +76,6 @@ class PipelineOptions:
     """Show a tqdm bar on stderr (rank 0 only under MPI), labelled ``pxm reconstruct``."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "numpy", "cupy"):
-            raise ValueError(f"PipelineOptions.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
         if self.prtf_runs < 0:
             raise ValueError(f"PipelineOptions.prtf_runs must be >= 0, got {self.prtf_runs}")
         if self.prtf_runs and random_phase_prtf(self.prtf_runs) >= float(np.exp(-1.0)):
@@ -110,7 +107,7 @@ def recipe_geometry(geometry: BraggGeometry, recipe: Any) -> BraggGeometry:
 
 
 def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_rad: tuple[float, float] | None = None,
-                 backend_name: str = "auto", comm: Communicator | None = None,
+                 comm: Communicator | None = None,
                  frame_valid: np.ndarray | None = None, execution: Execution | None = None) -> Any:
     """An :class:`analysis.bragg.engine.Reconstruction` on ``scan``; the engine scales the probe
     (``match_initial_scale``).
@@ -125,14 +122,12 @@ def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_ra
         (N2, N3) complex initial P2 on ``recipe_geometry(scan.geometry, recipe).recon_shape[1:]``.
     probe_na_rad
         (V, H) NA of the ePIE probe mask, or None.
-    backend_name
-        ``"auto"``, ``"numpy"`` or ``"cupy"``.
     comm
         MPI communicator, or None.
     frame_valid
         (POS, ANGLE) bool overriding ``scan.frame_valid`` (e.g. the live engine), or None.
     execution
-        How the engine runs (fused CPU kernels, FFTW effort, kept exit waves); None: the defaults.
+        How the engine runs (array backend, fused kernels, FFTW effort, kept exit waves); None: the defaults.
 
     Returns
     -------
@@ -144,7 +139,7 @@ def build_engine(scan: BraggScan, recipe: Any, probe: np.ndarray, *, probe_na_ra
     fv = scan.frame_valid if frame_valid is None else frame_valid
     return Reconstruction(scan.geometry, scan.frames, scan.mask, scan.stage_xyz_m, scan.rocking_offsets_deg, probe,
                           recipe=recipe, probe_na_rad=probe_na_rad, frame_valid=fv, comm=comm,
-                          xp=backend(backend_name), execution=execution)
+                          xp=backend((execution or Execution()).backend), execution=execution)
 
 
 def iterate(rec: Any, *, progress: bool = False, label: str = "pxm reconstruct",
@@ -236,7 +231,7 @@ def reconstruct(scan: BraggScan, recipe: Any, probe: np.ndarray, *, comm: Commun
             raise ValueError(f"reconstruct_dataset: the share holds {scan.frames.shape[0]} of "
                              f"{scan.n_positions} positions; pass the communicator it was read for")
         options = dataclasses.replace(options, progress=options.progress and comm.rank == 0)
-    rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
+    rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad,
                        comm=comm, execution=options.execution)
     if scan.positions is not None and not np.array_equal(rec.positions, scan.positions):
         raise ValueError(f"reconstruct_dataset: the share holds positions {scan.positions[:4]}... but this rank "
@@ -346,7 +341,7 @@ def reconstruct_thin_layer(scan: BraggScan, recipe: Any, probe: np.ndarray, *, l
         raise ValueError(f"{THIN_LAYER} recipe: the scan has missing frames; the lattice map needs every frame")
     with warnings.catch_warnings():                     # the sampling check sizes pxm's grid model, not the lattice's
         warnings.simplefilter("ignore", UndersampledWarning)
-        rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
+        rec = build_engine(scan, recipe, probe, probe_na_rad=options.probe_na_rad,
                            execution=options.execution)
     res0 = rec.result()
     transfer = lattice_transfer(g, g.theta_bragg_deg, res0.object.shape, res0.origin_vox, res0.offsets_vox)
@@ -471,7 +466,7 @@ def _postprocess(rec: Any, scan: BraggScan, recipe: Any, probe: np.ndarray, opti
             halves = []
             for name, frames in (("half A", half_a), ("half B", half_b)):
                 r_half = build_engine(scan.with_frames(frames), recipe, probe, probe_na_rad=options.probe_na_rad,
-                                      backend_name=options.backend, execution=options.execution)
+                                      execution=options.execution)
                 halves.append(iterate(r_half, progress=options.progress, label=f"{_BAR_LABEL} {name}"))
             resolution = half_data_resolution(halves[0], halves[1], split_seed=options.fsc_split_seed,
                                               illumination_fraction=options.fsc_illumination_fraction)
@@ -513,7 +508,7 @@ def prtf_reconstructions(scan: BraggScan, recipe: Any, probe: np.ndarray, option
     runs = []
     for k in range(options.prtf_runs):
         r = dataclasses.replace(recipe, rng_seed=recipe.rng_seed + 1 + k)
-        rec = build_engine(scan, r, probe, probe_na_rad=options.probe_na_rad, backend_name=options.backend,
+        rec = build_engine(scan, r, probe, probe_na_rad=options.probe_na_rad,
                            execution=options.execution)
         rng = np.random.default_rng(options.prtf_seed + k)
         phase = np.exp(2j * np.pi * rng.random(tuple(rec.state.object.shape)))

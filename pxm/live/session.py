@@ -256,7 +256,7 @@ class _RunSession:
         p0, _ = self._initial_probe(recipe)
         popts = self._pipeline_options()
         return build_engine(self._scan(positions, angles), recipe, p0 if probe is None else probe,
-                            probe_na_rad=popts.probe_na_rad, backend_name=popts.backend, frame_valid=frame_valid,
+                            probe_na_rad=popts.probe_na_rad, frame_valid=frame_valid,
                             execution=popts.execution)
 
     def _maybe_rebuild(self) -> None:

@@ -163,6 +163,7 @@ def test_outcome_figures_of_a_real_reconstruction_carry_footer_units_and_sample_
     from analysis.bragg import PipelineOptions, reconstruct
     from analysis.bragg.outcome import save_outcome_figures
     from analysis.bragg.recipes import quick_recipe
+    from analysis.bragg.solvers.options import Execution
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()
@@ -170,7 +171,8 @@ def test_outcome_figures_of_a_real_reconstruction_carry_footer_units_and_sample_
     recipe = dataclasses.replace(quick_recipe(), allow_undersampled=True, n_epie_iterations=3, n_ml_iterations=2)
     scan = dataclasses.replace(scan_of(problem), sample={"name": "factory"},
                                provenance={"raw_uid": "feedbeef-0000-run"})
-    out = reconstruct(scan, recipe, kw["probe"], options=PipelineOptions(backend="numpy"), recipe_name="quick")
+    out = reconstruct(scan, recipe, kw["probe"],
+        options=PipelineOptions(execution=Execution(backend="numpy")), recipe_name="quick")
     seen = []
 
     def spy(fig, path, footer):                     # the checks and footer of _save, without the PNG (fast)

@@ -88,3 +88,31 @@ def test_engine_execution_picks_the_kernels_and_is_checked():
     assert not {"cpu_fused", "fftw_effort"} & {f.name for f in dataclasses.fields(EpieOptions)}
     with pytest.raises(ValueError, match="Execution.fftw_effort must be FFTW_ESTIMATE"):
         Execution(fftw_effort="FFTW_QUICK")  # type: ignore[arg-type]
+
+
+def test_execution_holds_the_backend_and_reads_the_environment_once(monkeypatch):
+    """Issue 18 point 4: the array backend and the PXM_CPU_KERNELS / PXM_GPU_KERNELS switches are fields of the one
+    ``Execution`` value, read when it is made; ``PipelineOptions`` has no backend of its own."""
+    from analysis.bragg.pipeline import PipelineOptions
+
+    monkeypatch.setenv("PXM_CPU_KERNELS", "0")
+    monkeypatch.setenv("PXM_GPU_KERNELS", "0")
+    off = Execution()
+    monkeypatch.delenv("PXM_CPU_KERNELS")
+    monkeypatch.delenv("PXM_GPU_KERNELS")
+    assert (off.cpu_kernels, off.gpu_kernels) == (False, False)       # fixed when made, not when read
+    assert (Execution().cpu_kernels, Execution().gpu_kernels) == (True, True)
+    assert Execution(backend="numpy").backend == "numpy"
+    with pytest.raises(ValueError, match="Execution.backend: 'gpu'"):
+        Execution(backend="gpu")
+    assert "backend" not in {f.name for f in dataclasses.fields(PipelineOptions)}
+    # the engine built by the pipeline takes its array module from Execution.backend
+    from analysis.bragg.pipeline import build_engine
+    from analysis.bragg.recipes import quick_recipe
+    from testing.bragg_problem import engine_inputs, scan_of
+
+    p = make_problem(upsampling=1, n_side=2, seed=4)
+    recipe = dataclasses.replace(quick_recipe(), allow_undersampled=True)
+    rec = build_engine(scan_of(p), recipe, engine_inputs(p)["probe"],
+                       execution=Execution(backend="numpy", cpu_kernels=False))
+    assert rec.xp is np and rec.execution.cpu_kernels is False

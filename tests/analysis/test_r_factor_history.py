@@ -24,12 +24,14 @@ def outcome():
     """A short run of the tests' engine-model problem: 12 ePIE sweeps then 6 ML iterations (seconds)."""
     from analysis.bragg import PipelineOptions, reconstruct
     from analysis.bragg.recipes import quick_recipe
+    from analysis.bragg.solvers.options import Execution
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()
     recipe = dataclasses.replace(quick_recipe(), n_epie_iterations=12, n_ml_iterations=6, allow_undersampled=True)
     return reconstruct(scan_of(problem), recipe, engine_inputs(problem)["probe"],
-                       options=PipelineOptions(backend="numpy", progress=False), recipe_name="quick")
+                           options=PipelineOptions(execution=Execution(backend="numpy"), progress=False),
+                           recipe_name="quick")
 
 
 def test_history_has_several_points_per_phase_and_ends_on_the_closing_r_factor(outcome):

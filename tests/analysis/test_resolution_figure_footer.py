@@ -54,12 +54,14 @@ def test_outcome_resolution_figure_has_the_outcomes_footer(tmp_path, footers):
     from analysis.bragg import PipelineOptions, reconstruct
     from analysis.bragg.outcome import outcome_footer, save_outcome_figures
     from analysis.bragg.recipes import quick_recipe
+    from analysis.bragg.solvers.options import Execution
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem(n_angles=6, n_side=3)
     recipe = dataclasses.replace(quick_recipe(), allow_undersampled=True)
     outcome = reconstruct(scan_of(problem), recipe, engine_inputs(problem)["probe"],
-                          options=PipelineOptions(backend="numpy", progress=False), recipe_name="quick")
+                              options=PipelineOptions(execution=Execution(backend="numpy"), progress=False),
+                              recipe_name="quick")
     outcome = dataclasses.replace(outcome, resolution=_estimate(),
                                   provenance={**outcome.provenance, "raw_uid": "feedbeef" * 4})
     errors: dict[str, str] = {}

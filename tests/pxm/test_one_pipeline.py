@@ -168,6 +168,7 @@ def test_pipeline_on_a_test_factory_problem_is_the_engine_plus_post_processing(t
     from analysis.bragg import PipelineOptions, reconstruct, write_outcome
     from analysis.bragg.engine import Reconstruction
     from analysis.bragg.outcome import finish_results
+    from analysis.bragg.solvers.options import Execution
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()
@@ -175,7 +176,8 @@ def test_pipeline_on_a_test_factory_problem_is_the_engine_plus_post_processing(t
     recipe = dataclasses.replace(quick_recipe(), allow_undersampled=True)
     scan = dataclasses.replace(scan_of(problem), sample={"name": "factory"})
     seen = []
-    out = reconstruct(scan, recipe, kw["probe"], options=PipelineOptions(backend="numpy"), checkpoint=seen.append)
+    out = reconstruct(scan, recipe, kw["probe"],
+        options=PipelineOptions(execution=Execution(backend="numpy")), checkpoint=seen.append)
     by_hand = Reconstruction(**kw, recipe=recipe).iterate(recipe.n_iterations)
     np.testing.assert_array_equal(out.object, by_hand.result().object)
     np.testing.assert_array_equal(out.probe, by_hand.result().probe)

@@ -45,12 +45,14 @@ def outcome():
     """A short reconstruction of the tests' engine-model problem (a few seconds)."""
     from analysis.bragg import PipelineOptions, reconstruct
     from analysis.bragg.recipes import quick_recipe
+    from analysis.bragg.solvers.options import Execution
     from testing.bragg_problem import engine_inputs, make_problem, scan_of
 
     problem = make_problem()
     recipe = dataclasses.replace(quick_recipe(), allow_undersampled=True)
     return reconstruct(scan_of(problem), recipe, engine_inputs(problem)["probe"],
-                       options=PipelineOptions(backend="numpy", progress=False), recipe_name="quick")
+                           options=PipelineOptions(execution=Execution(backend="numpy"), progress=False),
+                           recipe_name="quick")
 
 
 def _read_in_fresh_process(uri: str, node_key: str, out: str) -> tuple[dict, dict]:

@@ -246,7 +246,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
     else:
         order = rng.permutation(data.n_positions)
         fused = FusedCpuSweep.for_model(op, state, Execution() if execution is None else execution)
-        gpu = FusedGpuSweep.for_model(op, state) if fused is None else None
+        gpu = FusedGpuSweep.for_model(op, state, execution) if fused is None else None
         if gpu is not None:                             # NA mask and ρ/P scale done on the device
             na_on = update_probe and op.na_mask is not None and it < options.na_mask_stop_iter
             cost = gpu.sweep(state, data, options, order, update_probe, na_on, options.normalise_scale)

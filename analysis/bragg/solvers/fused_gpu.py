@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from analysis.bragg.solvers.fused_cpu import FoldedTransform
-from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE, KERNELS, gpu_kernels_enabled, launch_grid
+from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE, KERNELS, launch_grid
 from analysis.bragg.solvers.model import BraggData, BraggModel, BraggState
-from analysis.bragg.solvers.options import EpieOptions
+from analysis.bragg.solvers.options import EpieOptions, Execution
 from analysis.xp import Array, array_module, fft_module, to_numpy
 
 _TINY = 1e-30
@@ -69,12 +69,14 @@ class FusedGpuSweep:
         self.scale2 = 1.0 / (self.n3 * self.n1p * self.n2)
 
     @classmethod
-    def for_model(cls, op: BraggModel, state: BraggState) -> FusedGpuSweep | None:
-        """The (cached) fused GPU sweep of ``op``, or None: not CuPy complex64, ``PXM_GPU_KERNELS=0``, no
+    def for_model(cls, op: BraggModel, state: BraggState, execution: Execution | None = None) -> FusedGpuSweep | None:
+        """The (cached) fused GPU sweep of ``op``, or None: not CuPy complex64, ``execution.gpu_kernels`` off
+        (``PXM_GPU_KERNELS=0``; ``execution`` None: :class:`Execution`'s defaults), no
         ``RawModule``, or a geometry the fused path does not support (the CuPy array code then runs).
         """
         xp = array_module(state.object)
-        if xp is np or not gpu_kernels_enabled() or getattr(xp, "RawModule", None) is None:
+        enabled = (Execution() if execution is None else execution).gpu_kernels
+        if xp is np or not enabled or getattr(xp, "RawModule", None) is None:
             return None
         if state.object.dtype != np.complex64 or state.probe.dtype != np.complex64:
             return None
@@ -231,9 +233,9 @@ class FusedGpuML:
         self._none_f32 = self.xp.zeros(1, np.float32)           # stands for an absent w0 / r0
 
     @classmethod
-    def for_model(cls, op: BraggModel, state: BraggState) -> FusedGpuML | None:
+    def for_model(cls, op: BraggModel, state: BraggState, execution: Execution | None = None) -> FusedGpuML | None:
         """The (cached) fused ML path of ``op`` on the GPU, or None where :meth:`FusedGpuSweep.for_model` is None."""
-        sweep = FusedGpuSweep.for_model(op, state)
+        sweep = FusedGpuSweep.for_model(op, state, execution)
         if sweep is None:
             return None
         cached = op.fused_cpu.get("gpu-ml")

@@ -25,7 +25,6 @@ folded box, kept ``(N1P, N2, NM)`` here (cuFFT runs the r1/r2 transforms as one 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -780,8 +779,3 @@ KERNELS: Mapping[str, KernelSpec] = MappingProxyType({s.name: s for s in (
     KernelSpec("pxm_illumination", ref_illumination, _tr_illumination),
 )})
 """Every kernel of :data:`CUDA_SOURCE` by name (read-only)."""
-
-
-def gpu_kernels_enabled() -> bool:
-    """Whether the fused GPU path may run (``PXM_GPU_KERNELS=0`` turns it off: the CuPy array code runs)."""
-    return os.environ.get("PXM_GPU_KERNELS", "1") != "0"

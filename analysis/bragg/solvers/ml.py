@@ -134,7 +134,7 @@ def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[A
 def _fused(state: BraggState, op: BraggModel, execution: Execution | None) -> FusedCpuML | FusedGpuML | None:
     """The fused path: Numba + FFTW on NumPy arrays, CUDA kernels on CuPy arrays, or None (the array code)."""
     cpu = FusedCpuML.for_model(op, state, Execution() if execution is None else execution)
-    return cpu if cpu is not None else FusedGpuML.for_model(op, state)
+    return cpu if cpu is not None else FusedGpuML.for_model(op, state, execution)
 
 
 def _kernels(fused: FusedCpuML | FusedGpuML | None) -> str:

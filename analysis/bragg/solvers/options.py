@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -130,6 +131,11 @@ class FreeDataOptions:
         return self.fraction > 0.0
 
 
+def _switch_on(name: str) -> bool:
+    """An execution switch from the environment: on unless ``name`` is set to ``0``."""
+    return os.environ.get(name, "1") != "0"
+
+
 FftwEffort = Literal["FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"]
 """FFTW planner effort names (pyFFTW's planner flags)."""
 
@@ -139,15 +145,22 @@ class Execution:
     """How a reconstruction runs, apart from what it computes (docs/decisions/0008-execution-options.md).
 
     Chosen once and passed beside the physics options (:class:`EpieOptions`, :class:`MLOptions`, the
-    recipe); no field changes a number beyond float32 rounding. The array backend stays the
-    ``xp``/``dtype`` arguments of :class:`analysis.bragg.engine.Reconstruction`, and ``PXM_CPU_KERNELS=0``
-    still turns the fused kernels off process-wide (:func:`analysis.xp.cpu_kernels`).
+    recipe); no field changes a number beyond float32 rounding. The environment switches are read here, when
+    the value is made, and nowhere else in the engine: ``PXM_BACKEND`` (what ``backend="auto"`` means),
+    ``PXM_CPU_KERNELS=0`` and ``PXM_GPU_KERNELS=0`` (the defaults of ``cpu_kernels`` and ``gpu_kernels``).
     """
 
-    cpu_kernels: bool = True
+    backend: str = "auto"
+    """Array backend: ``"auto"`` (CuPy when a GPU is usable, else NumPy; ``PXM_BACKEND`` overrides it),
+    ``"numpy"`` or ``"cupy"`` (:func:`analysis.xp.backend`)."""
+    cpu_kernels: bool = field(default_factory=lambda: _switch_on("PXM_CPU_KERNELS"))
     """On NumPy complex64, run the ePIE sweeps and the ML transforms with the fused CPU kernels (Numba +
     FFTW, :mod:`analysis.bragg.solvers.fused_cpu`) when those import and the geometry allows; False: the plain
-    array code. Same numbers to float32 rounding."""
+    array code. Same numbers to float32 rounding. Default: on unless ``PXM_CPU_KERNELS=0``."""
+    gpu_kernels: bool = field(default_factory=lambda: _switch_on("PXM_GPU_KERNELS"))
+    """On CuPy complex64, run the ePIE sweeps and the ML passes with the fused CUDA kernels
+    (:mod:`analysis.bragg.solvers.fused_gpu`); False: the CuPy array code. Default: on unless
+    ``PXM_GPU_KERNELS=0``."""
     fftw_effort: FftwEffort = "FFTW_MEASURE"
     """FFTW planner effort of the fused CPU path (MEASURE: seconds of planning once per reconstruction)."""
     keep_exit_waves: bool = True
@@ -157,6 +170,8 @@ class Execution:
     (POS × N1 × N2 × NM complex64, 4.3 GB at the seed's size)."""
 
     def __post_init__(self) -> None:
+        if self.backend not in ("auto", "numpy", "cupy"):
+            raise ValueError(f"Execution.backend: {self.backend!r}, expected 'auto', 'numpy' or 'cupy'")
         if self.fftw_effort not in ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"):
             raise ValueError(f"Execution.fftw_effort must be FFTW_ESTIMATE, FFTW_MEASURE or FFTW_PATIENT, "
                              f"got {self.fftw_effort!r}")
