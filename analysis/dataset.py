@@ -27,7 +27,7 @@ import numpy as np
 from analysis.bragg.operators.scan import ObjectPlacement
 from analysis.geometry import HC_KEV_M, BraggGeometry
 from analysis.strain import StrainMaps
-from analysis.xp import to_numpy
+from analysis.xp import Array, to_numpy
 
 __all__ = [
     "FORMAT_NAME",
@@ -451,13 +451,13 @@ def _write_strain(group: h5py.Group, maps: StrainMaps) -> None:
     group.attrs["axes"] = "e1,e2,e3" if maps.frame == "reconstruction" else "x,y,z"
 
 
-def write_results(path: str | Path, *, object: Any, probe: Any, voxel_size_m: Any,
-                  background: Any = None, strain: StrainMaps | dict[str, StrainMaps] | None = None,
+def write_results(path: str | Path, *, object: Array, probe: Array, voxel_size_m: Any,
+                  background: Array | None = None, strain: StrainMaps | dict[str, StrainMaps] | None = None,
                   metrics: dict[str, Any] | None = None, parameters: dict[str, Any] | None = None,
                   timings_s: dict[str, float] | None = None, error_history: Any = None,
                   geometry: BraggGeometry | None = None, provenance: dict[str, Any] | None = None,
                   placement: ObjectPlacement | None = None, status: str = "complete",
-                  postprocessing_errors: dict[str, str] | None = None, support: Any = None) -> None:
+                  postprocessing_errors: dict[str, str] | None = None, support: Array | None = None) -> None:
     """Write one reconstruction's results to HDF5 (layout in ``docs/dataset-format.md``).
 
     ``strain`` may be one :class:`StrainMaps` or a dict of them (e.g. reconstruction and
@@ -607,7 +607,7 @@ def _nxdata_axes(group: h5py.Group, shape: tuple[int, ...], pixel_size_m: np.nda
         group.attrs[f"{name}_indices"] = a
 
 
-def write_cxi(path: str | Path, image: Any, *, pixel_size_m: Any, probe: Any = None,
+def write_cxi(path: str | Path, image: Array, *, pixel_size_m: Any, probe: Array | None = None,
               probe_pixel_size_m: Any = None, energy_kev: float | None = None,
               detector_distance_m: float | None = None, detector_pixel_size_m: float | None = None,
               title: str = "pxm reconstruction", data_type: str = "electron density",

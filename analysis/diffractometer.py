@@ -27,7 +27,7 @@ in it. :func:`symmetric_coplanar` labels the axes so that the result is pxm's hi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -36,7 +36,7 @@ import xrayutilities as xu
 
 from analysis.geometry import BraggGeometry, GeometryFrame, wavelength_m_from_kev
 from analysis.strain import StrainMaps, StrainOptions, phase_gradient, remove_phase_ramp
-from analysis.xp import array_module, ndimage_module
+from analysis.xp import Array, array_module, ndimage_module
 
 __all__ = [
     "Diffractometer",
@@ -206,7 +206,7 @@ class Diffractometer:
         """xrayutilities sample coordinates (..., 3) → the sample frame of ``sample_axes``."""
         return v if self.sample_axes is None else v @ np.asarray(self.sample_axes, float).T
 
-    def q_exact_per_m(self, n_rows_px: int, n_cols_px: int, rocking_offsets_deg: Any) -> np.ndarray:
+    def q_exact_per_m(self, n_rows_px: int, n_cols_px: int, rocking_offsets_deg: Array | Sequence[float]) -> np.ndarray:
         """Exact q (sample frame, m⁻¹) of every pixel of an N1 × N2 crop centred on the peak, per angle.
 
         Returns (n_angles, n_rows_px, n_cols_px, 3); offsets are added to the rocking circle.
@@ -384,9 +384,10 @@ def native_sample_coordinates_m(geometry: BraggGeometry, shape: tuple[int, int, 
     return np.stack(grids, axis=-1) @ _e_axes(geometry)
 
 
-def strain_native(rho: Any, geometry: BraggGeometry, *, options: StrainOptions | None = None, support: Any = None,
+def strain_native(rho: Array, geometry: BraggGeometry, *, options: StrainOptions | None = None,
+                  support: Array | None = None,
                   voxel_size_m: tuple[float, float, float] | None = None,
-                  amplitude_reference: Any = None) -> StrainMaps:
+                  amplitude_reference: Array | None = None) -> StrainMaps:
     """ε along Q and the tilts about the axes ⟂ Q on the native grid (``frame="reconstruction"``), any geometry.
 
     The wrap-free gradients (seed Eq 15) give ∇φ = Σ_a ∂_aφ e_a; with s = ``options.phase_sign`` and the
@@ -468,7 +469,7 @@ def map_to_reflection_frame(maps: StrainMaps, geometry: BraggGeometry, *, target
     wi = ndi.map_coordinates(w, coords, order=1, mode="constant", cval=0.0)
     keep = wi >= min_weight
 
-    def interp(f: Any) -> Any:
+    def interp(f: Array) -> Array:
         out = ndi.map_coordinates(xp.where(inner, f, 0.0) * w, coords, order=1, mode="constant", cval=0.0)
         return xp.where(keep, out / xp.where(keep, wi, 1.0), xp.asarray(np.nan))
 
@@ -479,8 +480,8 @@ def map_to_reflection_frame(maps: StrainMaps, geometry: BraggGeometry, *, target
                       origin_m=cast("tuple[float, float, float]", tuple(float(v) for v in lo)), frame="sample")
 
 
-def strain_maps_sample_frame(rho: Any, geometry: BraggGeometry, *, options: StrainOptions | None = None,
-                             support: Any = None, voxel_size_m: tuple[float, float, float] | None = None,
+def strain_maps_sample_frame(rho: Array, geometry: BraggGeometry, *, options: StrainOptions | None = None,
+                             support: Array | None = None, voxel_size_m: tuple[float, float, float] | None = None,
                              target_voxel_m: float | None = None, min_weight: float = 0.5) -> StrainMaps:
     """ε along Q and the two tilts about axes ⟂ Q, on an isotropic grid of the reflection frame (x', y', z').
 

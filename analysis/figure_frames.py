@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from analysis.xp import Array
+
 __all__ = ["SampleFrame", "sample_frame", "resample_to_sample_frame", "SamplePlane", "sample_planes"]
 
 
@@ -103,7 +105,7 @@ def sample_frame(shape: tuple[int, ...], voxel_size_m: Any, *, theta_bragg_rad: 
                        origin_m=origin)
 
 
-def resample_to_sample_frame(volume: Any, frame: SampleFrame, x_m: Any, y_m: Any, z_m: Any, *,
+def resample_to_sample_frame(volume: Array, frame: SampleFrame, x_m: Any, y_m: Any, z_m: Any, *,
                              order: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Values of ``volume`` on the sample-frame grid x × y × z (indexed [x, y, z]) and where it is covered.
 
@@ -163,7 +165,7 @@ class SamplePlane:
     """(horizontal, vertical) axis labels with units."""
 
 
-def sample_planes(volume: Any, frame: SampleFrame, *, centre_m: Any = None, step_m: float | None = None,
+def sample_planes(volume: Array, frame: SampleFrame, *, centre_m: Any = None, step_m: float | None = None,
                   max_px: int = 400) -> list[SamplePlane]:
     """The x–z, x–y and y–z planes of ``volume`` in the sample frame through ``centre_m``.
 

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import hsv_to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from analysis.xp import Array  # noqa: E402
+
 __all__ = ["FigureFooter", "pxm_version", "complex_to_rgb", "add_phase_wheel", "colorbar_labels",
            "check_colorbars", "finish_figure", "labelled_colorbar", "phase_wheels", "footer_text"]
 
@@ -67,7 +69,7 @@ class FigureFooter:
         return " · ".join(parts)
 
 
-def complex_to_rgb(z: Any, *, amplitude_max: float | None = None) -> np.ndarray:
+def complex_to_rgb(z: Array, *, amplitude_max: float | None = None) -> np.ndarray:
     """RGB image (…, 3) of a complex array: hue = arg z, value = |z|/max, full saturation.
 
     Parameters

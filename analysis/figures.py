@@ -35,7 +35,7 @@ from analysis.figure_style import (  # noqa: E402
     labelled_colorbar,
 )
 from analysis.strain import StrainMaps, map_to_sample_frame  # noqa: E402
-from analysis.xp import to_numpy  # noqa: E402
+from analysis.xp import Array, to_numpy  # noqa: E402
 
 __all__ = ["complex_to_rgb", "robust_limit", "build_object_figure", "save_object_slices", "build_strain_figure",
            "save_strain_slices", "restrict_maps", "DepthProfile", "strain_depth_profile", "build_probe_figure",
@@ -89,7 +89,7 @@ def _extent_um(shape: tuple[int, ...], voxel_size_m: Any) -> list[float] | None:
     return [0.0, shape[1] * d[1] * 1e6, 0.0, shape[0] * d[0] * 1e6]
 
 
-def _show(ax: Any, img: Any, extent: list[float] | None, labels: tuple[str, str], **kw: Any) -> Any:
+def _show(ax: Any, img: Array, extent: list[float] | None, labels: tuple[str, str], **kw: Any) -> Any:
     """imshow at equal aspect with physical extent when known, voxel indices otherwise."""
     im = ax.imshow(img, origin="lower", extent=extent, aspect="equal", **kw)
     ax.set_xlabel(labels[0])
@@ -97,7 +97,7 @@ def _show(ax: Any, img: Any, extent: list[float] | None, labels: tuple[str, str]
     return im
 
 
-def robust_limit(values: Any, percentile: float = 99.0) -> float:
+def robust_limit(values: Array, percentile: float = 99.0) -> float:
     """Symmetric colour limit: the ``percentile`` of |values| over finite entries (1.0 if none).
 
     Dislocation cores and support edges give a few extreme strain/tilt voxels; a max-based limit
@@ -128,7 +128,7 @@ def _complex_panel(fig: Figure, ax: Any, z: np.ndarray, extent: Any, labels: tup
         add_phase_wheel(fig, ax)
 
 
-def build_object_figure(rho: Any, *, title: str = "object", voxel_size_m: Any = None,
+def build_object_figure(rho: Array, *, title: str = "object", voxel_size_m: Any = None,
                         frame: SampleFrame | None = None, phase_threshold: float = 0.1,
                         amplitude_unit: str = "arb. units") -> Figure:
     """Slices of ρ through the centre of mass of |ρ|²: |ρ| and phase, reconstruction and sample frames.
@@ -186,7 +186,7 @@ def build_object_figure(rho: Any, *, title: str = "object", voxel_size_m: Any = 
     return fig
 
 
-def save_object_slices(path: str | Path, rho: Any, *, title: str = "object", axis_labels: str = "e1,e2,e3",
+def save_object_slices(path: str | Path, rho: Array, *, title: str = "object", axis_labels: str = "e1,e2,e3",
                        phase_threshold: float = 0.1, voxel_size_m: Any = None, frame: SampleFrame | None = None,
                        footer: FigureFooter | None = None, amplitude_unit: str = "arb. units") -> Path:
     """Write :func:`build_object_figure` as PNG (``axis_labels`` is kept for callers; the axes are named).
@@ -445,7 +445,7 @@ def restrict_maps(maps: StrainMaps, region: Any) -> StrainMaps:
     if keep.shape != eps.shape:
         raise ValueError(f"restrict_maps: region of shape {keep.shape}, the maps have {eps.shape}")
 
-    def cut(a: Any) -> np.ndarray:
+    def cut(a: Array) -> np.ndarray:
         return np.where(keep, np.asarray(to_numpy(a), float), np.nan)
 
     return dataclasses.replace(maps, eps_zz=cut(maps.eps_zz), omega_x_rad=cut(maps.omega_x_rad),
@@ -453,7 +453,7 @@ def restrict_maps(maps: StrainMaps, region: Any) -> StrainMaps:
                                mask=np.asarray(to_numpy(maps.mask), bool) & keep)
 
 
-def build_probe_figure(probe: Any, *, pixel_size_m: float | tuple[float, float] = 1.0, title: str = "probe",
+def build_probe_figure(probe: Array, *, pixel_size_m: float | tuple[float, float] = 1.0, title: str = "probe",
                        amplitude_unit: str = "arb. units", axis_names: tuple[str, str] = ("r2", "r3")) -> Figure:
     """Probe amplitude (colour bar with unit) and complex HSV image with a phase colour wheel; axes in µm.
 
@@ -491,7 +491,7 @@ def build_probe_figure(probe: Any, *, pixel_size_m: float | tuple[float, float] 
     return fig
 
 
-def save_probe(path: str | Path, probe: Any, *, pixel_size_m: float | tuple[float, float] = 1.0,
+def save_probe(path: str | Path, probe: Array, *, pixel_size_m: float | tuple[float, float] = 1.0,
                title: str = "probe", amplitude_unit: str = "arb. units", axis_names: tuple[str, str] = ("r2", "r3"),
                footer: FigureFooter | None = None) -> Path:
     """Write :func:`build_probe_figure` as PNG.
@@ -631,7 +631,7 @@ def save_convergence(path: str | Path, costs: Any, phases: Any, *, r_factors: Ma
     return _save(fig, path, footer)
 
 
-def build_map_figure(fields: Sequence[tuple[str, str, Any]], *, pixel_size_m: Any = None,
+def build_map_figure(fields: Sequence[tuple[str, str, Array]], *, pixel_size_m: Any = None,
                      axis_names: Sequence[str] = ("row", "col", "depth"), title: str = "",
                      symmetric: Sequence[bool] | None = None) -> Figure:
     """One row per field: its central slices (2D: the map itself), each with a labelled colour bar.
@@ -691,7 +691,7 @@ def build_map_figure(fields: Sequence[tuple[str, str, Any]], *, pixel_size_m: An
     return fig
 
 
-def save_map_figure(path: str | Path, fields: Sequence[tuple[str, str, Any]], *, pixel_size_m: Any = None,
+def save_map_figure(path: str | Path, fields: Sequence[tuple[str, str, Array]], *, pixel_size_m: Any = None,
                     axis_names: Sequence[str] = ("row", "col", "depth"), title: str = "",
                     symmetric: Sequence[bool] | None = None, footer: FigureFooter | None = None) -> Path:
     """Write :func:`build_map_figure` as PNG.

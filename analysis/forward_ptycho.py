@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
 from analysis.geometry import wavelength_m_from_kev
-from analysis.xp import array_module, fft_module
+from analysis.xp import Array, array_module, fft_module
 
 __all__ = [
     "ForwardGeometry",
@@ -106,11 +106,11 @@ class ForwardPtychoOptions:
 class ForwardPtychoResult:
     """Retrieved probe and object with the convergence history."""
 
-    probe: Any = field(repr=False)
+    probe: Array = field(repr=False)
     """(ROW, COL) complex probe at the sample plane (initial probe of the Bragg reconstruction)."""
-    object: Any = field(repr=False)
+    object: Array = field(repr=False)
     """(OBJ_ROW, OBJ_COL) complex transmission."""
-    initial_probe: Any = field(repr=False)
+    initial_probe: Array = field(repr=False)
     """The rectangular-NA (or given) starting probe."""
     error_history: np.ndarray = field(repr=False)
     """(n_iterations,) Σ_ω(|Ψ| − √I)² / Σ_ω I per sweep, before that sweep's updates."""
@@ -142,7 +142,8 @@ def rectangular_na_probe(shape: tuple[int, int], *, pixel_size_m: float, wavelen
     return (p * math.sqrt(total_intensity / float((np.abs(p) ** 2).sum()))).astype(np.complex128)
 
 
-def positions_to_pixels(positions_m: Any, pixel_size_m: float, *, margin_px: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def positions_to_pixels(positions_m: Array, pixel_size_m: float, *,
+                        margin_px: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stage positions (POS, 2) in metres → (integer offsets o_j, fractions f_j ∈ [0, 1)) in pixels.
 
     Offsets are relative to floor(min p/Δx) − margin, so fractions are those of p/Δx itself.
@@ -157,16 +158,16 @@ def positions_to_pixels(positions_m: Any, pixel_size_m: float, *, margin_px: int
     return off, rel - off
 
 
-def _shift_spectrum(shape: tuple[int, int], frac: np.ndarray, xp: Any) -> Any:
+def _shift_spectrum(shape: tuple[int, int], frac: np.ndarray, xp: ModuleType) -> Array:
     kr = xp.asarray(np.fft.fftfreq(shape[0]))[:, None]
     kc = xp.asarray(np.fft.fftfreq(shape[1]))[None, :]
     return xp.exp(-2j * math.pi * (kr * float(frac[0]) + kc * float(frac[1])))
 
 
-def forward_ptychography(intensities: Any, positions_m: Any, *, pixel_size_m: float,
-                         initial_probe: Any, mask: Any = None,
+def forward_ptychography(intensities: Array, positions_m: Array, *, pixel_size_m: float,
+                         initial_probe: Array, mask: Array | None = None,
                          options: ForwardPtychoOptions = ForwardPtychoOptions(),
-                         initial_object: Any = None) -> ForwardPtychoResult:
+                         initial_object: Array | None = None) -> ForwardPtychoResult:
     """Reconstruct probe and object from forward-geometry diffraction patterns (ePIE or mPIE).
 
     Parameters

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -48,11 +49,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- registration
-def _freqs(n: int, xp: Any) -> Any:
+def _freqs(n: int, xp: ModuleType) -> Array:
     return xp.fft.fftfreq(n) * n  # integer frequencies k, DFT order
 
 
-def _local_cc(cross: Any, centre: np.ndarray, half_width: float, n_pts: int) -> tuple[Any, list[np.ndarray]]:
+def _local_cc(cross: Array, centre: np.ndarray, half_width: float, n_pts: int) -> tuple[Array, list[np.ndarray]]:
     """Cross-correlation Σ_k X(k) e^{+2πi k·s/N} on a (n_pts)^d grid of shifts s around ``centre``."""
     xp = array_module(cross)
     grids = [centre[a] + np.linspace(-half_width, half_width, n_pts) for a in range(cross.ndim)]
@@ -65,7 +66,7 @@ def _local_cc(cross: Any, centre: np.ndarray, half_width: float, n_pts: int) -> 
     return out, grids
 
 
-def register_shift(reference: Any, moving: Any, *, precision_px: float = 1e-3) -> tuple[float, ...]:
+def register_shift(reference: Array, moving: Array, *, precision_px: float = 1e-3) -> tuple[float, ...]:
     """Sub-pixel shift s such that ``fourier_shift(moving, s)`` best matches ``reference``.
 
     The integer peak of the FFT cross-correlation is refined by evaluating the
@@ -94,7 +95,7 @@ def register_shift(reference: Any, moving: Any, *, precision_px: float = 1e-3) -
     return tuple(float(p) for p in peak)
 
 
-def fourier_shift(x: Any, shift_px: Any) -> Any:
+def fourier_shift(x: Array, shift_px: Any) -> Array:
     """Shift ``x`` by ``shift_px`` voxels (x(r) → x(r − s)) with a Fourier phase ramp (periodic)."""
     xp = array_module(x)
     fft = fft_module(xp)
@@ -128,11 +129,11 @@ class AlignedError:
     """κ per array axis in rad/voxel."""
     shift_px: tuple[float, ...]
     """δ per array axis in voxels."""
-    aligned: Any = field(repr=False)
+    aligned: Array = field(repr=False)
     """c e^{iκ·r} ρ̂(r − δ) on the full grid."""
 
 
-def _ramp_grid(shape: tuple[int, ...], kappa: list[float], xp: Any) -> Array:
+def _ramp_grid(shape: tuple[int, ...], kappa: list[float], xp: ModuleType) -> Array:
     ph = 0
     for a, (n, k) in enumerate(zip(shape, kappa, strict=True)):
         sh = [1] * len(shape)
@@ -141,8 +142,8 @@ def _ramp_grid(shape: tuple[int, ...], kappa: list[float], xp: Any) -> Array:
     return xp.exp(1j * ph)
 
 
-def _aligned_error(estimate: Any, truth: Any, support: Any, *, remove_shift: bool, remove_ramp: bool,
-                   weights: Any = None, name: str) -> AlignedError:
+def _aligned_error(estimate: Array, truth: Array, support: Array | None, *, remove_shift: bool, remove_ramp: bool,
+                   weights: Array | None = None, name: str) -> AlignedError:
     xp = array_module(estimate, truth)
     if estimate.shape != truth.shape:
         raise ValueError(f"{name}: estimate shape {tuple(estimate.shape)} != truth shape {tuple(truth.shape)}; "
@@ -189,7 +190,7 @@ def _aligned_error(estimate: Any, truth: Any, support: Any, *, remove_shift: boo
                         ramp_rad_per_px=tuple(kappa), shift_px=shift, aligned=est)
 
 
-def object_error(estimate: Any, truth: Any, *, support: Any = None, remove_shift: bool = True,
+def object_error(estimate: Array, truth: Array, *, support: Array | None = None, remove_shift: bool = True,
                  remove_ramp: bool = True) -> AlignedError:
     """Object error E_ρ = min_{c,κ,δ} ‖c e^{iκ·r} ρ̂(r−δ) − ρ_true‖_S/‖ρ_true‖_S
     (Fienup 1997; Guizar-Sicairos, Thurman & Fienup, Opt. Lett. 33, 156 (2008)).
@@ -202,7 +203,7 @@ def object_error(estimate: Any, truth: Any, *, support: Any = None, remove_shift
                           name="object_error")
 
 
-def probe_error(estimate: Any, truth: Any, *, intensity_weighted: bool = False, remove_shift: bool = True,
+def probe_error(estimate: Array, truth: Array, *, intensity_weighted: bool = False, remove_shift: bool = True,
                 remove_ramp: bool = True) -> AlignedError:
     """Probe error E_P = min_{c,shift,κ} ‖c P̂ − P_true‖/‖P_true‖ over the whole probe array (as E_ρ, Fienup 1997).
 
@@ -251,7 +252,7 @@ def strain_rmse(estimate: StrainMaps, truth: StrainMaps, *, erode_voxels: int = 
         raise ValueError(f"strain_rmse: no voxel left after eroding the common mask by {erode_voxels}; "
                          "lower erode_voxels or check the masks")
 
-    def stats(a: Any, b: Any) -> tuple[float, float, float]:
+    def stats(a: Array, b: Array) -> tuple[float, float, float]:
         d = (a - b)[m]
         mean = float(d.mean())
         return float(xp.sqrt((d**2).mean())), mean, float(xp.sqrt(((d - mean) ** 2).mean()))
@@ -265,7 +266,7 @@ def strain_rmse(estimate: StrainMaps, truth: StrainMaps, *, erode_voxels: int = 
 
 
 # --------------------------------------------------------------------------- data side
-def r_factor(measured: Any, predicted: Any, *, mask: Any = None) -> float:
+def r_factor(measured: Array, predicted: Array, *, mask: Array | None = None) -> float:
     """R = Σω|√I − √h| / Σω√I over masked pixels
     (docs/dataset-format.md, Quality of a run); ``mask`` broadcasts to the data.
     """
@@ -380,13 +381,13 @@ def convergence(costs: Any, phases: Any, r_factors: dict[str, float],
 class ShellCurve:
     """A curve over shells of spatial frequency, with its threshold and crossing."""
 
-    frequency: Any
+    frequency: Array
     """Shell centre frequencies (1/m if voxel sizes were given, else cycles/voxel or pixels)."""
-    value: Any
+    value: Array
     """PRTF or FSC per shell (NaN for empty shells)."""
-    threshold: Any
+    threshold: Array
     """Threshold per shell (½-bit for FSC, 1/e for PRTF)."""
-    n_voxels: Any
+    n_voxels: Array
     """Voxels per shell."""
     crossing_frequency: float
     """First frequency where value falls below threshold (linear interpolation); NaN if never."""
@@ -418,7 +419,8 @@ def _unit_axis(cone_axis: Any, ndim: int, name: str) -> np.ndarray | None:
 
 
 def _basis_shells(shape: tuple[int, ...], basis: np.ndarray, n_shells: int | None, axis: np.ndarray | None,
-                  half_angle_deg: float, xp: Any, *, centred: bool = True) -> tuple[Any, np.ndarray, Any]:
+                  half_angle_deg: float, xp: ModuleType, *,
+                  centred: bool = True) -> tuple[Array, np.ndarray, Array | None]:
     """Shells of |q| for a grid whose index steps are the rows of ``basis`` (q = Σ_a i_a b_a, i_a centred, or in
     DFT order with ``centred=False``; any non-orthogonal basis); returns (shell index per voxel, shell centres,
     in-cone mask or None).
@@ -483,19 +485,19 @@ def _crossing(freq: np.ndarray, value: np.ndarray, thr: np.ndarray) -> float:
     return math.nan
 
 
-def shell_crossing(frequency: Any, value: Any, threshold: Any) -> float:
+def shell_crossing(frequency: Array, value: Array, threshold: Array) -> float:
     """First frequency where ``value`` falls below ``threshold`` (linear interpolation); NaN if never."""
     return _crossing(np.asarray(frequency, float), np.asarray(value, float), np.asarray(threshold, float))
 
 
-def half_bit_threshold(n_voxels: Any) -> Any:
+def half_bit_threshold(n_voxels: Array) -> Array:
     """½-bit threshold T(n) = (0.2071 + 1.9102/√n)/(1.2071 + 0.9102/√n), van Heel & Schatz (2005)."""
     n = np.maximum(np.asarray(n_voxels, float), 1.0)
     s = np.sqrt(n)
     return (0.2071 + 1.9102 / s) / (1.2071 + 0.9102 / s)
 
 
-def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: Any = None,
+def fourier_shell_correlation(a: Array, b: Array, *, voxel_size_m: Any = 1.0, mask: Array | None = None,
                               n_shells: int | None = None, cone_axis: Any = None,
                               cone_half_angle_deg: float = 20.0) -> ShellCurve:
     """FSC(k) = Re Σ_shell A B* / √(Σ|A|² Σ|B|²) between two aligned reconstructions
@@ -527,7 +529,7 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
         keep = keep & cone.ravel()
     fi = flat[keep]
 
-    def shell_sum(v: Any) -> np.ndarray:
+    def shell_sum(v: Array) -> np.ndarray:
         return to_numpy(xp.bincount(fi, weights=v.ravel()[keep], minlength=nb))[:nb]
 
     num = shell_sum((A * xp.conj(B)).real)
@@ -542,9 +544,9 @@ def fourier_shell_correlation(a: Any, b: Any, *, voxel_size_m: Any = 1.0, mask: 
                       crossing_frequency=_crossing(centres, fsc, thr))
 
 
-def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1.0,
+def prtf(far_fields: Array, intensity: Array, *, mask: Array | None = None, dq_per_m: Any = 1.0,
          n_shells: int | None = None, modulus_constraint: bool = True, cone_axis: Any = None,
-         cone_half_angle_deg: float = 20.0, q_basis: Any = None) -> ShellCurve:
+         cone_half_angle_deg: float = 20.0, q_basis: Array | None = None) -> ShellCurve:
     """Phase-retrieval transfer function ⟨|⟨Φ_k⟩_k| / √I⟩ over shells of |q|
     (Chapman et al. 2006, docs/dataset-format.md, Half-data resolution).
 
@@ -606,7 +608,7 @@ def prtf(far_fields: Any, intensity: Any, *, mask: Any = None, dq_per_m: Any = 1
 
 
 # --------------------------------------------------------------------------- half data
-def binomial_split(counts: Any, *, rng: np.random.Generator) -> tuple[Any, Any]:
+def binomial_split(counts: Array, *, rng: np.random.Generator) -> tuple[Array, Array]:
     """Split photon counts into two halves I_A ~ Bin(I, ½), I_B = I − I_A
     (docs/dataset-format.md, Half-data resolution).
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, cast
 
 import numpy as np
@@ -75,15 +76,15 @@ class StrainMaps:
     reconstruction (the voxel N//2 of each axis).
     """
 
-    eps_zz: Any = field(repr=False)
+    eps_zz: Array = field(repr=False)
     """Strain ε_zz = ∂u_z/∂z (dimensionless), shape (N_a, N_b, N_c)."""
-    omega_x_rad: Any = field(repr=False)
+    omega_x_rad: Array = field(repr=False)
     """Tilt ω_x = arcsin(∂u_z/∂y) in radians (seed Eq 14)."""
-    omega_y_rad: Any = field(repr=False)
+    omega_y_rad: Array = field(repr=False)
     """Tilt ω_y = arcsin(∂u_z/∂x) in radians (seed Eq 14)."""
-    amplitude: Any = field(repr=False)
+    amplitude: Array = field(repr=False)
     """|ρ| (arbitrary units) on the same grid."""
-    mask: Any = field(repr=False)
+    mask: Array = field(repr=False)
     """Boolean validity mask (amplitude above threshold, derivative defined)."""
     voxel_size_m: tuple[float, float, float]
     """Voxel size along the three array axes, in metres."""
@@ -97,7 +98,7 @@ class StrainMaps:
 class RampFit:
     """Result of :func:`remove_phase_ramp`."""
 
-    corrected: Any = field(repr=False)
+    corrected: Array = field(repr=False)
     """ρ · exp(−i(φ0 + κ·r)), same shape and dtype as the input."""
     ramp_rad_per_m: tuple[float, ...]
     """κ along each array axis in rad/m (rad/voxel when voxel sizes are 1)."""
@@ -147,7 +148,7 @@ def phase_gradient(rho: Array, voxel_size_m: Any = 1.0) -> tuple[list[Array], Ar
     return grads, valid
 
 
-def _interior(mask: Any, valid: Any) -> Any:
+def _interior(mask: Array, valid: Array) -> Array:
     """Voxels where the central difference is defined: in ``mask`` with both neighbours on every axis."""
     xp = array_module(mask)
     out = mask & valid
@@ -156,7 +157,7 @@ def _interior(mask: Any, valid: Any) -> Any:
     return out
 
 
-def _centred_coords(shape: tuple[int, ...], vox: tuple[float, ...], xp: Any) -> list[Array]:
+def _centred_coords(shape: tuple[int, ...], vox: tuple[float, ...], xp: ModuleType) -> list[Array]:
     """Open-mesh coordinates r_a = (n_a − N_a//2)·Δ_a, broadcastable to ``shape``."""
     out = []
     for a, (n, d) in enumerate(zip(shape, vox, strict=True)):
@@ -167,7 +168,7 @@ def _centred_coords(shape: tuple[int, ...], vox: tuple[float, ...], xp: Any) -> 
     return out
 
 
-def remove_phase_ramp(rho: Any, *, support: Any = None, voxel_size_m: Any = 1.0,
+def remove_phase_ramp(rho: Array, *, support: Array | None = None, voxel_size_m: Any = 1.0,
                       n_refine: int = 2) -> RampFit:
     """Fit φ ≈ φ0 + κ·r on ``support`` and return ρ·e^{−i(φ0 + κ·r)}
     (docs/geometry.md, Strain and tilts in the sample frame).
@@ -209,7 +210,7 @@ def remove_phase_ramp(rho: Any, *, support: Any = None, voxel_size_m: Any = 1.0,
 
 
 def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any,
-                             theta_bragg_rad: float) -> tuple[Any, Any, Any]:
+                             theta_bragg_rad: float) -> tuple[Array, Array, Array]:
     """Lab (x, y, z) in metres of every voxel of the native grid, centred on voxel N//2 (docs/geometry.md, Frames).
 
     x = r1 sinθ + r3 cosθ, y = r2, z = −r1 cosθ + r3 sinθ; returned as open meshes.
@@ -222,7 +223,7 @@ def native_lab_coordinates_m(shape: tuple[int, int, int], voxel_size_m: Any,
 
 def compute_strain(rho: Array, *, voxel_size_m: tuple[float, float, float], theta_bragg_rad: float,
                    q_bragg_per_m: float, options: StrainOptions = StrainOptions(),
-                   support: Any = None, amplitude_reference: Any = None) -> StrainMaps:
+                   support: Array | None = None, amplitude_reference: Array | None = None) -> StrainMaps:
     """ε_zz, ω_x, ω_y on the native reconstruction grid (e1, e2, e3) without unwrapping.
 
     Gradients by Eq 15 (central difference), rotated to the lab:
@@ -281,9 +282,9 @@ def compute_strain(rho: Array, *, voxel_size_m: tuple[float, float, float], thet
                       frame="reconstruction")
 
 
-def strain_from_geometry(rho: Any, geometry: BraggGeometry, *, options: StrainOptions = StrainOptions(),
-                         support: Any = None, voxel_size_m: tuple[float, float, float] | None = None,
-                         amplitude_reference: Any = None) -> StrainMaps:
+def strain_from_geometry(rho: Array, geometry: BraggGeometry, *, options: StrainOptions = StrainOptions(),
+                         support: Array | None = None, voxel_size_m: tuple[float, float, float] | None = None,
+                         amplitude_reference: Array | None = None) -> StrainMaps:
     """:func:`compute_strain` with θ_B, |Q| and (unless given) the voxel size from ``geometry``.
 
     A general diffractometer geometry (``geometry.frame``) goes to :func:`analysis.diffractometer.strain_native`:
@@ -339,7 +340,7 @@ def map_to_sample_frame(maps: StrainMaps, *, theta_bragg_rad: float,
     keep = wi >= min_weight
     nan = xp.asarray(np.nan)
 
-    def interp(f: Any) -> Any:
+    def interp(f: Array) -> Array:
         f0 = xp.where(maps.mask, f, 0.0)
         out = ndi.map_coordinates(f0 * w, coords, order=1, mode="constant", cval=0.0)
         return xp.where(keep, out / xp.where(keep, wi, 1.0), nan)

@@ -18,6 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
@@ -35,7 +36,7 @@ from analysis.bragg.solvers.smoothness import illumination_maps
 from analysis.bragg.solvers.support import shrink_wrap, shrinkwrap_floor, slab_support, smoothed_amplitude
 from analysis.dataset import DatasetShare, read_dataset_share, scan_axes
 from analysis.geometry import BraggGeometry, rocking_shift_phase, rocking_shift_steps
-from analysis.xp import COMPLEX, backend, fft_module, to_numpy
+from analysis.xp import COMPLEX, Array, backend, fft_module, to_numpy
 
 __all__ = ["EpieOptions", "MLOptions", "FreeDataOptions", "FreeCostHistory", "SupportSchedule", "Recipe",
            "seed_recipe", "fixed_probe_baseline", "with_fixed_probe", "scaled_recipe", "sampling_check",
@@ -355,7 +356,7 @@ class Reconstruction:
                  rocking_offsets_deg: np.ndarray, probe: np.ndarray, *, recipe: Recipe | None = None,
                  probe_na_rad: tuple[float, float] | None = None, probe_width_m: float | None = None,
                  object_shape: tuple[int, int, int] | None = None, margin_vox: int = 2,
-                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: Any = None,
+                 frame_valid: np.ndarray | None = None, dtype: Any = COMPLEX, xp: ModuleType | None = None,
                  comm: Communicator | None = None, execution: Execution | None = None) -> None:
         recipe = seed_recipe() if recipe is None else recipe
         if comm is not None and recipe.epie.n_batches < 1 and recipe.n_epie_iterations > 0:
@@ -459,7 +460,7 @@ class Reconstruction:
         self._free_r_factors: dict[str, float] = {}
         self._r_history: list[float] = []
         self._thickness = recipe.support.thickness_m(0)
-        self._band: Any = None
+        self._band: Array | None = None
 
     @classmethod
     def from_share(cls, share: DatasetShare, probe: np.ndarray, *, comm: Communicator | None = None,
@@ -486,7 +487,7 @@ class Reconstruction:
         return cls.from_share(read_dataset_share(path, rank=c.rank, size=c.size), probe, comm=comm, **kwargs)
 
     @property
-    def xp(self) -> Any:
+    def xp(self) -> ModuleType:
         """The array module the engine runs on (NumPy or CuPy)."""
         return self._xp
 
@@ -501,7 +502,7 @@ class Reconstruction:
         return np.arange(self.data.n_positions) if self._comm is None else self._rows.copy()
 
     # --- validation -------------------------------------------------------------------
-    def _own_rows(self, frames: Any, frame_valid: Any, n_all: int) -> tuple[Any, Any]:
+    def _own_rows(self, frames: Array, frame_valid: Array | None, n_all: int) -> tuple[Array, Array | None]:
         """The rows of ``frames``/``frame_valid`` this rank owns (unchanged without a communicator)."""
         if self._comm is None:
             return frames, frame_valid
@@ -525,7 +526,7 @@ class Reconstruction:
                              f"or (POS, ANGLE, N1, N2) = {tuple(frames_shape)}")
         return fv
 
-    def _valid_internal(self, fv: np.ndarray | None) -> Any:
+    def _valid_internal(self, fv: np.ndarray | None) -> Array | None:
         """User-order validity → the solvers' (POS, NM) or (POS, N1, N2, NM) layout (None stays None)."""
         if fv is None:
             return None
@@ -556,13 +557,13 @@ class Reconstruction:
             raise ValueError(f"stage_xyz_m: shape {s.shape}, expected ({n_pos}, 3) finite positions in metres")
         return s
 
-    def _to_internal(self, frames: np.ndarray) -> Any:
+    def _to_internal(self, frames: np.ndarray) -> Array:
         f = np.moveaxis(frames, 1, -1)                  # (POS, N1, N2, NM)
         if self.geometry.rocking_step_deg < 0:
             f = f[..., ::-1]
         return self._xp.asarray(np.ascontiguousarray(f), dtype=self._dtype.type(0).real.dtype)
 
-    def _band_limit(self, obj: Any) -> Any:
+    def _band_limit(self, obj: Array) -> Array:
         """ρ ← F⁻¹[M_band · F ρ] on the whole object grid (docs/geometry.md, Operators, band)."""
         xp = self._xp
         if self._band is None:
@@ -624,7 +625,7 @@ class Reconstruction:
             per_pixel = any(v is not None and v.ndim == 4 for v in (old_fv, new_fv))
             shape = tuple(d.mask.shape) if per_pixel else (d.mask.shape[-1],)
 
-            def _expand(v: Any, n: int) -> Any:
+            def _expand(v: Array | None, n: int) -> Array:
                 if v is None:
                     return xp.ones((n,) + shape, dtype=bool)
                 return xp.broadcast_to(v[:, None, None, :], (n,) + shape) if per_pixel and v.ndim == 2 else v

@@ -20,6 +20,7 @@ import numpy as np
 
 from analysis.geometry import BraggGeometry
 from analysis.metrics import ShellCurve, prtf, random_phase_prtf, shell_crossing
+from analysis.xp import Array
 
 if TYPE_CHECKING:
     from analysis.figure_style import FigureFooter
@@ -41,7 +42,7 @@ class ResolutionEstimate:
     each cone's shells run to the grid's Nyquist frequency along its axis."""
     mask_voxels: int
     """Voxels in the common FSC mask."""
-    mask: Any = field(default=None, repr=False)
+    mask: Array | None = field(default=None, repr=False)
     """The common soft mask (object grid, values in [0, 1]) both halves were multiplied by."""
     split_seed: int
     """Seed of the binomial split."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry
+from analysis.xp import Array
 
 __all__ = ["ThicknessEstimate", "estimate_thickness_m", "per_position_thickness_m", "resolution_along_beam_m"]
 
@@ -55,13 +56,13 @@ def _beam_coordinate(geometry: BraggGeometry, n_rows: int, rocking_offsets_deg: 
     return q_ang[:, None] + q_rows[None, :]
 
 
-def resolution_along_beam_m(geometry: BraggGeometry, n_rows: int, rocking_offsets_deg: Any) -> float:
+def resolution_along_beam_m(geometry: BraggGeometry, n_rows: int, rocking_offsets_deg: Array) -> float:
     """2π / (range of q·k̂_in the frames cover): the finest shift Δ along k̂_in the data resolve (m)."""
     t = _beam_coordinate(geometry, n_rows, np.asarray(rocking_offsets_deg, float))
     return 2 * math.pi / max(float(np.ptp(t)), 1e-30)
 
 
-def per_position_thickness_m(frames: Any, mask: Any, geometry: BraggGeometry, rocking_offsets_deg: Any, *,
+def per_position_thickness_m(frames: Array, mask: Array, geometry: BraggGeometry, rocking_offsets_deg: Array, *,
                              normal: Any = (0.0, 0.0, 1.0), n_delta: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """((POS,) T per position in m, NaN where C never halves or halves within two resolution elements
     (:func:`resolution_along_beam_m`: unresolved, e.g. no crystal signal); (POS,) background-subtracted counts).
@@ -107,9 +108,10 @@ def per_position_thickness_m(frames: Any, mask: Any, geometry: BraggGeometry, ro
     return out, signal
 
 
-def estimate_thickness_m(frames: Any, mask: Any, geometry: BraggGeometry, rocking_offsets_deg: Any, *,
+def estimate_thickness_m(frames: Array, mask: Array, geometry: BraggGeometry, rocking_offsets_deg: Array, *,
                          normal: Any = (0.0, 0.0, 1.0), percentile: float = 90.0, min_signal_fraction: float = 0.1,
-                         comm: Any = None, positions: Any = None, n_positions: int | None = None) -> ThicknessEstimate:
+                         comm: Any = None, positions: Array | None = None,
+                         n_positions: int | None = None) -> ThicknessEstimate:
     """T from the autocorrelation of each position's 3D pattern along k̂_in (module docstring).
 
     Positions whose background-subtracted counts are below ``min_signal_fraction`` of the brightest

@@ -14,7 +14,7 @@ leaves it for hundreds of sweeps (docs/fp-dfxm.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from analysis.dfxm.forward import _image_ramps, _rho, _window_starts, check_over
 from analysis.dfxm.geometry import FPDFXMGeometry
 from analysis.dfxm.start import _upsample_nearest, initial_object_from_diversity
 from analysis.dfxm.zernike import zernike_basis
-from analysis.xp import array_module, fft_module, to_numpy
+from analysis.xp import Array, array_module, fft_module, to_numpy
 
 __all__ = ["FPOptions", "FPResult", "reconstruct_fp_dfxm"]
 
@@ -84,9 +84,9 @@ class FPOptions:
 class FPResult:
     """Output of :func:`reconstruct_fp_dfxm`."""
 
-    object: Any = field(repr=False)
+    object: Array = field(repr=False)
     """(HR_ROW, HR_COL) complex object on the high-resolution grid."""
-    pupil: Any = field(repr=False)
+    pupil: Array = field(repr=False)
     """(ROW, COL) complex final pupil."""
     zernike_rad: dict[int, float]
     """Retrieved Noll coefficients (radians, radius α₀)."""
@@ -102,7 +102,7 @@ class FPResult:
     """Which degeneracies were fixed and how (docs/fp-dfxm.md, Model and conventions)."""
 
 
-def _validate_frames(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, image_shifts_m: Any) -> None:
+def _validate_frames(frames: Array, shifts_rad: Array, geometry: FPDFXMGeometry, image_shifts_m: Array | None) -> None:
     n = geometry.n_px
     if frames.ndim != 3 or tuple(frames.shape[1:]) != (n, n):
         raise ValueError(f"frames: shape {tuple(frames.shape)}, expected (FRAME, {n}, {n}) from geometry.n_px")
@@ -123,8 +123,8 @@ def _validate_frames(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, ima
             raise ValueError(f"image_shifts_m: shape {m.shape} (must be {s.shape}) and finite")
 
 
-def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *, options: FPOptions,
-                        image_shifts_m: Any = None, initial_zernike_rad: dict[int, float] | None = None,
+def reconstruct_fp_dfxm(frames: Array, shifts_rad: Array, geometry: FPDFXMGeometry, *, options: FPOptions,
+                        image_shifts_m: Array | None = None, initial_zernike_rad: dict[int, float] | None = None,
                         pupil_center_rad: tuple[float, float] | None = None) -> FPResult:
     """Zernike-EPRY reconstruction of object and pupil aberrations (docs/fp-dfxm.md, Algorithm).
 
@@ -148,7 +148,7 @@ def reconstruct_fp_dfxm(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, 
     fit_mask = xp.asarray(rx**2 + ry**2 <= 1.0) & (amp > 1e-3)
     coeffs = np.array([(initial_zernike_rad or {}).get(j, 0.0) for j in options.zernike_indices], float)
 
-    def make_pupil(c: np.ndarray) -> Any:
+    def make_pupil(c: np.ndarray) -> Array:
         w = xp.tensordot(xp.asarray(c), basis[3:], axes=1) if len(c) else 0.0 * amp
         return amp * xp.exp(1j * w)
 

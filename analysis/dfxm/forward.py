@@ -11,13 +11,12 @@ I_j = |ψ_j|². With this scaling ψ_j equals O band-limited and sampled at the 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from analysis.dfxm.geometry import FPDFXMGeometry
 from analysis.dfxm.zernike import zernike
-from analysis.xp import array_module, fft_module
+from analysis.xp import Array, array_module, fft_module
 
 __all__ = [
     "spectral_overlap",
@@ -39,7 +38,7 @@ def spectral_overlap(step_rad: float, radius_rad: float) -> float:
     return (2 / math.pi) * (math.acos(x) - x * math.sqrt(1 - x * x))
 
 
-def check_overlap(shifts_rad: Any, geometry: FPDFXMGeometry, *, min_overlap: float) -> float:
+def check_overlap(shifts_rad: Array, geometry: FPDFXMGeometry, *, min_overlap: float) -> float:
     """Raise ValueError unless every frame overlaps its nearest neighbour by ≥ ``min_overlap``; return the worst.
 
     Pupil radius ρ_eff = 2·NA_rms (docs/fp-dfxm.md, Sampling).
@@ -61,7 +60,7 @@ def check_overlap(shifts_rad: Any, geometry: FPDFXMGeometry, *, min_overlap: flo
     return worst
 
 
-def shifts_to_pixels(shifts_rad: Any, geometry: FPDFXMGeometry, *, tolerance_px: float = 0.05) -> np.ndarray:
+def shifts_to_pixels(shifts_rad: Array, geometry: FPDFXMGeometry, *, tolerance_px: float = 0.05) -> np.ndarray:
     """(FRAME, 2) integer spectrum shifts κ_j in frequency pixels.
 
     ValueError when off-grid or outside the object grid.
@@ -112,7 +111,7 @@ def _window_starts(kappa_px: np.ndarray, geometry: FPDFXMGeometry) -> np.ndarray
     return (geometry.hr_n_px // 2 - geometry.n_px // 2) - kappa_px
 
 
-def _image_ramps(image_shifts_m: Any, geometry: FPDFXMGeometry) -> np.ndarray | None:
+def _image_ramps(image_shifts_m: Array | None, geometry: FPDFXMGeometry) -> np.ndarray | None:
     if image_shifts_m is None:
         return None
     s = np.asarray(image_shifts_m, float)
@@ -127,7 +126,8 @@ class FPDFXMOperator:
     ``pupil`` is (ROW, COL) complex on the centred frequency grid.
     """
 
-    def __init__(self, geometry: FPDFXMGeometry, shifts_rad: Any, pupil: Any, *, image_shifts_m: Any = None) -> None:
+    def __init__(self, geometry: FPDFXMGeometry, shifts_rad: Array, pupil: Array, *,
+                 image_shifts_m: Array | None = None) -> None:
         n = geometry.n_px
         if tuple(pupil.shape) != (n, n):
             raise ValueError(f"pupil: shape {tuple(pupil.shape)}, expected ({n}, {n}) from geometry.n_px")
@@ -142,7 +142,7 @@ class FPDFXMOperator:
         self.in_shape = (geometry.hr_n_px, geometry.hr_n_px)
         self.out_shape = (len(self.starts), n, n)
 
-    def forward(self, obj: Any) -> Any:
+    def forward(self, obj: Array) -> Array:
         """Low-resolution exit fields (FRAME, ROW, COL) of the object (HR_ROW, HR_COL)."""
         if tuple(obj.shape) != self.in_shape:
             raise ValueError(f"object: shape {tuple(obj.shape)}, expected {self.in_shape}")
@@ -153,7 +153,7 @@ class FPDFXMOperator:
             out[j] = fft.ifft2(fft.ifftshift(spec[r0:r0 + n, c0:c0 + n] * self.pupils[j]))
         return out
 
-    def adjoint(self, fields: Any) -> Any:
+    def adjoint(self, fields: Array) -> Array:
         """Aᴴ: (FRAME, ROW, COL) → (HR_ROW, HR_COL)."""
         if tuple(fields.shape) != self.out_shape:
             raise ValueError(f"fields: shape {tuple(fields.shape)}, expected {self.out_shape}")

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from analysis.dfxm.epry import FPResult
 from analysis.dfxm.geometry import FPDFXMGeometry
-from analysis.xp import array_module, to_numpy
+from analysis.xp import Array, array_module, to_numpy
 
 __all__ = ["estimate_pupil_center_rad", "MisalignmentReadout", "misalignment_readout",
            "crl_tilt_from_pupil_center_rad"]
 
 
-def estimate_pupil_center_rad(frames: Any, shifts_rad: Any) -> tuple[float, float]:
+def estimate_pupil_center_rad(frames: Array, shifts_rad: Array) -> tuple[float, float]:
     """Pupil centre α_c from frame brightness: fit log ΣI_j = a + b·κ_j − c|κ_j|²
     (docs/fp-dfxm.md, Misalignment read-out).
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -21,12 +20,12 @@ from analysis.dfxm.vortices import (
     _plaquette_circulation,
     vortex_phase_rad,
 )
-from analysis.xp import array_module, fft_module, to_numpy
+from analysis.xp import Array, array_module, fft_module, to_numpy
 
 __all__ = ["DiversityStart", "initial_object_from_diversity"]
 
 
-def _upsample_nearest(a: Any, u: int) -> Any:
+def _upsample_nearest(a: Array, u: int) -> Array:
     xp = array_module(a)
     return xp.repeat(xp.repeat(a, u, axis=0), u, axis=1)
 
@@ -92,13 +91,13 @@ def _weighted_ls_phase(g_row: np.ndarray, g_col: np.ndarray, weight: np.ndarray,
 class DiversityStart:
     """Start object of :func:`initial_object_from_diversity` and the vortices put into it."""
 
-    object: Any = field(repr=False)
+    object: Array = field(repr=False)
     """(HR_ROW, HR_COL) complex start object."""
     vortices: tuple[PhaseVortex, ...]
     """Vortices found in the centre-of-mass gradient, positions on the raw (n_px) grid."""
 
 
-def initial_object_from_diversity(frames: Any, shifts_rad: Any, geometry: FPDFXMGeometry, *,
+def initial_object_from_diversity(frames: Array, shifts_rad: Array, geometry: FPDFXMGeometry, *,
                                   pupil_center_rad: tuple[float, float] | None = None,
                                   background_counts: float = 0.0, vortex_window_px: int | None = 7,
                                   vortex_min_turns: float = 0.6, support_weighted: bool = False) -> DiversityStart:

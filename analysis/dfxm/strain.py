@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from analysis.dfxm.geometry import FPDFXMGeometry
-from analysis.xp import array_module, to_numpy
+from analysis.xp import Array, array_module, to_numpy
 
 __all__ = ["StrainTiltMaps", "strain_tilt_from_phase", "phase_error_rms_rad"]
 
@@ -18,18 +17,18 @@ __all__ = ["StrainTiltMaps", "strain_tilt_from_phase", "phase_error_rms_rad"]
 class StrainTiltMaps:
     """Strain and tilts from the Bragg phase (docs/fp-dfxm.md, Strain)."""
 
-    q_2theta: Any = field(repr=False)
+    q_2theta: Array = field(repr=False)
     """(ROW, COL) ∂φ/∂row / |G|."""
-    q_roll: Any = field(repr=False)
+    q_roll: Array = field(repr=False)
     """(ROW, COL) ∂φ/∂col / |G| = roll tilt (rad)."""
-    strain: Any = field(repr=False)
+    strain: Array = field(repr=False)
     """ε_GG = −(sinθ q_rock' + cosθ q_2θ)."""
-    tilt_rock_rad: Any = field(repr=False)
+    tilt_rock_rad: Array = field(repr=False)
     """δφ = cosθ q_rock' − sinθ q_2θ."""
 
 
-def strain_tilt_from_phase(obj: Any, geometry: FPDFXMGeometry, *, pixel_size_m: float,
-                           q_rock_prime: Any = None) -> StrainTiltMaps:
+def strain_tilt_from_phase(obj: Array, geometry: FPDFXMGeometry, *, pixel_size_m: float,
+                           q_rock_prime: Array | None = None) -> StrainTiltMaps:
     """Strain and tilt maps from a complex Bragg object without unwrapping (docs/fp-dfxm.md, Strain).
 
     The phase gradient is arg(O(r+Δ)O*(r−Δ))/2Δ (wrap-free form of Im(O*∇O)/|O|²);
@@ -54,7 +53,8 @@ def strain_tilt_from_phase(obj: Any, geometry: FPDFXMGeometry, *, pixel_size_m: 
                           tilt_rock_rad=math.cos(theta) * qr - math.sin(theta) * q2t)
 
 
-def phase_error_rms_rad(estimate: Any, truth: Any, *, weights: Any = None, remove_ramp: bool = True) -> float:
+def phase_error_rms_rad(estimate: Array, truth: Array, *, weights: Array | None = None,
+                        remove_ramp: bool = True) -> float:
     """Weighted rms of arg(est·conj(truth)) after removing global phase (and a linear ramp)
     (docs/fp-dfxm.md, Strain).
     """

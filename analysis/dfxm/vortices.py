@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
-from analysis.xp import to_numpy
+from analysis.xp import Array, to_numpy
 
 __all__ = ["PhaseVortex", "find_phase_vortices", "vortex_phase_rad"]
 
@@ -86,7 +86,7 @@ def _bright_plaquettes(weight: np.ndarray, *, fraction: float) -> np.ndarray:
     return ok[:-1, :-1] & ok[1:, :-1] & ok[:-1, 1:] & ok[1:, 1:]
 
 
-def find_phase_vortices(obj: Any, *, window_px: int = 9, amplitude_fraction: float = 0.2) -> tuple[PhaseVortex, ...]:
+def find_phase_vortices(obj: Array, *, window_px: int = 9, amplitude_fraction: float = 0.2) -> tuple[PhaseVortex, ...]:
     """Phase vortices (dislocation cores, docs/fp-dfxm.md, Model and conventions) of a complex field
     (ROW, COL) from its phase residues.
 
@@ -106,7 +106,7 @@ def find_phase_vortices(obj: Any, *, window_px: int = 9, amplitude_fraction: flo
 
 
 def vortex_phase_rad(shape: tuple[int, int], vortices: tuple[PhaseVortex, ...], *, scale: float = 1.0,
-                     xp: Any = np) -> Any:
+                     xp: ModuleType = np) -> Array:
     """Σ n·atan2(row − s·row_px, col − s·col_px) on a (ROW, COL) grid ``scale`` times finer."""
     rows = xp.arange(shape[0], dtype=float)[:, None]
     cols = xp.arange(shape[1], dtype=float)[None, :]

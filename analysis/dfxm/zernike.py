@@ -11,9 +11,8 @@ Reference: R. J. Noll, J. Opt. Soc. Am. 66, 207 (1976), doi:10.1364/JOSA.66.0002
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["noll_to_nm", "zernike", "zernike_basis", "ZERNIKE_NAMES"]
 
@@ -48,7 +47,7 @@ def noll_to_nm(j: int) -> tuple[int, int]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _radial(n: int, abs_m: int, rho: Any) -> Any:
+def _radial(n: int, abs_m: int, rho: Array) -> Array:
     out = 0.0 * rho
     for s in range((n - abs_m) // 2 + 1):
         coef = ((-1) ** s * math.factorial(n - s)
@@ -57,7 +56,7 @@ def _radial(n: int, abs_m: int, rho: Any) -> Any:
     return out
 
 
-def zernike(j: int, rho_x: Any, rho_y: Any) -> Any:
+def zernike(j: int, rho_x: Array, rho_y: Array) -> Array:
     """Noll Zernike Z_j at normalised pupil coordinates (any shape; evaluated also outside ρ ≤ 1)."""
     xp = array_module(rho_x, rho_y)
     n, m = noll_to_nm(j)
@@ -70,7 +69,7 @@ def zernike(j: int, rho_x: Any, rho_y: Any) -> Any:
     return math.sqrt(2 * (n + 1)) * r * ang
 
 
-def zernike_basis(indices: tuple[int, ...], rho_x: Any, rho_y: Any) -> Any:
+def zernike_basis(indices: tuple[int, ...], rho_x: Array, rho_y: Array) -> Array:
     """Stack (len(indices), *rho_x.shape) of Noll Zernikes."""
     xp = array_module(rho_x, rho_y)
     return xp.stack([zernike(j, rho_x, rho_y) for j in indices])

@@ -16,7 +16,7 @@ from typing import Any
 
 from analysis.ferro.materials import LGDCoefficients, alpha1_j_m_per_c2, get_material
 from analysis.ferro.tensors import _c_tensor, _q_tensor, _s_tensor
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["spontaneous_strain", "landau_energy_j_per_m3", "gibbs_energy_j_per_m3", "helmholtz_energy_j_per_m3"]
 
@@ -38,7 +38,7 @@ def _monomials(m: LGDCoefficients, temperature_k: float) -> list[tuple[float, tu
     return [(c, e) for c, base in terms if c != 0.0 for e in _perms(base)]
 
 
-def _landau(p: Any, monos: list, order: int) -> tuple[Any, Any, Any]:
+def _landau(p: Array, monos: list, order: int) -> tuple[Array, Any, Any]:
     """Value, gradient (...,3) and Hessian (...,3,3) of f_L; order 0/1/2 limits what is computed."""
     xp = array_module(p)
     pw = [[xp.ones_like(p[..., i])] for i in range(3)]
@@ -72,7 +72,7 @@ def _landau(p: Any, monos: list, order: int) -> tuple[Any, Any, Any]:
     return f, g, h
 
 
-def _as_p(p: Any, name: str = "p_c_per_m2") -> Any:
+def _as_p(p: Any, name: str = "p_c_per_m2") -> Array:
     xp = array_module(p)
     p = xp.asarray(p, dtype=xp.float64)
     if p.ndim < 1 or p.shape[-1] != 3:
@@ -80,7 +80,7 @@ def _as_p(p: Any, name: str = "p_c_per_m2") -> Any:
     return p
 
 
-def spontaneous_strain(p_c_per_m2: Any, material: str | LGDCoefficients) -> Any:
+def spontaneous_strain(p_c_per_m2: Array, material: str | LGDCoefficients) -> Array:
     """Stress-free spontaneous strain e0_ij = Q_ijkl P_k P_l, tensor components (..., 3, 3)
     (docs/polarization.md, Equations).
 
@@ -92,15 +92,15 @@ def spontaneous_strain(p_c_per_m2: Any, material: str | LGDCoefficients) -> Any:
     return xp.einsum("ijkl,...k,...l->...ij", q, p, p)
 
 
-def landau_energy_j_per_m3(p_c_per_m2: Any, material: str | LGDCoefficients,
-                           temperature_k: float = 298.0) -> Any:
+def landau_energy_j_per_m3(p_c_per_m2: Array, material: str | LGDCoefficients,
+                           temperature_k: float = 298.0) -> Array:
     """Stress-free Landau energy f_L(P) in J m⁻³ (docs/polarization.md, Equations and Coefficient sources)."""
     p = _as_p(p_c_per_m2)
     return _landau(p, _monomials(get_material(material), temperature_k), 0)[0]
 
 
-def gibbs_energy_j_per_m3(p_c_per_m2: Any, stress_pa: Any, material: str | LGDCoefficients,
-                          temperature_k: float = 298.0) -> Any:
+def gibbs_energy_j_per_m3(p_c_per_m2: Array, stress_pa: Array, material: str | LGDCoefficients,
+                          temperature_k: float = 298.0) -> Array:
     """G(P, σ) = f_L(P) − ½σ:S:σ − σ:Q:PP in J m⁻³; σ as tensor components (..., 3, 3)
     (docs/polarization.md, Equations).
     """
@@ -114,8 +114,8 @@ def gibbs_energy_j_per_m3(p_c_per_m2: Any, stress_pa: Any, material: str | LGDCo
     return landau_energy_j_per_m3(p, m, temperature_k) - elastic - xp.einsum("...ij,...ij->...", sig, e0)
 
 
-def helmholtz_energy_j_per_m3(p_c_per_m2: Any, strain: Any, material: str | LGDCoefficients,
-                              temperature_k: float = 298.0) -> Any:
+def helmholtz_energy_j_per_m3(p_c_per_m2: Array, strain: Array, material: str | LGDCoefficients,
+                              temperature_k: float = 298.0) -> Array:
     """F(P, e) = f_L(P) + ½(e − e0(P)):C:(e − e0(P)) in J m⁻³; e tensor (..., 3, 3)
     (docs/polarization.md, Equations).
     """

@@ -33,7 +33,7 @@ from analysis.ferro.energy import _landau, _monomials, spontaneous_strain
 from analysis.ferro.materials import MATERIALS, LGDCoefficients, get_material
 from analysis.ferro.minimise import InversionOptions, _newton, _seed_directions, spontaneous_polarization_c_per_m2
 from analysis.ferro.tensors import _q_tensor, _s_tensor, reflection_unit_vector
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["FullStrainInversion", "ReflectionInversion", "invert_full_strain", "invert_reflections",
            "polarization_from_strain_maps"]
@@ -46,17 +46,17 @@ _DEFAULT_OPTIONS = InversionOptions()
 class FullStrainInversion:
     """Result of :func:`invert_full_strain`; P and −P fit the strain equally (docs/polarization.md, Ambiguities)."""
 
-    polarization_c_per_m2: Any = field(repr=False)
+    polarization_c_per_m2: Array = field(repr=False)
     """One solution P (..., 3); its largest-|P_i| component is made non-negative."""
-    alternative_c_per_m2: Any = field(repr=False)
+    alternative_c_per_m2: Array = field(repr=False)
     """The other solution, −P: strain never separates 180° domains."""
-    negative_square: Any = field(repr=False)
+    negative_square: Array = field(repr=False)
     """Bool (..., 3): the closed-form P_i² was negative (noise or non-spontaneous strain) and was clipped to 0."""
-    shear_residual: Any = field(repr=False)
+    shear_residual: Array = field(repr=False)
     """Max |e_ij − e0_ij(P)| over the shear components (...,); large means signs or data are inconsistent."""
 
 
-def invert_full_strain(strain: Any, material: str | LGDCoefficients) -> FullStrainInversion:
+def invert_full_strain(strain: Array, material: str | LGDCoefficients) -> FullStrainInversion:
     """Closed-form P from the full strain tensor (..., 3, 3), up to global sign (docs/polarization.md, Equations).
 
     P_i² = [(Q11+Q12)e_ii − Q12(e_jj+e_kk)] / [(Q11−Q12)(Q11+2Q12)]; relative signs from
@@ -100,23 +100,23 @@ class ReflectionInversion:
     reflection it also swaps and flips P1, P2 (x/y variants undetermined).
     """
 
-    polarization_c_per_m2: Any = field(repr=False)
+    polarization_c_per_m2: Array = field(repr=False)
     """Representative P (..., 3): the image maximising (3, 2, 1)·R·P; NaN where masked."""
-    n_equivalent: Any = field(repr=False)
+    n_equivalent: Array = field(repr=False)
     """Number of distinct symmetry-equivalent solutions per voxel (1 only for P = 0)."""
     symmetry_ops: np.ndarray = field(repr=False)
     """(n_ops, 3, 3) signed permutations R that leave every ±ĝ invariant."""
-    stress_along_g_pa: Any = field(repr=False)
+    stress_along_g_pa: Array = field(repr=False)
     """Inferred uniaxial stress λ_g = (A⁻¹r)_g in Pa, shape (..., n_reflections)."""
-    energy_j_per_m3: Any = field(repr=False)
+    energy_j_per_m3: Array = field(repr=False)
     """Minimised W(P) per voxel."""
-    branch_gap_j_per_m3: Any = field(repr=False)
+    branch_gap_j_per_m3: Array = field(repr=False)
     """W of the best seed solution *not* symmetry-equivalent to P, minus W(P) (inf if none).
     A small gap means another polarization state fits ε_g almost as well (e.g. AFE ⟨110⟩ vs ⟨111⟩)."""
-    mask: Any = field(repr=False)
+    mask: Array = field(repr=False)
     """Voxels that were inverted."""
 
-    def equivalent_solutions(self) -> Any:
+    def equivalent_solutions(self) -> Array:
         """All images R·P, shape (..., n_ops, 3) (duplicates where P is on a symmetry element)."""
         xp = array_module(self.polarization_c_per_m2)
         ops = xp.asarray(self.symmetry_ops)
@@ -136,8 +136,8 @@ def _stabilizer(gs: np.ndarray) -> np.ndarray:
     return np.array(ops)
 
 
-def invert_reflections(eps: Any, hkls: Sequence[Sequence[float]], material: str | LGDCoefficients, *,
-                       mask: Any = None, options: InversionOptions = _DEFAULT_OPTIONS) -> ReflectionInversion:
+def invert_reflections(eps: Array, hkls: Sequence[Sequence[float]], material: str | LGDCoefficients, *,
+                       mask: Array | None = None, options: InversionOptions = _DEFAULT_OPTIONS) -> ReflectionInversion:
     """Per-voxel P minimising W(P) = f_L + ½ rᵀA⁻¹r, r_g = ε_g − ĝ·e0(P)·ĝ (docs/polarization.md, Equations).
 
     One reflection gives W = f_L + (ε_g − ĝ·e0·ĝ)²/(2 s_gg): the unknown local stress is
@@ -177,7 +177,7 @@ def invert_reflections(eps: Any, hkls: Sequence[Sequence[float]], material: str 
     ainv = xp.asarray(np.linalg.inv(a))
     monos = _monomials(m, options.temperature_k)
 
-    def energy(p: Any, order: int) -> tuple[Any, Any, Any]:
+    def energy(p: Array, order: int) -> tuple[Array, Any, Any]:
         f, g, h = _landau(p, monos, order)
         mp = xp.einsum("gkl,...l->...gk", mg, p)  # (..., n_g, 3)
         r = e_meas - xp.sum(mp * p[..., None, :], axis=-1)  # (..., n_g)
@@ -227,7 +227,7 @@ def invert_reflections(eps: Any, hkls: Sequence[Sequence[float]], material: str 
     r = e_meas - xp.einsum("nk,gkl,nl->ng", p_rep, mg, p_rep)
     lam = xp.einsum("gh,nh->ng", ainv, r)
 
-    def scatter(vals: Any, fill: float, dtype: Any = xp.float64) -> Any:
+    def scatter(vals: Array, fill: float, dtype: Any = xp.float64) -> Array:
         out = xp.full(vox_shape + vals.shape[1:], fill, dtype=dtype)
         out[mask] = vals
         return out

@@ -16,7 +16,7 @@ import numpy as np
 from analysis.ferro.energy import _as_p, _landau, _monomials
 from analysis.ferro.materials import LGDCoefficients, get_material
 from analysis.ferro.tensors import _q_tensor
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["InversionOptions", "spontaneous_polarization_c_per_m2", "equilibrium_polarization"]
 
@@ -50,7 +50,7 @@ class InversionOptions:
             raise ValueError(f"InversionOptions.strain_offset: expected finite, found {self.strain_offset!r}")
 
 
-def _newton(energy: Any, p0: Any, n_iter: int, max_step: float, tol: float = 1e-11) -> tuple[Any, Any]:
+def _newton(energy: Any, p0: Array, n_iter: int, max_step: float, tol: float = 1e-11) -> tuple[Array, Array]:
     """Saddle-free damped Newton on (..., 3) points; energy(p, order) -> (w, g, h). Returns (p, w).
 
     Steps use |eigenvalues| of the Hessian (descent even at saddles), are capped at max_step,
@@ -112,8 +112,8 @@ def spontaneous_polarization_c_per_m2(material: str | LGDCoefficients, temperatu
     return math.sqrt(best_x)
 
 
-def equilibrium_polarization(material: str | LGDCoefficients, stress_pa: Any, p_initial_c_per_m2: Any,
-                             options: InversionOptions = InversionOptions()) -> Any:
+def equilibrium_polarization(material: str | LGDCoefficients, stress_pa: Array, p_initial_c_per_m2: Array,
+                             options: InversionOptions = InversionOptions()) -> Array:
     """Local minimiser P* of G(P, σ) from p_initial (docs/polarization.md, Equations); σ tensor (..., 3, 3)."""
     m = get_material(material)
     p0 = _as_p(p_initial_c_per_m2, "p_initial_c_per_m2")
@@ -123,7 +123,7 @@ def equilibrium_polarization(material: str | LGDCoefficients, stress_pa: Any, p_
     msig = xp.broadcast_to(msig, p0.shape + (3,))
     monos = _monomials(m, options.temperature_k)
 
-    def energy(p: Any, order: int) -> tuple[Any, Any, Any]:
+    def energy(p: Array, order: int) -> tuple[Array, Any, Any]:
         f, g, h = _landau(p, monos, order)
         mp = xp.einsum("...kl,...l->...k", msig, p)
         f = f - xp.sum(p * mp, axis=-1)

@@ -9,12 +9,11 @@ P in C m⁻², energies in J m⁻³, stress in Pa.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from analysis.ferro.materials import LGDCoefficients, get_material
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["compliance_voigt_per_pa", "directional_compliance_per_pa", "reflection_unit_vector", "projected_strain"]
 
@@ -79,7 +78,7 @@ def directional_compliance_per_pa(material: str | LGDCoefficients, hkl: Sequence
     return s11 - 2.0 * (s11 - s12 - 0.5 * s44) * j
 
 
-def projected_strain(strain: Any, hkl: Sequence[float]) -> Any:
+def projected_strain(strain: Array, hkl: Sequence[float]) -> Array:
     """ε_g = ĝ·e·ĝ for a tensor strain (..., 3, 3) and reflection hkl."""
     xp = array_module(strain)
     g = xp.asarray(reflection_unit_vector(hkl))

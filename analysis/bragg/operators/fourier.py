@@ -76,7 +76,7 @@ class _ShearBase:
         self._ramp2 = np.exp(-1j * self.shear_rad[1] * n2c[None, :, None] * self._m3[None, None, :])
         self._cache: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
-    def _consts(self, xp: ModuleType, dtype: Any) -> tuple[Any, ...]:
+    def _consts(self, xp: ModuleType, dtype: Any) -> tuple[Array, ...]:
         key = (xp.__name__, np.dtype(dtype).str)
         if key not in self._cache:
             c = [xp.asarray(a, dtype=dtype) for a in (self._ramp1, self._ramp2, self._c1, self._c2)]
@@ -88,13 +88,13 @@ class _ShearBase:
     def _extra_consts(self) -> list[np.ndarray]:
         return []
 
-    def _check(self, x: Any, shape: tuple[int, ...], name: str) -> None:
+    def _check(self, x: Array, shape: tuple[int, ...], name: str) -> None:
         if tuple(x.shape) != tuple(shape):
             raise ValueError(f"{type(self).__name__}.{name}: input shape {tuple(x.shape)}, expected {tuple(shape)}")
         if not np.issubdtype(x.dtype, np.complexfloating):
             raise ValueError(f"{type(self).__name__}.{name}: dtype {x.dtype}, expected complex64 or complex128")
 
-    def _ramp_fft2_crop(self, a: Any, consts: tuple[Any, ...]) -> Any:
+    def _ramp_fft2_crop(self, a: Array, consts: tuple[Array, ...]) -> Array:
         """Steps 2–3: shear ramp, unitary 2D FFT over (n1, n2), centred crop."""
         xp = array_module(a)
         ramp1, ramp2, c1, c2, idx1, idx2 = consts[:6]
@@ -108,7 +108,7 @@ class _ShearBase:
         a *= c2[None, :, None]
         return a
 
-    def _pad_ifft2_deramp(self, y: Any, consts: tuple[Any, ...]) -> Any:
+    def _pad_ifft2_deramp(self, y: Array, consts: tuple[Array, ...]) -> Array:
         """Adjoint of :meth:`_ramp_fft2_crop`."""
         xp = array_module(y)
         ramp1, ramp2, c1, c2, idx1, idx2 = consts[:6]

@@ -6,8 +6,6 @@ of the box holds P2 shifted by (n1 - N1P//2)·d pixels, d the k_i slope per slic
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from analysis.bragg.operators.fourier import _fft_kw
@@ -29,7 +27,7 @@ def _freqs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
 
 
-def _check(op: object, x: Any, shape: tuple[int, ...], name: str) -> None:
+def _check(op: object, x: Array, shape: tuple[int, ...], name: str) -> None:
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{type(op).__name__}.{name}: input shape {tuple(x.shape)}, expected {tuple(shape)}")
     if not np.issubdtype(x.dtype, np.complexfloating):
@@ -51,7 +49,7 @@ class SubpixelShift2D:
         self._phase = np.exp(-2j * np.pi * (f2 * self.shift_px[0] + f3 * self.shift_px[1]))
         self._on_device = DeviceCopies()
 
-    def _apply(self, x: Any, conj: bool) -> Any:
+    def _apply(self, x: Array, conj: bool) -> Array:
         xp = array_module(x)
         fft = fft_module(xp)
         ph = self._on_device.get("phase", self._phase, xp, x.dtype)

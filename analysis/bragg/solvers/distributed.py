@@ -152,7 +152,7 @@ def whole_scan_share(data: BraggData, comm: Communicator) -> ScanShare:
                      batch_coords_vox=batch_coords_vox(data.offsets_vox, data.shifts_px))
 
 
-def _probe_terms(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: float) -> tuple[Any, Any]:
+def _probe_terms(op: BraggModel, v: Array, dpsi: Array, shift: np.ndarray, alpha: float) -> tuple[Array, Array]:
     """(m_j R(ρ_j*Δψ_j/λ_j), m_j) of Eqs 6, 8, 10; α = 1 applies R before the (scalar) division."""
     xp = array_module(v)
     v2 = v.real ** 2 + v.imag ** 2
@@ -194,7 +194,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, options: EpieOpt
         den = xp.zeros(state.object.shape, dtype=rdt)
         pnum = xp.zeros_like(state.probe)
         log_b = xp.zeros(state.background.shape, dtype=rdt)
-        pden = 0.0
+        pden: Array | float = 0.0
         for g in batches[bi]:
             j = row.get(int(g))
             if j is None or not data.has_data(j):

@@ -27,7 +27,7 @@ from typing import Any
 
 from analysis.bragg.solvers.epie import _modulus_and_background
 from analysis.bragg.solvers.model import BraggData, BraggModel, BraggState
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["DMMemory", "DMStats", "step"]
 
@@ -39,7 +39,7 @@ _REL_FLOOR = 1e-6
 class DMMemory:
     """The exit waves ψ_j the iteration carries from one sweep to the next (kept on ``BraggState.dm_memory``)."""
 
-    waves: list[Any]
+    waves: list[Array | None]
     """ψ_j, one (N1', N2, N3) complex array per position (None for positions without data)."""
 
 
@@ -55,13 +55,13 @@ class DMStats:
     """The array code ran (no fused path)."""
 
 
-def _probes(state: BraggState, data: BraggData, op: BraggModel) -> list[Any]:
+def _probes(state: BraggState, data: BraggData, op: BraggModel) -> list[Array | None]:
     return [op.probe_at(state.probe, data.shifts_px[j]) if data.has_data(j) else None
             for j in range(data.n_positions)]
 
 
-def _overlap(state: BraggState, data: BraggData, op: BraggModel, probes: list[Any], waves: list[Any],
-             den: Any) -> Any:
+def _overlap(state: BraggState, data: BraggData, op: BraggModel, probes: list[Array | None], waves: list[Array | None],
+             den: Array) -> Array:
     """Π_O: the object S · Σ P_j* ψ_j / Σ |P_j|² (old values where nothing shines)."""
     xp = array_module(state.object)
     num = xp.zeros_like(state.object)
@@ -73,9 +73,9 @@ def _overlap(state: BraggState, data: BraggData, op: BraggModel, probes: list[An
     return xp.where(state.support, rho, 0).astype(state.object.dtype, copy=False)
 
 
-def _fourier(state: BraggState, data: BraggData, op: BraggModel, waves: list[Any]) -> tuple[list[Any], float]:
+def _fourier(state: BraggState, data: BraggData, op: BraggModel, waves: list[Array | None]) -> tuple[list[Any], float]:
     """Π_F of every exit wave and the summed misfit Σ ω (√h − √I)² of the waves given."""
-    out: list[Any] = []
+    out: list[Any] = []  # arrays, None where a position has no data (Any: Nones pair up across lists)
     total = 0.0
     for j, w in enumerate(waves):
         if w is None:
@@ -107,7 +107,7 @@ def step(state: BraggState, data: BraggData, *, op: BraggModel, beta: float = 1.
         mem = DMMemory(waves=[None if p is None else p * state.object[op.view(data.offsets_vox[j])]
                               for j, p in enumerate(probes)])
 
-    def views(rho: Any) -> list[Any]:
+    def views(rho: Array) -> list[Any]:  # as in _fourier: Any because the Nones pair up
         return [None if p is None else p * rho[op.view(data.offsets_vox[j])] for j, p in enumerate(probes)]
 
     psi = mem.waves

@@ -7,7 +7,6 @@ Eqs 5–11 and 13; Maiden & Rodenburg, Ultramicroscopy 109, 1256 (2009) (ePIE).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
@@ -91,7 +90,7 @@ def _modulus_and_background(psi_q: Array, intensity: Array, background: Array, m
 
 
 def _exit_wave_correction(state: BraggState, data: BraggData, op: BraggModel, j: int,
-                          gamma: float) -> tuple[Any, Any, Any, Any]:
+                          gamma: float) -> tuple[Array, Array, Array, Array]:
     """ψ-space correction Δψ for position j; returns (V, P_j, Δψ, misfit). Updates b (Eq 11)."""
     sl = op.view(data.offsets_vox[j])
     v = state.object[sl].copy()
@@ -105,7 +104,7 @@ def _exit_wave_correction(state: BraggState, data: BraggData, op: BraggModel, j:
     return v, pj, dpsi, misfit
 
 
-def _probe_step(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: float) -> tuple[Any, Any]:
+def _probe_step(op: BraggModel, v: Array, dpsi: Array, shift: np.ndarray, alpha: float) -> tuple[Array, Array | float]:
     """Numerator and scalar/array denominator of Eqs 6, 8, 10 (projected with R)."""
     xp = array_module(v)
     v2 = v.real ** 2 + v.imag ** 2
@@ -118,7 +117,7 @@ def _probe_step(op: BraggModel, v: Any, dpsi: Any, shift: np.ndarray, alpha: flo
     return op.probe_adjoint(grad / xp.maximum(lam, _TINY), shift) / n1p, 1.0
 
 
-def _positive(x: Any) -> Any:
+def _positive(x: Array | float) -> Array | float:
     """max(x, tiny) for a Python float or a 0-d device array (no host sync)."""
     if isinstance(x, float):
         return max(x, _TINY)
@@ -128,7 +127,7 @@ def _positive(x: Any) -> Any:
 def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: EpieOptions,
                 order: np.ndarray, update_probe: bool) -> float:
     xp = array_module(state.object)
-    total = 0.0                                             # a device scalar after the first position
+    total: Array | float = 0.0                                             # a device scalar after the first position
     for j in order:
         if not data.has_data(int(j)):
             continue                                        # nothing measured yet: left free
@@ -159,12 +158,12 @@ def _sequential(state: BraggState, data: BraggData, op: BraggModel, options: Epi
 def _batched(state: BraggState, data: BraggData, op: BraggModel, options: EpieOptions,
              batches: list[np.ndarray], update_probe: bool) -> float:
     xp = array_module(state.object)
-    total = 0.0
+    total: Array | float = 0.0
     for batch in batches:
         num = xp.zeros_like(state.object)
         den = xp.zeros(state.object.shape, dtype=state.object.real.dtype)
         pnum = xp.zeros_like(state.probe)
-        pden = 0.0
+        pden: Array | float = 0.0
         for j in batch:
             if not data.has_data(int(j)):
                 continue

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from analysis.bragg.solvers.distributed import Communicator, SerialCommunicator
 from analysis.bragg.solvers.model import BraggData, BraggModel, BraggState
 from analysis.bragg.solvers.options import FreeDataOptions
-from analysis.xp import array_module
+from analysis.xp import Array, array_module
 
 __all__ = ["held_out_rows", "split_data", "amplitude_costs", "FreeCostHistory", "FreeDataMonitor"]
 
@@ -41,7 +40,7 @@ def held_out_rows(global_index: np.ndarray, shape: tuple[int, int, int], options
     return out
 
 
-def _as_entries(valid: Any, shape: tuple[int, ...]) -> Any:
+def _as_entries(valid: Array, shape: tuple[int, ...]) -> Array:
     """(POS, NM) frame validity broadcast to (POS, N1, N2, NM); 4-D passes unchanged."""
     xp = array_module(valid)
     if valid.ndim == 4:
@@ -49,7 +48,7 @@ def _as_entries(valid: Any, shape: tuple[int, ...]) -> Any:
     return xp.broadcast_to(valid[:, None, None, :], shape)
 
 
-def split_data(data: BraggData, held_out: Any) -> tuple[BraggData, BraggData | None]:
+def split_data(data: BraggData, held_out: Array | None) -> tuple[BraggData, BraggData | None]:
     """(work, free): ``data`` with the ``held_out`` entries removed from its ω, and with only those.
 
     ``held_out`` as from :func:`held_out_rows` (device array or NumPy), None → (data, None). Both
@@ -126,10 +125,10 @@ class FreeCostHistory:
 
 @dataclass(kw_only=True)
 class _Snapshot:
-    object: Any
-    probe: Any
-    background: Any
-    support: Any
+    object: Array
+    probe: Array
+    background: Array
+    support: Array
     iteration: int
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from analysis.bragg.solvers.model import BraggData, BraggModel, BraggState
 from analysis.bragg.solvers.options import EpieOptions, Execution
-from analysis.xp import aligned_empty, cpu_kernels, fft_module, fft_workers, fftw_plan
+from analysis.xp import Array, aligned_empty, cpu_kernels, fft_module, fft_workers, fftw_plan
 
 _TINY = 1e-30
 
@@ -188,7 +188,7 @@ class FoldedTransform:
         self._r3_inv.execute()
         return self.fold
 
-    def mask(self, data: BraggData, j: int) -> tuple[Any, Any]:
+    def mask(self, data: BraggData, j: int) -> tuple[Array, Array]:
         """(ω (N1, N2, NM) bool, valid planes (NM,) bool) of position j for the kernels."""
         fv = data.frame_valid
         if fv is None:
@@ -303,7 +303,7 @@ class FusedCpuML:
             return current
         return np.empty(shape, np.complex64)
 
-    def _data(self, data: BraggData, j: int) -> tuple[Any, ...]:
+    def _data(self, data: BraggData, j: int) -> tuple[Array, Array, Array, Array]:
         """(I_j, ω_j, valid planes, b) as the kernels take them."""
         mask, planes_ok = self.t.mask(data, j)
         return data.intensities[j], mask, planes_ok, self._background

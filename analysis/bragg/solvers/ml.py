@@ -53,18 +53,18 @@ class MLMemory:
 
     mu_weights: np.ndarray
     """(POS,) μ_j = μ·max|P_j|², frozen when ML starts (keeps the cost differentiable)."""
-    mu_map: Any = None
+    mu_map: Array | None = None
     """W = Σ_j μ_j S̄ on view j, (NO1, NO2, NO3) real: built once from the frozen weights, the
     offsets and S (fixed during ML), rebuilt only when ``state.support`` is another array."""
-    mu_map_support: Any = None
+    mu_map_support: Array | None = None
     """The support array ``mu_map`` was built from."""
     probe_scale: float | None = None
     """Preconditioner s on the probe gradient."""
     exit_waves: ExitWaves | None = None
     """Ψ_j kept from one pass to the next (``Execution.keep_exit_waves``)."""
-    grad: tuple[Any, Any] | None = None
+    grad: tuple[Array, Array] | None = None
     """Previous (g_ρ, g_P)."""
-    direction: tuple[Any, Any] | None = None
+    direction: tuple[Array, Any] | None = None
     """Previous search direction (Δρ, ΔP)."""
     gz: float = 0.0
     """⟨z, g⟩ of the previous iteration (PR denominator)."""
@@ -95,7 +95,7 @@ def mu_weights(state: BraggState, data: BraggData, op: BraggModel, mu: float) ->
     return mu * to_numpy(xp.stack(peaks)).astype(np.float64) if peaks else np.empty(0)   # one copy to the host
 
 
-def build_mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Any:
+def build_mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np.ndarray) -> Array:
     """W = Σ_j μ_j S̄ restricted to view j: (NO1, NO2, NO3) real (the μ term of seed Eq 4 is Σ W|ρ|²)."""
     xp = array_module(state.object)
     w = xp.zeros(state.object.shape, dtype=state.object.real.dtype)
@@ -107,13 +107,13 @@ def build_mu_map(state: BraggState, data: BraggData, op: BraggModel, weights: np
     return w
 
 
-def _mu_cost(obj: Any, w: Any) -> float:
+def _mu_cost(obj: Array, w: Array) -> float:
     """Σ W|ρ|², summed in float64."""
     xp = array_module(obj)
     return float(xp.sum(w * (obj.real ** 2 + obj.imag ** 2), dtype=np.float64))
 
 
-def _data_term(psi_q: Any, inten: Any, b: Any, mask: Any, noise: str) -> tuple[Any, Any]:
+def _data_term(psi_q: Array, inten: Array, b: Array, mask: Array, noise: str) -> tuple[Array, Array]:
     """(Σ ω ℓ(h, I), χ = ∂L/∂Ψ*) for one position
     (Thibault & Guizar-Sicairos 2012; amplitude ℓ: seed Eq 4); the sum is a 0-d
     float64 array on the data's device (the caller converts once per pass, not per position).
@@ -151,8 +151,8 @@ class StateStamp:
     copies neither array to the host; the stamp holds one extra ρ and P2.
     """
 
-    object: Any
-    probe: Any
+    object: Array
+    probe: Array
     scan: bytes
 
     @classmethod
@@ -178,7 +178,7 @@ def _scan_key(data: BraggData) -> bytes:
 
 
 def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-                      weights: np.ndarray, with_probe: bool = True, mu_map: Any = None,
+                      weights: np.ndarray, with_probe: bool = True, mu_map: Array | None = None,
                       exit_waves: ExitWaves | None = None, prior: PriorSums | None = None,
                       execution: Execution | None = None) -> tuple[float, Array, Array]:
     """L and its Wirtinger gradients (∇_ρ* L, ∇_{P2}* L) (Thibault & Guizar-Sicairos 2012; seed Eq 4 with the μ term).
@@ -203,6 +203,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
     reuse = (exit_waves is not None and exit_waves.state_key is not None and exit_waves.kernels == kernels
              and exit_waves.waves is not None and (fused is None or exit_waves.waves is kept)
              and exit_waves.state_key.matches(state, data))
+    total: Array | float                                    # a 0-d device sum on the array path
     if fused is not None:
         total, g_obj, g_pr = fused.cost_and_gradient(state, data, options.noise_model == "poisson", with_probe, kept,
                                                      reuse, w0, r0, strength)
@@ -242,7 +243,7 @@ def cost_and_gradient(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
 
 def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions, weights: np.ndarray,
-         mu_map: Any = None, exit_waves: ExitWaves | None = None, execution: Execution | None = None) -> float:
+         mu_map: Array | None = None, exit_waves: ExitWaves | None = None, execution: Execution | None = None) -> float:
     """L(ρ, P2) only (no gradients): data term + Σ W|ρ|² (seed Eq 4 / Poisson, Thibault & Guizar-Sicairos 2012).
 
     ``exit_waves``: receives Ψ_j and the state's key (for the next :func:`cost_and_gradient`);
@@ -254,6 +255,7 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
         previous, exit_waves.waves = exit_waves.waves, None          # the array path drops the previous set first
         kept = fused.kept_waves(data.n_positions, previous) if fused is not None else [None] * data.n_positions
         previous = None
+    total: Array | float                                    # a 0-d device sum on the array path
     if fused is not None:
         total = fused.cost(state, data, options.noise_model == "poisson", kept)
     else:
@@ -274,7 +276,8 @@ def cost(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptio
     return total + _mu_cost(state.object, w)
 
 
-def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: str) -> tuple[Any, Any]:
+def _line_terms(p0: Array, p1: Array, p2: Array | None, inten: Array, b: Array, m: Array,
+                noise: str) -> tuple[Array, Array]:
     """Data-term (L'(0), L''(0)) of one position from Ψ0, Ψ1, Ψ2 (Thibault & Guizar-Sicairos 2012).
 
     Elementwise in the inputs' precision, summed in float64; the amplitude a'' is written
@@ -303,7 +306,7 @@ def _line_terms(p0: Any, p1: Any, p2: Any, inten: Any, b: Any, m: Any, noise: st
 
 
 def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, options: MLOptions,
-                      weights: np.ndarray, d_obj: Any, d_probe: Any, mu_map: Any = None,
+                      weights: np.ndarray, d_obj: Array, d_probe: Array | None, mu_map: Array | None = None,
                       exit_waves: ExitWaves | None = None, prior: PriorSums | None = None,
                       execution: Execution | None = None) -> tuple[float, float]:
     """(L'(0), L''(0)) along (Δρ, ΔP) from Ψ(t) = Ψ0 + tΨ1 + t²Ψ2 (Thibault & Guizar-Sicairos 2012, float64 sums).
@@ -320,6 +323,8 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
     w12 = None
     if prior is not None:
         w12 = prior.start(state.object, 2) if d_probe is not None else prior.start(state.object, 0)
+    d1: Array | float                                       # 0-d device sums on the array path
+    d2: Array | float
     if fused is not None:
         d1, d2 = fused.line_sums(state, data, options.noise_model == "poisson", d_obj, d_probe, kept,
                                  w12 if w12 else None)
@@ -354,7 +359,7 @@ def line_coefficients(state: BraggState, data: BraggData, *, op: BraggModel, opt
 
 
 def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: BraggModel, options: MLOptions,
-                  mem: MLMemory, d_obj: Any, d_probe: Any, exit_waves: ExitWaves | None,
+                  mem: MLMemory, d_obj: Array, d_probe: Array | None, exit_waves: ExitWaves | None,
                   prior_w0: Any = None, execution: Execution | None = None) -> tuple[float, float, np.ndarray]:
     """:func:`line_coefficients` summed over ranks, and the smoothness prior's quartic R(t) along the
     direction (zeros without the prior; ``prior_w0``: the all-reduced w0 of the gradient pass).
@@ -371,7 +376,7 @@ def _reduced_line(comm: Communicator, state: BraggState, data: BraggData, op: Br
     return d1 + float(poly[1]), d2 + 2.0 * float(poly[2]), poly     # Python floats: t must not promote ρ
 
 
-def hold_spectral_centroid(g_probe: Any, probe: Any) -> Any:
+def hold_spectral_centroid(g_probe: Array, probe: Array) -> Array:
     """``g_probe`` projected (real inner product) onto the directions δP2 that leave the centroid
     c = Σ f |P̂(f)|² / Σ |P̂|² of the probe's spectrum unchanged to first order.
 
@@ -396,7 +401,7 @@ def hold_spectral_centroid(g_probe: Any, probe: Any) -> Any:
     return out
 
 
-def _rdot(a: Any, b: Any) -> float:
+def _rdot(a: Array, b: Array) -> float:
     xp = array_module(a)
     return float(xp.vdot(a, b).real)
 

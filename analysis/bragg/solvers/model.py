@@ -92,7 +92,7 @@ class BraggData:
     """(POS, 3) int64: view offsets o_j."""
     shifts_px: np.ndarray = field(repr=False)
     """(POS, 2) float64: sub-pixel probe shifts g_j."""
-    frame_valid: Any = field(default=None, repr=False)
+    frame_valid: Array | None = field(default=None, repr=False)
     """None (every frame measured), (POS, NM) bool per frame, or (POS, N1, N2, NM) bool per
     pixel: False on frames not yet measured or missing, which are left free like virtual
     planes (seed Eq 13 with ω = 0)."""
@@ -113,7 +113,7 @@ class BraggData:
         """Number of scan positions J."""
         return int(self.intensities.shape[0])
 
-    def mask_at(self, j: int) -> Any:
+    def mask_at(self, j: int) -> Array:
         """ω_j ``(N1, N2, NM)`` bool: the detector mask ∧ the validity of position j's frames (Eq 13)."""
         fv = self.frame_valid
         if fv is None:

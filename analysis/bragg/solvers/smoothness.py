@@ -46,7 +46,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -68,9 +67,9 @@ class PriorSums:
 
     strength: float
     """s of R."""
-    roughness: Any = None
+    roughness: Array | None = None
     """r0 = Σ_a|D_aρ|² on the object grid (real, the probe's precision): needed for ∂R/∂P2*; None: not wanted."""
-    maps: list[Any] = field(default_factory=list)
+    maps: list[Array] = field(default_factory=list)
     """The accumulated maps, on the object grid."""
 
     def start(self, like: Array, count: int) -> list[Array]:

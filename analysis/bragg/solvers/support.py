@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from analysis.geometry import BraggGeometry
-from analysis.xp import array_module, to_numpy
+from analysis.xp import Array, array_module, to_numpy
 
 
 def slab_normal(tilt_x_deg: float, tilt_y_deg: float) -> np.ndarray:
@@ -59,7 +59,7 @@ def slab_support(geometry: BraggGeometry, object_shape: tuple[int, int, int], ce
     return np.abs(n[0] * x + n[1] * y + n[2] * z) <= thickness_m / 2
 
 
-def smoothed_amplitude(obj: Any, sigma_vox: float) -> Any:
+def smoothed_amplitude(obj: Array, sigma_vox: float) -> Array:
     """|ρ| smoothed by a Gaussian of ``sigma_vox`` voxels (zero outside the grid), on ρ's backend.
 
     Shrink-wrap on the smoothed amplitude follows the crystal's envelope, not single-voxel noise.
@@ -82,7 +82,7 @@ SHRINKWRAP_FLOOR_MIN_VOXELS = 27
 """... and at least a 3 × 3 × 3 block: the fewest voxels with an interior voxel (the strain's central differences)."""
 
 
-def shrinkwrap_floor(slab: Any, fraction: float = SHRINKWRAP_FLOOR_FRACTION) -> int:
+def shrinkwrap_floor(slab: Array, fraction: float = SHRINKWRAP_FLOOR_FRACTION) -> int:
     """Fewest voxels shrink-wrap may leave: max(27, ⌈``fraction`` · |slab|⌉), at most |slab|.
 
     Why ¼ of the slab: the thickness schedule ends on a slab about twice the film (seed: 0.9 µm slab,
@@ -97,7 +97,7 @@ def shrinkwrap_floor(slab: Any, fraction: float = SHRINKWRAP_FLOOR_FRACTION) -> 
     return min(n, max(SHRINKWRAP_FLOOR_MIN_VOXELS, int(math.ceil(fraction * n))))
 
 
-def shrink_wrap(obj: Any, support: Any, threshold: float = 0.15, *, min_voxels: int = 1) -> Any:
+def shrink_wrap(obj: Array, support: Array, threshold: float = 0.15, *, min_voxels: int = 1) -> Array:
     """S ← S ∧ (|ρ| ≥ t · max_S|ρ|) (seed Methods), t lowered where needed so S keeps ≥ ``min_voxels``.
 
     When the threshold would leave fewer than ``min_voxels`` voxels, the ``min_voxels`` largest |ρ| of S
