@@ -186,11 +186,12 @@ class RingCurrent(PVGroup):
 
 
 class BeamlineIOC(PVGroup):
-    """The EPICS side of one pxm beamline: goniometer, piezo stage, ring current, six-circle, FP-DFXM axes.
+    """The EPICS side of one pxm Bragg-ptychography beamline: goniometer, piezo stage, ring current.
 
-    Limits match the sim twins' defaults (``SimGoniometer``, ``SimPiezoStage``, ``SimSixCircle``,
-    ``SimDFXMGoniometer``, ``SimCRLStage``). Velocities are realistic for a piezo stage (50 um/s) and
-    quick for the angles (20 deg/s goniometer, 50 deg/s six-circle) so that tests stay short.
+    Limits match the sim twins' defaults (``SimGoniometer``, ``SimPiezoStage``; ``SimSixCircle``,
+    ``SimDFXMGoniometer``, ``SimCRLStage`` in :class:`GeneralBeamlineIOC`). Velocities are realistic for a
+    piezo stage (50 um/s) and quick for the angles (20 deg/s goniometer, 50 deg/s six-circle) so that tests
+    stay short.
     """
 
     theta = SubGroup(MotorAxis, prefix="GONIO:THETA", egu="deg", limits_egu=(-10.0, 100.0),
@@ -200,6 +201,17 @@ class BeamlineIOC(PVGroup):
     y = SubGroup(MotorAxis, prefix="STAGE:Y", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
     z = SubGroup(MotorAxis, prefix="STAGE:Z", egu="um", limits_egu=(-100.0, 100.0), velocity_egu_per_s=50.0)
     ring = SubGroup(RingCurrent, prefix="RING:")
+
+
+class GeneralBeamlineIOC(BeamlineIOC):
+    """:class:`BeamlineIOC` plus the six-circle diffractometer and the FP-DFXM axes (``--general``).
+
+    Kept apart so that the Bragg beamline's IOC stays as small as a beamline's: every motor axis adds work to
+    the one asyncio loop that also serves ``RING:CURRENT``, and the beam-dump test times a suspension against
+    that PV (with these 14 axes more, its monitor arrived late enough to move the suspension past the frame's
+    'read' in 2 of 3 runs on the 2-core sandbox, 2026-12-07).
+    """
+
     # the 4S+2D six-circle diffractometer of a general geometry (devices.motion.SixCircle, docs/geometry.md)
     mu = SubGroup(MotorAxis, prefix="SIX:MU", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
     eta = SubGroup(MotorAxis, prefix="SIX:ETA", egu="deg", limits_egu=(-180.0, 180.0), velocity_egu_per_s=50.0)
@@ -224,8 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=BeamlineIOC.__doc__)
     parser.add_argument("--prefix", required=True, help="PV prefix, e.g. PXMTEST:")
     parser.add_argument("--interfaces", nargs="+", default=["127.0.0.1"], help="addresses to listen on")
+    parser.add_argument("--general", action="store_true",
+                        help="also serve the six-circle and FP-DFXM axes (GeneralBeamlineIOC)")
     args = parser.parse_args(argv)
-    ioc = BeamlineIOC(prefix=args.prefix)
+    ioc = (GeneralBeamlineIOC if args.general else BeamlineIOC)(prefix=args.prefix)
     run(ioc.pvdb, module_name="caproto.asyncio.server", interfaces=args.interfaces)
 
 
@@ -264,9 +278,10 @@ class IOCProcess:
 
 
 @contextmanager
-def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s: float = 30.0
-              ) -> Iterator[IOCProcess]:
-    """Run :class:`BeamlineIOC` as ``python -m testing.epics_ioc`` until the block ends; wait for its PVs.
+def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s: float = 30.0,
+              general: bool = False) -> Iterator[IOCProcess]:
+    """Run :class:`BeamlineIOC` (``general``: :class:`GeneralBeamlineIOC`) as ``python -m testing.epics_ioc``
+    until the block ends; wait for its PVs.
 
     Readiness is a Channel Access read of ``<prefix>RING:CURRENT`` through caproto's sync client with
     ``environment`` (the read blocks this thread only). Raises RuntimeError, with the IOC's output, if the
@@ -276,8 +291,9 @@ def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s:
 
     env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1"}
     log = tempfile.TemporaryFile()              # a file, not a pipe: a chatty IOC never blocks on output
-    proc = subprocess.Popen([sys.executable, "-m", "testing.epics_ioc", "--prefix", prefix,
-                             "--interfaces", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "testing.epics_ioc", "--prefix", prefix, "--interfaces",
+                             "127.0.0.1", *(["--general"] if general else [])],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_timeout_s
         saved = {k: os.environ.get(k) for k in environment}

@@ -178,11 +178,15 @@ def test_beam_dump_on_the_ring_current_pv_suspends_the_scan_and_it_resumes(epics
     def dump(kw):
         times_s["dump"] = time.time()
         writer.put(0.0, wait=True)
-        threading.Timer(1.0, refill).start()
+        threading.Timer(2.0, refill).start()
         suspender = holder["RE"].suspenders[0]
         deadline = time.monotonic() + 10
         while not suspender.tripped and time.monotonic() < deadline:   # the RE hears the PV mid-exposure
             time.sleep(0.01)
+        # A dump lasts far longer than an exposure: let the RE act on the trip (it cancels the wait for this
+        # frame) before the exposure ends, so the cut frame is never read and the point is retaken. Returning at
+        # the trip itself raced the frame's 'read' against the suspension (docs/reliability.md).
+        time.sleep(0.5)
         return {**kw, "flux_scale": 0.0}                               # this frame is taken without beam
 
     det = _detector(HookedFrameSource(EncodingFrameSource(), 10, dump), stage, gonio, ring, geometry,

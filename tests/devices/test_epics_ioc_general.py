@@ -41,7 +41,7 @@ def ioc():
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        with serve_ioc(prefix, env) as proc:
+        with serve_ioc(prefix, env, general=True) as proc:
             yield proc
 
 
