@@ -28,8 +28,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 ## The test suite (the gates of `lint`, then pytest). .ci/run calls exactly this.
+## pytest-xdist: TEST_WORKERS processes (2: CI's 2 cores; many tests wait on servers and demos), work stealing
+## at the end; each worker's thread pools get cores / workers threads (testing/pytest_threads.py).
+## `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(ARGS)

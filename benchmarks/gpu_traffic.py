@@ -7,7 +7,8 @@ raster (100 nm steps), so the object has the seed's full shape with a few positi
 positions by default) separate what a sweep costs per position from what it costs once (the slope and
 the intercept). Counted: one ePIE update (sequential, probe and background updated, NA mask on) and one
 ML iteration, each the middle one of three (the first and last of a phase also compute R-factors; the
-first ML iteration also sets up μ_j, the μ map and Ψ0).
+first ML iteration also sets up μ_j, the μ map and Ψ0, and runs the gradient pass that later iterations take
+from the accepted Armijo trial's pass).
 
 Projection: seconds = bytes / 3.35 TB/s + launches × 8 µs, no overlap, for the seed's schedule of
 1000 ePIE sweeps + 500 ML iterations at 400 positions. Run:

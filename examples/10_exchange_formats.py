@@ -21,10 +21,12 @@ if not (scan.is_file() and results.is_file()):          # example 02 writes both
 
 # %% Raw scan → NXcxi_ptycho (frames, positions, angles, detector and source in SI units), checked on writing
 cxi = pxm.export_cxi(scan, work / "scan.cxi")
-print(f"wrote {cxi} ({cxi.stat().st_size / 1e6:.1f} MB)")
+print(f"{cxi.lines()[0]} ({cxi.path.stat().st_size / 1e6:.1f} MB)")
 
 # %% ... and back: what another facility's CXI file would give, ready for pxm.reconstruct
-back = pxm.import_cxi(cxi, work / "scan-from-cxi.h5")
+imported = pxm.import_cxi(cxi.path, work / "scan-from-cxi.h5")
+print("\n".join(imported.lines()))                      # what was read, and how any gap was filled
+back = imported.dataset
 original = pxm.load_dataset(scan)
 print(f"imported: frames {tuple(back.frames.shape)}, {back.geometry.n_angles} angles, "
       f"{back.geometry.energy_kev:.4g} keV")

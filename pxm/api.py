@@ -2,30 +2,32 @@
 
 Every function calls the same code as its command (one pipeline, never a second implementation):
 
-==========================  ===========================  ===================================================
-function                    command                      calls
-==========================  ===========================  ===================================================
-:func:`serve`               ``pxm serve``                :class:`pxm.catalog.TiledService`
-:func:`connect`             ``--tiled-uri --api-key``    :func:`pxm.catalog.connect`
-:func:`runs`                ``pxm runs``                 :func:`pxm.catalog.tiled_run_counts`
-:func:`simulate_beamtime`   ``pxm demo``                 :func:`pxm.demo.run_beamtime` (+ live pipeline)
-:func:`export`              ``pxm export``               :func:`pxm.run_export.run_to_dataset`, ``write_dataset``
-:func:`load_dataset`        (``DATASET.h5``)             :func:`analysis.dataset.read_dataset`
-:func:`reconstruct`         ``pxm reconstruct``          :func:`pxm.reconstruction.reconstruct_dataset`
-:func:`write_results`       ``pxm reconstruct -o``       :func:`pxm.reconstruction.write_outputs`
-:func:`publish`             ``pxm reconstruct --publish``:func:`pxm.publication.publish_outcome`
-:func:`replay`              ``pxm replay``               :func:`pxm.live.replay_documents`
-:func:`probe`               ``pxm probe``                :func:`pxm.reconstruction.probe_from_spiral_run`
-:func:`recover_runs`        ``pxm recover``              :func:`pxm.recover.recover_runs`
-:func:`import_ptypy_bragg`  ``pxm import-ptypy-bragg``   :func:`analysis.bragg.ptypy_bragg.import_ptypy_bragg`
-:func:`export_cxi`          ``pxm export-cxi``           :func:`analysis.cxi_nexus.export_cxi_dataset` (+ check)
-:func:`import_cxi`          ``pxm import-cxi``           :func:`analysis.cxi_nexus.import_cxi_dataset`
-:func:`export_vtk`          ``pxm export-vtk``           :func:`analysis.vtk_export.export_results_vtk`
-:func:`polarization_maps`   ``pxm polarization``         :func:`pxm.polarization.polarization_from_results`
-:func:`simulate_fp_dfxm`    ``pxm dfxm-demo`` (scan)     :func:`pxm.dfxm.run_fp_dfxm_acquisition`
-:func:`fp_reconstruct`      ``pxm fp-reconstruct``       :func:`pxm.dfxm.reconstruct_fp_run`, ``publish_fp_run``
-:func:`live_consumer`       ``pxm live-consumer``        :func:`pxm.live.feed.consume_live`
-==========================  ===========================  ===================================================
+=================================  =================================  ==================================================
+function                           command                            calls
+=================================  =================================  ==================================================
+:func:`serve`                      ``pxm serve``                      :class:`pxm.catalog.TiledService`
+:func:`connect`                    ``--tiled-uri --api-key``          :func:`pxm.catalog.connect`
+:func:`runs`                       ``pxm runs``                       :func:`pxm.catalog.tiled_run_counts`
+:func:`simulate_beamtime`          ``pxm demo``                       :func:`pxm.demo.run_beamtime` (+ live)
+:func:`simulate_general_geometry`  ``pxm demo --geometry NAME``       :func:`pxm.geometry_demo.run_general_beamtime`
+:func:`export`                     ``pxm export``                     :func:`pxm.run_export.run_to_dataset`
+:func:`load_dataset`               (``DATASET.h5``)                   :func:`analysis.dataset.read_dataset`
+:func:`reconstruct`                ``pxm reconstruct``                :func:`pxm.reconstruction.reconstruct_dataset`
+:func:`write_results`              ``pxm reconstruct -o``             :func:`pxm.reconstruction.write_outputs`
+:func:`publish`                    ``pxm reconstruct --publish``      :func:`pxm.publication.publish_outcome`
+:func:`replay`                     ``pxm replay``                     :func:`pxm.live.replay_documents`
+:func:`probe`                      ``pxm probe``                      :func:`pxm.reconstruction.probe_from_spiral_run`
+:func:`recover_runs`               ``pxm recover``                    :func:`pxm.recover.recover_runs`
+:func:`import_ptypy_bragg`         ``pxm import-ptypy-bragg``         :mod:`analysis.bragg.ptypy_bragg`
+:func:`export_cxi`                 ``pxm export-cxi``                 :func:`analysis.cxi_nexus.export_cxi_dataset`
+:func:`import_cxi`                 ``pxm import-cxi``                 :func:`analysis.cxi_nexus.import_cxi_dataset`
+:func:`export_vtk`                 ``pxm export-vtk``                 :func:`analysis.vtk_export.export_results_vtk`
+:func:`polarization_maps`          ``pxm polarization``               :func:`pxm.polarization.polarization_from_results`
+:func:`simulate_fp_dfxm`           ``pxm dfxm-demo`` (scan)           :func:`pxm.dfxm.run_fp_dfxm_acquisition`
+:func:`fp_reconstruct`             ``pxm fp-reconstruct``             :func:`pxm.dfxm.reconstruct_fp_run`
+:func:`simulate_ferroelectric`     ``pxm dfxm-demo --ferroelectric``  :func:`pxm.ferroelectric.run_ferroelectric_job`
+:func:`live_consumer`              ``pxm live-consumer``              :func:`pxm.live.feed.consume_live`
+=================================  =================================  ==================================================
 
 ``recover_runs`` and ``polarization_maps`` are named apart from the modules :mod:`pxm.recover` and
 :mod:`pxm.polarization` (importing a submodule sets the package attribute of its name).
@@ -33,6 +35,10 @@ function                    command                      calls
 Options are keyword-only with the commands' defaults. Whatever the command prints as
 ``pxm CMD: error: MESSAGE`` is raised here as :class:`PxmError` with the same one-line ``MESSAGE``.
 ``uri``/``api_key`` default to ``$PXM_TILED_URI``/``$PXM_TILED_API_KEY``, as the commands' options do.
+
+Parameters that several functions share (``client``, ``figures_dir``, the live recipe's ``iterations, ml``, ...)
+are described once, in :data:`_SHARED_PARAMETERS`; a docstring line ``{{name}}`` stands for that description, and
+``help()``/Sphinx show the text filled in (:func:`_shared_parameters`).
 """
 
 # Why this module is long: the Python API is one facade: one function per CLI command, each a thin typed wrapper
@@ -43,11 +49,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from analysis.bragg.engine import Recipe
@@ -56,10 +64,12 @@ if TYPE_CHECKING:
     from pxm.catalog import TiledService
 
 __all__ = ["PxmError", "RunInfo", "Beamtime", "WrittenResults", "ReplayResult", "SpiralProbe", "RecoverReport",
-           "Polarization", "FPReconstruction", "API_KEY_ENV", "TILED_URI_ENV",
+           "Polarization", "FPReconstruction", "CxiExport", "Ferroelectric", "GeometryBeamtime", "API_KEY_ENV",
+           "TILED_URI_ENV",
            "serve", "connect", "runs", "simulate_beamtime", "export", "load_dataset", "reconstruct",
            "write_results", "publish", "replay", "probe", "recover_runs", "import_ptypy_bragg", "export_cxi",
-           "import_cxi", "export_vtk", "polarization_maps", "simulate_fp_dfxm", "fp_reconstruct", "live_consumer"]
+           "import_cxi", "export_vtk", "polarization_maps", "simulate_fp_dfxm", "fp_reconstruct",
+           "simulate_ferroelectric", "simulate_general_geometry", "live_consumer"]
 
 API_KEY_ENV = "PXM_TILED_API_KEY"
 """Environment variable giving the default API key (as ``--api-key`` of the commands)."""
@@ -67,6 +77,42 @@ TILED_URI_ENV = "PXM_TILED_URI"
 """Environment variable giving the default server URL (as ``--tiled-uri`` of the commands)."""
 _CLI_ERRORS = (ValueError, ConnectionError, RuntimeError, TimeoutError, OSError)
 """What :func:`pxm.cli.main` prints as one line; the API raises them as :class:`PxmError`."""
+
+_SHARED_PARAMETERS = {
+    "client": """client
+    The root client (:func:`connect`, or ``service.client()`` of :func:`serve`).""",
+    "figures_dir": """figures_dir
+    Write PNG figures into this folder (``--figures``).""",
+    "live_recipe": """iterations, ml
+    ePIE sweeps and ML iterations of the live recipe (``--iterations``, ``--ml``; defaults 6 and 0).""",
+    "live_engine": """live_engine
+    Reconstruct while frames arrive (False: assemble only, reconstruct after the stop; ``--no-live-engine``).""",
+    "backend": """backend
+    ``auto``, ``numpy`` or ``cupy`` (``--backend``).""",
+    "server": """server
+    A running :func:`serve` server: the simulated detectors write into its raw folder. None: reach
+    ``tiled_uri`` (as the command's ``--tiled-uri``).""",
+    "remote_server": """tiled_uri, api_key
+    Without ``server``: the running server's URL and key (``--tiled-uri``, ``--api-key``; defaults
+    ``$PXM_TILED_URI``, ``$PXM_TILED_API_KEY``), e.g. ``pxm serve`` on another terminal.
+data_dir
+    Without ``server``: the data folder the detector files go to (``--data-dir``, under ``DATA_DIR/raw``);
+    the server must read them (``pxm serve --data-dir`` the same folder). Checked before any scan.""",
+}
+"""Parameter descriptions shared by several functions: a docstring line ``{{name}}`` is replaced by entry ``name``."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_PLACEHOLDER = re.compile(r"^( *)\{\{(\w+)\}\}$", re.MULTILINE)
+
+
+def _shared_parameters(func: _F) -> _F:
+    """Fill the ``{{name}}`` lines of ``func``'s docstring from :data:`_SHARED_PARAMETERS` (at the line's indent)."""
+
+    def fill(m: re.Match[str]) -> str:
+        return "\n".join(m.group(1) + line if line else line for line in _SHARED_PARAMETERS[m.group(2)].splitlines())
+
+    func.__doc__ = _PLACEHOLDER.sub(fill, func.__doc__ or "")
+    return func
 
 
 class PxmError(Exception):
@@ -112,6 +158,27 @@ def _default_key(api_key: str | None, command: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ Tiled
+def _beamtime_target(server: TiledService | None, tiled_uri: str | None, api_key: str | None,
+                     data_dir: str | Path, command: str) -> tuple[Any, Any]:
+    """(server config, root client) of a simulated beamtime: a :func:`serve` server, or a running one by URL.
+
+    By URL, as the commands' ``--tiled-uri``: the server must read the detector files under ``data_dir/raw``,
+    checked before any scan (:func:`pxm.catalog.check_server_reads`).
+    """
+    if server is not None and tiled_uri is not None:
+        raise ValueError("give either a server started by pxm.serve or tiled_uri=, not both")
+    if server is not None:
+        return server.config, server.client()
+    from pxm.catalog import TiledServerConfig, check_server_reads
+    from pxm.catalog import connect as catalog_connect
+
+    uri, key = _default_uri(tiled_uri, command), _default_key(api_key, command)
+    cfg = TiledServerConfig(data_dir=Path(data_dir), api_key=key)
+    client = catalog_connect(uri, key)
+    check_server_reads(client, cfg.raw_path, uri)
+    return cfg, client
+
+
 def _served(config: Any) -> TiledService:
     """A started :class:`~pxm.catalog.TiledService` whose ``with`` block stops it (and starts no second server)."""
     from pxm.catalog import TiledService
@@ -202,13 +269,13 @@ class RunInfo:
     """Primary-stream frames in Tiled."""
 
 
+@_shared_parameters
 def runs(client: Any) -> list[RunInfo]:
     """The runs in the server's ``/raw`` catalog, oldest first (``pxm runs``).
 
     Parameters
     ----------
-    client
-        The root client (:func:`connect`, or ``service.client()`` of :func:`serve`).
+    {{client}}
 
     Returns
     -------
@@ -242,6 +309,7 @@ class Beamtime:
     """The spiral's forward-ptychography probe file (``pxm reconstruct --probe-file``)."""
 
 
+@_shared_parameters
 def simulate_beamtime(server: TiledService | None = None, *, n_raster: int = 5, n_angles: int = 21,
                       roi_px: tuple[int, int] = (64, 64), n_spiral: int = 60, probe_iterations: int = 100,
                       live: bool = True, live_iterations: int | None = None, seed: int = 2021,
@@ -255,21 +323,14 @@ def simulate_beamtime(server: TiledService | None = None, *, n_raster: int = 5, 
 
     Parameters
     ----------
-    server
-        A running :func:`serve` server: the simulated detector writes into its raw folder. None: reach
-        ``tiled_uri`` (as ``pxm demo --tiled-uri``).
+    {{server}}
     n_raster, n_angles, roi_px, n_spiral, probe_iterations, seed, full
         ``--raster``, ``--angles``, ``--roi``, spiral points, ``pxm probe --iterations``, ``--seed``, ``--full``.
     live, live_iterations
         Run the live reconstruction (``--no-live`` is False); its ePIE sweeps (``--live-iterations``).
     timeout_s
         Limit on waiting for the live final result.
-    tiled_uri, api_key
-        Without ``server``: the running server's URL and key (``--tiled-uri``, ``--api-key``; defaults
-        ``$PXM_TILED_URI``, ``$PXM_TILED_API_KEY``), e.g. ``pxm serve`` on another terminal.
-    data_dir
-        Without ``server``: the data folder the detector files go to (``--data-dir``, under ``DATA_DIR/raw``);
-        the server must read them (``pxm serve --data-dir`` the same folder). Checked before any scan.
+    {{remote_server}}
 
     Returns
     -------
@@ -280,22 +341,10 @@ def simulate_beamtime(server: TiledService | None = None, *, n_raster: int = 5, 
     from pxm.demo import DemoOptions, demo_live_options, run_beamtime
 
     with _as_pxm_error("demo"):
-        if server is not None and tiled_uri is not None:
-            raise ValueError("give either a server started by pxm.serve or tiled_uri=, not both")
         opts = DemoOptions(full=full, seed=seed, n_raster=n_raster, n_angles=n_angles,
                            roi_px=(int(roi_px[0]), int(roi_px[1])), n_spiral=n_spiral,
                            probe_iterations=probe_iterations, live=live, live_iterations=live_iterations)
-        if server is not None:
-            cfg = server.config
-            client = server.client()
-        else:
-            from pxm.catalog import TiledServerConfig, check_server_reads
-            from pxm.catalog import connect as catalog_connect
-
-            uri, key = _default_uri(tiled_uri, "demo"), _default_key(api_key, "demo")
-            cfg = TiledServerConfig(data_dir=Path(data_dir), api_key=key)
-            client = catalog_connect(uri, key)
-            check_server_reads(client, cfg.raw_path, uri)     # as `pxm demo --tiled-uri`: before any scan
+        cfg, client = _beamtime_target(server, tiled_uri, api_key, data_dir, "demo")
         raw, processed = ensure_layout(client)
         callback = None
         if live:
@@ -321,13 +370,13 @@ def simulate_beamtime(server: TiledService | None = None, *, n_raster: int = 5, 
 
 
 # ------------------------------------------------------------------------------------------ datasets
+@_shared_parameters
 def export(client: Any, run_uid: str, path: str | Path, *, allow_partial: bool = False) -> BraggDataset:
     """Export a Bragg-ptychography run from ``/raw`` to a dataset file (``pxm export``).
 
     Parameters
     ----------
-    client
-        The root client (:func:`connect`).
+    {{client}}
     run_uid
         The run's uid (``pxm runs`` lists them).
     path
@@ -394,13 +443,14 @@ def _recipe_namespace(recipe: str, *, recipe_file: str | Path | None, iterations
                               fixed_probe=fixed_probe, allow_undersampled=allow_undersampled)
 
 
+@_shared_parameters
 def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe = "default",
                 recipe_file: str | Path | None = None, iterations: int | None = None, ml: int | None = None,
                 thickness_m: float | None = None, upsampling: int | None = None, fixed_probe: bool = False,
                 allow_undersampled: bool = False, probe: str | Path | None = None,
                 probe_na_mask_rad: tuple[float, float] | None = None, probe_recentre: bool = False,
-                probe_blur_px: float = 0.0, backend: str = "auto", fsc: bool = False, progress: bool = False,
-                allow_partial: bool = False) -> Outcome:
+                probe_blur_px: float = 0.0, backend: str = "auto", fsc: bool = False, fsc_seed: int = 0,
+                prtf: int = 0, prtf_seed: int = 0, progress: bool = False, allow_partial: bool = False) -> Outcome:
     """Reconstruct a dataset or a Tiled run with a recipe (``pxm reconstruct``, without writing anything).
 
     Parameters
@@ -418,10 +468,13 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
     probe_na_mask_rad, probe_recentre, probe_blur_px
         ``--probe-na-mask V H`` (rad; a probe file gets no mask without it), ``--probe-recentre``,
         ``--probe-blur-px``.
-    backend
-        ``auto``, ``numpy`` or ``cupy`` (``--backend``).
-    fsc
-        Also reconstruct two half-data sets for the FSC resolution (``--fsc``; 3× time).
+    {{backend}}
+    fsc, fsc_seed
+        Also reconstruct two half-data sets for the FSC resolution (``--fsc``; 3× time); the seed of the
+        binomial photon split (``--fsc-seed``).
+    prtf, prtf_seed
+        Also run ``prtf`` (>= 6) reconstructions from random starts for the PRTF (``--prtf K``; (K+1)× time) and
+        their seed (``--prtf-seed``).
     progress
         Show a progress bar (the command does unless ``--no-progress``).
     allow_partial
@@ -468,6 +521,8 @@ def reconstruct(data: BraggDataset | str | Path | Any, *, recipe: str | Recipe =
         return reconstruct_dataset(dataset, recipe=resolved, recipe_name=name, probe_file=probe,
                                    dataset_source=source,
                                    options=ReconstructOptions(progress=progress, fsc=fsc, backend=backend,
+                                                              fsc_split_seed=fsc_seed, prtf_runs=prtf,
+                                                              prtf_seed=prtf_seed,
                                                               probe_na_mask_rad=probe_na_mask_rad,
                                                               probe_recentre=probe_recentre,
                                                               probe_blur_px=probe_blur_px))
@@ -516,6 +571,7 @@ def write_results(outcome: Outcome, path: str | Path, *, cxi_path: str | Path | 
                               errors=dict(out["errors"]))
 
 
+@_shared_parameters
 def publish(outcome: Outcome, client: Any, *, raw_uid: str, recipe_name: str | None = None) -> str:
     """Publish a reconstruction to ``/processed`` beside its raw run (``pxm reconstruct --publish``).
 
@@ -523,8 +579,7 @@ def publish(outcome: Outcome, client: Any, *, raw_uid: str, recipe_name: str | N
     ----------
     outcome
         What :func:`reconstruct` returned (the arrays come from it, not from a file).
-    client
-        The root client (:func:`connect`).
+    {{client}}
     raw_uid
         The raw run the result belongs to (must be in ``/raw``).
     recipe_name
@@ -550,6 +605,22 @@ def publish(outcome: Outcome, client: Any, *, raw_uid: str, recipe_name: str | N
 
 
 # ------------------------------------------------------------------------------------------ replay
+def _live_callback(client: Any, *, publish: bool, iterations: int, ml: int, figures_dir: str | Path | None,
+                   live_engine: bool, backend: str) -> tuple[Any, Any]:
+    """(``/raw`` or None, the live reconstruction callback) of ``pxm replay`` and ``pxm live-consumer``."""
+    from pxm.catalog import ensure_layout
+    from pxm.live.options import LiveOptions, live_recipe
+    from pxm.live.router import LiveReconstructionCallback
+
+    raw = processed = None
+    if client is not None:
+        raw, processed = ensure_layout(client)
+    options = LiveOptions(recipe=live_recipe(iterations, ml),
+                          figures_dir=Path(figures_dir) if figures_dir is not None else None,
+                          reconstruct_live=live_engine, backend=backend)
+    return raw, LiveReconstructionCallback(processed=processed if publish else None, raw=raw, options=options)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReplayResult:
     """What :func:`replay` got from the live pipeline."""
@@ -562,6 +633,7 @@ class ReplayResult:
     """The results file, when ``output`` was given."""
 
 
+@_shared_parameters
 def replay(source: str | Path, *, client: Any = None, iterations: int = 6, ml: int = 0, publish: bool = False,
            output: str | Path | None = None, figures_dir: str | Path | None = None, live_engine: bool = True,
            backend: str = "auto", timeout_s: float | None = None) -> ReplayResult:
@@ -574,18 +646,14 @@ def replay(source: str | Path, *, client: Any = None, iterations: int = 6, ml: i
         ``/raw`` of ``client``.
     client
         Root client (:func:`connect`): needed for a run uid and for ``publish``.
-    iterations, ml
-        ePIE sweeps and ML iterations of the live recipe (``--iterations``, ``--ml``; defaults 6 and 0).
+    {{live_recipe}}
     publish
         Publish previews and the final result to ``/processed`` (``--publish``).
     output
         Also write the final result to this results file (``-o``).
-    figures_dir
-        Write PNG figures into this folder (``--figures``).
-    live_engine
-        Reconstruct while frames arrive (False: assemble only, reconstruct after the stop; ``--no-live-engine``).
-    backend
-        ``auto``, ``numpy`` or ``cupy``.
+    {{figures_dir}}
+    {{live_engine}}
+    {{backend}}
     timeout_s
         Limit on waiting for the results (default :data:`pxm.live.REPLAY_TIMEOUT_S`).
 
@@ -599,10 +667,7 @@ def replay(source: str | Path, *, client: Any = None, iterations: int = 6, ml: i
     PxmError
         A missing file or run, a recording cut off (no final result), a timeout.
     """
-    from pxm.catalog import ensure_layout
-    from pxm.live.options import LiveOptions, live_recipe
     from pxm.live.replay import REPLAY_TIMEOUT_S, jsonl_documents, replay_documents, tiled_documents
-    from pxm.live.router import LiveReconstructionCallback
 
     with _as_pxm_error("replay"):
         is_file = isinstance(source, Path) or str(source).endswith(".jsonl")
@@ -612,13 +677,8 @@ def replay(source: str | Path, *, client: Any = None, iterations: int = 6, ml: i
             from pxm.cli._common import check_output_path
 
             check_output_path(Path(output), "-o", inputs=(Path(source),) if is_file else ())
-        raw = processed = None
-        if client is not None:
-            raw, processed = ensure_layout(client)
-        options = LiveOptions(recipe=live_recipe(iterations, ml),
-                              figures_dir=Path(figures_dir) if figures_dir is not None else None,
-                              reconstruct_live=live_engine, backend=backend)
-        callback = LiveReconstructionCallback(processed=processed if publish else None, raw=raw, options=options)
+        raw, callback = _live_callback(client, publish=publish, iterations=iterations, ml=ml, figures_dir=figures_dir,
+                                       live_engine=live_engine, backend=backend)
         docs: Iterable[tuple[str, dict]]
         if is_file:
             if not Path(source).is_file():
@@ -674,15 +734,21 @@ class SpiralProbe:
     figures: tuple[Path, ...]
     """PNG figures written (``figures_dir``)."""
 
+    def lines(self) -> list[str]:
+        """What ``pxm probe`` prints: the file, the probe's shape and pixel, the final error; the figures."""
+        head = f"wrote {self.path}: " if self.path is not None else ""
+        return [f"{head}probe {self.probe.shape}, pixel {self.pixel_size_m * 1e9:.2f} nm, final error "
+                f"{self.error_history[-1]:.4g}", *(f"wrote {f}" for f in self.figures)]
 
+
+@_shared_parameters
 def probe(client: Any, run_uid: str, *, output: str | Path | None = "probe.h5", iterations: int = 100,
           algorithm: str = "epie", figures_dir: str | Path | None = None, allow_partial: bool = False) -> SpiralProbe:
     """Forward ptychography of a ``spiral_probe_scan`` run → the beam's probe (``pxm probe``).
 
     Parameters
     ----------
-    client
-        The root client (:func:`connect`).
+    {{client}}
     run_uid
         uid of a ``spiral_probe_scan`` run in ``/raw``.
     output
@@ -691,8 +757,7 @@ def probe(client: Any, run_uid: str, *, output: str | Path | None = "probe.h5", 
         ePIE sweeps (``--iterations``, default 100 as in the seed).
     algorithm
         ``epie`` or ``mpie`` (``--algorithm``).
-    figures_dir
-        Write PNG figures into this folder (``--figures``).
+    {{figures_dir}}
     allow_partial
         Use a run without stop document or with frames missing (``--allow-partial``; refused by default).
 
@@ -763,6 +828,7 @@ class RecoverReport:
                 f"{len(self.results)} run(s) on disk: " + (", ".join(f"{n} {a}" for a, n in tally.items()) or "none")]
 
 
+@_shared_parameters
 def recover_runs(client: Any, *, data_dir: str | Path = "pxm-data", documents: str | Path | None = None,
             runs: Iterable[str] = (), settle_s: float = 30.0, dry_run: bool = False) -> RecoverReport:
     """Re-ingest runs into Tiled from their JSONL copies after an outage (``pxm recover``).
@@ -772,8 +838,7 @@ def recover_runs(client: Any, *, data_dir: str | Path = "pxm-data", documents: s
 
     Parameters
     ----------
-    client
-        The root client (:func:`connect`).
+    {{client}}
     data_dir
         The data folder the scans wrote to (``--data-dir``); its ``documents/`` holds ``<uid>.jsonl``.
     documents
@@ -829,7 +894,124 @@ def import_ptypy_bragg(source: str | Path, output: str | Path, *, probe_out: str
                        upsampling=upsampling)
 
 
-def export_cxi(dataset: str | Path, output: str | Path) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class ThinLayerRun:
+    """What :func:`reconstruct_thin_layer` found and wrote."""
+
+    path: Path
+    """The result file written (``output``)."""
+    result: Any
+    """analysis.bragg.solvers.lattice.ThinLayerResult: object on the lattice, slab search, vectors."""
+    options: Any
+    """The ThinLayerOptions used (thicknesses from the sample's ``thickness_m`` when not given)."""
+    probe_file: Path
+    """The probe file held fixed."""
+    probe_how: str
+    """How the probe file was put on the engine's grid."""
+    wall_s: float
+    """Seconds of the slab search and the refinement."""
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def lines(self) -> list[str]:
+        """What ``pxm reconstruct-thin-layer`` prints."""
+        res, opts = self.result, self.options
+        c = res.search.chosen
+        ml = res.search.refinement
+        return [
+            f"probe: {self.probe_file} ({self.probe_how}), held fixed",
+            f"{len(res.search.trials)} slabs tried ({', '.join(f'{t * 1e6:g}' for t in opts.thicknesses_m)} µm × "
+            f"{opts.n_offsets} offsets, {opts.n_search_iterations} map iterations each); chosen: T = "
+            f"{c.thickness_m * 1e6:.3g} µm, offset {c.offset_m * 1e9:+.0f} nm along n = "
+            f"({', '.join(f'{v:.3f}' for v in res.normal)}), {c.n_voxels} voxels",
+            f"slab picked by {res.search.score}; Poisson likelihood refinement: "
+            + ("none" if ml is None else f"{ml.n_iterations} iterations, -log L {ml.nll_start:.6g} → {ml.nll_end:.6g}"),
+            f"wrote {self.path}: R-factor {c.r_factor:.4g} after {opts.n_iterations} more iterations, "
+            f"{self.wall_s:.1f} s",
+        ]
+
+
+def reconstruct_thin_layer(dataset: str | Path, probe_file: str | Path, output: str | Path, *,
+                           thicknesses_m: tuple[float, ...] | list[float] | None = None, offsets: int = 12,
+                           search_iterations: int = 20, iterations: int = 60, score: str = "auto",
+                           ml_iterations: int = 50) -> ThinLayerRun:
+    """Known probe, thin layer, slab found by the data, on the scan's natural lattice (``pxm reconstruct-thin-layer``).
+
+    The solver alone (analysis.bragg.solvers.lattice); ``reconstruct(..., recipe="thin-layer")`` runs it through
+    the whole pipeline (strain, figures, publication).
+
+    Parameters
+    ----------
+    dataset
+        pxm dataset file (a line scan along y).
+    probe_file
+        Probe file, held fixed (``--probe-file``).
+    output
+        Result HDF5 file to write (``-o``).
+    thicknesses_m
+        Slab thicknesses tried (default: 0.75/1/1.25 × the dataset's ``/sample`` thickness, else the solver's).
+    offsets, search_iterations, iterations
+        Slab offsets per thickness; map iterations per candidate slab; map iterations on the chosen slab.
+    score
+        ``auto``, ``r_factor`` or ``likelihood``: what ranks the candidate slabs.
+    ml_iterations
+        L-BFGS iterations of the Poisson refinement (photon-count data only; 0: none).
+    """
+    import time
+
+    from analysis.bragg.probe_file import p2_from_probe_file, read_probe_file
+    from analysis.bragg.solvers.lattice import ThinLayerOptions, write_thin_layer_result
+    from analysis.bragg.solvers.lattice import reconstruct_thin_layer as solve
+    from analysis.dataset import read_dataset, scan_axes
+    from pxm.cli._common import check_output_path
+
+    with _as_pxm_error("reconstruct-thin-layer"):
+        check_output_path(Path(output), "-o", inputs=(Path(dataset), Path(probe_file)))
+        if not Path(dataset).is_file():
+            raise ValueError(f"{dataset}: no such file")
+        ds = read_dataset(dataset)
+        g = ds.geometry
+        sample = dict(ds.sample) if isinstance(ds.sample, dict) else {}
+        given: dict[str, Any] = {"thicknesses_m": tuple(thicknesses_m)} if thicknesses_m else {}
+        opts = ThinLayerOptions.for_sample(sample, n_offsets=offsets, n_search_iterations=search_iterations,
+                                           score=score, n_ml_iterations=ml_iterations, n_iterations=iterations,
+                                           **given)
+        p2, how = p2_from_probe_file(read_probe_file(probe_file), g)
+        stage, _ = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, g)
+        t0 = time.perf_counter()
+        res = solve(ds.frames, ds.detector_mask, stage, g, p2, g, sample=sample, options=opts)
+        wall_s = time.perf_counter() - t0
+        write_thin_layer_result(str(output), res, metadata={"dataset": str(dataset), "probe_file": str(probe_file),
+                                                            "probe": how})
+        return ThinLayerRun(path=Path(output), result=res, options=opts, probe_file=Path(probe_file),
+                            probe_how=how, wall_s=wall_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CxiExport:
+    """The NeXus/CXI file :func:`export_cxi` wrote (a path-like: ``open(export)``, ``h5py.File(export)`` work)."""
+
+    path: Path
+    """The CXI file written (``output``)."""
+    n_frames: int
+    """Frames written: every (position, angle) of the scan."""
+    frame_shape: tuple[int, int]
+    """(rows, cols) of each frame."""
+    layout: str
+    """The dataset's scan layout (``grid`` or ``flat``)."""
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def lines(self) -> list[str]:
+        """What ``pxm export-cxi`` prints."""
+        rows, cols = self.frame_shape
+        return [f"wrote {self.path}: NXcxi_ptycho (CXI 160), {self.n_frames} frames {rows}×{cols}, {self.layout} "
+                "layout; required fields present"]
+
+
+def export_cxi(dataset: str | Path, output: str | Path) -> CxiExport:
     """Write a dataset file as NeXus/CXI (``NXcxi_ptycho``) and check it (``pxm export-cxi``).
 
     Parameters
@@ -841,22 +1023,26 @@ def export_cxi(dataset: str | Path, output: str | Path) -> Path:
 
     Returns
     -------
-    pathlib.Path
-        ``output``, checked against the class definition (a missing field raises :class:`PxmError`).
+    CxiExport
+        ``.path`` (``output``), frame count and shape, layout; checked against the class definition (a missing
+        field raises :class:`PxmError`).
     """
     from analysis.cxi_nexus import check_nxcxi_ptycho, export_cxi_dataset
     from analysis.dataset import read_dataset
 
     with _as_pxm_error("export-cxi"):
-        export_cxi_dataset(output, read_dataset(dataset))
+        ds = read_dataset(dataset)
+        export_cxi_dataset(output, ds)
         problems = check_nxcxi_ptycho(output)
         if problems:
             raise RuntimeError(f"{output}: written but not NXcxi_ptycho: {'; '.join(problems)}")
-        return Path(output)
+        rows, cols = (int(n) for n in ds.frames.shape[-2:])
+        return CxiExport(path=Path(output), n_frames=int(math.prod(ds.frames.shape[:-2])), frame_shape=(rows, cols),
+                         layout=str(ds.layout))
 
 
 def import_cxi(source: str | Path, output: str | Path | None = None, *, upsampling: int | None = None,
-               d_spacing_m: float | None = None) -> BraggDataset:
+               d_spacing_m: float | None = None) -> Any:
     """Read a NeXus/CXI ptychography scan (pxm's or another facility's) as a dataset (``pxm import-cxi``).
 
     Parameters
@@ -872,8 +1058,10 @@ def import_cxi(source: str | Path, output: str | Path | None = None, *, upsampli
 
     Returns
     -------
-    analysis.dataset.BraggDataset
-        The imported scan (ready for :func:`reconstruct`).
+    analysis.cxi_nexus.CxiImportSummary
+        ``.dataset``: the imported :class:`~analysis.dataset.BraggDataset` (ready for :func:`reconstruct`);
+        ``.source`` (pxm's own record or the standard fields), ``.notes`` (how gaps were filled); ``.lines()`` is
+        what the command prints.
     """
     from analysis.cxi_nexus import import_cxi_dataset
     from analysis.dataset import write_dataset
@@ -882,7 +1070,7 @@ def import_cxi(source: str | Path, output: str | Path | None = None, *, upsampli
         summary = import_cxi_dataset(source, upsampling=upsampling, d_spacing_m=d_spacing_m)
         if output is not None:
             write_dataset(output, summary.dataset)
-        return summary.dataset
+        return summary
 
 
 def export_vtk(results: str | Path, output: str | Path) -> Any:
@@ -925,8 +1113,21 @@ class Polarization:
     """Key in ``/processed`` with ``publish``."""
     warning: str | None
     """The command's ``warning:`` line (a forced material/reflection mismatch), if any."""
+    raw_uid: str
+    """The raw run the maps belong to (``raw_uid``, else the results' provenance; empty if unknown)."""
+
+    def lines(self) -> list[str]:
+        """What ``pxm polarization`` prints on stdout: the file and summary, figures, the published key."""
+        info = self.summary
+        return [f"wrote {self.path}:{self.group}: {info['voxels']} voxels, mean |P| = "
+                f"{info['mean_abs_p_c_per_m2']:.4f} C/m², max {info['max_abs_p_c_per_m2']:.4f} C/m²; each P is one of "
+                f"{info['n_equivalent_values']} symmetry-equivalent solutions (one reflection cannot tell them apart)",
+                *(f"wrote {f}" for f in self.figures),
+                *([f"published /processed/{self.published_key} (raw_uid {self.raw_uid})"]
+                  if self.published_key is not None else [])]
 
 
+@_shared_parameters
 def polarization_maps(results: str | Path, *, material: str, hkl: tuple[float, float, float],
                  strain_frame: str | None = None, output: str | Path | None = None, force: bool = False,
                  figures_dir: str | Path | None = None, publish: bool = False, client: Any = None,
@@ -950,8 +1151,7 @@ def polarization_maps(results: str | Path, *, material: str, hkl: tuple[float, f
         Polarization file (default ``RESULTS-polarization-MATERIAL-HKL.h5`` beside the results).
     force
         Invert despite a material/reflection mismatch (``--force``).
-    figures_dir
-        Write PNG figures into this folder (``--figures``).
+    {{figures_dir}}
     publish, client, raw_uid
         Also publish to ``/processed`` of ``client`` (``--publish``), beside ``raw_uid`` (default: the results'
         raw run).
@@ -1002,7 +1202,7 @@ def polarization_maps(results: str | Path, *, material: str, hkl: tuple[float, f
             key = str(node.item["id"])
         return Polarization(maps=maps, path=out, group=group, summary=summary(maps),
                             figures=tuple(Path(f) for f in figures), published_key=key,
-                            warning=str(note) if note else None)
+                            warning=str(note) if note else None, raw_uid=uid)
 
 
 # ------------------------------------------------------------------------------------------ FP-DFXM
@@ -1049,16 +1249,30 @@ class FPReconstruction:
     published_key: str | None
     """Key in ``/processed`` (None with ``publish=False``)."""
     figures: tuple[Path, ...]
+    published_uri: str | None = None
+    """The published node's URL (None with ``publish=False``)."""
+
+    def lines(self) -> list[str]:
+        """What ``pxm fp-reconstruct`` prints: frames, time and error, Zernikes, misalignment, figures, the URL."""
+        out = self.result
+        m = out.misalignment
+        return [f"reconstructed {out.data.frames.shape[0]} frames in {out.elapsed_s:.1f} s, final error "
+                f"{out.result.error_history[-1]:.4g}",
+                "Zernikes (rad): " + ", ".join(f"Z{j} {c:+.3f}" for j, c in out.result.zernike_rad.items()),
+                f"defocus {m.defocus_m * 1e6:+.2f} µm, astigmatism {m.astigmatism_rad}, coma {m.coma_rad}, "
+                f"spherical {m.spherical_rad:+.3f} rad",
+                *(f"wrote {f}" for f in self.figures),
+                *([f"published {self.published_uri}"] if self.published_uri is not None else [])]
 
 
+@_shared_parameters
 def fp_reconstruct(client: Any, run_uid: str, *, iterations: int = 150, fixed_pupil: bool = False,
                    publish: bool = True, figures_dir: str | Path | None = None) -> FPReconstruction:
     """Zernike-EPRY reconstruction of a recorded ``fp_dfxm_scan`` run, published (``pxm fp-reconstruct``).
 
     Parameters
     ----------
-    client
-        The root client (:func:`connect`).
+    {{client}}
     run_uid
         uid of an ``fp_dfxm_scan`` run in ``/raw``.
     iterations
@@ -1067,8 +1281,7 @@ def fp_reconstruct(client: Any, run_uid: str, *, iterations: int = 150, fixed_pu
         Do not refine the pupil aberrations (``--fixed-pupil``).
     publish
         Publish to ``/processed`` (``--no-publish`` is False).
-    figures_dir
-        Write PNG figures into this folder (``--figures``).
+    {{figures_dir}}
 
     Returns
     -------
@@ -1091,11 +1304,171 @@ def fp_reconstruct(client: Any, run_uid: str, *, iterations: int = 150, fixed_pu
             from pxm.logbook_figures import fp_figures
 
             figures = fp_figures(figures_dir, out)
-        key = str(publish_fp_run(processed, run, out).item["id"]) if publish else None
-        return FPReconstruction(result=out, published_key=key, figures=tuple(Path(f) for f in figures))
+        node = publish_fp_run(processed, run, out) if publish else None
+        return FPReconstruction(result=out, published_key=str(node.item["id"]) if node is not None else None,
+                                figures=tuple(Path(f) for f in figures),
+                                published_uri=str(node.uri) if node is not None else None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ferroelectric:
+    """What :func:`simulate_ferroelectric` ran and found."""
+
+    result: Any
+    """:class:`pxm.ferroelectric.FerroelectricChainResult`: ``uids`` and ``fp_keys`` per variant, ``fp`` (each
+    scan's reconstruction), ``maps`` (merged :class:`pxm.polarization.PolarizationMaps`), ``variant_label``,
+    ``source_scan``, ``ambiguity``, ``polarization_key``, ``elapsed_s`` and the simulator's ``truth``."""
+    figures: tuple[Path, ...]
+    """PNG figures written (``figures_dir``)."""
+
+    @property
+    def uids(self) -> dict[str, str]:
+        """Raw run uid per scanned variant (``c``, ``a``)."""
+        return dict(self.result.uids)
+
+    @property
+    def polarization_key(self) -> str:
+        """Key of the merged polarization maps in ``/processed``."""
+        return str(self.result.polarization_key)
+
+
+@_shared_parameters
+def simulate_ferroelectric(server: TiledService | None = None, *, n_px: int = 32, grid: int = 5, step_px: int = 6,
+                           kind: str = "rock_roll", iterations: int = 150, seed: int = 6, material: str = "BaTiO3",
+                           stress_bump_mpa: float = 60.0, figures_dir: str | Path | None = None,
+                           tiled_uri: str | None = None, api_key: str | None = None,
+                           data_dir: str | Path = "pxm-data") -> Ferroelectric:
+    """Run ``pxm dfxm-demo --ferroelectric``: c/a-domain film → two FP-DFXM scans → polarization maps in Tiled.
+
+    One :func:`plans.fp_dfxm_scan` per domain variant (2θ set for its stress-free lattice), each reconstructed
+    and published, inverted with the one-reflection LGD model and merged; the polarization maps go to
+    ``/processed`` beside both raw runs (docs/polarization.md). The command's job,
+    :func:`pxm.ferroelectric.run_ferroelectric_job`, with its defaults.
+
+    Parameters
+    ----------
+    {{server}}
+    n_px, grid, step_px, kind, iterations, seed
+        Each FP scan's ``--n-px``, ``--grid`` (n × n diversity grid), ``--step-px``, ``--kind``, Zernike-EPRY
+        sweeps (``--iterations``) and ``--seed``.
+    material
+        LGD coefficient set (``--material``).
+    stress_bump_mpa
+        Peak elastic stress along ĝ in the film (``--stress-bump-mpa``).
+    {{figures_dir}}
+    {{remote_server}}
+
+    Returns
+    -------
+    Ferroelectric
+        The chain's result (runs, reconstructions, merged maps, keys, truth) and the figures.
+    """
+    from pxm.catalog import ensure_layout
+    from pxm.datadir import private_files
+    from pxm.dfxm import DFXMDemoOptions
+    from pxm.ferroelectric import FerroelectricDemoOptions, run_ferroelectric_job
+    from pxm.logbook_figures import check_figures_dir
+
+    with _as_pxm_error("dfxm-demo"):
+        check_figures_dir(figures_dir)
+        opts = FerroelectricDemoOptions(fp=DFXMDemoOptions(n_px=n_px, n_side=grid, step_px=step_px, kind=kind,
+                                                           iterations=iterations, seed=seed),
+                                        material=material, stress_bump_pa=stress_bump_mpa * 1e6)
+        cfg, client = _beamtime_target(server, tiled_uri, api_key, data_dir, "dfxm-demo")
+        raw, processed = ensure_layout(client)
+        with private_files():                           # detector files, JSONL: the user's only (as the command)
+            res, figures = run_ferroelectric_job(raw, processed, cfg.raw_path, cfg.data_dir / "documents", opts,
+                                                 figures_dir=figures_dir, log=lambda *a, **k: None)
+        return Ferroelectric(result=res, figures=tuple(figures))
+
+
+# ------------------------------------------------------------------------------------------ general geometry
+@dataclass(frozen=True, kw_only=True)
+class GeometryBeamtime:
+    """What :func:`simulate_general_geometry` ran and scored."""
+
+    summary: dict[str, Any]
+    """The command's JSON line: ``geometry``, ``uid`` (the run in ``/raw``; not with ``one_process``), ``n_frames``,
+    ``frame_px``, ``recon_shape``, times (s), ``truth``, ``strain_rmse``, ``tilt_x_rmse_rad``, ``tilt_y_rmse_rad``,
+    ``strain_median``, ``n_voxels``, ``r_factors``; with ``one_process`` also ``dataset``, ``diffractometer`` and
+    ``control_without_e2_shear`` (the same file reconstructed without the rocking direction's e2 shear)."""
+
+    @property
+    def uid(self) -> str | None:
+        """The Bragg run's uid in ``/raw`` (None with ``one_process``)."""
+        return self.summary.get("uid")
+
+    @property
+    def strain_rmse(self) -> float:
+        """Strain RMSE against the simulator's truth in the lit crystal (reflection frame)."""
+        return float(self.summary["strain_rmse"])
+
+    def lines(self) -> list[str]:
+        """The verdict lines ``pxm demo --geometry NAME`` prints after the JSON line."""
+        from pxm.geometry_demo import closing_lines_general
+
+        return closing_lines_general(self.summary)
+
+
+@_shared_parameters
+def simulate_general_geometry(server: TiledService | None = None, *, geometry: str, n_raster: int = 3,
+                              n_angles: int = 10, roi_px: int | tuple[int, int] = 20, seed: int = 2021,
+                              one_process: bool = False, tiled_uri: str | None = None, api_key: str | None = None,
+                              data_dir: str | Path = "pxm-data") -> GeometryBeamtime:
+    """Run ``pxm demo --geometry NAME``: a small Bragg-ptychography beamtime in a general diffractometer geometry.
+
+    Sim six-circle devices in the geometry run ``raster_rocking_scan`` under the RunEngine into ``/raw``; the run
+    is exported, reconstructed (known probe) and its strain and tilts scored against the simulator's truth
+    (:func:`pxm.geometry_demo.run_general_beamtime`, as the command). With ``one_process`` the science chain
+    alone, without Bluesky/Tiled (``--one-process``: :func:`pxm.geometry_demo.run_general_geometry_demo`).
+
+    Parameters
+    ----------
+    {{server}}
+    geometry
+        ``asymmetric-in-plane`` or ``asymmetric-out-of-plane`` (``--geometry``; docs/geometry.md).
+    n_raster, n_angles, roi_px, seed
+        ``--raster``, ``--angles`` (of 0.012°), ``--roi`` (one side, or equal (rows, cols)), ``--seed``.
+    one_process
+        Simulate, write ``DATA_DIR/geometry-NAME/dataset.h5``, reconstruct and score in this process
+        (``--one-process``); ``server`` and ``tiled_uri`` are then not used (give none).
+    {{remote_server}}
+
+    Returns
+    -------
+    GeometryBeamtime
+        The summary the command prints (``.summary``, ``.uid``, ``.strain_rmse``) and its verdict ``.lines()``.
+    """
+    with _as_pxm_error("demo"):
+        if geometry == "symmetric":
+            raise ValueError("geometry 'symmetric' is pxm demo's own beamtime: call pxm.simulate_beamtime, or choose "
+                             "asymmetric-in-plane or asymmetric-out-of-plane")
+        from pxm.geometry_demo import (
+            GeneralDemoOptions,
+            run_general_beamtime,
+            run_general_geometry_demo,
+            square_roi_px,
+        )
+
+        opts = GeneralDemoOptions(geometry=geometry, seed=seed, n_raster=n_raster, n_angles=n_angles,
+                                  roi_px=square_roi_px(roi_px))
+        if one_process:
+            if server is not None or tiled_uri is not None:
+                raise ValueError("one_process=True runs without Bluesky/Tiled; give no server or tiled_uri")
+            return GeometryBeamtime(summary=run_general_geometry_demo(opts, Path(data_dir) / f"geometry-{geometry}"))
+        from pxm.catalog import ensure_layout
+        from pxm.datadir import private_files
+
+        cfg, client = _beamtime_target(server, tiled_uri, api_key, data_dir, "demo")
+        raw, _ = ensure_layout(client)
+        with private_files():                           # detector files, JSONL: the user's only (as the command)
+            return GeometryBeamtime(summary=run_general_beamtime(opts, raw_catalog=raw, raw_dir=cfg.raw_path,
+                                                                 documents_dir=cfg.data_dir / "documents",
+                                                                 log=lambda *a, **k: None))
 
 
 # ------------------------------------------------------------------------------------------ live consumer
+@_shared_parameters
 def live_consumer(*, zmq: str | None = None, nats: str | None = None, client: Any = None, publish: bool = True,
                   once: bool = True, stream: str = "bluesky", subject: str = "events.>", iterations: int = 6,
                   ml: int = 0, figures_dir: str | Path | None = None, live_engine: bool = True,
@@ -1120,14 +1493,10 @@ def live_consumer(*, zmq: str | None = None, nats: str | None = None, client: An
         False: listen until interrupted (KeyboardInterrupt).
     stream, subject
         JetStream stream and subject filter (``--stream``, ``--subject``; ``nats`` only).
-    iterations, ml
-        ePIE sweeps and ML iterations of the live recipe (``--iterations``, ``--ml``; defaults 6 and 0).
-    figures_dir
-        Write PNG figures into this folder (``--figures``).
-    live_engine
-        Reconstruct while frames arrive (False: assemble only, reconstruct after the stop).
-    backend
-        ``auto``, ``numpy`` or ``cupy``.
+    {{live_recipe}}
+    {{figures_dir}}
+    {{live_engine}}
+    {{backend}}
     timeout_s
         Limit on waiting for the final results after the run ended (``--timeout``).
 
@@ -1137,18 +1506,10 @@ def live_consumer(*, zmq: str | None = None, nats: str | None = None, client: An
         One summary per Bragg run: ``uid``, ``metrics`` (``n_frames_used``, ``final_cost``, ...),
         ``final_key`` in ``/processed``, ``missing_frames``.
     """
-    from pxm.catalog import ensure_layout
     from pxm.live.feed import consume_live
-    from pxm.live.options import LiveOptions, live_recipe
-    from pxm.live.router import LiveReconstructionCallback
 
     with _as_pxm_error("live-consumer"):
-        raw = processed = None
-        if client is not None:
-            raw, processed = ensure_layout(client)
-        options = LiveOptions(recipe=live_recipe(iterations, ml),
-                              figures_dir=Path(figures_dir) if figures_dir is not None else None,
-                              reconstruct_live=live_engine, backend=backend)
-        callback = LiveReconstructionCallback(processed=processed if publish else None, raw=raw, options=options)
+        _, callback = _live_callback(client, publish=publish, iterations=iterations, ml=ml, figures_dir=figures_dir,
+                                     live_engine=live_engine, backend=backend)
         return consume_live(callback, zmq=zmq, nats=nats, stream=stream, subject=subject, once=once,
                             timeout_s=timeout_s)

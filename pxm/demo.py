@@ -557,14 +557,13 @@ def _run_demo(server: TiledServerConfig, opts: DemoOptions, *, tiled_uri: str | 
                 for line in closing_lines(outcome, scores):
                     print(line)
         if opts.ferroelectric:
-            from pxm.ferroelectric import FerroelectricDemoOptions, print_chain_summary, run_ferroelectric_chain
+            from pxm.ferroelectric import FerroelectricDemoOptions, print_chain_summary, run_ferroelectric_job
 
             print("\nferroelectric FP-DFXM (c/a domains, one scan per variant) ...")
-            fe = run_ferroelectric_chain(raw, processed, server.raw_path, server.data_dir / "documents",
-                                         FerroelectricDemoOptions())
+            fe, fe_figures = run_ferroelectric_job(raw, processed, server.raw_path, server.data_dir / "documents",
+                                                   FerroelectricDemoOptions(),
+                                                   figures_dir=server.data_dir / "figures" / "ferroelectric")
             print_chain_summary(fe, uri=uri, key_file=key_file)
-            from pxm.logbook_figures import ferroelectric_figures
-
-            for path in ferroelectric_figures(server.data_dir / "figures" / "ferroelectric", fe):
+            for path in fe_figures:
                 print(f"    figure: {path}")
     return 0

@@ -34,7 +34,7 @@ from sim.ferroelectric import VARIANT_A, VARIANT_C, VARIANT_NONE
 __all__ = ["FerroelectricDemoOptions", "FerroelectricTruth", "VariantPolarization", "FerroelectricChainResult",
            "variant_direction", "variant_reference_strain", "sample_truth", "acquire_ferroelectric_runs",
            "polarization_from_fp_run", "classify_variant", "combine_variant_maps", "run_ferroelectric_chain",
-           "print_chain_summary", "run_ferroelectric_demo"]
+           "run_ferroelectric_job", "print_chain_summary", "run_ferroelectric_demo"]
 
 
 def variant_direction(variant: str) -> tuple[float, float, float]:
@@ -357,6 +357,24 @@ def run_ferroelectric_chain(raw: Any, processed: Any, raw_dir: Path, documents_d
                                                "inversion_s": t_inv, "total_s": time.perf_counter() - t0})
 
 
+def run_ferroelectric_job(raw: Any, processed: Any, raw_dir: Path, documents_dir: Path,
+                          opts: FerroelectricDemoOptions, *, figures_dir: str | Path | None = None,
+                          log: Any = print) -> tuple[FerroelectricChainResult, list[Path]]:
+    """The whole job of ``pxm dfxm-demo --ferroelectric`` (and ``pxm.simulate_ferroelectric``) in a Tiled session.
+
+    :func:`run_ferroelectric_chain`, then the logbook figures of both scans and the polarization maps in
+    ``figures_dir`` (:func:`pxm.logbook_figures.ferroelectric_figures`; none when None). Returns the chain's
+    result and the figures written.
+    """
+    res = run_ferroelectric_chain(raw, processed, raw_dir, documents_dir, opts, log=log)
+    figures: list[Path] = []
+    if figures_dir is not None:
+        from pxm.logbook_figures import ferroelectric_figures
+
+        figures = [Path(f) for f in ferroelectric_figures(Path(figures_dir), res)]
+    return res, figures
+
+
 def print_chain_summary(res: FerroelectricChainResult, *, uri: str, key_file: str | Path) -> None:
     """Print runs, |P| against the simulator's truth, the ambiguity report and where the results live.
 
@@ -388,7 +406,7 @@ def print_chain_summary(res: FerroelectricChainResult, *, uri: str, key_file: st
 
 def run_ferroelectric_demo(server: Any, opts: FerroelectricDemoOptions, *, tiled_uri: str | None = None,
                            figures_dir: Path | None = None) -> int:
-    """Start (or reach) Tiled, run :func:`run_ferroelectric_chain` and print where everything lives.
+    """Start (or reach) Tiled, run :func:`run_ferroelectric_job` and print where everything lives.
 
     ``figures_dir``: also write the logbook figures of both scans and the polarization maps there
     (:func:`pxm.logbook_figures.ferroelectric_figures`).
@@ -397,13 +415,10 @@ def run_ferroelectric_demo(server: Any, opts: FerroelectricDemoOptions, *, tiled
     from pxm.runengine import interrupt_between_scans
 
     with interrupt_between_scans(), tiled_session(server, tiled_uri) as session:   # Ctrl-C: docs/reliability.md
-        res = run_ferroelectric_chain(session.raw, session.processed, server.raw_path, server.data_dir / "documents",
-                                      opts)
+        res, figures = run_ferroelectric_job(session.raw, session.processed, server.raw_path,
+                                             server.data_dir / "documents", opts, figures_dir=figures_dir)
         key_file = write_key_file(server.data_dir, server.api_key)    # the key never goes on a printed line
         print_chain_summary(res, uri=session.uri, key_file=key_file)
-        if figures_dir is not None:
-            from pxm.logbook_figures import ferroelectric_figures
-
-            for path in ferroelectric_figures(figures_dir, res):
-                print(f"wrote {path}")
+        for path in figures:
+            print(f"wrote {path}")
     return 0

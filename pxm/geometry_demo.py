@@ -32,7 +32,8 @@ from sim.general_geometry import GeneralBraggSimulator
 from sim.probe import KBProbe
 from sim.sample import CrystalSample, HomogeneousDisplacement, Slab
 
-__all__ = ["GeneralDemoOptions", "run_general_geometry_demo", "run_general_beamtime", "closing_lines_general"]
+__all__ = ["GeneralDemoOptions", "square_roi_px", "run_general_geometry_demo", "run_general_beamtime",
+           "closing_lines_general"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +58,11 @@ class GeneralDemoOptions:
     n_epie: int = 100
     n_ml: int = 40
     seed: int = 2021
+    with_control: bool = True
+    """One-process route: also reconstruct without the rocking direction's e2 component (out-of-plane only)."""
+    angles_between: bool = False
+    """One-process route: centre the angles on the rocking circle's central angle as ``plans.rocking_angles_deg``
+    does (an even count then sits half a step off it, as in the beamtime route); False puts frame N//2 on it."""
 
     def __post_init__(self) -> None:
         if self.geometry not in GEOMETRY_PRESETS:
@@ -67,6 +73,22 @@ class GeneralDemoOptions:
         for name in ("rocking_step_deg", "detector_distance_m", "raster_step_m", "thickness_m", "peak_counts"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GeneralDemoOptions.{name} must be > 0, got {getattr(self, name)}")
+
+
+def square_roi_px(roi_px: int | tuple[int, int] | list[int]) -> int:
+    """The crop's side of the demo from ``--roi ROWS COLS`` (or one int).
+
+    Raises
+    ------
+    ValueError
+        ROWS != COLS: the demo simulates a square crop (the line names the fix).
+    """
+    if isinstance(roi_px, int):
+        return roi_px
+    rows, cols = (int(v) for v in roi_px)
+    if rows != cols:
+        raise ValueError(f"--roi {rows} {cols}: the --geometry demo simulates a square crop; give equal ROWS and COLS")
+    return rows
 
 
 def _raster_m(n_side: int, step_m: float, rng: np.random.Generator) -> np.ndarray:
@@ -88,6 +110,12 @@ def _section_probe(sim: GeneralBraggSimulator, g: BraggGeometry) -> np.ndarray:
     return p2 / np.abs(p2).max()                 # the ρ/P scale is free: the engine matches it to the data
 
 
+def _surface_normal(g: BraggGeometry) -> tuple[float, float, float]:
+    """The slab normal of the demo's crystal in the sample frame: the diffractometer's surface normal."""
+    n = g.frame.surface_normal if g.frame is not None else (0.0, 0.0, 1.0)
+    return (float(n[0]), float(n[1]), float(n[2]))
+
+
 def _scenario(opts: GeneralDemoOptions) -> tuple[Any, BraggGeometry, dict[str, float], GeneralBraggSimulator]:
     """(diffractometer, geometry, truth, simulator) of the demo: a strained, tilted slab parallel to the surface."""
     d = GEOMETRY_PRESETS[opts.geometry](rocking_step_deg=opts.rocking_step_deg,
@@ -106,9 +134,20 @@ def _scenario(opts: GeneralDemoOptions) -> tuple[Any, BraggGeometry, dict[str, f
     return d, g, truth, sim
 
 
-def _demo_recipe(opts: GeneralDemoOptions) -> Any:
-    """Known probe, seed schedule scaled to ``n_epie`` + ``n_ml``, slab thickness for the sampling check."""
+def _demo_recipe(opts: GeneralDemoOptions, surface_normal: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> Any:
+    """Known probe, seed schedule scaled to ``n_epie`` + ``n_ml``, the support resolved from the demo's sample.
+
+    As ``pxm reconstruct`` does with a dataset's ``/sample`` (:func:`analysis.bragg.recipes.resolve_sample`): the
+    slab schedule scaled to the crystal's thickness (T/1.4T/1.8T) and normal to the sample's surface
+    (``surface_normal``, sample frame), T for the sampling check. The seed's 0.5–0.9 µm slab tilted 5.5°/−2°
+    left a 0.25 µm crystal free over most of the r3 box: strain RMSE 2–3× higher, and 1.6× higher again for
+    an even count of angles centred between two (docs/benchmarks.md, issue 19, "The even-angle gap").
+    """
+    from analysis.bragg.recipes import resolve_sample
+
     recipe = with_fixed_probe(scaled_recipe(seed_recipe(), n_epie_iterations=opts.n_epie, n_ml_iterations=opts.n_ml))
+    recipe = resolve_sample(recipe, recipe_name="demo-known-probe",
+                            sample={"thickness_m": opts.thickness_m, "surface_normal_lab": list(surface_normal)})
     return dataclasses.replace(recipe, sampling_thickness_m=opts.thickness_m, background_init=0.0)
 
 
@@ -140,7 +179,8 @@ def run_general_geometry_demo(opts: GeneralDemoOptions, out_dir: Path) -> dict[s
     rng = np.random.default_rng(opts.seed)
     d, g, truth, sim = _scenario(opts)
     stage = _raster_m(opts.n_raster, opts.raster_step_m, rng)
-    offsets = (np.arange(opts.n_angles) - opts.n_angles // 2) * d.rocking_step_deg
+    mid_index = (opts.n_angles - 1) / 2 if opts.angles_between else opts.n_angles // 2
+    offsets = (np.arange(opts.n_angles) - mid_index) * d.rocking_step_deg
     t0 = time.perf_counter()
     amp2 = np.stack([np.stack([np.abs(sim.amplitude(stage_xyz_m=tuple(s), rocking_offset_deg=float(a))) ** 2
                                for a in offsets]) for s in stage])
@@ -156,7 +196,7 @@ def run_general_geometry_demo(opts: GeneralDemoOptions, out_dir: Path) -> dict[s
         provenance={"simulator": "sim.general_geometry.GeneralBraggSimulator", "geometry_preset": opts.geometry}))
     ds = read_dataset(dataset_path)
     stage_r, offsets_r = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, ds.geometry)
-    recipe = _demo_recipe(opts)
+    recipe = _demo_recipe(opts, _surface_normal(g))
 
     def reconstruct(geometry: BraggGeometry) -> dict[str, Any]:
         rec = Reconstruction(geometry, ds.frames, ds.detector_mask, stage_r, offsets_r, _section_probe(sim, geometry),
@@ -174,7 +214,7 @@ def run_general_geometry_demo(opts: GeneralDemoOptions, out_dir: Path) -> dict[s
         "dataset": str(dataset_path), "simulate_s": round(t_sim, 1), "reconstruct_s": round(t_rec, 1),
         "truth": truth, **scores}
     gf = ds.geometry.frame
-    if gf is not None and abs(gf.rocking_direction[1]) > 1e-6:
+    if opts.with_control and gf is not None and abs(gf.rocking_direction[1]) > 1e-6:
         u1, _, u3 = gf.rocking_direction
         un = math.hypot(u1, u3)
         wrong = dataclasses.replace(ds.geometry, frame=dataclasses.replace(gf, rocking_direction=(u1 / un, 0.0,
@@ -231,7 +271,7 @@ def run_general_beamtime(opts: GeneralDemoOptions, *, raw_catalog: Any, raw_dir:
     t1 = time.perf_counter()
     ds = run_to_dataset(raw_catalog[uid])
     scan = BraggScan.from_dataset(ds)
-    recipe = _demo_recipe(opts)
+    recipe = _demo_recipe(opts, _surface_normal(g))
     probe = _section_probe(sim, recipe_geometry(scan.geometry, recipe))
     outcome = reconstruct(scan, recipe, probe, options=PipelineOptions(execution=Execution(backend="numpy")),
                           recipe_name="demo-known-probe", probe_source="simulator (known probe)")

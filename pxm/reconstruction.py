@@ -42,12 +42,15 @@ from analysis.bragg.outcome import (
     write_outcome,
 )
 from analysis.bragg.pipeline import (
+    DEFAULT,
     THIN_LAYER,
     PipelineOptions,
     TruthObject,
     convergence_metrics,
     free_cost_metrics,
+    lattice_route_reason,
     recipe_geometry,
+    reconstruct_default,
     reconstruct_thin_layer,
     run_metrics,
 )
@@ -309,9 +312,26 @@ def reconstruct_dataset(dataset: BraggDataset | DatasetShare, *, recipe: Recipe,
                                       lattice_probe_geometry=None if fine is None else scan.geometry,
                                       options=options.pipeline_options(from_file=True), recipe_name=recipe_name,
                                       probe_source=f"{source}, held fixed", checkpoint=checkpoint)
-    return _reconstruct(scan, recipe, p2, comm=comm, options=options.pipeline_options(from_file=probe_file is not None),
-                        recipe_name=recipe_name, probe_source=source, truth_object=truth_object,
-                        checkpoint=checkpoint)
+    popts = options.pipeline_options(from_file=probe_file is not None)
+    if recipe_name == DEFAULT:                          # the exact model where it applies (docs/recipes.md)
+        reason = ("--fsc/--prtf (they need the grid route's iterations)" if options.fsc or options.prtf_runs
+                  else lattice_route_reason(scan, probe_known=probe_file is not None, comm=comm))
+        if reason is None:
+            p2_u1 = initial_probe(dataclasses.replace(scan.geometry, upsampling=1), probe_file=probe_file,
+                                  options=options)[0]
+            return reconstruct_default(scan, recipe, p2, lattice_probe_u1=p2_u1, options=popts,
+                                       recipe_name=recipe_name, probe_source=source, truth_object=truth_object,
+                                       checkpoint=checkpoint)
+        route = {"route": "grid", "route_line": f"route: grid (lattice route not run: {reason})"}
+
+        def with_route(o: Outcome) -> Any:              # the route is in the results from the first write
+            return None if checkpoint is None else checkpoint(dataclasses.replace(o, metrics={**o.metrics, **route}))
+
+        out = _reconstruct(scan, recipe, p2, comm=comm, options=popts, recipe_name=recipe_name, probe_source=source,
+                           truth_object=truth_object, checkpoint=with_route)
+        return dataclasses.replace(out, metrics={**out.metrics, **route})
+    return _reconstruct(scan, recipe, p2, comm=comm, options=popts, recipe_name=recipe_name, probe_source=source,
+                        truth_object=truth_object, checkpoint=checkpoint)
 
 
 def prtf_reconstructions(geometry: BraggGeometry, inputs: dict[str, Any], probe_p2: np.ndarray, recipe: Recipe,

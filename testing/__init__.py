@@ -28,6 +28,11 @@ the package (``pip install -e .``), so no ``PYTHONPATH`` is needed:
 * :mod:`testing.fp_dfxm_problem`: the small FP-DFXM geometry and angle grid of the FP-DFXM solver tests;
 * :mod:`testing.recipe_quality`: the data sets and the runner of "quality by recipe" (a recipe scored against
   the truth along the run: best and last state).
+* :mod:`testing.ptypy_subset`: the 3-position ptypy Bragg3dSimScan subset (``tests/data``) as a pxm problem,
+  and its import with ``pxm import-ptypy-bragg``;
+* :mod:`testing.process_faults`: what a JSONL copy holds so far, waiting for a process's n-th run to reach
+  some frames and signalling it, and the orphaned-server check (the process-level fault tests);
+* :mod:`testing.pytest_threads`: a pytest plugin giving each pytest-xdist worker its share of the cores.
 
 Runtime code (``pxm``, ``plans``, ``devices``, ``sim``, ``analysis``) must not import this package: an
 import-linter contract in ``pyproject.toml`` forbids it. Pytest fixtures stay in ``tests/conftest.py``.

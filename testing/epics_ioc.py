@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -278,6 +279,21 @@ class IOCProcess:
 
 
 @contextmanager
+def environ_set(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` in ``os.environ`` until the block ends, then restore each one (or remove it if unset)."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
 def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s: float = 30.0,
               general: bool = False) -> Iterator[IOCProcess]:
     """Run :class:`BeamlineIOC` (``general``: :class:`GeneralBeamlineIOC`) as ``python -m testing.epics_ioc``
@@ -296,9 +312,7 @@ def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s:
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_timeout_s
-        saved = {k: os.environ.get(k) for k in environment}
-        os.environ.update(environment)          # caproto's sync client reads the CA variables from here
-        try:
+        with environ_set(environment):          # caproto's sync client reads the CA variables from here
             while True:
                 if proc.poll() is not None:
                     log.seek(0)
@@ -311,12 +325,6 @@ def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"IOC at {prefix} did not answer within {startup_timeout_s} s "
                                            f"({exc!r})") from None
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         yield IOCProcess(prefix=prefix, environment=dict(environment), process=proc)
     finally:
         proc.terminate()
@@ -326,6 +334,64 @@ def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+
+@contextmanager
+def loopback_ioc(prefix_stem: str, *, general: bool = False) -> Iterator[IOCProcess]:
+    """An IOC process on two free loopback ports with a fresh PV prefix, this process's CA client pointed at it.
+
+    Parameters
+    ----------
+    prefix_stem
+        The start of the PV prefix (``"PXMT"`` gives e.g. ``"PXMT3F9A0C:"``): each IOC's PV names are unique, so
+        no CA client can reach another test's IOC.
+    general
+        Serve :class:`GeneralBeamlineIOC` (six-circle and FP-DFXM axes) instead of :class:`BeamlineIOC`.
+
+    The CA variables of :func:`loopback_ca_environment` are set in ``os.environ`` until the block ends (ophyd's
+    and caproto's clients read them there), then restored.
+    """
+    server_port = free_loopback_port()
+    repeater_port = free_loopback_port()
+    while repeater_port == server_port:
+        repeater_port = free_loopback_port()
+    env = loopback_ca_environment(server_port, repeater_port)
+    prefix = f"{prefix_stem}{uuid.uuid4().hex[:6].upper()}:"
+    with environ_set(env), ca_repeater(env), serve_ioc(prefix, env, general=general) as proc:
+        yield proc
+
+
+@contextmanager
+def ca_repeater(environment: Mapping[str, str], *, startup_timeout_s: float = 10.0) -> Iterator[None]:
+    """A CA repeater on ``EPICS_CA_REPEATER_PORT`` of ``environment`` until the block ends.
+
+    A CA client spawns a repeater when none answers on its port and leaves it running after the tests; one
+    started here first is found by the client (no spawn) and stopped when the block ends.
+    """
+    from caproto.sync.repeater import RepeaterAlreadyRunning, check_for_running_repeater
+
+    port = int(environment["EPICS_CA_REPEATER_PORT"])
+    proc = subprocess.Popen([sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
+                            env={**os.environ, **environment}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            try:
+                check_for_running_repeater(("0.0.0.0", port)).close()
+            except RepeaterAlreadyRunning:
+                break                           # bound: ours is serving
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"CA repeater on UDP {port} did not start (exit {proc.poll()})")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

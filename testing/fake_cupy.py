@@ -79,6 +79,10 @@ def install(monkeypatch: Any) -> tuple[types.ModuleType, Transfers]:
     return mods["cupy"], transfers
 
 
+_DEVICE_BOOL = frozenset({"array_equal", "array_equiv", "allclose"})
+"""Functions NumPy answers with a Python bool and CuPy with a 0-d device array."""
+
+
 def build() -> tuple[dict[str, types.ModuleType], Transfers]:
     """The stand-in modules (not installed) and their transfer counters."""
     tr = Transfers()
@@ -322,9 +326,20 @@ def build() -> tuple[dict[str, types.ModuleType], Transfers]:
     pool = types.SimpleNamespace(used_bytes=lambda: 0, total_bytes=lambda: 0, free_all_blocks=lambda: None)
     cupy.get_default_memory_pool = lambda: pool
 
+    def ascontiguousarray(a: Any, dtype: Any = None) -> Any:
+        """As CuPy: ``a`` itself when it is already C-contiguous (and of ``dtype``), else a contiguous copy."""
+        if isinstance(a, ndarray) and a._a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a._a.dtype):
+            return a
+        return device_function("ascontiguousarray", np.ascontiguousarray)(a, dtype=dtype)
+
     def module_getattr(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name == "ascontiguousarray":
+            return ascontiguousarray
+        if name in _DEVICE_BOOL:                    # CuPy returns a 0-d device array: bool() of it is a host sync
+            numpy_fn = getattr(np, name)
+            return device_function(name, lambda *a, **k: np.asarray(numpy_fn(*a, **k)))
         attr = getattr(np, name)
         if isinstance(attr, (type, np.dtype)) or not callable(attr):
             return attr

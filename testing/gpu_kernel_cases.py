@@ -48,10 +48,14 @@ def kernel_cases(rng: np.random.Generator, z: CaseSizes | None = None) -> list[t
     tw = twiddles(z.nm)
     sup = rng.random(z.obj) < 0.6
     cases: list[tuple[str, tuple[Any, ...]]] = [
-        ("pxm_shifted_spectrum", (_c64(rng, z.n2, z.n3), np.zeros((z.n2, z.n3), np.complex64), I32(z.n2),
+        ("pxm_shifted_spectrum", (_c64(rng, z.n2, z.n3), np.zeros((z.n2, z.n3), np.complex64), I32(1), I32(z.n2),
                                   I32(z.n3), F64(0.3), F64(-0.7), F32(0.25))),
+        ("pxm_shifted_spectrum", (_c64(rng, 2, z.n2, z.n3), np.zeros((2, z.n2, z.n3), np.complex64), I32(2),
+                                  I32(z.n2), I32(z.n3), F64(-0.6), F64(0.2), F32(0.5))),
         ("pxm_extrude", (_c64(rng, z.n2, z.n3), _c64(rng, z.n1p, z.n3), np.zeros((z.n1p, z.n2, z.n3), np.complex64),
-                         *dims)),
+                         I32(1), *dims)),
+        ("pxm_extrude", (_c64(rng, 2, z.n2, z.n3), _c64(rng, z.n1p, z.n3),
+                         np.zeros((2, z.n1p, z.n2, z.n3), np.complex64), I32(2), *dims)),
 
         ("pxm_project", (_c64(rng, z.n1p, z.n2, z.n3), _c64(rng, z.n1p, z.n3), np.zeros((z.n2, z.n3), np.complex64),
                          *dims)),
@@ -66,7 +70,7 @@ def kernel_cases(rng: np.random.Generator, z: CaseSizes | None = None) -> list[t
                                              *off)))
     crop = (z.n1, z.n2, z.nm)
     for poisson, use_kept, write_kept, write_chi in ((0, 0, 1, 1), (1, 0, 0, 1), (0, 1, 0, 1), (1, 0, 1, 0)):
-        cases.append(("pxm_data_term", (_c64(rng, z.n1p, z.n2, z.nm), _c64(rng, *crop),
+        cases.append(("pxm_data_term", (_c64(rng, z.n1p, z.n2, z.nm), _c64(rng, *crop), _c64(rng, z.n1p, z.n2, z.nm),
                                         (rng.random(crop) * 4 + 0.1).astype(np.float32), rng.random(crop) < 0.8,
                                         np.arange(z.nm) % 3 != 1, rng.random(crop).astype(np.float32),
                                         np.array([0.25]), I32(z.n1p), I32(z.n2), I32(z.nm), I32(z.n1), F64(0.7),

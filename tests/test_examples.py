@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow                        # eleven processes, ~200 s of CPU in all
+pytestmark = pytest.mark.slow                        # thirteen processes, ~260 s of CPU in all
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -27,6 +27,8 @@ STRAIN_RMSE_BOUND = 2e-4
 """Bound on example 03's strain RMSE against the simulator's truth (as the small demo's)."""
 ZERNIKE_ERROR_BOUND_RAD = 0.1
 """Bound on example 08's largest error of a retrieved Zernike coefficient (true ones 0.3-0.4 rad)."""
+POLARIZATION_RMS_BOUND_C_PER_M2 = 2.5e-3
+"""Bound on example 12's |P| error against the LGD truth: 1 % of Ps (tests/system/test_ferroelectric_tiled.py)."""
 
 
 def _run(name: str, work: Path) -> str:
@@ -82,7 +84,8 @@ def test_every_example_is_tested():
     assert scripts == {"01_simulate_beamtime.py", "02_export_and_reconstruct.py", "03_reconstruct_dataset_strain.py",
                        "04_publish_and_read_back.py", "05_replay_recorded_run.py", "06_probe_from_spiral.py",
                        "07_recover_after_outage.py", "08_fp_dfxm.py", "09_polarization.py",
-                       "10_exchange_formats.py", "11_live_consumer.py"}
+                       "10_exchange_formats.py", "11_live_consumer.py", "12_ferroelectric.py",
+                       "13_general_geometry.py"}
 
 
 def test_02_export_and_reconstruct(work):
@@ -144,6 +147,8 @@ def test_09_polarization(work):
 
 def test_10_exchange_formats(work):
     out = _run("10_exchange_formats.py", work)
+    assert re.search(r"wrote \S+scan\.cxi: NXcxi_ptycho \(CXI 160\), 153 frames 32×32", out), out
+    assert "read pxm: grid layout, frames (9, 17, 32, 32)" in out
     assert _number(r"max \|frames - original\| = (\S+),", out) == 0 and "same geometry: True" in out
     assert re.search(r"wrote \S+results\.vti: VTK ImageData", out), out
 
@@ -152,3 +157,19 @@ def test_11_live_consumer(work):
     out = _run("11_live_consumer.py", work)
     assert _number(r"live: run \S+: (\d+) of \d+ frames used", out) == N_FRAMES
     assert "status complete" in out
+
+
+def test_12_ferroelectric(work):
+    out = _run("12_ferroelectric.py", work)
+    assert re.search(r"c variant: run \S+, 9 frames", out) and re.search(r"a variant: run \S+, 9 frames", out), out
+    assert _number(r"\|P\| error vs truth: rms (\S+) C/m", out) < POLARIZATION_RMS_BOUND_C_PER_M2
+    assert _number(r"c/a label right on (\S+)% ", out) > 95
+    assert _number(r"max \|published - computed\| = (\S+) C/m", out) < 1e-6
+
+
+def test_13_general_geometry(work):
+    out = _run("13_general_geometry.py", work)
+    true = _number(r"found for (\S+) true", out)
+    assert _number(r"RMSE (\S+) in \d+ lit voxels", out) < 0.25 * true             # the strain is recovered
+    assert "rocking circle eta" in out and "frames (90, 20, 20)" in out            # 3 x 3 raster x 10 angles
+    assert "'delta': 80.0" in out                                                  # the circles as driven

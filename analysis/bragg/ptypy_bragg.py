@@ -317,12 +317,19 @@ class LatticeTransfer:
         a, c = self.box_start_vox
         return np.asarray(obj)[a:a + n1p, :, c:c + n3].astype(np.complex128)
 
-    def grid_to_lattice(self, obj: np.ndarray, *, beam_shift_m: float = 0.0) -> np.ndarray:
-        """ρ on the object grid → (N3, N1, NO2) lattice values (r3, r1, r2); optionally ρ(r + t k̂_i) first."""
+    def grid_to_lattice(self, obj: np.ndarray, *, beam_shift_m: float = 0.0,
+                        shift_lab_m: np.ndarray | None = None) -> np.ndarray:
+        """ρ on the object grid → (N3, N1, NO2) lattice values (r3, r1, r2); optionally ρ(r + t k̂_i) first.
+
+        ``shift_lab_m`` δ (lab, metres): the values of ρ(r + δ) instead (a phase ramp on the transform, the inverse
+        of :meth:`lattice_to_grid`'s ``shift_lab_m``).
+        """
         g = self.geometry
         psi = self._op().forward(self._box(obj))                       # (N1, NO2, N3), centred m
         if beam_shift_m:
             psi = psi * np.exp(1j * self._q_dot(beam_shift_m * g.lab_axes()["k_in"]))
+        if shift_lab_m is not None:
+            psi = psi * np.exp(1j * self._q_dot(np.asarray(shift_lab_m, float)))
         n1 = g.n_rows_px
         flip = np.mod(n1 - np.arange(n1), n1)                          # f1 = −m1 (index n1 − r)
         spec = np.moveaxis(psi[flip], 2, 0)                            # (f3, f1, f2)

@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offsets", type=int, default=12, help="slab offsets tried per thickness (default 12)")
     p.add_argument("--search-iterations", type=int, default=20, help="map iterations per slab (default 20)")
     p.add_argument("--iterations", type=int, default=60, help="map iterations on the chosen slab (default 60)")
+    p.add_argument("--score", choices=("auto", "r_factor", "likelihood"), default="auto",
+                   help="what ranks the slabs: the maps' R-factor, the Poisson likelihood, or auto (likelihood at low "
+                        "counts; docs/recipes.md)")
+    p.add_argument("--ml-iterations", type=int, default=50, metavar="N",
+                   help="Poisson likelihood (L-BFGS) iterations refining the result of photon-count data (default 50)")
     p.set_defaults(func=cmd_reconstruct_thin_layer)
 
     p = sub.add_parser("probe", help="forward ptychography of a spiral run → probe file")
@@ -293,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pxm`` command."""
+    from pxm.api import PxmError  # what the pxm.api functions the handlers call raise
     from pxm.recipe_args import one_line_warnings
 
     args = build_parser().parse_args(argv)
@@ -306,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         print(f"pxm {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
-    except (ValueError, ConnectionError, RuntimeError, TimeoutError, OSError) as exc:
+    except (ValueError, ConnectionError, RuntimeError, TimeoutError, OSError, PxmError) as exc:
         runengine = sys.modules.get("pxm.runengine")
         if runengine is not None and isinstance(exc, runengine.ScanInterrupted):   # stop document written
             print(f"pxm {args.command}: {exc}", file=sys.stderr)

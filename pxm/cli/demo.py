@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from pxm.cli._common import _server_config
 
@@ -58,16 +59,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return exc.exit_code
 
 
-def _general_demo_sizes(args: argparse.Namespace) -> dict[str, int]:
+def _general_demo_sizes(args: argparse.Namespace) -> dict[str, Any]:
     """The sizes given to ``pxm demo --geometry NAME`` (``--raster``, ``--angles``, ``--roi``; a square crop)."""
-    sizes = {}
+    sizes: dict[str, Any] = {}
     if args.raster is not None:
         sizes["n_raster"] = args.raster
     if args.angles is not None:
         sizes["n_angles"] = args.angles
     if args.roi is not None:
-        if args.roi[0] != args.roi[1]:
-            raise ValueError(f"--roi {args.roi[0]} {args.roi[1]}: the --geometry demo simulates a square crop; "
-                             "give equal ROWS and COLS")
-        sizes["roi_px"] = args.roi[0]
+        from pxm.geometry_demo import square_roi_px
+
+        sizes["roi_px"] = square_roi_px(args.roi)
     return sizes

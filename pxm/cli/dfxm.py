@@ -24,30 +24,13 @@ def cmd_dfxm_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_fp_reconstruct(args: argparse.Namespace) -> int:
-    """Reconstruct a recorded fp_dfxm_scan run; publish to /processed unless --no-publish."""
-    from analysis.dfxm import FPOptions
-    from pxm.catalog import connect, ensure_layout
-    from pxm.dfxm import publish_fp_run, reconstruct_fp_run
-    from pxm.logbook_figures import check_figures_dir
-    from pxm.run_export import find_run
+    """Reconstruct a recorded fp_dfxm_scan run; publish to /processed unless --no-publish
+    (:func:`pxm.api.fp_reconstruct`).
+    """
+    from pxm.api import connect, fp_reconstruct
 
-    check_figures_dir(args.figures)
-    raw, processed = ensure_layout(connect(args.tiled_uri, _need_key(args, "fp-reconstruct")))
-    run = find_run(raw, args.run)
-    out = reconstruct_fp_run(run, options=FPOptions(n_iterations=args.iterations,
-                                                    recover_pupil=not args.fixed_pupil))
-    m = out.misalignment
-    print(f"reconstructed {out.data.frames.shape[0]} frames in {out.elapsed_s:.1f} s, final error "
-          f"{out.result.error_history[-1]:.4g}")
-    print("Zernikes (rad): " + ", ".join(f"Z{j} {c:+.3f}" for j, c in out.result.zernike_rad.items()))
-    print(f"defocus {m.defocus_m * 1e6:+.2f} µm, astigmatism {m.astigmatism_rad}, coma {m.coma_rad}, "
-          f"spherical {m.spherical_rad:+.3f} rad")
-    if args.figures is not None:
-        from pxm.logbook_figures import fp_figures
-
-        for f in fp_figures(args.figures, out):
-            print(f"wrote {f}")
-    if not args.no_publish:
-        res = publish_fp_run(processed, run, out)
-        print(f"published {res.uri}")
+    got = fp_reconstruct(connect(args.tiled_uri, _need_key(args, "fp-reconstruct")), args.run,
+                         iterations=args.iterations, fixed_pupil=args.fixed_pupil, publish=not args.no_publish,
+                         figures_dir=args.figures)
+    print(*got.lines(), sep="\n")
     return 0

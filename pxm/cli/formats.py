@@ -1,8 +1,8 @@
 """``pxm export-cxi``, ``pxm import-cxi``, ``pxm export-vtk``: exchange formats (``docs/interop.md``).
 
-:func:`add_format_commands` registers the three sub-commands on ``pxm``'s parser; errors are
-``ValueError`` lines that ``pxm.cli.main`` prints as ``pxm <command>: error: …`` with exit status 1
-(usage errors: argparse, status 2).
+:func:`add_format_commands` registers the three sub-commands on ``pxm``'s parser; each handler parses, calls
+its :mod:`pxm.api` function and prints. Errors are :class:`pxm.PxmError` lines that ``pxm.cli.main`` prints as
+``pxm <command>: error: …`` with exit status 1 (usage errors: argparse, status 2).
 """
 
 from __future__ import annotations
@@ -44,38 +44,25 @@ def add_format_commands(sub: Any) -> None:
 
 
 def cmd_export_cxi(args: argparse.Namespace) -> int:
-    """``pxm export-cxi DATASET -o F.cxi``: write, then check the file against NXcxi_ptycho."""
-    from analysis.cxi_nexus import check_nxcxi_ptycho, export_cxi_dataset
-    from analysis.dataset import read_dataset
+    """``pxm export-cxi DATASET -o F.cxi``: :func:`pxm.api.export_cxi` (write, then check against NXcxi_ptycho)."""
+    from pxm.api import export_cxi
 
-    ds = read_dataset(args.dataset)
-    export_cxi_dataset(args.output, ds)
-    problems = check_nxcxi_ptycho(args.output)
-    if problems:
-        raise RuntimeError(f"{args.output}: written but not NXcxi_ptycho: {'; '.join(problems)}")
-    n = int(ds.frames.reshape((-1,) + ds.frames.shape[-2:]).shape[0])
-    print(f"wrote {args.output}: NXcxi_ptycho (CXI 160), {n} frames {ds.frames.shape[-2]}×{ds.frames.shape[-1]}, "
-          f"{ds.layout} layout; required fields present")
+    print(*export_cxi(args.dataset, args.output).lines(), sep="\n")
     return 0
 
 
 def cmd_import_cxi(args: argparse.Namespace) -> int:
-    """``pxm import-cxi F.cxi -o DATASET.h5``."""
-    from analysis.cxi_nexus import import_cxi_dataset
-    from analysis.dataset import write_dataset
+    """``pxm import-cxi F.cxi -o DATASET.h5``: :func:`pxm.api.import_cxi`."""
+    from pxm.api import import_cxi
 
-    summary = import_cxi_dataset(args.source, upsampling=args.upsampling, d_spacing_m=args.d_spacing_m)
-    write_dataset(args.output, summary.dataset)
-    for line in summary.lines():
-        print(line)
-    print(f"wrote {args.output}; next: pxm reconstruct {args.output} -o results.h5")
+    summary = import_cxi(args.source, args.output, upsampling=args.upsampling, d_spacing_m=args.d_spacing_m)
+    print(*summary.lines(), f"wrote {args.output}; next: pxm reconstruct {args.output} -o results.h5", sep="\n")
     return 0
 
 
 def cmd_export_vtk(args: argparse.Namespace) -> int:
-    """``pxm export-vtk RESULTS.h5 -o F.vti``."""
-    from analysis.vtk_export import export_results_vtk
+    """``pxm export-vtk RESULTS.h5 -o F.vti``: :func:`pxm.api.export_vtk`."""
+    from pxm.api import export_vtk
 
-    for line in export_results_vtk(args.results, args.output).lines():
-        print(line)
+    print(*export_vtk(args.results, args.output).lines(), sep="\n")
     return 0

@@ -12,29 +12,15 @@ from pxm.cli._common import EXIT_POSTPROCESSING_FAILED, _need_key, check_output_
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    """Forward ptychography of a spiral run → probe file for ``pxm reconstruct --probe-file``."""
-    from pxm.catalog import connect, ensure_layout
-    from pxm.logbook_figures import check_figures_dir
-    from pxm.reconstruction import probe_from_spiral_run, write_probe_file
-    from pxm.run_export import check_run_whole, find_run
+    """Forward ptychography of a spiral run → probe file for ``pxm reconstruct --probe-file``
+    (:func:`pxm.api.probe`).
+    """
+    from pxm.api import connect, probe
 
-    check_figures_dir(args.figures)
-    check_output_path(args.output, "-o")
-    raw, _ = ensure_layout(connect(args.tiled_uri, _need_key(args, "probe")))
-    run = find_run(raw, args.run)
-    if not args.allow_partial:                          # as export / reconstruct --run: no partial run unasked
-        check_run_whole(run, args.run)
-    probe, px, md, err = probe_from_spiral_run(run, n_iterations=args.iterations, algorithm=args.algorithm,
-                                               allow_partial=args.allow_partial)
-    md["tiled_uri"] = args.tiled_uri
-    write_probe_file(args.output, probe, pixel_size_m=px, metadata=md, error_history=err)
-    print(f"wrote {args.output}: probe {probe.shape}, pixel {px * 1e9:.2f} nm, final error {err[-1]:.4g}")
-    if args.figures is not None:
-        from pxm.logbook_figures import probe_figures
-
-        for f in probe_figures(args.figures, probe, pixel_size_m=px, run_uid=str(md.get("raw_uid") or args.run),
-                               algorithm=args.algorithm, n_iterations=args.iterations, error_history=err):
-            print(f"wrote {f}")
+    got = probe(connect(args.tiled_uri, _need_key(args, "probe")), args.run, output=args.output,
+                iterations=args.iterations, algorithm=args.algorithm, figures_dir=args.figures,
+                allow_partial=args.allow_partial)
+    print(*got.lines(), sep="\n")
     return 0
 
 
@@ -159,9 +145,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     for line in outcome.quality_lines():               # R-factor, cost, free cost per phase
         print(line)
     print(f"probe: {outcome.probe_source}")
+    if "route_line" in m:                               # the default recipe: which route won and why
+        print(m["route_line"])
     if "lattice_slab_thickness_m" in m:
         print(f"thin layer: {m['lattice_slabs_tried']} slabs tried on the detector lattice, chosen T = "
-              f"{m['lattice_slab_thickness_m'] * 1e6:.3g} µm, offset {m['lattice_slab_offset_m'] * 1e9:+.0f} nm; "
+              f"{m['lattice_slab_thickness_m'] * 1e6:.3g} µm, offset {m['lattice_slab_offset_m'] * 1e9:+.0f} nm "
+              f"(picked by {m.get('lattice_score', 'r_factor')}, {m.get('lattice_ml_iterations', 0)} Poisson "
+              "likelihood iterations after); "
               f"R-factor {m['r_factor_lattice_model']:.4g} on the lattice model, {m['r_factor']:.4g} on pxm's grid "
               f"model (object × {m['lattice_to_grid_scale']:.4g}, exact transfer); /lattice holds the lattice object")
     if outcome.resolution is not None:
@@ -200,51 +190,25 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_import_ptypy_bragg(args: argparse.Namespace) -> int:
-    """``pxm import-ptypy-bragg``: a ptypy Bragg3dSimScan export → pxm dataset and probe files."""
-    from analysis.bragg.ptypy_bragg import import_ptypy_bragg
+    """``pxm import-ptypy-bragg``: a ptypy Bragg3dSimScan export → pxm dataset and probe files
+    (:func:`pxm.api.import_ptypy_bragg`).
+    """
+    from pxm.api import import_ptypy_bragg
 
-    probe_out = args.probe_out or args.output.with_name(args.output.stem + "_probe.h5")
-    summary = import_ptypy_bragg(args.source, args.output, probe_out, upsampling=args.upsampling)
-    for line in summary.lines():
-        print(line)
-    print(f"next: pxm reconstruct {args.output} --probe-file {probe_out} -o results.h5")
+    summary = import_ptypy_bragg(args.source, args.output, probe_out=args.probe_out, upsampling=args.upsampling)
+    print(*summary.lines(), f"next: pxm reconstruct {args.output} --probe-file {summary.probe_path} -o results.h5",
+          sep="\n")
     return 0
 
 
 def cmd_reconstruct_thin_layer(args: argparse.Namespace) -> int:
     """``pxm reconstruct-thin-layer``: known probe, thin layer, slab found by the data
-    (analysis.bragg.solvers.lattice).
+    (:func:`pxm.api.reconstruct_thin_layer`).
     """
-    import time
+    from pxm.api import reconstruct_thin_layer
 
-    from analysis.bragg.probe_file import p2_from_probe_file, read_probe_file
-    from analysis.bragg.solvers.lattice import ThinLayerOptions, reconstruct_thin_layer, write_thin_layer_result
-    from analysis.dataset import read_dataset, scan_axes
-
-    check_output_path(args.output, "-o", inputs=(args.dataset, args.probe_file))
-    if not Path(args.dataset).is_file():
-        raise ValueError(f"{args.dataset}: no such file")
-    ds = read_dataset(args.dataset)
-    g = ds.geometry
-    thick = args.thickness_m
-    t_sample = ds.sample.get("thickness_m") if isinstance(ds.sample, dict) else None
-    if thick is None and isinstance(t_sample, (int, float)) and t_sample > 0:
-        thick = [0.75 * t_sample, t_sample, 1.25 * t_sample]
-    opts = ThinLayerOptions(n_offsets=args.offsets, n_search_iterations=args.search_iterations,
-                            n_iterations=args.iterations, **({"thicknesses_m": tuple(thick)} if thick else {}))
-    p2, how = p2_from_probe_file(read_probe_file(args.probe_file), g)
-    stage, _ = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, g)
-    t0 = time.perf_counter()
-    res = reconstruct_thin_layer(ds.frames, ds.detector_mask, stage, g, p2, g, sample=dict(ds.sample),
-                                 options=opts)
-    wall = time.perf_counter() - t0
-    write_thin_layer_result(str(args.output), res, metadata={"dataset": str(args.dataset),
-                                                              "probe_file": str(args.probe_file), "probe": how})
-    c = res.search.chosen
-    print(f"probe: {args.probe_file} ({how}), held fixed")
-    print(f"{len(res.search.trials)} slabs tried ({', '.join(f'{t * 1e6:g}' for t in opts.thicknesses_m)} µm × "
-          f"{opts.n_offsets} offsets, {opts.n_search_iterations} map iterations each); chosen: T = "
-          f"{c.thickness_m * 1e6:.3g} µm, offset {c.offset_m * 1e9:+.0f} nm along n = "
-          f"({', '.join(f'{v:.3f}' for v in res.normal)}), {c.n_voxels} voxels")
-    print(f"wrote {args.output}: R-factor {c.r_factor:.4g} after {opts.n_iterations} more iterations, {wall:.1f} s")
+    run = reconstruct_thin_layer(args.dataset, args.probe_file, args.output, thicknesses_m=args.thickness_m,
+                                 offsets=args.offsets, search_iterations=args.search_iterations,
+                                 iterations=args.iterations, score=args.score, ml_iterations=args.ml_iterations)
+    print(*run.lines(), sep="\n")
     return 0

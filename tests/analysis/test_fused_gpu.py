@@ -181,3 +181,30 @@ def test_fused_gpu_ml_gradient_and_line_sums_equal_the_array_code(cp):
     assert g[0] == pytest.approx(a[0], rel=2e-5) and g[1] == pytest.approx(g[0], rel=1e-6)
     assert rel_error(g[2], a[2]) < 1e-4 and rel_error(g[3], a[3]) < 1e-4 and np.linalg.norm(a[3]) > 0
     assert np.allclose(g[4], a[4], rtol=1e-4) and np.allclose(g[5], a[5], rtol=1e-4)
+
+
+def test_fused_gpu_ml_reads_the_host_once_and_checks_kept_waves_there(cp):
+    """An ML iteration on the GPU path copies to the host once (costs, β, the restart test and t stay on the device,
+    issue 16); the kept Ψ are reused on their stamp and checked against ρ, P2 in that same read. When ρ changes
+    between iterations the check fails, the iteration repeats without them (one more read), and every number is
+    the one of a run that keeps nothing."""
+    p, data, dev_data, host, _, opts = _ml_setup(cp, 3, "probe", "amplitude")
+    runs = {}
+    for keep in (False, True):
+        st = copy.deepcopy(host)
+        for name in ("object", "probe", "background", "support"):
+            setattr(st, name, cp.asarray(getattr(st, name)))
+        ex = Execution(cpu_kernels=False, keep_exit_waves=keep)
+        out = []
+        for i in range(4):
+            before = cp.transfers.to_host
+            st, s = ml.step(st, dev_data, op=p.op, options=opts, execution=ex)
+            out.append((s.cost, s.step, s.beta, cp.transfers.to_host - before))
+            if i == 1:
+                st.object *= np.complex64(1.01)             # changed between iterations: the kept Ψ no longer apply
+        runs[keep] = (to_numpy(st.object), out)
+    (obj_a, a), (obj_b, b) = runs[False], runs[True]
+    assert [r[:3] for r in b] == [r[:3] for r in a] and np.array_equal(obj_b, obj_a)
+    assert [r[3] for r in a][1:] == [1, 1, 1]                  # the first iteration also sets up μ_j (one copy)
+    assert [r[3] for r in b][1:] == [1, 2, 1]                  # iteration 3 learnt of the change and repeated
+    assert any(r[2] > 0 for r in a)                            # conjugate directions were used (β ≠ 0)

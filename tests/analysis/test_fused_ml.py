@@ -117,7 +117,9 @@ def test_kept_exit_waves_skip_transforms_and_change_no_number(fused, monkeypatch
     assert costs_b == costs_a
     assert np.array_equal(b.object, a.object) and np.array_equal(b.probe, a.probe)
     if not fused:    # per measured position: Ψ0 of the line search every iteration, the gradient pass's F
-        assert n_a - n_b == n_measured * (1 + 2 + 1 + 2)    # in iterations 2 and 4 (3 follows the change)
+        # in iterations 2 and 4 (3 follows the change; on NumPy the stamp check is on the host, so iteration 3
+        # knows at once; on a GPU it learns at its one host read and repeats: tests/analysis/test_fused_gpu.py)
+        assert n_a - n_b == n_measured * (1 + 2 + 1 + 2)
 
 
 def test_fused_ml_declines_what_it_does_not_implement(monkeypatch):

@@ -80,7 +80,7 @@ def test_references_on_known_values():
     out = np.zeros((4, 4), np.complex64)
     delta = np.zeros((4, 4), np.complex64)
     delta[1, 0] = 1.0                                                   # one r2 frequency, f2 = 1/4
-    KERNELS["pxm_shifted_spectrum"].reference(delta, out, I32(4), I32(4), F64(1.0), F64(0.0), F32(1.0))
+    KERNELS["pxm_shifted_spectrum"].reference(delta, out, I32(1), I32(4), I32(4), F64(1.0), F64(0.0), F32(1.0))
     # shifted by one pixel: e^{-2πi/4}, then the inverse DFT along r2: e^{+2πi b/4}
     assert np.allclose(out[:, 0], np.exp(-2j * np.pi * 0.25) * np.exp(2j * np.pi * np.arange(4) / 4))
     assert np.allclose(out[:, 1:], 0.0)

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 C64 = np.dtype(np.complex64).itemsize
 EPIE, ML = 1, 4
 """The iterations counted (of 3 ePIE + 3 ML): the middle ones. The first and last of each phase also compute
-R-factors; the first ML iteration also sets up μ_j, the μ map and Ψ0."""
+R-factors; the first ML iteration also sets up μ_j, the μ map and Ψ0, and runs a gradient pass (later ones start
+from the gradient their previous Armijo trial computed)."""
 
 
 @pytest.fixture
@@ -176,8 +177,9 @@ def test_engine_sweep_and_ml_iteration_are_counted(counted):
 def test_host_device_traffic_inside_iterations(counted):
     """The fused ePIE sweep (analysis/bragg/solvers/fused_gpu.py) copies nothing host→device (the NA mask, ramps and
     tables are copied once per model) and syncs once per sweep, for the printed cost, at any number of
-    positions; an ML iteration copies nothing and syncs 20 times: once per fused pass (gradient, line search,
-    Armijo cost) and the rest in the CG algebra of analysis/bragg/solvers/ml.py (μ term, inner products, step)."""
+    positions; an ML iteration copies nothing and syncs once: the fused passes return their sums as 0-d device
+    arrays, the CG algebra of analysis/bragg/solvers/ml.py (μ term, inner products, β, the restart test, t, the
+    kept-Ψ stamp check) stays on the device, and the host reads it all with the Armijo decision (was 20)."""
     cp, tr = counted
     for n_side in (2, 3):
         its = _per_iteration(cp, tr, n_side)
@@ -186,8 +188,8 @@ def test_host_device_traffic_inside_iterations(counted):
         assert epie[0].host_syncs == 1, epie[1]
         assert list(epie[1]) == [k for k in epie[1] if "solvers/fused_gpu.py" in k], epie[1]
         assert ml[0].to_device == 0, ml[1]
-        assert ml[0].host_syncs == 20, ml[1]
-        assert sum(v for k, v in ml[1].items() if "fused_gpu.py" in k) == 3, ml[1]
+        assert ml[0].host_syncs == 1, ml[1]
+        assert list(ml[1]) == [k for k in ml[1] if "solvers/ml.py" in k], ml[1]
 
 
 def _budget_per_voxel(cp, tr, idx: int, upsampling: int) -> tuple[float, float]:
@@ -211,15 +213,29 @@ def test_epie_traffic_per_position_within_issue_16_budget(counted):
     assert launches <= 13, launches
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the fused ML passes reach 326 B/voxel and 31 launches per position")
-def test_ml_traffic_per_position_within_issue_16_budget(counted):
-    """Issue 16's ML budget, ≤ 1.5 GB per position and iteration at the seed's box, scaled per box voxel (253 B),
-    and ≤ 25 launches per position (the array code: 731 B per voxel, 225 launches; the fused GPU passes: 326 B,
-    31 launches: P_j is extruded in each of the three passes, ΔP_j in the line search)."""
+def test_ml_launches_per_position_within_issue_16_budget(counted):
+    """Issue 16's ≤ 25 launches per position and ML iteration: the fused GPU passes take 22 (were 31): the first
+    Armijo trial's pass also computes the next iteration's gradient (no gradient pass when it is accepted), P_j and
+    ΔP_j of the line search are extruded as one stack (3 launches, not 6), and the μ map is no longer rebuilt
+    every iteration (CuPy's ``ascontiguousarray`` keeps a contiguous support, as the stand-in now does). The array
+    code: 225."""
     cp, tr = counted
     per_voxel, launches = _budget_per_voxel(cp, tr, ML, 3)
+    assert launches <= 22, launches
+    assert per_voxel <= 280, per_voxel                     # the bytes as they stand (below), so a regression shows
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: 279 B/voxel per ML position on the tiny problem (budget 253)")
+def test_ml_bytes_per_position_within_issue_16_budget(counted):
+    """Issue 16's ML budget, ≤ 1.5 GB per position and iteration at the seed's box, scaled per box voxel (253 B).
+    At the seed's size the fused GPU passes move 1.499 GB (benchmarks/gpu_traffic.py: 253 B per voxel, within the
+    budget by 0.1 %), but on this tiny problem 279 B (the array code 731): its folded box, crops and (N2, N3) planes
+    are larger beside its box than the seed's, so the scaled budget is not met here. 23 box-size passes per
+    position, 9 of them the three extrusions' write + cuFFT round trip; docs/decisions/0009 says what would
+    remove them."""
+    cp, tr = counted
+    per_voxel, _ = _budget_per_voxel(cp, tr, ML, 3)
     assert per_voxel <= 1.5e9 / SEED_VOXELS, per_voxel
-    assert launches <= 25, launches
 
 
 def _script(args: list[str], tmp_path: Path, hide_cupy: bool = False) -> subprocess.CompletedProcess[str]:

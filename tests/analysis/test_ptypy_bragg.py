@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,18 +20,16 @@ from analysis.bragg.ptypy_bragg import (
     probe_p2,
     ptypy_model_intensities,
     pxm_dataset,
-    read_ptypy_bragg,
     truth_on_grid,
 )
 from analysis.bragg.solvers.model import BraggModel
 from analysis.dataset import read_dataset, scan_axes
-
-SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
+from testing.ptypy_subset import PTYPY_SUBSET_PATH, read_subset
 
 
 @pytest.fixture(scope="module")
 def case():
-    return read_ptypy_bragg(SUBSET)
+    return read_subset()
 
 
 def _views(case):
@@ -167,7 +164,7 @@ def test_import_command_writes_a_dataset_and_probe_pxm_reads(tmp_path, capsys):
     from pxm.cli import main
 
     out = tmp_path / "case.h5"
-    assert main(["import-ptypy-bragg", str(SUBSET), "-o", str(out)]) == 0
+    assert main(["import-ptypy-bragg", str(PTYPY_SUBSET_PATH), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "U = 3" in text and "case_probe.h5" in text
     ds = read_dataset(out)
@@ -176,7 +173,7 @@ def test_import_command_writes_a_dataset_and_probe_pxm_reads(tmp_path, capsys):
     pf = read_probe_file(tmp_path / "case_probe.h5")
     assert pf.probe.shape == ds.geometry.recon_shape[1:]
     # frames: pxm row r is ptypy row (N1 − r) mod N1
-    case = read_ptypy_bragg(SUBSET)
+    case = read_subset()
     assert np.array_equal(ds.frames[1, :, 1:], case.intensities[1, :, :0:-1])
     # wrong input: one line, non-zero exit
     assert main(["import-ptypy-bragg", str(out), "-o", str(tmp_path / "x.h5")]) == 1

@@ -9,19 +9,16 @@ lower. The exact-model checks use the truth put through pxm's own model.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis.bragg.engine import Recipe, Reconstruction, SupportSchedule, scaled_recipe, with_fixed_probe
-from analysis.bragg.ptypy_bragg import compare_with_truth, lattice_transfer, probe_p2, pxm_dataset, read_ptypy_bragg
+from analysis.bragg.ptypy_bragg import compare_with_truth, lattice_transfer
 from analysis.bragg.recipes import recipe_with
 from analysis.bragg.solvers import dm
 from analysis.bragg.solvers.options import EpieOptions
-from analysis.dataset import scan_axes
-
-SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
+from testing.ptypy_subset import subset_problem
 
 
 def _recipe(n_dm: int, n_sweeps: int, *, kind: str = "slab") -> Recipe:
@@ -33,11 +30,9 @@ def _recipe(n_dm: int, n_sweeps: int, *, kind: str = "slab") -> Recipe:
 
 @pytest.fixture(scope="module")
 def case():
-    c = read_ptypy_bragg(SUBSET)
-    ds = pxm_dataset(c, upsampling=1)
-    g = ds.geometry
-    stage, offs = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, g)
-    return c, g, np.asarray(ds.frames, np.float32), ds.detector_mask, stage, offs, probe_p2(c, g)
+    p = subset_problem(upsampling=1)
+    return (p.case, p.geometry, np.asarray(p.dataset.frames, np.float32), p.dataset.detector_mask, p.stage_xyz_m,
+            p.rocking_offsets_deg, p.probe)
 
 
 def _run(case, recipe: Recipe) -> tuple[Reconstruction, float]:

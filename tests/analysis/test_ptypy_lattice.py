@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,23 +20,19 @@ from analysis.bragg.ptypy_bragg import (
     probe_p2,
     pxm_dataset,
     pxm_geometry,
-    read_ptypy_bragg,
     smallest_upsampling,
 )
 from analysis.bragg.solvers import lattice as lat_dm
 from analysis.dataset import scan_axes
-
-SUBSET = Path(__file__).resolve().parents[1] / "data" / "ptypy_bragg_subset.h5"
+from testing.ptypy_subset import import_subset, subset_problem
 
 
 @pytest.fixture(scope="module")
 def setup():
-    case = read_ptypy_bragg(SUBSET)
-    ds = pxm_dataset(case, upsampling=1)
-    g = ds.geometry
+    sub = subset_problem(upsampling=1)
+    case, ds, g = sub.case, sub.dataset, sub.geometry
     lattice = lat_dm.DetectorLattice.from_geometry(g)
-    stage, _ = scan_axes(ds.rocking_angle_deg, ds.stage_position_m, g)
-    scan = lat_dm.lattice_scan(lattice, stage)
+    scan = lat_dm.lattice_scan(lattice, sub.stage_xyz_m)
     g_probe = pxm_geometry(case, upsampling=smallest_upsampling(case))      # the probe file the importer writes
     probe = lat_dm.lattice_probe_from_p2(lattice, g_probe, probe_p2(case, g_probe))
     amplitudes = np.sqrt(np.moveaxis(np.asarray(ds.frames, float), 1, -1))   # (POS, N1, N2, NM)
@@ -106,8 +101,7 @@ def test_reconstruct_thin_layer_command(tmp_path, capsys):
 
     from pxm.cli import main
 
-    ds, probe, out = tmp_path / "case.h5", tmp_path / "probe.h5", tmp_path / "layer.h5"
-    assert main(["import-ptypy-bragg", str(SUBSET), "-o", str(ds), "--probe-out", str(probe)]) == 0
+    (ds, probe), out = import_subset(tmp_path), tmp_path / "layer.h5"
     assert main(["reconstruct-thin-layer", str(ds), "--probe-file", str(probe), "-o", str(out),
                  "--thickness-m", "0.2e-6", "--offsets", "2", "--search-iterations", "2", "--iterations", "3"]) == 0
     assert "slabs tried" in capsys.readouterr().out
@@ -140,3 +134,27 @@ def test_detector_lattice_to_grid_is_exact_for_a_y_line_scan(setup):
     raster = dataclasses.replace(scan, starts=scan.starts + np.array([[0, 0, 0], [1, 0, 0], [0, 0, 0]]))
     with pytest.raises(ValueError, match="not a line scan along y"):
         lat_dm.detector_lattice_to_grid(np.zeros(raster.object_shape, complex), lattice, raster, tr)
+
+
+def test_reconstruct_thin_layer_api_is_the_command(tmp_path, capsys):
+    """`pxm.reconstruct_thin_layer` is what the command runs: same printed lines, same object in the file; a bad
+    thickness is the command's one line as a PxmError."""
+    import h5py
+
+    import pxm
+    from pxm.cli import main
+
+    ds, probe = import_subset(tmp_path)
+    capsys.readouterr()                                  # the importer's own lines
+    args = {"thicknesses_m": [0.2e-6], "offsets": 2, "search_iterations": 2, "iterations": 3}
+    assert main(["reconstruct-thin-layer", str(ds), "--probe-file", str(probe), "-o", str(tmp_path / "cmd.h5"),
+                 "--thickness-m", "0.2e-6", "--offsets", "2", "--search-iterations", "2", "--iterations", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    run = pxm.reconstruct_thin_layer(ds, probe, tmp_path / "api.h5", **args)
+    # every line but the last one's wall time agrees
+    last = run.lines()[-1].rsplit(",", 1)[0].replace("api.h5", "cmd.h5")
+    assert run.lines()[:-1] == printed[:-1] and printed[-1].startswith(last)
+    with h5py.File(tmp_path / "cmd.h5", "r") as a, h5py.File(run.path, "r") as b:
+        np.testing.assert_allclose(b["object"][()], a["object"][()], rtol=1e-5, atol=1e-6)
+    with pytest.raises(pxm.PxmError, match="thicknesses"):
+        pxm.reconstruct_thin_layer(ds, probe, tmp_path / "x.h5", thicknesses_m=[-1.0])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import numpy as np
 import ophyd
@@ -26,7 +25,7 @@ from devices.sim_backends import SimMaxipixBackend
 from devices.testing import EncodingFrameSource, HookedFrameSource
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
 from pxm.runengine import BeamSuspenderOptions, make_run_engine
-from testing.epics_ioc import IOCProcess, free_loopback_port, loopback_ca_environment, serve_ioc
+from testing.epics_ioc import IOCProcess, loopback_ioc
 from testing.plan_checks import DocCollector, check_frames_match_events
 
 CONNECT_TIMEOUT_S = 60.0     # ~100 PVs on a loaded 2-core machine
@@ -38,13 +37,8 @@ SAMPLE = {"name": "W-foil-epics", "material": "W"}
 @pytest.fixture(scope="module")
 def ioc():
     """The IOC process on a free loopback port; this process's CA client is pointed at it alone."""
-    env = loopback_ca_environment(free_loopback_port(), free_loopback_port())
-    prefix = f"PXMT{uuid.uuid4().hex[:6].upper()}:"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with serve_ioc(prefix, env) as proc:
-            yield proc
+    with loopback_ioc("PXMT") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ hit limits and stop against it, and the general-geometry Bragg plan runs with th
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from devices.motion import SIX_CIRCLE_AXES, PiezoStage, SixCircle
 from devices.sim_backends import SimMaxipixBackend
 from devices.testing import EncodingFrameSource
 from plans import raster_positions_um, raster_rocking_scan, rocking_angles_deg
-from testing.epics_ioc import IOCProcess, free_loopback_port, loopback_ca_environment, serve_ioc
+from testing.epics_ioc import IOCProcess, loopback_ioc
 from testing.plan_checks import DocCollector, check_frames_match_events
 
 CONNECT_TIMEOUT_S = 60.0
@@ -36,13 +35,8 @@ SET_DEG = {"phi": 10.0, "nu": 25.0, "delta": 80.0}        # asymmetric_out_of_pl
 @pytest.fixture(scope="module")
 def ioc():
     """The IOC process on a free loopback port; this process's CA client is pointed at it alone."""
-    env = loopback_ca_environment(free_loopback_port(), free_loopback_port())
-    prefix = f"PXMG{uuid.uuid4().hex[:6].upper()}:"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with serve_ioc(prefix, env, general=True) as proc:
-            yield proc
+    with loopback_ioc("PXMG", general=True) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,16 @@ user would look at afterwards: the JSONL copy, the run in Tiled, the detector fi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from testing.process_faults import new_jsonl_files, wait_for_run_events
 
 PXM = [sys.executable, "-m", "pxm.cli"]
 """The ``pxm`` command, run by this interpreter."""
@@ -40,23 +40,13 @@ class DemoProcess:
         return self.data_dir / "documents"
 
     def new_jsonl(self) -> list[Path]:
-        """The JSONL files this process created."""
-        return sorted(p for p in self.documents_dir.glob("*.jsonl") if p.name not in self.documents_before)
+        """The JSONL files this process created, in the order their runs started."""
+        return new_jsonl_files(self.documents_dir, self.documents_before)
 
     def wait_for_events(self, n: int, timeout_s: float = 120.0) -> Path:
-        """Block until one of its runs has ``n`` events in its JSONL; return that file."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                raise AssertionError(f"pxm demo ended early ({self.proc.returncode}):\n{out}\n{err}")
-            for path in self.new_jsonl():
-                if count_events(read_jsonl(path)) >= n:
-                    return path
-            time.sleep(0.1)
-        self.proc.kill()
-        out, err = self.proc.communicate()
-        raise AssertionError(f"no run of pxm demo reached {n} events in {timeout_s} s:\n{out}\n{err}")
+        """Block until its first run has ``n`` events in its JSONL; return that file."""
+        return wait_for_run_events(self.proc, self.documents_dir, self.documents_before, min_events=n,
+                                   timeout_s=timeout_s, poll_s=0.1)
 
     def finish(self, timeout_s: float = PROCESS_TIMEOUT_S) -> tuple[int, str, str]:
         """Wait for the exit (killing it after ``timeout_s``); return (exit code, stdout, stderr)."""
@@ -67,23 +57,6 @@ class DemoProcess:
             out, err = self.proc.communicate()
             raise AssertionError(f"pxm demo still running {timeout_s} s after the fault:\n{out}\n{err}") from None
         return self.proc.returncode, out, err
-
-
-def read_jsonl(path: Path) -> list[tuple[str, dict]]:
-    """(name, doc) pairs of a JSONL document copy (a partly written last line is skipped)."""
-    docs = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        docs.append((d["name"], d["doc"]))
-    return docs
-
-
-def count_events(docs: list[tuple[str, dict]]) -> int:
-    """Events among (name, doc) pairs, in events or event pages (the JSONL copy holds pages)."""
-    return sum(1 if name == "event" else len(doc["seq_num"]) for name, doc in docs if name in ("event", "event_page"))
 
 
 @pytest.fixture

@@ -14,15 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
-import pytest
 
 from pxm.catalog import ensure_layout
 from pxm.runengine import EXIT_SIGINT
-from testing.process_faults import jsonl_so_far, n_events
+from testing.process_faults import jsonl_so_far, n_events, new_jsonl_files, signal_and_wait, wait_for_run_events
 
 PXM = [sys.executable, "-m", "pxm.cli"]
 PROCESS_TIMEOUT_S = 60.0
@@ -43,33 +41,14 @@ def _interrupt_at(tiled_service, args: list[str], *, nth_run: int, min_events: i
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=Path(__file__).parents[2])
 
-    def new() -> list[Path]:
-        def started(p: Path) -> float:
-            recorded = jsonl_so_far(p)
-            return recorded[0][1]["time"] if recorded else float("inf")
-
-        return sorted((p for p in docs.glob("*.jsonl") if p.name not in before), key=started)
-
     try:
-        deadline = time.monotonic() + 240
-        hooked = False
-        while not hooked and time.monotonic() < deadline and proc.poll() is None:
-            files = new()
-            hooked = len(files) >= nth_run and n_events(jsonl_so_far(files[nth_run - 1])) >= min_events
-            if not hooked:
-                time.sleep(0.05)
-        if not hooked:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"pxm {args[0]}: run {nth_run} never reached {min_events} frames (exit "
-                        f"{proc.returncode}):\n{out}\n{err}")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+        wait_for_run_events(proc, docs, before, nth_run=nth_run, min_events=min_events, timeout_s=240)
+        out, err = signal_and_wait(proc, signal.SIGINT, PROCESS_TIMEOUT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc, out, err, new()
+    return proc, out, err, new_jsonl_files(docs, before)
 
 
 def _check_aborted_run(jsonl: Path, line: str, command: str, raw) -> None:

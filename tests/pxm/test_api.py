@@ -70,6 +70,18 @@ def test_import_pxm_is_light_and_every_entry_point_is_documented():
     assert params["recipe"].default == build_parser().parse_args(["reconstruct", "-o", "x"]).recipe == "default"
 
 
+def test_shared_parameter_descriptions_are_filled_into_every_docstring():
+    """The descriptions written once in ``pxm.api._SHARED_PARAMETERS`` appear, indented, where ``{{name}}`` stood."""
+    for name in pxm.__all__:
+        doc = inspect.getdoc(getattr(pxm, name)) or ""
+        assert "{{" not in doc, name
+    for func in (pxm.probe, pxm.fp_reconstruct, pxm.replay, pxm.live_consumer):
+        doc = inspect.getdoc(func)
+        assert "\nfigures_dir\n    Write PNG figures into this folder (``--figures``).\n" in doc, func.__name__
+    doc = inspect.getdoc(pxm.simulate_general_geometry)
+    assert "\ndata_dir\n    Without ``server``: the data folder" in doc and "\ntiled_uri, api_key\n    " in doc
+
+
 def test_export_reconstruct_publish_are_the_api_functions_and_go_through_the_command_code(monkeypatch):
     import pxm.reconstruction
 
@@ -80,6 +92,9 @@ def test_export_reconstruct_publish_are_the_api_functions_and_go_through_the_com
     monkeypatch.setattr("pxm.reconstruction.reconstruct_dataset", lambda *a, **k: seen.append(k) or "stub")
     assert pxm.reconstruct(_tiny_dataset(), recipe="quick") == "stub"      # the API goes through the command's code
     assert seen and seen[0]["recipe_name"] == "quick"
+    pxm.reconstruct(_tiny_dataset(), recipe="quick", fsc=True, fsc_seed=2, prtf=6, prtf_seed=3)
+    opts = seen[-1]["options"]                          # --fsc --fsc-seed 2 --prtf 6 --prtf-seed 3
+    assert (opts.fsc, opts.fsc_split_seed, opts.prtf_runs, opts.prtf_seed) == (True, 2, 6, 3)
 
 
 def _tiny_dataset():

@@ -136,19 +136,22 @@ def _dataset_file(path: Path) -> None:
         detector_mask=np.ones((8, 6), bool), geometry=geom, sample={"name": "Au crystal"}))
 
 
-def test_cxi_and_vtk_of_the_api_equal_the_commands(tmp_path):
+def test_cxi_and_vtk_of_the_api_equal_the_commands(tmp_path, capsys):
     from analysis.bragg.operators.scan import object_placement
     from analysis.dataset import read_dataset, write_results
     from analysis.geometry import seed_geometry
 
     _dataset_file(tmp_path / "d.h5")
     assert main(["export-cxi", str(tmp_path / "d.h5"), "-o", str(tmp_path / "cli.cxi")]) == 0
-    assert pxm.export_cxi(tmp_path / "d.h5", tmp_path / "api.cxi") == tmp_path / "api.cxi"
+    cxi = pxm.export_cxi(tmp_path / "d.h5", tmp_path / "api.cxi")
+    assert cxi.path == tmp_path / "api.cxi" and Path(cxi) == cxi.path and (cxi.n_frames, cxi.frame_shape) == (6, (8, 6))
+    assert capsys.readouterr().out.splitlines() == [ln.replace("api.cxi", "cli.cxi") for ln in cxi.lines()]
     with h5py.File(tmp_path / "cli.cxi") as c, h5py.File(tmp_path / "api.cxi") as a:
         np.testing.assert_array_equal(a["entry_1/data_1/data"][()], c["entry_1/data_1/data"][()])
     assert main(["import-cxi", str(tmp_path / "cli.cxi"), "-o", str(tmp_path / "cli-back.h5")]) == 0
-    back = pxm.import_cxi(tmp_path / "api.cxi", tmp_path / "api-back.h5")
-    cli_back = read_dataset(tmp_path / "cli-back.h5")
+    imported = pxm.import_cxi(tmp_path / "api.cxi", tmp_path / "api-back.h5")
+    assert capsys.readouterr().out.splitlines()[:-1] == imported.lines()     # the command prints the API's summary
+    back, cli_back = imported.dataset, read_dataset(tmp_path / "cli-back.h5")
     np.testing.assert_array_equal(back.frames, cli_back.frames)
     np.testing.assert_array_equal(read_dataset(tmp_path / "api-back.h5").stage_position_m, cli_back.stage_position_m)
     assert back.geometry == cli_back.geometry == read_dataset(tmp_path / "d.h5").geometry

@@ -14,6 +14,7 @@ probe's spectral centroid where ePIE and its NA mask left it (measured 2026-12-0
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from analysis.bragg.engine import Reconstruction, seed_recipe
@@ -22,7 +23,7 @@ from testing.bragg_sim import SEED_LIKE_SAMPLE, gaussian_p2, score_reconstructio
 N_EPIE, N_ML = 150, 200
 
 
-def _run(p, smoothness: float, hold_probe_ramp: bool = True):
+def _reconstruction(p, smoothness: float, hold_probe_ramp: bool = True) -> Reconstruction:
     """``seed_recipe()`` cut to N_EPIE + N_ML, support fixed at the 0.5 µm slab (no widening, no shrink-wrap)."""
     never = 10 ** 9
     seed = seed_recipe()
@@ -31,20 +32,33 @@ def _run(p, smoothness: float, hold_probe_ramp: bool = True):
         support=dataclasses.replace(seed.support, thickness_schedule_m=((0, 0.5e-6),), shrinkwrap_start_iter=never,
                                     shrinkwrap_stop_iter=never),
         ml=dataclasses.replace(seed.ml, smoothness=smoothness, hold_probe_ramp=hold_probe_ramp))
-    r = Reconstruction(p.geometry, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg,
-                       gaussian_p2(p.geometry, 0.06e-6), recipe=recipe, probe_na_rad=(6e-4, 6e-4))
-    origin = r._grid.origin_vox  # noqa: SLF001 - the engine's own object grid
-    r.iterate(N_EPIE)
-    after_epie = score_reconstruction(p, SEED_LIKE_SAMPLE, r.result(), r.op, origin)
+    return Reconstruction(p.geometry, p.frames, p.mask, p.stage_xyz_m, p.rocking_offsets_deg,
+                          gaussian_p2(p.geometry, 0.06e-6), recipe=recipe, probe_na_rad=(6e-4, 6e-4))
+
+
+def _score(p, r: Reconstruction):
+    return score_reconstruction(p, SEED_LIKE_SAMPLE, r.result(), r.op, r._grid.origin_vox)  # noqa: SLF001 - its grid
+
+
+def _ml_after(p, epie_run: Reconstruction, smoothness: float, hold_probe_ramp: bool = True):
+    """N_ML iterations of the recipe with these ML options, from the state the shared N_EPIE sweeps reached.
+
+    The ePIE sweeps do not read the ML options, so the three runs of the test start ML from one ePIE state
+    (the same state each would reach on its own) and the sweeps run once instead of three times."""
+    r = _reconstruction(p, smoothness, hold_probe_ramp)
+    r.state = copy.deepcopy(epie_run.state)             # iteration N_EPIE: iterate() goes on with ML
     r.iterate(N_ML)
-    return after_epie, score_reconstruction(p, SEED_LIKE_SAMPLE, r.result(), r.op, origin)
+    assert r.result().phases.count("ml") == N_ML
+    return _score(p, r)
 
 
 def test_smoothness_prior_keeps_long_ml_from_degrading_the_object():
     p = seed_like_problem(noise_seed=1)
-    epie, plain = _run(p, 0.0)
-    _, smooth = _run(p, 0.01)
-    _, drifting = _run(p, 0.01, hold_probe_ramp=False)
+    epie_run = _reconstruction(p, 0.0).iterate(N_EPIE)
+    epie = _score(p, epie_run)
+    plain = _ml_after(p, epie_run, 0.0)
+    smooth = _ml_after(p, epie_run, 0.01)
+    drifting = _ml_after(p, epie_run, 0.01, hold_probe_ramp=False)
     print(f"E_rho after ePIE {epie.object_error:.4f}; after {N_ML} ML: no prior {plain.object_error:.4f}, "
           f"s = 0.01 {smooth.object_error:.4f} (strain RMSE {smooth.strain_rmse:.3g}, "
           f"layer step {smooth.layer_step:.3g})")

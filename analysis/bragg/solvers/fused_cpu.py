@@ -26,8 +26,9 @@ runs. ``tests/analysis/test_fused_cpu.py`` and ``tests/analysis/test_fused_ml.py
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +37,30 @@ from analysis.bragg.solvers.options import EpieOptions, Execution
 from analysis.xp import Array, aligned_empty, cpu_kernels, fft_module, fft_workers, fftw_plan
 
 _TINY = 1e-30
+_Path = TypeVar("_Path")
+
+
+def cached_path(op: BraggModel, key: str, make: Callable[[], _Path],
+                still_valid: Callable[[Any], bool] | None = None) -> _Path:
+    """``op.fused_cpu[key]``, made by ``make`` the first time (or when ``still_valid`` rejects the cached one): the
+    per-model cache of the fused paths (CPU and GPU), so plans, buffers and device constants are built once.
+    """
+    cached = op.fused_cpu.get(key)
+    if cached is None or (still_valid is not None and not still_valid(cached)):
+        cached = make()
+        op.fused_cpu[key] = cached
+    return cached
+
+
+def line_views(state: BraggState, data: BraggData, op: BraggModel,
+               d_obj: Array) -> Iterator[tuple[int, tuple[slice, ...], Array, Array]]:
+    """(j, view slices, ρ view, Δρ view) of every measured position, in order: the walk of the ML line search
+    (:meth:`FusedCpuML.line_sums` and the array code of :func:`analysis.bragg.solvers.ml.line_coefficients`).
+    """
+    for j in range(data.n_positions):
+        if data.has_data(j):
+            sl = op.view(data.offsets_vox[j])
+            yield j, sl, state.object[sl], d_obj[sl]
 
 
 def _fft_order_to_centred(n: int) -> np.ndarray:
@@ -152,11 +177,7 @@ class FoldedTransform:
         kernels = cpu_kernels()
         if kernels is None or cls.unsupported_reason(op):
             return None
-        cached = op.fused_cpu.get("transform")
-        if cached is None:
-            cached = cls(op, kernels, effort=effort)
-            op.fused_cpu["transform"] = cached
-        return cached
+        return cached_path(op, "transform", lambda: cls(op, kernels, effort=effort))
 
     def fold_product(self, p3: np.ndarray, view: np.ndarray, accumulate: bool = False) -> None:
         """fold (+)= Σ_u p3·view (the r3 fold of seed Eq 1; docs/geometry.md, Operators); also sets
@@ -226,11 +247,7 @@ class FusedCpuSweep:
     def for_model(cls, op: BraggModel, state: BraggState, execution: Execution) -> FusedCpuSweep | None:
         """The (cached) fused sweep of ``op``, or None where it does not apply (array path runs)."""
         t = FoldedTransform.for_model(op, state, execution.cpu_kernels, execution.fftw_effort)
-        if t is None:
-            return None
-        if "epie" not in op.fused_cpu:
-            op.fused_cpu["epie"] = cls(op, t.k, transform=t)
-        return op.fused_cpu["epie"]
+        return None if t is None else cached_path(op, "epie", lambda: cls(op, t.k, transform=t))
 
     def sweep(self, state: BraggState, data: BraggData, options: EpieOptions, order: np.ndarray,
               update_probe: bool) -> float:
@@ -290,11 +307,7 @@ class FusedCpuML:
     def for_model(cls, op: BraggModel, state: BraggState, execution: Execution) -> FusedCpuML | None:
         """The (cached) fused ML path of ``op``, or None where it does not apply (array path runs)."""
         t = FoldedTransform.for_model(op, state, execution.cpu_kernels, execution.fftw_effort)
-        if t is None:
-            return None
-        if "ml" not in op.fused_cpu:
-            op.fused_cpu["ml"] = cls(t)
-        return op.fused_cpu["ml"]
+        return None if t is None else cached_path(op, "ml", lambda: cls(t))
 
     def kept_waves(self, n_positions: int, current: Any = None) -> np.ndarray:
         """A (POS, N1, N2, NM) complex64 buffer for the Ψ crops: ``current`` if it is one, else a new one."""
@@ -377,14 +390,10 @@ class FusedCpuML:
         ``prior_w12`` [w1, w2] (object grid, float32; with ``d_probe``): receive Σ_j 2Re P_j*ΔP_j, Σ_j |ΔP_j|².
         """
         self._prepare(state)
-        t, k, op = self.t, self.k, self.op
+        t, k = self.t, self.k
         d_obj = np.ascontiguousarray(d_obj)
         d1 = d2 = 0.0
-        for j in range(data.n_positions):
-            if not data.has_data(j):
-                continue
-            sl = op.view(data.offsets_vox[j])
-            v, dv = state.object[sl], d_obj[sl]
+        for j, _, v, dv in line_views(state, data, self.op, d_obj):
             p3 = t.probe.extrude(state.probe, data.shifts_px[j])
             if kept is None:
                 np.copyto(self._psi0, t.forward(p3, v))

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis.bragg.solvers.fused_cpu import FoldedTransform
+from analysis.bragg.solvers.fused_cpu import FoldedTransform, cached_path
 from analysis.bragg.solvers.gpu_kernels import CUDA_SOURCE, KERNELS, launch_grid
 from analysis.bragg.solvers.model import BraggData, BraggModel, BraggState
 from analysis.bragg.solvers.options import EpieOptions, Execution
-from analysis.xp import Array, array_module, fft_module, to_numpy
+from analysis.xp import Array, array_module, fft_module
 
 _TINY = 1e-30
 _I32, _F32, _F64 = np.int32, np.float32, np.float64
@@ -82,11 +82,7 @@ class FusedGpuSweep:
             return None
         if FoldedTransform.unsupported_reason(op):
             return None
-        cached = op.fused_cpu.get("gpu-epie")
-        if cached is None or cached.xp is not xp:
-            cached = cls(op, xp)
-            op.fused_cpu["gpu-epie"] = cached
-        return cached
+        return cached_path(op, "gpu-epie", lambda: cls(op, xp), lambda c: c.xp is xp)
 
     def _launch(self, name: str, n: int, args: tuple[Any, ...]) -> None:
         grid, block = launch_grid(n)
@@ -146,15 +142,19 @@ class FusedGpuSweep:
 
     def extrude(self, p2f: Array, s0: np.float64, s1: np.float64) -> Array:
         """P_j = B Shift_g P2 (N1', N2, N3) from P̃2 = FFT2(P2): P̂2 = iDFT_r2(P̃2 e^{-2πi(f·g)}) in one small kernel,
-        extruded in r3-frequency space, iFFT_r3 (its 1/N3 folded into the first kernel's scale).
+        extruded in r3-frequency space, iFFT_r3 (its 1/N3 folded into the first kernel's scale). ``p2f`` may stack
+        several P̃2 (nb, N2, N3) with the same shift (P2 and ΔP2 in the line search): (nb, N1', N2, N3) in the
+        same three launches.
         """
         xp, fft = self.xp, fft_module(self.xp)
         n1p, n2, n3 = self.n1p, self.n2, self.n3
+        nb = int(p2f.size) // (n2 * n3)
         spec = xp.empty_like(p2f)
-        self._launch("pxm_shifted_spectrum", n2 * n3, (p2f, spec, _I32(n2), _I32(n3), s0, s1, _F32(1.0 / (n2 * n3))))
-        box = xp.empty((n1p, n2, n3), np.complex64)
-        self._launch("pxm_extrude", box.size, (spec, self.slices, box, _I32(n1p), _I32(n2), _I32(n3)))
-        return fft.ifft(box, axis=2, norm="forward", overwrite_x=True)
+        self._launch("pxm_shifted_spectrum", spec.size, (p2f, spec, _I32(nb), _I32(n2), _I32(n3), s0, s1,
+                                                         _F32(1.0 / (n2 * n3))))
+        box = xp.empty((n1p, n2, n3) if p2f.ndim == 2 else (nb, n1p, n2, n3), np.complex64)
+        self._launch("pxm_extrude", box.size, (spec, self.slices, box, _I32(nb), _I32(n1p), _I32(n2), _I32(n3)))
+        return fft.ifft(box, axis=-1, norm="forward", overwrite_x=True)
 
     def forward(self, p3: Array, obj: Array, offset: np.ndarray, maxes: Array) -> Array:
         """A = unnormalised F_meas(p3·ρ_view) in the folded box (N1', N2, NM), FFT order: fold, FFT_k and the shear
@@ -173,6 +173,8 @@ class FusedGpuSweep:
         s2 = xp.empty_like(s1)
         self._launch("pxm_fold_spectrum_pair", s1.size, (p3, obj, dp3, dobj, self.twiddles, self.ramp, s1, s2,
                                                          *self._geometry_args(obj, offset)))
+        # two FFT2s over the leading axes: CuPy runs one cuFFT plan each (a batched (2, N1', N2, NM) transform
+        # over axes (1, 2) would fall back to 1D transforms with copies)
         return fft.fft2(s1, axes=(0, 1), overwrite_x=True), fft.fft2(s2, axes=(0, 1), overwrite_x=True)
 
     def _geometry_args(self, obj: Array, offset: np.ndarray) -> tuple[np.int32, ...]:
@@ -219,8 +221,8 @@ class FusedGpuML:
 
     Per position, as the ePIE sweep: P_j from P̃2, F in two launches (fold + DFT + ramp, FFT2), the data term over
     the crop (χ written in place, Ψ kept as unnormalised crops), F^H (iFFT2 + the inverse DFT inside the gradient
-    kernel), ∇ρ* scattered, and ∇P2* accumulated in 2D frequency space. Sums stay on the device: one host copy
-    per pass. Build with :meth:`for_model`.
+    kernel), ∇ρ* scattered, and ∇P2* accumulated in 2D frequency space. Sums stay on the device and are returned
+    as 0-d device arrays (:mod:`analysis.bragg.solvers.ml` reads them once per iteration). Build with :meth:`for_model`.
     """
 
     kernels = "fused-gpu"
@@ -230,19 +232,15 @@ class FusedGpuML:
         self.s = sweep
         self.xp = sweep.xp
         self._scratch = self.xp.zeros(2, np.float32)            # maxes nobody reads (line search, cost)
+        # χ of one position: the data term writes its crop rows; the others stay 0 from here on (F^H's zero padding)
+        self._chi = self.xp.zeros((sweep.n1p, sweep.n2, sweep.nm), np.complex64)
         self._none_f32 = self.xp.zeros(1, np.float32)           # stands for an absent w0 / r0
 
     @classmethod
     def for_model(cls, op: BraggModel, state: BraggState, execution: Execution | None = None) -> FusedGpuML | None:
         """The (cached) fused ML path of ``op`` on the GPU, or None where :meth:`FusedGpuSweep.for_model` is None."""
         sweep = FusedGpuSweep.for_model(op, state, execution)
-        if sweep is None:
-            return None
-        cached = op.fused_cpu.get("gpu-ml")
-        if cached is None or cached.s is not sweep:
-            cached = cls(sweep)
-            op.fused_cpu["gpu-ml"] = cached
-        return cached
+        return None if sweep is None else cached_path(op, "gpu-ml", lambda: cls(sweep), lambda c: c.s is sweep)
 
     def kept_waves(self, n_positions: int, current: Any = None) -> Array:
         """A (POS, N1, N2, NM) complex64 device buffer for the Ψ crops: ``current`` if it is one, else a new one."""
@@ -266,15 +264,16 @@ class FusedGpuML:
         s = self.s
         mask, planes = s._mask(data, j)  # noqa: SLF001 - the sweep's own helper
         s._launch("pxm_data_term", field.size, (  # noqa: SLF001
-            field, field if kept_j is None else kept_j, data.intensities[j], mask, planes, background, cost,
+            field, field if kept_j is None else kept_j, self._chi, data.intensities[j], mask, planes, background, cost,
             _I32(s.n1p), _I32(s.n2), _I32(s.nm), _I32(s.n1), _F64(s.scale2), _I32(poisson), _I32(use_kept),
             _I32(write_kept), _I32(write_chi)))
 
     def cost_and_gradient(self, state: BraggState, data: BraggData, poisson: bool, with_probe: bool,
                           kept: Array | None, reuse: bool = False, prior_w0: Array | None = None,
-                          prior_r0: Array | None = None, prior_strength: float = 0.0) -> tuple[float, Array, Array]:
+                          prior_r0: Array | None = None, prior_strength: float = 0.0) -> tuple[Array, Array, Array]:
         """(Σ_j Σ ω ℓ, Σ_j scatter(P_j* F^H χ_j), Σ_j Shift_{−g_j} B^H(ρ_j* F^H χ_j)) as
-        :meth:`analysis.bragg.solvers.fused_cpu.FusedCpuML.cost_and_gradient` (same arguments).
+        :meth:`analysis.bragg.solvers.fused_cpu.FusedCpuML.cost_and_gradient` (same arguments); the cost is a 0-d
+        device array (no host sync).
         """
         self._prepare(state)
         s, xp, fft = self.s, self.xp, fft_module(self.xp)
@@ -292,11 +291,10 @@ class FusedGpuML:
             s0, s1 = (_F64(v) for v in data.shifts_px[j])
             p3 = s.extrude(p2f, s0, s1)
             use_kept = bool(reuse and kept is not None)
-            field = xp.empty((s.n1p, s.n2, s.nm), np.complex64) if use_kept else s.forward(
-                p3, obj, data.offsets_vox[j], self._scratch)
+            field = self._chi if use_kept else s.forward(p3, obj, data.offsets_vox[j], self._scratch)
             self._data_term(field, None if kept is None else kept[j], data, j, state.background, cost, poisson,
                             use_kept, kept is not None and not use_kept, True)
-            g = fft.ifft2(field, axes=(0, 1), norm="forward", overwrite_x=True)          # F^H χ_j, folded spectrum
+            g = fft.ifft2(self._chi, axes=(0, 1), norm="forward")       # F^H χ_j, folded spectrum (χ's zeros kept)
             o1, o2, o3 = (_I32(v) for v in data.offsets_vox[j])
             s._launch("pxm_ml_gradient", p3.size, (  # noqa: SLF001
                 g_obj, obj, p3, g, s.twiddles, s.ramp, w0, r0, _I32(s.n1p), _I32(s.n2), _I32(s.n3), _I32(s.nm),
@@ -305,10 +303,10 @@ class FusedGpuML:
             if with_probe:
                 s.project_into(g_pr_hat, p3, s0, s1, self._scratch, 1.0, False)
         g_pr = fft.ifft2(g_pr_hat, overwrite_x=True) if with_probe else g_pr_hat
-        return float(cost[0]), g_obj, g_pr
+        return cost[0], g_obj, g_pr
 
-    def cost(self, state: BraggState, data: BraggData, poisson: bool, kept: Array | None = None) -> float:
-        """Σ_j Σ ω ℓ(h_j, I_j) (seed Eq 4 / Poisson); Ψ_j crops into ``kept`` if given. One host copy."""
+    def cost(self, state: BraggState, data: BraggData, poisson: bool, kept: Array | None = None) -> Array:
+        """Σ_j Σ ω ℓ(h_j, I_j) (seed Eq 4 / Poisson) as a 0-d device array; Ψ_j crops into ``kept`` if given."""
         self._prepare(state)
         s, xp, fft = self.s, self.xp, fft_module(self.xp)
         cost = xp.zeros(1, np.float64)
@@ -319,29 +317,33 @@ class FusedGpuML:
                 field = s.forward(s.extrude(p2f, s0, s1), state.object, data.offsets_vox[j], self._scratch)
                 self._data_term(field, None if kept is None else kept[j], data, j, state.background, cost, poisson,
                                 False, kept is not None, False)
-        return float(cost[0])
+        return cost[0]
 
     def line_sums(self, state: BraggState, data: BraggData, poisson: bool, d_obj: Array, d_probe: Array | None,
-                  kept: Array | None, prior_w12: list[Array] | None = None) -> tuple[float, float]:
-        """Data-term (L'(0), L''(0)) along (Δρ, ΔP) as :meth:`analysis.bragg.solvers.fused_cpu.FusedCpuML.line_sums`."""
+                  kept: Array | None, prior_w12: list[Array] | None = None) -> tuple[Array, Array]:
+        """Data-term (L'(0), L''(0)) along (Δρ, ΔP) as :meth:`analysis.bragg.solvers.fused_cpu.FusedCpuML.line_sums`,
+        as 0-d device arrays (no host sync).
+        """
         self._prepare(state)
         s, xp, fft = self.s, self.xp, fft_module(self.xp)
         obj = state.object
         d_obj = xp.ascontiguousarray(d_obj)
         no2, no3 = (_I32(v) for v in obj.shape[1:])
         sums = xp.zeros(2, np.float64)
-        p2f = fft.fft2(state.probe)
-        dp2f = fft.fft2(d_probe) if d_probe is not None else None
+        # P̃2 and ΔP̃2 stacked: one extrusion (3 launches) gives P_j and ΔP_j
+        p2f = fft.fft2(state.probe if d_probe is None else xp.stack([state.probe, xp.asarray(d_probe, np.complex64)]),
+                       axes=(-2, -1))
         for j in range(data.n_positions):
             if not data.has_data(j):
                 continue
             off = data.offsets_vox[j]
             s0, s1 = (_F64(v) for v in data.shifts_px[j])
-            p3 = s.extrude(p2f, s0, s1)
+            both = s.extrude(p2f, s0, s1)
+            p3 = both if d_probe is None else both[0]
             psi0 = kept[j] if kept is not None else s.forward(p3, obj, off, self._scratch)
             psi2 = None
-            if dp2f is not None:
-                dp3 = s.extrude(dp2f, s0, s1)
+            if d_probe is not None:
+                dp3 = both[1]
                 if prior_w12 is not None:
                     o1, o2, o3 = (_I32(v) for v in off)
                     s._launch("pxm_illumination", p3.size, (  # noqa: SLF001
@@ -355,5 +357,4 @@ class FusedGpuML:
                 psi0, psi1, psi1 if psi2 is None else psi2, data.intensities[j], mask, planes, state.background, sums,
                 _I32(s.n1p), _I32(s.n2), _I32(s.nm), _I32(s.n1), _F64(s.scale2), _I32(poisson),
                 _I32(kept is not None), _I32(psi2 is not None)))
-        d = to_numpy(sums)                                                              # one host copy per pass
-        return float(d[0]), float(d[1])
+        return sums[0], sums[1]

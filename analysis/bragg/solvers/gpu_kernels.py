@@ -82,16 +82,87 @@ __device__ __forceinline__ int centred(int i, int n) {  /* FFT bin i of an n-poi
     return i < h ? i + n / 2 : i - h;
 }
 
-/* spec[b, f] = scale e^{-2 pi i f3(f) s1} sum_a p2f[a, f] e^{-2 pi i f2(a) s0} e^{+2 pi i a b / n2}: the sub-pixel
-   shift of P2 in 2D frequency space and the unnormalised inverse DFT along r2, i.e. FFT_r3(Shift_g P2) up to scale. */
-extern "C" __global__ void pxm_shifted_spectrum(const float2* p2f, float2* spec, int n2, int n3, double s0, double s1,
-                                                float scale) {
-    PXM_LOOP(i, (long long)n2 * n3) {
-        int b = (int)(i / n3), f = (int)(i % n3);
+/* The index helpers every kernel shares (one definition each, so a layout change is made once). */
+struct pxm_at { long long ab; int a, b, c; };   /* element of an (n1p, n2, inner) array: line ab = a n2 + b, index c */
+__device__ __forceinline__ pxm_at pxm_split(long long i, int n2, int inner) {
+    pxm_at e;
+    e.c = (int)(i % inner);
+    e.ab = i / inner;
+    e.b = (int)(e.ab % n2);
+    e.a = (int)(e.ab / n2);
+    return e;
+}
+/* Flat index in rho (NO1, no2, no3) of r3 index c on line (a, b) of the box view at (o1, o2, o3). */
+__device__ __forceinline__ long long pxm_obj(pxm_at e, int c, int no2, int no3, int o1, int o2, int o3) {
+    return ((long long)(o1 + e.a) * no2 + (o2 + e.b)) * no3 + o3 + c;
+}
+/* sum_q conj(tw[q, c mod nm] ramp[a, q]) spec[ab, q]: the shear ramp's conjugate and the unnormalised inverse
+   nm-point DFT of a folded spectrum line at box element e (F^H's last step, replicated along r3). */
+__device__ __forceinline__ float2 pxm_unfold(const float2* spec, const float2* tw, const float2* ramp, pxm_at e,
+                                             int nm) {
+    int k = e.c % nm;
+    float2 d = make_float2(0.0f, 0.0f);
+    for (int q = 0; q < nm; ++q) {
+        float2 t = cmulc(cmul(tw[(long long)q * nm + k], ramp[(long long)e.a * nm + q]), spec[e.ab * nm + q]);
+        d.x += t.x;
+        d.y += t.y;
+    }
+    return d;
+}
+/* ramp[a, q] sum_k tw[q, k] sum_u x(u nm + k) for the fold of one box line: x(c) = left[c] * right[c] (+ left2[c]
+   * right2[c] with left2), the exit wave P rho folded along r3 (seed Eq 1), its nm-point DFT and the shear ramp. */
+__device__ __forceinline__ float2 pxm_fold_line(const float2* left, const float2* right, const float2* left2,
+                                                const float2* right2, const float2* tw, const float2* ramp, pxm_at e,
+                                                int n3, int nm, float* lmax, float* rmax) {
+    float2 acc = make_float2(0.0f, 0.0f);
+    for (int k = 0; k < nm; ++k) {
+        float2 f = make_float2(0.0f, 0.0f);
+        for (int c = k; c < n3; c += nm) {
+            float2 lv = left[c], rv = right[c];
+            float2 t = cmul(lv, rv);
+            if (left2) {
+                float2 u = cmul(left2[c], right2[c]);
+                t.x += u.x;
+                t.y += u.y;
+            }
+            f.x += t.x;
+            f.y += t.y;
+            if (lmax) {
+                *lmax = fmaxf(*lmax, cabs2(lv));
+                *rmax = fmaxf(*rmax, cabs2(rv));
+            }
+        }
+        float2 t = cmul(f, tw[(long long)e.c * nm + k]);
+        acc.x += t.x;
+        acc.y += t.y;
+    }
+    return cmul(acc, ramp[(long long)e.a * nm + e.c]);
+}
+/* Kept Psi_j crops and data are (n1, n2, nm): FFT order (ci) and centred (d, plane kc). Row a of the folded box is
+   row a (a < pos) or a - (n1p - n1) of the crop, or outside it (false). */
+struct pxm_crop { long long ci, d; int kc; };
+__device__ __forceinline__ bool pxm_crop_at(pxm_at e, int n1p, int n1, int n2, int nm, pxm_crop* out) {
+    int pos = n1 - n1 / 2, neg = n1 / 2;
+    int r = e.a < pos ? e.a : (e.a >= n1p - neg ? e.a - (n1p - n1) : -1);
+    if (r < 0) return false;
+    out->ci = ((long long)r * n2 + e.b) * nm + e.c;
+    out->kc = centred(e.c, nm);
+    out->d = ((long long)((r < pos ? r : r - n1) + n1 / 2) * n2 + centred(e.b, n2)) * nm + out->kc;
+    return true;
+}
+
+/* spec[z, b, f] = scale e^{-2 pi i f3(f) s1} sum_a p2f[z, a, f] e^{-2 pi i f2(a) s0} e^{+2 pi i a b / n2} for each of
+   nb stacked probes z: the sub-pixel shift of P2 in 2D frequency space and the unnormalised inverse DFT along r2,
+   i.e. FFT_r3(Shift_g P2) up to scale (nb = 2: P2 and its line-search direction in one launch). */
+extern "C" __global__ void pxm_shifted_spectrum(const float2* p2f, float2* spec, int nb, int n2, int n3, double s0,
+                                                double s1, float scale) {
+    PXM_LOOP(i, (long long)nb * n2 * n3) {
+        long long zb = i / n3, z0 = (zb / n2) * n2 * n3;
+        int b = (int)(zb % n2), f = (int)(i % n3);
         double re = 0.0, im = 0.0, s, c;
         for (int a = 0; a < n2; ++a) {
             sincospi(2.0 * ((double)((long long)a * b % n2) / n2 - fftfreq(a, n2) * s0), &s, &c);
-            float2 v = p2f[(long long)a * n3 + f];
+            float2 v = p2f[z0 + (long long)a * n3 + f];
             re += v.x * c - v.y * s;
             im += v.x * s + v.y * c;
         }
@@ -121,13 +192,15 @@ extern "C" __global__ void pxm_probe_update(float2* p2f, const float2* proj, con
     }
 }
 
-/* box[a, b, f] = spec[b, f] slices[a, f]: the extrusion B in r3-frequency space. */
-extern "C" __global__ void pxm_extrude(const float2* spec, const float2* slices, float2* box, int n1p, int n2, int n3) {
-    PXM_LOOP(i, (long long)n1p * n2 * n3) {
+/* box[z, a, b, f] = spec[z, b, f] slices[a, f] for nb stacked spectra z: the extrusion B in r3-frequency space. */
+extern "C" __global__ void pxm_extrude(const float2* spec, const float2* slices, float2* box, int nb, int n1p, int n2,
+                                       int n3) {
+    PXM_LOOP(i, (long long)nb * n1p * n2 * n3) {
         int f = (int)(i % n3);
-        long long ab = i / n3;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        box[i] = cmul(spec[(long long)b * n3 + f], slices[(long long)a * n3 + f]);
+        long long zab = i / n3;
+        int b = (int)(zab % n2), a = (int)((zab / n2) % n1p);
+        long long z = zab / ((long long)n2 * n1p);
+        box[i] = cmul(spec[(z * n2 + b) * n3 + f], slices[(long long)a * n3 + f]);
     }
 }
 
@@ -139,27 +212,9 @@ extern "C" __global__ void pxm_fold_spectrum(const float2* p, const float2* obj,
                                              int no3, int o1, int o2, int o3) {
     float pm = 0.0f, vm = 0.0f;
     PXM_LOOP(i, (long long)n1p * n2 * nm) {
-        int q = (int)(i % nm);
-        long long ab = i / nm;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        long long pb = ab * n3;
-        long long ob = ((long long)(o1 + a) * no2 + (o2 + b)) * no3 + o3;
-        float2 acc = make_float2(0.0f, 0.0f);
-        for (int k = 0; k < nm; ++k) {
-            float2 f = make_float2(0.0f, 0.0f);
-            for (int c = k; c < n3; c += nm) {
-                float2 pv = p[pb + c], vv = obj[ob + c];
-                float2 t = cmul(pv, vv);
-                f.x += t.x;
-                f.y += t.y;
-                pm = fmaxf(pm, cabs2(pv));
-                vm = fmaxf(vm, cabs2(vv));
-            }
-            float2 t = cmul(f, tw[(long long)q * nm + k]);
-            acc.x += t.x;
-            acc.y += t.y;
-        }
-        spec[i] = cmul(acc, ramp[(long long)a * nm + q]);
+        pxm_at e = pxm_split(i, n2, nm);
+        spec[i] = pxm_fold_line(p + e.ab * n3, obj + pxm_obj(e, 0, no2, no3, o1, o2, o3), (const float2*)0,
+                                (const float2*)0, tw, ramp, e, n3, nm, &pm, &vm);
     }
     pm = pxm_warp_max(pm);
     vm = pxm_warp_max(vm);
@@ -175,32 +230,11 @@ extern "C" __global__ void pxm_fold_spectrum_pair(const float2* p, const float2*
                                                   float2* s2, int n1p, int n2, int n3, int nm, int no2, int no3,
                                                   int o1, int o2, int o3) {
     PXM_LOOP(i, (long long)n1p * n2 * nm) {
-        int q = (int)(i % nm);
-        long long ab = i / nm;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        long long pb = ab * n3;
-        long long ob = ((long long)(o1 + a) * no2 + (o2 + b)) * no3 + o3;
-        float2 acc1 = make_float2(0.0f, 0.0f), acc2 = make_float2(0.0f, 0.0f);
-        for (int k = 0; k < nm; ++k) {
-            float2 f1 = make_float2(0.0f, 0.0f), f2 = make_float2(0.0f, 0.0f);
-            for (int c = k; c < n3; c += nm) {
-                float2 pv = p[pb + c], dpv = dp[pb + c], vv = obj[ob + c], dvv = dobj[ob + c];
-                float2 t = cmul(pv, dvv), u = cmul(dpv, vv), w = cmul(dpv, dvv);
-                f1.x += t.x + u.x;
-                f1.y += t.y + u.y;
-                f2.x += w.x;
-                f2.y += w.y;
-            }
-            float2 tq = tw[(long long)q * nm + k];
-            float2 t1 = cmul(f1, tq), t2 = cmul(f2, tq);
-            acc1.x += t1.x;
-            acc1.y += t1.y;
-            acc2.x += t2.x;
-            acc2.y += t2.y;
-        }
-        float2 r = ramp[(long long)a * nm + q];
-        s1[i] = cmul(acc1, r);
-        s2[i] = cmul(acc2, r);
+        pxm_at e = pxm_split(i, n2, nm);
+        long long pb = e.ab * n3, ob = pxm_obj(e, 0, no2, no3, o1, o2, o3);
+        s1[i] = pxm_fold_line(p + pb, dobj + ob, dp + pb, obj + ob, tw, ramp, e, n3, nm, (float*)0, (float*)0);
+        s2[i] = pxm_fold_line(dp + pb, dobj + ob, (const float2*)0, (const float2*)0, tw, ramp, e, n3, nm, (float*)0,
+                              (float*)0);
     }
 }
 
@@ -211,17 +245,14 @@ extern "C" __global__ void pxm_modulus(float2* field, const float* inten, const 
                                        const unsigned char* plane_ok, float* bg, double* misfit, int n1p, int n2,
                                        int nm, int n1, float scale2, float gamma) {
     double acc = 0.0;
-    int pos = n1 - n1 / 2, neg = n1 / 2;
     PXM_LOOP(i, (long long)n1p * n2 * nm) {
-        int k = (int)(i % nm);
-        long long ab = i / nm;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        int m1;
-        if (a < pos) m1 = a;
-        else if (a >= n1p - neg) m1 = a - n1p;
-        else { field[i] = make_float2(0.0f, 0.0f); continue; }
-        int kc = centred(k, nm);
-        long long d = ((long long)(m1 + n1 / 2) * n2 + centred(b, n2)) * nm + kc;
+        pxm_crop cr;
+        if (!pxm_crop_at(pxm_split(i, n2, nm), n1p, n1, n2, nm, &cr)) {
+            field[i] = make_float2(0.0f, 0.0f);
+            continue;
+        }
+        long long d = cr.d;
+        int kc = cr.kc;
         float2 z = field[i];
         float b_old = bg[d];
         float sqrt_h = sqrtf(fmaxf(scale2 * cabs2(z) + b_old, 1e-30f));
@@ -250,17 +281,9 @@ extern "C" __global__ void pxm_object_update(float2* obj, const unsigned char* s
     float pmax = maxes[0], vmax = maxes[1];
     float b_pmax = beta * pmax, mu_j = mu * pmax;
     PXM_LOOP(i, (long long)n1p * n2 * n3) {
-        int c = (int)(i % n3);
-        long long ab = i / n3;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        int k = c % nm;
-        float2 d = make_float2(0.0f, 0.0f);
-        for (int q = 0; q < nm; ++q) {
-            float2 t = cmulc(cmul(tw[(long long)q * nm + k], ramp[(long long)a * nm + q]), spec[ab * nm + q]);
-            d.x += t.x;
-            d.y += t.y;
-        }
-        long long o = ((long long)(o1 + a) * no2 + (o2 + b)) * no3 + o3 + c;
+        pxm_at e = pxm_split(i, n2, n3);
+        float2 d = pxm_unfold(spec, tw, ramp, e, nm);
+        long long o = pxm_obj(e, e.c, no2, no3, o1, o2, o3);
         float2 pk = p[i], v = obj[o];
         float sbar = support[o] ? 0.0f : mu_j;
         float lam = (1.0f - beta) * cabs2(pk) + b_pmax + sbar;
@@ -290,35 +313,24 @@ extern "C" __global__ void pxm_project(const float2* ghat, const float2* slices,
     }
 }
 
-/* --- maximum-likelihood refinement (Thibault & Guizar-Sicairos 2012; seed Eq 4) ---------------------------------
-   kept Psi_j crops are (n1, n2, nm) in FFT order: row a of the folded box <-> row a (a < pos) or a - (n1p - n1). */
-__device__ __forceinline__ int pxm_crop_row(int a, int n1p, int n1) {    /* -1 outside the r1 crop */
-    int pos = n1 - n1 / 2, neg = n1 / 2;
-    return a < pos ? a : (a >= n1p - neg ? a - (n1p - n1) : -1);
-}
+/* --- maximum-likelihood refinement (Thibault & Guizar-Sicairos 2012; seed Eq 4) ------------------------------- */
 
 /* Data term over the folded box: Psi = kept[crop] if use_kept else field; write_kept: kept[crop] <- Psi;
    cost[0] += sum omega l(h, I), h = scale2 |Psi|^2 + b (amplitude (sqrt h - sqrt I)^2 or Poisson h - I log h);
-   write_chi: field <- Psi (1 - sqrt(I/h) | 1 - I/h) scale2 on omega, 0 elsewhere and outside the crop rows. */
-extern "C" __global__ void pxm_data_term(float2* field, float2* kept, const float* inten, const unsigned char* mask,
-                                         const unsigned char* plane_ok, const float* bg, double* cost, int n1p, int n2,
-                                         int nm, int n1, double scale2, int poisson, int use_kept, int write_kept,
-                                         int write_chi) {
+   write_chi: chi <- Psi (1 - sqrt(I/h) | 1 - I/h) scale2 on omega, 0 elsewhere, on the crop rows only (the caller
+   keeps chi's other rows 0: a buffer zeroed once, so they are not written per position). */
+extern "C" __global__ void pxm_data_term(const float2* field, float2* kept, float2* chi, const float* inten,
+                                         const unsigned char* mask, const unsigned char* plane_ok, const float* bg,
+                                         double* cost, int n1p, int n2, int nm, int n1, double scale2, int poisson,
+                                         int use_kept, int write_kept, int write_chi) {
     double acc = 0.0;
     PXM_LOOP(i, (long long)n1p * n2 * nm) {
-        int k = (int)(i % nm);
-        long long ab = i / nm;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        int r = pxm_crop_row(a, n1p, n1);
-        if (r < 0) {
-            if (write_chi) field[i] = make_float2(0.0f, 0.0f);
-            continue;
-        }
-        long long ci = ((long long)r * n2 + b) * nm + k;
-        float2 z = use_kept ? kept[ci] : field[i];
-        if (write_kept) kept[ci] = z;
-        int kc = centred(k, nm);
-        long long d = ((long long)((r < n1 - n1 / 2 ? r : r - n1) + n1 / 2) * n2 + centred(b, n2)) * nm + kc;
+        pxm_crop cr;
+        if (!pxm_crop_at(pxm_split(i, n2, nm), n1p, n1, n2, nm, &cr)) continue;
+        long long d = cr.d;
+        int kc = cr.kc;
+        float2 z = use_kept ? kept[cr.ci] : field[i];
+        if (write_kept) kept[cr.ci] = z;
         bool on = mask[d] && plane_ok[kc];
         double h = fmax(scale2 * ((double)z.x * z.x + (double)z.y * z.y) + (double)bg[d], 1e-30);
         double in = (double)inten[d], term, factor;
@@ -331,7 +343,7 @@ extern "C" __global__ void pxm_data_term(float2* field, float2* kept, const floa
             factor = 1.0 - amp / sh;
         }
         acc += on ? term : 0.0;
-        if (write_chi) field[i] = cscale(z, (float)(on ? factor * scale2 : 0.0));
+        if (write_chi) chi[i] = cscale(z, (float)(on ? factor * scale2 : 0.0));
     }
     acc = pxm_warp_sum(acc);
     if (PXM_LANE0) atomicAdd(cost, acc);
@@ -344,17 +356,9 @@ extern "C" __global__ void pxm_ml_gradient(float2* g_obj, const float2* obj, flo
                                            int n2, int n3, int nm, int no2, int no3, int o1, int o2, int o3,
                                            int probe_gradient, int with_w0, int with_r0, float strength) {
     PXM_LOOP(i, (long long)n1p * n2 * n3) {
-        int c = (int)(i % n3);
-        long long ab = i / n3;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        int k = c % nm;
-        float2 g = make_float2(0.0f, 0.0f);
-        for (int q = 0; q < nm; ++q) {
-            float2 t = cmulc(cmul(tw[(long long)q * nm + k], ramp[(long long)a * nm + q]), spec[ab * nm + q]);
-            g.x += t.x;
-            g.y += t.y;
-        }
-        long long o = ((long long)(o1 + a) * no2 + (o2 + b)) * no3 + o3 + c;
+        pxm_at e = pxm_split(i, n2, n3);
+        float2 g = pxm_unfold(spec, tw, ramp, e, nm);
+        long long o = pxm_obj(e, e.c, no2, no3, o1, o2, o3);
         float2 pk = p[i];
         float2 t = cmulc(pk, g);
         g_obj[o] = make_float2(g_obj[o].x + t.x, g_obj[o].y + t.y);
@@ -379,16 +383,11 @@ extern "C" __global__ void pxm_line_sums(const float2* psi0, const float2* psi1,
                                          int psi0_crop, int has_psi2) {
     double s1 = 0.0, s2 = 0.0;
     PXM_LOOP(i, (long long)n1p * n2 * nm) {
-        int k = (int)(i % nm);
-        long long ab = i / nm;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        int r = pxm_crop_row(a, n1p, n1);
-        if (r < 0) continue;
-        long long ci = ((long long)r * n2 + b) * nm + k;
-        int kc = centred(k, nm);
-        long long d = ((long long)((r < n1 - n1 / 2 ? r : r - n1) + n1 / 2) * n2 + centred(b, n2)) * nm + kc;
-        if (!(mask[d] && plane_ok[kc])) continue;
-        float2 z0 = psi0_crop ? psi0[ci] : psi0[i], z1 = psi1[i];
+        pxm_crop cr;
+        if (!pxm_crop_at(pxm_split(i, n2, nm), n1p, n1, n2, nm, &cr)) continue;
+        long long d = cr.d;
+        if (!(mask[d] && plane_ok[cr.kc])) continue;
+        float2 z0 = psi0_crop ? psi0[cr.ci] : psi0[i], z1 = psi1[i];
         double x0 = z0.x, y0 = z0.y, x1 = z1.x, y1 = z1.y;
         double a0 = fmax(scale2 * (x0 * x0 + y0 * y0) + (double)bg[d], 1e-30);
         double a1 = 2.0 * scale2 * (x0 * x1 + y0 * y1);
@@ -417,10 +416,7 @@ extern "C" __global__ void pxm_line_sums(const float2* psi0, const float2* psi1,
 extern "C" __global__ void pxm_illumination(float* w1, float* w2, const float2* p, const float2* dp, int n1p, int n2,
                                             int n3, int no2, int no3, int o1, int o2, int o3) {
     PXM_LOOP(i, (long long)n1p * n2 * n3) {
-        int c = (int)(i % n3);
-        long long ab = i / n3;
-        int b = (int)(ab % n2), a = (int)(ab / n2);
-        long long o = ((long long)(o1 + a) * no2 + (o2 + b)) * no3 + o3 + c;
+        long long o = pxm_obj(pxm_split(i, n2, n3), (int)(i % n3), no2, no3, o1, o2, o3);
         float2 pv = p[i], d = dp[i];
         w1[o] += 2.0f * (pv.x * d.x + pv.y * d.y);
         w2[o] += cabs2(d);
@@ -449,12 +445,14 @@ def _centred(n: int) -> np.ndarray:
     return (np.arange(n) + n // 2) % n
 
 
-def ref_shifted_spectrum(p2f: np.ndarray, spec: np.ndarray, n2: int, n3: int, s0: float, s1: float,
+def ref_shifted_spectrum(p2f: np.ndarray, spec: np.ndarray, nb: int, n2: int, n3: int, s0: float, s1: float,
                          scale: float) -> None:
-    """Reference of ``pxm_shifted_spectrum``: spec = N2·iFFT_r2(P̃2 · e^{-2πi(f2 s0 + f3 s1)}) · scale."""
+    """Reference of ``pxm_shifted_spectrum``: spec = N2·iFFT_r2(P̃2 · e^{-2πi(f2 s0 + f3 s1)}) · scale for each of the
+    ``nb`` stacked P̃2.
+    """
     ph = np.exp(-2j * np.pi * (_fftfreq(n2)[:, None] * float(s0) + _fftfreq(n3)[None, :] * float(s1)))
-    x = p2f.reshape(n2, n3).astype(np.complex128) * ph
-    spec.reshape(n2, n3)[...] = np.fft.ifft(x, axis=0) * (int(n2) * float(scale))
+    x = p2f.reshape(nb, n2, n3).astype(np.complex128) * ph
+    spec.reshape(nb, n2, n3)[...] = np.fft.ifft(x, axis=1) * (int(n2) * float(scale))
 
 
 def ref_probe_update(p2f: np.ndarray, proj: np.ndarray, maxes: np.ndarray, n2: int, n3: int, s0: float, s1: float,
@@ -466,9 +464,9 @@ def ref_probe_update(p2f: np.ndarray, proj: np.ndarray, maxes: np.ndarray, n2: i
     p2f.reshape(n2, n3)[...] += (y * ph * (float(scale) / den)).astype(np.complex64)
 
 
-def ref_extrude(spec: np.ndarray, slices: np.ndarray, box: np.ndarray, n1p: int, n2: int, n3: int) -> None:
-    """Reference of ``pxm_extrude``: box[a, b, f] = spec[b, f] · slices[a, f]."""
-    box.reshape(n1p, n2, n3)[...] = spec.reshape(1, n2, n3) * slices.reshape(n1p, 1, n3)
+def ref_extrude(spec: np.ndarray, slices: np.ndarray, box: np.ndarray, nb: int, n1p: int, n2: int, n3: int) -> None:
+    """Reference of ``pxm_extrude``: box[z, a, b, f] = spec[z, b, f] · slices[a, f] for the ``nb`` stacked spectra."""
+    box.reshape(nb, n1p, n2, n3)[...] = spec.reshape(nb, 1, n2, n3) * slices.reshape(1, n1p, 1, n3)
 
 
 def ref_fold_spectrum(p: np.ndarray, obj: np.ndarray, tw: np.ndarray, ramp: np.ndarray, spec: np.ndarray,
@@ -578,10 +576,12 @@ def _crop_data(arr: np.ndarray, n1: int, n2: int, nm: int, data_rows: np.ndarray
     return arr.reshape(n1, n2, nm)[data_rows][:, _centred(n2)][:, :, _centred(nm)]
 
 
-def ref_data_term(field: np.ndarray, kept: np.ndarray, inten: np.ndarray, mask: np.ndarray, plane_ok: np.ndarray,
-                  bg: np.ndarray, cost: np.ndarray, n1p: int, n2: int, nm: int, n1: int, scale2: float, poisson: int,
-                  use_kept: int, write_kept: int, write_chi: int) -> None:
-    """Reference of ``pxm_data_term``: the ML data term (Thibault & Guizar-Sicairos 2012) over the crop rows."""
+def ref_data_term(field: np.ndarray, kept: np.ndarray, chi: np.ndarray, inten: np.ndarray, mask: np.ndarray,
+                  plane_ok: np.ndarray, bg: np.ndarray, cost: np.ndarray, n1p: int, n2: int, nm: int, n1: int,
+                  scale2: float, poisson: int, use_kept: int, write_kept: int, write_chi: int) -> None:
+    """Reference of ``pxm_data_term``: the ML data term (Thibault & Guizar-Sicairos 2012) over the crop rows; χ into
+    the crop rows of ``chi`` (its other rows untouched).
+    """
     f = field.reshape(n1p, n2, nm)
     rows, data_rows = _crop_rows(int(n1p), int(n1))
     k3 = kept.reshape(n1, n2, nm) if (use_kept or write_kept) else None
@@ -599,9 +599,7 @@ def ref_data_term(field: np.ndarray, kept: np.ndarray, inten: np.ndarray, mask: 
         term, factor = (np.sqrt(h) - amp) ** 2, 1.0 - amp / np.sqrt(h)
     cost[0] += float(np.sum(np.where(on, term, 0.0)))
     if write_chi:
-        out = np.zeros_like(f)
-        out[rows] = z * np.where(on, factor * float(scale2), 0.0).astype(np.float32)
-        f[...] = out
+        chi.reshape(n1p, n2, nm)[rows] = z * np.where(on, factor * float(scale2), 0.0).astype(np.float32)
 
 
 def ref_ml_gradient(g_obj: np.ndarray, obj: np.ndarray, p: np.ndarray, spec: np.ndarray, tw: np.ndarray,
@@ -695,12 +693,12 @@ def _tr_fold_spectrum_pair(a: tuple[Any, ...]) -> tuple[int, int]:
 
 
 def _tr_data_term(a: tuple[Any, ...]) -> tuple[int, int]:
-    field, kept, inten, mask, plane_ok, bg = a[:6]
-    n1p, n1 = int(a[7]), int(a[10])
-    use_kept, write_kept, write_chi = a[13], a[14], a[15]
+    field, kept, chi, inten, mask, plane_ok, bg = a[:7]
+    n1p, n1 = int(a[8]), int(a[11])
+    use_kept, write_kept, write_chi = a[14], a[15], a[16]
     crop = (_nb(field) * n1 // n1p)
     read = (_nb(kept) if use_kept else crop) + _nb(inten) + _nb(mask) + _nb(plane_ok) + _nb(bg)
-    return read, (_nb(kept) if write_kept else 0) + (_nb(field) if write_chi else 0) + 8
+    return read, (_nb(kept) if write_kept else 0) + (_nb(chi) * n1 // n1p if write_chi else 0) + 8
 
 
 def _tr_ml_gradient(a: tuple[Any, ...]) -> tuple[int, int]:
@@ -764,18 +762,12 @@ class KernelSpec:
     traffic: Callable[[tuple[Any, ...]], tuple[int, int]]
 
 
-KERNELS: Mapping[str, KernelSpec] = MappingProxyType({s.name: s for s in (
-    KernelSpec("pxm_shifted_spectrum", ref_shifted_spectrum, _tr_shifted_spectrum),
-    KernelSpec("pxm_probe_update", ref_probe_update, _tr_probe_update),
-    KernelSpec("pxm_extrude", ref_extrude, _tr_extrude),
-    KernelSpec("pxm_fold_spectrum", ref_fold_spectrum, _tr_fold_spectrum),
-    KernelSpec("pxm_fold_spectrum_pair", ref_fold_spectrum_pair, _tr_fold_spectrum_pair),
-    KernelSpec("pxm_modulus", ref_modulus, _tr_modulus),
-    KernelSpec("pxm_object_update", ref_object_update, _tr_object_update),
-    KernelSpec("pxm_project", ref_project, _tr_project),
-    KernelSpec("pxm_data_term", ref_data_term, _tr_data_term),
-    KernelSpec("pxm_ml_gradient", ref_ml_gradient, _tr_ml_gradient),
-    KernelSpec("pxm_line_sums", ref_line_sums, _tr_line_sums),
-    KernelSpec("pxm_illumination", ref_illumination, _tr_illumination),
-)})
+KERNELS: Mapping[str, KernelSpec] = MappingProxyType({
+    f"pxm_{ref.__name__.removeprefix('ref_')}": KernelSpec(f"pxm_{ref.__name__.removeprefix('ref_')}", ref, tr)
+    for ref, tr in ((ref_shifted_spectrum, _tr_shifted_spectrum), (ref_probe_update, _tr_probe_update),
+                    (ref_extrude, _tr_extrude), (ref_fold_spectrum, _tr_fold_spectrum),
+                    (ref_fold_spectrum_pair, _tr_fold_spectrum_pair), (ref_modulus, _tr_modulus),
+                    (ref_object_update, _tr_object_update), (ref_project, _tr_project),
+                    (ref_data_term, _tr_data_term), (ref_ml_gradient, _tr_ml_gradient),
+                    (ref_line_sums, _tr_line_sums), (ref_illumination, _tr_illumination))})
 """Every kernel of :data:`CUDA_SOURCE` by name (read-only)."""
