@@ -49,6 +49,8 @@ class DFXMDemoOptions:
     kind: str = "rock_roll"
     """Diversity drive: ``rock_roll``, ``two_theta_roll`` or ``lens_translation``."""
     exposure_s: float = 0.1
+    simulate_exposure: bool = False
+    """Wait ``exposure_s`` per frame, as a real camera does (off: frames as fast as the simulator makes them)."""
     peak_rate_counts_per_s: float = 2e5
     zernike_rad: dict[int, float] = field(default_factory=lambda: {4: 0.4, 6: 0.3, 11: 0.3})
     """True CRL aberrations of the simulation (Noll, rad)."""
@@ -103,7 +105,7 @@ def acquire_fp_run(raw_catalog: Any, raw_dir: Path, documents_dir: Path, source:
     from pxm.runengine import make_run_engine, run_plan, run_uids
 
     bl = make_sim_dfxm_beamline(source, geometry=geometry, data_dir=raw_dir, exposure_s=opts.exposure_s,
-                                simulate_exposure=False, seed=opts.seed)
+                                simulate_exposure=opts.simulate_exposure, seed=opts.seed)
     wiring = make_run_engine(raw_catalog=raw_catalog, documents_dir=documents_dir, beam_signal=bl.monitor.current)
     settings = fp_diversity_settings(geometry, n_side=opts.n_side, step_px=opts.step_px, kind=opts.kind)
     log(f"FP-DFXM scan: {settings.n_frames} frames of {geometry.n_px} × {geometry.n_px} px ({opts.kind}, step "

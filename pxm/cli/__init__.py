@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which motors create the diversity (default rock_roll)")
     p.add_argument("--iterations", type=int, default=150, help="Zernike-EPRY sweeps (default 150)")
     p.add_argument("--seed", type=int, default=6, help="random seed of the simulation")
+    p.add_argument("--simulate-exposure", action="store_true",
+                   help="wait the exposure time (0.1 s) per frame as a real camera does (default: frames as fast "
+                        "as the simulator makes them)")
     p.add_argument("--ferroelectric", action="store_true",
                    help="c/a domain film: one FP scan per variant's 2θ, strain → polarization maps (LGD), published")
     p.add_argument("--material", default="BaTiO3", help="LGD coefficient set of --ferroelectric (default BaTiO3)")

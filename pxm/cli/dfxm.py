@@ -14,7 +14,8 @@ def cmd_dfxm_demo(args: argparse.Namespace) -> int:
 
     check_figures_dir(args.figures)
     opts = DFXMDemoOptions(n_px=args.n_px, n_side=args.grid, step_px=args.step_px, kind=args.kind,
-                           iterations=args.iterations, seed=args.seed)
+                           iterations=args.iterations, seed=args.seed,
+                           simulate_exposure=args.simulate_exposure)
     if args.ferroelectric:
         from pxm.ferroelectric import FerroelectricDemoOptions, run_ferroelectric_demo
 

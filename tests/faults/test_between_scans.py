@@ -154,15 +154,16 @@ def test_sigterm_during_the_probe_reconstruction_stops_the_embedded_tiled_server
 
 # ------------------------------------------------------------------------------------------ pxm dfxm-demo
 def test_ctrl_c_during_the_fp_dfxm_scan_writes_the_stop_document_and_exits_130(tiled_service):
-    """The demo simulates frames without exposure time: a 15 × 15 grid (225 frames) so the scan is still running
-    when the signal lands on a loaded machine (with 9 × 9 the scan had ended under two xdist workers, exit 0)."""
+    """`--simulate-exposure` (0.1 s per frame, as a real camera): the 81-frame scan lasts ≥ 8 s, so it is still
+    running when the signal lands, however loaded the machine (without exposure time a 9 × 9 scan had ended under
+    two xdist workers before the signal, exit 0)."""
     data_dir = Path(tiled_service.config.data_dir)
     docs = data_dir / "documents"
     before = {p.name for p in docs.glob("*.jsonl")}
     env = {**os.environ, "PXM_TILED_API_KEY": tiled_service.config.api_key, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*PXM, "dfxm-demo",
-                             "--tiled-uri", tiled_service.uri, "--data-dir", str(data_dir), "--grid", "15",
-                             "--iterations", "5"], stdin=subprocess.DEVNULL,
+                             "--tiled-uri", tiled_service.uri, "--data-dir", str(data_dir), "--grid", "9",
+                             "--simulate-exposure", "--iterations", "5"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=Path(__file__).parents[2])
     try:
@@ -181,7 +182,7 @@ def test_ctrl_c_during_the_fp_dfxm_scan_writes_the_stop_document_and_exits_130(t
     name, stop = recorded[-1]
     assert name == "stop" and stop["exit_status"] == "abort" and "aborted by Ctrl-C" in stop["reason"]
     n = n_events(recorded)
-    assert 3 <= n < 225 and f"{n} of 225 frames recorded" in line
+    assert 3 <= n < 81 and f"{n} of 81 frames recorded" in line
     raw, _ = ensure_layout(tiled_service.client())
     assert raw[uid].metadata["stop"]["exit_status"] == "abort"
     assert "published" not in out                           # no reconstruction of an aborted run
