@@ -278,6 +278,16 @@ class IOCProcess:
     process: subprocess.Popen[bytes]
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc``, kill it if it has not exited 10 s later, and reap it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @contextmanager
 def environ_set(variables: Mapping[str, str]) -> Iterator[None]:
     """Set ``variables`` in ``os.environ`` until the block ends, then restore each one (or remove it if unset)."""
@@ -327,12 +337,7 @@ def serve_ioc(prefix: str, environment: Mapping[str, str], *, startup_timeout_s:
                                            f"({exc!r})") from None
         yield IOCProcess(prefix=prefix, environment=dict(environment), process=proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 
@@ -386,12 +391,7 @@ def ca_repeater(environment: Mapping[str, str], *, startup_timeout_s: float = 10
             time.sleep(0.05)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 if __name__ == "__main__":
