@@ -81,8 +81,9 @@ def test_ctrl_c_during_the_scan_of_demo_geometry_aborts_the_run_cleanly(tiled_se
 
 
 def test_ctrl_c_during_the_second_ferroelectric_scan_keeps_the_first_and_aborts_the_second(tiled_service):
-    proc, out, err, files = _interrupt_at(tiled_service, ["dfxm-demo", "--ferroelectric", "--grid", "7",
-                                                          "--iterations", "5"], nth_run=2, min_events=2)
+    # --simulate-exposure: 49 frames of 0.1 s per scan, so the second scan is still running when the signal lands
+    args = ["dfxm-demo", "--ferroelectric", "--grid", "7", "--simulate-exposure", "--iterations", "5"]
+    proc, out, err, files = _interrupt_at(tiled_service, args, nth_run=2, min_events=2)
     assert proc.returncode == EXIT_SIGINT, err
     assert "Traceback" not in err and "Traceback" not in out, err
     assert len(files) == 2, files
